@@ -1,0 +1,42 @@
+"""``tastebud`` console entry point."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pipeline.cli_app import app, db_path, emit_json
+from store.errors import TastebudError
+
+# Command modules register themselves on ``app`` when imported.
+from pipeline import cli_data  # noqa: E402,F401
+
+
+@app.command("job-run", hidden=True)
+def job_run(job_id: str = typer.Argument(..., help="Job to run in this process.")) -> None:
+    """Run a queued background job (started by the dashboard or `--background`)."""
+    from pipeline.jobs import JobCancelled, run_job
+
+    try:
+        run_job(db_path(), job_id)
+    except JobCancelled:
+        raise typer.Exit(3)
+
+
+def main() -> None:
+    """Run the CLI; a :class:`TastebudError` becomes one line on stderr and exit code 2."""
+    try:
+        app()
+    except TastebudError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["app", "main", "emit_json"]

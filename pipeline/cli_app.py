@@ -1,0 +1,45 @@
+"""The typer app and what every command shares: the store path, JSON output, error handling.
+
+Command modules (``pipeline/cli_*.py``) import ``app`` from here and register commands;
+``pipeline/cli.py`` imports them all and is the console entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from store.db import resolve_db_path
+
+app = typer.Typer(
+    name="tastebud",
+    help="Restaurant-review sentiment: store, fine-tune, score, flag, relabel, retrain.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+_state: dict[str, Any] = {"db": None}
+
+
+@app.callback()
+def _global(
+    db: Path = typer.Option(
+        None, "--db", envvar="TASTEBUD_DB", help="Store file (default ./tastebud.duckdb; env TASTEBUD_DB)."
+    ),
+) -> None:
+    _state["db"] = resolve_db_path(db)
+
+
+def db_path() -> Path:
+    """The store path chosen by ``--db`` / ``$TASTEBUD_DB`` / the default."""
+    return _state["db"] or resolve_db_path(None)
+
+
+def emit_json(payload: Any) -> None:
+    """Print one JSON document to stdout."""
+    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")

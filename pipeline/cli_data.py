@@ -1,0 +1,36 @@
+"""Data commands: init, stats (import and demo-data live in their own modules)."""
+
+from __future__ import annotations
+
+import typer
+
+from pipeline.cli_app import app, db_path, emit_json
+from store.db import connect
+from store.schema import init_store
+from store.stats import store_stats
+
+
+@app.command("init")
+def init_cmd() -> None:
+    """Create the store (or upgrade its schema) at --db."""
+    db, applied = init_store(db_path())
+    if applied:
+        typer.echo(f"store {db}: applied migrations {', '.join(map(str, applied))}")
+    else:
+        typer.echo(f"store {db} is up to date")
+
+
+@app.command("stats")
+def stats_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Counts by label, label source and split."""
+    with connect(db_path(), read_only=True) as con:
+        stats = store_stats(con)
+    if as_json:
+        emit_json(stats)
+        return
+    typer.echo(f"reviews   {stats['reviews']:>10,}   labeled {stats['labeled']:,}   unlabeled {stats['unlabeled']:,}")
+    typer.echo("labels    " + "   ".join(f"{k} {v:,}" for k, v in stats["labels"].items()))
+    typer.echo("sources   " + "   ".join(f"{k} {v:,}" for k, v in stats["label_sources"].items()))
+    typer.echo("splits    " + "   ".join(f"{k} {v:,}" for k, v in stats["splits"].items()))
+    for split, counts in stats["labels_by_split"].items():
+        typer.echo(f"  {split:<6}  " + "   ".join(f"{k} {v:,}" for k, v in counts.items()))

@@ -1,0 +1,64 @@
+"""Label history: append-only rows; the current label is the newest human label, else the newest other."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+
+def append_labels(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFrame) -> int:
+    """Append labels (columns review_id, label, source; optional labeler, round).
+
+    A row is skipped when the newest stored label of the same review and source already
+    says the same, so re-importing a file adds no history. Call inside a transaction.
+
+    Returns:
+        How many label rows were appended.
+    """
+    frame = batch if isinstance(batch, pd.DataFrame) else batch.to_pandas()
+    frame = frame.copy()
+    for optional in ("labeler", "round"):
+        if optional not in frame.columns:
+            frame[optional] = None
+    con.register("_label_batch", frame[["review_id", "label", "source", "labeler", "round"]])
+    try:
+        before = con.execute("SELECT count(*) FROM labels").fetchone()[0]
+        con.execute(
+            """
+            INSERT INTO labels (review_id, label, source, labeler, created_at, round)
+            WITH newest AS (
+                SELECT review_id, source, label FROM labels
+                WHERE review_id IN (SELECT review_id FROM _label_batch)
+                QUALIFY row_number() OVER (PARTITION BY review_id, source ORDER BY created_at DESC, label_id DESC) = 1
+            )
+            SELECT b.review_id, b.label, b.source, b.labeler, ?, coalesce(b.round::INTEGER, 0)
+            FROM _label_batch b
+            LEFT JOIN newest n ON n.review_id = b.review_id AND n.source = b.source
+            WHERE n.label IS DISTINCT FROM b.label
+            """,
+            [datetime.now()],
+        )
+        return con.execute("SELECT count(*) FROM labels").fetchone()[0] - before
+    finally:
+        con.unregister("_label_batch")
+
+
+def current_label(con: duckdb.DuckDBPyConnection, review_id: str) -> dict | None:
+    """The current label row of one review, or None."""
+    row = con.execute(
+        "SELECT label, source, labeler, created_at, round FROM current_labels WHERE review_id = ?", [review_id]
+    ).fetchone()
+    if row is None:
+        return None
+    return dict(zip(("label", "source", "labeler", "created_at", "round"), row))
+
+
+def label_history(con: duckdb.DuckDBPyConnection, review_id: str) -> pd.DataFrame:
+    """Every label row of one review, oldest first."""
+    return con.execute(
+        "SELECT label_id, label, source, labeler, created_at, round FROM labels WHERE review_id = ? ORDER BY label_id",
+        [review_id],
+    ).df()

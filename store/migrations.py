@@ -1,0 +1,307 @@
+"""Numbered schema migrations; ``migrate`` applies the ones a store has not seen yet.
+
+Each migration is a small function registered in order. Applied versions are recorded
+in ``schema_migrations``, so running ``migrate`` twice changes nothing and an old store
+is upgraded in place. Never edit a released migration: add the next one.
+
+Foreign keys are left out on purpose: DuckDB cannot update a row whose key another table
+references, and reviews are updated in place when their text changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import duckdb
+
+Migration = Callable[[duckdb.DuckDBPyConnection], None]
+
+
+@dataclass(frozen=True)
+class _Step:
+    version: int
+    name: str
+    apply: Migration
+
+
+MIGRATIONS: list[_Step] = []
+
+
+def migration(version: int, name: str) -> Callable[[Migration], Migration]:
+    """Register ``fn`` as migration ``version``; versions must be added in increasing order."""
+
+    def register(fn: Migration) -> Migration:
+        if MIGRATIONS and version <= MIGRATIONS[-1].version:
+            raise ValueError(f"migration {version} registered after {MIGRATIONS[-1].version}")
+        MIGRATIONS.append(_Step(version, name, fn))
+        return fn
+
+    return register
+
+
+@migration(1, "core_reviews_labels_splits")
+def _m001(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE reviews (
+            review_id       VARCHAR PRIMARY KEY,
+            restaurant_id   VARCHAR,
+            restaurant_name VARCHAR,
+            neighborhood    VARCHAR,
+            created_at      TIMESTAMP,
+            stars           TINYINT CHECK (stars BETWEEN 1 AND 5),
+            text            VARCHAR NOT NULL,
+            source          VARCHAR NOT NULL,
+            content_hash    VARCHAR NOT NULL,
+            ingested_at     TIMESTAMP NOT NULL,
+            updated_at      TIMESTAMP
+        );
+        CREATE SEQUENCE label_id_seq;
+        CREATE TABLE labels (
+            label_id   BIGINT PRIMARY KEY DEFAULT nextval('label_id_seq'),
+            review_id  VARCHAR NOT NULL,
+            label      VARCHAR NOT NULL CHECK (label IN ('negative', 'neutral', 'positive')),
+            source     VARCHAR NOT NULL CHECK (source IN ('stars', 'import', 'human')),
+            labeler    VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            round      INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX labels_review_idx ON labels (review_id);
+        CREATE TABLE splits (
+            review_id   VARCHAR PRIMARY KEY,
+            split       VARCHAR NOT NULL CHECK (split IN ('train', 'val', 'test')),
+            assigned_at TIMESTAMP NOT NULL
+        );
+        CREATE SEQUENCE import_id_seq;
+        CREATE TABLE imports (
+            import_id   BIGINT PRIMARY KEY DEFAULT nextval('import_id_seq'),
+            path        VARCHAR NOT NULL,
+            format      VARCHAR NOT NULL,
+            started_at  TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP,
+            accepted    BIGINT NOT NULL DEFAULT 0,
+            updated     BIGINT NOT NULL DEFAULT 0,
+            unchanged   BIGINT NOT NULL DEFAULT 0,
+            rejected    BIGINT NOT NULL DEFAULT 0
+        );
+        CREATE TABLE import_rejects (
+            import_id  BIGINT NOT NULL,
+            file       VARCHAR NOT NULL,
+            row_number BIGINT,
+            reason     VARCHAR NOT NULL,
+            detail     VARCHAR,
+            raw        VARCHAR
+        );
+        """
+    )
+
+
+@migration(2, "current_labels_view")
+def _m002(con: duckdb.DuckDBPyConnection) -> None:
+    # The current label is the newest human label, else the newest label of any other source.
+    con.execute(
+        """
+        CREATE VIEW current_labels AS
+        SELECT review_id, label, source, labeler, created_at, round
+        FROM labels
+        QUALIFY row_number() OVER (
+            PARTITION BY review_id
+            ORDER BY (source = 'human') DESC, created_at DESC, label_id DESC
+        ) = 1
+        """
+    )
+
+
+@migration(3, "models_training_evaluation")
+def _m003(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE models (
+            model_id      VARCHAR PRIMARY KEY,
+            kind          VARCHAR NOT NULL CHECK (kind IN ('finetuned', 'baseline')),
+            name          VARCHAR NOT NULL,
+            base_model    VARCHAR,
+            path          VARCHAR,
+            params        JSON,
+            data_snapshot JSON,
+            round         INTEGER NOT NULL DEFAULT 0,
+            label_counts  JSON,
+            device        VARCHAR,
+            duration_s    DOUBLE,
+            val_metrics   JSON,
+            status        VARCHAR NOT NULL CHECK (status IN ('training', 'ready', 'failed')),
+            created_at    TIMESTAMP NOT NULL
+        );
+        CREATE SEQUENCE promotion_id_seq;
+        CREATE TABLE promotions (
+            promotion_id      BIGINT PRIMARY KEY DEFAULT nextval('promotion_id_seq'),
+            model_id          VARCHAR NOT NULL,
+            previous_model_id VARCHAR,
+            action            VARCHAR NOT NULL CHECK (action IN ('promote', 'rollback')),
+            actor             VARCHAR NOT NULL,
+            reason            VARCHAR,
+            created_at        TIMESTAMP NOT NULL
+        );
+        CREATE TABLE training_runs (
+            run_id         VARCHAR PRIMARY KEY,
+            model_id       VARCHAR,
+            job_id         VARCHAR,
+            sweep_id       VARCHAR,
+            config         JSON NOT NULL,
+            status         VARCHAR NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'cancelled')),
+            checkpoint_dir VARCHAR,
+            error          VARCHAR,
+            started_at     TIMESTAMP NOT NULL,
+            finished_at    TIMESTAMP
+        );
+        CREATE TABLE epoch_metrics (
+            run_id       VARCHAR NOT NULL,
+            epoch        DOUBLE NOT NULL,
+            step         BIGINT NOT NULL,
+            train_loss   DOUBLE,
+            val_loss     DOUBLE,
+            val_accuracy DOUBLE,
+            val_macro_f1 DOUBLE,
+            created_at   TIMESTAMP NOT NULL
+        );
+        CREATE SEQUENCE evaluation_id_seq;
+        CREATE TABLE evaluations (
+            evaluation_id BIGINT PRIMARY KEY DEFAULT nextval('evaluation_id_seq'),
+            model_id      VARCHAR NOT NULL,
+            dataset       VARCHAR NOT NULL,
+            n             BIGINT NOT NULL,
+            metrics       JSON NOT NULL,
+            created_at    TIMESTAMP NOT NULL
+        );
+        CREATE TABLE evaluation_slices (
+            evaluation_id BIGINT NOT NULL,
+            slice_kind    VARCHAR NOT NULL,
+            slice_value   VARCHAR NOT NULL,
+            n             BIGINT NOT NULL,
+            accuracy      DOUBLE,
+            macro_f1      DOUBLE
+        );
+        """
+    )
+
+
+@migration(4, "predictions_flags_jobs_audit")
+def _m004(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE predictions (
+            model_id   VARCHAR NOT NULL,
+            review_id  VARCHAR NOT NULL,
+            p_negative REAL NOT NULL,
+            p_neutral  REAL NOT NULL,
+            p_positive REAL NOT NULL,
+            label      VARCHAR NOT NULL,
+            scored_at  TIMESTAMP NOT NULL,
+            PRIMARY KEY (model_id, review_id)
+        );
+        CREATE SEQUENCE flag_id_seq;
+        CREATE TABLE flags (
+            flag_id     BIGINT PRIMARY KEY DEFAULT nextval('flag_id_seq'),
+            review_id   VARCHAR NOT NULL,
+            reason      VARCHAR NOT NULL,
+            priority    DOUBLE NOT NULL,
+            model_id    VARCHAR,
+            term        VARCHAR,
+            detail      JSON,
+            status      VARCHAR NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved', 'dismissed')),
+            created_at  TIMESTAMP NOT NULL,
+            resolved_at TIMESTAMP,
+            resolved_by VARCHAR
+        );
+        CREATE TABLE jobs (
+            job_id      VARCHAR PRIMARY KEY,
+            kind        VARCHAR NOT NULL,
+            status      VARCHAR NOT NULL
+                        CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+            params      JSON,
+            actor       VARCHAR,
+            pid         INTEGER,
+            progress    DOUBLE NOT NULL DEFAULT 0,
+            message     VARCHAR,
+            log_path    VARCHAR,
+            result      JSON,
+            error       VARCHAR,
+            cancel_requested BOOLEAN NOT NULL DEFAULT false,
+            created_at  TIMESTAMP NOT NULL,
+            started_at  TIMESTAMP,
+            finished_at TIMESTAMP,
+            heartbeat_at TIMESTAMP
+        );
+        CREATE SEQUENCE audit_id_seq;
+        CREATE TABLE audit_log (
+            audit_id   BIGINT PRIMARY KEY DEFAULT nextval('audit_id_seq'),
+            actor      VARCHAR NOT NULL,
+            role       VARCHAR,
+            action     VARCHAR NOT NULL,
+            target     VARCHAR,
+            detail     JSON,
+            created_at TIMESTAMP NOT NULL
+        );
+        """
+    )
+
+
+def _ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE TABLE IF NOT EXISTS schema_migrations (
+            version    INTEGER PRIMARY KEY,
+            name       VARCHAR NOT NULL,
+            applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )
+        """
+    )
+
+
+def applied_versions(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """Versions recorded in the store, ascending (empty for a new file)."""
+    exists = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_migrations'"
+    ).fetchone()[0]
+    if not exists:
+        return []
+    return [v for (v,) in con.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()]
+
+
+def latest_version() -> int:
+    """The newest migration this code knows."""
+    return MIGRATIONS[-1].version
+
+
+def migrate(con: duckdb.DuckDBPyConnection, *, target: int | None = None) -> list[int]:
+    """Apply missing migrations up to ``target`` (default: all), each in its own transaction.
+
+    Returns:
+        The versions applied by this call (empty when the store was current).
+    """
+    _ensure_ledger(con)
+    done = set(applied_versions(con))
+    newest_known = latest_version()
+    if done and max(done) > newest_known:
+        from store.errors import TastebudError
+
+        raise TastebudError(
+            f"this store has schema version {max(done)}, newer than this tastebud knows ({newest_known}); upgrade tastebud"
+        )
+    applied = []
+    for step in MIGRATIONS:
+        if step.version in done or (target is not None and step.version > target):
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            step.apply(con)
+            con.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)", [step.version, step.name]
+            )
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+        applied.append(step.version)
+    return applied

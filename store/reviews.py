@@ -1,0 +1,136 @@
+"""Reviews: bulk upsert from Arrow/DataFrames and the reads the pipeline needs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import pandas as pd
+import pyarrow as pa
+
+# Columns an incoming batch may carry; review_id, text and source are required.
+REVIEW_FIELDS: tuple[str, ...] = (
+    "review_id",
+    "restaurant_id",
+    "restaurant_name",
+    "neighborhood",
+    "created_at",
+    "stars",
+    "text",
+    "source",
+)
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+def _as_relation_frame(batch: pa.Table | pd.DataFrame) -> pa.Table:
+    table = batch if isinstance(batch, pa.Table) else pa.Table.from_pandas(batch, preserve_index=False)
+    missing = {"review_id", "text", "source"} - set(table.column_names)
+    if missing:
+        raise ValueError(f"review batch lacks columns: {sorted(missing)}")
+    for name in REVIEW_FIELDS:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, pa.string()))
+    return table.select(list(REVIEW_FIELDS))
+
+
+def upsert_reviews(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFrame) -> UpsertCounts:
+    """Insert new reviews and update known ids whose content changed, in one set-based pass.
+
+    ``batch`` must hold unique review_ids (the importer rejects in-file duplicates first).
+    Call inside a transaction.
+
+    Returns:
+        How many ids were new, changed, or already stored identically.
+
+    Example:
+        >>> upsert_reviews(con, pd.DataFrame({"review_id": ["r1"], "text": ["Great tacos"], "source": ["demo"]}))  # doctest: +SKIP
+        UpsertCounts(inserted=1, updated=0, unchanged=0)
+    """
+    con.register("_incoming_raw", _as_relation_frame(batch))
+    try:
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE _incoming AS
+            SELECT review_id::VARCHAR AS review_id, restaurant_id::VARCHAR AS restaurant_id,
+                   restaurant_name::VARCHAR AS restaurant_name, neighborhood::VARCHAR AS neighborhood,
+                   created_at::TIMESTAMP AS created_at, stars::TINYINT AS stars, text::VARCHAR AS text,
+                   source::VARCHAR AS source, md5(text::VARCHAR) AS content_hash
+            FROM _incoming_raw
+            """
+        )
+    finally:
+        con.unregister("_incoming_raw")
+    now = datetime.now()
+    inserted, updated, unchanged = con.execute(
+        """
+        SELECT count(*) FILTER (WHERE r.review_id IS NULL),
+               count(*) FILTER (WHERE r.review_id IS NOT NULL AND (
+                    r.content_hash <> i.content_hash OR r.stars IS DISTINCT FROM i.stars
+                    OR r.created_at IS DISTINCT FROM i.created_at
+                    OR r.restaurant_id IS DISTINCT FROM i.restaurant_id
+                    OR r.restaurant_name IS DISTINCT FROM i.restaurant_name
+                    OR r.neighborhood IS DISTINCT FROM i.neighborhood)),
+               count(*) FILTER (WHERE r.review_id IS NOT NULL)
+        FROM _incoming i LEFT JOIN reviews r USING (review_id)
+        """
+    ).fetchone()
+    if updated:
+        con.execute(
+            """
+            UPDATE reviews AS r SET
+                restaurant_id = i.restaurant_id, restaurant_name = i.restaurant_name,
+                neighborhood = i.neighborhood, created_at = i.created_at, stars = i.stars,
+                text = i.text, source = i.source, content_hash = i.content_hash, updated_at = ?
+            FROM _incoming i
+            WHERE r.review_id = i.review_id AND (
+                r.content_hash <> i.content_hash OR r.stars IS DISTINCT FROM i.stars
+                OR r.created_at IS DISTINCT FROM i.created_at
+                OR r.restaurant_id IS DISTINCT FROM i.restaurant_id
+                OR r.restaurant_name IS DISTINCT FROM i.restaurant_name
+                OR r.neighborhood IS DISTINCT FROM i.neighborhood)
+            """,
+            [now],
+        )
+    if inserted:
+        con.execute(
+            """
+            INSERT INTO reviews
+            SELECT i.review_id, i.restaurant_id, i.restaurant_name, i.neighborhood, i.created_at,
+                   i.stars, i.text, i.source, i.content_hash, ?::TIMESTAMP, NULL
+            FROM _incoming i ANTI JOIN reviews r USING (review_id)
+            """,
+            [now],
+        )
+    con.execute("DROP TABLE _incoming")
+    return UpsertCounts(inserted=inserted, updated=updated, unchanged=unchanged - updated)
+
+
+def count_reviews(con: duckdb.DuckDBPyConnection) -> int:
+    return con.execute("SELECT count(*) FROM reviews").fetchone()[0]
+
+
+def fetch_reviews(con: duckdb.DuckDBPyConnection, review_ids: list[str]) -> pd.DataFrame:
+    """The stored rows for ``review_ids`` (any order)."""
+    return con.execute(
+        "SELECT * FROM reviews WHERE review_id IN (SELECT unnest(?::VARCHAR[]))", [list(review_ids)]
+    ).df()
+
+
+def fetch_labeled_split(con: duckdb.DuckDBPyConnection, split: str) -> pd.DataFrame:
+    """review_id, text, stars, label (current) for every labeled review in ``split``, ordered by id."""
+    return con.execute(
+        """
+        SELECT r.review_id, r.text, r.stars, r.restaurant_name, r.created_at, l.label, l.source AS label_source
+        FROM reviews r JOIN splits s USING (review_id) JOIN current_labels l USING (review_id)
+        WHERE s.split = ?
+        ORDER BY r.review_id
+        """,
+        [split],
+    ).df()

@@ -1,0 +1,94 @@
+"""Frozen train/val/test assignment.
+
+A review is assigned once and never moves, so every model meets the same test set.
+New reviews are assigned per label stratum (their current label at assignment time;
+unlabeled reviews form their own stratum): each stratum's split counts, old plus new,
+are topped up towards the target proportions, and within a stratum the order is a
+seeded hash of the review id, so the assignment is deterministic for a given store.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+
+from store.constants import DEFAULT_SPLIT_FRACTIONS, SPLITS
+
+SPLIT_SEED = 17
+
+
+def _quota(existing: dict[str, int], new: int, fractions: tuple[float, float, float]) -> dict[str, int]:
+    """How many of ``new`` go to each split so totals approach ``fractions`` (largest deficit first)."""
+    total = sum(existing.values()) + new
+    deficits = {s: max(0.0, f * total - existing.get(s, 0)) for s, f in zip(SPLITS, fractions)}
+    deficit_sum = sum(deficits.values())
+    if deficit_sum == 0:
+        deficits, deficit_sum = dict(zip(SPLITS, fractions)), 1.0
+    raw = {s: new * d / deficit_sum for s, d in deficits.items()}
+    quota = {s: int(v) for s, v in raw.items()}
+    # Hand out the remainder by largest fractional part; ties favour train, then val.
+    for s in sorted(SPLITS, key=lambda s: (-(raw[s] - quota[s]), SPLITS.index(s)))[: new - sum(quota.values())]:
+        quota[s] += 1
+    return quota
+
+
+def assign_splits(
+    con: duckdb.DuckDBPyConnection, *, fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS
+) -> dict[str, int]:
+    """Assign every review that has no split yet. Call inside a transaction.
+
+    Returns:
+        How many reviews went to each split in this call.
+    """
+    if abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) < 0:
+        raise ValueError(f"split fractions must be non-negative and sum to 1, got {fractions}")
+    strata = con.execute(
+        """
+        SELECT coalesce(l.label, '') AS stratum, count(*) FILTER (WHERE s.review_id IS NULL) AS new,
+               count(*) FILTER (WHERE s.split = 'train') AS train,
+               count(*) FILTER (WHERE s.split = 'val') AS val,
+               count(*) FILTER (WHERE s.split = 'test') AS test
+        FROM reviews r LEFT JOIN current_labels l USING (review_id) LEFT JOIN splits s USING (review_id)
+        GROUP BY 1
+        """
+    ).fetchall()
+    quotas = []
+    for stratum, new, train, val, test in strata:
+        if new:
+            q = _quota({"train": train, "val": val, "test": test}, new, fractions)
+            quotas.append((stratum, q["train"], q["val"]))
+    if not quotas:
+        return {s: 0 for s in SPLITS}
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE _quota (stratum VARCHAR, n_train BIGINT, n_val BIGINT)"
+    )
+    con.executemany("INSERT INTO _quota VALUES (?, ?, ?)", quotas)
+    con.execute(
+        """
+        INSERT INTO splits (review_id, split, assigned_at)
+        WITH pending AS (
+            SELECT r.review_id, coalesce(l.label, '') AS stratum,
+                   row_number() OVER (PARTITION BY coalesce(l.label, '') ORDER BY hash(r.review_id || ?), r.review_id) AS k
+            FROM reviews r LEFT JOIN current_labels l USING (review_id) ANTI JOIN splits s USING (review_id)
+        )
+        SELECT p.review_id,
+               CASE WHEN p.k <= q.n_train THEN 'train' WHEN p.k <= q.n_train + q.n_val THEN 'val' ELSE 'test' END,
+               ?
+        FROM pending p JOIN _quota q USING (stratum)
+        """,
+        [str(SPLIT_SEED), datetime.now()],
+    )
+    con.execute("DROP TABLE _quota")
+    counts = dict.fromkeys(SPLITS, 0)
+    for _, n_train, n_val in quotas:
+        counts["train"] += n_train
+        counts["val"] += n_val
+    counts["test"] = sum(new for _, new, *_ in strata) - counts["train"] - counts["val"]
+    return counts
+
+
+def split_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Reviews per split."""
+    rows = dict(con.execute("SELECT split, count(*) FROM splits GROUP BY 1").fetchall())
+    return {s: rows.get(s, 0) for s in SPLITS}

@@ -1,0 +1,49 @@
+"""Shared fixtures: real temporary DuckDB stores, never a mocked one."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from store.db import transaction
+from store.labels import append_labels
+from store.reviews import upsert_reviews
+from store.schema import init_store
+from store.splits import assign_splits
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("TASTEBUD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    """A fresh, migrated store file."""
+    db, _ = init_store(tmp_path / "store.duckdb")
+    return db
+
+
+def seed_reviews(db: Path, frame: pd.DataFrame, *, label_source: str = "stars") -> None:
+    """Insert reviews (review_id, text, optional stars/label/...) with labels and splits."""
+    frame = frame.copy()
+    if "source" not in frame.columns:
+        frame["source"] = "test"
+    with transaction(db) as con:
+        upsert_reviews(con, frame.drop(columns=[c for c in ("label",) if c in frame.columns]))
+        if "label" in frame.columns:
+            labels = frame[["review_id", "label"]].dropna().assign(source=label_source)
+            append_labels(con, labels)
+        assign_splits(con)
+
+
+def cli_cmd(*args: str) -> list[str]:
+    """argv that runs the tastebud CLI in a fresh interpreter (works without the console script)."""
+    return [sys.executable, "-m", "pipeline.cli", *args]
+
+
+requires_shared_data = pytest.mark.skipif(
+    not (SHARED_DATA / "yelp_reviews_10k" / "yelp_dev.csv").exists(), reason="../shared/data is not present"
+)
