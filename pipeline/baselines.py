@@ -35,6 +35,7 @@ from store.reviews import fetch_labeled_split
 
 VADER_ID = "baseline-vader"
 ZEROSHOT_ID = "baseline-zeroshot-minilm"
+DEFAULT_BASELINES = ("vader", "zeroshot")
 # Candidate softmax scales tried when fitting the temperature on the val split (log-spaced).
 SCALE_GRID = np.logspace(-1, 3, 81)
 
@@ -45,7 +46,7 @@ def register_baselines(
     actor: Actor,
     hf_model: str | None = None,
     label_map: dict[str, str] | None = None,
-    include_defaults: bool = True,
+    include: Sequence[str] = DEFAULT_BASELINES,
     evaluate: bool = True,
     reporter=None,
 ) -> list[str]:
@@ -57,7 +58,7 @@ def register_baselines(
         hf_model: optional HF model id or local path of a sentiment classifier to add.
         label_map: its label name -> negative/neutral/positive (inferred from names like
             "NEGATIVE", "neutral", "5 stars" when omitted).
-        include_defaults: register VADER and zero-shot too.
+        include: which built-in baselines to register: "vader", "zeroshot" (default both).
         evaluate: evaluate each on the test split right away.
         reporter: optional :class:`pipeline.jobs.JobReporter` for log lines.
 
@@ -69,16 +70,20 @@ def register_baselines(
         ['baseline-vader', 'baseline-zeroshot-minilm']
     """
     require(actor, "train")
-    if not include_defaults and not hf_model:
-        raise TastebudError("nothing to register: give --hf-model or keep the default baselines")
+    unknown = sorted(set(include) - set(DEFAULT_BASELINES))
+    if unknown:
+        raise TastebudError(f"unknown baselines {unknown}; built-in ones are {', '.join(DEFAULT_BASELINES)}")
+    if not include and not hf_model:
+        raise TastebudError("nothing to register: give --hf-model or keep the built-in baselines")
     log = reporter.log if reporter else (lambda message: None)
     with connect(db, read_only=True) as con:
         val = fetch_labeled_split(con, "val")
     texts, labels = val["text"].tolist(), val["label"].map(LABEL_TO_ID).to_numpy(dtype=np.int64)
     rows = []
-    if include_defaults:
+    if "vader" in include:
         rows.append(_vader_row(texts, labels))
         log(f"VADER: scale {rows[-1]['params']['scale']:.3g} fitted on {len(texts)} val reviews")
+    if "zeroshot" in include:
         rows.append(_zeroshot_row(texts, labels))
         log(f"zero-shot: scale {rows[-1]['params']['scale']:.3g} fitted on {len(texts)} val reviews")
     if hf_model:

@@ -157,12 +157,12 @@ def baselines_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Register and evaluate the general-purpose baselines (VADER, zero-shot embeddings, optional HF model)."""
-    from pipeline.baselines import parse_label_map, register_baselines
+    from pipeline.baselines import DEFAULT_BASELINES, parse_label_map, register_baselines
     from pipeline.jobs import JobReporter
 
     ids = register_baselines(
         db_path(), actor=cli_actor(), hf_model=hf_model, label_map=parse_label_map(label_map),
-        include_defaults=not only_hf, reporter=None if as_json else JobReporter(db_path(), None, echo=typer.echo),
+        include=() if only_hf else DEFAULT_BASELINES, reporter=None if as_json else JobReporter(db_path(), None, echo=typer.echo),
     )
     if as_json:
         from store.models import fetch_latest_evaluation

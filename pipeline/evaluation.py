@@ -171,10 +171,10 @@ def compute_slices(frame: pd.DataFrame, probs: np.ndarray, references: np.ndarra
         frame: text, label, stars (may be NaN) and restaurant (may be missing) per example.
         probs: (n, 3) predicted probabilities.
         references: (n,) true class ids.
-        terms: phrases for term slices (a term with no match gets a row with n = 0).
+        terms: phrases for term slices.
 
     Returns:
-        DataFrame with slice_kind, slice_value, n, accuracy, macro_f1.
+        DataFrame with slice_kind, slice_value, n, accuracy, macro_f1 (metrics None where n = 0).
     """
     masks: list[tuple[str, str, np.ndarray]] = []
     if "restaurant" in frame and frame["restaurant"].notna().any():
@@ -203,9 +203,7 @@ def compute_slices(frame: pd.DataFrame, probs: np.ndarray, references: np.ndarra
         masks.append(("term", term, frame["text"].str.contains(pattern, case=False, regex=True, na=False).to_numpy()))
     rows = []
     for kind, value, mask in masks:
-        n = int(mask.sum())
-        if n == 0 and kind != "term":
-            continue
+        n = int(mask.sum())  # empty slices stay (n = 0): "no sarcasm candidates" is an answer too
         m = compute_classification_metrics(probs[mask], references[mask], average_over="present") if n else None
         rows.append({"slice_kind": kind, "slice_value": value, "n": n,
                      "accuracy": m["accuracy"] if m else None, "macro_f1": m["macro_f1"] if m else None})

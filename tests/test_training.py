@@ -189,7 +189,7 @@ def test_killed_training_process_leaves_store_consistent_and_champion_unchanged(
     from pipeline.baselines import register_baselines
     from pipeline.registry import promote
 
-    register_baselines(filled_store, actor=cli_actor(), include_defaults=True, evaluate=False)
+    register_baselines(filled_store, actor=cli_actor(), include=("vader",), evaluate=False)
     promote(filled_store, "baseline-vader", cli_actor())
     with connect(filled_store, read_only=True) as con:
         before = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("reviews", "labels", "models", "promotions")}
