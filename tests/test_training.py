@@ -82,6 +82,24 @@ def test_parse_sweep_validates_each_value():
         parse_sweep(["lr"])
 
 
+def test_head_tail_truncation_keeps_opening_and_ending(tiny_base):
+    from pipeline.modeling import load_tokenizer
+    from pipeline.truncation import HeadTailTokenizer, encode
+
+    tokenizer = load_tokenizer(tiny_base)
+    text = "the opening was promising " + "filler words here " * 60 + "but we will never come back"
+    full = tokenizer([text])["input_ids"][0]
+    cut = encode(tokenizer, [text, "short one"], max_length=32)
+    assert cut["input_ids"][0] == full[:8] + full[-24:]  # a quarter head, three quarters tail, [SEP] last
+    assert cut["input_ids"][1] == tokenizer(["short one"])["input_ids"][0]
+    assert len(cut["attention_mask"][0]) == 32
+    head = encode(tokenizer, [text], max_length=32, truncation="head")["input_ids"][0]
+    assert head == full[:31] + [full[-1]]
+    wrapped = HeadTailTokenizer(tokenizer)
+    assert wrapped([text], truncation=True, max_length=32, padding=False)["input_ids"] == cut["input_ids"][:1]
+    assert wrapped.pad is not None and wrapped.vocab_size == tokenizer.vocab_size
+
+
 # ---------------------------------------------------------------- training
 
 
