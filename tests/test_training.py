@@ -19,7 +19,7 @@ from store.actors import Actor, cli_actor
 from store.db import connect, transaction
 from store.errors import PermissionDeniedError, TastebudError
 from conftest import cli_cmd
-from training_helpers import fill_store, make_tiny_bert, tiny_config
+from training_helpers import SUBPROCESS_ENV, fill_store, make_tiny_bert, single_thread, tiny_config  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +214,7 @@ def test_killed_training_process_leaves_store_consistent_and_champion_unchanged(
     proc = subprocess.Popen(
         cli_cmd("--db", str(filled_store), "train", "--base-model", tiny_base, "--epochs", "40", "--batch-size", "8",
                 "--max-length", "32", "--patience", "0", "--checkpoint-steps", "3", "--precision", "fp32"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=SUBPROCESS_ENV,
     )
     runs_root = filled_store.parent / "runs" / "training"
     deadline = time.monotonic() + 90
@@ -240,7 +240,8 @@ def test_killed_training_process_leaves_store_consistent_and_champion_unchanged(
 
 
 @pytest.mark.slow
-def test_background_job_reports_progress_and_cli_json(filled_store, tiny_base):
+def test_background_job_reports_progress_and_cli_json(filled_store, tiny_base, monkeypatch):
+    monkeypatch.setenv("TASTEBUD_CPU_THREADS", "1")  # the job process inherits this environment
     params = tiny_config(tiny_base, epochs=1).to_dict()
     job_id = start_job(filled_store, "train", params, cli_actor())
     job = wait_for_job(filled_store, job_id, timeout_s=120)
@@ -254,7 +255,7 @@ def test_background_job_reports_progress_and_cli_json(filled_store, tiny_base):
     out = subprocess.run(
         cli_cmd("--db", str(filled_store), "train", "--base-model", tiny_base, "--epochs", "1", "--batch-size", "8",
                 "--max-length", "32", "--precision", "fp32", "--json"),
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120,
+        capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=120,
     )
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
