@@ -251,15 +251,17 @@ class _WeightedTrainer(Trainer):
 
 
 class _QuietProgressCallback(ProgressCallback):
-    """The console progress bar without the raw log dictionaries (epoch summaries are printed instead)."""
+    """The console training bar without the raw log dictionaries or a bar per validation pass
+    (an epoch summary line is printed instead)."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         pass
 
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        pass
+
     def on_evaluate(self, args, state, control, **kwargs):
-        if self.prediction_bar is not None:
-            self.prediction_bar.close()
-        self.prediction_bar = None
+        pass
 
 
 class _RunCallback(TrainerCallback):
