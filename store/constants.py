@@ -19,3 +19,21 @@ def label_from_stars(stars: int) -> str:
 STARS_LABEL_SQL = (
     "CASE WHEN {col} <= 2 THEN 'negative' WHEN {col} = 3 THEN 'neutral' ELSE 'positive' END"
 )
+
+# --- dashboard analytics (store/analytics.py) ---
+# Periods before the current one whose pooled negative share is a trend's baseline.
+SHIFT_BASELINE_PERIODS = 6
+# Fewest reviews a period needs before it can be marked as a sudden shift.
+SHIFT_MIN_REVIEWS = 15
+# Fewest reviews the baseline periods need together before any period is compared with them.
+SHIFT_MIN_BASELINE_REVIEWS = 45
+# |z| of a period's negative share against its baseline's binomial spread that marks a shift.
+SHIFT_MIN_Z = 3.0
+# The absolute change in negative share a shift must also reach (big stores make tiny wiggles significant).
+SHIFT_MIN_DELTA = 0.12
+# A restaurant whose first review comes this many days after the store's first review is marked new.
+NEW_RESTAURANT_AFTER_DAYS = 60
+# Reviews sampled per class (negative, positive) for distinguishing terms: bounds the cost at any store size.
+TERMS_SAMPLE_PER_CLASS = 4000
+# A term must occur in at least this many sampled reviews to be ranked.
+TERMS_MIN_DOCS = 5
