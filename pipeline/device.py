@@ -1,0 +1,100 @@
+"""The compute device and precision, decided once.
+
+Nothing else in tastebud calls ``torch.cuda.is_available()``. On CPU, bf16 autocast is
+used only where the processor has native bf16 matrix units (AMX, or AVX512-BF16 at
+least): there it scores several times faster than fp32; elsewhere bf16 is emulated and
+slower, so we stay in fp32. ``TASTEBUD_CPU_BF16=0/1`` overrides the detection.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    device: str  # "cuda", "mps" or "cpu"
+    name: str
+    autocast_dtype: torch.dtype | None  # dtype for torch.autocast at inference, None for fp32
+    train_precision: str  # "bf16", "fp16" or "fp32" for training
+    threads: int
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@lru_cache(maxsize=1)
+def cpu_has_amx_bf16() -> bool:
+    """True when the CPU has AMX bf16 tiles (``TASTEBUD_CPU_BF16`` overrides)."""
+    override = os.environ.get("TASTEBUD_CPU_BF16")
+    if override is not None:
+        return override.strip() not in ("0", "false", "no", "")
+    return "amx_bf16" in _cpu_flags()
+
+
+def _cpu_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+@lru_cache(maxsize=4)
+def resolve_device(prefer: str | None = None) -> DeviceInfo:
+    """Pick CUDA, else MPS, else CPU (or ``prefer`` when given and available).
+
+    Args:
+        prefer: "cuda", "mps" or "cpu" to force one; ``TASTEBUD_DEVICE`` is read when None.
+
+    Returns:
+        The device with its inference autocast dtype and training precision.
+
+    Example:
+        >>> resolve_device("cpu").device
+        'cpu'
+    """
+    prefer = prefer or os.environ.get("TASTEBUD_DEVICE") or None
+    if prefer not in (None, "cuda", "mps", "cpu"):
+        raise ValueError(f"unknown device {prefer!r}; expected cuda, mps or cpu")
+    if prefer in (None, "cuda") and torch.cuda.is_available():
+        bf16 = torch.cuda.is_bf16_supported()
+        return DeviceInfo(
+            device="cuda",
+            name=torch.cuda.get_device_name(0),
+            autocast_dtype=torch.bfloat16 if bf16 else torch.float16,
+            train_precision="bf16" if bf16 else "fp16",
+            threads=_cpu_threads(),
+        )
+    if prefer in (None, "mps") and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return DeviceInfo("mps", "Apple MPS", None, "fp32", _cpu_threads())
+    if prefer in ("cuda", "mps"):
+        raise ValueError(f"device {prefer} was asked for but is not available")
+    threads = _cpu_threads()
+    torch.set_num_threads(threads)
+    amx = cpu_has_amx_bf16()
+    return DeviceInfo(
+        device="cpu",
+        name=f"CPU ({threads} threads{', AMX bf16' if amx else ''})",
+        autocast_dtype=torch.bfloat16 if amx else None,
+        # Training stays fp32 on CPU: bf16 autocast speeds the forward pass, but the
+        # accuracy effect of bf16 backward on small fine-tuning runs is measured by the
+        # training benchmark before it is turned on (TrainConfig.precision).
+        train_precision="fp32",
+        threads=threads,
+    )

