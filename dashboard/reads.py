@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from store import analytics
+from store import imports as import_store
 from store import jobs as job_store
 from store import models as model_store
 from store.analytics import ReviewFilter, SentimentSource
@@ -122,12 +123,14 @@ def model_details(db: Path, model_id: str) -> dict:
 
 
 @_cached
-def disagreement(db: Path, model_a: str, model_b: str, limit: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(3x3 agreement table, the most confident disagreements)."""
+def disagreement(
+    db: Path, model_a: str, model_b: str, split: str | None, limit: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(3x3 agreement table, the most confident disagreements) on ``split`` (None: every review)."""
     with connect(db, read_only=True) as con:
         return (
-            analytics.fetch_prediction_agreement(con, model_a, model_b),
-            analytics.fetch_disagreements(con, model_a, model_b, limit=limit),
+            analytics.fetch_prediction_agreement(con, model_a, model_b, split=split),
+            analytics.fetch_disagreements(con, model_a, model_b, split=split, limit=limit),
         )
 
 
@@ -159,6 +162,12 @@ def flag_queue(db: Path, reasons: tuple[str, ...], limit: int) -> dict:
         }
 
 
+def open_flag_review_ids(db: Path, reasons: tuple[str, ...]) -> list[str]:
+    """Every review with an open flag of ``reasons`` (all reasons when empty); uncached, it feeds a write."""
+    with connect(db, read_only=True) as con:
+        return analytics.fetch_open_flag_review_ids(con, reasons=list(reasons) or None)
+
+
 @_cached
 def data_stats(db: Path) -> dict:
     """Store statistics, monthly review volume by source, and recent imports."""
@@ -166,14 +175,14 @@ def data_stats(db: Path) -> dict:
         return {
             "stats": store_stats(con),
             "volume": analytics.fetch_review_volume(con),
-            "imports": analytics.fetch_import_history(con),
+            "imports": import_store.list_imports(con),
         }
 
 
 @_cached
 def import_rejects(db: Path, import_id: int) -> pd.DataFrame:
     with connect(db, read_only=True) as con:
-        return analytics.fetch_import_rejects(con, import_id)
+        return import_store.fetch_rejects(con, import_id, limit=200)
 
 
 def job_panel(db: Path, job_id: str) -> dict | None:

@@ -23,6 +23,7 @@ from store.constants import (
     SHIFT_MIN_DELTA,
     SHIFT_MIN_REVIEWS,
     SHIFT_MIN_Z,
+    SPLITS,
     TERMS_MIN_DOCS,
     TERMS_SAMPLE_PER_CLASS,
 )
@@ -442,21 +443,36 @@ def list_scored_models(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     ).df()
 
 
-def fetch_prediction_agreement(con: duckdb.DuckDBPyConnection, model_a: str, model_b: str) -> pd.DataFrame:
+def _pair_join(split: str | None) -> tuple[str, list]:
+    # Predictions of model a next to those of model b, on one split (fast) or every review both scored.
+    if split is None:
+        return "predictions a JOIN predictions b ON a.review_id = b.review_id WHERE TRUE", []
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    return (
+        "splits s JOIN predictions a ON a.review_id = s.review_id JOIN predictions b ON b.review_id = s.review_id"
+        " WHERE s.split = ?",
+        [split],
+    )
+
+
+def fetch_prediction_agreement(
+    con: duckdb.DuckDBPyConnection, model_a: str, model_b: str, *, split: str | None = "test"
+) -> pd.DataFrame:
     """Cross-tab of two models' predicted labels on the reviews both scored (3x3, rows = model_a).
+
+    Args:
+        split: compare on this split only (default the test split: a tenth of the join's cost),
+            or None for every review both models scored.
 
     Example:
         >>> fetch_prediction_agreement(con, "m1", "m2").loc["negative", "positive"]  # doctest: +SKIP
         12
     """
+    pair, pair_params = _pair_join(split)
     rows = con.execute(
-        """
-        SELECT a.label, b.label, count(*)
-        FROM predictions a JOIN predictions b ON a.review_id = b.review_id
-        WHERE a.model_id = ? AND b.model_id = ?
-        GROUP BY 1, 2
-        """,
-        [model_a, model_b],
+        f"SELECT a.label, b.label, count(*) FROM {pair} AND a.model_id = ? AND b.model_id = ? GROUP BY 1, 2",
+        [*pair_params, model_a, model_b],
     ).fetchall()
     table = pd.DataFrame(0, index=list(LABELS), columns=list(LABELS), dtype="int64")
     for label_a, label_b, n in rows:
@@ -465,35 +481,52 @@ def fetch_prediction_agreement(con: duckdb.DuckDBPyConnection, model_a: str, mod
     return table
 
 
+def _current_labels_of(con: duckdb.DuckDBPyConnection, review_ids: list[str]) -> dict[str, str]:
+    """Current label of a few reviews (one placeholder per id, so DuckDB pushes the filter below the view's window)."""
+    if not review_ids:
+        return {}
+    placeholders = ", ".join("?" * len(review_ids))
+    rows = con.execute(
+        f"SELECT review_id, label FROM current_labels WHERE review_id IN ({placeholders})", list(review_ids)
+    ).fetchall()
+    return dict(rows)
+
+
 def fetch_disagreements(
-    con: duckdb.DuckDBPyConnection, model_a: str, model_b: str, *, limit: int = 100
+    con: duckdb.DuckDBPyConnection, model_a: str, model_b: str, *, split: str | None = "test", limit: int = 100
 ) -> pd.DataFrame:
     """Reviews where two models predict different labels, the most confident disagreements first.
 
+    Args:
+        split: as in :func:`fetch_prediction_agreement`.
+        limit: at most this many reviews.
+
     Returns:
         review_id, text, stars, current_label, label_a, confidence_a, label_b, confidence_b.
+
+    Example:
+        >>> fetch_disagreements(con, "m1", "m2", limit=5)[["label_a", "label_b"]]  # doctest: +SKIP
     """
-    return con.execute(
-        """
+    pair, pair_params = _pair_join(split)
+    frame = con.execute(
+        f"""
         WITH d AS (
             SELECT a.review_id, a.label AS label_a, greatest(a.p_negative, a.p_neutral, a.p_positive) AS confidence_a,
                    b.label AS label_b, greatest(b.p_negative, b.p_neutral, b.p_positive) AS confidence_b
-            FROM predictions a JOIN predictions b ON a.review_id = b.review_id
-            WHERE a.model_id = ? AND b.model_id = ? AND a.label <> b.label
+            FROM {pair} AND a.model_id = ? AND b.model_id = ? AND a.label <> b.label
             ORDER BY least(confidence_a, confidence_b) DESC, a.review_id
             LIMIT ?
-        ), cur AS (
-            SELECT review_id, label FROM labels WHERE review_id IN (SELECT review_id FROM d)
-            QUALIFY row_number() OVER (
-                PARTITION BY review_id ORDER BY (source = 'human') DESC, created_at DESC, label_id DESC) = 1
         )
-        SELECT d.review_id, r.text, r.stars, cur.label AS current_label,
+        SELECT d.review_id, r.text, r.stars, NULL::VARCHAR AS current_label,
                d.label_a, d.confidence_a, d.label_b, d.confidence_b
-        FROM d JOIN reviews r USING (review_id) LEFT JOIN cur USING (review_id)
+        FROM d JOIN reviews r USING (review_id)
         ORDER BY least(d.confidence_a, d.confidence_b) DESC, d.review_id
         """,
-        [model_a, model_b, int(limit)],
+        [*pair_params, model_a, model_b, int(limit)],
     ).df()
+    current = _current_labels_of(con, frame["review_id"].tolist())
+    frame["current_label"] = frame["review_id"].map(current)
+    return frame
 
 
 def fetch_job_epoch_metrics(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
@@ -524,26 +557,22 @@ def fetch_job_training_runs(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.D
     ).df()
 
 
-def fetch_import_history(con: duckdb.DuckDBPyConnection, *, limit: int = 20) -> pd.DataFrame:
-    """Newest imports first: import_id, path, format, started/finished, accepted/updated/unchanged/rejected."""
-    return con.execute(
-        """
-        SELECT import_id, path, format, started_at, finished_at, accepted, updated, unchanged, rejected
-        FROM imports ORDER BY import_id DESC LIMIT ?
-        """,
-        [int(limit)],
-    ).df()
+def fetch_open_flag_review_ids(con: duckdb.DuckDBPyConnection, *, reasons: list[str] | None = None) -> list[str]:
+    """Distinct reviews with an open flag of one of ``reasons`` (None: any reason), highest priority first.
 
-
-def fetch_import_rejects(con: duckdb.DuckDBPyConnection, import_id: int, *, limit: int = 200) -> pd.DataFrame:
-    """The rejected rows of one import: file, row_number, reason, detail, raw."""
-    return con.execute(
+    Example:
+        >>> fetch_open_flag_review_ids(con, reasons=["low_confidence"])[:2]  # doctest: +SKIP
+        ['r17', 'r4']
+    """
+    rows = con.execute(
         """
-        SELECT file, row_number, reason, detail, raw FROM import_rejects
-        WHERE import_id = ? ORDER BY row_number NULLS LAST LIMIT ?
+        SELECT review_id FROM flags
+        WHERE status = 'open' AND (?::VARCHAR[] IS NULL OR reason IN (SELECT unnest(?::VARCHAR[])))
+        GROUP BY review_id ORDER BY max(priority) DESC, review_id
         """,
-        [int(import_id), int(limit)],
-    ).df()
+        [reasons, reasons],
+    ).fetchall()
+    return [r for (r,) in rows]
 
 
 def fetch_review_volume(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
