@@ -17,7 +17,7 @@ import streamlit as st  # noqa: E402
 
 from dashboard import auth  # noqa: E402
 
-_PAGES_DIR = Path(__file__).resolve().parent / "pages"
+_SCREENS = Path(__file__).resolve().parent / "screens"
 
 # (file, title, icon, permission needed, section). A page whose permission the role lacks is
 # never registered, so its URL does not exist for that session.
@@ -39,7 +39,7 @@ else:
     sections: dict[str, list] = {}
     for filename, title, icon, permission, section in PAGES:
         if actor.can(permission):
-            page = st.Page(_PAGES_DIR / filename, title=title, icon=icon, url_path=filename.removesuffix(".py"))
+            page = st.Page(_SCREENS / filename, title=title, icon=icon, url_path=filename.removesuffix(".py"))
             sections.setdefault(section, []).append(page)
     with st.sidebar:
         st.text(f"Signed in as {actor.name} ({actor.role.replace('_', ' ')})")

@@ -197,7 +197,7 @@ def fetch_trend_summary(
     whole summary costs one scan. A period is marked ``shift = "spike"`` (negative share
     jumped) or ``"drop"`` (it fell) when its negative share differs from the pooled share of
     the previous ``SHIFT_BASELINE_PERIODS`` periods of the same series by at least
-    ``SHIFT_MIN_DELTA`` and ``SHIFT_MIN_Z`` binomial standard errors, with at least
+    ``SHIFT_MIN_DELTA`` and ``SHIFT_MIN_Z`` standard errors (two-proportion test), with at least
     ``SHIFT_MIN_REVIEWS`` reviews in the period and ``SHIFT_MIN_BASELINE_REVIEWS`` in the baseline.
 
     Args:
@@ -239,10 +239,11 @@ def fetch_trend_summary(
         ), scored AS (
             SELECT *, negative / n AS negative_share,
                    CASE WHEN level < 2 THEN base_negative / base_n END AS baseline_negative_share,
-                   -- the variance floor keeps a spotless baseline (share 0) from making any review a shift
+                   -- two-proportion z (the baseline is a sample too); the variance floor keeps a spotless
+                   -- baseline (share 0) from making a single negative review a shift
                    CASE WHEN level < 2 AND n >= ? AND base_n >= ? THEN
                         (negative / n - base_negative / base_n)
-                        / sqrt(greatest(base_negative / base_n * (1 - base_negative / base_n), 0.01) / n)
+                        / sqrt(greatest(base_negative / base_n * (1 - base_negative / base_n), 0.01) * (1 / n + 1 / base_n))
                    END AS shift_z
             FROM win
         )

@@ -27,10 +27,11 @@ SHIFT_BASELINE_PERIODS = 6
 SHIFT_MIN_REVIEWS = 15
 # Fewest reviews the baseline periods need together before any period is compared with them.
 SHIFT_MIN_BASELINE_REVIEWS = 45
-# |z| of a period's negative share against its baseline's binomial spread that marks a shift.
-SHIFT_MIN_Z = 3.0
+# |z| (two-proportion test against the baseline) that marks a shift; high because every restaurant's
+# every week is tested, and at 3 a 100k-review demo store showed a dozen spurious shifts.
+SHIFT_MIN_Z = 4.0
 # The absolute change in negative share a shift must also reach (big stores make tiny wiggles significant).
-SHIFT_MIN_DELTA = 0.12
+SHIFT_MIN_DELTA = 0.15
 # A restaurant whose first review comes this many days after the store's first review is marked new.
 NEW_RESTAURANT_AFTER_DAYS = 60
 # Reviews sampled per class (negative, positive) for distinguishing terms: bounds the cost at any store size.
