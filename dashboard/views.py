@@ -45,7 +45,8 @@ def evaluation_metrics(evaluation: dict | None) -> dict:
 
 def model_summary(model: dict, evaluation: dict | None) -> None:
     """Name, id and headline test metrics of one model."""
-    st.text(f"{model.get('name') or model['model_id']}  ({model['model_id']})")
+    name = model.get("name") or model["model_id"]
+    st.text(name if name == model["model_id"] else f"{name}  ({model['model_id']})")
     metrics = evaluation_metrics(evaluation)
     cols = st.columns(3)
     for col, key, label in zip(cols, ("accuracy", "macro_f1", "ece"), ("Test accuracy", "Test macro-F1", "Calibration error")):

@@ -29,7 +29,7 @@ def dashboard_command(db: Path, *, host: str, port: int, secrets: Path | None) -
     argv = [
         sys.executable, "-m", "streamlit", "run", str(APP_PATH),
         "--server.address", host, "--server.port", str(port), "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
     ]
     if secrets is not None:
         argv += ["--secrets.files", str(secrets)]

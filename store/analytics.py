@@ -18,6 +18,7 @@ import pandas as pd
 from store.constants import (
     LABELS,
     NEW_RESTAURANT_AFTER_DAYS,
+    NEW_RESTAURANT_GAP_FACTOR,
     SHIFT_BASELINE_PERIODS,
     SHIFT_MIN_BASELINE_REVIEWS,
     SHIFT_MIN_DELTA,
@@ -171,7 +172,9 @@ class TrendSummary:
     (group, period). Both carry n, negative, neutral, positive, negative_share,
     neutral_share, positive_share, avg_stars, baseline_negative_share, shift_z and shift.
     ``breakdown``: one row per group with the counts, shares and avg_stars over the whole
-    selection, first_review_at (over the whole store) and is_new.
+    selection, first_review_at (over the whole store) and is_new (its first review came at least
+    ``NEW_RESTAURANT_AFTER_DAYS`` after the store's first, and at least
+    ``NEW_RESTAURANT_GAP_FACTOR`` times its own mean gap between reviews).
     """
 
     trend: pd.DataFrame
@@ -262,13 +265,21 @@ def fetch_trend_summary(
     trend = frame[frame["level"] == 1][["period", *_COUNT_COLUMNS, *_SHIFT_COLUMNS]]
     group_trend = frame[frame["level"] == 0][["period", "grp", *_COUNT_COLUMNS, *_SHIFT_COLUMNS]]
     breakdown = frame[frame["level"] == 2][["grp", *_COUNT_COLUMNS]]
+    # "New" = the first review came well after the store's first, and later than this group's own
+    # review rate explains (a quiet restaurant's first review can come late by chance).
     firsts = con.execute(
         f"""
-        SELECT {group} AS grp, min(r.created_at) AS first_review_at,
-               min(r.created_at) >= min(min(r.created_at)) OVER () + to_days(?) AS is_new
-        FROM reviews r GROUP BY 1
+        WITH g AS (
+            SELECT {group} AS grp, min(r.created_at) AS first_review_at, max(r.created_at) AS last_review_at,
+                   count(*) AS n
+            FROM reviews r WHERE r.created_at IS NOT NULL GROUP BY 1
+        )
+        SELECT grp, first_review_at,
+               epoch(first_review_at - min(first_review_at) OVER ()) / 86400.0
+                   >= greatest(?, ? * epoch(last_review_at - first_review_at) / 86400.0 / n) AS is_new
+        FROM g
         """,
-        [NEW_RESTAURANT_AFTER_DAYS],
+        [NEW_RESTAURANT_AFTER_DAYS, NEW_RESTAURANT_GAP_FACTOR],
     ).df()
     breakdown = breakdown.merge(firsts, on="grp", how="left").sort_values(["n", "grp"], ascending=[False, True])
     return TrendSummary(

@@ -32,8 +32,10 @@ SHIFT_MIN_BASELINE_REVIEWS = 45
 SHIFT_MIN_Z = 4.0
 # The absolute change in negative share a shift must also reach (big stores make tiny wiggles significant).
 SHIFT_MIN_DELTA = 0.15
-# A restaurant whose first review comes this many days after the store's first review is marked new.
+# A restaurant whose first review comes this many days after the store's first review is marked new...
 NEW_RESTAURANT_AFTER_DAYS = 60
+# ...if that delay is also this many times its mean gap between reviews (a quiet place starts late by chance).
+NEW_RESTAURANT_GAP_FACTOR = 5.0
 # Reviews sampled per class (negative, positive) for distinguishing terms: bounds the cost at any store size.
 TERMS_SAMPLE_PER_CLASS = 4000
 # A term must occur in at least this many sampled reviews to be ranked.

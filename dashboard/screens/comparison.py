@@ -54,7 +54,9 @@ if chosen:
         st.dataframe(table.reset_index(), hide_index=True)
 
 st.subheader("Where two models disagree")
-scored = reads.trend_choices(ctx.db)["scored_models"]["model_id"].tolist()
+choices = reads.trend_choices(ctx.db)
+scored = choices["scored_models"]["model_id"].tolist()
+scored.sort(key=lambda m: m != choices["champion_id"])  # the champion first
 if len(scored) < 2:
     st.caption("Needs stored predictions of two models; score a second model from the Training page.")
 else:

@@ -23,7 +23,7 @@ scored = choices["scored_models"]
 champion_id = choices["champion_id"]
 model_options = ([champion_id] if champion_id else []) + [m for m in scored["model_id"] if m != champion_id]
 model_options.append(LABELS_CHOICE)
-f1, f2, f3, f4 = st.columns([2, 3, 3, 2])
+f1, f2, f3, f4 = st.columns([3, 3, 3, 3])
 dates = f1.date_input("Dates", value=(choices["first"], choices["last"]), min_value=choices["first"],
                       max_value=choices["last"], key="trend-dates")
 restaurants = f2.multiselect("Restaurants", choices["restaurants"], key="trend-restaurants")
@@ -32,7 +32,7 @@ model_choice = f4.selectbox(
     "Sentiment from", model_options, key="trend-model",
     format_func=lambda m: f"{m} (champion)" if m == champion_id else m,
 )
-g1, g2, _ = st.columns([2, 2, 6])
+g1, g2, _ = st.columns([3, 4, 5])
 grain = g1.segmented_control("Period", GRAINS, default="week", key="trend-grain") or "week"
 by = g2.segmented_control("Group by", ["restaurant", "neighborhood"], default="restaurant", key="trend-by") or "restaurant"
 
@@ -99,11 +99,11 @@ st.download_button(f"Download the {by} breakdown (CSV)", breakdown.to_csv(index=
 
 # --- the reviews behind a period or group ---
 st.subheader("Reviews behind the numbers")
-periods = trend["period"].tolist()
-clicked = [p.get("x") for p in (event.selection.points if event else []) if p.get("x")]
+periods = [p.date() for p in pd.to_datetime(trend["period"])]
+clicked = [pd.Timestamp(p["x"]).date() for p in (event.selection.points if event else []) if p.get("x")]
 period_choice = st.selectbox(
     "Period", [None, *periods], key="trend-period",
-    index=(periods.index(pd.Timestamp(clicked[0]).date()) + 1) if clicked and pd.Timestamp(clicked[0]).date() in periods else 0,
+    index=periods.index(clicked[0]) + 1 if clicked and clicked[0] in periods else 0,
     format_func=lambda p: "All periods (click a bar to pick one)" if p is None else f"{grain} of {p:%Y-%m-%d}",
 )
 selected_rows = table.selection.rows if table else []
