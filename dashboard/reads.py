@@ -20,7 +20,6 @@ from store import jobs as job_store
 from store import models as model_store
 from store.analytics import ReviewFilter, SentimentSource
 from store.db import connect
-from store.stats import store_stats
 
 # Seconds a cached read lives even when the store has not changed (bounds memory, not staleness).
 CACHE_TTL_S = 300
@@ -87,14 +86,20 @@ def trend_choices(db: Path) -> dict:
 
 @_cached
 def trends(db: Path, model_id: str | None, flt: ReviewFilter, grain: str, by: str):
-    """(sentiment source, TrendSummary) for one selection."""
+    """(sentiment source, TrendSummary, distinguishing terms) for one selection, in one connection."""
     with connect(db, read_only=True) as con:
         source = analytics.resolve_sentiment_source(con, model_id)
-        return source, analytics.fetch_trend_summary(con, source, flt, grain=grain, by=by)
+        # Labels are aggregated twice below: evaluate the current-labels view once.
+        used = analytics.snapshot_current_labels(con) if source.kind == "labels" else source
+        summary = analytics.fetch_trend_summary(con, used, flt, grain=grain, by=by)
+        counts = (int(summary.trend["negative"].sum()), int(summary.trend["positive"].sum()))
+        terms = analytics.fetch_distinguishing_terms(con, used, flt, class_counts=counts)
+    return source, summary, terms
 
 
 @_cached
 def terms(db: Path, source: SentimentSource, flt: ReviewFilter) -> pd.DataFrame:
+    """Distinguishing terms of a narrower selection (a period or group picked on the page)."""
     with connect(db, read_only=True) as con:
         return analytics.fetch_distinguishing_terms(con, source, flt)
 
@@ -111,14 +116,28 @@ def models(db: Path) -> pd.DataFrame:
         return model_store.list_models(con)
 
 
+def _model_details(con, model_id: str) -> dict:
+    return {
+        "evaluation": model_store.fetch_latest_evaluation(con, model_id),
+        "epochs": model_store.fetch_epoch_metrics(con, model_id),
+        "slices": model_store.fetch_evaluation_slices(con, model_id),
+    }
+
+
 @_cached
-def model_details(db: Path, model_id: str) -> dict:
-    """Latest test evaluation, per-epoch metrics and slice metrics of one model."""
+def comparison(db: Path, chosen: tuple[str, ...]) -> dict:
+    """The rest of the comparison page but disagreements, in one connection: the chosen models'
+    details, the scored models, the champion, rounds and promotions."""
+    from store.rounds import list_rounds
+
     with connect(db, read_only=True) as con:
+        champ = model_store.get_champion(con)
         return {
-            "evaluation": model_store.fetch_latest_evaluation(con, model_id),
-            "epochs": model_store.fetch_epoch_metrics(con, model_id),
-            "slices": model_store.fetch_evaluation_slices(con, model_id),
+            "details": {model_id: _model_details(con, model_id) for model_id in chosen},
+            "scored": analytics.list_scored_models(con),
+            "champion_id": champ["model_id"] if champ else None,
+            "rounds": list_rounds(con),
+            "promotions": model_store.promotion_history(con),
         }
 
 
@@ -135,31 +154,25 @@ def disagreement(
 
 
 @_cached
-def rounds(db: Path) -> pd.DataFrame:
-    from store.rounds import list_rounds
-
-    with connect(db, read_only=True) as con:
-        return list_rounds(con)
-
-
-@_cached
-def promotions(db: Path) -> pd.DataFrame:
-    with connect(db, read_only=True) as con:
-        return model_store.promotion_history(con)
-
-
-@_cached
 def flag_queue(db: Path, reasons: tuple[str, ...], limit: int) -> dict:
-    """Open flags (highest priority first), open counts by reason, and relabel progress."""
+    """Open flags (highest priority first), open counts by reason, and flag counts by status."""
     from store import flags as flag_store
-    from store.relabeling import relabel_progress
 
     with connect(db, read_only=True) as con:
         return {
-            "queue": flag_store.fetch_flag_queue(con, reasons=list(reasons) or None, limit=limit),
+            "queue": analytics.fetch_flag_page(con, reasons=list(reasons) or None, limit=limit),
             "by_reason": flag_store.count_open_flags_by_reason(con),
-            "progress": relabel_progress(con),
+            "status": analytics.count_flags_by_status(con),
         }
+
+
+@_cached
+def relabel_progress(db: Path) -> dict:
+    """Human labels per labeler and those waiting for the next retraining round."""
+    from store.relabeling import relabel_progress as progress
+
+    with connect(db, read_only=True) as con:
+        return progress(con)
 
 
 def open_flag_review_ids(db: Path, reasons: tuple[str, ...]) -> list[str]:
@@ -173,7 +186,7 @@ def data_stats(db: Path) -> dict:
     """Store statistics, monthly review volume by source, and recent imports."""
     with connect(db, read_only=True) as con:
         return {
-            "stats": store_stats(con),
+            "stats": analytics.fetch_store_counts(con),
             "volume": analytics.fetch_review_volume(con),
             "imports": import_store.list_imports(con),
         }

@@ -16,6 +16,7 @@ import duckdb
 import pandas as pd
 
 from store.constants import (
+    LABEL_SOURCES,
     LABELS,
     NEW_RESTAURANT_AFTER_DAYS,
     NEW_RESTAURANT_GAP_FACTOR,
@@ -25,7 +26,9 @@ from store.constants import (
     SHIFT_MIN_REVIEWS,
     SHIFT_MIN_Z,
     SPLITS,
-    TERMS_MIN_DOCS,
+    TERMS_BLOCK_ROWS,
+    TERMS_MIN_BLOCKS,
+    TERMS_MIN_COUNT,
     TERMS_SAMPLE_PER_CLASS,
 )
 
@@ -66,16 +69,26 @@ class ReviewFilter:
 
 @dataclass(frozen=True)
 class SentimentSource:
-    """Where a review's sentiment comes from: ``kind`` "predictions" (of ``model_id``) or "labels"."""
+    """Where a review's sentiment comes from: ``kind`` "predictions" (of ``model_id``) or "labels".
+
+    ``snapshot`` marks a labels source that reads this connection's snapshot of the current
+    labels (see :func:`snapshot_current_labels`) instead of evaluating the view again.
+    """
 
     kind: str
     model_id: str | None = None
+    snapshot: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("predictions", "labels"):
             raise ValueError(f"unknown sentiment source {self.kind!r}")
         if self.kind == "predictions" and not self.model_id:
             raise ValueError("a predictions source needs a model_id")
+        if self.snapshot and self.kind != "labels":
+            raise ValueError("only a labels source reads a snapshot")
+
+
+_SNAPSHOT_TABLE = "_current_label_snapshot"
 
 
 def _sentiment_relation(source: SentimentSource) -> tuple[str, list]:
@@ -84,11 +97,30 @@ def _sentiment_relation(source: SentimentSource) -> tuple[str, list]:
             "(SELECT review_id, label, p_negative, p_neutral, p_positive FROM predictions WHERE model_id = ?)",
             [source.model_id],
         )
+    table = _SNAPSHOT_TABLE if source.snapshot else "current_labels"
     return (
         "(SELECT review_id, label, NULL::REAL AS p_negative, NULL::REAL AS p_neutral, NULL::REAL AS p_positive"
-        " FROM current_labels)",
+        f" FROM {table})",
         [],
     )
+
+
+def snapshot_current_labels(con: duckdb.DuckDBPyConnection) -> SentimentSource:
+    """Evaluate the current-labels view once into a temporary table of this connection.
+
+    The view ranks every label row of every review (about 0.3 s at a million labels); a page
+    that aggregates labels several times on one connection pays that once. The snapshot lives
+    as long as the connection, and the connection reads one consistent state anyway.
+
+    Returns:
+        A labels source that reads the snapshot (valid on ``con`` only).
+
+    Example:
+        >>> source = snapshot_current_labels(con)  # doctest: +SKIP
+        >>> fetch_trend_summary(con, source).trend.head(1)  # doctest: +SKIP
+    """
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {_SNAPSHOT_TABLE} AS SELECT review_id, label FROM current_labels")
+    return SentimentSource("labels", snapshot=True)
 
 
 def _filter_clause(flt: ReviewFilter) -> tuple[str, list]:
@@ -341,54 +373,75 @@ def fetch_distinguishing_terms(
     *,
     k: int = 15,
     sample_per_class: int = TERMS_SAMPLE_PER_CLASS,
+    class_counts: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """The words that most separate negative from positive reviews in the selection.
 
-    Each class is sampled down to about ``sample_per_class`` reviews (a seeded hash of the
-    id, so the result is stable), words are counted once per review, and each word gets the log
-    odds ratio of appearing in a negative vs a positive review with its z-score
-    (0.5 added to every cell of the 2x2 table). The ``k`` highest and ``k`` lowest z-scores
-    among words in at least ``TERMS_MIN_DOCS`` sampled reviews are returned.
+    Each class is sampled down to about ``sample_per_class`` reviews, deterministically: every
+    stride-th block of ``TERMS_BLOCK_ROWS`` stored rows, then a seeded hash of the id. Words are whitespace
+    tokens, lower-cased, stripped of surrounding punctuation. Each word gets the log odds
+    ratio of its occurrences among negative vs positive tokens, and that ratio's z-score
+    (0.5 added to every cell of the 2x2 table), as in Monroe et al.'s "Fightin' Words". The
+    ``k`` highest and ``k`` lowest z-scores among words seen at least ``TERMS_MIN_COUNT``
+    times are returned.
+
+    Args:
+        class_counts: (negative, positive) reviews in the selection when the caller already
+            knows them (the trend summary does); they set the sampling rates, and passing them
+            saves a pass over the selection.
 
     Returns:
-        term, side ("negative"/"positive"), negative_docs, positive_docs, log_odds, z, and
-        n_negative, n_positive (the sample sizes, the same on every row). Strongest first.
+        term, side ("negative"/"positive"), negative_count, positive_count, log_odds, z, and
+        n_negative, n_positive (reviews sampled per class, the same on every row). Strongest first.
+
+    Example:
+        >>> fetch_distinguishing_terms(con, SentimentSource("labels"), k=3).term.tolist()  # doctest: +SKIP
+        ['waited', 'rude', 'cold', 'friendly', 'delicious', 'amazing']
     """
     relation, rel_params = _sentiment_relation(source)
     where, where_params = _filter_clause(flt)
+    if class_counts is None:
+        class_counts = con.execute(
+            f"""
+            SELECT count(*) FILTER (WHERE s.label = 'negative'), count(*) FILTER (WHERE s.label = 'positive')
+            FROM reviews r JOIN {relation} s USING (review_id) WHERE {where}
+            """,
+            [*rel_params, *where_params],
+        ).fetchone()
+    n_negative, n_positive = (max(int(n), 1) for n in class_counts)
+    # Sample whole blocks of consecutive rows first (every stride-th block): DuckDB then skips
+    # the other blocks' texts entirely, which a per-row sample cannot do. Enough blocks stay
+    # for the sample to span the store; a seeded hash of the id then caps each class.
+    blocks = -(-con.execute("SELECT count(*) FROM reviews").fetchone()[0] // TERMS_BLOCK_ROWS)
+    wanted = min(n_negative, n_positive) / max(sample_per_class, 1)
+    stride = max(1, min(int(wanted), blocks // TERMS_MIN_BLOCKS))
     sql = f"""
-        WITH selection AS MATERIALIZED (
-            SELECT r.review_id, s.label
+        WITH sample AS (
+            SELECT s.label, r.text
             FROM reviews r JOIN {relation} s USING (review_id)
-            WHERE {where} AND s.label IN ('negative', 'positive')
-        ), class_sizes AS (
-            SELECT label, count(*) AS n FROM selection GROUP BY 1
-        ), sampled_ids AS (
-            -- a seeded hash of the id keeps about sample_per_class reviews per class, the same ones every time,
-            -- without sorting the selection
-            SELECT s.review_id, s.label
-            FROM selection s JOIN class_sizes c USING (label)
-            WHERE hash(s.review_id || 'terms') % 1000000 < 1000000.0 * ? / c.n
-        ), sample AS (
-            SELECT i.review_id, i.label, r.text FROM sampled_ids i JOIN reviews r USING (review_id)
+            WHERE (r.rowid // ?) % ? = 0 AND {where} AND s.label IN ('negative', 'positive')
+              AND hash(s.review_id || 'terms') % 1000000
+                  < 1000000.0 * ? * ? / CASE s.label WHEN 'negative' THEN ? ELSE ? END
         ), sizes AS (
             SELECT count(*) FILTER (WHERE label = 'negative') AS n_neg,
                    count(*) FILTER (WHERE label = 'positive') AS n_pos FROM sample
-        ), words AS (
-            -- list_distinct counts a word once per review without a DISTINCT over every (review, word) pair
-            SELECT label, unnest(list_distinct(regexp_split_to_array(lower(text), '[^a-z'']+'))) AS term FROM sample
+        ), raw_counts AS (
+            -- count raw whitespace tokens first and clean the few thousand distinct ones after:
+            -- per-token regular expressions or trims over every review cost several times more
+            SELECT token, count(*) FILTER (WHERE label = 'negative') AS neg, count(*) FILTER (WHERE label = 'positive') AS pos
+            FROM (SELECT label, unnest(string_split(lower(text), ' ')) AS token FROM sample)
+            GROUP BY token
         ), counts AS (
-            SELECT term, count(*) FILTER (WHERE label = 'negative') AS neg, count(*) FILTER (WHERE label = 'positive') AS pos
-            FROM words
-            WHERE length(term) >= 2 AND term NOT IN (SELECT unnest(?::VARCHAR[]))
-            GROUP BY term
-            HAVING count(*) >= ?
+            SELECT trim(token, '.,!?;:"()[]*-') AS term, sum(neg) AS neg, sum(pos) AS pos FROM raw_counts GROUP BY 1
+        ), totals AS (
+            SELECT sum(neg) AS tok_neg, sum(pos) AS tok_pos FROM counts
         ), scored AS (
             SELECT c.term, c.neg, c.pos, z.n_neg, z.n_pos,
-                   ln((c.neg + 0.5) / (z.n_neg - c.neg + 0.5)) - ln((c.pos + 0.5) / (z.n_pos - c.pos + 0.5)) AS log_odds,
-                   sqrt(1 / (c.neg + 0.5) + 1 / (z.n_neg - c.neg + 0.5) + 1 / (c.pos + 0.5) + 1 / (z.n_pos - c.pos + 0.5)) AS se
-            FROM counts c CROSS JOIN sizes z
-            WHERE z.n_neg > 0 AND z.n_pos > 0
+                   ln((c.neg + 0.5) / (t.tok_neg - c.neg + 0.5)) - ln((c.pos + 0.5) / (t.tok_pos - c.pos + 0.5)) AS log_odds,
+                   sqrt(1 / (c.neg + 0.5) + 1 / (t.tok_neg - c.neg + 0.5) + 1 / (c.pos + 0.5) + 1 / (t.tok_pos - c.pos + 0.5)) AS se
+            FROM counts c CROSS JOIN totals t CROSS JOIN sizes z
+            WHERE z.n_neg > 0 AND z.n_pos > 0 AND c.neg + c.pos >= ?
+              AND regexp_full_match(c.term, '[a-z][a-z'']+') AND c.term NOT IN (SELECT unnest(?::VARCHAR[]))
         ), ranked AS (
             SELECT *, log_odds / se AS z,
                    row_number() OVER (ORDER BY log_odds / se DESC, term) AS top_neg,
@@ -396,12 +449,13 @@ def fetch_distinguishing_terms(
             FROM scored
         )
         SELECT term, CASE WHEN z > 0 THEN 'negative' ELSE 'positive' END AS side,
-               neg AS negative_docs, pos AS positive_docs, log_odds, z, n_neg AS n_negative, n_pos AS n_positive
+               neg AS negative_count, pos AS positive_count, log_odds, z, n_neg AS n_negative, n_pos AS n_positive
         FROM ranked
         WHERE (top_neg <= ? AND z > 0) OR (top_pos <= ? AND z < 0)
         ORDER BY z DESC
     """
-    params = [*rel_params, *where_params, int(sample_per_class), list(_STOPWORDS), TERMS_MIN_DOCS, int(k), int(k)]
+    params = [*rel_params, TERMS_BLOCK_ROWS, stride, *where_params, int(sample_per_class), stride, n_negative, n_positive]
+    params += [TERMS_MIN_COUNT, list(_STOPWORDS), int(k), int(k)]
     return con.execute(sql, params).df()
 
 
@@ -493,15 +547,19 @@ def fetch_prediction_agreement(
     return table
 
 
-def _current_labels_of(con: duckdb.DuckDBPyConnection, review_ids: list[str]) -> dict[str, str]:
-    """Current label of a few reviews (one placeholder per id, so DuckDB pushes the filter below the view's window)."""
+def _current_label_rows(con: duckdb.DuckDBPyConnection, review_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """review_id -> (label, source) of a few reviews' current labels.
+
+    One placeholder per id: DuckDB then pushes the filter below the view's window, which it
+    does not do for a list parameter or a join (those evaluate the view for every review).
+    """
     if not review_ids:
         return {}
     placeholders = ", ".join("?" * len(review_ids))
     rows = con.execute(
-        f"SELECT review_id, label FROM current_labels WHERE review_id IN ({placeholders})", list(review_ids)
+        f"SELECT review_id, label, source FROM current_labels WHERE review_id IN ({placeholders})", list(review_ids)
     ).fetchall()
-    return dict(rows)
+    return {review_id: (label, source) for review_id, label, source in rows}
 
 
 def fetch_disagreements(
@@ -536,8 +594,8 @@ def fetch_disagreements(
         """,
         [*pair_params, model_a, model_b, int(limit)],
     ).df()
-    current = _current_labels_of(con, frame["review_id"].tolist())
-    frame["current_label"] = frame["review_id"].map(current)
+    current = _current_label_rows(con, frame["review_id"].tolist())
+    frame["current_label"] = frame["review_id"].map(lambda r: current.get(r, (None, None))[0])
     return frame
 
 
@@ -569,6 +627,51 @@ def fetch_job_training_runs(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.D
     ).df()
 
 
+def fetch_flag_page(
+    con: duckdb.DuckDBPyConnection, *, reasons: list[str] | None = None, limit: int = 50
+) -> pd.DataFrame:
+    """The highest-priority open flags with their review, the flagging model's prediction and the
+    current label: what the hard-cases page shows.
+
+    The same rows as ``store.flags.fetch_flag_queue``, but the current label is looked up for
+    the page's reviews only, not computed for every review in the store (a tenth of the time
+    at a million labels).
+
+    Returns:
+        flag_id, review_id, reason, priority, term, detail, status, text, stars, restaurant_name,
+        created_at, model_id, model_label, p_negative, p_neutral, p_positive, current_label,
+        current_label_source. Highest priority first.
+
+    Example:
+        >>> fetch_flag_page(con, reasons=["low_confidence"], limit=5)["flag_id"].tolist()  # doctest: +SKIP
+        [17, 4, 9, 1, 30]
+    """
+    frame = con.execute(
+        """
+        SELECT f.flag_id, f.review_id, f.reason, f.priority, f.term, f.detail, f.status,
+               r.text, r.stars, r.restaurant_name, f.created_at, f.model_id,
+               p.label AS model_label, p.p_negative, p.p_neutral, p.p_positive
+        FROM (SELECT * FROM flags
+              WHERE status = 'open' AND (?::VARCHAR[] IS NULL OR reason IN (SELECT unnest(?::VARCHAR[])))
+              ORDER BY priority DESC, flag_id LIMIT ?) f
+        JOIN reviews r USING (review_id)
+        LEFT JOIN predictions p ON p.model_id = f.model_id AND p.review_id = f.review_id
+        ORDER BY f.priority DESC, f.flag_id
+        """,
+        [reasons, reasons, int(limit)],
+    ).df()
+    current = _current_label_rows(con, frame["review_id"].drop_duplicates().tolist())
+    frame["current_label"] = frame["review_id"].map(lambda r: current.get(r, (None, None))[0])
+    frame["current_label_source"] = frame["review_id"].map(lambda r: current.get(r, (None, None))[1])
+    return frame
+
+
+def count_flags_by_status(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Flags per status: {"open", "resolved", "dismissed"}."""
+    rows = dict(con.execute("SELECT status, count(*) FROM flags GROUP BY 1").fetchall())
+    return {status: rows.get(status, 0) for status in ("open", "resolved", "dismissed")}
+
+
 def fetch_open_flag_review_ids(con: duckdb.DuckDBPyConnection, *, reasons: list[str] | None = None) -> list[str]:
     """Distinct reviews with an open flag of one of ``reasons`` (None: any reason), highest priority first.
 
@@ -585,6 +688,50 @@ def fetch_open_flag_review_ids(con: duckdb.DuckDBPyConnection, *, reasons: list[
         [reasons, reasons],
     ).fetchall()
     return [r for (r,) in rows]
+
+
+def fetch_store_counts(con: duckdb.DuckDBPyConnection) -> dict:
+    """Reviews, current labels by class and source, splits, and labels per split, from one pass.
+
+    The same numbers and shape as ``store.stats.store_stats``, which evaluates the current-labels
+    view three times; at a million labels that is the difference between well under and over a second.
+
+    Example:
+        >>> fetch_store_counts(con)["labels_by_split"]["test"]["negative"]  # doctest: +SKIP
+        412
+    """
+    rows = con.execute(
+        """
+        SELECT s.split, l.label, l.source, count(*)
+        FROM reviews r LEFT JOIN current_labels l USING (review_id) LEFT JOIN splits s USING (review_id)
+        GROUP BY ALL
+        """
+    ).fetchall()
+    history = dict(con.execute("SELECT source, count(*) FROM labels GROUP BY 1").fetchall())
+    labels, sources = dict.fromkeys(LABELS, 0), dict.fromkeys(LABEL_SOURCES, 0)
+    splits = dict.fromkeys(SPLITS, 0)
+    per_split = {split: dict.fromkeys(LABELS, 0) for split in SPLITS}
+    reviews = 0
+    for split, label, source, n in rows:
+        reviews += n
+        if split is not None:
+            splits[split] += n
+        if label is not None:
+            labels[label] += n
+            sources[source] = sources.get(source, 0) + n
+            if split is not None:
+                per_split[split][label] += n
+    labeled = sum(labels.values())
+    return {
+        "reviews": reviews,
+        "labeled": labeled,
+        "unlabeled": reviews - labeled,
+        "labels": labels,
+        "label_sources": sources,
+        "label_history_rows": {source: history.get(source, 0) for source in LABEL_SOURCES},
+        "splits": splits,
+        "labels_by_split": per_split,
+    }
 
 
 def fetch_review_volume(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:

@@ -38,5 +38,9 @@ NEW_RESTAURANT_AFTER_DAYS = 60
 NEW_RESTAURANT_GAP_FACTOR = 5.0
 # Reviews sampled per class (negative, positive) for distinguishing terms: bounds the cost at any store size.
 TERMS_SAMPLE_PER_CLASS = 4000
-# A term must occur in at least this many sampled reviews to be ranked.
-TERMS_MIN_DOCS = 5
+# Rows per sampling block for distinguishing terms (DuckDB's vector size: a skipped block's texts are never read).
+TERMS_BLOCK_ROWS = 2048
+# Fewest blocks the terms sample is drawn from, so it spans the store rather than a few days of it.
+TERMS_MIN_BLOCKS = 40
+# A term must occur at least this many times in the sample to be ranked.
+TERMS_MIN_COUNT = 5

@@ -188,3 +188,54 @@ def test_the_demo_stores_scripted_events_show(tmp_path):
     assert not breakdown.drop(index="Krog District")["is_new"].any()
     assert 0.3 < breakdown.loc["Krog District", "negative_share"] < 0.5  # mixed, unlike the others
     assert options["restaurants"][0] == "Magnolia Table"
+
+
+@pytest.fixture(scope="module")
+def seeded_store(tmp_path_factory):
+    from dashboard_seed import seed_dashboard_store
+    from store.schema import init_store
+
+    db, _ = init_store(tmp_path_factory.mktemp("seeded") / "store.duckdb")
+    seed_dashboard_store(db)
+    return db
+
+
+def test_flag_page_matches_the_flag_queue_of_the_store(seeded_store):
+    from store.flags import fetch_flag_queue
+
+    with connect(seeded_store, read_only=True) as con:
+        ours = A.fetch_flag_page(con, reasons=["low_confidence"], limit=5)
+        reference = fetch_flag_queue(con, reasons=["low_confidence"], limit=5)
+        everything = A.fetch_flag_page(con, limit=100)
+        statuses = A.count_flags_by_status(con)
+    pd.testing.assert_frame_equal(ours, reference[ours.columns.tolist()], check_dtype=False)
+    assert len(everything) == 12 and everything["priority"].is_monotonic_decreasing
+    assert statuses == {"open": 12, "resolved": 0, "dismissed": 0}
+
+
+def test_store_counts_match_store_stats(seeded_store):
+    from store.stats import store_stats
+
+    with connect(seeded_store, read_only=True) as con:
+        assert A.fetch_store_counts(con) == store_stats(con)
+
+
+def test_terms_with_known_class_counts_match_the_counted_ones(seeded_store):
+    source = A.SentimentSource("predictions", "ft-seed-champion")
+    with connect(seeded_store, read_only=True) as con:
+        counted = A.fetch_distinguishing_terms(con, source)
+        summary = A.fetch_trend_summary(con, source)
+        given = A.fetch_distinguishing_terms(
+            con, source, class_counts=(summary.trend["negative"].sum(), summary.trend["positive"].sum()))
+    pd.testing.assert_frame_equal(counted, given)
+    assert len(counted) == 30
+
+
+def test_a_labels_snapshot_gives_the_same_aggregates(seeded_store):
+    with connect(seeded_store, read_only=True) as con:
+        live = A.fetch_trend_summary(con, A.SentimentSource("labels"), grain="month")
+        snap = A.fetch_trend_summary(con, A.snapshot_current_labels(con), grain="month")
+    pd.testing.assert_frame_equal(live.trend, snap.trend)
+    pd.testing.assert_frame_equal(live.breakdown, snap.breakdown)
+    with pytest.raises(ValueError, match="only a labels source"):
+        A.SentimentSource("predictions", "m", snapshot=True)

@@ -27,7 +27,8 @@ chosen = st.multiselect(
     "Compare", models["model_id"].tolist(), default=ranked["model_id"].head(3).tolist(),
     max_selections=MAX_COMPARED, key="compare-models",
 )
-details = {model_id: reads.model_details(ctx.db, model_id) for model_id in chosen}
+data = reads.comparison(ctx.db, tuple(chosen))
+details = data["details"]
 
 if chosen:
     st.subheader("Confusion matrices (test set)")
@@ -54,9 +55,8 @@ if chosen:
         st.dataframe(table.reset_index(), hide_index=True)
 
 st.subheader("Where two models disagree")
-choices = reads.trend_choices(ctx.db)
-scored = choices["scored_models"]["model_id"].tolist()
-scored.sort(key=lambda m: m != choices["champion_id"])  # the champion first
+scored = data["scored"]["model_id"].tolist()
+scored.sort(key=lambda m: m != data["champion_id"])  # the champion first
 if len(scored) < 2:
     st.caption("Needs stored predictions of two models; score a second model from the Training page.")
 else:
@@ -72,7 +72,7 @@ else:
     st.dataframe(disagreements, hide_index=True, column_config={"text": st.column_config.TextColumn(width="large")})
 
 st.subheader("Retraining rounds")
-rounds = reads.rounds(ctx.db)
+rounds = data["rounds"]
 if rounds.empty:
     st.caption("No retraining rounds yet.")
 else:
@@ -82,4 +82,4 @@ else:
     st.bar_chart(rounds.sort_values("round_id"), x="round_id", y="label_efficiency")
 
 st.subheader("Promotions")
-st.dataframe(reads.promotions(ctx.db), hide_index=True)
+st.dataframe(data["promotions"], hide_index=True)

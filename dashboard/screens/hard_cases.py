@@ -50,12 +50,12 @@ def _bulk(reasons: tuple[str, ...], label: str) -> None:
 reasons = st.multiselect("Reasons", FLAG_REASONS, key="hard-cases-reasons",
                          format_func=lambda r: r.replace("_", " "))
 data = reads.flag_queue(ctx.db, tuple(reasons), QUEUE_WINDOW)
-progress = data["progress"]
-done = progress["resolved"] + progress["dismissed"]
-total = done + progress["open"]
+status = data["status"]
+done = status["resolved"] + status["dismissed"]
+total = done + status["open"]
 st.progress(done / total if total else 0.0,
-            text=f"{done:,} of {total:,} flags handled · {progress['open']:,} open · "
-                 f"{progress['next_round_labels']:,} human labels waiting for retraining round {progress['next_round']}")
+            text=f"{done:,} of {total:,} flags handled ({status['resolved']:,} relabeled, "
+                 f"{status['dismissed']:,} dismissed) · {status['open']:,} open")
 
 message = st.session_state.pop("hard-cases-message", None)
 if message:

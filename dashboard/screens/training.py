@@ -74,6 +74,9 @@ with side_col:
     st.caption("Score reviews that have no prediction from the champion yet, then queue hard cases for labelers.")
     st.button("Score new reviews", on_click=_start, args=("score", {}), key="start-score")
     st.button("Flag hard cases", on_click=_start, args=("flag", {}), key="start-flag")
+    progress = reads.relabel_progress(ctx.db)
+    st.caption(f"{progress['next_round_labels']:,} human labels are waiting for retraining round "
+               f"{progress['next_round']} ({progress['human_labels']:,} human labels in all).")
     champion = reads.champion(ctx.db)
     st.subheader("Champion")
     st.text(champion["model_id"] if champion else "none yet")

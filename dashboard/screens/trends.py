@@ -37,9 +37,11 @@ grain = g1.segmented_control("Period", GRAINS, default="week", key="trend-grain"
 by = g2.segmented_control("Group by", ["restaurant", "neighborhood"], default="restaurant", key="trend-by") or "restaurant"
 
 start, end = (dates[0], dates[1]) if len(dates) == 2 else (dates[0], dates[0])
-flt = ReviewFilter(start=start, end=end, restaurants=tuple(restaurants), neighborhoods=tuple(neighborhoods))
+# The whole range is no filter at all (and lets DuckDB skip the date comparison).
+flt = ReviewFilter(start=None if start <= choices["first"] else start, end=None if end >= choices["last"] else end,
+                   restaurants=tuple(restaurants), neighborhoods=tuple(neighborhoods))
 model_id = None if model_choice == LABELS_CHOICE else model_choice
-source, summary = reads.trends(ctx.db, model_id, flt, grain, by)
+source, summary, main_terms = reads.trends(ctx.db, model_id, flt, grain, by)
 
 if source.kind == "predictions":
     note = " (champion)" if source.model_id == champion_id else ""
@@ -112,7 +114,7 @@ label_choice = st.segmented_control("Label", LABELS, key="trend-label")
 drill = flt
 if period_choice is not None:
     p_start, p_end = period_bounds(period_choice, grain)
-    drill = dataclasses.replace(drill, start=max(p_start, start), end=min(p_end, end))
+    drill = dataclasses.replace(drill, start=max(p_start, start), end=min(p_end, end))  # within the chosen dates
 if group_choice is not None:
     drill = dataclasses.replace(drill, **{"restaurants" if by == "restaurant" else "neighborhoods": (group_choice,)})
 if drill == flt and label_choice is None:
@@ -126,14 +128,14 @@ else:
 
 # --- distinguishing terms ---
 st.subheader("Words that separate negative from positive reviews")
-terms = reads.terms(ctx.db, source, drill)
+terms = main_terms if drill == flt else reads.terms(ctx.db, source, drill)
 if terms.empty:
     st.write("Not enough negative and positive reviews in this selection.")
 else:
     st.caption(f"Log-odds z-scores over a sample of {terms['n_negative'].iloc[0]:,} negative and "
                f"{terms['n_positive'].iloc[0]:,} positive reviews of the selection.")
     neg_col, pos_col = st.columns(2)
-    columns = ["term", "negative_docs", "positive_docs", "z"]
+    columns = ["term", "negative_count", "positive_count", "z"]
     neg_col.markdown("**Negative-leaning**")
     neg_col.dataframe(terms[terms["side"] == "negative"][columns], hide_index=True)
     pos_col.markdown("**Positive-leaning**")
