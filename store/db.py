@@ -73,7 +73,8 @@ def connect(
     with _process_lock:
         while True:
             try:
-                con = duckdb.connect(str(db), read_only=read_only)
+                # No progress bar: it would draw into CLI output and job logs.
+                con = duckdb.connect(str(db), read_only=read_only, config={"enable_progress_bar": False})
                 break
             except duckdb.IOException as exc:
                 if not _is_lock_error(exc):
