@@ -73,8 +73,7 @@ def connect(
     with _process_lock:
         while True:
             try:
-                # No progress bar: it would draw into CLI output and job logs.
-                con = duckdb.connect(str(db), read_only=read_only, config={"enable_progress_bar": False})
+                con = duckdb.connect(str(db), read_only=read_only)
                 break
             except duckdb.IOException as exc:
                 if not _is_lock_error(exc):
@@ -86,6 +85,8 @@ def connect(
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.5)
         try:
+            # No progress bar: it would draw into CLI output and job logs.
+            con.execute("SET enable_progress_bar = false")
             yield con
         finally:
             con.close()
