@@ -79,35 +79,35 @@ def open_staging() -> duckdb.DuckDBPyConnection:
     return mem
 
 
-def _number_rows(mem: duckdb.DuckDBPyConnection, source: str, first_row: int, skipped: list[int]) -> None:
-    """Create ``_staged`` from ``source`` (in file order) with ``_row``, skipping the row numbers in ``skipped``.
+def _number_rows(mem: duckdb.DuckDBPyConnection, first_row: int, skipped: list[int]) -> None:
+    """Create the view ``_staged``: ``_read`` (in file order) plus ``_row``, skipping the numbers in ``skipped``.
 
     The reader keeps file order but drops rejected and blank rows; the k-th kept row is the
-    k-th row number from ``first_row`` that is not in ``skipped``.
+    k-th row number from ``first_row`` that is not in ``skipped``. A view, not a copy: the
+    rows are materialised once, when the accepted ones are fetched.
     """
-    mem.execute("CREATE OR REPLACE TEMP TABLE _skipped AS SELECT DISTINCT unnest(?::BIGINT[]) AS n", [skipped])
+    skipped = sorted({n for n in skipped if n >= first_row})
+    if not skipped:
+        mem.execute(f"CREATE OR REPLACE VIEW _staged AS SELECT {int(first_row)} + rowid AS _row, * FROM _read")
+        return
     # g = kept rows before skipped row n; a kept row k lies after every skipped row with g < k.
     mem.execute(
         """
-        CREATE OR REPLACE TEMP TABLE _gaps AS
+        CREATE OR REPLACE TABLE _gaps AS
         SELECT g, max(cnt) AS cnt FROM (
             SELECT n - ? - (row_number() OVER (ORDER BY n) - 1) AS g, row_number() OVER (ORDER BY n) AS cnt
-            FROM _skipped WHERE n >= ?
+            FROM (SELECT unnest(?::BIGINT[]) AS n)
         ) GROUP BY g
         """,
-        [first_row, first_row],
+        [first_row, skipped],
     )
     mem.execute(
         f"""
-        CREATE OR REPLACE TABLE _staged AS
-        SELECT ? + p.rowid + coalesce(g.cnt, 0) AS _row, p.*
-        FROM {source} p ASOF LEFT JOIN _gaps g ON p.rowid + 1 > g.g
-        """,
-        [first_row],
+        CREATE OR REPLACE VIEW _staged AS
+        SELECT {int(first_row)} + p.rowid + coalesce(g.cnt, 0) AS _row, p.*
+        FROM _read p ASOF LEFT JOIN _gaps g ON p.rowid + 1 > g.g
+        """
     )
-    mem.execute(f"DROP TABLE {source}")
-    mem.execute("DROP TABLE _skipped")
-    mem.execute("DROP TABLE _gaps")
 
 
 def _collect_reader_rejects(mem: duckdb.DuckDBPyConnection, malformed_reason: str) -> list[int]:
@@ -124,6 +124,10 @@ def _collect_reader_rejects(mem: duckdb.DuckDBPyConnection, malformed_reason: st
         [malformed_reason, REJECT_RAW_MAX_CHARS],
     )
     return [n for (n,) in mem.execute("SELECT _row FROM _parse_rejects").fetchall()]
+
+
+def _count_rows(mem: duckdb.DuckDBPyConnection) -> int:
+    return mem.execute("SELECT (SELECT count(*) FROM _staged) + (SELECT count(*) FROM _parse_rejects)").fetchone()[0]
 
 
 def stage_delimited(
@@ -156,7 +160,7 @@ def stage_delimited(
     escaped_newline = newline.replace("\r", "\\r").replace("\n", "\\n")
     mem.execute(
         """
-        CREATE OR REPLACE TEMP TABLE _read AS
+        CREATE OR REPLACE TABLE _read AS
         SELECT * FROM read_csv(?, auto_detect = false, header = true, columns = ?, delim = ?,
                                quote = '"', escape = '"', new_line = ?, max_line_size = ?,
                                store_rejects = true, rejects_table = '_reader_errors', rejects_scan = '_reader_scans')
@@ -164,9 +168,8 @@ def stage_delimited(
         [path, spec, delimiter, escaped_newline, MAX_RECORD_BYTES],
     )
     rejected = _collect_reader_rejects(mem, "malformed_row")
-    _number_rows(mem, "_read", 2, rejected + list(blank_rows))
-    rows = mem.execute("SELECT (SELECT count(*) FROM _staged) + (SELECT count(*) FROM _parse_rejects)").fetchone()[0]
-    return Staged(columns=list(columns), rows=rows, kind="table")
+    _number_rows(mem, 2, rejected + list(blank_rows))
+    return Staged(columns=list(columns), rows=_count_rows(mem), kind="table")
 
 
 def stage_json_lines(mem: duckdb.DuckDBPyConnection, path: str, *, newline: str) -> Staged:
@@ -185,7 +188,7 @@ def stage_json_lines(mem: duckdb.DuckDBPyConnection, path: str, *, newline: str)
     # One column per line: no quoting, and a delimiter byte that valid JSON never contains raw.
     mem.execute(
         """
-        CREATE OR REPLACE TEMP TABLE _read AS
+        CREATE OR REPLACE TABLE _read AS
         SELECT * FROM read_csv(?, auto_detect = false, header = false, columns = {'line': 'VARCHAR'},
                                delim = chr(1), quote = '', escape = '', new_line = ?, max_line_size = ?,
                                store_rejects = true, rejects_table = '_reader_errors', rejects_scan = '_reader_scans')
@@ -193,8 +196,14 @@ def stage_json_lines(mem: duckdb.DuckDBPyConnection, path: str, *, newline: str)
         [path, escaped_newline, MAX_RECORD_BYTES],
     )
     rejected = _collect_reader_rejects(mem, "malformed_json")
-    _number_rows(mem, "_read", 1, rejected)
-    mem.execute(f"DELETE FROM _staged WHERE line IS NULL OR trim(line, '{_TRIM}') = ''")
+    _number_rows(mem, 1, rejected)
+    mem.execute(
+        """
+        CREATE OR REPLACE TABLE _json AS
+        SELECT _row, line, CASE WHEN json_valid(line) THEN json_type(line) = 'OBJECT' ELSE false END AS is_object
+        FROM _staged WHERE line IS NOT NULL AND regexp_matches(line, '\\S')
+        """
+    )
     mem.execute(
         """
         INSERT INTO _parse_rejects
@@ -202,11 +211,11 @@ def stage_json_lines(mem: duckdb.DuckDBPyConnection, path: str, *, newline: str)
                CASE WHEN json_valid(line) THEN 'a JSON ' || lower(json_type(line)) || ', not an object'
                     ELSE 'not valid JSON' END,
                left(line, ?)
-        FROM _staged WHERE NOT json_valid(line) OR json_type(line) <> 'OBJECT'
+        FROM _json WHERE NOT is_object
         """,
         [REJECT_RAW_MAX_CHARS],
     )
-    mem.execute("DELETE FROM _staged WHERE _row IN (SELECT _row FROM _parse_rejects)")
+    mem.execute("CREATE OR REPLACE VIEW _staged AS SELECT _row, line FROM _json WHERE is_object")
     keys = [
         k
         for (k,) in mem.execute(
@@ -216,8 +225,7 @@ def stage_json_lines(mem: duckdb.DuckDBPyConnection, path: str, *, newline: str)
             """
         ).fetchall()
     ]
-    rows = mem.execute("SELECT (SELECT count(*) FROM _staged) + (SELECT count(*) FROM _parse_rejects)").fetchone()[0]
-    return Staged(columns=keys, rows=rows, kind="json")
+    return Staged(columns=keys, rows=_count_rows(mem), kind="json")
 
 
 def stage_arrow(mem: duckdb.DuckDBPyConnection, table: pa.Table) -> Staged:
@@ -227,11 +235,11 @@ def stage_arrow(mem: duckdb.DuckDBPyConnection, table: pa.Table) -> Staged:
     mem.register("_arrow_in", renamed)
     try:
         casts = ", ".join(f"CAST(c{i} AS VARCHAR) AS c{i}" for i in range(len(columns)))
-        mem.execute(f"CREATE OR REPLACE TEMP TABLE _read AS SELECT {casts} FROM _arrow_in")
+        mem.execute(f"CREATE OR REPLACE TABLE _read AS SELECT {casts} FROM _arrow_in")
     finally:
         mem.unregister("_arrow_in")
     mem.execute("CREATE OR REPLACE TABLE _parse_rejects (_row BIGINT, reason VARCHAR, detail VARCHAR, raw VARCHAR)")
-    _number_rows(mem, "_read", 1, [])
+    _number_rows(mem, 1, [])
     return Staged(columns=columns, rows=table.num_rows, kind="table")
 
 
@@ -239,14 +247,14 @@ def stage_arrow(mem: duckdb.DuckDBPyConnection, table: pa.Table) -> Staged:
 
 
 def _field_sql(staged: Staged, mapping: dict[str, int | None]) -> tuple[str, list]:
-    """SELECT list mapping staged columns to canonical fields (positions only, keys bound)."""
+    """SELECT giving ``_row`` and the canonical fields; file columns by position, JSON keys bound."""
     parts, pointers = [], []
     for field in FIELDS:
         index = mapping.get(field)
         if index is None:
             parts.append(f"NULL::VARCHAR AS {field}")
         elif staged.kind == "json":
-            # JSON Pointer escaping (RFC 6901) so any key works; the pointers are bound, not formatted.
+            # JSON Pointer escaping (RFC 6901) so any key works.
             pointers.append("/" + staged.columns[index].replace("~", "~0").replace("/", "~1"))
             parts.append(f"_v[{len(pointers)}] AS {field}")
         else:
@@ -258,11 +266,17 @@ def _field_sql(staged: Staged, mapping: dict[str, int | None]) -> tuple[str, lis
 
 
 def _raw_sql(staged: Staged) -> tuple[str, list]:
-    """Expression (over ``_staged s``) that renders a row as text for the rejects table."""
+    """Expression over ``_staged s`` rendering a row as text for the rejects table, and its parameters."""
     if staged.kind == "json":
         return "s.line", []
-    pairs = ", ".join(f"?, s.c{i}" for i in range(len(staged.columns)))
+    # The file's column names (bound) and values as a JSON object.
+    pairs = ", ".join(f"?::VARCHAR, s.c{i}" for i in range(len(staged.columns)))
     return f"json_object({pairs})::VARCHAR", list(staged.columns)
+
+
+# An explicit UTC offset ("Z", "+02:00") after a time: such dates go through TIMESTAMPTZ, because a
+# plain TIMESTAMP cast would silently drop the offset; the rest take the much cheaper plain cast.
+_OFFSET_RE = r":\d\d(\.\d+)?\s*([zZ]|[+-]\d\d(:?\d\d)?)$"
 
 
 def validate_staged(
@@ -274,7 +288,7 @@ def validate_staged(
     label_map: dict[str, str],
     max_text_chars: int,
 ) -> dict[str, int]:
-    """Check every staged row at once; accepted rows go to ``_valid``, failures join ``_parse_rejects``.
+    """Check every staged row in one pass; failures join ``_parse_rejects``, the rest are fetched as valid.
 
     Args:
         mem: the staging connection holding ``_staged``.
@@ -291,99 +305,107 @@ def validate_staged(
         >>> validate_staged(mem, staged, {"text": 1, "review_id": 0}, source="f.csv", label_map={}, max_text_chars=20000)  # doctest: +SKIP
         {'empty_text': 2}
     """
-    has_id = mapping.get("review_id") is not None
-    fields_sql, params = _field_sql(staged, mapping)
+    fields_sql, field_params = _field_sql(staged, mapping)
+    has_label = mapping.get("label") is not None
     mem.execute(
-        "CREATE OR REPLACE TEMP TABLE _label_map AS SELECT unnest(?::VARCHAR[]) AS spelling, unnest(?::VARCHAR[]) AS label",
+        "CREATE OR REPLACE TABLE _label_map AS SELECT unnest(?::VARCHAR[]) AS spelling, unnest(?::VARCHAR[]) AS label",
         [list(label_map), list(label_map.values())],
     )
     # Generated ids hash the restaurant and the text, so re-importing an id-less file is idempotent.
     id_sql = (
-        f"nullif(trim(f.review_id, '{_TRIM}'), '')"
-        if has_id
+        "nullif(trim(f.review_id), '')"
+        if mapping.get("review_id") is not None
         else "'h-' || left(md5(coalesce(f.restaurant_id, '') || chr(31) || f.text), 24)"
     )
+    label_join = "LEFT JOIN _label_map m ON m.spelling = p.label_raw" if has_label else ""
+    label_sql = "m.label" if has_label else "NULL::VARCHAR"
+    # strlen (bytes) bounds length (characters) from above and is far cheaper, so it goes first.
     mem.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE _checked AS
+        CREATE OR REPLACE TABLE _verdicts AS
         WITH f AS ({fields_sql}),
         p AS (
             SELECT f._row, {id_sql} AS review_id, f.text,
-                   nullif(trim(f.created_at, '{_TRIM}'), '') AS date_raw,
-                   nullif(trim(f.stars, '{_TRIM}'), '') AS stars_raw,
-                   nullif(lower(trim(f.label, '{_TRIM}')), '') AS label_raw,
-                   nullif(trim(f.restaurant_id, '{_TRIM}'), '') AS restaurant_id,
-                   nullif(trim(f.restaurant_name, '{_TRIM}'), '') AS restaurant_name,
-                   nullif(trim(f.neighborhood, '{_TRIM}'), '') AS neighborhood
+                   nullif(trim(f.created_at), '') AS date_raw,
+                   nullif(trim(f.stars), '') AS stars_raw,
+                   nullif(lower(trim(f.label)), '') AS label_raw,
+                   nullif(trim(f.restaurant_id), '') AS restaurant_id,
+                   nullif(trim(f.restaurant_name), '') AS restaurant_name,
+                   nullif(trim(f.neighborhood), '') AS neighborhood
             FROM f
         ),
         q AS (
-            SELECT p.*, TRY_CAST(p.date_raw AS TIMESTAMPTZ) AT TIME ZONE 'UTC' AS created_at,
-                   TRY_CAST(p.stars_raw AS DOUBLE) AS stars_num, m.label
-            FROM p LEFT JOIN _label_map m ON m.spelling = p.label_raw
+            SELECT p.*, {label_sql} AS label,
+                   CASE WHEN regexp_matches(p.date_raw, '{_OFFSET_RE}')
+                        THEN TRY_CAST(p.date_raw AS TIMESTAMPTZ) AT TIME ZONE 'UTC'
+                        ELSE TRY_CAST(p.date_raw AS TIMESTAMP) END AS created_at,
+                   TRY_CAST(p.stars_raw AS DOUBLE) AS stars_num
+            FROM p {label_join}
+        ),
+        r AS (
+            SELECT q.*,
+                CASE
+                    WHEN q.text IS NULL OR NOT regexp_matches(q.text, '\S') THEN 'empty_text'
+                    WHEN strlen(q.text) > $max AND length(q.text) > $max THEN 'text_too_long'
+                    WHEN q.review_id IS NULL THEN 'missing_id'
+                    WHEN q.date_raw IS NOT NULL AND q.created_at IS NULL THEN 'invalid_date'
+                    WHEN q.stars_raw IS NOT NULL AND (q.stars_num IS NULL OR isnan(q.stars_num)) THEN 'stars_not_numeric'
+                    WHEN q.stars_num IS NOT NULL AND q.stars_num NOT IN (1, 2, 3, 4, 5) THEN 'stars_out_of_range'
+                    WHEN q.label_raw IS NOT NULL AND q.label IS NULL THEN 'unknown_label'
+                END AS reason
+            FROM q
         )
-        SELECT q.*,
-            CASE
-                WHEN q.text IS NULL OR trim(q.text, '{_TRIM}') = '' THEN 'empty_text'
-                WHEN length(q.text) > ? THEN 'text_too_long'
-                WHEN q.review_id IS NULL THEN 'missing_id'
-                WHEN q.date_raw IS NOT NULL AND q.created_at IS NULL THEN 'invalid_date'
-                WHEN q.stars_raw IS NOT NULL AND (q.stars_num IS NULL OR isnan(q.stars_num)) THEN 'stars_not_numeric'
-                WHEN q.stars_num IS NOT NULL AND (q.stars_num NOT IN (1, 2, 3, 4, 5)) THEN 'stars_out_of_range'
-                WHEN q.label_raw IS NOT NULL AND q.label IS NULL THEN 'unknown_label'
-            END AS reason
-        FROM q
-        """,
-        [*params, max_text_chars],
+        SELECT _row, reason, review_id, restaurant_id, restaurant_name, neighborhood, created_at,
+               CASE WHEN reason IS NULL THEN stars_num::TINYINT END AS stars, text, label,
+               CASE reason
+                   WHEN 'empty_text' THEN 'text is empty'
+                   WHEN 'text_too_long' THEN 'text has ' || length(text) || ' characters; the limit is ' || $max
+                   WHEN 'missing_id' THEN 'the id column is empty on this row'
+                   WHEN 'invalid_date' THEN 'date ' || to_json(date_raw) || ' is not an ISO 8601 date or date-time'
+                   WHEN 'stars_not_numeric' THEN 'stars ' || to_json(stars_raw) || ' is not a number'
+                   WHEN 'stars_out_of_range' THEN 'stars ' || to_json(stars_raw) || ' is not a whole number from 1 to 5'
+                   WHEN 'unknown_label' THEN 'label ' || to_json(label_raw) || ' is not an accepted label'
+               END AS detail
+        FROM r
+        """.replace("$max", "?::BIGINT"),
+        [*field_params, max_text_chars, max_text_chars, max_text_chars],
     )
+    # Later rows repeating an accepted id are rejected; the first occurrence wins.
     mem.execute(
         """
-        CREATE OR REPLACE TEMP TABLE _dupes AS
-        SELECT _row, first_row FROM (
-            SELECT _row, min(_row) OVER (PARTITION BY review_id) AS first_row FROM _checked WHERE reason IS NULL
-        ) WHERE _row <> first_row
+        UPDATE _verdicts AS v SET reason = 'duplicate_id',
+               detail = 'id ' || to_json(v.review_id) || ' already accepted at row ' || r.first_row
+        FROM (
+            SELECT review_id, min(_row) AS first_row FROM _verdicts WHERE reason IS NULL
+            GROUP BY review_id HAVING count(*) > 1
+        ) r
+        WHERE v.review_id = r.review_id AND v.reason IS NULL AND v._row <> r.first_row
         """
     )
-    mem.execute("UPDATE _checked SET reason = 'duplicate_id' WHERE _row IN (SELECT _row FROM _dupes)")
     raw_sql, raw_params = _raw_sql(staged)
     mem.execute(
         f"""
         INSERT INTO _parse_rejects
-        SELECT c._row, c.reason,
-            CASE c.reason
-                WHEN 'empty_text' THEN 'text is empty'
-                WHEN 'text_too_long' THEN 'text has ' || length(c.text) || ' characters; the limit is ' || ?
-                WHEN 'missing_id' THEN 'the id column is empty on this row'
-                WHEN 'invalid_date' THEN 'date ' || to_json(c.date_raw) || ' is not an ISO 8601 date or date-time'
-                WHEN 'stars_not_numeric' THEN 'stars ' || to_json(c.stars_raw) || ' is not a number'
-                WHEN 'stars_out_of_range' THEN 'stars ' || to_json(c.stars_raw) || ' is not a whole number from 1 to 5'
-                WHEN 'unknown_label' THEN 'label ' || to_json(c.label_raw) || ' is not an accepted label'
-                WHEN 'duplicate_id' THEN 'id ' || to_json(c.review_id) || ' already accepted at row ' || d.first_row
-            END,
-            left({raw_sql}, ?)
-        FROM _checked c JOIN _staged s USING (_row) LEFT JOIN _dupes d USING (_row)
-        WHERE c.reason IS NOT NULL
+        SELECT v._row, v.reason, v.detail, left({raw_sql}, ?)
+        FROM (SELECT _row, reason, detail FROM _verdicts WHERE reason IS NOT NULL) v JOIN _staged s USING (_row)
         """,
-        [max_text_chars, *raw_params, REJECT_RAW_MAX_CHARS],
+        [*raw_params, REJECT_RAW_MAX_CHARS],
     )
-    mem.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _valid AS
-        SELECT review_id, restaurant_id, restaurant_name, neighborhood, created_at,
-               stars_num::TINYINT AS stars, text, ?::VARCHAR AS source, label,
-               CASE WHEN stars_num IS NULL THEN NULL ELSE {STARS_LABEL_SQL.format(col='stars_num')} END AS stars_label
-        FROM _checked WHERE reason IS NULL
-        """,
-        [source],
-    )
-    for table in ("_checked", "_dupes", "_label_map"):
-        mem.execute(f"DROP TABLE {table}")
+    mem.execute("DELETE FROM _verdicts WHERE reason IS NOT NULL")
+    mem.execute("CREATE OR REPLACE TABLE _settings AS SELECT ?::VARCHAR AS source", [source])
     return dict(mem.execute("SELECT reason, count(*) FROM _parse_rejects GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
 
 
 def fetch_valid(mem: duckdb.DuckDBPyConnection) -> pa.Table:
     """Accepted rows as Arrow: the review fields, ``label`` (from a label column) and ``stars_label``."""
-    return mem.execute("SELECT * FROM _valid").to_arrow_table()
+    return mem.execute(
+        f"""
+        SELECT v.review_id, v.restaurant_id, v.restaurant_name, v.neighborhood, v.created_at, v.stars, v.text,
+               st.source, v.label,
+               CASE WHEN v.stars IS NULL THEN NULL ELSE {STARS_LABEL_SQL.format(col='v.stars')} END AS stars_label
+        FROM _verdicts v CROSS JOIN _settings st
+        """
+    ).to_arrow_table()
 
 
 def fetch_staged_rejects(mem: duckdb.DuckDBPyConnection) -> pa.Table:
