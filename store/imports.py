@@ -345,7 +345,7 @@ def validate_staged(
         r AS (
             SELECT q.*,
                 CASE
-                    WHEN q.text IS NULL OR NOT regexp_matches(q.text, '\S') THEN 'empty_text'
+                    WHEN q.text IS NULL OR NOT regexp_matches(q.text, '\\S') THEN 'empty_text'
                     WHEN strlen(q.text) > $max AND length(q.text) > $max THEN 'text_too_long'
                     WHEN q.review_id IS NULL THEN 'missing_id'
                     WHEN q.date_raw IS NOT NULL AND q.created_at IS NULL THEN 'invalid_date'
