@@ -92,6 +92,7 @@ def run_ours(db: Path, csv_path: Path) -> tuple[float, object]:
     return time.perf_counter() - t, report
 
 
+
 def run_baseline(db: Path, csv_path: Path, rows: int) -> float:
     """Python csv parse + single-row INSERTs of each review and its label (executemany)."""
     init_store(db)
@@ -124,6 +125,24 @@ def run_baseline(db: Path, csv_path: Path, rows: int) -> float:
     return time.perf_counter() - t
 
 
+def run_reference(db: Path, csv_path: Path) -> float:
+    """DuckDB alone: one INSERT INTO reviews SELECT FROM read_csv (no validation, rejects, labels or splits)."""
+    init_store(db)
+    t = time.perf_counter()
+    with transaction(db) as con:
+        con.execute(
+            """
+            INSERT INTO reviews
+            SELECT review_id, business_id, name, neighborhood, TRY_CAST(date AS TIMESTAMP), TRY_CAST(stars AS TINYINT),
+                   text, 'bench', md5(text), now()::TIMESTAMP, NULL
+            FROM read_csv(?, header = true, all_varchar = true)
+            WHERE text <> '' AND TRY_CAST(stars AS TINYINT) BETWEEN 1 AND 5
+            """,
+            [str(csv_path)],
+        )
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -151,6 +170,10 @@ def main() -> None:
         seconds2, report2 = run_ours(work / "ours.duckdb", csv_path)
         print(f"ours     re-import (all unchanged): {seconds2:6.2f} s  {args.rows / seconds2:>10,.0f} reviews/s  "
               f"(unchanged {report2.unchanged:,}, accepted {report2.accepted:,}, labels added {report2.labels_added:,})")
+
+        ref_s = run_reference(work / "reference.duckdb", csv_path)
+        print(f"reference: DuckDB INSERT INTO reviews SELECT FROM read_csv (no checks/rejects/labels/splits): "
+              f"{ref_s:6.2f} s  {args.rows / ref_s:>10,.0f} reviews/s")
 
         base_rows = min(args.baseline_rows, args.rows)
         base_s = run_baseline(work / "baseline.duckdb", csv_path, base_rows)

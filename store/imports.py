@@ -54,6 +54,8 @@ FIELDS: tuple[str, ...] = (
 )
 # A rejected row's raw content is cut to this many characters (the file itself still holds all of it).
 REJECT_RAW_MAX_CHARS = 2_000
+# Rows per Arrow record batch handed to the store: several batches let DuckDB scan them in parallel.
+ARROW_BATCH_ROWS = 122_880
 # A CSV record longer than this many bytes is reported as malformed instead of being read.
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 _TRIM = " \t\r\n"
@@ -76,6 +78,7 @@ def open_staging() -> duckdb.DuckDBPyConnection:
     mem = duckdb.connect(":memory:", config={"threads": os.cpu_count() or 1})
     mem.execute("SET TimeZone = 'UTC'")
     mem.execute("SET preserve_insertion_order = true")
+    mem.execute("SET enable_progress_bar = false")
     return mem
 
 
@@ -405,7 +408,7 @@ def fetch_valid(mem: duckdb.DuckDBPyConnection) -> pa.Table:
                CASE WHEN v.stars IS NULL THEN NULL ELSE {STARS_LABEL_SQL.format(col='v.stars')} END AS stars_label
         FROM _verdicts v CROSS JOIN _settings st
         """
-    ).to_arrow_table()
+    ).to_arrow_table(ARROW_BATCH_ROWS)
 
 
 def fetch_staged_rejects(mem: duckdb.DuckDBPyConnection) -> pa.Table:
