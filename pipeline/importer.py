@@ -307,10 +307,8 @@ def _parse_and_validate(
     try:
         staged = _stage(mem, file, fmt)
         mapping = map_columns(staged.columns, columns)
-        by_reason = staging.validate_staged(
-            mem, staged, mapping, source=source, label_map=spellings, max_text_chars=MAX_TEXT_CHARS
-        )
-        return mapping, staged, staging.fetch_valid(mem), staging.fetch_staged_rejects(mem), by_reason
+        by_reason = staging.validate_staged(mem, staged, mapping, label_map=spellings, max_text_chars=MAX_TEXT_CHARS)
+        return mapping, staged, staging.fetch_valid(mem, source=source), staging.fetch_staged_rejects(mem), by_reason
     finally:
         mem.close()
 

@@ -58,12 +58,11 @@ REJECT_RAW_MAX_CHARS = 2_000
 ARROW_BATCH_ROWS = 122_880
 # A CSV record longer than this many bytes is reported as malformed instead of being read.
 MAX_RECORD_BYTES = 16 * 1024 * 1024
-_TRIM = " \t\r\n"
 
 
 @dataclass(frozen=True)
 class Staged:
-    """What a staging call left in the ``_staged`` table of an in-memory connection."""
+    """What a staging call left in the ``_staged`` view of an in-memory connection."""
 
     columns: list[str]  # the file's column names (or JSON keys), by position c0, c1, ...
     rows: int  # data rows read, including malformed ones
@@ -119,9 +118,9 @@ def _collect_reader_rejects(mem: duckdb.DuckDBPyConnection, malformed_reason: st
         """
         CREATE OR REPLACE TABLE _parse_rejects AS
         SELECT line AS _row,
-               CASE WHEN arg_min(error_type, column_idx) = 'INVALID ENCODING' THEN 'invalid_utf8' ELSE ? END AS reason,
-               arg_min(error_message, column_idx) AS detail,
-               left(arg_min(csv_line, column_idx), ?) AS raw
+               CASE WHEN bool_or(error_type = 'INVALID ENCODING') THEN 'invalid_utf8' ELSE ? END AS reason,
+               first(error_message ORDER BY coalesce(column_idx, -1)) AS detail,
+               left(first(csv_line ORDER BY coalesce(column_idx, -1)), ?) AS raw
         FROM _reader_errors GROUP BY line
         """,
         [malformed_reason, REJECT_RAW_MAX_CHARS],
@@ -249,7 +248,7 @@ def stage_arrow(mem: duckdb.DuckDBPyConnection, table: pa.Table) -> Staged:
 # --------------------------------------------------------------------------- validation
 
 
-def _field_sql(staged: Staged, mapping: dict[str, int | None]) -> tuple[str, list]:
+def _field_sql(staged: Staged, mapping: dict[str, int | None]) -> tuple[str, dict]:
     """SELECT giving ``_row`` and the canonical fields; file columns by position, JSON keys bound."""
     parts, pointers = [], []
     for field in FIELDS:
@@ -263,9 +262,9 @@ def _field_sql(staged: Staged, mapping: dict[str, int | None]) -> tuple[str, lis
         else:
             parts.append(f"c{index} AS {field}")
     if staged.kind == "json":
-        extract = "SELECT _row, json_extract_string(line, ?::VARCHAR[]) AS _v FROM _staged"
-        return f"SELECT _row, {', '.join(parts)} FROM ({extract})", [pointers]
-    return f"SELECT _row, {', '.join(parts)} FROM _staged", []
+        extract = "SELECT _row, json_extract_string(line, $pointers::VARCHAR[]) AS _v FROM _staged"
+        return f"SELECT _row, {', '.join(parts)} FROM ({extract})", {"pointers": pointers}
+    return f"SELECT _row, {', '.join(parts)} FROM _staged", {}
 
 
 def _raw_sql(staged: Staged) -> tuple[str, list]:
@@ -287,7 +286,6 @@ def validate_staged(
     staged: Staged,
     mapping: dict[str, int | None],
     *,
-    source: str,
     label_map: dict[str, str],
     max_text_chars: int,
 ) -> dict[str, int]:
@@ -297,7 +295,6 @@ def validate_staged(
         mem: the staging connection holding ``_staged``.
         staged: what the staging call returned.
         mapping: canonical field -> position in ``staged.columns`` (None: not in the file).
-        source: the ``reviews.source`` value for every row.
         label_map: lower-cased accepted label spellings -> canonical label.
         max_text_chars: longest text accepted.
 
@@ -305,7 +302,7 @@ def validate_staged(
         Rejected rows per reason (parse rejects included), only reasons that occurred.
 
     Example:
-        >>> validate_staged(mem, staged, {"text": 1, "review_id": 0}, source="f.csv", label_map={}, max_text_chars=20000)  # doctest: +SKIP
+        >>> validate_staged(mem, staged, {"text": 1, "review_id": 0}, label_map={}, max_text_chars=20000)  # doctest: +SKIP
         {'empty_text': 2}
     """
     fields_sql, field_params = _field_sql(staged, mapping)
@@ -349,7 +346,7 @@ def validate_staged(
             SELECT q.*,
                 CASE
                     WHEN q.text IS NULL OR NOT regexp_matches(q.text, '\\S') THEN 'empty_text'
-                    WHEN strlen(q.text) > $max AND length(q.text) > $max THEN 'text_too_long'
+                    WHEN strlen(q.text) > $max::BIGINT AND length(q.text) > $max::BIGINT THEN 'text_too_long'
                     WHEN q.review_id IS NULL THEN 'missing_id'
                     WHEN q.date_raw IS NOT NULL AND q.created_at IS NULL THEN 'invalid_date'
                     WHEN q.stars_raw IS NOT NULL AND (q.stars_num IS NULL OR isnan(q.stars_num)) THEN 'stars_not_numeric'
@@ -370,8 +367,8 @@ def validate_staged(
                    WHEN 'unknown_label' THEN 'label ' || to_json(label_raw) || ' is not an accepted label'
                END AS detail
         FROM r
-        """.replace("$max", "?::BIGINT"),
-        [*field_params, max_text_chars, max_text_chars, max_text_chars],
+        """,
+        {**field_params, "max": max_text_chars},
     )
     # Later rows repeating an accepted id are rejected; the first occurrence wins.
     mem.execute(
@@ -395,19 +392,22 @@ def validate_staged(
         [*raw_params, REJECT_RAW_MAX_CHARS],
     )
     mem.execute("DELETE FROM _verdicts WHERE reason IS NOT NULL")
-    mem.execute("CREATE OR REPLACE TABLE _settings AS SELECT ?::VARCHAR AS source", [source])
     return dict(mem.execute("SELECT reason, count(*) FROM _parse_rejects GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
 
 
-def fetch_valid(mem: duckdb.DuckDBPyConnection) -> pa.Table:
-    """Accepted rows as Arrow: the review fields, ``label`` (from a label column) and ``stars_label``."""
+def fetch_valid(mem: duckdb.DuckDBPyConnection, *, source: str) -> pa.Table:
+    """Accepted rows as Arrow: the review fields (``source`` on every row), ``label`` and ``stars_label``.
+
+    ``label`` comes from a label column (canonical), ``stars_label`` from the stars.
+    """
     return mem.execute(
         f"""
-        SELECT v.review_id, v.restaurant_id, v.restaurant_name, v.neighborhood, v.created_at, v.stars, v.text,
-               st.source, v.label,
-               CASE WHEN v.stars IS NULL THEN NULL ELSE {STARS_LABEL_SQL.format(col='v.stars')} END AS stars_label
-        FROM _verdicts v CROSS JOIN _settings st
-        """
+        SELECT review_id, restaurant_id, restaurant_name, neighborhood, created_at, stars, text,
+               ?::VARCHAR AS source, label,
+               CASE WHEN stars IS NULL THEN NULL ELSE {STARS_LABEL_SQL.format(col='stars')} END AS stars_label
+        FROM _verdicts
+        """,
+        [source],
     ).to_arrow_table(ARROW_BATCH_ROWS)
 
 
@@ -423,6 +423,8 @@ def fetch_staged_rejects(mem: duckdb.DuckDBPyConnection) -> pa.Table:
 
 def start_import(con: duckdb.DuckDBPyConnection, *, path: str, fmt: str, started_at: datetime) -> int:
     """Insert the row of an import in progress and return its id. Call inside the import's transaction."""
+    # A million-row import has statements long enough for DuckDB to draw a progress bar on the terminal.
+    con.execute("SET enable_progress_bar = false")
     return con.execute(
         "INSERT INTO imports (path, format, started_at) VALUES (?, ?, ?) RETURNING import_id",
         [path, fmt, started_at],
