@@ -86,10 +86,11 @@ def generate_csv(path: Path, rows: int, *, long_texts: bool = False) -> None:
     con.close()
 
 
-def run_ours(db: Path, csv_path: Path) -> tuple[float, object]:
-    t = time.perf_counter()
+def run_ours(db: Path, csv_path: Path) -> tuple[float, float, object]:
+    """Wall and CPU seconds (this process, all threads) of one import, and its report."""
+    t, c = time.perf_counter(), time.process_time()
     report = import_reviews(db, csv_path, actor=cli_actor())
-    return time.perf_counter() - t, report
+    return time.perf_counter() - t, time.process_time() - c, report
 
 
 
@@ -125,10 +126,10 @@ def run_baseline(db: Path, csv_path: Path, rows: int) -> float:
     return time.perf_counter() - t
 
 
-def run_reference(db: Path, csv_path: Path) -> float:
+def run_reference(db: Path, csv_path: Path) -> tuple[float, float]:
     """DuckDB alone: one INSERT INTO reviews SELECT FROM read_csv (no validation, rejects, labels or splits)."""
     init_store(db)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     with transaction(db) as con:
         con.execute(
             """
@@ -140,7 +141,7 @@ def run_reference(db: Path, csv_path: Path) -> float:
             """,
             [str(csv_path)],
         )
-    return time.perf_counter() - t
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def main() -> None:
@@ -160,20 +161,23 @@ def main() -> None:
         print(f"generated {args.rows:,} rows, {size_mb:,.0f} MB in {time.perf_counter() - t:.1f} s -> {csv_path}")
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, duckdb {duckdb.__version__}")
 
-        seconds, report = run_ours(work / "ours.duckdb", csv_path)
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (other processes share the cores)")
+        seconds, cpu, report = run_ours(work / "ours.duckdb", csv_path)
         print(
             f"ours     import (fresh store): {seconds:6.2f} s  {args.rows / seconds:>10,.0f} reviews/s  "
-            f"({size_mb / seconds:,.0f} MB/s; parse+validate {report.parse_seconds:.2f} s, write {report.write_seconds:.2f} s)"
+            f"({size_mb / seconds:,.0f} MB/s; parse+validate {report.parse_seconds:.2f} s, write {report.write_seconds:.2f} s; "
+            f"cpu {cpu:.2f} s)"
         )
         print(f"         accepted {report.accepted:,}  rejected {report.rejected:,} {report.rejected_by_reason}  "
               f"labels {report.labels_added:,}  splits {report.splits}")
-        seconds2, report2 = run_ours(work / "ours.duckdb", csv_path)
+        seconds2, cpu2, report2 = run_ours(work / "ours.duckdb", csv_path)
         print(f"ours     re-import (all unchanged): {seconds2:6.2f} s  {args.rows / seconds2:>10,.0f} reviews/s  "
-              f"(unchanged {report2.unchanged:,}, accepted {report2.accepted:,}, labels added {report2.labels_added:,})")
+              f"(unchanged {report2.unchanged:,}, accepted {report2.accepted:,}, labels added {report2.labels_added:,}; "
+              f"cpu {cpu2:.2f} s)")
 
-        ref_s = run_reference(work / "reference.duckdb", csv_path)
+        ref_s, ref_cpu = run_reference(work / "reference.duckdb", csv_path)
         print(f"reference: DuckDB INSERT INTO reviews SELECT FROM read_csv (no checks/rejects/labels/splits): "
-              f"{ref_s:6.2f} s  {args.rows / ref_s:>10,.0f} reviews/s")
+              f"{ref_s:6.2f} s  {args.rows / ref_s:>10,.0f} reviews/s  (cpu {ref_cpu:.2f} s)")
 
         base_rows = min(args.baseline_rows, args.rows)
         base_s = run_baseline(work / "baseline.duckdb", csv_path, base_rows)
@@ -183,6 +187,7 @@ def main() -> None:
             f"{rate:,.0f} reviews/s; EXTRAPOLATED to {args.rows:,} rows: {args.rows / rate:,.0f} s"
         )
         print(f"speed-up (fresh import vs baseline rate): {args.rows / seconds / rate:,.1f}x")
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -282,6 +282,8 @@ def _check_file(path: Path) -> Path:
             f.read(1)
     except OSError as exc:
         raise TastebudError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if path.stat().st_size == 0:
+        raise TastebudError(f"{path} is empty")
     return path.resolve()
 
 
