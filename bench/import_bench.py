@@ -73,7 +73,8 @@ def generate_csv(path: Path, rows: int, *, long_texts: bool = False) -> None:
                'b' || (hash(i * 3) % 5000) AS business_id,
                'Restaurant ' || (hash(i * 3) % 5000) AS name,
                'Hood ' || (hash(i * 3) % 40) AS neighborhood,
-               strftime(TIMESTAMP '2020-01-01' + to_seconds((hash(i * 11) % 157680000)::BIGINT), '%Y-%m-%d %H:%M:%S') AS date,
+               strftime(TIMESTAMP '2020-01-01' + to_seconds((hash(i * 11) % 157680000)::BIGINT),
+                        '%Y-%m-%d %H:%M:%S') AS date,
                CASE WHEN kind = 0 THEN '9' ELSE (1 + hash(i * 7) % 5)::VARCHAR END AS stars,
                CASE WHEN kind = 1 THEN ''
                     WHEN kind < 50 THEN txt || E'\n\n"Really," she said, "the ' || split_part(txt, ' ', 2) || '."'
@@ -149,7 +150,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--baseline-rows", type=int, default=20_000)
     ap.add_argument("--long", action="store_true", help="Yelp-length texts (~700 characters) instead of ~200.")
-    ap.add_argument("--workdir", type=Path, default=None, help="Where to write the CSV and stores (default: a temp dir).")
+    ap.add_argument("--workdir", type=Path, default=None, help="Where to write the CSV and stores (default: temp).")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="tastebud-import-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -159,21 +160,22 @@ def main() -> None:
         generate_csv(csv_path, args.rows, long_texts=args.long)
         size_mb = csv_path.stat().st_size / 1e6
         print(f"generated {args.rows:,} rows, {size_mb:,.0f} MB in {time.perf_counter() - t:.1f} s -> {csv_path}")
-        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, duckdb {duckdb.__version__}")
+        print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+              f"python {platform.python_version()}, duckdb {duckdb.__version__}")
 
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (other processes share the cores)")
         seconds, cpu, report = run_ours(work / "ours.duckdb", csv_path)
         print(
             f"ours     import (fresh store): {seconds:6.2f} s  {args.rows / seconds:>10,.0f} reviews/s  "
-            f"({size_mb / seconds:,.0f} MB/s; parse+validate {report.parse_seconds:.2f} s, write {report.write_seconds:.2f} s; "
-            f"cpu {cpu:.2f} s)"
+            f"({size_mb / seconds:,.0f} MB/s; parse+validate {report.parse_seconds:.2f} s, "
+            f"write {report.write_seconds:.2f} s; cpu {cpu:.2f} s)"
         )
         print(f"         accepted {report.accepted:,}  rejected {report.rejected:,} {report.rejected_by_reason}  "
               f"labels {report.labels_added:,}  splits {report.splits}")
         seconds2, cpu2, report2 = run_ours(work / "ours.duckdb", csv_path)
         print(f"ours     re-import (all unchanged): {seconds2:6.2f} s  {args.rows / seconds2:>10,.0f} reviews/s  "
-              f"(unchanged {report2.unchanged:,}, accepted {report2.accepted:,}, labels added {report2.labels_added:,}; "
-              f"cpu {cpu2:.2f} s)")
+              f"(unchanged {report2.unchanged:,}, accepted {report2.accepted:,}, "
+              f"labels added {report2.labels_added:,}; cpu {cpu2:.2f} s)")
 
         ref_s, ref_cpu = run_reference(work / "reference.duckdb", csv_path)
         print(f"reference: DuckDB INSERT INTO reviews SELECT FROM read_csv (no checks/rejects/labels/splits): "

@@ -155,7 +155,8 @@ def stage_delimited(
         The staged columns and row count.
 
     Example:
-        >>> stage_delimited(mem, "r.csv", columns=["id", "text"], delimiter=",", newline="\\n", blank_rows=[])  # doctest: +SKIP
+        >>> stage_delimited(mem, "r.csv", columns=["id", "text"], delimiter=",",  # doctest: +SKIP
+        ...                 newline="\\n", blank_rows=[])
         Staged(columns=['id', 'text'], rows=2, kind='table')
     """
     spec = {f"c{i}": "VARCHAR" for i in range(len(columns))}
@@ -302,7 +303,8 @@ def validate_staged(
         Rejected rows per reason (parse rejects included), only reasons that occurred.
 
     Example:
-        >>> validate_staged(mem, staged, {"text": 1, "review_id": 0}, label_map={}, max_text_chars=20000)  # doctest: +SKIP
+        >>> mapping = {"text": 1, "review_id": 0}
+        >>> validate_staged(mem, staged, mapping, label_map={}, max_text_chars=20000)  # doctest: +SKIP
         {'empty_text': 2}
     """
     fields_sql, field_params = _field_sql(staged, mapping)
@@ -349,7 +351,8 @@ def validate_staged(
                     WHEN strlen(q.text) > $max::BIGINT AND length(q.text) > $max::BIGINT THEN 'text_too_long'
                     WHEN q.review_id IS NULL THEN 'missing_id'
                     WHEN q.date_raw IS NOT NULL AND q.created_at IS NULL THEN 'invalid_date'
-                    WHEN q.stars_raw IS NOT NULL AND (q.stars_num IS NULL OR isnan(q.stars_num)) THEN 'stars_not_numeric'
+                    WHEN q.stars_raw IS NOT NULL AND (q.stars_num IS NULL OR isnan(q.stars_num))
+                        THEN 'stars_not_numeric'
                     WHEN q.stars_num IS NOT NULL AND q.stars_num NOT IN (1, 2, 3, 4, 5) THEN 'stars_out_of_range'
                     WHEN q.label_raw IS NOT NULL AND q.label IS NULL THEN 'unknown_label'
                 END AS reason

@@ -7,7 +7,6 @@ import subprocess
 from datetime import datetime
 from pathlib import Path
 
-import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -37,6 +36,11 @@ def _table_counts(db: Path) -> dict[str, int]:
             t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             for t in ("reviews", "labels", "splits", "imports", "import_rejects", "audit_log")
         }
+
+
+def _reviews(con) -> dict[str, tuple]:
+    rows = con.execute("SELECT review_id, text, stars, created_at, restaurant_id FROM reviews").fetchall()
+    return {r[0]: r[1:] for r in rows}
 
 
 def _labels(db: Path) -> dict[str, tuple[str, str]]:
@@ -84,7 +88,7 @@ def test_csv_good_and_bad_rows(store_path, tmp_path):
         "restaurant_id": "business_id", "restaurant_name": None, "neighborhood": None,
     }
     with connect(store_path, read_only=True) as con:
-        rows = {r[0]: r[1:] for r in con.execute("SELECT review_id, text, stars, created_at, restaurant_id FROM reviews").fetchall()}
+        rows = _reviews(con)
         rejects = fetch_rejects(con, report.import_id, limit=100).set_index("row_number")
     assert rows["r1"] == ('Great tacos, "best" in town', 5, datetime(2024, 1, 5), "b1")
     assert rows["r2"][0] == "Cold food.\n\nWon't return."
@@ -128,7 +132,9 @@ def test_tsv_with_label_column_and_aliases(store_path, tmp_path):
         "t3": ("negative", "import"), "t5": ("positive", "import"),
     }
     with connect(store_path, read_only=True) as con:
-        row = con.execute("SELECT text, stars, restaurant_name, neighborhood FROM reviews WHERE review_id = 't5'").fetchone()
+        row = con.execute(
+            "SELECT text, stars, restaurant_name, neighborhood FROM reviews WHERE review_id = 't5'"
+        ).fetchone()
     assert row == ("has\ttab inside", 4, "Taco Town", "Atlanta")
 
 
@@ -176,7 +182,7 @@ def test_jsonl_in_yelp_review_json_shape(store_path, tmp_path):
         (8, "empty_text"), (9, "invalid_date"), (10, "empty_text"), (11, "duplicate_id"),
     ]
     with connect(store_path, read_only=True) as con:
-        rows = {r[0]: r[1:] for r in con.execute("SELECT review_id, text, stars, created_at, restaurant_id FROM reviews").fetchall()}
+        rows = _reviews(con)
         raw5 = fetch_rejects(con, report.import_id, reason="malformed_json")["raw"].tolist()
     assert rows["y1"] == ("Great tacos!\nWill return.", 5, datetime(2018, 7, 7, 22, 9, 11), "b1")
     assert rows["y9"][1] == 4
@@ -212,7 +218,8 @@ def test_reimport_is_idempotent(store_path, tmp_path):
     after = _table_counts(store_path)
     assert (second.accepted, second.updated, second.unchanged, second.labels_added) == (0, 0, first.accepted, 0)
     assert second.rejected == first.rejected
-    assert {k: after[k] for k in ("reviews", "labels", "splits")} == {k: before[k] for k in ("reviews", "labels", "splits")}
+    for table in ("reviews", "labels", "splits"):
+        assert after[table] == before[table], table
     assert after["imports"] == before["imports"] + 1
     with connect(store_path, read_only=True) as con:
         assert con.execute("SELECT review_id, split FROM splits ORDER BY 1").fetchall() == splits_before
