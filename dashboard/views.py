@@ -35,6 +35,18 @@ def _decode(value):
     return value
 
 
+def flag_detail(detail) -> str:
+    """A flag's detail (JSON object) as ' — key value, key value' for plain-text display."""
+    detail = _decode(detail)
+    if not detail:
+        return ""
+    if not isinstance(detail, dict):
+        return f" — {detail}"
+    parts = [f"{k.replace('_', ' ')} {v:.3g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+             for k, v in detail.items()]
+    return " — " + ", ".join(parts)
+
+
 def evaluation_metrics(evaluation: dict | None) -> dict:
     """The metrics dict of an evaluation row (decoded when stored as JSON text)."""
     if not evaluation:

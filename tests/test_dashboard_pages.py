@@ -14,6 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard_seed import ACCOUNTS, BASELINE, CHAMPION, account_secrets, seed_dashboard_store
+from pipeline.jobs import wait_for_job
 from store import jobs as job_store
 from store import models as model_store
 from store.db import connect, transaction
@@ -211,6 +212,20 @@ def test_training_form_rejects_bad_settings_and_starts_a_job(store, secrets):
     assert any("Bad training settings" in e.value for e in at.error)
     with connect(db, read_only=True) as con:
         assert job_store.list_jobs(con).empty
+
+    at.text_input[1].input("2e-5, 5e-5")
+    at.number_input[2].set_value(1)  # epochs
+    at.button[0].click().run()
+    assert not at.exception
+    with connect(db, read_only=True) as con:
+        jobs = job_store.list_jobs(con)
+        job = job_store.get_job(con, jobs["job_id"].iloc[0])
+    assert (job["kind"], job["actor"], job["params"]["epochs"]) == ("train", "dario", 1)
+    assert job["params"]["sweep"] == {"learning_rate": [2e-5, 5e-5]}
+    assert any(job["job_id"] in s.value for s in at.subheader)  # the live panel follows the new job
+    at.button(key=f"cancel-{job['job_id']}").click().run()
+    ended = wait_for_job(db, job["job_id"], timeout_s=60)
+    assert ended["status"] in ("cancelled", "failed")
 
 
 def test_data_page_imports_an_upload_with_its_reject_report(store, secrets):

@@ -1,9 +1,7 @@
-import json
-
 import pandas as pd
 import streamlit as st
 
-from dashboard import reads
+from dashboard import reads, views
 from dashboard.page_setup import setup_page
 from pipeline import relabel as relabeling
 from store.constants import LABELS
@@ -79,10 +77,8 @@ with info:
     stars = int(item["stars"]) if pd.notna(item["stars"]) else "none"
     st.text(f"Stars: {stars}   ·   current label: {item['current_label']} "
             f"({item['current_label_source']})   ·   restaurant: {item['restaurant_name']}")
-    detail = item["detail"]
-    why = json.loads(detail) if isinstance(detail, str) and detail else detail
-    st.text(f"Why flagged: {item['reason']} (priority {item['priority']:.2f})"
-            + (f", term {item['term']!r}" if item["term"] else "") + (f" — {why}" if why else ""))
+    st.text(f"Why flagged: {item['reason'].replace('_', ' ')} (priority {item['priority']:.2f})"
+            + (f", term {item['term']!r}" if item["term"] else "") + views.flag_detail(item["detail"]))
 with probs:
     if pd.notna(item["model_label"]):
         st.text(f"Model {item['model_id']} says {item['model_label']}")

@@ -71,8 +71,13 @@ if submitted:
 
 with side_col:
     st.subheader("Score and flag")
-    st.caption("Score reviews that have no prediction from the champion yet, then queue hard cases for labelers.")
-    st.button("Score new reviews", on_click=_start, args=("score", {}), key="start-score")
+    st.caption("Score the reviews a model has no prediction for yet (the champion by default; score a "
+               "second model to compare them), then queue hard cases for labelers.")
+    ready = reads.models(ctx.db)
+    ready = ready[ready["status"] == "ready"]["model_id"].tolist() if not ready.empty else []
+    score_model = st.selectbox("Model to score with", [None, *ready], key="score-model",
+                               format_func=lambda m: "the champion" if m is None else m)
+    st.button("Score new reviews", on_click=_start, args=("score", {"model_id": score_model}), key="start-score")
     st.button("Flag hard cases", on_click=_start, args=("flag", {}), key="start-flag")
     progress = reads.relabel_progress(ctx.db)
     st.caption(f"{progress['next_round_labels']:,} human labels are waiting for retraining round "
@@ -122,9 +127,12 @@ def live_panel(job_id: str) -> None:
 live_panel(watched)
 
 job = reads.job_panel(ctx.db, watched)["job"]
-new_model = (job.get("result") or {}).get("model_id") if job["status"] == "succeeded" else None
+result = job.get("result") or {}
+new_model = result.get("model_id") if job["status"] == "succeeded" and job["kind"] in ("train", "retrain") else None
 if new_model:
     st.subheader("New model against the champion")
+    if result.get("decision"):
+        st.info(f"Retraining round {result.get('round_id')}: {result['decision']}")
     models = reads.models(ctx.db)
     champion_id = champion["model_id"] if champion else None
     compared = models[models["model_id"].isin([new_model, champion_id])]
