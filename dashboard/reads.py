@@ -198,6 +198,19 @@ def import_rejects(db: Path, import_id: int) -> pd.DataFrame:
         return import_store.fetch_rejects(con, import_id, limit=200)
 
 
+@st.cache_resource(max_entries=4, show_spinner="Loading the model...")
+def _predictor(db: str, model_id: str):
+    from pipeline.predictors import load_predictor
+
+    return load_predictor(db, model_id)
+
+
+def predictor(db: Path, model_id: str):
+    """A loaded model for interactive predictions, kept across reruns and sessions (st.cache_resource;
+    a registered model's weights never change under its id). At most four stay loaded."""
+    return _predictor(str(db), model_id)
+
+
 def job_panel(db: Path, job_id: str) -> dict | None:
     """A job row, its training runs' epoch metrics, and its log tail; never cached (the live panel polls it)."""
     from pipeline.jobs import tail_log

@@ -255,3 +255,19 @@ def _current(db: Path, review_id: str) -> dict:
 def _flag_status(db: Path, review_id: str) -> str:
     with connect(db, read_only=True) as con:
         return con.execute("SELECT status FROM flags WHERE review_id = ?", [review_id]).fetchone()[0]
+
+
+def test_comparison_tries_a_review_on_a_loaded_model(store, secrets):
+    from pipeline.baselines import register_baselines
+    from store.actors import Actor
+
+    db, _ = store
+    register_baselines(db, actor=Actor("dario", "data_scientist"), include=("vader",), evaluate=False)
+    at = open_screen(secrets, "vera", "comparison")
+    at.multiselect(key="compare-models").set_value(["baseline-vader", CHAMPION]).run()
+    at.text_area(key="try-text").input("Absolutely wonderful, the best grits I have ever had!")
+    at.button[[b.label for b in at.button].index("Predict")].click().run()
+    assert not at.exception
+    results = [d.value for d in at.dataframe if "label" in d.value.columns and "model_id" in d.value.columns]
+    assert results and results[0].set_index("model_id").loc["baseline-vader", "label"] == "positive"
+    assert any(CHAMPION in e.value for e in at.error)  # the seeded champion has no weights to load

@@ -4,6 +4,7 @@ import streamlit as st
 from dashboard import reads, views
 from dashboard.page_setup import setup_page
 from store.constants import LABELS
+from store.errors import TastebudError
 
 # At most this many models side by side (confusion matrices get too small beyond it).
 MAX_COMPARED = 4
@@ -53,6 +54,21 @@ if chosen:
     else:
         table = slices.pivot_table(index=["slice_kind", "slice_value", "n"], columns="model_id", values="macro_f1")
         st.dataframe(table.reset_index(), hide_index=True)
+
+with st.expander("Try a review on the chosen models"), st.form("try-form"):
+    text = st.text_area("Review text", key="try-text", placeholder="Oh great, another 45-minute wait for lukewarm grits.")
+    if st.form_submit_button("Predict") and text.strip() and chosen:
+        rows = []
+        for model_id in chosen:
+            try:
+                probs = reads.predictor(ctx.db, model_id).predict_proba([text])[0]
+            except TastebudError as exc:
+                st.error(f"{model_id}: {exc}")
+                continue
+            rows.append({"model_id": model_id, "label": LABELS[int(probs.argmax())],
+                         **{label: float(p) for label, p in zip(LABELS, probs)}})
+        if rows:
+            st.dataframe(pd.DataFrame(rows), hide_index=True, column_config=views.percent_columns(list(LABELS)))
 
 st.subheader("Where two models disagree")
 scored = data["scored"]["model_id"].tolist()
