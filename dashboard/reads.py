@@ -98,10 +98,10 @@ def trends(db: Path, model_id: str | None, flt: ReviewFilter, grain: str, by: st
 
 
 @_cached
-def terms(db: Path, source: SentimentSource, flt: ReviewFilter) -> pd.DataFrame:
+def terms(db: Path, source: SentimentSource, flt: ReviewFilter, class_counts: tuple[int, int] | None) -> pd.DataFrame:
     """Distinguishing terms of a narrower selection (a period or group picked on the page)."""
     with connect(db, read_only=True) as con:
-        return analytics.fetch_distinguishing_terms(con, source, flt)
+        return analytics.fetch_distinguishing_terms(con, source, flt, class_counts=class_counts)
 
 
 @_cached

@@ -128,7 +128,17 @@ else:
 
 # --- distinguishing terms ---
 st.subheader("Words that separate negative from positive reviews")
-terms = main_terms if drill == flt else reads.terms(ctx.db, source, drill)
+if drill == flt:
+    terms = main_terms
+else:  # the summary already counted the narrower selection's classes
+    if period_choice is not None and group_choice is not None:
+        rows = summary.group_trend[(summary.group_trend["period"] == pd.Timestamp(period_choice))
+                                   & (summary.group_trend["grp"] == group_choice)]
+    elif period_choice is not None:
+        rows = trend[trend["period"] == pd.Timestamp(period_choice)]
+    else:
+        rows = breakdown[breakdown["grp"] == group_choice]
+    terms = reads.terms(ctx.db, source, drill, (int(rows["negative"].sum()), int(rows["positive"].sum())))
 if terms.empty:
     st.write("Not enough negative and positive reviews in this selection.")
 else:
