@@ -282,6 +282,18 @@ def _raw_sql(staged: Staged) -> tuple[str, list]:
 _OFFSET_RE = r":\d\d(\.\d+)?\s*([zZ]|[+-]\d\d(:?\d\d)?)$"
 
 
+def _blank_to_null(column: str) -> str:
+    """SQL: the value with surrounding spaces trimmed, NULL when empty.
+
+    Trimming copies every string; testing the ends first makes the usual clean value cost
+    a comparison instead.
+    """
+    return (
+        f"CASE WHEN starts_with({column}, ' ') OR ends_with({column}, ' ') "
+        f"THEN nullif(trim({column}), '') ELSE nullif({column}, '') END"
+    )
+
+
 def validate_staged(
     mem: duckdb.DuckDBPyConnection,
     staged: Staged,
@@ -313,12 +325,13 @@ def validate_staged(
         "CREATE OR REPLACE TABLE _label_map AS SELECT unnest(?::VARCHAR[]) AS spelling, unnest(?::VARCHAR[]) AS label",
         [list(label_map), list(label_map.values())],
     )
-    # Generated ids hash the restaurant and the text, so re-importing an id-less file is idempotent.
-    id_sql = (
-        "nullif(trim(f.review_id), '')"
-        if mapping.get("review_id") is not None
-        else "'h-' || left(md5(coalesce(f.restaurant_id, '') || chr(31) || f.text), 24)"
+    review_id, date, stars, restaurant, name, hood = (
+        _blank_to_null(f"f.{c}")
+        for c in ("review_id", "created_at", "stars", "restaurant_id", "restaurant_name", "neighborhood")
     )
+    # Generated ids hash the restaurant and the text, so re-importing an id-less file is idempotent.
+    if mapping.get("review_id") is None:
+        review_id = "'h-' || left(md5(coalesce(f.restaurant_id, '') || chr(31) || f.text), 24)"
     label_join = "LEFT JOIN _label_map m ON m.spelling = p.label_raw" if has_label else ""
     label_sql = "m.label" if has_label else "NULL::VARCHAR"
     # strlen (bytes) bounds length (characters) from above and is far cheaper, so it goes first.
@@ -327,13 +340,10 @@ def validate_staged(
         CREATE OR REPLACE TABLE _verdicts AS
         WITH f AS ({fields_sql}),
         p AS (
-            SELECT f._row, {id_sql} AS review_id, f.text,
-                   nullif(trim(f.created_at), '') AS date_raw,
-                   nullif(trim(f.stars), '') AS stars_raw,
+            SELECT f._row, {review_id} AS review_id, f.text,
+                   {date} AS date_raw, {stars} AS stars_raw,
                    nullif(lower(trim(f.label)), '') AS label_raw,
-                   nullif(trim(f.restaurant_id), '') AS restaurant_id,
-                   nullif(trim(f.restaurant_name), '') AS restaurant_name,
-                   nullif(trim(f.neighborhood), '') AS neighborhood
+                   {restaurant} AS restaurant_id, {name} AS restaurant_name, {hood} AS neighborhood
             FROM f
         ),
         q AS (

@@ -139,13 +139,15 @@ def test_tsv_with_label_column_and_aliases(store_path, tmp_path):
 
 
 def test_numeric_labels_need_an_explicit_scheme(store_path, tmp_path):
-    path = _write(tmp_path / "uci.tsv", "Review\tLiked\nWow, loved it\t1\nCrust not good\t0\nOdd\t2\n")
-    report = import_reviews(store_path, path, columns=ColumnMapping(label="Liked"), numeric_labels="binary")
+    path = _write(tmp_path / "uci.txt", "Review\tLiked\nWow, loved it\t1\nCrust not good\t0\nOdd\t2\n")
+    report = import_reviews(
+        store_path, path, fmt="tsv", columns=ColumnMapping(label="Liked"), numeric_labels="binary"
+    )
     assert (report.accepted, report.rejected) == (2, 1)
     assert _rejects(store_path, report.import_id) == [(4, "unknown_label")]
     assert sorted(label for label, _ in _labels(store_path).values()) == ["negative", "positive"]
     with pytest.raises(TastebudError, match="unknown --numeric-labels 'decimal'"):
-        import_reviews(store_path, path, columns=ColumnMapping(label="Liked"), numeric_labels="decimal")
+        import_reviews(store_path, path, fmt="tsv", columns=ColumnMapping(label="Liked"), numeric_labels="decimal")
 
 
 def _yelp_line(review_id: str, text: str | None = "ok", *, stars=4, date="2018-07-07 22:09:11") -> str:
@@ -188,6 +190,19 @@ def test_jsonl_in_yelp_review_json_shape(store_path, tmp_path):
     assert rows["y9"][1] == 4
     assert raw5 == ['{"review_id": "y3", "text": broken}', "[1, 2]"]
     assert _labels(store_path)["y2"] == ("negative", "stars")
+
+
+def test_jsonl_keys_are_bound_not_formatted(store_path, tmp_path):
+    lines = [
+        {"a/b": "k1", "review ~ text": "Keys with a slash and a tilde", "it's": "x"},
+        {"a/b": "k2", "review ~ text": "Second"},
+    ]
+    path = _write(tmp_path / "odd_keys.jsonl", "\n".join(json.dumps(line) for line in lines) + "\n")
+    report = import_reviews(store_path, path, columns=ColumnMapping(text="review ~ text", review_id="a/b"))
+    assert (report.accepted, report.rejected) == (2, 0)
+    with connect(store_path, read_only=True) as con:
+        assert dict(con.execute("SELECT review_id, text FROM reviews").fetchall()) == {
+            "k1": "Keys with a slash and a tilde", "k2": "Second"}
 
 
 def test_parquet_with_typed_columns(store_path, tmp_path):
