@@ -46,7 +46,7 @@ _STOPWORDS: tuple[str, ...] = tuple(
     these those i i'm i've we we're our you your he she they them their there here my me us
     have has had do does did so if then than too very just also about into over up out more most
     some any all one two get got go went come came can could would should will what when where which who how
-    again back our ours am s t""".split()
+    again back ours am s t""".split()
 )
 
 
@@ -498,7 +498,12 @@ def fetch_overview(con: duckdb.DuckDBPyConnection) -> dict:
 
 
 def list_scored_models(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Models with stored predictions: model_id, name, kind, n, last_scored_at (most predictions first)."""
+    """Models with stored predictions: model_id, name, kind, n, last_scored_at (most predictions first).
+
+    Example:
+        >>> list_scored_models(con)["model_id"].tolist()  # doctest: +SKIP
+        ['ft-20261125-101500-1a2b', 'baseline-vader']
+    """
     return con.execute(
         """
         SELECT p.model_id, m.name, m.kind, p.n, p.last_scored_at
@@ -604,6 +609,9 @@ def fetch_job_epoch_metrics(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.D
 
     Returns:
         run_id, model_id, epoch, step, train_loss, val_loss, val_accuracy, val_macro_f1, ordered by run then step.
+
+    Example:
+        >>> fetch_job_epoch_metrics(con, "train-20261125-101500-1a2b3c")[["epoch", "val_loss"]]  # doctest: +SKIP
     """
     return con.execute(
         """
@@ -617,7 +625,12 @@ def fetch_job_epoch_metrics(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.D
 
 
 def fetch_job_training_runs(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFrame:
-    """The training runs a job started: run_id, model_id, sweep_id, status, config, error, started/finished."""
+    """The training runs a job started: run_id, model_id, sweep_id, status, config, error, started/finished.
+
+    Example:
+        >>> fetch_job_training_runs(con, "train-20261125-101500-1a2b3c")["status"].tolist()  # doctest: +SKIP
+        ['succeeded', 'running']
+    """
     return con.execute(
         """
         SELECT run_id, model_id, sweep_id, status, config, error, started_at, finished_at
@@ -667,7 +680,12 @@ def fetch_flag_page(
 
 
 def count_flags_by_status(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Flags per status: {"open", "resolved", "dismissed"}."""
+    """Flags per status.
+
+    Example:
+        >>> count_flags_by_status(con)  # doctest: +SKIP
+        {'open': 40, 'resolved': 12, 'dismissed': 3}
+    """
     rows = dict(con.execute("SELECT status, count(*) FROM flags GROUP BY 1").fetchall())
     return {status: rows.get(status, 0) for status in ("open", "resolved", "dismissed")}
 
@@ -731,7 +749,11 @@ def fetch_store_counts(con: duckdb.DuckDBPyConnection) -> dict:
 
 
 def fetch_review_volume(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Reviews per month and review source: month (date), source, n."""
+    """Reviews per month and review source: month (date), source, n.
+
+    Example:
+        >>> fetch_review_volume(con).head(1)  # doctest: +SKIP
+    """
     return con.execute(
         """
         SELECT date_trunc('month', created_at)::DATE AS month, source, count(*) AS n
