@@ -78,7 +78,9 @@ else:
     shifts = shifts.reindex(shifts["shift_z"].abs().sort_values(ascending=False).index)
     st.dataframe(
         shifts[["period", "grp", "shift", "n", "negative_share", "baseline_negative_share", "shift_z"]],
-        hide_index=True, column_config=views.percent_columns(["negative_share", "baseline_negative_share"]),
+        hide_index=True, column_config={**views.percent_columns(["negative_share", "baseline_negative_share"]),
+                                        "period": st.column_config.DateColumn("period", format="YYYY-MM-DD"),
+                                        "shift_z": st.column_config.NumberColumn("z", format="%.1f")},
     )
 
 # --- by restaurant / neighborhood ---
@@ -95,7 +97,9 @@ if compared:
     st.plotly_chart(views.group_trend_figure(summary.group_trend, compared), key="group-chart")
 table = st.dataframe(
     breakdown, hide_index=True, on_select="rerun", selection_mode="single-row", key=f"trend-breakdown-{by}",
-    column_config=views.percent_columns(["negative_share", "neutral_share", "positive_share"]),
+    column_config={**views.percent_columns(["negative_share", "neutral_share", "positive_share"]),
+                   "avg_stars": st.column_config.NumberColumn("avg stars", format="%.2f"),
+                   "first_review_at": st.column_config.DateColumn("first review", format="YYYY-MM-DD")},
 )
 st.download_button(f"Download the {by} breakdown (CSV)", breakdown.to_csv(index=False), f"sentiment_by_{by}.csv", "text/csv")
 
