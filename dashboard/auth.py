@@ -20,6 +20,7 @@ put into session state (widget values are strings and numbers) passes for a logi
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import time
 from collections.abc import Mapping
@@ -183,6 +184,8 @@ def render_login() -> None:
             st.error(f"{st.user.get('email')} is signed in but has no tastebud role; ask an admin to add it to [oidc_roles].")
             if st.button("Sign out"):
                 st.logout()
+        elif importlib.util.find_spec("authlib") is None:
+            st.error("Single sign-on is configured, but st.login needs the Authlib package: pip install Authlib")
         else:
             for provider in _oidc_providers():
                 if st.button(f"Sign in with {provider or 'single sign-on'}", key=f"sso-{provider}"):

@@ -184,3 +184,20 @@ def test_oidc_signed_in_user_gets_the_mapped_role(empty_store, secrets):
     at.user = {"is_logged_in": True, "email": "stranger@example.com"}
     at.run()
     assert any("has no tastebud role" in e.value for e in at.error)
+
+
+def test_sso_button_or_a_clear_note_when_authlib_is_missing(empty_store, secrets):
+    import importlib.util
+
+    at = AppTest.from_file(str(APP), default_timeout=30)
+    at.secrets["accounts"] = secrets
+    at.secrets["auth"] = {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x" * 32,
+                          "client_id": "id", "client_secret": "s", "server_metadata_url": "https://idp/.well-known"}
+    at.user = {"is_logged_in": False}
+    at.run()
+    assert not at.exception
+    if importlib.util.find_spec("authlib") is None:
+        assert any("needs the Authlib package" in e.value for e in at.error)
+    else:
+        assert "Sign in with single sign-on" in [b.label for b in at.button]
+    assert "Sign in" in [b.label for b in at.button]  # local accounts still work alongside
