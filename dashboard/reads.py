@@ -92,8 +92,7 @@ def trends(db: Path, model_id: str | None, flt: ReviewFilter, grain: str, by: st
         # Labels are aggregated twice below: evaluate the current-labels view once.
         used = analytics.snapshot_current_labels(con) if source.kind == "labels" else source
         summary = analytics.fetch_trend_summary(con, used, flt, grain=grain, by=by)
-        counts = (int(summary.trend["negative"].sum()), int(summary.trend["positive"].sum()))
-        terms = analytics.fetch_distinguishing_terms(con, used, flt, class_counts=counts)
+        terms = analytics.fetch_distinguishing_terms(con, used, flt, class_counts=summary.class_counts())
     return source, summary, terms
 
 

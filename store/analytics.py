@@ -213,6 +213,25 @@ class TrendSummary:
     group_trend: pd.DataFrame
     breakdown: pd.DataFrame
 
+    def shifts(self) -> pd.DataFrame:
+        """Every marked period of the whole selection (grp "(whole selection)") and of each group, largest |z| first."""
+        overall = self.trend[self.trend["shift"].notna()].assign(grp="(whole selection)")
+        groups = self.group_trend[self.group_trend["shift"].notna()]
+        marked = pd.concat([overall, groups], ignore_index=True)
+        return marked.reindex(marked["shift_z"].abs().sort_values(ascending=False).index).reset_index(drop=True)
+
+    def class_counts(self, *, period: date | None = None, group: str | None = None) -> tuple[int, int]:
+        """(negative, positive) reviews of one period and/or group of this summary (all when neither is given)."""
+        if period is not None and group is not None:
+            frame = self.group_trend[(self.group_trend["period"] == pd.Timestamp(period)) & (self.group_trend["grp"] == group)]
+        elif period is not None:
+            frame = self.trend[self.trend["period"] == pd.Timestamp(period)]
+        elif group is not None:
+            frame = self.breakdown[self.breakdown["grp"] == group]
+        else:
+            frame = self.trend
+        return int(frame["negative"].sum()), int(frame["positive"].sum())
+
 
 _COUNT_COLUMNS = ["n", "negative", "neutral", "positive", "negative_share", "neutral_share", "positive_share", "avg_stars"]
 _SHIFT_COLUMNS = ["baseline_negative_share", "shift_z", "shift"]

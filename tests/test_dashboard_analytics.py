@@ -241,3 +241,13 @@ def test_a_labels_snapshot_gives_the_same_aggregates(seeded_store):
     pd.testing.assert_frame_equal(live.breakdown, snap.breakdown)
     with pytest.raises(ValueError, match="only a labels source"):
         A.SentimentSource("predictions", "m", snapshot=True)
+
+
+def test_summary_class_counts_and_shift_list(small_store):
+    with connect(small_store, read_only=True) as con:
+        summary = A.fetch_trend_summary(con, A.SentimentSource("labels"), grain="week", by="restaurant")
+    assert summary.class_counts() == (2, 3)
+    assert summary.class_counts(period=date(2025, 1, 6)) == (1, 2)
+    assert summary.class_counts(group="Taco Stop") == (1, 2)
+    assert summary.class_counts(period=date(2025, 1, 13), group="Taco Stop") == (1, 0)
+    assert summary.shifts().empty  # too few reviews to mark anything

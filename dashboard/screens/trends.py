@@ -68,14 +68,11 @@ st.plotly_chart(views.count_trend_figure(trend), key="count-chart")
 st.download_button("Download the trend (CSV)", trend.to_csv(index=False), "sentiment_trend.csv", "text/csv")
 
 # --- sudden shifts ---
-overall_shifts = trend[trend["shift"].notna()].assign(grp="(whole selection)")
-group_shifts = summary.group_trend[summary.group_trend["shift"].notna()]
-shifts = pd.concat([overall_shifts, group_shifts], ignore_index=True)
+shifts = summary.shifts()
 st.subheader("Sudden shifts in negative share")
 if shifts.empty:
     st.write("None in this selection.")
 else:
-    shifts = shifts.reindex(shifts["shift_z"].abs().sort_values(ascending=False).index)
     st.dataframe(
         shifts[["period", "grp", "shift", "n", "negative_share", "baseline_negative_share", "shift_z"]],
         hide_index=True, column_config={**views.percent_columns(["negative_share", "baseline_negative_share"]),
@@ -89,7 +86,7 @@ breakdown = summary.breakdown
 new_groups = breakdown.loc[breakdown["is_new"] == True, "grp"].tolist()  # noqa: E712 (nullable column)
 if new_groups:
     st.caption("New since the store's first reviews: " + ", ".join(new_groups))
-shifted = group_shifts["grp"].drop_duplicates().tolist()
+shifted = shifts.loc[shifts["grp"] != "(whole selection)", "grp"].drop_duplicates().tolist()
 default_compare = list(dict.fromkeys(shifted + new_groups + breakdown["grp"].tolist()))[:DEFAULT_COMPARED_GROUPS]
 compared = st.multiselect(f"Compare {by}s over time", breakdown["grp"].tolist(), default=default_compare,
                           key=f"trend-compare-{by}")
@@ -132,17 +129,8 @@ else:
 
 # --- distinguishing terms ---
 st.subheader("Words that separate negative from positive reviews")
-if drill == flt:
-    terms = main_terms
-else:  # the summary already counted the narrower selection's classes
-    if period_choice is not None and group_choice is not None:
-        rows = summary.group_trend[(summary.group_trend["period"] == pd.Timestamp(period_choice))
-                                   & (summary.group_trend["grp"] == group_choice)]
-    elif period_choice is not None:
-        rows = trend[trend["period"] == pd.Timestamp(period_choice)]
-    else:
-        rows = breakdown[breakdown["grp"] == group_choice]
-    terms = reads.terms(ctx.db, source, drill, (int(rows["negative"].sum()), int(rows["positive"].sum())))
+terms = main_terms if drill == flt else reads.terms(
+    ctx.db, source, drill, summary.class_counts(period=period_choice, group=group_choice))
 if terms.empty:
     st.write("Not enough negative and positive reviews in this selection.")
 else:
