@@ -19,11 +19,12 @@ DEFAULT_SECRETS = Path(".streamlit") / "secrets.toml"
 APP_PATH = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 
 
-def dashboard_command(db: Path, *, host: str, port: int, secrets: Path | None) -> list[str]:
-    """argv that serves the dashboard with ``streamlit run`` (headless, no usage statistics).
+def dashboard_command(*, host: str, port: int, secrets: Path | None) -> list[str]:
+    """argv that serves the dashboard with ``streamlit run`` (headless, no usage statistics); the store
+    comes from ``$TASTEBUD_DB``.
 
     Example:
-        >>> dashboard_command(Path("t.duckdb"), host="localhost", port=8501, secrets=None)[3]
+        >>> dashboard_command(host="localhost", port=8501, secrets=None)[3]
         'run'
     """
     argv = [
@@ -36,11 +37,31 @@ def dashboard_command(db: Path, *, host: str, port: int, secrets: Path | None) -
     return argv
 
 
-def _secrets_path(secrets: Path | None) -> Path | None:
-    chosen = secrets or (Path(os.environ[ENV_SECRETS]) if os.environ.get(ENV_SECRETS) else None)
-    if chosen is not None and not chosen.is_file():
-        raise TastebudError(f"no secrets file at {chosen}")
-    return chosen
+def serve_dashboard(db: Path, *, host: str = "localhost", port: int = 8501, secrets: Path | None = None) -> int:
+    """Serve the dashboard on ``db`` in the foreground until it stops; returns streamlit's exit code.
+
+    Args:
+        db: an existing store.
+        host: address to bind; the default keeps the dashboard private to this machine.
+        port: port to serve on.
+        secrets: accounts/OIDC secrets file; None lets Streamlit read ``.streamlit/secrets.toml``.
+
+    Example:
+        >>> serve_dashboard(Path("demo.duckdb"), secrets=Path("demo-secrets.toml"))  # doctest: +SKIP
+    """
+    db = Path(db).resolve()
+    if not db.exists():
+        raise TastebudError(f"no store at {db}: run `tastebud demo-data` or `tastebud import` first")
+    if secrets is not None and not Path(secrets).is_file():
+        raise TastebudError(f"no secrets file at {secrets}")
+    env = dict(os.environ, TASTEBUD_DB=str(db))
+    # The app imports store/ and pipeline/; make them importable however tastebud was installed.
+    root = str(APP_PATH.parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    try:
+        return subprocess.call(dashboard_command(host=host, port=port, secrets=secrets), env=env)
+    except KeyboardInterrupt:
+        return 0
 
 
 @app.command("dashboard")
@@ -53,18 +74,10 @@ def dashboard_cmd(
 ) -> None:
     """Serve the Streamlit dashboard on the store given by --db."""
     db = db_path().resolve()
-    if not db.exists():
-        raise TastebudError(f"no store at {db}: run `tastebud demo-data` or `tastebud import` first")
-    env = dict(os.environ, TASTEBUD_DB=str(db))
-    # The app imports store/ and pipeline/; make them importable however tastebud was installed.
-    root = str(APP_PATH.parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    argv = dashboard_command(db, host=host, port=port, secrets=_secrets_path(secrets))
-    typer.echo(f"tastebud dashboard on http://{host}:{port} (store {db}); Ctrl+C stops it")
-    try:
-        raise typer.Exit(subprocess.call(argv, env=env))
-    except KeyboardInterrupt:
-        raise typer.Exit(0)
+    secrets = secrets or (Path(os.environ[ENV_SECRETS]) if os.environ.get(ENV_SECRETS) else None)
+    if db.exists():
+        typer.echo(f"tastebud dashboard on http://{host}:{port} (store {db}); Ctrl+C stops it")
+    raise typer.Exit(serve_dashboard(db, host=host, port=port, secrets=secrets))
 
 
 def _prompt_password() -> str:

@@ -18,14 +18,14 @@ runner = CliRunner()
 
 
 def test_dashboard_command_binds_where_asked_and_passes_the_secrets(tmp_path):
-    argv = dashboard_command(tmp_path / "s.duckdb", host="localhost", port=8600, secrets=tmp_path / "secrets.toml")
+    argv = dashboard_command(host="localhost", port=8600, secrets=tmp_path / "secrets.toml")
     assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] == str(APP_PATH)
     options = dict(zip(argv[5::2], argv[6::2]))
     assert options["--server.address"] == "localhost"
     assert options["--server.port"] == "8600"
     assert options["--server.headless"] == "true"
     assert options["--secrets.files"] == str(tmp_path / "secrets.toml")
-    assert "--secrets.files" not in dashboard_command(tmp_path / "s.duckdb", host="localhost", port=1, secrets=None)
+    assert "--secrets.files" not in dashboard_command(host="localhost", port=1, secrets=None)
 
 
 def test_dashboard_refuses_a_missing_store(tmp_path):
