@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import bcrypt
 import streamlit as st
 
+from dashboard import views
 from store.actors import ROLES, Actor
 
 _SESSION_KEY = "_tastebud_login"
@@ -181,7 +182,8 @@ def render_login() -> None:
         st.warning(problem)
     if _oidc_configured():
         if st.user.is_logged_in:
-            st.error(f"{st.user.get('email')} is signed in but has no tastebud role; ask an admin to add it to [oidc_roles].")
+            st.error(f"{views.md(st.user.get('email'))} is signed in but has no tastebud role; "
+                     "ask an admin to add the address to the oidc\\_roles table of the secrets.")
             if st.button("Sign out"):
                 st.logout()
         elif importlib.util.find_spec("authlib") is None:

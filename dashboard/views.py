@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -13,6 +15,15 @@ from store.constants import LABELS
 
 LABEL_COLORS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#2ca02c"}
 SHIFT_SYMBOLS = {"spike": "triangle-up", "drop": "triangle-down"}
+
+
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
+
+
+def md(text) -> str:
+    """``text`` with every Markdown-significant character backslash-escaped, for data shown inside
+    st.caption / st.error / st.success (names, ids and messages that come from the store or files)."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
 
 
 def counts_frame(counts: dict, name: str) -> pd.DataFrame:
@@ -145,6 +156,7 @@ def group_trend_figure(group_trend: pd.DataFrame, groups: list[str]) -> go.Figur
     fig = go.Figure()
     for name in groups:
         series = group_trend[group_trend["grp"] == name]
+        name = html.escape(name)  # plotly renders a few HTML tags in names
         fig.add_trace(go.Scatter(x=series["period"], y=series["negative_share"], name=name, mode="lines+markers",
                                  marker=dict(size=4), customdata=series["n"],
                                  hovertemplate="%{x|%Y-%m-%d}: %{y:.0%} of %{customdata}<extra>" + name + "</extra>"))

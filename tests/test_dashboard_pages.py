@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from dashboard.views import md
 from dashboard_seed import ACCOUNTS, BASELINE, CHAMPION, account_secrets, seed_dashboard_store
 from pipeline.jobs import wait_for_job
 from store import jobs as job_store
@@ -75,7 +76,7 @@ def test_overview(store, secrets):
 
 def test_trends_default_view_and_drilldown(store, secrets):
     at = open_screen(secrets, "vera", "trends")
-    assert any(CHAMPION in c.value and "champion" in c.value for c in at.caption)
+    assert any(md(CHAMPION) in c.value and "(champion)" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) >= 3
     assert [d.label for d in at.get("download_button")][:2] == [
         "Download the trend (CSV)", "Download the restaurant breakdown (CSV)"]
@@ -270,4 +271,15 @@ def test_comparison_tries_a_review_on_a_loaded_model(store, secrets):
     assert not at.exception
     results = [d.value for d in at.dataframe if "label" in d.value.columns and "model_id" in d.value.columns]
     assert results and results[0].set_index("model_id").loc["baseline-vader", "label"] == "positive"
-    assert any(CHAMPION in e.value for e in at.error)  # the seeded champion has no weights to load
+    assert any(md(CHAMPION) in e.value for e in at.error)  # the seeded champion has no weights to load
+
+
+def test_names_from_the_data_are_escaped_in_markdown_text(store, secrets):
+    db, _ = store
+    name = "**Krog** [win](http://evil.example) :red[x]"
+    with transaction(db) as con:
+        con.execute("UPDATE reviews SET restaurant_name = ? WHERE restaurant_name = 'Krog District'", [name])
+    at = open_screen(secrets, "vera", "trends")
+    captions = [c.value for c in at.caption if c.value.startswith("New since")]
+    assert captions == ["New since the store's first reviews: \\*\\*Krog\\*\\* \\[win\\]\\(http\\:"
+                        "//evil\\.example\\) \\:red\\[x\\]"]

@@ -38,7 +38,7 @@ if chosen:
         if matrix:
             col.plotly_chart(views.confusion_figure(matrix, model_id), key=f"cm-{model_id}")
         else:
-            col.caption(f"{model_id}: not evaluated yet")
+            col.caption(f"{views.md(model_id)}: not evaluated yet")
 
     st.subheader("Training curves")
     curves = [(m, details[m]["epochs"]) for m in chosen if not details[m]["epochs"].empty]
@@ -63,7 +63,7 @@ with st.expander("Try a review on the chosen models"), st.form("try-form"):
             try:
                 probs = reads.predictor(ctx.db, model_id).predict_proba([text])[0]
             except TastebudError as exc:
-                st.error(f"{model_id}: {exc}")
+                st.error(f"{views.md(model_id)}: {views.md(exc)}")
                 continue
             rows.append({"model_id": model_id, "label": LABELS[int(probs.argmax())],
                          **{label: float(p) for label, p in zip(LABELS, probs)}})
@@ -83,7 +83,7 @@ else:
     agreement, disagreements = reads.disagreement(ctx.db, model_a, model_b, "test" if scope == "test split" else None, 100)
     total = int(agreement.values.sum())
     agreed = int(sum(agreement.loc[label, label] for label in LABELS))
-    st.caption(f"{model_a} (rows) and {model_b} (columns) agree on {agreed:,} of {total:,} reviews.")
+    st.caption(f"{views.md(model_a)} (rows) and {views.md(model_b)} (columns) agree on {agreed:,} of {total:,} reviews.")
     st.dataframe(agreement)
     st.dataframe(disagreements, hide_index=True, column_config={"text": st.column_config.TextColumn(width="large")})
 

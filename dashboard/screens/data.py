@@ -3,7 +3,7 @@ from datetime import datetime
 
 import streamlit as st
 
-from dashboard import reads
+from dashboard import reads, views
 from dashboard.page_setup import setup_page
 from pipeline.importer import ColumnMapping, import_reviews
 from pipeline.jobs import runs_dir
@@ -37,7 +37,7 @@ if upload is not None and st.button("Import", type="primary", key="import-go"):
         with st.spinner("Importing..."):
             report = import_reviews(ctx.db, target, columns=mapping, source=safe_name, actor=ctx.actor)
     except TastebudError as exc:
-        st.error(str(exc))
+        st.error(views.md(exc))
     else:
         st.session_state["import-report"] = report.to_dict()
 report = st.session_state.get("import-report")

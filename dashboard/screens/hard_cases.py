@@ -57,7 +57,7 @@ st.progress(done / total if total else 0.0,
 
 message = st.session_state.pop("hard-cases-message", None)
 if message:
-    (st.error if message[0] == "error" else st.success)(message[1])
+    st.error(views.md(message[1])) if message[0] == "error" else st.success(message[1])
 
 queue = data["queue"]
 pending = queue[~queue["flag_id"].isin(skipped)]

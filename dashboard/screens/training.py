@@ -37,7 +37,7 @@ def _act(action, success: str) -> None:
 
 message = st.session_state.pop("training-message", None)
 if message:
-    (st.error if message[0] == "error" else st.success)(message[1])
+    st.error(views.md(message[1])) if message[0] == "error" else st.success(message[1])
 
 form_col, side_col = st.columns([3, 2])
 with form_col, st.form("train-form"):
@@ -62,7 +62,7 @@ if submitted:
         params = config.to_dict()
         grid = [float(x) for x in sweep_lrs.replace(" ", "").split(",") if x]
     except ValueError as exc:
-        st.error(f"Bad training settings: {exc}")
+        st.error(f"Bad training settings: {views.md(exc)}")
     else:
         if mode == TRAIN and grid:
             params["sweep"] = {"learning_rate": grid}
@@ -117,7 +117,7 @@ def live_panel(job_id: str) -> None:
     elif job_id in active["job_id"].tolist():
         st.rerun()  # it just finished: redraw the whole page so the result and promotion buttons show
     if job["error"]:
-        st.error(job["error"])
+        st.error(views.md(job["error"]))
     if not panel["epochs"].empty:
         st.plotly_chart(views.epoch_figure(panel["epochs"], title="Per-epoch metrics"), key=f"live-epochs-{job_id}")
         st.dataframe(panel["epochs"], hide_index=True)
@@ -132,7 +132,7 @@ new_model = result.get("model_id") if job["status"] == "succeeded" and job["kind
 if new_model:
     st.subheader("New model against the champion")
     if result.get("decision"):
-        st.info(f"Retraining round {result.get('round_id')}: {result['decision']}")
+        st.info(f"Retraining round {result.get('round_id')}: {views.md(result['decision'])}")
     models = reads.models(ctx.db)
     champion_id = champion["model_id"] if champion else None
     compared = models[models["model_id"].isin([new_model, champion_id])]

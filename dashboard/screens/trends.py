@@ -45,13 +45,13 @@ source, summary, main_terms = reads.trends(ctx.db, model_id, flt, grain, by)
 
 if source.kind == "predictions":
     note = " (champion)" if source.model_id == champion_id else ""
-    st.caption(f"Sentiment from the predictions of model {source.model_id}{note}. Stars are the reviewers' own.")
+    st.caption(f"Sentiment from the predictions of model {views.md(source.model_id)}{note}. Stars are the reviewers' own.")
 elif model_id is None and champion_id is None:
     st.warning("No champion model yet, so these trends use the current labels (human relabels, imports, or stars).")
 elif model_id is None:
     st.caption("Sentiment from the current labels (human relabels, imports, or stars).")
 else:
-    st.warning(f"Model {model_id} has no stored predictions, so these trends use the current labels instead. "
+    st.warning(f"Model {views.md(model_id)} has no stored predictions, so these trends use the current labels instead. "
                "Score it from the Training page or with `tastebud score`.")
 
 trend = summary.trend
@@ -85,7 +85,7 @@ st.subheader(f"By {by}")
 breakdown = summary.breakdown
 new_groups = breakdown.loc[breakdown["is_new"] == True, "grp"].tolist()  # noqa: E712 (nullable column)
 if new_groups:
-    st.caption("New since the store's first reviews: " + ", ".join(new_groups))
+    st.caption("New since the store's first reviews: " + ", ".join(views.md(g) for g in new_groups))
 shifted = shifts.loc[shifts["grp"] != "(whole selection)", "grp"].drop_duplicates().tolist()
 default_compare = list(dict.fromkeys(shifted + new_groups + breakdown["grp"].tolist()))[:DEFAULT_COMPARED_GROUPS]
 compared = st.multiselect(f"Compare {by}s over time", breakdown["grp"].tolist(), default=default_compare,
@@ -122,7 +122,7 @@ if drill == flt and label_choice is None:
     st.caption(f"Pick a period (click a bar), a {by} (select a row above) or a label to see its reviews.")
 else:
     parts = [f"{grain} of {period_choice:%Y-%m-%d}" if period_choice else None, group_choice, label_choice]
-    st.caption("Showing the newest 200 reviews for: " + ", ".join(p for p in parts if p))
+    st.caption("Showing the newest 200 reviews for: " + ", ".join(views.md(p) for p in parts if p))
     reviews = reads.selection_reviews(ctx.db, source, drill, label_choice, 200)
     st.dataframe(reviews, hide_index=True, column_config={"text": st.column_config.TextColumn("text", width="large")})
     st.download_button("Download these reviews (CSV)", reviews.to_csv(index=False), "reviews.csv", "text/csv")
