@@ -186,3 +186,84 @@ def set_flag_status(con: duckdb.DuckDBPyConnection, flag_ids: list[int], status:
             [status, reopened, datetime.now(), reopened, by, list(flag_ids), status],
         ).fetchall()
     )
+
+
+# --- reads for the flagging run ------------------------------------------------------------
+
+
+def fetch_flag_inputs(con: duckdb.DuckDBPyConnection, model_id: str) -> pd.DataFrame:
+    """Every review ``model_id`` scored, without text: review_id, stars, created_at, split,
+    label and label_source (current), p_negative, p_neutral, p_positive."""
+    return con.execute(
+        """
+        SELECT r.review_id, r.stars, r.created_at, s.split, l.label, l.source AS label_source,
+               p.p_negative, p.p_neutral, p.p_positive
+        FROM predictions p
+        JOIN reviews r USING (review_id)
+        LEFT JOIN splits s USING (review_id)
+        LEFT JOIN current_labels l USING (review_id)
+        WHERE p.model_id = ?
+        ORDER BY r.review_id
+        """,
+        [model_id],
+    ).df()
+
+
+def fetch_disagreements(
+    con: duckdb.DuckDBPyConnection, model_id: str, other_model_ids: list[str], *, min_distance: float
+) -> pd.DataFrame:
+    """Reviews where ``model_id`` and another model pick different classes, at least ``min_distance``
+    apart in total variation; one row per review (the most distant other model): review_id,
+    other_model_id, model_label, other_label, distance."""
+    return con.execute(
+        """
+        SELECT c.review_id, o.model_id AS other_model_id, c.label AS model_label, o.label AS other_label,
+               0.5 * (abs(c.p_negative - o.p_negative) + abs(c.p_neutral - o.p_neutral)
+                      + abs(c.p_positive - o.p_positive)) AS distance
+        FROM predictions c
+        JOIN predictions o ON o.review_id = c.review_id AND o.model_id IN (SELECT unnest(?::VARCHAR[]))
+        WHERE c.model_id = ? AND o.model_id <> c.model_id AND c.label <> o.label
+          AND 0.5 * (abs(c.p_negative - o.p_negative) + abs(c.p_neutral - o.p_neutral)
+                     + abs(c.p_positive - o.p_positive)) >= ?
+        QUALIFY row_number() OVER (PARTITION BY c.review_id ORDER BY distance DESC, o.model_id) = 1
+        ORDER BY c.review_id
+        """,
+        [list(other_model_ids), model_id, min_distance],
+    ).df()
+
+
+def fetch_flagged_keys(con: duckdb.DuckDBPyConnection, reason: str) -> set[tuple[str, str]]:
+    """(review_id, term or '') of every flag ever raised for ``reason``, whatever its status."""
+    rows = con.execute("SELECT review_id, coalesce(term, '') FROM flags WHERE reason = ?", [reason]).fetchall()
+    return set(rows)
+
+
+def fetch_review_texts(con: duckdb.DuckDBPyConnection, review_ids: list[str]) -> pd.DataFrame:
+    """review_id, text of the given reviews, ordered by id."""
+    return con.execute(
+        "SELECT review_id, text FROM reviews WHERE review_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY review_id",
+        [list(review_ids)],
+    ).df()
+
+
+def fetch_texts_between(
+    con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None, *, limit: int, seed: int = 0
+) -> pd.DataFrame:
+    """review_id, text, created_at of reviews with start <= created_at < end (either bound open),
+    at most ``limit`` of them: a deterministic pseudo-random sample (by a seeded hash of the id)."""
+    return con.execute(
+        """
+        SELECT review_id, text, created_at FROM reviews
+        WHERE created_at IS NOT NULL
+          AND (?::TIMESTAMP IS NULL OR created_at >= ?::TIMESTAMP)
+          AND (?::TIMESTAMP IS NULL OR created_at < ?::TIMESTAMP)
+        ORDER BY hash(review_id || ?::VARCHAR), review_id
+        LIMIT ?
+        """,
+        [start, start, end, end, str(seed), limit],
+    ).df()
+
+
+def newest_review_time(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """created_at of the newest review (None when no review has a date)."""
+    return con.execute("SELECT max(created_at) FROM reviews").fetchone()[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -51,3 +52,128 @@ def test_insert_flags_never_duplicates_nor_reopens(small_db):
 def test_insert_flags_rejects_unknown_reason(small_db):
     with pytest.raises(ValueError, match="unknown flag reasons: \\['vibes'\\]"):
         _insert(small_db, {"review_id": ["a"], "reason": ["vibes"], "priority": [1.0]})
+
+
+# --- each reason on constructed data -------------------------------------------------------
+
+from pipeline.flagging import (  # noqa: E402
+    find_emerging_terms,
+    find_label_issues,
+    find_low_confidence,
+    find_rating_contradictions,
+)
+from store.flags import fetch_disagreements  # noqa: E402
+from store.predictions import write_predictions  # noqa: E402
+
+
+def _preds(rows: dict[str, tuple[float, float, float]], **extra) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        [(rid, *p) for rid, p in rows.items()], columns=["review_id", "p_negative", "p_neutral", "p_positive"]
+    )
+    for key, values in extra.items():
+        frame[key] = values
+    return frame
+
+
+def test_low_confidence_flags_close_or_flat_predictions_only():
+    inputs = _preds({
+        "torn": (0.40, 0.35, 0.25),     # margin 0.05
+        "flat": (0.34, 0.33, 0.33),     # near-uniform
+        "sure": (0.90, 0.05, 0.05),
+        "leaning": (0.55, 0.30, 0.15),  # margin 0.25, entropy 0.89: not low enough
+    })
+    found = find_low_confidence(inputs)
+    assert sorted(found.review_id) == ["flat", "torn"]
+    assert found.set_index("review_id").priority["flat"] > found.set_index("review_id").priority["torn"]
+    assert (found.reason == "low_confidence").all()
+
+
+def test_rating_contradiction_needs_extreme_rating_and_confident_opposite():
+    inputs = _preds(
+        {
+            "sarcastic5": (0.92, 0.05, 0.03),   # 5 stars, confidently negative
+            "grumpy1": (0.05, 0.15, 0.80),      # 1 star, confidently positive
+            "happy5": (0.03, 0.07, 0.90),       # agrees
+            "middle3": (0.95, 0.03, 0.02),      # 3 stars: no direction to contradict
+            "unsure5": (0.60, 0.20, 0.20),      # opposite but not confident
+        },
+        stars=[5, 1, 5, 3, 5],
+    )
+    found = find_rating_contradictions(inputs).set_index("review_id")
+    assert sorted(found.index) == ["grumpy1", "sarcastic5"]
+    assert found.priority["sarcastic5"] == pytest.approx(0.92)
+    assert found.detail["grumpy1"]["predicted"] == "positive"
+
+
+def test_disagreement_needs_different_labels_and_distance(small_db):
+    with transaction(small_db) as con:
+        write_predictions(con, "champ", _preds({"a": (0.8, 0.1, 0.1), "b": (0.40, 0.35, 0.25), "c": (0.1, 0.1, 0.8)}))
+        write_predictions(con, "other", _preds({"a": (0.1, 0.1, 0.8), "b": (0.36, 0.40, 0.24), "c": (0.2, 0.1, 0.7)}))
+        pairs = fetch_disagreements(con, "champ", ["other"], min_distance=0.3)
+        none = fetch_disagreements(con, "champ", [], min_distance=0.3)
+    assert pairs.review_id.tolist() == ["a"]  # b differs by a hair, c agrees
+    assert pairs.iloc[0].other_label == "positive" and pairs.iloc[0].distance == pytest.approx(0.7)
+    assert none.empty
+
+
+def test_label_issues_found_in_held_out_and_train_rows():
+    rng = np.random.default_rng(0)
+    vocab = {"negative": "awful rude cold bland", "neutral": "okay average fine decent", "positive": "great tasty lovely superb"}
+    rows = []
+    for split in ("test", "train"):
+        for label, words in vocab.items():
+            for i in range(40):
+                text = " ".join(rng.choice(words.split(), size=6)) + f" {rng.choice(['food', 'place', 'staff'])}"
+                rows.append({"review_id": f"{split}-{label}-{i}", "split": split, "label": label, "text": text})
+    frame = pd.DataFrame(rows)
+    frame["label_source"] = "stars"
+    wrong = {"test-negative-0", "test-negative-1", "test-neutral-2", "train-positive-3", "train-positive-4",
+             "train-negative-5"}
+    true_label = frame["label"].copy()
+    frame.loc[frame.review_id.isin(wrong), "label"] = frame.loc[frame.review_id.isin(wrong), "label"].map(
+        {"negative": "positive", "neutral": "negative", "positive": "negative"})
+    # the champion's predictions follow the true label (confidently) on held-out rows
+    onehot = np.eye(3)[true_label.map({"negative": 0, "neutral": 1, "positive": 2})] * 0.85 + 0.05
+    frame[["p_negative", "p_neutral", "p_positive"]] = onehot
+    # a human-labeled row is never questioned, whatever its label
+    frame.loc[frame.review_id == "test-neutral-7", ["label", "label_source"]] = ["positive", "human"]
+
+    found, notes = find_label_issues(frame, frame.loc[frame.split == "train", ["review_id", "text"]])
+    flagged = set(found.review_id)
+    assert {w for w in wrong if w.startswith("test")} <= flagged
+    assert len({w for w in wrong if w.startswith("train")} & flagged) >= 2
+    assert "test-neutral-7" not in flagged
+    assert len(flagged - wrong) <= 3  # few false alarms on clean rows
+    assert set(notes) == {"held_out", "train"}
+    detail = found.set_index("review_id").detail["test-negative-0"]
+    assert detail["given_label"] == "positive" and detail["suggested_label"] == "negative"
+
+    few = frame[frame.split == "test"].head(15)  # one class only: nothing to learn from, skipped
+    found_few, notes_few = find_label_issues(few, None)
+    assert found_few.empty and notes_few["held_out"].startswith("skipped")
+
+
+def test_emerging_term_needs_a_jump_a_minimum_count_and_model_doubt():
+    rng = np.random.default_rng(1)
+    generic = ["the tacos were good", "service was slow tonight", "nice patio and cold beer", "tacos again, solid"]
+    prior = pd.DataFrame({"review_id": [f"p{i}" for i in range(300)], "text": rng.choice(generic, size=300)})
+    recent_texts = (
+        [f"{w} stalls at krog district" for w in ("mixed", "hmm", "odd", "busy", "fun", "meh", "loud", "ok")]
+        + [f"the rooftop bar is superb {i}" for i in range(8)]      # new but the model is sure
+        + [f"zephyr noodles {i}" for i in range(3)]                 # new, unsure, but too rare
+        + list(rng.choice(generic, size=30))                        # old terms, normal rate
+    )
+    recent = pd.DataFrame({"review_id": [f"r{i}" for i in range(len(recent_texts))], "text": recent_texts})
+    unsure, sure = (0.35, 0.33, 0.32), (0.02, 0.03, 0.95)
+    probs = {rid: (unsure if ("krog" in t or "zephyr" in t or "tacos" in t) else sure)
+             for rid, t in zip(recent.review_id, recent.text)}
+    inputs = _preds(probs)
+
+    found, terms = find_emerging_terms(recent, prior, inputs)
+    assert [t["term"] for t in terms] == ["krog district"]
+    assert terms[0]["recent_count"] == 8 and terms[0]["prior_count"] == 0 and terms[0]["lift"] >= 3
+    assert len(found) == 5 and (found.term == "krog district").all()
+    assert set(found.review_id) <= {f"r{i}" for i in range(8)}
+
+    # without an earlier period there is nothing to compare against
+    assert find_emerging_terms(recent, prior.iloc[:0], inputs)[1] == []
