@@ -11,6 +11,7 @@ from store.errors import TastebudError
 
 # Command modules register themselves on ``app`` when imported.
 from pipeline import cli_data, cli_demo  # noqa: E402,F401
+from pipeline import cli_loop  # noqa: E402,F401
 
 
 @app.command("job-run", hidden=True)
