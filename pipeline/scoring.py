@@ -146,6 +146,30 @@ def resolve_model_id(db: DbPath, model_id: str | None) -> str:
     return model_id
 
 
+def scoring_predictor(db: DbPath, model_id: str) -> Predictor:
+    """The fastest predictor for a stored model: a fine-tuned model gets its own copy with bf16
+    weights where the device runs bf16 natively (:class:`ClassifierPredictor`); baselines and
+    other kinds come from :func:`pipeline.predictors.load_predictor`.
+
+    Example:
+        >>> scoring_predictor("tastebud.duckdb", "ft-20261125-1").predict_proba(["Great tacos"]).shape  # doctest: +SKIP
+        (1, 3)
+    """
+    from pipeline.inference import ClassifierPredictor
+    from pipeline.predictors import load_predictor
+    from store.models import get_model
+
+    with connect(db, read_only=True) as con:
+        model = get_model(con, model_id)
+    params = (model or {}).get("params") or {}
+    if model and model["kind"] == "finetuned" and params.get("predictor", "finetuned") == "finetuned":
+        if not model.get("path") or not os.path.isdir(model["path"]):
+            raise TastebudError(f"the files of model {model_id} are missing at {model.get('path')}")
+        max_length = params.get("max_length")
+        return ClassifierPredictor(model["path"], max_length=int(max_length) if max_length else None)
+    return load_predictor(db, model_id)
+
+
 def score(
     db: DbPath,
     *,
@@ -172,12 +196,10 @@ def score(
         >>> score("tastebud.duckdb")["scored"]  # doctest: +SKIP
         3000
     """
-    from pipeline.predictors import load_predictor
-
     if isinstance(shard, str):
         shard = parse_shard(shard)
     resolved = resolve_model_id(db, model_id)
-    predictor = load_predictor(db, resolved)
+    predictor = scoring_predictor(db, resolved)
     return score_with(db, predictor, resolved, rescore_all=rescore_all, shard=shard, reporter=reporter,
                       chunk_size=chunk_size)
 

@@ -9,6 +9,7 @@ import pytest
 from pipeline import relabel as rl
 from store.actors import Actor
 from store.db import connect, transaction
+from store.errors import TastebudError
 from store.flags import count_open_flags_by_reason, fetch_flag_queue, insert_flags
 from tests.conftest import seed_reviews
 
@@ -177,3 +178,90 @@ def test_emerging_term_needs_a_jump_a_minimum_count_and_model_doubt():
 
     # without an earlier period there is nothing to compare against
     assert find_emerging_terms(recent, prior.iloc[:0], inputs)[1] == []
+
+
+# --- flag() end to end on a constructed store --------------------------------------------------
+
+
+def _constructed_store(db, tmp_path):
+    """240 old and 20 recent reviews, champion and challenger predictions chosen to trigger each reason."""
+    from store import models as model_store
+    from store.actors import cli_actor
+    from tests.tiny_model import save_tiny_classifier
+
+    old = pd.Timestamp("2025-01-01")
+    rows = []
+    for i in range(240):
+        stars = [1, 3, 5][i % 3]
+        rows.append({"review_id": f"old{i:02d}", "text": ["cold soup", "fine lunch", "lovely tacos"][i % 3],
+                     "stars": stars, "created_at": old + pd.Timedelta(days=i)})
+    for i in range(20):
+        words = ["stalls", "noodles", "crowds", "bar", "prices", "music", "seating", "lines"]
+        text = f"{words[i]} at krog district" if i < 8 else "lovely tacos again"
+        rows.append({"review_id": f"new{i:02d}", "text": text, "stars": 4, "created_at": pd.Timestamp("2026-06-01") + pd.Timedelta(days=i)})
+    frame = pd.DataFrame(rows)
+    frame.loc[frame.review_id == "old08", "text"] = "cold soup"  # 5 stars on a clearly negative text: label error
+    frame["label"] = frame["stars"].map({1: "negative", 3: "neutral", 4: "positive", 5: "positive"})
+    seed_reviews(db, frame)
+    sure = {"negative": (0.9, 0.05, 0.05), "neutral": (0.05, 0.9, 0.05), "positive": (0.05, 0.05, 0.9)}
+    champ = {r: sure[label] for r, label in zip(frame.review_id, frame.label)}
+    champ["old05"] = (0.92, 0.04, 0.04)   # 5 stars, confidently negative: contradiction
+    champ["old08"] = (0.90, 0.05, 0.05)   # the mislabeled one: contradiction and label issue
+    champ["old01"] = (0.40, 0.35, 0.25)   # torn: low confidence
+    for i in range(8):
+        champ[f"new{i:02d}"] = (0.36, 0.30, 0.34)  # unsure about the new food hall
+    other = dict(champ)
+    other["old02"] = (0.9, 0.05, 0.05)    # the challenger calls a 5-star "lovely tacos" negative
+    path = str(save_tiny_classifier(tmp_path / "m"))
+    with transaction(db) as con:
+        for model_id, probs in (("champ", champ), ("challenger", other)):
+            model_store.register_model(con, model_id=model_id, kind="finetuned", name=model_id, path=path)
+            write_predictions(con, model_id, _preds(probs))
+        model_store.promote_model(con, cli_actor(), "champ")
+    return frame
+
+
+def test_flag_run_raises_each_reason_once(store_path, tmp_path):
+    pytest.importorskip("store.models", reason="needs the model registry (training branch)")
+    from pipeline.flagging import flag
+
+    _constructed_store(store_path, tmp_path)
+    result = flag(store_path)
+    assert result["model_id"] == "champ" and result["scored_reviews"] == 260
+    with connect(store_path, read_only=True) as con:
+        queue = fetch_flag_queue(con, limit=500)
+    by_reason = queue.groupby("reason").review_id.apply(set).to_dict()
+    assert by_reason["rating_contradicts_text"] == {"old05", "old08"}
+    assert "old01" in by_reason["low_confidence"] and "old05" not in by_reason["low_confidence"]
+    assert by_reason["disagreement"] == {"old02"}
+    assert "old08" in by_reason["label_issue"] and by_reason["label_issue"] <= {"old05", "old08"}
+    assert set(result["notes"]["label_issue"]) == {"held_out", "train"}
+    assert [t["term"] for t in result["terms"]] == ["krog district"]
+    assert by_reason["emerging_term"] <= {f"new{i:02d}" for i in range(8)} and len(by_reason["emerging_term"]) == 5
+    assert set(queue.model_id) == {"champ"} and queue.text.notna().all()
+    top = queue[(queue.review_id == "old05") & (queue.reason == "rating_contradicts_text")].iloc[0]
+    assert top["model_label"] == "negative" and top["current_label"] == "positive"
+
+    again = flag(store_path)  # nothing new: every candidate was flagged before
+    assert sum(again["inserted"].values()) == 0
+
+    from pipeline.flagging import flag as flag_again
+
+    with pytest.raises(TastebudError, match="unknown flag reasons: vibes"):
+        flag_again(store_path, reasons=["vibes"])
+
+
+def test_flag_needs_scored_reviews(store_path, tmp_path):
+    pytest.importorskip("store.models", reason="needs the model registry (training branch)")
+    from pipeline.flagging import flag
+    from store import models as model_store
+    from store.actors import cli_actor
+
+    seed_reviews(store_path, pd.DataFrame({"review_id": ["a"], "text": ["x"], "stars": [5]}))
+    with pytest.raises(TastebudError, match="there is no champion model yet"):
+        flag(store_path)
+    with transaction(store_path) as con:
+        model_store.register_model(con, model_id="m", kind="finetuned", name="m", path=str(tmp_path))
+        model_store.promote_model(con, cli_actor(), "m")
+    with pytest.raises(TastebudError, match="model m has scored no reviews yet: run `tastebud score` first"):
+        flag(store_path)

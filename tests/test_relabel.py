@@ -169,3 +169,30 @@ def test_progress_counts(db):
     assert progress["human_labels"] == 1 and progress["next_round"] == 1 and progress["next_round_labels"] == 1
     assert progress["by_labeler"] == {"ana": 1}
     assert by_reason["low_confidence"] == 1 and by_reason["label_issue"] == 0
+
+
+@pytest.mark.slow
+def test_cli_relabel_dismiss_undo_and_flags(db):
+    import os
+    import subprocess
+
+    from tests.conftest import REPO_ROOT, cli_cmd
+
+    def run(*args):
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+        return subprocess.run(cli_cmd("--db", str(db), *args), env=env, capture_output=True, text=True, timeout=120)
+
+    listed = json.loads(run("flags", "--json", "--reason", "low_confidence").stdout)
+    assert [f["review_id"] for f in listed] == ["r0", "r1"]
+    out = run("relabel", "r0", "--label", "negative", "--as", "ana")
+    assert out.returncode == 0 and out.stdout.strip() == "r0: positive (stars) -> negative; 2 flag(s) resolved"
+    bulk = json.loads(run("relabel", "r3", "r4", "--label", "neutral", "--as", "ana", "--json").stdout)
+    assert bulk["relabeled"] == 2
+    assert run("dismiss", str(listed[1]["flag_id"]), "--as", "bo").returncode == 0
+    undo = json.loads(run("undo", "--as", "ana", "--json").stdout)
+    assert undo["review_ids"] == ["r3", "r4"]
+    assert _label(db, "r3")["source"] == "stars" and _label(db, "r0")["label"] == "negative"
+    bad = run("relabel", "r0", "--label", "meh")
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: unknown label 'meh'; expected one of negative, neutral, positive"
+    assert run("undo", "--as", "zed").stdout.strip() == "nothing to undo"
+    assert run("flags", "--status", "all").stdout.count("#") == 4

@@ -18,7 +18,7 @@ from store.db import connect, transaction
 from store.errors import TastebudError
 from store.predictions import count_predictions, fetch_predictions, shard_of
 from store.reviews import upsert_reviews
-from tests.conftest import REPO_ROOT, seed_reviews
+from tests.conftest import REPO_ROOT, cli_cmd, seed_reviews
 from tests.tiny_model import save_tiny_classifier
 
 WORDS = "great awful tacos service cold warm slow friendly noodles pricey cozy loud fresh stale".split()
@@ -160,3 +160,44 @@ def test_concurrent_shard_processes_split_the_work(store_path, tiny_model_dir):
     scored = [int(out.split("'scored': ")[1].split(",")[0]) for out, _ in outputs]
     assert sum(scored) == 300 and min(scored) > 100
     assert _count(store_path) == (300, 300)
+
+
+# --- the CLI and the job with a champion from the model registry ------------------------------------
+
+
+def _run_cli(db, *args):
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1")
+    return subprocess.run([*cli_cmd("--db", str(db), *args)], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_and_job_score_with_the_champion(store_path, tiny_model_dir):
+    pytest.importorskip("store.models", reason="needs the model registry (training branch)")
+    import json
+
+    from pipeline.jobs import start_job, wait_for_job
+    from store import models as model_store
+    from store.actors import cli_actor
+
+    seed_reviews(store_path, _reviews(120))
+    missing = _run_cli(store_path, "score")
+    assert missing.returncode == 2 and "there is no champion model yet" in missing.stderr
+    with transaction(store_path) as con:
+        model_store.register_model(con, model_id="tiny", kind="finetuned", name="tiny", path=str(tiny_model_dir),
+                                   params={"max_length": 32})
+        model_store.promote_model(con, cli_actor(), "tiny")
+
+    first = _run_cli(store_path, "score", "--json", "--chunk-size", "50")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["scored"] == 120 and json.loads(first.stdout)["model_id"] == "tiny"
+    assert json.loads(_run_cli(store_path, "score", "--json").stdout)["scored"] == 0
+    bad = _run_cli(store_path, "score", "--shard", "5/2")
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --shard 5/2: need N >= 1 and 0 <= i < N"
+    unknown = _run_cli(store_path, "score", "--model", "nope")
+    assert unknown.returncode == 2 and "no model 'nope'" in unknown.stderr
+
+    job_id = start_job(store_path, "score", {"model_id": "tiny", "rescore_all": True}, cli_actor())
+    job = wait_for_job(store_path, job_id, timeout_s=240)
+    assert job["status"] == "succeeded" and job["result"]["scored"] == 120
+    with connect(store_path, read_only=True) as con:
+        assert count_predictions(con, "tiny") == 120
