@@ -132,7 +132,20 @@ def find_rating_contradictions(inputs: pd.DataFrame) -> pd.DataFrame:
     return _candidates(inputs["review_id"][hit], "rating_contradicts_text", opposite[hit], details)
 
 
-def _label_issue_candidates(frame: pd.DataFrame, pred_probs: np.ndarray, source: str) -> pd.DataFrame:
+def rank_label_issues(frame: pd.DataFrame, pred_probs: np.ndarray, source: str) -> pd.DataFrame:
+    """Rows whose given label cleanlab considers an error, as flag candidates (worst first).
+
+    Args:
+        frame: review_id and label (negative/neutral/positive) per row.
+        pred_probs: out-of-sample (n, 3) probabilities for the same rows.
+        source: where the probabilities came from (kept in each flag's detail).
+
+    Returns:
+        Candidates with priority = 1 - cleanlab's self-confidence label quality.
+
+    Example:
+        >>> rank_label_issues(frame, cross_validated_probs(texts, frame["label"]), "tf-idf")  # doctest: +SKIP
+    """
     from cleanlab.filter import find_label_issues
     from cleanlab.rank import get_label_quality_scores
 
@@ -193,7 +206,7 @@ def find_label_issues(inputs: pd.DataFrame, train_texts: pd.DataFrame | None) ->
     notes, parts = {}, []
     held_out = labeled[labeled["split"] != "train"]
     if _enough_per_class(held_out["label"], T.LABEL_ISSUE_MIN_PER_CLASS):
-        parts.append(_label_issue_candidates(held_out, _probs(held_out), "champion (held-out rows)"))
+        parts.append(rank_label_issues(held_out, _probs(held_out), "champion (held-out rows)"))
         notes["held_out"] = f"{len(held_out)} val/test/unsplit rows checked with the champion's predictions"
     else:
         notes["held_out"] = f"skipped: fewer than {T.LABEL_ISSUE_MIN_PER_CLASS} held-out rows of some class"
@@ -201,7 +214,7 @@ def find_label_issues(inputs: pd.DataFrame, train_texts: pd.DataFrame | None) ->
         train = train_texts.merge(labeled[["review_id", "label"]], on="review_id")
         if _enough_per_class(train["label"], max(T.LABEL_ISSUE_MIN_PER_CLASS, T.LABEL_ISSUE_CV_FOLDS)):
             probs = cross_validated_probs(train["text"].tolist(), train["label"])
-            parts.append(_label_issue_candidates(train, probs, "cross-validated tf-idf + logistic regression"))
+            parts.append(rank_label_issues(train, probs, "cross-validated tf-idf + logistic regression"))
             notes["train"] = f"{len(train)} train rows checked with {T.LABEL_ISSUE_CV_FOLDS}-fold TF-IDF+LR"
         else:
             notes["train"] = f"skipped: fewer than {T.LABEL_ISSUE_MIN_PER_CLASS} train rows of some class"
