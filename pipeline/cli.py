@@ -14,7 +14,6 @@ from pipeline import cli_data  # noqa: E402,F401
 from pipeline import cli_demo  # noqa: E402,F401
 from pipeline import cli_import  # noqa: E402,F401
 from pipeline import cli_models  # noqa: E402,F401
-from pipeline import cli_data, cli_demo  # noqa: E402,F401
 from pipeline import cli_loop  # noqa: E402,F401
 
 
