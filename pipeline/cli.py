@@ -15,6 +15,7 @@ from pipeline import cli_demo  # noqa: E402,F401
 from pipeline import cli_import  # noqa: E402,F401
 from pipeline import cli_dashboard  # noqa: E402,F401
 from pipeline import cli_models  # noqa: E402,F401
+from pipeline import cli_loop  # noqa: E402,F401
 
 
 @app.command("job-run", hidden=True)

@@ -319,3 +319,81 @@ def migrate(con: duckdb.DuckDBPyConnection, *, target: int | None = None) -> lis
         con.execute("COMMIT")
         applied.append(step.version)
     return applied
+
+
+# --- scoring/relabel area: versions 40-49 -------------------------------------------------
+
+
+@migration(40, "relabel_actions_and_label_retractions")
+def _m040(con: duckdb.DuckDBPyConnection) -> None:
+    # Labels stay append-only: undoing a human relabel appends a retraction row instead of
+    # deleting the label, and current_labels skips retracted rows. Each relabel/dismiss is an
+    # action with the label rows and flags it touched, so "undo my last action" can reverse
+    # exactly that (an undo is itself an appended action pointing at the one it undid).
+    con.execute(
+        """
+        CREATE SEQUENCE relabel_action_id_seq;
+        CREATE TABLE relabel_actions (
+            action_id  BIGINT PRIMARY KEY DEFAULT nextval('relabel_action_id_seq'),
+            actor      VARCHAR NOT NULL,
+            kind       VARCHAR NOT NULL CHECK (kind IN ('relabel', 'dismiss', 'undo')),
+            undoes     BIGINT,
+            created_at TIMESTAMP NOT NULL
+        );
+        CREATE TABLE relabel_action_items (
+            action_id       BIGINT NOT NULL,
+            review_id       VARCHAR NOT NULL,
+            label_id        BIGINT,
+            flag_id         BIGINT,
+            previous_status VARCHAR
+        );
+        CREATE TABLE label_retractions (
+            label_id     BIGINT PRIMARY KEY,
+            action_id    BIGINT NOT NULL,
+            retracted_by VARCHAR NOT NULL,
+            retracted_at TIMESTAMP NOT NULL
+        );
+        CREATE OR REPLACE VIEW current_labels AS
+        SELECT review_id, label, source, labeler, created_at, round
+        FROM labels l
+        WHERE NOT EXISTS (SELECT 1 FROM label_retractions x WHERE x.label_id = l.label_id)
+        QUALIFY row_number() OVER (
+            PARTITION BY review_id
+            ORDER BY (source = 'human') DESC, created_at DESC, label_id DESC
+        ) = 1;
+        """
+    )
+
+
+@migration(41, "rounds")
+def _m041(con: duckdb.DuckDBPyConnection) -> None:
+    # One row per retrain round. A round takes its number when it starts, so human labels
+    # made while it trains belong to the next round (labels.round records which).
+    con.execute(
+        """
+        CREATE TABLE rounds (
+            round_id            INTEGER PRIMARY KEY,
+            status              VARCHAR NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+            actor               VARCHAR NOT NULL,
+            job_id              VARCHAR,
+            model_id            VARCHAR,
+            champion_before     VARCHAR,
+            promoted            BOOLEAN,
+            decision            VARCHAR,
+            human_labels_train  BIGINT,
+            human_labels_val    BIGINT,
+            human_labels_test   BIGINT,
+            human_labels_other  BIGINT,
+            test_n              BIGINT,
+            champion_macro_f1   DOUBLE,
+            challenger_macro_f1 DOUBLE,
+            delta_macro_f1      DOUBLE,
+            ci_low              DOUBLE,
+            ci_high             DOUBLE,
+            label_efficiency    DOUBLE,
+            detail              JSON,
+            started_at          TIMESTAMP NOT NULL,
+            finished_at         TIMESTAMP
+        );
+        """
+    )
