@@ -44,10 +44,7 @@ def demo_cmd(
     launch: bool = typer.Option(True, "--launch/--no-launch", help="Serve the dashboard when the store is ready."),
 ) -> None:
     """First run: demo data, baselines, a quick fine-tuned champion, scores, flags — then the dashboard."""
-    import os
-    import subprocess
-
-    from pipeline.cli_dashboard import APP_PATH, dashboard_command
+    from pipeline.cli_dashboard import serve_dashboard
     from pipeline.demo import build_demo_store, demo_files, demo_is_ready, ensure_demo_accounts
 
     db = db_path().resolve()
@@ -71,10 +68,4 @@ def demo_cmd(
     typer.echo(f"(logins are kept in {logins_file})")
     if not launch:
         return
-    env = dict(os.environ, TASTEBUD_DB=str(db))
-    root = str(APP_PATH.parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    try:
-        raise typer.Exit(subprocess.call(dashboard_command(db, host=host, port=port, secrets=secrets_file), env=env))
-    except KeyboardInterrupt:
-        raise typer.Exit(0)
+    raise typer.Exit(serve_dashboard(db, host=host, port=port, secrets=secrets_file))
