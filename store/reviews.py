@@ -8,6 +8,7 @@ from datetime import datetime
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # Columns an incoming batch may carry; review_id, text and source are required.
 REVIEW_FIELDS: tuple[str, ...] = (
@@ -59,8 +60,8 @@ _CHANGED = """
 def upsert_reviews(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFrame) -> UpsertCounts:
     """Insert new reviews and update known ids whose content changed, in one set-based pass.
 
-    ``batch`` must hold unique review_ids (the importer rejects in-file duplicates first).
-    Call inside a transaction.
+    ``batch`` must hold unique review_ids (the importer rejects in-file duplicates first);
+    a repeated id raises ValueError. Call inside a transaction.
 
     Returns:
         How many ids were new, changed, or already stored identically.
@@ -69,9 +70,13 @@ def upsert_reviews(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFram
         >>> upsert_reviews(con, pd.DataFrame({"review_id": ["r1"], "text": ["Great tacos"], "source": ["demo"]}))  # doctest: +SKIP
         UpsertCounts(inserted=1, updated=0, unchanged=0)
     """
+    incoming = _as_relation_frame(batch)
+    # reviews has no primary key (migration 50), so a repeated id must be refused here.
+    if pc.count_distinct(incoming["review_id"]).as_py() + incoming["review_id"].null_count != incoming.num_rows:
+        raise ValueError("review batch repeats a review_id")
     # Only rows whose id is already stored can be updated or unchanged, so only they are staged
     # in a temp table; new rows go from the batch straight into reviews (no extra copy).
-    con.register("_incoming_raw", _as_relation_frame(batch))
+    con.register("_incoming_raw", incoming)
     try:
         con.execute(
             f"""
