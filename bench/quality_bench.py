@@ -40,7 +40,10 @@ from store.reviews import fetch_labeled_split, upsert_reviews  # noqa: E402
 from store.schema import init_store  # noqa: E402
 from store.splits import assign_splits  # noqa: E402
 
-DATA = Path(os.environ.get("TASTEBUD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+# The shared data folder: $TASTEBUD_SHARED_DATA, else ../shared/data beside the checkout, else /work/shared/data.
+_CANDIDATES = [Path(os.environ["TASTEBUD_SHARED_DATA"])] if "TASTEBUD_SHARED_DATA" in os.environ else []
+_CANDIDATES += [Path(__file__).resolve().parents[2] / "shared" / "data", Path("/work/shared/data")]
+DATA = next((p for p in _CANDIDATES if (p / "yelp_reviews_10k").is_dir()), _CANDIDATES[0])
 YELP = DATA / "yelp_reviews_10k" / "yelp_dev.csv"
 
 

@@ -32,6 +32,7 @@ def train_cmd(
     batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", help="Examples per micro-batch."),
     epochs: int = typer.Option(DEFAULT_EPOCHS, "--epochs", help="Maximum epochs."),
     max_length: int = typer.Option(DEFAULT_MAX_LENGTH, "--max-length", help="Truncation length in tokens."),
+    truncation: str = typer.Option("head_tail", "--truncation", help="head_tail (opening + ending) or head."),
     weight_decay: float = typer.Option(DEFAULT_WEIGHT_DECAY, "--weight-decay"),
     warmup_ratio: float = typer.Option(DEFAULT_WARMUP_RATIO, "--warmup-ratio", help="Fraction of steps warming up."),
     seed: int = typer.Option(DEFAULT_SEED, "--seed"),
@@ -54,7 +55,7 @@ def train_cmd(
     try:
         config = TrainConfig(
             base_model=base_model, learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
-            max_length=max_length, weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed,
+            max_length=max_length, truncation=truncation, weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed,
             class_weighting=class_weighting, grad_accum=grad_accum, early_stopping_patience=patience,
             max_train_examples=max_train_examples, precision=precision, device=device,
             checkpoint_steps=checkpoint_steps, name=name,
@@ -203,7 +204,9 @@ def models_cmd(
             f"{_short(row['accuracy']):>8}{_short(row['macro_f1']):>9}{_short(row['f1_negative']):>8}"
             f"{_short(row['f1_neutral']):>8}{_short(row['f1_positive']):>8}{_short(row['ece']):>8}"
         )
-    typer.echo("* champion; metrics are on the test split")
+    has_champion = bool(frame["is_champion"].any())
+    typer.echo("* champion; metrics are on the test split" if has_champion else
+               "no champion yet (`tastebud promote MODEL`); metrics are on the test split")
 
 
 def _short(value) -> str:

@@ -24,6 +24,7 @@ DEFAULT_SEED = 42
 DEFAULT_PATIENCE = 2
 
 CLASS_WEIGHTINGS = ("none", "balanced", "sqrt")
+TRUNCATIONS = ("head", "head_tail")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("cuda", "mps", "cpu")
 
@@ -38,6 +39,7 @@ class TrainConfig:
         batch_size: examples per optimizer micro-batch.
         epochs: maximum passes over the train split.
         max_length: truncation length in tokens.
+        truncation: "head_tail" keeps the opening and the ending of a long review, "head" only the opening.
         weight_decay: AdamW weight decay.
         warmup_ratio: fraction of optimizer steps spent warming up.
         seed: seed for head initialisation and data order.
@@ -61,6 +63,7 @@ class TrainConfig:
     batch_size: int = DEFAULT_BATCH_SIZE
     epochs: int = DEFAULT_EPOCHS
     max_length: int = DEFAULT_MAX_LENGTH
+    truncation: str = "head_tail"
     weight_decay: float = DEFAULT_WEIGHT_DECAY
     warmup_ratio: float = DEFAULT_WARMUP_RATIO
     seed: int = DEFAULT_SEED
@@ -82,6 +85,7 @@ class TrainConfig:
         _check(0 <= self.weight_decay < 1, "weight_decay must be in [0, 1)")
         _check(0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)")
         _check(isinstance(self.seed, int) and self.seed >= 0, "seed must be a non-negative integer")
+        _check(self.truncation in TRUNCATIONS, f"truncation must be one of {', '.join(TRUNCATIONS)}")
         _check(self.class_weighting in CLASS_WEIGHTINGS, f"class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}")
         _check(
             isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0,

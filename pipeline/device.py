@@ -3,7 +3,8 @@
 Nothing else in tastebud calls ``torch.cuda.is_available()``. On CPU, bf16 autocast is
 used only where the processor has native bf16 matrix units (AMX, or AVX512-BF16 at
 least): there it scores several times faster than fp32; elsewhere bf16 is emulated and
-slower, so we stay in fp32. ``TASTEBUD_CPU_BF16=0/1`` overrides the detection.
+slower, so we stay in fp32. ``TASTEBUD_CPU_BF16=0/1`` overrides the detection;
+``TASTEBUD_CPU_THREADS=N`` caps the CPU threads.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def cpu_has_amx_bf16() -> bool:
 
 
 def _cpu_threads() -> int:
+    # TASTEBUD_CPU_THREADS caps the threads: on a machine shared with other busy processes,
+    # one thread beats two whose OpenMP barriers keep waiting for a descheduled partner.
+    override = os.environ.get("TASTEBUD_CPU_THREADS", "").strip()
+    if override.isdigit() and int(override) > 0:
+        return int(override)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:

@@ -37,6 +37,7 @@ from pipeline.device import DeviceInfo, resolve_device
 from pipeline.jobs import JobReporter
 from pipeline.metrics import compute_classification_metrics
 from pipeline.modeling import default_base_model, load_classifier
+from pipeline.truncation import encode
 from store import models as model_store
 from store.constants import LABEL_TO_ID, LABELS
 from store.db import transaction
@@ -65,8 +66,8 @@ def fit_classifier(db, trial, data, *, reporter: JobReporter, span: tuple[float,
     model, tokenizer = load_classifier(cfg.base_model or default_base_model())
     best_dir = trial.run_dir / BEST_DIR
     tokenizer.save_pretrained(best_dir)
-    train_set = _encode(tokenizer, data.train, cfg.max_length)
-    val_set = _encode(tokenizer, data.val, cfg.max_length)
+    train_set = _encode(tokenizer, data.train, cfg)
+    val_set = _encode(tokenizer, data.val, cfg)
     console = reporter.job_id is None
     steps_per_epoch = max(1, -(-len(train_set) // (cfg.batch_size * cfg.grad_accum)))
     args = TrainingArguments(
@@ -118,7 +119,8 @@ def fit_classifier(db, trial, data, *, reporter: JobReporter, span: tuple[float,
     checkpoint = _last_checkpoint(trial.run_dir / CHECKPOINT_DIR) if trial.resuming else None
     reporter.log(
         f"fine-tuning {cfg.base_model or 'the packaged all-MiniLM-L6-v2'} on {info.name}, {precision}, "
-        f"lr {cfg.learning_rate:g}, batch {cfg.batch_size}x{cfg.grad_accum}, {cfg.epochs} epochs, max_length {cfg.max_length}"
+        f"lr {cfg.learning_rate:g}, batch {cfg.batch_size}x{cfg.grad_accum}, {cfg.epochs} epochs, "
+        f"max_length {cfg.max_length} ({cfg.truncation})"
         + (f", from {checkpoint.name}" if checkpoint else "")
     )
     started = time.perf_counter()
@@ -173,9 +175,9 @@ class _Encoded(torch.utils.data.Dataset):
         return item
 
 
-def _encode(tokenizer, frame, max_length: int) -> _Encoded:
-    encodings = tokenizer(list(frame["text"]), truncation=True, max_length=max_length, padding=False)
-    return _Encoded(dict(encodings), [LABEL_TO_ID[label] for label in frame["label"]])
+def _encode(tokenizer, frame, cfg) -> _Encoded:
+    encodings = encode(tokenizer, frame["text"].tolist(), max_length=cfg.max_length, truncation=cfg.truncation)
+    return _Encoded(encodings, [LABEL_TO_ID[label] for label in frame["label"]])
 
 
 def _class_weights(labels, scheme: str) -> torch.Tensor | None:

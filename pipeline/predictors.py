@@ -66,13 +66,11 @@ def load_predictor(db, model_id: str | None = None, *, device=None) -> Predictor
 
 def predictor_from_row(model: dict, *, device=None) -> Predictor:
     """Build the predictor a model row describes (no store access)."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # per-file loading bars are noise in CLI and job logs
     params = model.get("params") or {}
     kind = params.get("predictor", "finetuned" if model["kind"] == "finetuned" else None)
     if kind == "finetuned":
-        return FinetunedPredictor(model["model_id"], model["path"], max_length=int(params.get("max_length", 256)), device=device)
+        return FinetunedPredictor(model["model_id"], model["path"], max_length=int(params.get("max_length", 256)),
+                                  truncation=params.get("truncation", "head"), device=device)
     if kind == "vader":
         return VaderPredictor(model["model_id"], scale=float(params.get("scale", VADER_DEFAULT_SCALE)))
     if kind == "zeroshot":
@@ -87,6 +85,14 @@ def predictor_from_row(model: dict, *, device=None) -> Predictor:
     raise TastebudError(f"model {model['model_id']} has unknown predictor kind {kind!r}")
 
 
+def _quiet_transformers() -> None:
+    """Per-file loading bars and head-initialisation reports are noise in CLI output and job logs."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def _softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(shifted)
@@ -94,19 +100,25 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class FinetunedPredictor:
-    """A fine-tuned tastebud model directory (weights, tokenizer, tastebud.json)."""
+    """A fine-tuned tastebud model directory (weights, tokenizer, tastebud.json), cut the way it was trained."""
 
-    def __init__(self, model_id: str, path: str, *, max_length: int = 256, batch_size: int = 64, device=None):
+    def __init__(self, model_id: str, path: str, *, max_length: int = 256, truncation: str = "head",
+                 batch_size: int = 64, device=None):
         if not path or not Path(path).exists():
             raise TastebudError(f"the files of model {model_id} are missing at {path}")
         self.model_id, self.path, self.max_length, self.batch_size, self.device = model_id, path, max_length, batch_size, device
+        self.truncation = truncation
         self._loaded = None
 
     def _load(self):
         if self._loaded is None:
             from pipeline.modeling import load_classifier
 
-            self._loaded = load_classifier(self.path)
+            from pipeline.truncation import HeadTailTokenizer
+
+            _quiet_transformers()
+            model, tokenizer = load_classifier(self.path)
+            self._loaded = (model, HeadTailTokenizer(tokenizer) if self.truncation == "head_tail" else tokenizer)
         return self._loaded
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -165,6 +177,7 @@ class ZeroShotPredictor:
 
             from pipeline.modeling import load_tokenizer
 
+            _quiet_transformers()
             try:
                 model = AutoModel.from_pretrained(self.encoder_path)
             except (OSError, ValueError) as exc:
@@ -245,6 +258,7 @@ def load_hf_classifier(path_or_id: str):
 
     from pipeline.modeling import load_tokenizer
 
+    _quiet_transformers()
     try:
         model = AutoModelForSequenceClassification.from_pretrained(path_or_id)
     except (OSError, ValueError) as exc:

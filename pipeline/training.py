@@ -38,8 +38,6 @@ BEST_DIR = "best"
 DATA_FILE = "data.parquet"
 STATE_FILE = "state.json"
 CHECKPOINT_DIR = "checkpoints"
-# Progress log lines per epoch when running as a background job (the console gets a tqdm bar instead).
-LOG_LINES_PER_EPOCH = 10
 
 
 # ---------------------------------------------------------------- public API
@@ -111,7 +109,7 @@ def sweep(
         promote_if_better: as in :func:`train`.
 
     Returns:
-        {"sweep_id", "model_id" (best), "trials": [{run_id, params, val_macro_f1, val_accuracy, status}]}.
+        {"sweep_id", "model_id" (best), "trials": [{run_id, params, val_macro_f1, val_accuracy, best}]}.
 
     Example:
         >>> sweep("store.duckdb", TrainConfig(), {"learning_rate": [3e-5, 1e-4]})["model_id"]  # doctest: +SKIP
@@ -132,14 +130,14 @@ def sweep(
         reporter.log(f"sweep {sweep_id}: trial {i + 1}/{len(configs)} {combo}")
         trial = _new_trial(db, cfg, data, reporter=reporter, sweep_id=sweep_id)
         _fit(db, trial, data, reporter=reporter, span=(0.9 * i / len(configs), 0.9 * (i + 1) / len(configs)))
+        with transaction(db) as con:
+            model_store.finish_run(con, trial.run_id, "succeeded", result=trial.result())
         trials.append(trial)
         summary.append({"run_id": trial.run_id, "params": combo, **_short(trial.val_metrics)})
     best = max(trials, key=lambda t: t.val_metrics.get("macro_f1", -1.0))
     model_id = _register(db, best, data, actor)
     for trial in trials:
         if trial is not best:
-            with transaction(db) as con:
-                model_store.finish_run(con, trial.run_id, "succeeded", result=trial.result())
             shutil.rmtree(trial.run_dir, ignore_errors=True)
     reporter.log(f"sweep {sweep_id}: best trial {best.run_id} (val macro-F1 {best.val_metrics['macro_f1']:.4f})")
     _after_registration(db, model_id, actor, reporter, promote_if_better)
@@ -405,6 +403,7 @@ def _register(db, trial: _Trial, data: _Data, actor: Actor) -> str:
             device=trial.device, duration_s=trial.duration_s, val_metrics=trial.val_metrics,
         )
         model_store.finish_run(con, trial.run_id, "succeeded", model_id=model_id, result=trial.result())
+        model_store.set_run_model(con, trial.run_id, model_id)  # a sweep trial was already marked succeeded
         audit(con, actor, "model.register", target=model_id, detail={"run_id": trial.run_id, "kind": "finetuned"})
     shutil.rmtree(trial.run_dir, ignore_errors=True)
     return model_id
@@ -415,8 +414,11 @@ def _after_registration(db, model_id: str, actor: Actor, reporter: JobReporter, 
     from pipeline.registry import promote_if_better as promote_when_better
 
     reporter.progress(0.92, f"evaluating {model_id} on the test split", force=True)
-    result = evaluate_model(db, model_id)
-    if result.get("n"):
+    try:
+        result = evaluate_model(db, model_id)
+    except TastebudError as exc:  # e.g. an empty test split: the model stays registered, unevaluated
+        reporter.log(f"{model_id} was not evaluated: {exc}")
+    else:
         reporter.log(f"{model_id}: test accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} (n={result['n']})")
     if promote_if_better:
         outcome = promote_when_better(db, model_id, actor)

@@ -306,6 +306,11 @@ def finish_run(
     )
 
 
+def set_run_model(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str) -> None:
+    """Link a finished run to the model registered from it."""
+    con.execute("UPDATE training_runs SET model_id = ? WHERE run_id = ?", [model_id, run_id])
+
+
 def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict | None:
     """One training run as a dict (config and result decoded), or None."""
     row = con.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM training_runs WHERE run_id = ?", [run_id]).fetchone()

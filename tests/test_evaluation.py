@@ -17,7 +17,7 @@ from store.actors import Actor, cli_actor
 from store.db import connect, transaction
 from store.labels import append_labels
 from store.errors import PermissionDeniedError, TastebudError
-from training_helpers import fill_store, make_tiny_bert
+from training_helpers import fill_store, make_tiny_bert, single_thread  # noqa: F401
 
 
 @pytest.fixture

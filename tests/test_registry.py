@@ -14,6 +14,7 @@ from store.actors import Actor, cli_actor, fetch_audit_log
 from store.db import connect, transaction
 from store.errors import PermissionDeniedError, TastebudError
 from store.evaluations import insert_evaluation
+from training_helpers import SUBPROCESS_ENV
 
 
 def _register(db, *model_ids, status="ready"):
@@ -107,7 +108,7 @@ def test_training_run_columns_exist(store_path):
 
 def test_cli_models_promote_rollback(store_path):
     _register(store_path, "a", "b")
-    run = lambda *args: subprocess.run(cli_cmd("--db", str(store_path), *args), capture_output=True, text=True, timeout=60)
+    run = lambda *args: subprocess.run(cli_cmd("--db", str(store_path), *args), capture_output=True, text=True, timeout=60, env=SUBPROCESS_ENV)
     assert run("promote", "a").returncode == 0
     out = run("promote", "b", "--reason", "newer", "--json")
     assert out.returncode == 0 and json.loads(out.stdout)["previous_model_id"] == "a"

@@ -19,7 +19,7 @@ from store.actors import Actor, cli_actor
 from store.db import connect, transaction
 from store.errors import PermissionDeniedError, TastebudError
 from conftest import cli_cmd
-from training_helpers import fill_store, make_tiny_bert, tiny_config
+from training_helpers import SUBPROCESS_ENV, fill_store, make_tiny_bert, single_thread, tiny_config  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,24 @@ def test_parse_sweep_validates_each_value():
         parse_sweep(["batch_size=16,0"])
     with pytest.raises(ValueError, match="a sweep is written name=v1,v2"):
         parse_sweep(["lr"])
+
+
+def test_head_tail_truncation_keeps_opening_and_ending(tiny_base):
+    from pipeline.modeling import load_tokenizer
+    from pipeline.truncation import HeadTailTokenizer, encode
+
+    tokenizer = load_tokenizer(tiny_base)
+    text = "the opening was promising " + "filler words here " * 60 + "but we will never come back"
+    full = tokenizer([text])["input_ids"][0]
+    cut = encode(tokenizer, [text, "short one"], max_length=32)
+    assert cut["input_ids"][0] == full[:8] + full[-24:]  # a quarter head, three quarters tail, [SEP] last
+    assert cut["input_ids"][1] == tokenizer(["short one"])["input_ids"][0]
+    assert len(cut["attention_mask"][0]) == 32
+    head = encode(tokenizer, [text], max_length=32, truncation="head")["input_ids"][0]
+    assert head == full[:31] + [full[-1]]
+    wrapped = HeadTailTokenizer(tokenizer)
+    assert wrapped([text], truncation=True, max_length=32, padding=False)["input_ids"] == cut["input_ids"][:1]
+    assert wrapped.pad is not None and wrapped.vocab_size == tokenizer.vocab_size
 
 
 # ---------------------------------------------------------------- training
@@ -196,7 +214,7 @@ def test_killed_training_process_leaves_store_consistent_and_champion_unchanged(
     proc = subprocess.Popen(
         cli_cmd("--db", str(filled_store), "train", "--base-model", tiny_base, "--epochs", "40", "--batch-size", "8",
                 "--max-length", "32", "--patience", "0", "--checkpoint-steps", "3", "--precision", "fp32"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=SUBPROCESS_ENV,
     )
     runs_root = filled_store.parent / "runs" / "training"
     deadline = time.monotonic() + 90
@@ -222,7 +240,8 @@ def test_killed_training_process_leaves_store_consistent_and_champion_unchanged(
 
 
 @pytest.mark.slow
-def test_background_job_reports_progress_and_cli_json(filled_store, tiny_base):
+def test_background_job_reports_progress_and_cli_json(filled_store, tiny_base, monkeypatch):
+    monkeypatch.setenv("TASTEBUD_CPU_THREADS", "1")  # the job process inherits this environment
     params = tiny_config(tiny_base, epochs=1).to_dict()
     job_id = start_job(filled_store, "train", params, cli_actor())
     job = wait_for_job(filled_store, job_id, timeout_s=120)
@@ -236,7 +255,7 @@ def test_background_job_reports_progress_and_cli_json(filled_store, tiny_base):
     out = subprocess.run(
         cli_cmd("--db", str(filled_store), "train", "--base-model", tiny_base, "--epochs", "1", "--batch-size", "8",
                 "--max-length", "32", "--precision", "fp32", "--json"),
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120,
+        capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=120,
     )
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)

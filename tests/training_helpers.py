@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
+import torch
 
 from pipeline.config import TrainConfig
 from pipeline.demo_data import load_demo_data
@@ -34,3 +38,21 @@ def tiny_config(base: str, **overrides) -> TrainConfig:
                   early_stopping_patience=0, eval_batch_size=32, device="cpu", precision="fp32")
     values.update(overrides)
     return TrainConfig(**values)
+
+
+# Subprocesses started by the tests (CLI, jobs) run on one CPU thread too.
+SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TASTEBUD_CPU_THREADS": "1"}
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Run each test on one CPU thread: tiny models gain nothing from two, and on a busy shared
+    machine two threads spin in OpenMP barriers (measured 4-6x slower)."""
+    from pipeline.device import resolve_device
+
+    resolve_device()  # settle the cached device first: its first resolution sets the thread count
+    resolve_device("cpu")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
