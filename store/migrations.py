@@ -247,6 +247,20 @@ def _m004(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+
+@migration(20, "training_run_process")
+def _m020(con: duckdb.DuckDBPyConnection) -> None:
+    # Which process runs a training run (so a run whose process died can be marked failed
+    # later), and what the run produced (validation metrics, throughput).
+    con.execute(
+        """
+        ALTER TABLE training_runs ADD COLUMN pid INTEGER;
+        ALTER TABLE training_runs ADD COLUMN host VARCHAR;
+        ALTER TABLE training_runs ADD COLUMN proc_start VARCHAR;
+        ALTER TABLE training_runs ADD COLUMN result JSON;
+        """
+    )
+
 def _ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """

@@ -43,6 +43,9 @@ def assign_splits(
     """
     if abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) < 0:
         raise ValueError(f"split fractions must be non-negative and sum to 1, got {fractions}")
+    # Cheap exit for the common re-import case: computing strata reads every current label.
+    if not con.execute("SELECT EXISTS (SELECT 1 FROM reviews r ANTI JOIN splits s USING (review_id))").fetchone()[0]:
+        return {s: 0 for s in SPLITS}
     strata = con.execute(
         """
         SELECT coalesce(l.label, '') AS stratum, count(*) FILTER (WHERE s.review_id IS NULL) AS new,

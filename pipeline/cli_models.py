@@ -1,0 +1,235 @@
+"""Model commands: train, evaluate, baselines, models, promote, rollback."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+
+from pipeline.cli_app import app, db_path, emit_json
+from pipeline.config import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_PATIENCE,
+    DEFAULT_SEED,
+    DEFAULT_WARMUP_RATIO,
+    DEFAULT_WEIGHT_DECAY,
+    TrainConfig,
+    parse_sweep,
+)
+from store.actors import cli_actor
+from store.db import connect
+from store.errors import TastebudError
+
+
+@app.command("train")
+def train_cmd(
+    base_model: str = typer.Option(None, "--base-model", help="HF id or local path (default: the packaged MiniLM encoder)."),
+    learning_rate: float = typer.Option(DEFAULT_LEARNING_RATE, "--lr", "--learning-rate", help="Peak learning rate."),
+    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", help="Examples per micro-batch."),
+    epochs: int = typer.Option(DEFAULT_EPOCHS, "--epochs", help="Maximum epochs."),
+    max_length: int = typer.Option(DEFAULT_MAX_LENGTH, "--max-length", help="Truncation length in tokens."),
+    weight_decay: float = typer.Option(DEFAULT_WEIGHT_DECAY, "--weight-decay"),
+    warmup_ratio: float = typer.Option(DEFAULT_WARMUP_RATIO, "--warmup-ratio", help="Fraction of steps warming up."),
+    seed: int = typer.Option(DEFAULT_SEED, "--seed"),
+    class_weighting: str = typer.Option("balanced", "--class-weighting", help="none, balanced or sqrt."),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
+    patience: int = typer.Option(DEFAULT_PATIENCE, "--patience", help="Early-stopping patience in epochs (0 = off)."),
+    max_train_examples: int = typer.Option(None, "--max-train-examples", help="Train on a stratified sample of this size."),
+    precision: str = typer.Option("auto", "--precision", help="auto, bf16, fp16 or fp32."),
+    device: str = typer.Option(None, "--device", help="Force cuda, mps or cpu."),
+    checkpoint_steps: int = typer.Option(0, "--checkpoint-steps", help="Also checkpoint every N steps (0 = per epoch)."),
+    name: str = typer.Option(None, "--name", help="Name for the registered model."),
+    sweep: list[str] = typer.Option(None, "--sweep", help="name=v1,v2 (repeatable); trains every combination."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the newest interrupted run from its last checkpoint."),
+    run_id: str = typer.Option(None, "--run", help="With --resume: the run to continue."),
+    promote_if_better: bool = typer.Option(False, "--promote-if-better", help="Promote when test macro-F1 beats the champion."),
+    background: bool = typer.Option(False, "--background", help="Run as a background job and print its id."),
+    as_json: bool = typer.Option(False, "--json", help="Print the model id and metrics as JSON."),
+) -> None:
+    """Fine-tune a 3-label sentiment model on the train split, validate each epoch, register and evaluate it."""
+    try:
+        config = TrainConfig(
+            base_model=base_model, learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
+            max_length=max_length, weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed,
+            class_weighting=class_weighting, grad_accum=grad_accum, early_stopping_patience=patience,
+            max_train_examples=max_train_examples, precision=precision, device=device,
+            checkpoint_steps=checkpoint_steps, name=name,
+        )
+        grid = parse_sweep(sweep or [])
+    except ValueError as exc:
+        raise TastebudError(str(exc)) from exc
+    if grid and resume:
+        raise TastebudError("--sweep and --resume cannot be combined")
+    actor = cli_actor()
+    if background:
+        from pipeline.jobs import start_job
+
+        params = {**config.to_dict(), "promote_if_better": promote_if_better}
+        if grid:
+            params["sweep"] = grid
+        if resume:
+            params["resume"] = run_id or True
+        job_id = start_job(db_path(), "train", params, actor)
+        emit_json({"job_id": job_id}) if as_json else typer.echo(job_id)
+        return
+    from pipeline import training
+    from pipeline.jobs import JobReporter
+
+    # With --json, stdout carries only the JSON document; progress lines go to stderr.
+    reporter = JobReporter(db_path(), None, echo=lambda line: typer.echo(line, err=as_json))
+    if grid:
+        result = training.sweep(db_path(), config, grid, reporter=reporter, actor=actor, promote_if_better=promote_if_better)
+        model_id = result["model_id"]
+    else:
+        result = {}
+        model_id = training.train(db_path(), config, reporter=reporter, resume=run_id or resume, actor=actor,
+                                  promote_if_better=promote_if_better)
+    with connect(db_path(), read_only=True) as con:
+        from store.models import fetch_latest_evaluation, get_model
+
+        model = get_model(con, model_id)
+        metrics = fetch_latest_evaluation(con, model_id)
+    if as_json:
+        emit_json({"model_id": model_id, "val_metrics": model["val_metrics"], "metrics": metrics,
+                   "throughput": model["params"].get("throughput"), "duration_s": model["duration_s"], **result})
+        return
+    typer.echo(f"registered {model_id} ({model['name']}) in {model['duration_s']:.0f}s on {model['device']}")
+    if metrics:
+        typer.echo(f"test accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   n={metrics['n']}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model_id: str = typer.Argument(..., help="Registered model id (see `tastebud models`)."),
+    terms: list[str] = typer.Option(None, "--term", help="Also slice by this term (repeatable)."),
+    data: Path = typer.Option(None, "--data", help="Evaluate on this labeled file instead (nothing is stored)."),
+    text_col: str = typer.Option("text", "--text-col", help="--data: the text column."),
+    label_col: str = typer.Option("label", "--label-col", help="--data: the label column (negative/neutral/positive)."),
+    stars_col: str = typer.Option("stars", "--stars-col", help="--data: the stars column (labels from stars when no label)."),
+    restaurant_col: str = typer.Option("restaurant_name", "--restaurant-col", help="--data: the restaurant column."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Evaluate a model on the frozen test split (stored) or on an external file (--data)."""
+    from pipeline.evaluation import evaluate_file, evaluate_model
+
+    if data is not None:
+        mapping = {"text": text_col, "label": label_col, "stars": stars_col, "restaurant_name": restaurant_col}
+        result = evaluate_file(db_path(), model_id, data, mapping, terms=terms or ())
+    else:
+        result = evaluate_model(db_path(), model_id, terms=terms or ())
+    if as_json:
+        emit_json(result)
+        return
+    _print_evaluation(result)
+
+
+def _print_evaluation(result: dict) -> None:
+    typer.echo(f"{result['model_id']} on {result['dataset']} (n={result['n']}"
+               + (f", {result['skipped']} rows skipped" if result.get("skipped") else "") + ")")
+    typer.echo(f"accuracy {result['accuracy']:.4f}   macro P {result['macro_precision']:.4f}   "
+               f"R {result['macro_recall']:.4f}   F1 {result['macro_f1']:.4f}   ECE {_num(result['ece'])}")
+    typer.echo(f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
+    for label, m in result["per_class"].items():
+        typer.echo(f"{label:<10}{m['precision']:>10.4f}{m['recall']:>10.4f}{m['f1']:>10.4f}{m['support']:>9}")
+    labels = list(result["per_class"])
+    typer.echo("confusion (rows true, columns predicted): " + "  ".join(labels))
+    for label, row in zip(labels, result["confusion_matrix"]):
+        typer.echo(f"  {label:<10}" + "".join(f"{v:>9}" for v in row))
+    if result["slices"]:
+        typer.echo(f"{'slice':<18}{'value':<34}{'n':>6}{'accuracy':>10}{'macro-F1':>10}")
+        for s in result["slices"]:
+            typer.echo(f"{s['slice_kind']:<18}{str(s['slice_value'])[:33]:<34}{s['n']:>6}{_num(s['accuracy']):>10}{_num(s['macro_f1']):>10}")
+
+
+def _num(value) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+@app.command("baselines")
+def baselines_cmd(
+    hf_model: str = typer.Option(None, "--hf-model", help="Also add this HF sentiment classifier (id or local path)."),
+    label_map: str = typer.Option(None, "--label-map", help="Its labels, e.g. LABEL_0=negative,LABEL_1=neutral,LABEL_2=positive."),
+    only_hf: bool = typer.Option(False, "--only-hf", help="Register only --hf-model, not VADER and zero-shot."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Register and evaluate the general-purpose baselines (VADER, zero-shot embeddings, optional HF model)."""
+    from pipeline.baselines import DEFAULT_BASELINES, parse_label_map, register_baselines
+    from pipeline.jobs import JobReporter
+
+    ids = register_baselines(
+        db_path(), actor=cli_actor(), hf_model=hf_model, label_map=parse_label_map(label_map),
+        include=() if only_hf else DEFAULT_BASELINES, reporter=None if as_json else JobReporter(db_path(), None, echo=typer.echo),
+    )
+    if as_json:
+        from store.models import fetch_latest_evaluation
+
+        with connect(db_path(), read_only=True) as con:
+            emit_json([{"model_id": i, "metrics": fetch_latest_evaluation(con, i)} for i in ids])
+
+
+@app.command("models")
+def models_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print JSON with metrics."),
+    history: bool = typer.Option(False, "--history", help="Show the promotion history instead."),
+    runs: bool = typer.Option(False, "--runs", help="Show recent training runs instead."),
+) -> None:
+    """The champion and challengers with their test metrics."""
+    from pipeline.training import reap_dead_runs
+    from store.models import list_models, list_runs, promotion_history
+
+    reap_dead_runs(db_path())
+    with connect(db_path(), read_only=True) as con:
+        frame = promotion_history(con) if history else list_runs(con) if runs else list_models(con)
+    if as_json:
+        emit_json(frame.to_dict("records"))
+        return
+    if frame.empty:
+        typer.echo("no promotions yet" if history else "no training runs yet" if runs else "no models yet: run `tastebud train` or `tastebud baselines`")
+        return
+    if history or runs:
+        cols = (["promotion_id", "action", "model_id", "previous_model_id", "actor", "reason", "created_at"] if history
+                else ["run_id", "status", "model_id", "sweep_id", "started_at", "finished_at", "error"])
+        typer.echo(frame[cols].to_string(index=False))
+        return
+    typer.echo(f"  {'model_id':<30}{'kind':<10}{'name':<30}{'status':<8}{'acc':>8}{'macro-F1':>9}{'F1 neg':>8}{'F1 neu':>8}{'F1 pos':>8}{'ECE':>8}")
+    for row in frame.to_dict("records"):
+        mark = "*" if row["is_champion"] else " "
+        typer.echo(
+            f"{mark} {row['model_id']:<30}{row['kind']:<10}{str(row['name'])[:29]:<30}{row['status']:<8}"
+            f"{_short(row['accuracy']):>8}{_short(row['macro_f1']):>9}{_short(row['f1_negative']):>8}"
+            f"{_short(row['f1_neutral']):>8}{_short(row['f1_positive']):>8}{_short(row['ece']):>8}"
+        )
+    typer.echo("* champion; metrics are on the test split")
+
+
+def _short(value) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+@app.command("promote")
+def promote_cmd(
+    model_id: str = typer.Argument(..., help="Model to make champion."),
+    reason: str = typer.Option(None, "--reason", help="Why (kept in the history)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Make a model the champion."""
+    from pipeline.registry import promote
+
+    row = promote(db_path(), model_id, cli_actor(), reason=reason)
+    emit_json(row) if as_json else typer.echo(f"champion: {row['model_id']} (was {row['previous_model_id'] or 'none'})")
+
+
+@app.command("rollback")
+def rollback_cmd(
+    reason: str = typer.Option(None, "--reason", help="Why (kept in the history)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Return the champion to the previous one."""
+    from pipeline.registry import rollback
+
+    row = rollback(db_path(), cli_actor(), reason=reason)
+    emit_json(row) if as_json else typer.echo(f"champion: {row['model_id']} (rolled back from {row['previous_model_id']})")

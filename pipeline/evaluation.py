@@ -1,0 +1,217 @@
+"""Evaluate a registered model on the frozen test split (stored) or on an external labeled file (not stored).
+
+Headline metrics come from the offline ``evaluate`` module :class:`pipeline.metrics.SentimentMetrics`;
+slices show where a model fails: by restaurant, by whether stars agree with the label, by
+review length, by a given term, and on sarcasm candidates (stars and label point opposite
+ways). Test results are stored per model, so comparing models reads, never recomputes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.metrics import SentimentMetrics, compute_classification_metrics
+from pipeline.predictors import load_predictor
+from store import evaluations as evaluation_store
+from store.constants import LABEL_TO_ID, label_from_stars
+from store.db import connect, transaction
+from store.errors import TastebudError
+
+# Review length buckets in words: (upper bound exclusive, name).
+LENGTH_BUCKETS: tuple[tuple[float, str], ...] = ((50, "short (<50 words)"), (150, "medium (50-149 words)"), (float("inf"), "long (150+ words)"))
+# A restaurant gets its own slice once it has this many test reviews (fewer says nothing).
+MIN_RESTAURANT_SLICE = 5
+# At most this many restaurant slices are stored (the most reviewed ones).
+MAX_RESTAURANT_SLICES = 50
+# Sarcasm candidates: stars at or above this with a negative label, or at or below LOW with a positive one.
+SARCASM_HIGH_STARS = 4
+SARCASM_LOW_STARS = 2
+
+
+def evaluate_model(db, model_id: str, *, terms: Sequence[str] = ()) -> dict:
+    """Score the test split with a registered model, compute metrics and slices, and store them.
+
+    Args:
+        db: store path.
+        model_id: a registered, ready model.
+        terms: extra terms to slice by (case-insensitive whole-phrase match), e.g. ("Krog District",).
+
+    Returns:
+        The metrics (accuracy, macro_precision, macro_recall, macro_f1, per_class, confusion_matrix,
+        ece, n, ...) plus evaluation_id and slices (list of dicts).
+
+    Raises:
+        TastebudError: unknown model or an empty test split.
+
+    Example:
+        >>> evaluate_model("store.duckdb", "baseline-vader", terms=["Krog District"])["macro_f1"]  # doctest: +SKIP
+        0.47
+    """
+    terms = _clean_terms(terms)
+    predictor = load_predictor(db, model_id)
+    with connect(db, read_only=True) as con:
+        frame = evaluation_store.fetch_test_frame(con)
+    if frame.empty:
+        raise TastebudError("the test split has no labeled reviews; import more reviews first")
+    metrics, slices = _score(predictor, frame, terms)
+    metrics.update(dataset="test", model_id=model_id, terms=list(terms), test_snapshot=_snapshot_hash(frame))
+    with transaction(db) as con:
+        evaluation_id = evaluation_store.insert_evaluation(con, model_id, "test", metrics, slices)
+    return {**metrics, "evaluation_id": evaluation_id, "slices": slices.to_dict("records")}
+
+
+def evaluate_file(db, model_id: str, path: str | Path, mapping: dict | None = None, *, terms: Sequence[str] = ()) -> dict:
+    """Evaluate a registered model on a labeled file outside the store; the store is not written.
+
+    Args:
+        db: store path (only read, for the model's registry row).
+        model_id: a registered, ready model.
+        path: CSV/TSV/JSON lines/Parquet file with a text column and a label or stars column.
+        mapping: tastebud field -> file column for "text", "label", "stars", "restaurant_name"
+            (defaults: the same names). Labels may be negative/neutral/positive (or neg/neu/pos,
+            -1/0/1); rows without a label fall back to stars (1-2 negative, 3 neutral, 4-5 positive).
+        terms: extra term slices.
+
+    Returns:
+        Metrics and slices as :func:`evaluate_model`, plus dataset (the path) and skipped (rows
+        without text or a usable label). Nothing is stored.
+    """
+    terms = _clean_terms(terms)
+    frame, skipped = read_labeled_file(path, mapping or {})
+    predictor = load_predictor(db, model_id)
+    metrics, slices = _score(predictor, frame, terms)
+    metrics.update(dataset=str(path), model_id=model_id, terms=list(terms), skipped=skipped)
+    return {**metrics, "slices": slices.to_dict("records")}
+
+
+def read_labeled_file(path: str | Path, mapping: dict) -> tuple[pd.DataFrame, int]:
+    """Read a labeled file into text, label, stars, restaurant columns; returns (frame, rows skipped).
+
+    Raises:
+        TastebudError: missing file, unreadable format, missing columns, or no usable rows.
+    """
+    raw = _read_table(Path(path))
+    columns = {field: mapping.get(field) or field for field in ("text", "label", "stars", "restaurant_name")}
+    if columns["text"] not in raw.columns:
+        raise TastebudError(f"{path} has no text column {columns['text']!r} (columns: {', '.join(map(str, raw.columns))})")
+    has_label, has_stars = columns["label"] in raw.columns, columns["stars"] in raw.columns
+    if not (has_label or has_stars):
+        raise TastebudError(f"{path} has neither a label column {columns['label']!r} nor a stars column {columns['stars']!r}")
+    frame = pd.DataFrame({"text": raw[columns["text"]].astype("string")})
+    frame["stars"] = pd.to_numeric(raw[columns["stars"]], errors="coerce") if has_stars else np.nan
+    frame["restaurant"] = raw[columns["restaurant_name"]].astype("string") if columns["restaurant_name"] in raw.columns else pd.NA
+    labels = raw[columns["label"]].map(_normalise_label) if has_label else pd.Series(pd.NA, index=raw.index)
+    from_stars = frame["stars"].map(lambda s: label_from_stars(int(s)) if s in (1, 2, 3, 4, 5) else pd.NA)
+    frame["label"] = labels.where(labels.notna(), from_stars)
+    usable = frame["text"].notna() & (frame["text"].str.strip() != "") & frame["label"].notna()
+    if not usable.any():
+        raise TastebudError(f"{path} has no rows with both text and a usable label")
+    return frame[usable].reset_index(drop=True), int((~usable).sum())
+
+
+# File suffix -> pandas reader. Minimal on purpose: the importer's reader replaces it once merged.
+_READERS = {
+    ".csv": lambda p: pd.read_csv(p),
+    ".tsv": lambda p: pd.read_csv(p, sep="\t"),
+    ".txt": lambda p: pd.read_csv(p, sep="\t"),
+    ".jsonl": lambda p: pd.read_json(p, lines=True),
+    ".json": lambda p: pd.read_json(p),
+    ".parquet": lambda p: pd.read_parquet(p),
+}
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise TastebudError(f"no such file: {path}")
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise TastebudError(f"cannot read {path.suffix or 'suffix-less'} files; use one of {', '.join(_READERS)}")
+    try:
+        return reader(path)
+    except Exception as exc:  # pandas raises many types for a malformed file
+        raise TastebudError(f"cannot read {path}: {exc}") from exc
+
+
+_LABEL_ALIASES = {
+    "negative": "negative", "neg": "negative", "-1": "negative",
+    "neutral": "neutral", "neu": "neutral", "0": "neutral",
+    "positive": "positive", "pos": "positive", "1": "positive",
+}
+
+
+def _normalise_label(value):
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return pd.NA
+    text = str(value).strip().lower()
+    if text.endswith(".0"):
+        text = text[:-2]
+    return _LABEL_ALIASES.get(text, pd.NA)
+
+
+def _clean_terms(terms: Sequence[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(t.strip() for t in terms if t and t.strip()))
+
+
+def _score(predictor, frame: pd.DataFrame, terms: tuple[str, ...]) -> tuple[dict, pd.DataFrame]:
+    probs = predictor.predict_proba(frame["text"].tolist())
+    references = frame["label"].map(LABEL_TO_ID).to_numpy(dtype=np.int64)
+    metrics = SentimentMetrics().compute(predictions=probs.tolist(), references=references.tolist())
+    return metrics, compute_slices(frame, probs, references, terms=terms)
+
+
+def compute_slices(frame: pd.DataFrame, probs: np.ndarray, references: np.ndarray, *, terms: Sequence[str] = ()) -> pd.DataFrame:
+    """Accuracy and macro-F1 per slice: restaurant, stars_agreement, length, term, sarcasm.
+
+    Args:
+        frame: text, label, stars (may be NaN) and restaurant (may be missing) per example.
+        probs: (n, 3) predicted probabilities.
+        references: (n,) true class ids.
+        terms: phrases for term slices.
+
+    Returns:
+        DataFrame with slice_kind, slice_value, n, accuracy, macro_f1 (metrics None where n = 0).
+    """
+    masks: list[tuple[str, str, np.ndarray]] = []
+    if "restaurant" in frame and frame["restaurant"].notna().any():
+        counts = frame["restaurant"].value_counts()
+        for name in counts[counts >= MIN_RESTAURANT_SLICE].index[:MAX_RESTAURANT_SLICES]:
+            masks.append(("restaurant", str(name), (frame["restaurant"] == name).to_numpy()))
+    stars = pd.to_numeric(frame.get("stars"), errors="coerce") if "stars" in frame else pd.Series(np.nan, index=frame.index)
+    if stars.notna().any():
+        star_label = stars.map(lambda s: label_from_stars(int(s)) if s in (1, 2, 3, 4, 5) else None)
+        agree = (star_label == frame["label"]).to_numpy()
+        known = star_label.notna().to_numpy()
+        masks.append(("stars_agreement", "agree", agree & known))
+        masks.append(("stars_agreement", "disagree", ~agree & known))
+        high_neg = ((stars >= SARCASM_HIGH_STARS) & (frame["label"] == "negative")).to_numpy()
+        low_pos = ((stars <= SARCASM_LOW_STARS) & (frame["label"] == "positive")).to_numpy()
+        masks.append(("sarcasm", "all candidates", high_neg | low_pos))
+        masks.append(("sarcasm", "high stars, negative label", high_neg))
+        masks.append(("sarcasm", "low stars, positive label", low_pos))
+    words = frame["text"].str.split().str.len().fillna(0).to_numpy()
+    lower = 0
+    for upper, name in LENGTH_BUCKETS:
+        masks.append(("length", name, (words >= lower) & (words < upper)))
+        lower = upper
+    for term in terms:
+        pattern = r"(?<!\w)" + re.escape(term) + r"(?!\w)"
+        masks.append(("term", term, frame["text"].str.contains(pattern, case=False, regex=True, na=False).to_numpy()))
+    rows = []
+    for kind, value, mask in masks:
+        n = int(mask.sum())  # empty slices stay (n = 0): "no sarcasm candidates" is an answer too
+        m = compute_classification_metrics(probs[mask], references[mask], average_over="present") if n else None
+        rows.append({"slice_kind": kind, "slice_value": value, "n": n,
+                     "accuracy": m["accuracy"] if m else None, "macro_f1": m["macro_f1"] if m else None})
+    return pd.DataFrame(rows, columns=list(evaluation_store.SLICE_COLUMNS))
+
+
+def _snapshot_hash(frame: pd.DataFrame) -> str:
+    """A short hash of the (review_id, label) pairs evaluated, so a relabeled test set is detectable."""
+    pairs = frame[["review_id", "label"]].sort_values("review_id")
+    return f"{pd.util.hash_pandas_object(pairs, index=False).sum() & 0xFFFFFFFFFFFF:012x}"
+

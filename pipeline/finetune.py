@@ -1,0 +1,342 @@
+"""One fine-tuning run with transformers' Trainer: weighted loss, per-epoch records, early stopping.
+
+:func:`pipeline.training.train` decides what to train and registers the result; this
+module only runs the loop. The Trainer gives mixed precision (bf16 autocast on CPUs with
+AMX and on recent GPUs), checkpoints and exact resume for free. What tastebud adds:
+
+- a class-weighted cross-entropy for the imbalanced star-derived labels (validation
+  loss stays unweighted, so it reads as the model's real fit);
+- a callback that, after each epoch's validation, writes the epoch row to the store in
+  a short transaction, keeps the best weights by validation macro-F1 in the run
+  directory, stops after ``early_stopping_patience`` epochs without improvement, and
+  reports progress (which raises :class:`JobCancelled` when the job was cancelled).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import (
+    DataCollatorWithPadding,
+    ProgressCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+from transformers import logging as hf_logging
+from transformers.trainer_callback import PrinterCallback
+
+from pipeline.device import DeviceInfo, resolve_device
+from pipeline.jobs import JobReporter
+from pipeline.metrics import compute_classification_metrics
+from pipeline.modeling import default_base_model, load_classifier
+from store import models as model_store
+from store.constants import LABEL_TO_ID, LABELS
+from store.db import transaction
+from store.errors import TastebudError
+
+# A validation macro-F1 must beat the best so far by more than this to count as better.
+MIN_IMPROVEMENT = 1e-4
+# Training-loss log points per epoch (background jobs log a line at each).
+LOG_LINES = 10
+
+
+def fit_classifier(db, trial, data, *, reporter: JobReporter, span: tuple[float, float]) -> None:
+    """Run the Trainer loop for ``trial`` (a ``pipeline.training._Trial``); fills its results.
+
+    The best weights and the tokenizer end up in ``trial.run_dir / "best"``.
+    """
+    from pipeline.training import BEST_DIR, CHECKPOINT_DIR, STATE_FILE
+
+    cfg = trial.config
+    info = resolve_device(cfg.device)
+    precision = _precision(cfg.precision, info)
+    set_seed(cfg.seed)
+    # The "newly initialised head" report is expected here, and per-file progress bars are noise.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    model, tokenizer = load_classifier(cfg.base_model or default_base_model())
+    best_dir = trial.run_dir / BEST_DIR
+    tokenizer.save_pretrained(best_dir)
+    train_set = _encode(tokenizer, data.train, cfg.max_length)
+    val_set = _encode(tokenizer, data.val, cfg.max_length)
+    console = reporter.job_id is None
+    steps_per_epoch = max(1, -(-len(train_set) // (cfg.batch_size * cfg.grad_accum)))
+    args = TrainingArguments(
+        output_dir=str(trial.run_dir / CHECKPOINT_DIR),
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_ratio,
+        num_train_epochs=cfg.epochs,
+        lr_scheduler_type="linear",
+        eval_strategy="epoch",
+        save_strategy="steps" if cfg.checkpoint_steps else "epoch",
+        save_steps=cfg.checkpoint_steps or 500,
+        save_total_limit=1,
+        logging_strategy="steps",
+        logging_steps=max(1, steps_per_epoch // LOG_LINES),
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=info.device == "cpu",
+        # Batches of similar length waste less compute on padding (long reviews are common).
+        train_sampling_strategy="group_by_length",
+        dataloader_pin_memory=info.device == "cuda",
+        report_to="none",
+        disable_tqdm=not console,
+        log_level="error",
+    )
+    meter = _Meter()
+    callback = _RunCallback(db, trial, meter, reporter, span, console, best_dir, trial.run_dir / STATE_FILE)
+    trainer = _WeightedTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=_val_metrics,
+        callbacks=[callback],
+        class_weights=_class_weights(data.train["label"], cfg.class_weighting),
+        meter=meter,
+    )
+    trainer.remove_callback(PrinterCallback)
+    if console:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_QuietProgressCallback())
+    checkpoint = _last_checkpoint(trial.run_dir / CHECKPOINT_DIR) if trial.resuming else None
+    reporter.log(
+        f"fine-tuning {cfg.base_model or 'the packaged all-MiniLM-L6-v2'} on {info.name}, {precision}, "
+        f"lr {cfg.learning_rate:g}, batch {cfg.batch_size}x{cfg.grad_accum}, {cfg.epochs} epochs, max_length {cfg.max_length}"
+        + (f", from {checkpoint.name}" if checkpoint else "")
+    )
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    if not (best_dir / "config.json").exists():
+        raise TastebudError("training ended without a validation pass; nothing to register")
+    state = callback.state
+    trial.val_metrics = state["best_metrics"]
+    trial.history = state["history"]
+    trial.device, trial.precision = info.name, precision
+    trial.duration_s = round(callback.elapsed_before + time.perf_counter() - started, 2)
+    trial.throughput = meter.throughput(cfg.max_length)
+
+
+
+def _precision(requested: str, info: DeviceInfo) -> str:
+    precision = info.train_precision if requested == "auto" else requested
+    if precision == "fp16" and info.device != "cuda":
+        raise TastebudError("fp16 training needs a CUDA GPU; use --precision bf16 or fp32")
+    return precision
+
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint; partial ones (a kill mid-save) are removed.
+
+    The Trainer writes ``trainer_state.json`` last, so a checkpoint without it is incomplete.
+    """
+    if not folder.is_dir():
+        return None
+    found = sorted(
+        (p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    complete = [p for p in found if (p / "trainer_state.json").exists()]
+    for partial in (p for p in found if p not in complete):
+        shutil.rmtree(partial, ignore_errors=True)
+    return complete[-1] if complete else None
+
+
+class _Encoded(torch.utils.data.Dataset):
+    """Tokenized reviews (unpadded) with label ids; padding happens per batch in the collator."""
+
+    def __init__(self, encodings: dict, labels: list[int]):
+        self.encodings, self.labels = encodings, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict:
+        item = {key: values[i] for key, values in self.encodings.items()}
+        item["labels"] = self.labels[i]
+        return item
+
+
+def _encode(tokenizer, frame, max_length: int) -> _Encoded:
+    encodings = tokenizer(list(frame["text"]), truncation=True, max_length=max_length, padding=False)
+    return _Encoded(dict(encodings), [LABEL_TO_ID[label] for label in frame["label"]])
+
+
+def _class_weights(labels, scheme: str) -> torch.Tensor | None:
+    """Loss weights per class: n / (k * n_c) for "balanced", its square root for "sqrt"."""
+    if scheme == "none":
+        return None
+    counts = np.array([(labels == label).sum() for label in LABELS], dtype=np.float64)
+    present = counts > 0
+    weights = np.zeros(len(LABELS))
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    if scheme == "sqrt":
+        weights = np.sqrt(weights)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def _val_metrics(eval_pred) -> dict:
+    logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+    probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
+    m = compute_classification_metrics(probs, np.asarray(eval_pred.label_ids))
+    return {k: m[k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "ece")}
+
+
+class _Meter:
+    """Training-loss average per epoch and throughput (examples, real tokens, seconds spent training)."""
+
+    def __init__(self):
+        self.loss_sum, self.loss_count = 0.0, 0
+        self.examples, self.tokens, self.seconds = 0, 0, 0.0
+
+    def add(self, loss: torch.Tensor, examples: int, tokens: int) -> None:
+        self.loss_sum += float(loss.detach())
+        self.loss_count += 1
+        self.examples += examples
+        self.tokens += tokens
+
+    def take_epoch_loss(self) -> float | None:
+        value = self.loss_sum / self.loss_count if self.loss_count else None
+        self.loss_sum, self.loss_count = 0.0, 0
+        return value
+
+    def throughput(self, max_length: int) -> dict:
+        seconds = max(self.seconds, 1e-9)
+        return {
+            "examples": self.examples,
+            "train_seconds": round(self.seconds, 2),
+            "examples_per_s": round(self.examples / seconds, 2),
+            "tokens_per_s": round(self.tokens / seconds, 1),
+            "max_length": max_length,
+        }
+
+
+class _WeightedTrainer(Trainer):
+    # compute_loss returns a per-micro-batch mean; the Trainer divides it by grad_accum.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, class_weights: torch.Tensor | None, meter: _Meter, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.class_weights, self.meter = class_weights, meter
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits.float()
+        weight = self.class_weights.to(logits.device) if (model.training and self.class_weights is not None) else None
+        loss = F.cross_entropy(logits, labels, weight=weight)
+        if model.training:
+            tokens = int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else labels.numel()
+            self.meter.add(loss, int(labels.shape[0]), tokens)
+        return (loss, outputs) if return_outputs else loss
+
+
+class _QuietProgressCallback(ProgressCallback):
+    """The console progress bar without the raw log dictionaries (epoch summaries are printed instead)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self.prediction_bar is not None:
+            self.prediction_bar.close()
+        self.prediction_bar = None
+
+
+class _RunCallback(TrainerCallback):
+    """Epoch records, best-weights tracking, early stopping and progress for one run."""
+
+    def __init__(self, db, trial, meter: _Meter, reporter: JobReporter, span, console: bool, best_dir: Path, state_path: Path):
+        self.db, self.trial, self.meter, self.reporter = db, trial, meter, reporter
+        self.span, self.console, self.best_dir, self.state_path = span, console, best_dir, state_path
+        self.patience = trial.config.early_stopping_patience
+        self.state = json.loads(state_path.read_text()) if state_path.exists() else {
+            "history": [], "best_metrics": {}, "best_epoch": None, "elapsed_s": 0.0,
+        }
+        self._epoch_started = None
+        self._fit_started = time.perf_counter()
+        # Seconds spent by earlier processes of this run (before a kill and --resume).
+        self.elapsed_before = float(self.state.get("elapsed_s", 0.0))
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._epoch_started = time.perf_counter()
+        self.meter.take_epoch_loss()  # a resumed epoch reports only the steps it ran
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self._epoch_started is not None:
+            self.meter.seconds += time.perf_counter() - self._epoch_started
+            self._epoch_started = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        fraction = state.global_step / max(1, state.max_steps)
+        lo, hi = self.span
+        epoch = state.epoch or 0.0
+        self.reporter.progress(lo + (hi - lo) * fraction, f"epoch {epoch:.2f}/{args.num_train_epochs:g}, step {state.global_step}/{state.max_steps}")
+        if not self.console and state.global_step % max(1, args.logging_steps) == 0:
+            self.reporter.log(f"step {state.global_step}/{state.max_steps} (epoch {epoch:.2f})")
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        metrics = metrics or {}
+        epoch = round(float(state.epoch or 0.0), 3)
+        row = {
+            "epoch": epoch,
+            "step": int(state.global_step),
+            "train_loss": self.meter.take_epoch_loss(),
+            "val_loss": metrics.get("eval_loss"),
+            "val_accuracy": metrics.get("eval_accuracy"),
+            "val_macro_f1": metrics.get("eval_macro_f1"),
+        }
+        with transaction(self.db) as con:
+            model_store.record_epoch(con, self.trial.run_id, **row)
+        # A resumed run repeats the epoch it was killed in: forget what that epoch said before.
+        history = [h for h in self.state["history"] if h["epoch"] < epoch] + [row]
+        best_before = max((h["val_macro_f1"] for h in history[:-1]), default=None)
+        stale_best = self.state["best_epoch"] is not None and self.state["best_epoch"] >= epoch
+        improved = best_before is None or row["val_macro_f1"] > best_before + MIN_IMPROVEMENT or stale_best
+        if improved:
+            model.save_pretrained(self.best_dir)
+            self.state["best_epoch"] = epoch
+            self.state["best_metrics"] = {
+                "epoch": epoch, "loss": row["val_loss"],
+                **{k[len("eval_"):]: v for k, v in metrics.items() if k.startswith("eval_") and k[5:] in (
+                    "accuracy", "macro_f1", "macro_precision", "macro_recall", "ece")},
+            }
+        self.state["history"] = history
+        self.state["elapsed_s"] = self.elapsed_before + time.perf_counter() - self._fit_started
+        self._write_state()
+        since_best = sum(1 for h in history if h["epoch"] > self.state["best_epoch"])
+        self.reporter.log(
+            f"epoch {epoch:g}: train loss {_fmt(row['train_loss'])}, val loss {_fmt(row['val_loss'])}, "
+            f"val accuracy {_fmt(row['val_accuracy'])}, val macro-F1 {_fmt(row['val_macro_f1'])}"
+            + (" (best)" if improved else f" (best {self.state['best_metrics'].get('macro_f1', 0):.4f} at epoch {self.state['best_epoch']:g})")
+        )
+        if self.patience and since_best >= self.patience:
+            self.reporter.log(f"early stopping: no better validation macro-F1 for {since_best} epoch(s)")
+            control.should_training_stop = True
+
+    def _write_state(self) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state, default=float))
+        tmp.replace(self.state_path)
+
+
+def _fmt(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+

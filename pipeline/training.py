@@ -1,0 +1,442 @@
+"""Fine-tune a 3-label sentiment classifier on the store's train split and register it.
+
+A run reads its data in one short read-only connection, then trains with no connection
+open (the dashboard reads concurrently from another process), writing progress, epoch
+metrics and its outcome in short transactions. Everything a run needs to continue lives
+in its run directory (``runs/training/RUN_ID``): a data snapshot, Trainer checkpoints and
+the best weights so far; ``--resume`` picks it up. A run whose process was killed stays
+``running`` in the store until :func:`reap_dead_runs` (called at the start of every
+training and listing) notices the process is gone and marks it failed. The champion is
+never touched by training unless ``promote_if_better`` is asked for.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import socket
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.config import TrainConfig
+from pipeline.jobs import JobCancelled, JobReporter, runs_dir
+from pipeline.modeling import METADATA_FILE, default_base_model, models_dir
+from store import models as model_store
+from store.actors import Actor, audit, cli_actor, require
+from store.constants import LABEL_TO_ID, LABELS
+from store.db import connect, transaction
+from store.errors import TastebudError
+from store.reviews import fetch_labeled_split
+
+BEST_DIR = "best"
+DATA_FILE = "data.parquet"
+STATE_FILE = "state.json"
+CHECKPOINT_DIR = "checkpoints"
+# Progress log lines per epoch when running as a background job (the console gets a tqdm bar instead).
+LOG_LINES_PER_EPOCH = 10
+
+
+# ---------------------------------------------------------------- public API
+
+
+def train(
+    db,
+    config: TrainConfig,
+    *,
+    reporter: JobReporter | None = None,
+    resume: bool | str = False,
+    actor: Actor | None = None,
+    promote_if_better: bool = False,
+) -> str:
+    """Fine-tune, register and evaluate one model; returns its model id.
+
+    Args:
+        db: store path.
+        config: hyperparameters (ignored when resuming: the interrupted run's own config is used).
+        reporter: progress sink (default: console only).
+        resume: True continues the newest interrupted run from its last checkpoint, a run id
+            continues that run; False starts a new run.
+        actor: who trains (default: the CLI operator); needs the "train" permission.
+        promote_if_better: promote the new model when its test macro-F1 beats the champion's.
+
+    Returns:
+        The registered model id.
+
+    Example:
+        >>> train("store.duckdb", TrainConfig(epochs=1))  # doctest: +SKIP
+        'ft-20261125-101500-1a2b'
+    """
+    actor = actor or cli_actor()
+    require(actor, "train")
+    reporter = reporter or JobReporter(db, None)
+    reap_dead_runs(db)
+    if resume:
+        trial = _resume_trial(db, None if resume is True else str(resume), reporter)
+        data = _read_snapshot(Path(trial.run_dir))
+    else:
+        data = load_training_data(db, config)
+        trial = _new_trial(db, config, data, reporter=reporter)
+    _fit(db, trial, data, reporter=reporter, span=(0.0, 0.9))
+    model_id = _register(db, trial, data, actor)
+    _after_registration(db, model_id, actor, reporter, promote_if_better)
+    return model_id
+
+
+def sweep(
+    db,
+    base_config: TrainConfig,
+    grid: dict[str, list],
+    *,
+    reporter: JobReporter | None = None,
+    actor: Actor | None = None,
+    promote_if_better: bool = False,
+) -> dict:
+    """Train one run per combination of ``grid`` values; register the best by validation macro-F1.
+
+    Every trial is recorded as a training run (same sweep id) with its epoch metrics; only the
+    best trial's weights are kept and registered (and evaluated on the test split).
+
+    Args:
+        db: store path.
+        base_config: the values not swept.
+        grid: option name -> values, e.g. ``{"learning_rate": [1e-5, 3e-5], "epochs": [2, 3]}``.
+        reporter: progress sink.
+        actor: needs "train".
+        promote_if_better: as in :func:`train`.
+
+    Returns:
+        {"sweep_id", "model_id" (best), "trials": [{run_id, params, val_macro_f1, val_accuracy, status}]}.
+
+    Example:
+        >>> sweep("store.duckdb", TrainConfig(), {"learning_rate": [3e-5, 1e-4]})["model_id"]  # doctest: +SKIP
+    """
+    actor = actor or cli_actor()
+    require(actor, "train")
+    if not grid:
+        raise TastebudError("a sweep needs at least one option with values, e.g. --sweep lr=3e-5,1e-4")
+    reporter = reporter or JobReporter(db, None)
+    reap_dead_runs(db)
+    names = list(grid)
+    combos = [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+    configs = [base_config.replace(**combo) for combo in combos]
+    data = load_training_data(db, base_config)
+    sweep_id = f"sweep-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+    trials, summary = [], []
+    for i, (combo, cfg) in enumerate(zip(combos, configs)):
+        reporter.log(f"sweep {sweep_id}: trial {i + 1}/{len(configs)} {combo}")
+        trial = _new_trial(db, cfg, data, reporter=reporter, sweep_id=sweep_id)
+        _fit(db, trial, data, reporter=reporter, span=(0.9 * i / len(configs), 0.9 * (i + 1) / len(configs)))
+        trials.append(trial)
+        summary.append({"run_id": trial.run_id, "params": combo, **_short(trial.val_metrics)})
+    best = max(trials, key=lambda t: t.val_metrics.get("macro_f1", -1.0))
+    model_id = _register(db, best, data, actor)
+    for trial in trials:
+        if trial is not best:
+            with transaction(db) as con:
+                model_store.finish_run(con, trial.run_id, "succeeded", result=trial.result())
+            shutil.rmtree(trial.run_dir, ignore_errors=True)
+    reporter.log(f"sweep {sweep_id}: best trial {best.run_id} (val macro-F1 {best.val_metrics['macro_f1']:.4f})")
+    _after_registration(db, model_id, actor, reporter, promote_if_better)
+    for row in summary:
+        row["best"] = row["run_id"] == best.run_id
+    return {"sweep_id": sweep_id, "model_id": model_id, "trials": summary}
+
+
+def run_job(db, params: dict, reporter: JobReporter) -> dict:
+    """Job kind "train": ``params`` is ``TrainConfig.to_dict()`` plus optional "sweep" (grid),
+    "resume" (bool or run id) and "promote_if_better".
+
+    Returns:
+        {"model_id", "metrics"} (plus "sweep_id" and "trials" for a sweep).
+    """
+    params = dict(params or {})
+    grid = params.pop("sweep", None)
+    resume = params.pop("resume", False)
+    promote = bool(params.pop("promote_if_better", False))
+    try:
+        config = TrainConfig.from_dict(params)
+    except ValueError as exc:
+        raise TastebudError(f"bad training parameters: {exc}") from exc
+    actor = _job_actor(db, reporter.job_id)
+    if grid:
+        result = sweep(db, config, grid, reporter=reporter, actor=actor, promote_if_better=promote)
+    else:
+        result = {"model_id": train(db, config, reporter=reporter, resume=resume, actor=actor, promote_if_better=promote)}
+    with connect(db, read_only=True) as con:
+        result["metrics"] = model_store.fetch_latest_evaluation(con, result["model_id"])
+    return result
+
+
+def load_training_data(db, config: TrainConfig) -> _Data:
+    """Read the train and val splits with their current labels (one short read-only connection).
+
+    Raises:
+        TastebudError: a split is empty or the train split has fewer than two classes.
+    """
+    with connect(db, read_only=True) as con:
+        train_df = fetch_labeled_split(con, "train")
+        val_df = fetch_labeled_split(con, "val")
+        label_round = model_store.current_label_round(con)
+    if train_df.empty:
+        raise TastebudError("the train split has no labeled reviews: import or label reviews first")
+    if val_df.empty:
+        raise TastebudError("the val split has no labeled reviews: import more reviews (10% go to val)")
+    if train_df["label"].nunique() < 2:
+        raise TastebudError("the train split has only one class; a classifier needs at least two")
+    if config.max_train_examples and len(train_df) > config.max_train_examples:
+        train_df = _stratified_sample(train_df, config.max_train_examples, config.seed)
+    return _Data(train=train_df[["review_id", "text", "label"]], val=val_df[["review_id", "text", "label"]], round=label_round)
+
+
+def reap_dead_runs(db) -> list[str]:
+    """Mark runs recorded as running whose process is gone as failed; returns their run ids.
+
+    A run on another host is left alone (its process cannot be checked from here).
+    """
+    with connect(db, read_only=True) as con:
+        running = model_store.running_runs(con)
+    dead = [r["run_id"] for r in running if not _run_process_alive(r)]
+    if dead:
+        with transaction(db) as con:
+            for run_id in dead:
+                model_store.finish_run(con, run_id, "failed", error="the training process exited without reporting")
+    return dead
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class _Data:
+    train: pd.DataFrame
+    val: pd.DataFrame
+    round: int = 0
+
+    def label_counts(self) -> dict:
+        return {
+            split: {label: int((frame["label"] == label).sum()) for label in LABELS}
+            for split, frame in (("train", self.train), ("val", self.val))
+        }
+
+    def snapshot(self) -> dict:
+        """What the model was trained on: sizes, label round and a hash of (review_id, label) pairs."""
+        pairs = pd.concat([self.train, self.val])[["review_id", "label"]].sort_values("review_id")
+        digest = pd.util.hash_pandas_object(pairs, index=False).sum() & 0xFFFFFFFFFFFF
+        return {"n_train": len(self.train), "n_val": len(self.val), "round": self.round, "labels_hash": f"{digest:012x}"}
+
+
+def _stratified_sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+    """Exactly ``n`` rows keeping class proportions (largest-remainder rounding)."""
+    counts = frame["label"].value_counts().sort_index()
+    raw = counts * n / len(frame)
+    quota = raw.astype(int)
+    for label in (raw - quota).sort_values(ascending=False).index[: n - int(quota.sum())]:
+        quota[label] += 1
+    parts = [frame[frame["label"] == label].sample(n=int(k), random_state=seed) for label, k in quota.items() if k]
+    return pd.concat(parts).sort_values("review_id").reset_index(drop=True)
+
+
+def _write_snapshot(run_dir: Path, data: _Data) -> None:
+    frame = pd.concat([data.train.assign(split="train"), data.val.assign(split="val")])
+    frame.attrs = {}
+    frame.to_parquet(run_dir / DATA_FILE, index=False)
+    (run_dir / "round.json").write_text(json.dumps({"round": data.round}))
+
+
+def _read_snapshot(run_dir: Path) -> _Data:
+    path = run_dir / DATA_FILE
+    if not path.exists():
+        raise TastebudError(f"cannot resume: the run's data snapshot {path} is gone")
+    frame = pd.read_parquet(path)
+    round_file = run_dir / "round.json"
+    label_round = json.loads(round_file.read_text())["round"] if round_file.exists() else 0
+    cols = ["review_id", "text", "label"]
+    return _Data(
+        train=frame.loc[frame["split"] == "train", cols].reset_index(drop=True),
+        val=frame.loc[frame["split"] == "val", cols].reset_index(drop=True),
+        round=label_round,
+    )
+
+
+# ---------------------------------------------------------------- runs
+
+
+@dataclass
+class _Trial:
+    run_id: str
+    config: TrainConfig
+    run_dir: Path
+    sweep_id: str | None = None
+    resuming: bool = False
+    val_metrics: dict = field(default_factory=dict)
+    history: list = field(default_factory=list)
+    throughput: dict = field(default_factory=dict)
+    duration_s: float = 0.0
+    device: str = ""
+    precision: str = ""
+
+    def result(self) -> dict:
+        return {"val_metrics": self.val_metrics, "throughput": self.throughput, "device": self.device,
+                "precision": self.precision, "duration_s": self.duration_s}
+
+
+def _this_process() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _process_start_token(os.getpid())}
+
+
+def _process_start_token(pid: int) -> str | None:
+    """Boot id + start time of ``pid`` (Linux), so a reused pid is not mistaken for the run's process."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields_after_name = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}:{fields_after_name[19]}"
+    except (OSError, IndexError):
+        return None
+
+
+def _run_process_alive(run: dict) -> bool:
+    if run.get("host") and run["host"] != socket.gethostname():
+        return True
+    pid = run.get("pid")
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                return False
+    except OSError:
+        return True
+    token = run.get("proc_start")
+    return token is None or token == _process_start_token(pid)
+
+
+def _new_trial(db, config: TrainConfig, data: _Data, *, reporter: JobReporter, sweep_id: str | None = None) -> _Trial:
+    run_id = f"run-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run_dir = runs_dir(db) / "training" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_snapshot(run_dir, data)
+    with transaction(db) as con:
+        model_store.create_run(
+            con, run_id=run_id, config=config.to_dict(), checkpoint_dir=str(run_dir / CHECKPOINT_DIR),
+            job_id=reporter.job_id, sweep_id=sweep_id, **_this_process(),
+        )
+    reporter.log(f"training run {run_id}: {len(data.train)} train / {len(data.val)} val reviews")
+    return _Trial(run_id=run_id, config=config, run_dir=run_dir, sweep_id=sweep_id)
+
+
+def _resume_trial(db, run_id: str | None, reporter: JobReporter) -> _Trial:
+    with connect(db, read_only=True) as con:
+        run = model_store.get_run(con, run_id) if run_id else model_store.latest_interrupted_run(con)
+    if run is None:
+        raise TastebudError(f"no training run {run_id}" if run_id else "there is no interrupted training run to resume")
+    if run["status"] not in ("failed", "cancelled") or run["model_id"]:
+        raise TastebudError(f"run {run['run_id']} is {run['status']}; only a failed or cancelled run can be resumed")
+    run_dir = Path(run["checkpoint_dir"]).parent
+    if not run_dir.exists():
+        raise TastebudError(f"cannot resume run {run['run_id']}: its directory {run_dir} is gone")
+    with transaction(db) as con:
+        model_store.restart_run(con, run["run_id"], job_id=reporter.job_id, **_this_process())
+    reporter.log(f"resuming training run {run['run_id']}")
+    return _Trial(
+        run_id=run["run_id"], config=TrainConfig.from_dict(run["config"]), run_dir=run_dir,
+        sweep_id=run["sweep_id"], resuming=True,
+    )
+
+
+def _fit(db, trial: _Trial, data: _Data, *, reporter: JobReporter, span: tuple[float, float]) -> None:
+    """Train one run, recording its outcome; interrupted runs are marked cancelled or failed."""
+    from pipeline.finetune import fit_classifier
+
+    try:
+        fit_classifier(db, trial, data, reporter=reporter, span=span)
+    except (JobCancelled, KeyboardInterrupt) as exc:
+        _mark_ended(db, trial.run_id, "cancelled", f"{type(exc).__name__}: {exc}")
+        raise
+    except BaseException as exc:
+        _mark_ended(db, trial.run_id, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _mark_ended(db, run_id: str, status: str, error: str) -> None:
+    try:
+        with transaction(db, timeout_s=30) as con:
+            model_store.finish_run(con, run_id, status, error=error)
+    except Exception:  # the store is busy or gone; the reaper marks the run failed later
+        pass
+
+
+def _register(db, trial: _Trial, data: _Data, actor: Actor) -> str:
+    """Move the best weights into the models directory and record the model in one transaction."""
+    model_id = f"ft-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+    cfg = trial.config
+    base = cfg.base_model or default_base_model()
+    target = models_dir(db) / model_id
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(trial.run_dir / BEST_DIR, target)
+    snapshot = data.snapshot()
+    metadata = {
+        "model_id": model_id, "run_id": trial.run_id, "config": cfg.to_dict(), "base_model": base,
+        "label2id": LABEL_TO_ID, "data_snapshot": snapshot, "label_counts": data.label_counts(),
+        "val_metrics": trial.val_metrics, "max_length": cfg.max_length,
+    }
+    (target / METADATA_FILE).write_text(json.dumps({"labels": list(LABELS), **metadata}, indent=2, default=str))
+    stem = "minilm" if cfg.base_model is None else Path(base).name
+    name = cfg.name or f"{stem}-r{data.round}-lr{cfg.learning_rate:g}"
+    with transaction(db) as con:
+        model_store.register_model(
+            con, model_id=model_id, kind="finetuned", name=name, base_model=base, path=str(target),
+            params={**cfg.to_dict(), "precision": trial.precision, "run_id": trial.run_id,
+                    "throughput": trial.throughput},
+            data_snapshot=snapshot, round=data.round, label_counts=data.label_counts(),
+            device=trial.device, duration_s=trial.duration_s, val_metrics=trial.val_metrics,
+        )
+        model_store.finish_run(con, trial.run_id, "succeeded", model_id=model_id, result=trial.result())
+        audit(con, actor, "model.register", target=model_id, detail={"run_id": trial.run_id, "kind": "finetuned"})
+    shutil.rmtree(trial.run_dir, ignore_errors=True)
+    return model_id
+
+
+def _after_registration(db, model_id: str, actor: Actor, reporter: JobReporter, promote_if_better: bool) -> None:
+    from pipeline.evaluation import evaluate_model
+    from pipeline.registry import promote_if_better as promote_when_better
+
+    reporter.progress(0.92, f"evaluating {model_id} on the test split", force=True)
+    result = evaluate_model(db, model_id)
+    if result.get("n"):
+        reporter.log(f"{model_id}: test accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} (n={result['n']})")
+    if promote_if_better:
+        outcome = promote_when_better(db, model_id, actor)
+        reporter.log(outcome["message"])
+    reporter.progress(1.0, f"registered {model_id}", force=True)
+
+
+def _short(metrics: dict) -> dict:
+    return {"val_macro_f1": metrics.get("macro_f1"), "val_accuracy": metrics.get("accuracy")}
+
+
+def _job_actor(db, job_id: str | None) -> Actor:
+    """The person who started the job (start_job already checked their permission)."""
+    name = "job"
+    if job_id:
+        from store.jobs import get_job
+
+        with connect(db, read_only=True) as con:
+            job = get_job(con, job_id)
+        name = (job or {}).get("actor") or name
+    return Actor(name=name, role="data_scientist")
+
+
