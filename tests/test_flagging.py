@@ -222,7 +222,6 @@ def _constructed_store(db, tmp_path):
 
 
 def test_flag_run_raises_each_reason_once(store_path, tmp_path):
-    pytest.importorskip("store.models", reason="needs the model registry (training branch)")
     from pipeline.flagging import flag
 
     _constructed_store(store_path, tmp_path)
@@ -252,7 +251,6 @@ def test_flag_run_raises_each_reason_once(store_path, tmp_path):
 
 
 def test_flag_needs_scored_reviews(store_path, tmp_path):
-    pytest.importorskip("store.models", reason="needs the model registry (training branch)")
     from pipeline.flagging import flag
     from store import models as model_store
     from store.actors import cli_actor
