@@ -117,12 +117,15 @@ def run_method(method: str, model_dir: str | None, n: int, seed: int) -> dict:
 
     run(texts[:WARMUP])
     rss_before = _rss_kb()
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     probs = run(texts)
     seconds = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tokens = sum(len(ids) for ids in tokenizer(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"])
-    return {"method": method, "seconds": seconds, "n": len(texts), "tokens": tokens, "peak_rss_mb": peak / 1024,
+    return {"method": method, "seconds": seconds, "cpu_s": cpu_s, "n": len(texts), "tokens": tokens, "peak_rss_mb": peak / 1024,
             "scoring_rss_growth_mb": max(0, peak - rss_before) / 1024, "pred": probs.argmax(axis=1).tolist(),
             "loadavg_1m": os.getloadavg()[0]}
 
@@ -157,15 +160,15 @@ def compare(model_dir: str | None, n: int, seed: int, methods: list[str]) -> lis
     print(f"model: {model_dir or 'packaged MiniLM encoder + fresh random head (macro-F1 meaningless)'}")
     print(f"data: {n} reviews from {DATA.name} (seed {seed}), truncation {MAX_LENGTH} tokens, "
           f"{results[0]['tokens'] / n:.0f} tokens/review on average")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads per subprocess: "
-          f"{os.cpu_count()}")
-    header = f"{'method':<22} {'reviews/s':>9} {'tokens/s':>9} {'peak RSS MB':>11} {'+RSS scoring':>12} " \
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}; load = 1-min load average before each method")
+    header = f"{'method':<22} {'reviews/s':>9} {'tokens/s':>9} {'CPU s':>7} {'peak RSS MB':>11} {'+RSS scoring':>12} " \
              f"{'macro-F1':>8} {'agree fp32':>10} {'load':>5}"
     print(header)
     print("-" * len(header))
     for r in results:
         agree = (np.array(r["pred"]) == np.array(reference)).mean() if reference is not None else float("nan")
-        print(f"{r['method']:<22} {r['n'] / r['seconds']:>9.1f} {r['tokens'] / r['seconds']:>9.0f} "
+        print(f"{r['method']:<22} {r['n'] / r['seconds']:>9.1f} {r['tokens'] / r['seconds']:>9.0f} {r['cpu_s']:>7.1f} "
               f"{r['peak_rss_mb']:>11.0f} {r['scoring_rss_growth_mb']:>12.0f} {r['macro_f1']:>8.4f} {agree:>10.4f} "
               f"{r['loadavg_before']:>5.1f}")
     if "ours" in base:

@@ -212,6 +212,8 @@ def retrain_cmd(
 @app.command("rounds")
 def rounds_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     """Past retrain rounds: human labels added, metric change, promotion decision."""
+    import pandas as pd
+
     from store.rounds import list_rounds
 
     with connect(db_path(), read_only=True) as con:
@@ -222,6 +224,9 @@ def rounds_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
     if rounds.empty:
         typer.echo("no rounds yet")
     for row in rounds.itertuples():
+        delta = "-" if pd.isna(row.delta_macro_f1) else f"{row.delta_macro_f1:+.4f}"
+        efficiency = "-" if pd.isna(row.label_efficiency) else f"{row.label_efficiency:+.5f}"
         typer.echo(f"round {row.round_id} [{row.status}] {row.model_id or '-'} promoted={row.promoted} "
-                   f"labels train/val/test={row.human_labels_train}/{row.human_labels_val}/{row.human_labels_test} "
-                   f"delta={row.delta_macro_f1} :: {row.decision}")
+                   f"human labels train/val/test={row.human_labels_train}/{row.human_labels_val}/"
+                   f"{row.human_labels_test} macro-F1 change {delta} per train relabel {efficiency}")
+        typer.echo(f"    {row.decision}")

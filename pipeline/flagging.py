@@ -14,7 +14,8 @@ Five reasons, each from stored predictions of the champion (score first):
   probabilities from a cross-validated TF-IDF + logistic regression: cheap, independent of
   the champion, and every row is predicted by a model that never saw it.
 - ``emerging_term``: words or phrases much more frequent in the last weeks than before
-  (smoothed lift, minimum count) on whose reviews the model is unsure, e.g. a new food hall;
+  (smoothed lift, minimum count, and a Poisson tail test against the earlier rate,
+  Bonferroni-corrected over every term tested) on whose reviews the model is unsure, e.g. a new food hall;
   a few of each term's least certain reviews are flagged and the term recorded.
 
 Thresholds live in :mod:`pipeline.thresholds`. Flags are only added: a review flagged for a
@@ -239,6 +240,7 @@ def find_emerging_terms(recent: pd.DataFrame, prior: pd.DataFrame, inputs: pd.Da
         >>> terms[0]["term"]  # doctest: +SKIP
         'krog district'
     """
+    from scipy.stats import poisson
     from sklearn.feature_extraction.text import CountVectorizer
 
     empty = _candidates([], "emerging_term", [], [])
@@ -256,18 +258,24 @@ def find_emerging_terms(recent: pd.DataFrame, prior: pd.DataFrame, inputs: pd.Da
     recent_df = np.asarray(recent_x.sum(axis=0)).ravel()
     prior_df = np.asarray(prior_x.sum(axis=0)).ravel()
     k = T.EMERGING_SMOOTHING
-    lift = ((recent_df + k) / (len(recent) + k)) / ((prior_df + k) / (len(prior) + k))
+    prior_share = (prior_df + k) / (len(prior) + k)
+    lift = ((recent_df + k) / (len(recent) + k)) / prior_share
+    # How surprising each recent count is if the term kept its earlier rate; Bonferroni over all terms.
+    p_value = poisson.sf(recent_df - 1, prior_share * len(recent))
+    names = vectorizer.get_feature_names_out()
+    significant = p_value <= T.EMERGING_FAMILY_ALPHA / len(names)
     unc = recent[["review_id"]].merge(inputs[["review_id", *PROB_COLUMNS]], on="review_id", how="left")
     u = np.where(unc["p_negative"].notna(), uncertainty(np.nan_to_num(_probs(unc))), np.nan)
     scored = ~np.isnan(u)
     recent_x = recent_x.tocsc()
     terms, chosen_docs, parts = [], [], []
-    names = vectorizer.get_feature_names_out()
     # Highest lift first; among equal lifts the longer phrase ("krog district" before "krog").
     ngram_len = np.array([name.count(" ") + 1 for name in names])
     for j in np.lexsort((-ngram_len, -lift)):
         if lift[j] < T.EMERGING_MIN_LIFT or len(terms) >= T.EMERGING_MAX_TERMS:
             break
+        if not significant[j]:
+            continue
         docs = recent_x[:, j].nonzero()[0]
         docs = docs[scored[docs]]
         if len(docs) < T.EMERGING_MIN_RECENT_COUNT:
@@ -283,7 +291,8 @@ def find_emerging_terms(recent: pd.DataFrame, prior: pd.DataFrame, inputs: pd.Da
         chosen_docs.append(doc_set)
         term = str(names[j])
         terms.append({"term": term, "recent_count": int(recent_df[j]), "prior_count": int(prior_df[j]),
-                      "lift": round(float(lift[j]), 2), "mean_uncertainty": round(mean_u, 4)})
+                      "lift": round(float(lift[j]), 2), "p_value": float(f"{p_value[j]:.3g}"),
+                      "mean_uncertainty": round(mean_u, 4)})
         sample = docs[np.argsort(-u[docs], kind="stable")[: T.EMERGING_SAMPLE_PER_TERM]]
         details = [{k2: v for k2, v in terms[-1].items() if k2 != "term"}] * len(sample)
         parts.append(_candidates(recent["review_id"].to_numpy()[sample], "emerging_term", u[sample], details,

@@ -5,9 +5,10 @@ What makes it fast (measured in bench/RESULTS.md, "Scoring"):
 - Texts are tokenized once by the fast tokenizer, sorted by length and cut into batches
   padded only to their own longest text (dynamic padding), so short reviews do not pay
   for long ones. Batches hold up to ``batch_size`` texts and at most ``max_batch_tokens``
-  padded tokens, so short texts travel in larger batches.
-- Padded lengths are rounded up to a multiple of ``PAD_MULTIPLE``: oneDNN builds a kernel
-  per input shape, and a few dozen shapes instead of hundreds keeps its cache warm.
+  padded tokens, which bounds activation memory when ``batch_size`` is raised for short
+  texts (with the defaults, 32 x 256 tokens, the token cap never binds).
+- Padded lengths are rounded up to a multiple of ``PAD_MULTIPLE``, bounding the number of
+  distinct input shapes (oneDNN prepares kernels per shape; a few dozen shapes stay cached).
 - ``torch.inference_mode`` and, where :mod:`pipeline.device` says the hardware has it,
   bf16: autocast for a model we must not change, or the weights themselves cast to bf16
   by :func:`prepare_for_inference` for a scoring copy (cheaper: no per-call weight casts).
@@ -24,7 +25,7 @@ from pipeline.device import DeviceInfo, resolve_device
 
 # Texts per forward pass at most; 32 measured best with bf16 on a 2-core AMX CPU.
 DEFAULT_BATCH_SIZE = 32
-# Padded tokens per forward pass at most (batch rows x padded length); lets short texts batch wider.
+# Padded tokens per forward pass at most (batch rows x padded length): bounds activation memory.
 DEFAULT_MAX_BATCH_TOKENS = 8192
 # Padded lengths are multiples of this, bounding the number of distinct input shapes.
 PAD_MULTIPLE = 16

@@ -41,6 +41,10 @@ EMERGING_MIN_RECENT_COUNT = 5
 EMERGING_MIN_LIFT = 3.0
 # Add-k smoothing of both shares, so a term never seen before gets a finite lift.
 EMERGING_SMOOTHING = 1.0
+# Family-wise false-alarm rate: a term's recent count must be this unlikely under its earlier rate
+# (Poisson tail), Bonferroni-divided by the number of terms tested; thousands of phrase pairs are
+# tested per run, and template-like text produces many 5-vs-1 flukes that lift alone lets through.
+EMERGING_FAMILY_ALPHA = 0.01
 # The model's mean uncertainty (1 - top-2 margin) on the term's recent reviews must reach this.
 EMERGING_MIN_MEAN_UNCERTAINTY = 0.50
 # At most this many terms per flagging run, the highest scoring first.

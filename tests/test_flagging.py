@@ -157,22 +157,25 @@ def test_label_issues_found_in_held_out_and_train_rows():
 def test_emerging_term_needs_a_jump_a_minimum_count_and_model_doubt():
     rng = np.random.default_rng(1)
     generic = ["the tacos were good", "service was slow tonight", "nice patio and cold beer", "tacos again, solid"]
-    prior = pd.DataFrame({"review_id": [f"p{i}" for i in range(300)], "text": rng.choice(generic, size=300)})
+    prior_texts = list(rng.choice(generic, size=970)) + [f"patio heaters on, {i}" for i in range(30)]
+    prior = pd.DataFrame({"review_id": [f"p{i}" for i in range(1000)], "text": prior_texts})
     recent_texts = (
         [f"{w} stalls at krog district" for w in ("mixed", "hmm", "odd", "busy", "fun", "meh", "loud", "ok")]
         + [f"the rooftop bar is superb {i}" for i in range(8)]      # new but the model is sure
         + [f"zephyr noodles {i}" for i in range(3)]                 # new, unsure, but too rare
+        + [f"patio heaters again {i}" for i in range(5)]            # lift 3.9 but p = 0.02: a fluke
         + list(rng.choice(generic, size=30))                        # old terms, normal rate
     )
     recent = pd.DataFrame({"review_id": [f"r{i}" for i in range(len(recent_texts))], "text": recent_texts})
     unsure, sure = (0.35, 0.33, 0.32), (0.02, 0.03, 0.95)
-    probs = {rid: (unsure if ("krog" in t or "zephyr" in t or "tacos" in t) else sure)
+    probs = {rid: (unsure if any(w in t for w in ("krog", "zephyr", "tacos", "patio")) else sure)
              for rid, t in zip(recent.review_id, recent.text)}
     inputs = _preds(probs)
 
     found, terms = find_emerging_terms(recent, prior, inputs)
     assert [t["term"] for t in terms] == ["krog district"]
     assert terms[0]["recent_count"] == 8 and terms[0]["prior_count"] == 0 and terms[0]["lift"] >= 3
+    assert terms[0]["p_value"] < 1e-6
     assert len(found) == 5 and (found.term == "krog district").all()
     assert set(found.review_id) <= {f"r{i}" for i in range(8)}
 
@@ -222,7 +225,6 @@ def _constructed_store(db, tmp_path):
 
 
 def test_flag_run_raises_each_reason_once(store_path, tmp_path):
-    pytest.importorskip("store.models", reason="needs the model registry (training branch)")
     from pipeline.flagging import flag
 
     _constructed_store(store_path, tmp_path)
@@ -252,7 +254,6 @@ def test_flag_run_raises_each_reason_once(store_path, tmp_path):
 
 
 def test_flag_needs_scored_reviews(store_path, tmp_path):
-    pytest.importorskip("store.models", reason="needs the model registry (training branch)")
     from pipeline.flagging import flag
     from store import models as model_store
     from store.actors import cli_actor

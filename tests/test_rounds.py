@@ -102,7 +102,7 @@ def test_round_counts_human_labels_per_split_and_round(store_path):
             finish_round(con, round_3, bogus=1)
 
 
-# --- retrain end to end (needs the model registry and training) --------------------------------
+# --- retrain end to end ----------------------------------------------------------------------
 
 
 def _tiny_config(base: str, **overrides):
@@ -130,7 +130,6 @@ def _split_ids(db, split: str) -> list[str]:
 
 @pytest.mark.slow
 def test_retrain_promotes_on_evidence_then_refuses_an_identical_challenger(store_path, tmp_path):
-    pytest.importorskip("store.models", reason="needs the model registry (training branch)")
     from pipeline.demo_data import load_demo_data
     from pipeline.rounds import retrain
     from store.actors import cli_actor
@@ -163,7 +162,6 @@ def test_retrain_promotes_on_evidence_then_refuses_an_identical_challenger(store
 
 
 def test_retrain_first_model_becomes_champion_and_failures_are_recorded(store_path, tmp_path, monkeypatch):
-    pytest.importorskip("store.models", reason="needs the model registry (training branch)")
     import pipeline.training
     from pipeline.rounds import retrain
     from store import models as model_store

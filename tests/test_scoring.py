@@ -172,7 +172,6 @@ def _run_cli(db, *args):
 
 @pytest.mark.slow
 def test_cli_and_job_score_with_the_champion(store_path, tiny_model_dir):
-    pytest.importorskip("store.models", reason="needs the model registry (training branch)")
     import json
 
     from pipeline.jobs import start_job, wait_for_job
