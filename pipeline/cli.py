@@ -10,8 +10,12 @@ from pipeline.cli_app import app, db_path, emit_json
 from store.errors import TastebudError
 
 # Command modules register themselves on ``app`` when imported.
-from pipeline import cli_data, cli_demo  # noqa: E402,F401
+from pipeline import cli_data  # noqa: E402,F401
+from pipeline import cli_demo  # noqa: E402,F401
+from pipeline import cli_import  # noqa: E402,F401
+from pipeline import cli_dashboard  # noqa: E402,F401
 from pipeline import cli_models  # noqa: E402,F401
+from pipeline import cli_loop  # noqa: E402,F401
 
 
 @app.command("job-run", hidden=True)

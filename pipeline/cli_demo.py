@@ -32,3 +32,40 @@ def demo_data_cmd(
         f"scripted events: {ev['collapse_restaurant']} service collapse {ev['collapse_start']}..{ev['collapse_end']}; "
         f"{ev['food_hall']} opens {ev['food_hall_open']}"
     )
+
+
+@app.command("demo")
+def demo_cmd(
+    rows: int = typer.Option(DEFAULT_ROWS, "--rows", min=200, help="Demo reviews to generate on first run."),
+    seed: int = typer.Option(DEFAULT_SEED, "--seed", help="Generator seed."),
+    port: int = typer.Option(8501, "--port", min=1, max=65535, help="Dashboard port."),
+    host: str = typer.Option("localhost", "--host", help="Dashboard address (localhost keeps it private)."),
+    rebuild: bool = typer.Option(False, "--rebuild", help="Run the build steps even if the store is ready."),
+    launch: bool = typer.Option(True, "--launch/--no-launch", help="Serve the dashboard when the store is ready."),
+) -> None:
+    """First run: demo data, baselines, a quick fine-tuned champion, scores, flags — then the dashboard."""
+    from pipeline.cli_dashboard import serve_dashboard
+    from pipeline.demo import build_demo_store, demo_files, demo_is_ready, ensure_demo_accounts
+
+    db = db_path().resolve()
+    if rebuild or not demo_is_ready(db):
+        typer.echo(f"building the demo store at {db} (a few minutes on CPU)...")
+        summary = build_demo_store(db, rows=rows, seed=seed)
+        f1 = summary["champion_macro_f1"]
+        typer.echo(
+            f"demo store ready: {summary['reviews']:,} reviews, champion {summary['champion']}"
+            + (f" (test macro-F1 {f1:.3f})" if f1 is not None else "")
+            + f", {summary['scored']:,} reviews scored; steps took {summary['seconds']}"
+        )
+    else:
+        typer.echo(f"demo store at {db} is ready (use --rebuild to run the steps again)")
+    logins = ensure_demo_accounts(db)
+    secrets_file, logins_file = demo_files(db)
+    url = f"http://{host}:{port}"
+    typer.echo(f"\ndashboard: {url}")
+    for (username, password), role in zip(logins.items(), ("viewer", "labeler", "data scientist")):
+        typer.echo(f"  {role:<15} user {username:<20} password {password}")
+    typer.echo(f"(logins are kept in {logins_file})")
+    if not launch:
+        return
+    raise typer.Exit(serve_dashboard(db, host=host, port=port, secrets=secrets_file))

@@ -217,7 +217,9 @@ def stars_to_labels(stars: np.ndarray) -> np.ndarray:
     return np.array(LABELS, dtype=object)[np.where(stars <= 2, 0, np.where(stars == 3, 1, 2))]
 
 
-def load_demo_data(db, *, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED, chunk_rows: int = 250_000) -> dict:
+def load_demo_data(
+    db, *, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED, chunk_rows: int = 250_000, reporter=None
+) -> dict:
     """Generate demo reviews and write them to the store with star labels and frozen splits.
 
     Generation happens with no connection open; each chunk is written in its own short
@@ -254,7 +256,17 @@ def load_demo_data(db, *, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED, ch
         totals["inserted"] += counts.inserted
         totals["updated"] += counts.updated
         totals["unchanged"] += counts.unchanged
+        if reporter is not None:
+            done = offset + chunk.num_rows
+            reporter.progress(done / table.num_rows, f"wrote {done:,} of {table.num_rows:,} demo reviews")
     with transaction(db) as con:
         totals["splits"] = assign_splits(con)
     totals["events"] = demo_events().as_dict(DEFAULT_START)
     return totals
+
+
+def run_job(db, params: dict, reporter) -> dict:
+    """Job kind "demo-data": ``params`` may hold ``rows`` and ``seed``."""
+    rows = int(params.get("rows", DEFAULT_ROWS))
+    seed = int(params.get("seed", DEFAULT_SEED))
+    return load_demo_data(db, rows=rows, seed=seed, chunk_rows=int(params.get("chunk_rows", 250_000)), reporter=reporter)

@@ -34,8 +34,9 @@ JOB_KINDS: dict[str, str] = {
     "flag": "pipeline.flagging:run_job",
     "retrain": "pipeline.rounds:run_job",
     "demo-pipeline": "pipeline.demo:run_job",
+    "demo-data": "pipeline.demo_data:run_job",
 }
-PERMISSION_FOR_KIND = {"train": "train", "retrain": "train", "score": "score", "flag": "flag.create", "demo-pipeline": "train"}
+PERMISSION_FOR_KIND = {"train": "train", "retrain": "train", "score": "score", "flag": "flag.create", "demo-pipeline": "train", "demo-data": "import"}
 # Seconds between progress writes: often enough for a live panel, rare enough not to contend for the lock.
 PROGRESS_INTERVAL_S = 1.0
 

@@ -19,3 +19,28 @@ def label_from_stars(stars: int) -> str:
 STARS_LABEL_SQL = (
     "CASE WHEN {col} <= 2 THEN 'negative' WHEN {col} = 3 THEN 'neutral' ELSE 'positive' END"
 )
+
+# --- dashboard analytics (store/analytics.py) ---
+# Periods before the current one whose pooled negative share is a trend's baseline.
+SHIFT_BASELINE_PERIODS = 6
+# Fewest reviews a period needs before it can be marked as a sudden shift.
+SHIFT_MIN_REVIEWS = 15
+# Fewest reviews the baseline periods need together before any period is compared with them.
+SHIFT_MIN_BASELINE_REVIEWS = 45
+# |z| (two-proportion test against the baseline) that marks a shift; high because every restaurant's
+# every week is tested, and at 3 a 100k-review demo store showed a dozen spurious shifts.
+SHIFT_MIN_Z = 4.0
+# The absolute change in negative share a shift must also reach (big stores make tiny wiggles significant).
+SHIFT_MIN_DELTA = 0.15
+# A restaurant whose first review comes this many days after the store's first review is marked new...
+NEW_RESTAURANT_AFTER_DAYS = 60
+# ...if that delay is also this many times its mean gap between reviews (a quiet place starts late by chance).
+NEW_RESTAURANT_GAP_FACTOR = 5.0
+# Reviews sampled per class (negative, positive) for distinguishing terms: bounds the cost at any store size.
+TERMS_SAMPLE_PER_CLASS = 4000
+# Rows per sampling block for distinguishing terms (DuckDB's vector size: a skipped block's texts are never read).
+TERMS_BLOCK_ROWS = 2048
+# Fewest blocks the terms sample is drawn from, so it spans the store rather than a few days of it.
+TERMS_MIN_BLOCKS = 40
+# A term must occur at least this many times in the sample to be ranked.
+TERMS_MIN_COUNT = 5

@@ -85,6 +85,8 @@ def connect(
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.5)
         try:
+            # No progress bar: it would draw into CLI output and job logs.
+            con.execute("SET enable_progress_bar = false")
             yield con
         finally:
             con.close()

@@ -18,12 +18,12 @@ def append_labels(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFrame
     Returns:
         How many label rows were appended.
     """
-    frame = batch if isinstance(batch, pd.DataFrame) else batch.to_pandas()
-    frame = frame.copy()
-    for optional in ("labeler", "round"):
-        if optional not in frame.columns:
-            frame[optional] = None
-    con.register("_label_batch", frame[["review_id", "label", "source", "labeler", "round"]])
+    # Registered as Arrow: a million-row import would spend seconds converting to pandas.
+    table = batch if isinstance(batch, pa.Table) else pa.Table.from_pandas(batch, preserve_index=False)
+    for optional, kind in (("labeler", pa.string()), ("round", pa.int32())):
+        if optional not in table.column_names:
+            table = table.append_column(optional, pa.nulls(table.num_rows, kind))
+    con.register("_label_batch", table.select(["review_id", "label", "source", "labeler", "round"]))
     try:
         before = con.execute("SELECT count(*) FROM labels").fetchone()[0]
         con.execute(

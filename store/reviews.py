@@ -8,6 +8,7 @@ from datetime import datetime
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # Columns an incoming batch may carry; review_id, text and source are required.
 REVIEW_FIELDS: tuple[str, ...] = (
@@ -40,11 +41,27 @@ def _as_relation_frame(batch: pa.Table | pd.DataFrame) -> pa.Table:
     return table.select(list(REVIEW_FIELDS))
 
 
+_INCOMING_COLUMNS = """
+    review_id::VARCHAR AS review_id, restaurant_id::VARCHAR AS restaurant_id,
+    restaurant_name::VARCHAR AS restaurant_name, neighborhood::VARCHAR AS neighborhood,
+    created_at::TIMESTAMP AS created_at, stars::TINYINT AS stars, text::VARCHAR AS text,
+    source::VARCHAR AS source, md5(text::VARCHAR) AS content_hash
+"""
+# A stored review (r) differs from an incoming one (i) with the same id.
+_CHANGED = """
+    r.content_hash <> i.content_hash OR r.stars IS DISTINCT FROM i.stars
+    OR r.created_at IS DISTINCT FROM i.created_at
+    OR r.restaurant_id IS DISTINCT FROM i.restaurant_id
+    OR r.restaurant_name IS DISTINCT FROM i.restaurant_name
+    OR r.neighborhood IS DISTINCT FROM i.neighborhood
+"""
+
+
 def upsert_reviews(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFrame) -> UpsertCounts:
     """Insert new reviews and update known ids whose content changed, in one set-based pass.
 
-    ``batch`` must hold unique review_ids (the importer rejects in-file duplicates first).
-    Call inside a transaction.
+    ``batch`` must hold unique review_ids (the importer rejects in-file duplicates first);
+    a repeated id raises ValueError. Call inside a transaction.
 
     Returns:
         How many ids were new, changed, or already stored identically.
@@ -53,63 +70,55 @@ def upsert_reviews(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFram
         >>> upsert_reviews(con, pd.DataFrame({"review_id": ["r1"], "text": ["Great tacos"], "source": ["demo"]}))  # doctest: +SKIP
         UpsertCounts(inserted=1, updated=0, unchanged=0)
     """
-    con.register("_incoming_raw", _as_relation_frame(batch))
+    incoming = _as_relation_frame(batch)
+    # reviews has no primary key (migration 50), so a repeated id must be refused here.
+    if pc.count_distinct(incoming["review_id"]).as_py() + incoming["review_id"].null_count != incoming.num_rows:
+        raise ValueError("review batch repeats a review_id")
+    # Only rows whose id is already stored can be updated or unchanged, so only they are staged
+    # in a temp table; new rows go from the batch straight into reviews (no extra copy).
+    con.register("_incoming_raw", incoming)
     try:
         con.execute(
-            """
+            f"""
             CREATE OR REPLACE TEMP TABLE _incoming AS
-            SELECT review_id::VARCHAR AS review_id, restaurant_id::VARCHAR AS restaurant_id,
-                   restaurant_name::VARCHAR AS restaurant_name, neighborhood::VARCHAR AS neighborhood,
-                   created_at::TIMESTAMP AS created_at, stars::TINYINT AS stars, text::VARCHAR AS text,
-                   source::VARCHAR AS source, md5(text::VARCHAR) AS content_hash
-            FROM _incoming_raw
+            SELECT {_INCOMING_COLUMNS} FROM _incoming_raw
+            WHERE review_id::VARCHAR IN (SELECT review_id FROM reviews)
             """
         )
-    finally:
-        con.unregister("_incoming_raw")
-    now = datetime.now()
-    inserted, updated, unchanged = con.execute(
-        """
-        SELECT count(*) FILTER (WHERE r.review_id IS NULL),
-               count(*) FILTER (WHERE r.review_id IS NOT NULL AND (
-                    r.content_hash <> i.content_hash OR r.stars IS DISTINCT FROM i.stars
-                    OR r.created_at IS DISTINCT FROM i.created_at
-                    OR r.restaurant_id IS DISTINCT FROM i.restaurant_id
-                    OR r.restaurant_name IS DISTINCT FROM i.restaurant_name
-                    OR r.neighborhood IS DISTINCT FROM i.neighborhood)),
-               count(*) FILTER (WHERE r.review_id IS NOT NULL)
-        FROM _incoming i LEFT JOIN reviews r USING (review_id)
-        """
-    ).fetchone()
-    if updated:
-        con.execute(
+        now = datetime.now()
+        updated, matched = con.execute(
+            f"""
+            SELECT count(*) FILTER (WHERE {_CHANGED}), count(*)
+            FROM _incoming i JOIN reviews r USING (review_id)
             """
-            UPDATE reviews AS r SET
-                restaurant_id = i.restaurant_id, restaurant_name = i.restaurant_name,
-                neighborhood = i.neighborhood, created_at = i.created_at, stars = i.stars,
-                text = i.text, source = i.source, content_hash = i.content_hash, updated_at = ?
-            FROM _incoming i
-            WHERE r.review_id = i.review_id AND (
-                r.content_hash <> i.content_hash OR r.stars IS DISTINCT FROM i.stars
-                OR r.created_at IS DISTINCT FROM i.created_at
-                OR r.restaurant_id IS DISTINCT FROM i.restaurant_id
-                OR r.restaurant_name IS DISTINCT FROM i.restaurant_name
-                OR r.neighborhood IS DISTINCT FROM i.neighborhood)
-            """,
-            [now],
-        )
-    if inserted:
-        con.execute(
-            """
+        ).fetchone()
+        if updated:
+            con.execute(
+                f"""
+                UPDATE reviews AS r SET
+                    restaurant_id = i.restaurant_id, restaurant_name = i.restaurant_name,
+                    neighborhood = i.neighborhood, created_at = i.created_at, stars = i.stars,
+                    text = i.text, source = i.source, content_hash = i.content_hash, updated_at = ?
+                FROM _incoming i
+                WHERE r.review_id = i.review_id AND ({_CHANGED})
+                """,
+                [now],
+            )
+        inserted = con.execute(
+            f"""
             INSERT INTO reviews
+            WITH fresh AS (SELECT n.* FROM _incoming_raw n ANTI JOIN reviews r ON r.review_id = n.review_id::VARCHAR),
+            i AS (SELECT {_INCOMING_COLUMNS} FROM fresh)
             SELECT i.review_id, i.restaurant_id, i.restaurant_name, i.neighborhood, i.created_at,
                    i.stars, i.text, i.source, i.content_hash, ?::TIMESTAMP, NULL
-            FROM _incoming i ANTI JOIN reviews r USING (review_id)
+            FROM i
             """,
             [now],
-        )
+        ).fetchone()[0]
+    finally:
+        con.unregister("_incoming_raw")
     con.execute("DROP TABLE _incoming")
-    return UpsertCounts(inserted=inserted, updated=updated, unchanged=unchanged - updated)
+    return UpsertCounts(inserted=inserted, updated=updated, unchanged=matched - updated)
 
 
 def count_reviews(con: duckdb.DuckDBPyConnection) -> int:

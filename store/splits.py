@@ -43,13 +43,25 @@ def assign_splits(
     """
     if abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) < 0:
         raise ValueError(f"split fractions must be non-negative and sum to 1, got {fractions}")
+    # Cheap exit for the common re-import case: computing strata reads every current label.
+    if not con.execute("SELECT EXISTS (SELECT 1 FROM reviews r ANTI JOIN splits s USING (review_id))").fetchone()[0]:
+        return {s: 0 for s in SPLITS}
+    # The current label of every review is computed once (a window over all labels) and
+    # serves both the per-stratum counts and the pending rows below.
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE _stratum AS
+        SELECT r.review_id, coalesce(l.label, '') AS stratum, s.split
+        FROM reviews r LEFT JOIN current_labels l USING (review_id) LEFT JOIN splits s USING (review_id)
+        """
+    )
     strata = con.execute(
         """
-        SELECT coalesce(l.label, '') AS stratum, count(*) FILTER (WHERE s.review_id IS NULL) AS new,
-               count(*) FILTER (WHERE s.split = 'train') AS train,
-               count(*) FILTER (WHERE s.split = 'val') AS val,
-               count(*) FILTER (WHERE s.split = 'test') AS test
-        FROM reviews r LEFT JOIN current_labels l USING (review_id) LEFT JOIN splits s USING (review_id)
+        SELECT stratum, count(*) FILTER (WHERE split IS NULL) AS new,
+               count(*) FILTER (WHERE split = 'train') AS train,
+               count(*) FILTER (WHERE split = 'val') AS val,
+               count(*) FILTER (WHERE split = 'test') AS test
+        FROM _stratum
         GROUP BY 1
         """
     ).fetchall()
@@ -59,6 +71,7 @@ def assign_splits(
             q = _quota({"train": train, "val": val, "test": test}, new, fractions)
             quotas.append((stratum, q["train"], q["val"]))
     if not quotas:
+        con.execute("DROP TABLE _stratum")
         return {s: 0 for s in SPLITS}
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _quota (stratum VARCHAR, n_train BIGINT, n_val BIGINT)"
@@ -68,9 +81,9 @@ def assign_splits(
         """
         INSERT INTO splits (review_id, split, assigned_at)
         WITH pending AS (
-            SELECT r.review_id, coalesce(l.label, '') AS stratum,
-                   row_number() OVER (PARTITION BY coalesce(l.label, '') ORDER BY hash(r.review_id || ?), r.review_id) AS k
-            FROM reviews r LEFT JOIN current_labels l USING (review_id) ANTI JOIN splits s USING (review_id)
+            SELECT review_id, stratum,
+                   row_number() OVER (PARTITION BY stratum ORDER BY hash(review_id || ?), review_id) AS k
+            FROM _stratum WHERE split IS NULL
         )
         SELECT p.review_id,
                CASE WHEN p.k <= q.n_train THEN 'train' WHEN p.k <= q.n_train + q.n_val THEN 'val' ELSE 'test' END,
@@ -80,6 +93,7 @@ def assign_splits(
         [str(SPLIT_SEED), datetime.now()],
     )
     con.execute("DROP TABLE _quota")
+    con.execute("DROP TABLE _stratum")
     counts = dict.fromkeys(SPLITS, 0)
     for _, n_train, n_val in quotas:
         counts["train"] += n_train

@@ -1,0 +1,255 @@
+"""Scoring speed: tastebud's batched inference vs Hugging Face ``pipeline("text-classification")``.
+
+Same real reviews (yelp_dev.csv), same model, same truncation (256 tokens), one run. Each
+method runs in its own subprocess so its peak memory (ru_maxrss) is its own; model loading
+and a 16-text warm-up are excluded from the timing. Reports reviews/s, tokens/s (real,
+unpadded tokens after truncation), peak RSS, RSS growth while scoring, macro-F1 against
+star labels (1-2 negative, 3 neutral, 4-5 positive), and argmax agreement with fp32.
+
+    python bench/scoring_bench.py --model-dir DIR --n 2000
+    python bench/scoring_bench.py --store-scale 1000000   # chunked scoring of 1M stored reviews
+
+Without --model-dir the packaged MiniLM encoder gets a fresh (random) classification head:
+timings are valid, macro-F1 is then meaningless (and printed as such).
+
+``--store-scale N`` measures the store side of ``tastebud score``: N synthetic reviews in a
+temporary store, scored in chunks by a constant predictor, recording throughput and RSS
+after every chunk (memory must stay flat as the predictions table grows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+
+def shared_data_dir() -> Path:
+    """``$TASTEBUD_SHARED_DATA``, else the nearest ``shared/data`` above the repository."""
+    if os.environ.get("TASTEBUD_SHARED_DATA"):
+        return Path(os.environ["TASTEBUD_SHARED_DATA"])
+    for parent in REPO.parents:
+        if (parent / "shared" / "data").is_dir():
+            return parent / "shared" / "data"
+    return REPO.parent / "shared" / "data"
+
+
+DATA = shared_data_dir() / "yelp_reviews_10k" / "yelp_dev.csv"
+MAX_LENGTH = 256
+WARMUP = 16
+
+METHODS = {
+    "ours": "tastebud predict_proba: length-sorted token-budget batches, bf16 weights (AMX)",
+    "ours-fp32": "tastebud predict_proba, fp32 (no bf16): the batching alone",
+    "ours-int8": "tastebud predict_proba, int8 dynamic quantization of Linear layers (fp32 activations)",
+    "pipeline-single": "transformers pipeline, one text per call (fp32)",
+    "pipeline-batched": "transformers pipeline, batch_size=32 (fp32)",
+    "pipeline-batched-bf16": "transformers pipeline, batch_size=32, model in bf16",
+}
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _load_texts(n: int, seed: int):
+    import pandas as pd
+
+    frame = pd.read_csv(DATA)
+    # the later half of the file by date: never seen by a model fine-tuned on the first 4,000 rows
+    return frame.iloc[4000:].sample(n, random_state=seed).reset_index(drop=True)
+
+
+def run_method(method: str, model_dir: str | None, n: int, seed: int) -> dict:
+    """Score the sample with one method in this process; returns timings and predictions."""
+    import copy
+
+    import numpy as np
+    import torch
+
+    from pipeline.device import resolve_device
+    from pipeline.inference import predict_proba, prepare_for_inference
+    from pipeline.modeling import default_base_model, load_classifier
+
+    frame = _load_texts(n, seed)
+    texts = frame["text"].tolist()
+    info = resolve_device("cpu")
+    torch.manual_seed(0)  # the same fresh head in every subprocess when there is no fine-tuned model
+    model, tokenizer = load_classifier(model_dir or default_base_model())
+    if method == "ours":
+        model = prepare_for_inference(model, info)
+        run = lambda batch: predict_proba(model, tokenizer, batch, max_length=MAX_LENGTH, device=info)  # noqa: E731
+    elif method == "ours-fp32":
+        run = lambda batch: predict_proba(model, tokenizer, batch, max_length=MAX_LENGTH, device=info, autocast=False)  # noqa: E731
+    elif method == "ours-int8":
+        model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+        run = lambda batch: predict_proba(model, tokenizer, batch, max_length=MAX_LENGTH, device=info, autocast=False)  # noqa: E731
+    else:
+        from transformers import pipeline
+
+        if method == "pipeline-batched-bf16":
+            model = model.to(torch.bfloat16)
+        pipe = pipeline("text-classification", model=model, tokenizer=tokenizer, device=-1)
+        order = list(model.config.label2id)
+        batch_size = 1 if method == "pipeline-single" else 32
+
+        def run(batch):
+            if batch_size == 1:
+                outputs = [pipe(t, truncation=True, max_length=MAX_LENGTH, top_k=None) for t in batch]
+            else:
+                outputs = pipe(batch, batch_size=batch_size, truncation=True, max_length=MAX_LENGTH, top_k=None)
+            return np.array([[{d["label"]: d["score"] for d in out}[label] for label in order] for out in outputs])
+
+    run(texts[:WARMUP])
+    rss_before = _rss_kb()
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    probs = run(texts)
+    seconds = time.perf_counter() - started
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    tokens = sum(len(ids) for ids in tokenizer(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"])
+    return {"method": method, "seconds": seconds, "cpu_s": cpu_s, "n": len(texts), "tokens": tokens, "peak_rss_mb": peak / 1024,
+            "scoring_rss_growth_mb": max(0, peak - rss_before) / 1024, "pred": probs.argmax(axis=1).tolist(),
+            "loadavg_1m": os.getloadavg()[0]}
+
+
+def compare(model_dir: str | None, n: int, seed: int, methods: list[str]) -> list[dict]:
+    """Run each method in its own subprocess and print the comparison table."""
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from store.constants import LABEL_TO_ID, label_from_stars
+
+    frame = _load_texts(n, seed)
+    y = np.array([LABEL_TO_ID[label_from_stars(int(s))] for s in frame["stars"]])
+    results = []
+    for method in methods:
+        load_before = os.getloadavg()[0]
+        out = subprocess.run(
+            [sys.executable, __file__, "--worker", method, "--n", str(n), "--seed", str(seed)]
+            + (["--model-dir", model_dir] if model_dir else []),
+            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1"),
+        )
+        if out.returncode != 0:
+            raise SystemExit(f"{method} failed:\n{out.stderr[-3000:]}")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        result["loadavg_before"] = load_before
+        result["macro_f1"] = f1_score(y, result["pred"], average="macro")
+        results.append(result)
+        print(f"  {method}: {result['n'] / result['seconds']:.1f} reviews/s", flush=True)
+    reference = next((r["pred"] for r in results if r["method"] == "ours-fp32"), None)
+    base = {r["method"]: r for r in results}
+    print()
+    print(f"model: {model_dir or 'packaged MiniLM encoder + fresh random head (macro-F1 meaningless)'}")
+    print(f"data: {n} reviews from {DATA.name} (seed {seed}), truncation {MAX_LENGTH} tokens, "
+          f"{results[0]['tokens'] / n:.0f} tokens/review on average")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}; load = 1-min load average before each method")
+    header = f"{'method':<22} {'reviews/s':>9} {'tokens/s':>9} {'CPU s':>7} {'peak RSS MB':>11} {'+RSS scoring':>12} " \
+             f"{'macro-F1':>8} {'agree fp32':>10} {'load':>5}"
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        agree = (np.array(r["pred"]) == np.array(reference)).mean() if reference is not None else float("nan")
+        print(f"{r['method']:<22} {r['n'] / r['seconds']:>9.1f} {r['tokens'] / r['seconds']:>9.0f} {r['cpu_s']:>7.1f} "
+              f"{r['peak_rss_mb']:>11.0f} {r['scoring_rss_growth_mb']:>12.0f} {r['macro_f1']:>8.4f} {agree:>10.4f} "
+              f"{r['loadavg_before']:>5.1f}")
+    if "ours" in base:
+        for other in ("pipeline-single", "pipeline-batched", "pipeline-batched-bf16", "ours-fp32"):
+            if other in base:
+                print(f"ours vs {other}: {base[other]['seconds'] / base['ours']['seconds']:.2f}x")
+    return results
+
+
+def store_scale(n: int, chunk_size: int) -> None:
+    """Chunked scoring of ``n`` stored reviews with a constant predictor: store throughput and flat memory."""
+    import numpy as np
+    import pandas as pd
+
+    from pipeline.jobs import JobReporter
+    from pipeline.scoring import score_with
+    from store.db import transaction
+    from store.reviews import upsert_reviews
+    from store.schema import init_store
+
+    class Constant:
+        def predict_proba(self, texts):
+            return np.tile(np.array([0.2, 0.3, 0.5], dtype=np.float32), (len(texts), 1))
+
+    class RssReporter(JobReporter):
+        def __init__(self):
+            super().__init__(None, None, echo=lambda line: None)
+            self.samples = []
+
+        def progress(self, fraction, message=None, *, force=False):
+            self.samples.append((fraction, _rss_kb() / 1024))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db, _ = init_store(Path(tmp) / "scale.duckdb")
+        started = time.perf_counter()
+        for start in range(0, n, 250_000):
+            ids = np.arange(start, min(n, start + 250_000))
+            batch = pd.DataFrame({"review_id": [f"r{i:08d}" for i in ids], "source": "bench",
+                                  "text": [f"review number {i} about tacos and service" for i in ids]})
+            with transaction(db) as con:
+                upsert_reviews(con, batch)
+        print(f"seeded {n:,} reviews in {time.perf_counter() - started:.0f}s; RSS {_rss_kb() / 1024:.0f} MB")
+        reporter = RssReporter()
+        result = score_with(db, Constant(), "const", chunk_size=chunk_size, reporter=reporter)
+        rss = [mb for _, mb in reporter.samples]
+        quarter = len(rss) // 4
+        print(f"scored {result['scored']:,} in {result['seconds']:.0f}s ({result['reviews_per_s']:,.0f} reviews/s of "
+              f"store work, chunks of {chunk_size})")
+        print(f"RSS over the run: first quarter max {max(rss[:quarter]):.0f} MB, last quarter max "
+              f"{max(rss[-quarter:]):.0f} MB, overall max {max(rss):.0f} MB; "
+              f"ru_maxrss {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        again = score_with(db, Constant(), "const", chunk_size=chunk_size)
+        print(f"re-run scored {again['scored']} in {again['seconds']:.1f}s (idempotent)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-dir", help="a fine-tuned model directory (default: packaged encoder + fresh head)")
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", default="ours,pipeline-single,pipeline-batched",
+                        help=f"comma-separated, from: {', '.join(METHODS)}")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--store-scale", type=int, help="instead: chunked scoring of this many stored reviews")
+    parser.add_argument("--chunk-size", type=int, default=2048)
+    args = parser.parse_args()
+    if args.worker:
+        result = run_method(args.worker, args.model_dir, args.n, args.seed)
+        print(json.dumps(result))
+        return
+    if args.store_scale:
+        store_scale(args.store_scale, args.chunk_size)
+        return
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise SystemExit(f"unknown methods: {sorted(unknown)}")
+    for m in methods:
+        print(f"{m}: {METHODS[m]}")
+    compare(args.model_dir, args.n, args.seed, methods)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""tastebud's Streamlit dashboard: ``app.py`` routes to ``pages/``; reads go through ``reads.py``."""

@@ -1,0 +1,229 @@
+"""Cached reads for the pages: each opens one short read-only connection and closes it.
+
+Results are cached with ``st.cache_data`` keyed on the store path *and* the store files'
+modification times, so any write (a relabel here, a job elsewhere) makes the next read
+fresh, while repeated reruns of an unchanged store cost nothing. No connection outlives
+a call: background jobs need the file's write lock.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from store import analytics
+from store import imports as import_store
+from store import jobs as job_store
+from store import models as model_store
+from store.analytics import ReviewFilter, SentimentSource
+from store.db import connect
+
+# Seconds a cached read lives even when the store has not changed (bounds memory, not staleness).
+CACHE_TTL_S = 300
+
+
+def store_version(db: Path) -> tuple[int, int]:
+    """Modification times of the store and its write-ahead log; changes with every commit."""
+    stamps = []
+    for path in (db, Path(f"{db}.wal")):
+        try:
+            stamps.append(os.stat(path).st_mtime_ns)
+        except FileNotFoundError:
+            stamps.append(0)
+    return stamps[0], stamps[1]
+
+
+def _cached(fn):
+    """Cache ``fn(db, *args)`` on the store path, the store version and the arguments."""
+
+    def run(db: str, version: tuple[int, int], *args, **kwargs):
+        return fn(Path(db), *args, **kwargs)
+
+    # st.cache_data tells functions apart by module and qualified name.
+    run.__module__, run.__name__, run.__qualname__ = fn.__module__, fn.__name__, f"cached.{fn.__qualname__}"
+    inner = st.cache_data(ttl=CACHE_TTL_S, show_spinner=False, max_entries=256)(run)
+
+    def call(db: Path, *args, **kwargs):
+        return inner(str(db), store_version(db), *args, **kwargs)
+
+    call.__name__, call.__doc__ = fn.__name__, fn.__doc__
+    call.uncached = fn  # for bench/dashboard_bench.py, which times the reads without Streamlit
+    return call
+
+
+@_cached
+def champion(db: Path) -> dict | None:
+    with connect(db, read_only=True) as con:
+        return model_store.get_champion(con)
+
+
+@_cached
+def overview(db: Path) -> dict:
+    """Overview counts, the champion with its test evaluation, and recent jobs."""
+    with connect(db, read_only=True) as con:
+        data = analytics.fetch_overview(con)
+        data["champion"] = model_store.get_champion(con)
+        data["champion_eval"] = (
+            model_store.fetch_latest_evaluation(con, data["champion"]["model_id"]) if data["champion"] else None
+        )
+        data["jobs"] = job_store.list_jobs(con, limit=10)
+    return data
+
+
+@_cached
+def trend_choices(db: Path) -> dict:
+    """Filter options, the models that have predictions, and the champion's id."""
+    with connect(db, read_only=True) as con:
+        options = analytics.fetch_filter_options(con)
+        options["scored_models"] = analytics.list_scored_models(con)
+        champ = model_store.get_champion(con)
+    options["champion_id"] = champ["model_id"] if champ else None
+    return options
+
+
+@_cached
+def trends(db: Path, model_id: str | None, flt: ReviewFilter, grain: str, by: str):
+    """(sentiment source, TrendSummary, distinguishing terms) for one selection, in one connection."""
+    with connect(db, read_only=True) as con:
+        source = analytics.resolve_sentiment_source(con, model_id)
+        # Labels are aggregated twice below: evaluate the current-labels view once.
+        used = analytics.snapshot_current_labels(con) if source.kind == "labels" else source
+        summary = analytics.fetch_trend_summary(con, used, flt, grain=grain, by=by)
+        terms = analytics.fetch_distinguishing_terms(con, used, flt, class_counts=summary.class_counts())
+    return source, summary, terms
+
+
+@_cached
+def terms(db: Path, source: SentimentSource, flt: ReviewFilter, class_counts: tuple[int, int] | None) -> pd.DataFrame:
+    """Distinguishing terms of a narrower selection (a period or group picked on the page)."""
+    with connect(db, read_only=True) as con:
+        return analytics.fetch_distinguishing_terms(con, source, flt, class_counts=class_counts)
+
+
+@_cached
+def selection_reviews(db: Path, source: SentimentSource, flt: ReviewFilter, label: str | None, limit: int):
+    with connect(db, read_only=True) as con:
+        return analytics.fetch_selection_reviews(con, source, flt, label=label, limit=limit)
+
+
+@_cached
+def models(db: Path) -> pd.DataFrame:
+    with connect(db, read_only=True) as con:
+        return model_store.list_models(con)
+
+
+def _model_details(con, model_id: str) -> dict:
+    return {
+        "evaluation": model_store.fetch_latest_evaluation(con, model_id),
+        "epochs": model_store.fetch_epoch_metrics(con, model_id),
+        "slices": model_store.fetch_evaluation_slices(con, model_id),
+    }
+
+
+@_cached
+def comparison(db: Path, chosen: tuple[str, ...]) -> dict:
+    """The rest of the comparison page but disagreements, in one connection: the chosen models'
+    details, the scored models, the champion, rounds and promotions."""
+    from store.rounds import list_rounds
+
+    with connect(db, read_only=True) as con:
+        champ = model_store.get_champion(con)
+        return {
+            "details": {model_id: _model_details(con, model_id) for model_id in chosen},
+            "scored": analytics.list_scored_models(con),
+            "champion_id": champ["model_id"] if champ else None,
+            "rounds": list_rounds(con),
+            "promotions": model_store.promotion_history(con),
+        }
+
+
+@_cached
+def disagreement(
+    db: Path, model_a: str, model_b: str, split: str | None, limit: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(3x3 agreement table, the most confident disagreements) on ``split`` (None: every review)."""
+    with connect(db, read_only=True) as con:
+        return (
+            analytics.fetch_prediction_agreement(con, model_a, model_b, split=split),
+            analytics.fetch_disagreements(con, model_a, model_b, split=split, limit=limit),
+        )
+
+
+@_cached
+def flag_queue(db: Path, reasons: tuple[str, ...], limit: int) -> dict:
+    """Open flags (highest priority first), open counts by reason, and flag counts by status."""
+    from store import flags as flag_store
+
+    with connect(db, read_only=True) as con:
+        return {
+            "queue": analytics.fetch_flag_page(con, reasons=list(reasons) or None, limit=limit),
+            "by_reason": flag_store.count_open_flags_by_reason(con),
+            "status": analytics.count_flags_by_status(con),
+        }
+
+
+@_cached
+def relabel_progress(db: Path) -> dict:
+    """Human labels per labeler and those waiting for the next retraining round."""
+    from store.relabeling import relabel_progress as progress
+
+    with connect(db, read_only=True) as con:
+        return progress(con)
+
+
+def open_flag_review_ids(db: Path, reasons: tuple[str, ...]) -> list[str]:
+    """Every review with an open flag of ``reasons`` (all reasons when empty); uncached, it feeds a write."""
+    with connect(db, read_only=True) as con:
+        return analytics.fetch_open_flag_review_ids(con, reasons=list(reasons) or None)
+
+
+@_cached
+def data_stats(db: Path) -> dict:
+    """Store statistics, monthly review volume by source, and recent imports."""
+    with connect(db, read_only=True) as con:
+        return {
+            "stats": analytics.fetch_store_counts(con),
+            "volume": analytics.fetch_review_volume(con),
+            "imports": import_store.list_imports(con),
+        }
+
+
+@_cached
+def import_rejects(db: Path, import_id: int) -> pd.DataFrame:
+    with connect(db, read_only=True) as con:
+        return import_store.fetch_rejects(con, import_id, limit=200)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model...")
+def _predictor(db: str, model_id: str):
+    from pipeline.predictors import load_predictor
+
+    return load_predictor(db, model_id)
+
+
+def predictor(db: Path, model_id: str):
+    """A loaded model for interactive predictions, kept across reruns and sessions (st.cache_resource;
+    a registered model's weights never change under its id). At most four stay loaded."""
+    return _predictor(str(db), model_id)
+
+
+def job_panel(db: Path, job_id: str) -> dict | None:
+    """A job row, its training runs' epoch metrics, and its log tail; never cached (the live panel polls it)."""
+    from pipeline.jobs import tail_log
+
+    with connect(db, read_only=True) as con:
+        job = job_store.get_job(con, job_id)
+        if job is None:
+            return None
+        epochs = analytics.fetch_job_epoch_metrics(con, job_id)
+        runs = analytics.fetch_job_training_runs(con, job_id)
+    return {"job": job, "epochs": epochs, "runs": runs, "log": tail_log(job.get("log_path"), lines=30)}
+
+
+def recent_jobs(db: Path, *, limit: int = 15) -> pd.DataFrame:
+    """Newest jobs first; uncached so a finished job shows at once."""
+    with connect(db, read_only=True) as con:
+        return job_store.list_jobs(con, limit=limit)

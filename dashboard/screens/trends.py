@@ -1,0 +1,144 @@
+import dataclasses
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import reads, views
+from dashboard.page_setup import setup_page
+from store.analytics import GRAINS, ReviewFilter, period_bounds
+from store.constants import LABELS
+
+LABELS_CHOICE = "Current labels (no model)"
+# How many groups the comparison chart preselects (those with shifts or newly opened first).
+DEFAULT_COMPARED_GROUPS = 5
+
+ctx = setup_page("Sentiment trends", "read")
+choices = reads.trend_choices(ctx.db)
+if choices["first"] is None:
+    st.info("The store has no dated reviews yet.")
+    st.stop()
+
+# --- filters ---
+scored = choices["scored_models"]
+champion_id = choices["champion_id"]
+model_options = ([champion_id] if champion_id else []) + [m for m in scored["model_id"] if m != champion_id]
+model_options.append(LABELS_CHOICE)
+f1, f2, f3, f4 = st.columns([3, 3, 3, 3])
+dates = f1.date_input("Dates", value=(choices["first"], choices["last"]), min_value=choices["first"],
+                      max_value=choices["last"], key="trend-dates")
+restaurants = f2.multiselect("Restaurants", choices["restaurants"], key="trend-restaurants")
+neighborhoods = f3.multiselect("Neighborhoods", choices["neighborhoods"], key="trend-neighborhoods")
+model_choice = f4.selectbox(
+    "Sentiment from", model_options, key="trend-model",
+    format_func=lambda m: f"{m} (champion)" if m == champion_id else m,
+)
+g1, g2, _ = st.columns([3, 4, 5])
+grain = g1.segmented_control("Period", GRAINS, default="week", key="trend-grain") or "week"
+by = g2.segmented_control("Group by", ["restaurant", "neighborhood"], default="restaurant", key="trend-by") or "restaurant"
+
+start, end = (dates[0], dates[1]) if len(dates) == 2 else (dates[0], dates[0])
+# The whole range is no filter at all (and lets DuckDB skip the date comparison).
+flt = ReviewFilter(start=None if start <= choices["first"] else start, end=None if end >= choices["last"] else end,
+                   restaurants=tuple(restaurants), neighborhoods=tuple(neighborhoods))
+model_id = None if model_choice == LABELS_CHOICE else model_choice
+source, summary, main_terms = reads.trends(ctx.db, model_id, flt, grain, by)
+
+if source.kind == "predictions":
+    note = " (champion)" if source.model_id == champion_id else ""
+    st.caption(f"Sentiment from the predictions of model {views.md(source.model_id)}{note}. Stars are the reviewers' own.")
+elif model_id is None and champion_id is None:
+    st.warning("No champion model yet, so these trends use the current labels (human relabels, imports, or stars).")
+elif model_id is None:
+    st.caption("Sentiment from the current labels (human relabels, imports, or stars).")
+else:
+    st.warning(f"Model {views.md(model_id)} has no stored predictions, so these trends use the current labels instead. "
+               "Score it from the Training page or with `tastebud score`.")
+
+trend = summary.trend
+if trend.empty:
+    st.info("No reviews match these filters.")
+    st.stop()
+
+# --- overall trend ---
+event = st.plotly_chart(
+    views.share_trend_figure(trend, title=f"Sentiment share per {grain}"),
+    on_select="rerun", selection_mode="points", key="trend-chart",
+)
+st.plotly_chart(views.count_trend_figure(trend), key="count-chart")
+st.download_button("Download the trend (CSV)", trend.to_csv(index=False), "sentiment_trend.csv", "text/csv")
+
+# --- sudden shifts ---
+shifts = summary.shifts()
+st.subheader("Sudden shifts in negative share")
+if shifts.empty:
+    st.write("None in this selection.")
+else:
+    st.dataframe(
+        shifts[["period", "grp", "shift", "n", "negative_share", "baseline_negative_share", "shift_z"]],
+        hide_index=True, column_config={**views.percent_columns(["negative_share", "baseline_negative_share"]),
+                                        "period": st.column_config.DateColumn("period", format="YYYY-MM-DD"),
+                                        "shift_z": st.column_config.NumberColumn("z", format="%.1f")},
+    )
+
+# --- by restaurant / neighborhood ---
+st.subheader(f"By {by}")
+breakdown = summary.breakdown
+new_groups = breakdown.loc[breakdown["is_new"] == True, "grp"].tolist()  # noqa: E712 (nullable column)
+if new_groups:
+    st.caption("New since the store's first reviews: " + ", ".join(views.md(g) for g in new_groups))
+shifted = shifts.loc[shifts["grp"] != "(whole selection)", "grp"].drop_duplicates().tolist()
+default_compare = list(dict.fromkeys(shifted + new_groups + breakdown["grp"].tolist()))[:DEFAULT_COMPARED_GROUPS]
+compared = st.multiselect(f"Compare {by}s over time", breakdown["grp"].tolist(), default=default_compare,
+                          key=f"trend-compare-{by}")
+if compared:
+    st.plotly_chart(views.group_trend_figure(summary.group_trend, compared), key="group-chart")
+table = st.dataframe(
+    breakdown, hide_index=True, on_select="rerun", selection_mode="single-row", key=f"trend-breakdown-{by}",
+    column_config={**views.percent_columns(["negative_share", "neutral_share", "positive_share"]),
+                   "avg_stars": st.column_config.NumberColumn("avg stars", format="%.2f"),
+                   "first_review_at": st.column_config.DateColumn("first review", format="YYYY-MM-DD")},
+)
+st.download_button(f"Download the {by} breakdown (CSV)", breakdown.to_csv(index=False), f"sentiment_by_{by}.csv", "text/csv")
+
+# --- the reviews behind a period or group ---
+st.subheader("Reviews behind the numbers")
+periods = [p.date() for p in pd.to_datetime(trend["period"])]
+clicked = [pd.Timestamp(p["x"]).date() for p in (event.selection.points if event else []) if p.get("x")]
+period_choice = st.selectbox(
+    "Period", [None, *periods], key="trend-period",
+    index=periods.index(clicked[0]) + 1 if clicked and clicked[0] in periods else 0,
+    format_func=lambda p: "All periods (click a bar to pick one)" if p is None else f"{grain} of {p:%Y-%m-%d}",
+)
+selected_rows = table.selection.rows if table else []
+group_choice = breakdown["grp"].iloc[selected_rows[0]] if selected_rows else None
+label_choice = st.segmented_control("Label", LABELS, key="trend-label")
+drill = flt
+if period_choice is not None:
+    p_start, p_end = period_bounds(period_choice, grain)
+    drill = dataclasses.replace(drill, start=max(p_start, start), end=min(p_end, end))  # within the chosen dates
+if group_choice is not None:
+    drill = dataclasses.replace(drill, **{"restaurants" if by == "restaurant" else "neighborhoods": (group_choice,)})
+if drill == flt and label_choice is None:
+    st.caption(f"Pick a period (click a bar), a {by} (select a row above) or a label to see its reviews.")
+else:
+    parts = [f"{grain} of {period_choice:%Y-%m-%d}" if period_choice else None, group_choice, label_choice]
+    st.caption("Showing the newest 200 reviews for: " + ", ".join(views.md(p) for p in parts if p))
+    reviews = reads.selection_reviews(ctx.db, source, drill, label_choice, 200)
+    st.dataframe(reviews, hide_index=True, column_config={"text": st.column_config.TextColumn("text", width="large")})
+    st.download_button("Download these reviews (CSV)", reviews.to_csv(index=False), "reviews.csv", "text/csv")
+
+# --- distinguishing terms ---
+st.subheader("Words that separate negative from positive reviews")
+terms = main_terms if drill == flt else reads.terms(
+    ctx.db, source, drill, summary.class_counts(period=period_choice, group=group_choice))
+if terms.empty:
+    st.write("Not enough negative and positive reviews in this selection.")
+else:
+    st.caption(f"Log-odds z-scores over a sample of {terms['n_negative'].iloc[0]:,} negative and "
+               f"{terms['n_positive'].iloc[0]:,} positive reviews of the selection.")
+    neg_col, pos_col = st.columns(2)
+    columns = ["term", "negative_count", "positive_count", "z"]
+    neg_col.markdown("**Negative-leaning**")
+    neg_col.dataframe(terms[terms["side"] == "negative"][columns], hide_index=True)
+    pos_col.markdown("**Positive-leaning**")
+    pos_col.dataframe(terms[terms["side"] == "positive"].sort_values("z")[columns], hide_index=True)

@@ -1,0 +1,199 @@
+"""Display helpers shared by the pages: figures and tidy frames. No store access here."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from store.constants import LABELS
+
+LABEL_COLORS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#2ca02c"}
+SHIFT_SYMBOLS = {"spike": "triangle-up", "drop": "triangle-down"}
+
+
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
+
+
+def md(text) -> str:
+    """``text`` with every Markdown-significant character backslash-escaped, for data shown inside
+    st.caption / st.error / st.success (names, ids and messages that come from the store or files)."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
+
+
+def counts_frame(counts: dict, name: str) -> pd.DataFrame:
+    """A {key: count} dict as a two-column frame, largest first."""
+    frame = pd.DataFrame({name: list(counts), "count": list(counts.values())})
+    return frame.sort_values("count", ascending=False, ignore_index=True)
+
+
+def jobs_frame(jobs: pd.DataFrame) -> pd.DataFrame:
+    columns = [c for c in ("job_id", "kind", "status", "actor", "progress", "message", "created_at", "finished_at", "error") if c in jobs]
+    return jobs[columns]
+
+
+def _decode(value):
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def flag_detail(detail) -> str:
+    """A flag's detail (JSON object) as ' — key value, key value' for plain-text display."""
+    detail = _decode(detail)
+    if not detail:
+        return ""
+    if not isinstance(detail, dict):
+        return f" — {detail}"
+    parts = [f"{k.replace('_', ' ')} {v:.3g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+             for k, v in detail.items()]
+    return " — " + ", ".join(parts)
+
+
+def evaluation_metrics(evaluation: dict | None) -> dict:
+    """The metrics dict of an evaluation row (decoded when stored as JSON text)."""
+    if not evaluation:
+        return {}
+    metrics = _decode(evaluation.get("metrics", evaluation))
+    return metrics if isinstance(metrics, dict) else {}
+
+
+def model_summary(model: dict, evaluation: dict | None) -> None:
+    """Name, id and headline test metrics of one model."""
+    name = model.get("name") or model["model_id"]
+    st.text(name if name == model["model_id"] else f"{name}  ({model['model_id']})")
+    metrics = evaluation_metrics(evaluation)
+    cols = st.columns(3)
+    for col, key, label in zip(cols, ("accuracy", "macro_f1", "ece"), ("Test accuracy", "Test macro-F1", "Calibration error")):
+        value = metrics.get(key)
+        col.metric(label, f"{value:.3f}" if isinstance(value, (int, float)) else "—")
+    if not metrics:
+        st.caption("No test evaluation stored for this model yet.")
+
+
+def confusion_figure(matrix, title: str) -> go.Figure:
+    """Heatmap of a 3x3 confusion matrix (rows = true label, columns = predicted)."""
+    frame = pd.DataFrame(matrix, index=list(LABELS), columns=list(LABELS))
+    fig = go.Figure(
+        go.Heatmap(
+            z=frame.values,
+            x=[f"pred {c}" for c in frame.columns],
+            y=[f"true {r}" for r in frame.index],
+            text=frame.values,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            showscale=False,
+        )
+    )
+    fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def share_trend_figure(trend: pd.DataFrame, *, title: str) -> go.Figure:
+    """Stacked label shares per period (bars, clickable), average stars on a second axis, shifts marked."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for label in LABELS:
+        fig.add_trace(
+            go.Bar(
+                x=trend["period"],
+                y=trend[f"{label}_share"],
+                name=label,
+                marker_color=LABEL_COLORS[label],
+                customdata=trend[label],
+                hovertemplate="%{x|%Y-%m-%d}: %{y:.0%} (%{customdata})<extra>" + label + "</extra>",
+            ),
+            secondary_y=False,
+        )
+    fig.add_trace(
+        go.Scatter(
+            x=trend["period"], y=trend["avg_stars"], name="avg stars", mode="lines",
+            line=dict(color="#1f2937", width=2), hovertemplate="%{y:.2f} stars<extra></extra>",
+        ),
+        secondary_y=True,
+    )
+    shifts = trend[trend["shift"].notna()]
+    for kind, symbol in SHIFT_SYMBOLS.items():
+        marked = shifts[shifts["shift"] == kind]
+        if len(marked):
+            fig.add_trace(
+                go.Scatter(
+                    x=marked["period"], y=[1.04] * len(marked), mode="markers", name=f"negative {kind}",
+                    marker=dict(symbol=symbol, size=13, color="#111827"),
+                    hovertemplate="negative share %{customdata:.0%}<extra>" + kind + "</extra>",
+                    customdata=marked["negative_share"],
+                ),
+                secondary_y=False,
+            )
+    fig.update_layout(
+        title=title, barmode="stack", height=380, margin=dict(l=10, r=10, t=40, b=10),
+        legend=dict(orientation="h", y=-0.15), clickmode="event+select",
+    )
+    fig.update_yaxes(title_text="share", tickformat=".0%", range=[0, 1.08], secondary_y=False)
+    fig.update_yaxes(title_text="avg stars", range=[1, 5], secondary_y=True)
+    return fig
+
+
+def count_trend_figure(trend: pd.DataFrame) -> go.Figure:
+    """Stacked review counts per period by label."""
+    fig = go.Figure()
+    for label in LABELS:
+        fig.add_trace(go.Bar(x=trend["period"], y=trend[label], name=label, marker_color=LABEL_COLORS[label]))
+    fig.update_layout(barmode="stack", height=260, margin=dict(l=10, r=10, t=30, b=10), title="Reviews per period",
+                      showlegend=False)
+    return fig
+
+
+def group_trend_figure(group_trend: pd.DataFrame, groups: list[str]) -> go.Figure:
+    """Negative share over time of the chosen groups, their shifts marked."""
+    fig = go.Figure()
+    for name in groups:
+        series = group_trend[group_trend["grp"] == name]
+        name = html.escape(name)  # plotly renders a few HTML tags in names
+        fig.add_trace(go.Scatter(x=series["period"], y=series["negative_share"], name=name, mode="lines+markers",
+                                 marker=dict(size=4), customdata=series["n"],
+                                 hovertemplate="%{x|%Y-%m-%d}: %{y:.0%} of %{customdata}<extra>" + name + "</extra>"))
+        marked = series[series["shift"].notna()]
+        if len(marked):
+            fig.add_trace(go.Scatter(
+                x=marked["period"], y=marked["negative_share"], mode="markers", showlegend=False,
+                marker=dict(symbol=[SHIFT_SYMBOLS[k] for k in marked["shift"]], size=12, color="#111827"),
+                hovertemplate="%{x|%Y-%m-%d}: negative %{y:.0%}<extra>" + name + " shift</extra>",
+            ))
+    fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10), title="Negative share by group",
+                      legend=dict(orientation="h", y=-0.15))
+    fig.update_yaxes(tickformat=".0%", range=[0, 1])
+    return fig
+
+
+def epoch_figure(epochs: pd.DataFrame, *, title: str) -> go.Figure:
+    """Train/val loss and val macro-F1 per epoch (one line per run when a job trained several)."""
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    runs = epochs["run_id"].unique() if "run_id" in epochs else [None]
+    for run in runs:
+        part = epochs if run is None else epochs[epochs["run_id"] == run]
+        suffix = "" if len(runs) == 1 else f" {str(run)[-6:]}"
+        for column, dash in (("train_loss", "dot"), ("val_loss", "solid")):
+            if column in part and part[column].notna().any():
+                fig.add_trace(go.Scatter(x=part["epoch"], y=part[column], name=column + suffix, mode="lines+markers",
+                                         line=dict(dash=dash)), secondary_y=False)
+        if "val_macro_f1" in part and part["val_macro_f1"].notna().any():
+            fig.add_trace(go.Scatter(x=part["epoch"], y=part["val_macro_f1"], name="val macro-F1" + suffix,
+                                     mode="lines+markers", line=dict(color="#2ca02c")), secondary_y=True)
+    fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text="loss", secondary_y=False)
+    fig.update_yaxes(title_text="macro-F1", range=[0, 1], secondary_y=True)
+    return fig
+
+
+def percent_columns(columns: list[str]) -> dict:
+    """column_config entries showing shares as percentages."""
+    return {c: st.column_config.NumberColumn(c.replace("_", " "), format="percent") for c in columns}

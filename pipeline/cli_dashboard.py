@@ -1,0 +1,129 @@
+"""`tastebud dashboard`, and the account commands it needs: `hash-password`, `add-account`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import typer
+
+from pipeline.cli_app import app, db_path
+from store.actors import ROLES
+from store.errors import TastebudError
+
+ENV_SECRETS = "TASTEBUD_SECRETS"
+DEFAULT_SECRETS = Path(".streamlit") / "secrets.toml"
+APP_PATH = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+
+
+def dashboard_command(*, host: str, port: int, secrets: Path | None) -> list[str]:
+    """argv that serves the dashboard with ``streamlit run`` (headless, no usage statistics); the store
+    comes from ``$TASTEBUD_DB``.
+
+    Example:
+        >>> dashboard_command(host="localhost", port=8501, secrets=None)[3]
+        'run'
+    """
+    argv = [
+        sys.executable, "-m", "streamlit", "run", str(APP_PATH),
+        "--server.address", host, "--server.port", str(port), "--server.headless", "true",
+        "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
+    ]
+    if secrets is not None:
+        argv += ["--secrets.files", str(secrets)]
+    return argv
+
+
+def serve_dashboard(db: Path, *, host: str = "localhost", port: int = 8501, secrets: Path | None = None) -> int:
+    """Serve the dashboard on ``db`` in the foreground until it stops; returns streamlit's exit code.
+
+    Args:
+        db: an existing store.
+        host: address to bind; the default keeps the dashboard private to this machine.
+        port: port to serve on.
+        secrets: accounts/OIDC secrets file; None lets Streamlit read ``.streamlit/secrets.toml``.
+
+    Example:
+        >>> serve_dashboard(Path("demo.duckdb"), secrets=Path("demo-secrets.toml"))  # doctest: +SKIP
+    """
+    db = Path(db).resolve()
+    if not db.exists():
+        raise TastebudError(f"no store at {db}: run `tastebud demo-data` or `tastebud import` first")
+    if secrets is not None and not Path(secrets).is_file():
+        raise TastebudError(f"no secrets file at {secrets}")
+    env = dict(os.environ, TASTEBUD_DB=str(db))
+    # The app imports store/ and pipeline/; make them importable however tastebud was installed.
+    root = str(APP_PATH.parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    try:
+        return subprocess.call(dashboard_command(host=host, port=port, secrets=secrets), env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+@app.command("dashboard")
+def dashboard_cmd(
+    port: int = typer.Option(8501, "--port", min=1, max=65535, help="Port to serve on."),
+    host: str = typer.Option("localhost", "--host", help="Address to bind (localhost keeps it private to this machine)."),
+    secrets: Path = typer.Option(
+        None, "--secrets", help=f"Accounts/OIDC secrets file (default ${ENV_SECRETS}, else .streamlit/secrets.toml)."
+    ),
+) -> None:
+    """Serve the Streamlit dashboard on the store given by --db."""
+    db = db_path().resolve()
+    secrets = secrets or (Path(os.environ[ENV_SECRETS]) if os.environ.get(ENV_SECRETS) else None)
+    if db.exists():
+        typer.echo(f"tastebud dashboard on http://{host}:{port} (store {db}); Ctrl+C stops it")
+    raise typer.Exit(serve_dashboard(db, host=host, port=port, secrets=secrets))
+
+
+def _prompt_password() -> str:
+    password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    from dashboard.auth import MAX_PASSWORD_BYTES
+
+    if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
+        raise TastebudError(f"passwords are limited to {MAX_PASSWORD_BYTES} bytes")
+    if len(password) < 8:
+        raise TastebudError("use a password of at least 8 characters")
+    return password
+
+
+@app.command("hash-password")
+def hash_password_cmd() -> None:
+    """Prompt for a password and print its bcrypt hash for a dashboard account in the secrets file."""
+    from dashboard.auth import hash_password
+
+    typer.echo(hash_password(_prompt_password()))
+
+
+@app.command("add-account")
+def add_account_cmd(
+    username: str = typer.Argument(..., help="Login name (letters, digits, _ . @ -)."),
+    role: str = typer.Option(..., "--role", help=f"One of {', '.join(ROLES)}."),
+    secrets: Path = typer.Option(None, "--secrets", help="Secrets file to append to (default .streamlit/secrets.toml)."),
+) -> None:
+    """Add a local dashboard account (password prompted, stored bcrypt-hashed)."""
+    from dashboard.auth import USERNAME_PATTERN, hash_password
+
+    if not USERNAME_PATTERN.match(username):
+        raise TastebudError("a username may use letters, digits and _ . @ - only (at most 64)")
+    if role not in ROLES:
+        raise TastebudError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    path = secrets or (Path(os.environ[ENV_SECRETS]) if os.environ.get(ENV_SECRETS) else DEFAULT_SECRETS)
+    existing = {}
+    if path.exists():
+        try:
+            existing = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise TastebudError(f"{path} is not valid TOML: {exc}") from exc
+    if username in existing.get("accounts", {}):
+        raise TastebudError(f"account {username!r} already exists in {path}")
+    entry = f'\n[accounts."{username}"]\npassword_hash = "{hash_password(_prompt_password())}"\nrole = "{role}"\n'
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(entry)
+    os.chmod(path, 0o600)
+    typer.echo(f"added {role} account {username!r} to {path}")

@@ -1,0 +1,232 @@
+"""The relabel loop on the command line: score, flag, flags, relabel, dismiss, undo, retrain, rounds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pipeline.cli_app import app, db_path, emit_json
+from store.actors import Actor, cli_actor
+from store.db import connect
+from store.errors import TastebudError
+
+
+def _reporter(as_json: bool):
+    from pipeline.jobs import JobReporter
+
+    # With --json, stdout carries only the JSON document; progress lines go to stderr.
+    return JobReporter(db_path(), None, echo=lambda line: typer.echo(line, err=as_json))
+
+
+def _background(kind: str, params: dict, as_json: bool) -> None:
+    from pipeline.jobs import start_job
+
+    job_id = start_job(db_path(), kind, params, cli_actor())
+    emit_json({"job_id": job_id}) if as_json else typer.echo(job_id)
+
+
+def _person(name: str | None) -> Actor:
+    """The CLI operator, or a named labeler when --as is given (so the audit says who)."""
+    return Actor(name=name, role="labeler") if name else cli_actor()
+
+
+@app.command("score")
+def score_cmd(
+    model: str = typer.Option(None, "--model", help="Model id to score with (default: the champion)."),
+    rescore_all: bool = typer.Option(False, "--all", help="Rescore every review, not only unscored or changed ones."),
+    shard: str = typer.Option(None, "--shard", help="i/N: score only shard i of N (run N processes to split the work)."),
+    chunk_size: int = typer.Option(None, "--chunk-size", help="Reviews per read/compute/write cycle."),
+    background: bool = typer.Option(False, "--background", help="Run as a background job and print its id."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Score the reviews the champion (or --model) has not scored yet; resumable and idempotent."""
+    from pipeline.scoring import DEFAULT_CHUNK_SIZE, parse_shard, score
+
+    parse_shard(shard)  # reject a bad --shard before starting anything
+    if background:
+        _background("score", {"model_id": model, "rescore_all": rescore_all, "shard": shard,
+                              "chunk_size": chunk_size}, as_json)
+        return
+    result = score(db_path(), model_id=model, rescore_all=rescore_all, shard=shard, reporter=_reporter(as_json),
+                   chunk_size=chunk_size or DEFAULT_CHUNK_SIZE)
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(f"scored {result['scored']:,} reviews with {result['model_id']} in {result['seconds']:.1f}s")
+
+
+@app.command("flag")
+def flag_cmd(
+    model: str = typer.Option(None, "--model", help="Model whose predictions drive flagging (default: champion)."),
+    reason: list[str] = typer.Option(None, "--reason", help="Only these reasons (repeatable)."),
+    background: bool = typer.Option(False, "--background", help="Run as a background job and print its id."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Flag hard cases for relabeling: low confidence, disagreement, rating vs text, label issues, new terms."""
+    from pipeline.flagging import flag
+
+    if background:
+        _background("flag", {"model_id": model, "reasons": reason or None}, as_json)
+        return
+    result = flag(db_path(), model_id=model, reasons=reason or None, reporter=_reporter(as_json))
+    if as_json:
+        emit_json(result)
+        return
+    typer.echo(f"new flags from {result['model_id']}: " + ", ".join(f"{k} {v}" for k, v in result["inserted"].items()))
+    for term in result["terms"]:
+        typer.echo(f"  emerging term {term['term']!r}: {term['recent_count']} recent vs {term['prior_count']} before, "
+                   f"lift {term['lift']}, model uncertainty {term['mean_uncertainty']:.2f}")
+
+
+@app.command("flags")
+def flags_cmd(
+    reason: list[str] = typer.Option(None, "--reason", help="Only these reasons (repeatable)."),
+    status: str = typer.Option("open", "--status", help="open, resolved, dismissed or all."),
+    limit: int = typer.Option(50, "--limit", min=1),
+    offset: int = typer.Option(0, "--offset", min=0),
+    as_json: bool = typer.Option(False, "--json", help="Print the flags as JSON."),
+) -> None:
+    """List flags, highest priority first."""
+    from store.flags import fetch_flag_queue
+
+    try:
+        with connect(db_path(), read_only=True) as con:
+            queue = fetch_flag_queue(con, reasons=reason or None, status=None if status == "all" else status,
+                                     limit=limit, offset=offset)
+    except ValueError as exc:
+        raise TastebudError(str(exc)) from exc
+    if as_json:
+        emit_json(queue.to_dict("records"))
+        return
+    if queue.empty:
+        typer.echo("no flags")
+        return
+    for row in queue.itertuples():
+        text = " ".join(str(row.text).split())
+        term = f" [{row.term}]" if isinstance(row.term, str) else ""
+        typer.echo(f"#{row.flag_id:<6} {row.priority:.2f} {row.reason}{term}  {row.review_id}  stars={row.stars} "
+                   f"label={row.current_label} model={row.model_label}  {text[:90]}")
+
+
+@app.command("relabel")
+def relabel_cmd(
+    review_ids: list[str] = typer.Argument(None, help="Review id(s) to relabel."),
+    label: str = typer.Option(..., "--label", "-l", help="negative, neutral or positive."),
+    flag_id: int = typer.Option(None, "--flag", help="The flag being worked on (single review only)."),
+    from_file: Path = typer.Option(None, "--from-file", help="A file of review ids, one per line (bulk)."),
+    person: str = typer.Option(None, "--as", help="Record the labels under this labeler's name."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Give reviews a human label; several ids (or --from-file) make one undoable bulk action."""
+    from pipeline import relabel as rl
+
+    ids = list(review_ids or [])
+    if from_file is not None:
+        if not from_file.exists():
+            raise TastebudError(f"no such file: {from_file}")
+        ids += [line.strip() for line in from_file.read_text().splitlines() if line.strip()]
+    if not ids:
+        raise TastebudError("give at least one review id (or --from-file)")
+    actor = _person(person)
+    if len(ids) == 1:
+        result = rl.relabel(db_path(), actor, ids[0], label, flag_id=flag_id)
+        message = (f"{ids[0]}: {result['previous_label']} ({result['previous_source']}) -> {label}; "
+                   f"{len(result['resolved_flags'])} flag(s) resolved")
+    else:
+        if flag_id is not None:
+            raise TastebudError("--flag goes with a single review id")
+        result = rl.bulk_relabel(db_path(), actor, ids, label)
+        message = f"relabeled {result['relabeled']} reviews as {label}; {result['resolved_flags']} flag(s) resolved"
+    emit_json(result) if as_json else typer.echo(message)
+
+
+@app.command("dismiss")
+def dismiss_cmd(
+    flag_id: int = typer.Argument(..., help="The flag to dismiss."),
+    person: str = typer.Option(None, "--as", help="Record the action under this labeler's name."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Close a flag without relabeling (its current label is right)."""
+    from pipeline import relabel as rl
+
+    result = rl.dismiss_flag(db_path(), _person(person), flag_id)
+    emit_json(result) if as_json else typer.echo(f"dismissed flag {flag_id} ({result['review_id']})")
+
+
+@app.command("undo")
+def undo_cmd(
+    person: str = typer.Option(None, "--as", help="Undo this labeler's last action (default: yours)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Undo your last relabel, bulk relabel or dismissal (history is kept; the label reverts)."""
+    from pipeline import relabel as rl
+
+    result = rl.undo_last(db_path(), _person(person))
+    if as_json:
+        emit_json(result)
+    elif result is None:
+        typer.echo("nothing to undo")
+    else:
+        typer.echo(f"undid {result['kind']} #{result['undid_action_id']}: {result['retracted_labels']} label(s) "
+                   f"retracted, {result['reopened_flags']} flag(s) reopened")
+
+
+@app.command("retrain")
+def retrain_cmd(
+    base_model: str = typer.Option(None, "--base-model", help="HF id or local path (default: packaged MiniLM)."),
+    learning_rate: float = typer.Option(None, "--lr", "--learning-rate"),
+    batch_size: int = typer.Option(None, "--batch-size"),
+    epochs: int = typer.Option(None, "--epochs"),
+    max_length: int = typer.Option(None, "--max-length"),
+    max_train_examples: int = typer.Option(None, "--max-train-examples"),
+    seed: int = typer.Option(None, "--seed"),
+    background: bool = typer.Option(False, "--background", help="Run as a background job and print its id."),
+    as_json: bool = typer.Option(False, "--json", help="Print the round as JSON."),
+) -> None:
+    """Train on the current labels (human relabels included) and promote only if the test gain is backed
+    by a paired-bootstrap confidence interval."""
+    from pipeline.config import TrainConfig
+
+    given = {"base_model": base_model, "learning_rate": learning_rate, "batch_size": batch_size, "epochs": epochs,
+             "max_length": max_length, "max_train_examples": max_train_examples, "seed": seed}
+    try:
+        config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
+    except ValueError as exc:
+        raise TastebudError(str(exc)) from exc
+    if background:
+        _background("retrain", config.to_dict(), as_json)
+        return
+    from pipeline.rounds import retrain
+
+    result = retrain(db_path(), config, actor=cli_actor(), reporter=_reporter(as_json))
+    if as_json:
+        emit_json(result)
+        return
+    added = result["human_labels"]
+    typer.echo(f"round {result['round_id']}: {result['model_id']} - {result['decision']}")
+    typer.echo(f"  human labels added: train {added['train']}, val {added['val']}, test {added['test']}"
+               + (f"; gain per train relabel {result['label_efficiency']:+.5f}" if result["label_efficiency"] else ""))
+
+
+@app.command("rounds")
+def rounds_cmd(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Past retrain rounds: human labels added, metric change, promotion decision."""
+    import pandas as pd
+
+    from store.rounds import list_rounds
+
+    with connect(db_path(), read_only=True) as con:
+        rounds = list_rounds(con)
+    if as_json:
+        emit_json(rounds.to_dict("records"))
+        return
+    if rounds.empty:
+        typer.echo("no rounds yet")
+    for row in rounds.itertuples():
+        delta = "-" if pd.isna(row.delta_macro_f1) else f"{row.delta_macro_f1:+.4f}"
+        efficiency = "-" if pd.isna(row.label_efficiency) else f"{row.label_efficiency:+.5f}"
+        typer.echo(f"round {row.round_id} [{row.status}] {row.model_id or '-'} promoted={row.promoted} "
+                   f"human labels train/val/test={row.human_labels_train}/{row.human_labels_val}/"
+                   f"{row.human_labels_test} macro-F1 change {delta} per train relabel {efficiency}")
+        typer.echo(f"    {row.decision}")

@@ -1,0 +1,415 @@
+"""Find hard cases worth a person's time and queue them as flags.
+
+Five reasons, each from stored predictions of the champion (score first):
+
+- ``low_confidence``: the top two classes are close, or the distribution is nearly flat.
+- ``disagreement``: the champion and another scored model (a challenger or a baseline)
+  pick different classes with clearly different distributions.
+- ``rating_contradicts_text``: 4-5 stars but confidently negative text, or 1-2 stars but
+  confidently positive (sarcasm, wrong-restaurant reviews, star slips).
+- ``label_issue``: cleanlab's ``find_label_issues`` on out-of-sample probabilities. For val,
+  test and unsplit rows the champion's own predictions are out-of-sample (it trained on the
+  train split only). For train rows they are not (a model is overconfident on what it
+  memorised, which hides exactly the label errors we look for), so train rows get
+  probabilities from a cross-validated TF-IDF + logistic regression: cheap, independent of
+  the champion, and every row is predicted by a model that never saw it.
+- ``emerging_term``: words or phrases much more frequent in the last weeks than before
+  (smoothed lift, minimum count, and a Poisson tail test against the earlier rate,
+  Bonferroni-corrected over every term tested) on whose reviews the model is unsure, e.g. a new food hall;
+  a few of each term's least certain reviews are flagged and the term recorded.
+
+Thresholds live in :mod:`pipeline.thresholds`. Flags are only added: a review flagged for a
+reason before (open, resolved or dismissed), or already labeled by a person, is skipped.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+
+from pipeline import thresholds as T
+from pipeline.jobs import JobReporter
+from store.constants import LABEL_TO_ID, LABELS
+from store.db import connect, transaction
+from store.errors import TastebudError
+from store.flags import (
+    FLAG_REASONS,
+    fetch_disagreements,
+    fetch_flag_inputs,
+    fetch_flagged_keys,
+    fetch_review_texts,
+    fetch_texts_between,
+    insert_flags,
+    newest_review_time,
+)
+from store.predictions import scored_model_ids
+
+DbPath = str | os.PathLike | None
+PROB_COLUMNS = ["p_negative", "p_neutral", "p_positive"]
+_CANDIDATE_COLUMNS = ["review_id", "reason", "priority", "term", "detail"]
+
+
+def _probs(frame: pd.DataFrame) -> np.ndarray:
+    return frame[PROB_COLUMNS].to_numpy(dtype=np.float64)
+
+
+def uncertainty(probs: np.ndarray) -> np.ndarray:
+    """1 - (top probability - second probability): 0 for a sure prediction, 1 for a tie."""
+    top2 = np.sort(probs, axis=1)[:, -2:]
+    return 1.0 - (top2[:, 1] - top2[:, 0])
+
+
+def normalized_entropy(probs: np.ndarray) -> np.ndarray:
+    """Entropy divided by its maximum, log(number of classes): 0 sure, 1 uniform."""
+    p = np.clip(probs, 1e-12, 1.0)
+    return -(p * np.log(p)).sum(axis=1) / math.log(probs.shape[1])
+
+
+def _candidates(review_ids, reason: str, priority, details, terms=None) -> pd.DataFrame:
+    n = len(review_ids)
+    return pd.DataFrame(
+        {
+            "review_id": list(review_ids),
+            "reason": [reason] * n,
+            "priority": np.round(np.asarray(priority, dtype=float), 4),
+            "term": list(terms) if terms is not None else [None] * n,
+            "detail": list(details),
+        },
+        columns=_CANDIDATE_COLUMNS,
+    )
+
+
+def find_low_confidence(inputs: pd.DataFrame) -> pd.DataFrame:
+    """Reviews whose prediction has a small top-2 margin or a high entropy.
+
+    Args:
+        inputs: review_id and p_negative, p_neutral, p_positive.
+
+    Returns:
+        Flag candidates (review_id, reason, priority, term, detail); priority = max(1 - margin,
+        normalized entropy).
+
+    Example:
+        >>> find_low_confidence(pd.DataFrame({"review_id": ["a"], "p_negative": [0.4],
+        ...     "p_neutral": [0.35], "p_positive": [0.25]})).review_id.tolist()
+        ['a']
+    """
+    probs = _probs(inputs)
+    margin = 1.0 - uncertainty(probs)
+    entropy = normalized_entropy(probs)
+    hit = (margin < T.LOW_CONFIDENCE_MAX_MARGIN) | (entropy >= T.LOW_CONFIDENCE_MIN_NORMALIZED_ENTROPY)
+    details = [{"margin": round(float(m), 4), "entropy": round(float(e), 4)} for m, e in zip(margin[hit], entropy[hit])]
+    return _candidates(inputs["review_id"][hit], "low_confidence", np.maximum(1 - margin, entropy)[hit], details)
+
+
+def find_rating_contradictions(inputs: pd.DataFrame) -> pd.DataFrame:
+    """Reviews whose star rating says the opposite of a confident prediction.
+
+    Args:
+        inputs: review_id, stars and p_negative, p_neutral, p_positive.
+
+    Returns:
+        Flag candidates; priority = the probability of the class opposite to the rating.
+
+    Example:
+        >>> find_rating_contradictions(pd.DataFrame({"review_id": ["a"], "stars": [5],
+        ...     "p_negative": [0.9], "p_neutral": [0.05], "p_positive": [0.05]})).priority.tolist()
+        [0.9]
+    """
+    stars = pd.to_numeric(inputs["stars"], errors="coerce").to_numpy()
+    positive_rating = stars >= T.CONTRADICTION_POSITIVE_MIN_STARS
+    negative_rating = stars <= T.CONTRADICTION_NEGATIVE_MAX_STARS
+    opposite = np.where(positive_rating, inputs["p_negative"], np.where(negative_rating, inputs["p_positive"], 0.0))
+    hit = (positive_rating | negative_rating) & (opposite >= T.CONTRADICTION_MIN_OPPOSITE_PROB)
+    details = [
+        {"stars": int(s), "predicted": "negative" if s >= T.CONTRADICTION_POSITIVE_MIN_STARS else "positive",
+         "probability": round(float(p), 4)}
+        for s, p in zip(stars[hit], opposite[hit])
+    ]
+    return _candidates(inputs["review_id"][hit], "rating_contradicts_text", opposite[hit], details)
+
+
+def rank_label_issues(frame: pd.DataFrame, pred_probs: np.ndarray, source: str) -> pd.DataFrame:
+    """Rows whose given label cleanlab considers an error, as flag candidates (worst first).
+
+    Args:
+        frame: review_id and label (negative/neutral/positive) per row.
+        pred_probs: out-of-sample (n, 3) probabilities for the same rows.
+        source: where the probabilities came from (kept in each flag's detail).
+
+    Returns:
+        Candidates with priority = 1 - cleanlab's self-confidence label quality.
+
+    Example:
+        >>> rank_label_issues(frame, cross_validated_probs(texts, frame["label"]), "tf-idf")  # doctest: +SKIP
+    """
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    labels = frame["label"].map(LABEL_TO_ID).to_numpy()
+    issues = find_label_issues(labels, pred_probs, return_indices_ranked_by="self_confidence")
+    quality = get_label_quality_scores(labels, pred_probs, method="self_confidence")
+    rows = frame.iloc[issues]
+    details = [
+        {"given_label": g, "suggested_label": LABELS[int(pred_probs[i].argmax())],
+         "label_quality": round(float(quality[i]), 4), "probabilities": source}
+        for i, g in zip(issues, rows["label"])
+    ]
+    return _candidates(rows["review_id"], "label_issue", 1.0 - quality[issues], details)
+
+
+def _enough_per_class(labels: pd.Series, minimum: int) -> bool:
+    counts = labels.value_counts()
+    return all(counts.get(label, 0) >= minimum for label in LABELS)
+
+
+def cross_validated_probs(texts: list[str], labels: pd.Series, *, folds: int = T.LABEL_ISSUE_CV_FOLDS,
+                          seed: int = 0) -> np.ndarray:
+    """Out-of-sample (n, 3) probabilities from a cross-validated TF-IDF + logistic regression.
+
+    Example:
+        >>> cross_validated_probs(texts, labels).shape  # doctest: +SKIP
+        (1200, 3)
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(
+        TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True, max_features=200_000),
+        LogisticRegression(max_iter=1000, class_weight="balanced"),
+    )
+    y = labels.map(LABEL_TO_ID).to_numpy()
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return cross_val_predict(model, texts, y, cv=cv, method="predict_proba")
+
+
+def find_label_issues(inputs: pd.DataFrame, train_texts: pd.DataFrame | None) -> tuple[pd.DataFrame, dict]:
+    """Likely label errors among non-human labels, by cleanlab on out-of-sample probabilities.
+
+    Args:
+        inputs: review_id, split, label, label_source, p_* (the champion's predictions).
+        train_texts: review_id, text of (a sample of) the train rows, or None to skip them.
+
+    Returns:
+        (flag candidates with priority = 1 - cleanlab's self-confidence label quality,
+        a note per group saying what was checked or why it was skipped).
+
+    Example:
+        >>> candidates, notes = find_label_issues(inputs, train_texts)  # doctest: +SKIP
+    """
+    labeled = inputs[inputs["label"].notna() & (inputs["label_source"] != "human")]
+    notes, parts = {}, []
+    held_out = labeled[labeled["split"] != "train"]
+    if _enough_per_class(held_out["label"], T.LABEL_ISSUE_MIN_PER_CLASS):
+        parts.append(rank_label_issues(held_out, _probs(held_out), "champion (held-out rows)"))
+        notes["held_out"] = f"{len(held_out)} val/test/unsplit rows checked with the champion's predictions"
+    else:
+        notes["held_out"] = f"skipped: fewer than {T.LABEL_ISSUE_MIN_PER_CLASS} held-out rows of some class"
+    if train_texts is not None and len(train_texts):
+        train = train_texts.merge(labeled[["review_id", "label"]], on="review_id")
+        if _enough_per_class(train["label"], max(T.LABEL_ISSUE_MIN_PER_CLASS, T.LABEL_ISSUE_CV_FOLDS)):
+            probs = cross_validated_probs(train["text"].tolist(), train["label"])
+            parts.append(rank_label_issues(train, probs, "cross-validated tf-idf + logistic regression"))
+            notes["train"] = f"{len(train)} train rows checked with {T.LABEL_ISSUE_CV_FOLDS}-fold TF-IDF+LR"
+        else:
+            notes["train"] = f"skipped: fewer than {T.LABEL_ISSUE_MIN_PER_CLASS} train rows of some class"
+    parts = [p for p in parts if not p.empty]
+    return (pd.concat(parts, ignore_index=True) if parts else _candidates([], "label_issue", [], [])), notes
+
+
+def find_emerging_terms(recent: pd.DataFrame, prior: pd.DataFrame, inputs: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+    """Terms whose share of recent reviews jumped, on whose reviews the model is unsure.
+
+    Args:
+        recent: review_id, text of the recent window.
+        prior: review_id, text of (a sample of) the reviews before it.
+        inputs: review_id and p_* of scored reviews (uncertainty comes from these).
+
+    Returns:
+        (flag candidates: for each chosen term its least certain recent reviews, priority = that
+        review's uncertainty; the chosen terms with recent/prior counts, lift and mean uncertainty).
+
+    Example:
+        >>> candidates, terms = find_emerging_terms(recent, prior, inputs)  # doctest: +SKIP
+        >>> terms[0]["term"]  # doctest: +SKIP
+        'krog district'
+    """
+    from scipy.stats import poisson
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    empty = _candidates([], "emerging_term", [], [])
+    if len(recent) < T.EMERGING_MIN_RECENT_COUNT or prior.empty:
+        return empty, []
+    vectorizer = CountVectorizer(
+        binary=True, ngram_range=(1, 2), stop_words="english", token_pattern=r"(?u)\b[^\W\d_][\w'-]+\b",
+        min_df=T.EMERGING_MIN_RECENT_COUNT,
+    )
+    try:
+        recent_x = vectorizer.fit_transform(recent["text"].astype(str))
+    except ValueError:  # no term reaches the minimum count
+        return empty, []
+    prior_x = vectorizer.transform(prior["text"].astype(str))
+    recent_df = np.asarray(recent_x.sum(axis=0)).ravel()
+    prior_df = np.asarray(prior_x.sum(axis=0)).ravel()
+    k = T.EMERGING_SMOOTHING
+    prior_share = (prior_df + k) / (len(prior) + k)
+    lift = ((recent_df + k) / (len(recent) + k)) / prior_share
+    # How surprising each recent count is if the term kept its earlier rate; Bonferroni over all terms.
+    p_value = poisson.sf(recent_df - 1, prior_share * len(recent))
+    names = vectorizer.get_feature_names_out()
+    significant = p_value <= T.EMERGING_FAMILY_ALPHA / len(names)
+    unc = recent[["review_id"]].merge(inputs[["review_id", *PROB_COLUMNS]], on="review_id", how="left")
+    u = np.where(unc["p_negative"].notna(), uncertainty(np.nan_to_num(_probs(unc))), np.nan)
+    scored = ~np.isnan(u)
+    recent_x = recent_x.tocsc()
+    terms, chosen_docs, parts = [], [], []
+    # Highest lift first; among equal lifts the longer phrase ("krog district" before "krog").
+    ngram_len = np.array([name.count(" ") + 1 for name in names])
+    for j in np.lexsort((-ngram_len, -lift)):
+        if lift[j] < T.EMERGING_MIN_LIFT or len(terms) >= T.EMERGING_MAX_TERMS:
+            break
+        if not significant[j]:
+            continue
+        docs = recent_x[:, j].nonzero()[0]
+        docs = docs[scored[docs]]
+        if len(docs) < T.EMERGING_MIN_RECENT_COUNT:
+            continue
+        mean_u = float(u[docs].mean())
+        if mean_u < T.EMERGING_MIN_MEAN_UNCERTAINTY:
+            continue
+        doc_set = set(docs.tolist())
+        # "krog", "district" and "krog district" are one story: keep the first (highest lift) of
+        # terms sharing most of their reviews.
+        if any(len(doc_set & other) >= 0.8 * min(len(doc_set), len(other)) for other in chosen_docs):
+            continue
+        chosen_docs.append(doc_set)
+        term = str(names[j])
+        terms.append({"term": term, "recent_count": int(recent_df[j]), "prior_count": int(prior_df[j]),
+                      "lift": round(float(lift[j]), 2), "p_value": float(f"{p_value[j]:.3g}"),
+                      "mean_uncertainty": round(mean_u, 4)})
+        sample = docs[np.argsort(-u[docs], kind="stable")[: T.EMERGING_SAMPLE_PER_TERM]]
+        details = [{k2: v for k2, v in terms[-1].items() if k2 != "term"}] * len(sample)
+        parts.append(_candidates(recent["review_id"].to_numpy()[sample], "emerging_term", u[sample], details,
+                                 terms=[term] * len(sample)))
+    return (pd.concat(parts, ignore_index=True) if parts else empty), terms
+
+
+def _drop_known(candidates: pd.DataFrame, known: set[tuple[str, str]], cap: int) -> pd.DataFrame:
+    """Remove candidates flagged before, then keep the ``cap`` highest priorities."""
+    if candidates.empty:
+        return candidates
+    keys = zip(candidates["review_id"], candidates["term"].fillna(""))
+    fresh = candidates[[key not in known for key in keys]]
+    return fresh.sort_values(["priority", "review_id"], ascending=[False, True], kind="stable").head(cap)
+
+
+def _other_models(db: DbPath, model_id: str) -> list[str]:
+    with connect(db, read_only=True) as con:
+        others = [m for m in scored_model_ids(con) if m != model_id]
+        try:
+            from store.models import get_model
+        except ImportError:  # the models registry is not part of this store build yet
+            return others
+        return [m for m in others if (get_model(con, m) or {}).get("status", "ready") == "ready"]
+
+
+def flag(
+    db: DbPath,
+    *,
+    model_id: str | None = None,
+    reasons: list[str] | None = None,
+    reporter: JobReporter | None = None,
+) -> dict:
+    """Queue flags for every reason from the champion's (or ``model_id``'s) stored predictions.
+
+    Args:
+        db: the store.
+        model_id: the model whose predictions drive flagging (default: the champion).
+        reasons: a subset of FLAG_REASONS (default: all).
+        reporter: progress and cancellation.
+
+    Returns:
+        {"model_id", "scored_reviews", "inserted": {reason: n}, "candidates": {reason: n},
+        "terms": [...emerging terms...], "notes": {...}}.
+
+    Example:
+        >>> flag("tastebud.duckdb")["inserted"]["low_confidence"]  # doctest: +SKIP
+        37
+    """
+    from pipeline.scoring import resolve_model_id
+
+    reasons = list(reasons or FLAG_REASONS)
+    unknown = set(reasons) - set(FLAG_REASONS)
+    if unknown:
+        raise TastebudError(f"unknown flag reasons: {', '.join(sorted(unknown))}; expected {', '.join(FLAG_REASONS)}")
+    reporter = reporter or JobReporter(db, None)
+    model_id = resolve_model_id(db, model_id)
+    with connect(db, read_only=True) as con:
+        inputs = fetch_flag_inputs(con, model_id)
+        known = {reason: fetch_flagged_keys(con, reason) for reason in reasons}
+    if inputs.empty:
+        raise TastebudError(f"model {model_id} has scored no reviews yet: run `tastebud score` first")
+    reporter.progress(0.05, f"flagging from {len(inputs):,} predictions of {model_id}", force=True)
+    # Reviews a person already labeled are settled: no reason flags them again.
+    open_inputs = inputs[inputs["label_source"] != "human"]
+    found: dict[str, pd.DataFrame] = {}
+    notes: dict = {}
+    terms: list[dict] = []
+    if "low_confidence" in reasons:
+        found["low_confidence"] = find_low_confidence(open_inputs)
+    if "rating_contradicts_text" in reasons:
+        found["rating_contradicts_text"] = find_rating_contradictions(open_inputs)
+    if "disagreement" in reasons:
+        others = _other_models(db, model_id)
+        with connect(db, read_only=True) as con:
+            pairs = fetch_disagreements(con, model_id, others, min_distance=T.DISAGREEMENT_MIN_DISTANCE)
+        pairs = pairs[pairs["review_id"].isin(open_inputs["review_id"])]
+        details = [{"other_model_id": o, "model_label": a, "other_label": b, "distance": round(float(d), 4)}
+                   for o, a, b, d in zip(pairs.other_model_id, pairs.model_label, pairs.other_label, pairs.distance)]
+        found["disagreement"] = _candidates(pairs["review_id"], "disagreement", pairs["distance"], details)
+        notes["disagreement"] = f"compared with {len(others)} other scored models" if others else \
+            "no other model has stored predictions: score a challenger or baseline to compare"
+    reporter.progress(0.3, "looking for label issues")
+    if "label_issue" in reasons:
+        train_ids = open_inputs.loc[(open_inputs["split"] == "train") & open_inputs["label"].notna(), "review_id"]
+        if len(train_ids) > T.LABEL_ISSUE_MAX_TRAIN_ROWS:
+            train_ids = train_ids.sample(T.LABEL_ISSUE_MAX_TRAIN_ROWS, random_state=0)
+        with connect(db, read_only=True) as con:
+            train_texts = fetch_review_texts(con, train_ids.tolist()) if len(train_ids) else None
+        found["label_issue"], notes["label_issue"] = find_label_issues(open_inputs, train_texts)
+    reporter.progress(0.7, "looking for emerging terms")
+    if "emerging_term" in reasons:
+        with connect(db, read_only=True) as con:
+            newest = newest_review_time(con)
+            if newest is None:
+                recent = prior = pd.DataFrame(columns=["review_id", "text"])
+            else:
+                start = newest - timedelta(days=T.EMERGING_WINDOW_DAYS)
+                recent = fetch_texts_between(con, start, None, limit=T.EMERGING_MAX_RECENT_DOCS)
+                prior = fetch_texts_between(con, None, start, limit=T.EMERGING_MAX_PRIOR_DOCS)
+        found["emerging_term"], terms = find_emerging_terms(recent, prior, open_inputs)
+    batch = {reason: _drop_known(found[reason], known[reason], T.MAX_NEW_FLAGS_PER_REASON) for reason in found}
+    inserted = {}
+    with transaction(db) as con:
+        for reason, candidates in batch.items():
+            inserted[reason] = insert_flags(con, candidates.assign(model_id=model_id)) if len(candidates) else 0
+    reporter.progress(1.0, f"{sum(inserted.values())} new flags", force=True)
+    return {
+        "model_id": model_id,
+        "scored_reviews": len(inputs),
+        "inserted": inserted,
+        "candidates": {reason: len(frame) for reason, frame in found.items()},
+        "terms": terms,
+        "notes": notes,
+    }
+
+
+def run_job(db: DbPath, params: dict, reporter: JobReporter) -> dict:
+    """Job kind "flag": params model_id, reasons (both optional)."""
+    return flag(db, model_id=params.get("model_id"), reasons=params.get("reasons"), reporter=reporter)

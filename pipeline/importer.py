@@ -1,0 +1,471 @@
+"""Import reviews from CSV, TSV, JSON Lines or Parquet into the store.
+
+The whole file is parsed and validated before the store is touched: it is read into a
+private in-memory DuckDB, every value as text, its columns mapped to review fields (by
+flags or by common names), and each row checked once, set-based (see
+:mod:`store.imports` for the checks and their order). Then one short write transaction
+records the import, its rejected rows, the reviews (new, changed, unchanged), their
+labels and frozen splits: all of it commits, or none of it does.
+
+Bad rows never stop good ones and are never dropped silently: each one lands in
+``import_rejects`` with its row number and reason.
+
+Labels:
+    * with a label column, its values become labels of source ``import``. Accepted, case
+      and surrounding whitespace ignored: ``negative``/``neg``, ``neutral``/``neu``,
+      ``positive``/``pos``. Numbers are only accepted with ``numeric_labels``:
+      ``binary`` (0 negative, 1 positive), ``ternary`` (0 negative, 1 neutral,
+      2 positive) or ``signed`` (-1 negative, 0 neutral, 1 positive). Anything else
+      (``mixed``, ``4``) is rejected as ``unknown_label``; an empty label leaves the
+      review unlabeled.
+    * without one, stars become labels of source ``stars``: 1-2 negative, 3 neutral,
+      4-5 positive; a review without stars stays unlabeled.
+
+Dates are ISO 8601 (``2012-06-16``, ``2012-06-16 21:07:00``, ``2012-06-16T21:07:00Z``,
+with an optional UTC offset, stored as UTC). A file without an id column gets ids
+hashed from the restaurant id and the text, so re-importing it changes nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from store import imports as staging
+from store.actors import Actor, audit, cli_actor, require
+from store.db import transaction
+from store.errors import TastebudError
+from store.labels import append_labels
+from store.reviews import REVIEW_FIELDS, upsert_reviews
+from store.schema import init_store
+from store.splits import assign_splits
+
+FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl", "parquet")
+_EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",  # Yelp's review.json is JSON Lines despite its name
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+# Longest review text accepted, in characters; longer rows are rejected as text_too_long.
+MAX_TEXT_CHARS = 20_000
+
+# File column names recognised per field (compared lower-cased, spaces and dashes as underscores), first match wins.
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "text": ("text", "review", "review_text", "content", "body", "comment", "sentence"),
+    "review_id": ("review_id", "id", "reviewid"),
+    "created_at": ("date", "created_at", "review_date", "created", "timestamp", "time"),
+    "stars": ("stars", "rating", "star_rating", "review_stars"),
+    "label": ("label", "sentiment", "sentence_label"),
+    "restaurant_id": ("business_id", "restaurant_id"),
+    "restaurant_name": ("restaurant_name", "name", "business_name", "restaurant"),
+    "neighborhood": ("neighborhood", "neighbourhood", "city", "area"),
+}
+# Label spellings accepted without any option (lower-cased).
+LABEL_SPELLINGS: dict[str, str] = {
+    "negative": "negative",
+    "neg": "negative",
+    "neutral": "neutral",
+    "neu": "neutral",
+    "positive": "positive",
+    "pos": "positive",
+}
+# Numeric label schemes, chosen explicitly because 0/1 means different things in different datasets.
+NUMERIC_LABEL_SCHEMES: dict[str, dict[str, str]] = {
+    "binary": {"0": "negative", "1": "positive"},
+    "ternary": {"0": "negative", "1": "neutral", "2": "positive"},
+    "signed": {"-1": "negative", "0": "neutral", "1": "positive", "+1": "positive"},
+}
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """File column chosen for each review field; None means auto-detect by common names."""
+
+    text: str | None = None
+    review_id: str | None = None
+    created_at: str | None = None
+    stars: str | None = None
+    label: str | None = None
+    restaurant_id: str | None = None
+    restaurant_name: str | None = None
+    neighborhood: str | None = None
+
+
+# The CLI flag that sets each field, for error messages.
+_FLAGS = {
+    "text": "--text",
+    "review_id": "--id",
+    "created_at": "--date",
+    "stars": "--stars",
+    "label": "--label",
+    "restaurant_id": "--restaurant",
+    "restaurant_name": "--restaurant-name",
+    "neighborhood": "--neighborhood",
+}
+
+
+@dataclass
+class ImportReport:
+    """What one import did. ``accepted`` counts reviews new to the store."""
+
+    import_id: int
+    path: str
+    format: str
+    source: str
+    columns: dict[str, str | None]
+    rows: int
+    accepted: int
+    updated: int
+    unchanged: int
+    rejected: int
+    rejected_by_reason: dict[str, int]
+    labels_added: int
+    label_source: str | None
+    splits: dict[str, int]
+    parse_seconds: float
+    write_seconds: float
+    first_rejects: list[dict] = field(default_factory=list)
+
+    @property
+    def imported_anything(self) -> bool:
+        """True when some row was accepted, updated or found unchanged (the CLI then exits 0)."""
+        return self.accepted + self.updated + self.unchanged > 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def map_columns(names: list[str], mapping: ColumnMapping | None = None) -> dict[str, int | None]:
+    """Choose the file column (by position) for each review field.
+
+    Args:
+        names: the file's column names (or JSON keys).
+        mapping: explicit choices; fields left None are auto-detected from ``COLUMN_ALIASES``.
+
+    Returns:
+        field -> position in ``names``, or None when the file has no such column.
+
+    Raises:
+        TastebudError: an explicit column is not in the file, or no text column was found.
+
+    Example:
+        >>> map_columns(["business_id", "date", "review_id", "stars", "text"])["text"]
+        4
+    """
+    mapping = mapping or ColumnMapping()
+    normalised = [_normalise(n) for n in names]
+    chosen: dict[str, int | None] = {}
+    for f in fields(ColumnMapping):
+        explicit = getattr(mapping, f.name)
+        if explicit is not None:
+            chosen[f.name] = _find_explicit(names, normalised, explicit, f.name)
+        else:
+            chosen[f.name] = next(
+                (normalised.index(a) for a in COLUMN_ALIASES[f.name] if a in normalised), None
+            )
+    if chosen["text"] is None:
+        shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+        raise TastebudError(f"no text column found (columns: {shown or 'none'}); name it with --text COLUMN")
+    return chosen
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace(" ", "_").replace("-", "_")
+
+
+def _find_explicit(names: list[str], normalised: list[str], wanted: str, field_name: str) -> int:
+    if wanted in names:
+        return names.index(wanted)
+    if _normalise(wanted) in normalised:
+        return normalised.index(_normalise(wanted))
+    shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+    raise TastebudError(f"column {wanted!r} ({_FLAGS[field_name]}) is not in the file (columns: {shown})")
+
+
+def label_spellings(numeric_labels: str | None = None) -> dict[str, str]:
+    """Accepted label values (lower-case) -> label, optionally with a numeric scheme.
+
+    Example:
+        >>> label_spellings("binary")["1"]
+        'positive'
+    """
+    if numeric_labels is None:
+        return dict(LABEL_SPELLINGS)
+    if numeric_labels not in NUMERIC_LABEL_SCHEMES:
+        raise TastebudError(
+            f"unknown --numeric-labels {numeric_labels!r}; choose one of {', '.join(NUMERIC_LABEL_SCHEMES)}"
+        )
+    return {**LABEL_SPELLINGS, **NUMERIC_LABEL_SCHEMES[numeric_labels]}
+
+
+def import_reviews(
+    db: str | os.PathLike | None,
+    path: str | os.PathLike,
+    *,
+    fmt: str | None = None,
+    columns: ColumnMapping | None = None,
+    source: str | None = None,
+    numeric_labels: str | None = None,
+    actor: Actor | None = None,
+) -> ImportReport:
+    """Import one file of reviews into the store (created if missing); see the module doc for the rules.
+
+    Args:
+        db: the store file.
+        path: a CSV, TSV, JSON Lines or Parquet file.
+        fmt: one of ``FORMATS``; default from the file extension.
+        columns: explicit column choices; others are auto-detected.
+        source: ``reviews.source`` for these rows; default the file name.
+        numeric_labels: accept numeric labels by this scheme (see ``NUMERIC_LABEL_SCHEMES``).
+        actor: who imports (needs the ``import`` permission); default the CLI operator.
+
+    Returns:
+        The counts: accepted (new), updated, unchanged, rejected by reason, labels, splits.
+
+    Raises:
+        TastebudError: missing/unreadable file, unknown format, no text column, bad option.
+
+    Example:
+        >>> report = import_reviews("t.duckdb", "yelp_dev.csv")  # doctest: +SKIP
+        >>> report.accepted, report.rejected
+        (8001, 0)
+    """
+    actor = actor or cli_actor()
+    require(actor, "import")
+    file = _check_file(Path(path))
+    fmt = _resolve_format(file, fmt)
+    spellings = label_spellings(numeric_labels)
+    source = source or file.name
+    started = datetime.now()
+    t0 = time.perf_counter()
+    mapping, staged, valid, rejects, by_reason = _parse_and_validate(file, fmt, columns, source, spellings)
+    t1 = time.perf_counter()
+    label_source = "import" if mapping["label"] is not None else "stars" if mapping["stars"] is not None else None
+    report = _write(db, file, fmt, started, valid, rejects, label_source, actor)
+    report.update(
+        path=str(file),
+        format=fmt,
+        source=source,
+        columns={k: (staged.columns[v] if v is not None else None) for k, v in mapping.items()},
+        rows=staged.rows,
+        rejected=rejects.num_rows,
+        rejected_by_reason=by_reason,
+        label_source=label_source,
+        parse_seconds=round(t1 - t0, 3),
+        write_seconds=round(time.perf_counter() - t1, 3),
+        first_rejects=rejects.slice(0, 10).select(["row_number", "reason", "detail"]).to_pylist(),
+    )
+    return ImportReport(**report)
+
+
+def _check_file(path: Path) -> Path:
+    if not path.exists():
+        raise TastebudError(f"no such file: {path}")
+    if not path.is_file():
+        raise TastebudError(f"not a file: {path}")
+    try:
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as exc:
+        raise TastebudError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if path.stat().st_size == 0:
+        raise TastebudError(f"{path} is empty")
+    return path.resolve()
+
+
+def _resolve_format(path: Path, fmt: str | None) -> str:
+    if fmt is not None:
+        fmt = fmt.lower()
+        if fmt not in FORMATS:
+            raise TastebudError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        return fmt
+    detected = _EXTENSIONS.get(path.suffix.lower())
+    if detected is None:
+        raise TastebudError(
+            f"cannot tell the format of {path.name} from its extension; pass --format {'|'.join(FORMATS)}"
+        )
+    return detected
+
+
+def _parse_and_validate(
+    file: Path, fmt: str, columns: ColumnMapping | None, source: str, spellings: dict[str, str]
+) -> tuple[dict[str, int | None], staging.Staged, pa.Table, pa.Table, dict[str, int]]:
+    """Stage, map and check the file on a private in-memory DuckDB; no store connection is open."""
+    mem = staging.open_staging()
+    try:
+        staged = _stage(mem, file, fmt)
+        mapping = map_columns(staged.columns, columns)
+        by_reason = staging.validate_staged(mem, staged, mapping, label_map=spellings, max_text_chars=MAX_TEXT_CHARS)
+        return mapping, staged, staging.fetch_valid(mem, source=source), staging.fetch_staged_rejects(mem), by_reason
+    finally:
+        mem.close()
+
+
+def _stage(mem: duckdb.DuckDBPyConnection, file: Path, fmt: str) -> staging.Staged:
+    try:
+        if fmt in ("csv", "tsv"):
+            delimiter = "," if fmt == "csv" else "\t"
+            newline = _sniff_newline(file)
+            header = _read_header(file, delimiter)
+            blank = _blank_rows(file, newline)
+            return staging.stage_delimited(
+                mem, str(file), columns=header, delimiter=delimiter, newline=newline, blank_rows=blank
+            )
+        if fmt == "jsonl":
+            if _first_byte(file) == b"[":
+                raise TastebudError(f"{file.name} is a JSON array; import JSON Lines (one object per line)")
+            return staging.stage_json_lines(mem, str(file), newline=_sniff_newline(file))
+        return staging.stage_arrow(mem, _read_parquet(file))
+    except duckdb.Error as exc:
+        raise TastebudError(f"cannot read {file.name} as {fmt}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _first_byte(file: Path) -> bytes:
+    with open(file, "rb") as f:
+        return f.read(4096).lstrip()[:1]
+
+
+def _sniff_newline(file: Path) -> str:
+    """The file's line ending, from its first line."""
+    with open(file, "rb") as f:
+        head = f.read(1 << 20)
+    lf = head.find(b"\n")
+    if lf > 0 and head[lf - 1 : lf] == b"\r":
+        return "\r\n"
+    if lf < 0 and b"\r" in head:
+        return "\r"
+    return "\n"
+
+
+def _read_header(file: Path, delimiter: str) -> list[str]:
+    with open(file, encoding="utf-8-sig", errors="replace", newline="") as f:
+        try:
+            header = next(csv.reader(f, delimiter=delimiter))
+        except StopIteration:
+            raise TastebudError(f"{file.name} is empty") from None
+        except csv.Error as exc:
+            raise TastebudError(f"cannot read the header of {file.name}: {exc}") from None
+    if not any(h.strip() for h in header):
+        raise TastebudError(f"{file.name} has no header row")
+    return [h.strip() for h in header]
+
+
+def _blank_rows(file: Path, newline: str) -> list[int]:
+    """Row numbers (header = 1) of blank lines outside quotes, which the CSV reader skips without a trace.
+
+    Knowing them keeps the row numbers of later rows exact. A newline is outside quotes when
+    an even number of quote characters precede it (RFC 4180 doubles quotes inside fields).
+    """
+    with open(file, "rb") as f:
+        raw = f.read()
+    if not _has_blank_line(raw, newline.encode()):
+        return []
+    data = np.frombuffer(raw, dtype=np.uint8)
+    ends = np.flatnonzero(data == (13 if newline == "\r" else 10))
+    step = len(newline)
+    quotes = np.flatnonzero(data == 34)
+    record_ends = ends[(np.searchsorted(quotes, ends) & 1) == 0]
+    # record_ends[j] closes record j + 1; record j + 2 is blank when nothing lies between two ends.
+    return (np.flatnonzero(np.diff(record_ends) == step) + 2).tolist()
+
+
+def _has_blank_line(raw: bytes, newline: bytes) -> bool:
+    """Whether two newlines meet outside quotes; fast because quoted paragraph breaks are the only candidates."""
+    pair = newline + newline
+    at, counted, quotes = raw.find(pair), 0, 0
+    while at >= 0:
+        quotes += raw.count(b'"', counted, at)
+        counted = at
+        if quotes % 2 == 0:
+            return True
+        at = raw.find(pair, at + len(newline))
+    return False
+
+
+def _read_parquet(file: Path) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(file)
+    except (pa.ArrowException, OSError) as exc:
+        raise TastebudError(f"cannot read {file.name} as parquet: {_first_line(exc)}") from None
+
+
+def _write(
+    db: str | os.PathLike | None,
+    file: Path,
+    fmt: str,
+    started: datetime,
+    valid: pa.Table,
+    rejects: pa.Table,
+    label_source: str | None,
+    actor: Actor,
+) -> dict:
+    """The one write transaction: import row, rejects, reviews, labels, splits, counts, audit."""
+    labels = _label_rows(valid, label_source)
+    reviews = valid.select(list(REVIEW_FIELDS))
+    init_store(db)
+    with transaction(db) as con:
+        import_id = staging.start_import(con, path=str(file), fmt=fmt, started_at=started)
+        staging.append_rejects(con, import_id, str(file), rejects)
+        counts = upsert_reviews(con, reviews)
+        labels_added = append_labels(con, labels) if labels.num_rows else 0
+        splits = assign_splits(con)
+        staging.finish_import(
+            con,
+            import_id,
+            accepted=counts.inserted,
+            updated=counts.updated,
+            unchanged=counts.unchanged,
+            rejected=rejects.num_rows,
+        )
+        audit(
+            con,
+            actor,
+            "import",
+            target=str(file),
+            detail={"import_id": import_id, "accepted": counts.inserted, "updated": counts.updated,
+                    "unchanged": counts.unchanged, "rejected": rejects.num_rows},
+        )
+    return {
+        "import_id": import_id,
+        "accepted": counts.inserted,
+        "updated": counts.updated,
+        "unchanged": counts.unchanged,
+        "labels_added": labels_added,
+        "splits": splits,
+    }
+
+
+def _label_rows(valid: pa.Table, label_source: str | None) -> pa.Table:
+    """review_id, label, source for every accepted row that carries a label."""
+    empty = pa.table({"review_id": pa.array([], pa.string()), "label": pa.array([], pa.string()),
+                      "source": pa.array([], pa.string())})
+    if label_source is None:
+        return empty
+    column = valid["label" if label_source == "import" else "stars_label"]
+    keep = pc.is_valid(column)
+    ids = pc.filter(valid["review_id"], keep)
+    return pa.table({
+        "review_id": ids,
+        "label": pc.filter(column, keep),
+        "source": pa.array([label_source] * len(ids), pa.string()),
+    })

@@ -1,0 +1,66 @@
+"""Relabeling verbs for the dashboard and CLI: each opens one short write transaction.
+
+The rules (role checks, audit, undo semantics) live in :mod:`store.relabeling`; these
+wrappers only give every caller the same transaction boundary.
+"""
+
+from __future__ import annotations
+
+import os
+
+from store import relabeling
+from store.actors import Actor
+from store.db import transaction
+
+DbPath = str | os.PathLike | None
+
+
+def relabel(db: DbPath, actor: Actor, review_id: str, label: str, *, flag_id: int | None = None) -> dict:
+    """Give one review a human label (resolving its open flags).
+
+    Args:
+        db: the store.
+        actor: labeler or above.
+        review_id: the review.
+        label: negative, neutral or positive.
+        flag_id: the flag being worked on, if any.
+
+    Returns:
+        See :func:`store.relabeling.relabel`.
+
+    Example:
+        >>> relabel("t.duckdb", Actor("ana", "labeler"), "r1", "negative")  # doctest: +SKIP
+    """
+    with transaction(db) as con:
+        return relabeling.relabel(con, actor, review_id, label, flag_id=flag_id)
+
+
+def bulk_relabel(db: DbPath, actor: Actor, review_ids: list[str], label: str) -> dict:
+    """Give many reviews the same human label as one undoable action.
+
+    Example:
+        >>> bulk_relabel("t.duckdb", actor, ["r1", "r2"], "neutral")["relabeled"]  # doctest: +SKIP
+        2
+    """
+    with transaction(db) as con:
+        return relabeling.bulk_relabel(con, actor, review_ids, label)
+
+
+def dismiss_flag(db: DbPath, actor: Actor, flag_id: int) -> dict:
+    """Close a flag without relabeling.
+
+    Example:
+        >>> dismiss_flag("t.duckdb", Actor("ana", "labeler"), 7)  # doctest: +SKIP
+    """
+    with transaction(db) as con:
+        return relabeling.dismiss_flag(con, actor, flag_id)
+
+
+def undo_last(db: DbPath, actor: Actor) -> dict | None:
+    """Undo ``actor``'s last relabel, bulk relabel or dismissal; None when nothing is left to undo.
+
+    Example:
+        >>> undo_last("t.duckdb", Actor("ana", "labeler"))  # doctest: +SKIP
+    """
+    with transaction(db) as con:
+        return relabeling.undo_last_action(con, actor)

@@ -1,0 +1,269 @@
+"""Flags: hard cases queued for a person to relabel, each with a reason and a priority.
+
+A (review, reason, term) gets at most one flag ever: a new flagging run never duplicates
+an open flag and never reopens one that was resolved or dismissed, and reviews a person
+already labeled are not flagged again. Flags leave the open queue when the review is
+relabeled (resolved) or a labeler dismisses them; an undo can put them back.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import duckdb
+import pandas as pd
+
+FLAG_REASONS: tuple[str, ...] = (
+    "low_confidence",
+    "disagreement",
+    "rating_contradicts_text",
+    "label_issue",
+    "emerging_term",
+)
+FLAG_STATUSES: tuple[str, ...] = ("open", "resolved", "dismissed")
+FLAG_COLUMNS: tuple[str, ...] = ("review_id", "reason", "priority", "model_id", "term", "detail")
+
+
+def _prepare(frame: pd.DataFrame) -> pd.DataFrame:
+    missing = {"review_id", "reason", "priority"} - set(frame.columns)
+    if missing:
+        raise ValueError(f"flag frame lacks columns: {sorted(missing)}")
+    frame = frame.copy()
+    for optional in ("model_id", "term", "detail"):
+        if optional not in frame.columns:
+            frame[optional] = None
+    unknown = set(frame["reason"]) - set(FLAG_REASONS)
+    if unknown:
+        raise ValueError(f"unknown flag reasons: {sorted(unknown)}; expected {', '.join(FLAG_REASONS)}")
+    frame["detail"] = [
+        d if d is None or isinstance(d, str) else json.dumps(d, default=str) for d in frame["detail"]
+    ]
+    frame["term"] = frame["term"].astype(object).where(frame["term"].notna(), None)
+    frame["priority"] = frame["priority"].astype(float)
+    return frame[list(FLAG_COLUMNS)]
+
+
+def insert_flags(con: duckdb.DuckDBPyConnection, frame: pd.DataFrame) -> int:
+    """Queue new flags, skipping any (review, reason, term) flagged before and human-labeled reviews.
+
+    Within ``frame`` duplicates keep their highest priority. Unknown review ids are skipped.
+    Call inside a transaction.
+
+    Args:
+        con: connection in the caller's transaction.
+        frame: review_id, reason, priority; optional model_id, term, detail (dict or JSON).
+
+    Returns:
+        How many flags were inserted.
+
+    Example:
+        >>> insert_flags(con, pd.DataFrame({"review_id": ["r1"], "reason": ["low_confidence"],
+        ...                                 "priority": [0.9]}))  # doctest: +SKIP
+        1
+    """
+    if frame.empty:
+        return 0
+    con.register("_flag_batch", _prepare(frame))
+    try:
+        before = con.execute("SELECT count(*) FROM flags").fetchone()[0]
+        con.execute(
+            """
+            INSERT INTO flags (review_id, reason, priority, model_id, term, detail, status, created_at)
+            WITH batch AS (
+                SELECT review_id::VARCHAR AS review_id, reason::VARCHAR AS reason, priority::DOUBLE AS priority,
+                       model_id::VARCHAR AS model_id, term::VARCHAR AS term, detail::JSON AS detail
+                FROM _flag_batch
+                QUALIFY row_number() OVER (
+                    PARTITION BY review_id, reason, coalesce(term::VARCHAR, '') ORDER BY priority DESC) = 1
+            )
+            SELECT b.review_id, b.reason, b.priority, b.model_id, b.term, b.detail, 'open', ?
+            FROM batch b
+            WHERE EXISTS (SELECT 1 FROM reviews r WHERE r.review_id = b.review_id)
+              AND NOT EXISTS (
+                    SELECT 1 FROM flags f
+                    WHERE f.review_id = b.review_id AND f.reason = b.reason
+                      AND coalesce(f.term, '') = coalesce(b.term, ''))
+              AND NOT EXISTS (
+                    SELECT 1 FROM current_labels l WHERE l.review_id = b.review_id AND l.source = 'human')
+            ORDER BY b.priority DESC, b.review_id
+            """,
+            [datetime.now()],
+        )
+        return con.execute("SELECT count(*) FROM flags").fetchone()[0] - before
+    finally:
+        con.unregister("_flag_batch")
+
+
+def fetch_flag_queue(
+    con: duckdb.DuckDBPyConnection,
+    *,
+    reasons: list[str] | tuple[str, ...] | None = None,
+    status: str = "open",
+    limit: int = 50,
+    offset: int = 0,
+) -> pd.DataFrame:
+    """Flags with their review, the flagging model's prediction and the current label, highest priority first.
+
+    Args:
+        reasons: keep only these reasons (default all).
+        status: "open", "resolved", "dismissed" or None for all.
+        limit, offset: paging.
+
+    Returns:
+        DataFrame with flag_id, review_id, reason, priority, term, detail, status, text, stars,
+        created_at (the flag's), model_id, model_label, p_negative, p_neutral, p_positive,
+        current_label, current_label_source.
+
+    Example:
+        >>> fetch_flag_queue(con, reasons=["low_confidence"], limit=10)  # doctest: +SKIP
+    """
+    if status is not None and status not in FLAG_STATUSES:
+        raise ValueError(f"unknown flag status {status!r}")
+    if reasons is not None:
+        unknown = set(reasons) - set(FLAG_REASONS)
+        if unknown:
+            raise ValueError(f"unknown flag reasons: {sorted(unknown)}")
+    return con.execute(
+        """
+        SELECT f.flag_id, f.review_id, f.reason, f.priority, f.term, f.detail, f.status,
+               r.text, r.stars, r.restaurant_name, f.created_at, f.model_id,
+               p.label AS model_label, p.p_negative, p.p_neutral, p.p_positive,
+               l.label AS current_label, l.source AS current_label_source
+        FROM flags f
+        JOIN reviews r USING (review_id)
+        LEFT JOIN predictions p ON p.model_id = f.model_id AND p.review_id = f.review_id
+        LEFT JOIN current_labels l ON l.review_id = f.review_id
+        WHERE (?::VARCHAR IS NULL OR f.status = ?::VARCHAR)
+          AND (?::VARCHAR[] IS NULL OR f.reason IN (SELECT unnest(?::VARCHAR[])))
+        ORDER BY f.priority DESC, f.flag_id
+        LIMIT ? OFFSET ?
+        """,
+        [status, status, None if reasons is None else list(reasons), None if reasons is None else list(reasons),
+         limit, offset],
+    ).df()
+
+
+def count_open_flags_by_reason(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Open flags per reason (every reason present, zero when none)."""
+    rows = dict(con.execute("SELECT reason, count(*) FROM flags WHERE status = 'open' GROUP BY 1").fetchall())
+    return {reason: rows.get(reason, 0) for reason in FLAG_REASONS}
+
+
+def get_flag(con: duckdb.DuckDBPyConnection, flag_id: int) -> dict | None:
+    """One flag row as a dict, or None."""
+    cur = con.execute("SELECT * FROM flags WHERE flag_id = ?", [flag_id])
+    row = cur.fetchone()
+    return None if row is None else dict(zip([d[0] for d in cur.description], row))
+
+
+def resolve_open_flags(con: duckdb.DuckDBPyConnection, review_ids: list[str], by: str) -> list[tuple[int, str]]:
+    """Mark every open flag of ``review_ids`` resolved; returns (flag_id, review_id) of those changed."""
+    return con.execute(
+        """
+        UPDATE flags SET status = 'resolved', resolved_at = ?, resolved_by = ?
+        WHERE status = 'open' AND review_id IN (SELECT unnest(?::VARCHAR[]))
+        RETURNING flag_id, review_id
+        """,
+        [datetime.now(), by, list(review_ids)],
+    ).fetchall()
+
+
+def set_flag_status(con: duckdb.DuckDBPyConnection, flag_ids: list[int], status: str, by: str | None) -> int:
+    """Set the status of flags (reopening clears who resolved them); returns how many changed."""
+    if status not in FLAG_STATUSES:
+        raise ValueError(f"unknown flag status {status!r}")
+    reopened = status == "open"
+    return len(
+        con.execute(
+            """
+            UPDATE flags SET status = ?,
+                   resolved_at = CASE WHEN ? THEN NULL ELSE ? END,
+                   resolved_by = CASE WHEN ? THEN NULL ELSE ? END
+            WHERE flag_id IN (SELECT unnest(?::BIGINT[])) AND status <> ?
+            RETURNING flag_id
+            """,
+            [status, reopened, datetime.now(), reopened, by, list(flag_ids), status],
+        ).fetchall()
+    )
+
+
+# --- reads for the flagging run ------------------------------------------------------------
+
+
+def fetch_flag_inputs(con: duckdb.DuckDBPyConnection, model_id: str) -> pd.DataFrame:
+    """Every review ``model_id`` scored, without text: review_id, stars, created_at, split,
+    label and label_source (current), p_negative, p_neutral, p_positive."""
+    return con.execute(
+        """
+        SELECT r.review_id, r.stars, r.created_at, s.split, l.label, l.source AS label_source,
+               p.p_negative, p.p_neutral, p.p_positive
+        FROM predictions p
+        JOIN reviews r USING (review_id)
+        LEFT JOIN splits s USING (review_id)
+        LEFT JOIN current_labels l USING (review_id)
+        WHERE p.model_id = ?
+        ORDER BY r.review_id
+        """,
+        [model_id],
+    ).df()
+
+
+def fetch_disagreements(
+    con: duckdb.DuckDBPyConnection, model_id: str, other_model_ids: list[str], *, min_distance: float
+) -> pd.DataFrame:
+    """Reviews where ``model_id`` and another model pick different classes, at least ``min_distance``
+    apart in total variation; one row per review (the most distant other model): review_id,
+    other_model_id, model_label, other_label, distance."""
+    return con.execute(
+        """
+        SELECT c.review_id, o.model_id AS other_model_id, c.label AS model_label, o.label AS other_label,
+               0.5 * (abs(c.p_negative - o.p_negative) + abs(c.p_neutral - o.p_neutral)
+                      + abs(c.p_positive - o.p_positive)) AS distance
+        FROM predictions c
+        JOIN predictions o ON o.review_id = c.review_id AND o.model_id IN (SELECT unnest(?::VARCHAR[]))
+        WHERE c.model_id = ? AND o.model_id <> c.model_id AND c.label <> o.label
+          AND 0.5 * (abs(c.p_negative - o.p_negative) + abs(c.p_neutral - o.p_neutral)
+                     + abs(c.p_positive - o.p_positive)) >= ?
+        QUALIFY row_number() OVER (PARTITION BY c.review_id ORDER BY distance DESC, o.model_id) = 1
+        ORDER BY c.review_id
+        """,
+        [list(other_model_ids), model_id, min_distance],
+    ).df()
+
+
+def fetch_flagged_keys(con: duckdb.DuckDBPyConnection, reason: str) -> set[tuple[str, str]]:
+    """(review_id, term or '') of every flag ever raised for ``reason``, whatever its status."""
+    rows = con.execute("SELECT review_id, coalesce(term, '') FROM flags WHERE reason = ?", [reason]).fetchall()
+    return set(rows)
+
+
+def fetch_review_texts(con: duckdb.DuckDBPyConnection, review_ids: list[str]) -> pd.DataFrame:
+    """review_id, text of the given reviews, ordered by id."""
+    return con.execute(
+        "SELECT review_id, text FROM reviews WHERE review_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY review_id",
+        [list(review_ids)],
+    ).df()
+
+
+def fetch_texts_between(
+    con: duckdb.DuckDBPyConnection, start: datetime | None, end: datetime | None, *, limit: int, seed: int = 0
+) -> pd.DataFrame:
+    """review_id, text, created_at of reviews with start <= created_at < end (either bound open),
+    at most ``limit`` of them: a deterministic pseudo-random sample (by a seeded hash of the id)."""
+    return con.execute(
+        """
+        SELECT review_id, text, created_at FROM reviews
+        WHERE created_at IS NOT NULL
+          AND (?::TIMESTAMP IS NULL OR created_at >= ?::TIMESTAMP)
+          AND (?::TIMESTAMP IS NULL OR created_at < ?::TIMESTAMP)
+        ORDER BY hash(review_id || ?::VARCHAR), review_id
+        LIMIT ?
+        """,
+        [start, start, end, end, str(seed), limit],
+    ).df()
+
+
+def newest_review_time(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """created_at of the newest review (None when no review has a date)."""
+    return con.execute("SELECT max(created_at) FROM reviews").fetchone()[0]

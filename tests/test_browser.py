@@ -1,0 +1,167 @@
+"""End to end in a real browser: `tastebud dashboard` serves a seeded store, headless Chromium signs
+in as a labeler, opens each permitted page, relabels a flagged review (the store must hold the
+human label), then signs in as a viewer who cannot reach the hard-cases and training pages.
+
+Screenshots go to artifacts/browser/. Skipped when /usr/bin/chromium or playwright is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dashboard_seed import ACCOUNTS, seed_dashboard_store, write_secrets
+from store.db import connect
+from store.labels import current_label
+from store.schema import init_store
+
+CHROMIUM = Path("/usr/bin/chromium")
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "artifacts" / "browser"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+# Generous per-step waits; the whole test stays bounded by the timeout mark.
+STEP_MS = 20_000
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.timeout(90),
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed (apt-get install chromium)"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    db, _ = init_store(tmp_path / "store.duckdb")
+    info = seed_dashboard_store(db, rows=1500)
+    secrets = write_secrets(tmp_path / "secrets.toml")
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    log = open(tmp_path / "streamlit.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "--db", str(db), "dashboard", "--host", "127.0.0.1",
+         "--port", str(port), "--secrets", str(secrets)],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("the dashboard did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
+        time.sleep(0.3)
+    yield base, db, info
+    os.killpg(proc.pid, 15)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+        proc.wait()
+    log.close()
+
+
+def _settle(page) -> None:
+    """Wait until Streamlit has finished the script run and drawn every element (twice in a row)."""
+    page.wait_for_selector("[data-testid='stApp']", timeout=STEP_MS)
+    idle = """() => !document.querySelector('[data-testid="stStatusWidget"], [data-testid="stSkeleton"], [data-stale="true"]')"""
+    for _ in range(2):
+        page.wait_for_timeout(400)
+        page.wait_for_function(idle, timeout=STEP_MS)
+
+
+def _sign_in(page, base: str, username: str, path: str = "") -> None:
+    page.goto(f"{base}/{path}", timeout=STEP_MS)
+    # A URL that is no page of the sign-in screen first shows Streamlit's "Page not found" notice.
+    notice = page.get_by_role("dialog")
+    try:
+        notice.wait_for(timeout=1500)
+        page.keyboard.press("Escape")
+        notice.wait_for(state="hidden", timeout=STEP_MS)
+    except playwright_api.TimeoutError:
+        pass
+    page.get_by_role("textbox", name="Username").fill(username, timeout=STEP_MS)
+    page.get_by_role("textbox", name="Password").fill(ACCOUNTS[username][1])
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text(f"Signed in as {username}").wait_for(timeout=STEP_MS)
+    _settle(page)
+
+
+def _open(page, title: str, shot: str) -> None:
+    page.locator("[data-testid='stSidebarNav']").get_by_text(title, exact=True).click()
+    page.get_by_role("heading", name=title).wait_for(timeout=STEP_MS)
+    _settle(page)
+    assert page.locator("[data-testid='stException']").count() == 0, f"{title} raised"
+    page.screenshot(path=str(ARTIFACTS / f"{shot}.png"), full_page=True)
+
+
+def test_labeler_relabels_in_a_real_browser_and_a_viewer_is_kept_out(server):
+    base, db, info = server
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2200})
+            page.goto(base, timeout=STEP_MS)
+            page.get_by_role("button", name="Sign in").wait_for(timeout=STEP_MS)
+            page.screenshot(path=str(ARTIFACTS / "00-sign-in.png"))
+
+            _sign_in(page, base, "lena")
+            nav = page.locator("[data-testid='stSidebarNav']")
+            for title in ("Overview", "Sentiment trends", "Model comparison", "Hard cases"):
+                assert nav.get_by_text(title, exact=True).count() == 1
+            for title in ("Training", "Data"):
+                assert nav.get_by_text(title, exact=True).count() == 0
+            _open(page, "Overview", "01-labeler-overview")
+            _open(page, "Sentiment trends", "02-labeler-trends")
+            _open(page, "Model comparison", "03-labeler-comparison")
+            _open(page, "Hard cases", "04-labeler-hard-cases")
+
+            first = info["flag_review_ids"][0]
+            page.get_by_role("button", name="Negative").click()
+            page.get_by_text("Labeled negative.").wait_for(timeout=STEP_MS)
+            _settle(page)
+            page.screenshot(path=str(ARTIFACTS / "05-labeler-after-relabel.png"), full_page=True)
+            with connect(db, read_only=True) as con:
+                label = current_label(con, first)
+            assert (label["label"], label["source"], label["labeler"]) == ("negative", "human", "lena")
+
+            viewer = browser.new_page(viewport={"width": 1400, "height": 2200})
+            _sign_in(viewer, base, "vera")
+            nav = viewer.locator("[data-testid='stSidebarNav']")
+            assert nav.get_by_text("Sentiment trends", exact=True).count() == 1
+            for title in ("Hard cases", "Training", "Data"):
+                assert nav.get_by_text(title, exact=True).count() == 0
+            viewer.screenshot(path=str(ARTIFACTS / "06-viewer-overview.png"), full_page=True)
+            # Typing the URL of a page the role lacks opens a fresh session that has to sign in again,
+            # and after signing in that page still does not exist for this role: the default page shows.
+            for path in ("hard_cases", "training"):
+                _sign_in(viewer, base, "vera", path)
+                assert viewer.get_by_role("heading", name=re.compile("Hard cases|Training")).count() == 0
+                assert viewer.get_by_role("button", name="Negative").count() == 0
+                assert viewer.get_by_role("heading", name="Overview").count() == 1
+                viewer.screenshot(path=str(ARTIFACTS / f"07-viewer-url-{path}.png"))
+        finally:
+            browser.close()

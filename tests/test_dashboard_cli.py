@@ -1,0 +1,71 @@
+"""`tastebud dashboard`, `hash-password` and `add-account`."""
+
+from __future__ import annotations
+
+import subprocess
+import tomllib
+from pathlib import Path
+
+import bcrypt
+from typer.testing import CliRunner
+
+from conftest import cli_cmd
+from dashboard.auth import parse_accounts
+from pipeline.cli import app
+from pipeline.cli_dashboard import APP_PATH, dashboard_command
+
+runner = CliRunner()
+
+
+def test_dashboard_command_binds_where_asked_and_passes_the_secrets(tmp_path):
+    argv = dashboard_command(host="localhost", port=8600, secrets=tmp_path / "secrets.toml")
+    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] == str(APP_PATH)
+    options = dict(zip(argv[5::2], argv[6::2]))
+    assert options["--server.address"] == "localhost"
+    assert options["--server.port"] == "8600"
+    assert options["--server.headless"] == "true"
+    assert options["--secrets.files"] == str(tmp_path / "secrets.toml")
+    assert "--secrets.files" not in dashboard_command(host="localhost", port=1, secrets=None)
+
+
+def test_dashboard_refuses_a_missing_store(tmp_path):
+    result = subprocess.run(cli_cmd("--db", str(tmp_path / "none.duckdb"), "dashboard"), capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: no store at {tmp_path / 'none.duckdb'}: run `tastebud demo-data` or `tastebud import` first"
+
+
+def test_hash_password_prints_a_bcrypt_hash():
+    result = runner.invoke(app, ["hash-password"], input="long-enough\nlong-enough\n")
+    assert result.exit_code == 0, result.output
+    hashed = result.output.strip().splitlines()[-1]
+    assert bcrypt.checkpw(b"long-enough", hashed.encode())
+
+
+def test_add_account_appends_a_hashed_entry_the_dashboard_accepts(tmp_path):
+    secrets = tmp_path / ".streamlit" / "secrets.toml"
+    result = runner.invoke(app, ["add-account", "ana@example.com", "--role", "labeler", "--secrets", str(secrets)],
+                           input="s3cret-pass\ns3cret-pass\n")
+    assert result.exit_code == 0, result.output
+    runner.invoke(app, ["add-account", "bo", "--role", "viewer", "--secrets", str(secrets)], input="another-pw\nanother-pw\n")
+    accounts, problems = parse_accounts(tomllib.loads(secrets.read_text())["accounts"])
+    assert problems == []
+    assert {name: a.role for name, a in accounts.items()} == {"ana@example.com": "labeler", "bo": "viewer"}
+    assert bcrypt.checkpw(b"s3cret-pass", accounts["ana@example.com"].password_hash.encode())
+    assert "s3cret-pass" not in secrets.read_text()
+    assert secrets.stat().st_mode & 0o777 == 0o600
+
+
+def test_add_account_refuses_bad_input(tmp_path):
+    secrets = tmp_path / "secrets.toml"
+    runner.invoke(app, ["add-account", "ana", "--role", "labeler", "--secrets", str(secrets)], input="password1\npassword1\n")
+    cases = [
+        (["add-account", "ana", "--role", "viewer"], "account 'ana' already exists"),
+        (["add-account", "bo", "--role", "root"], "unknown role 'root'"),
+        (["add-account", "bad name", "--role", "viewer"], "a username may use letters"),
+        (["add-account", "cy", "--role", "viewer"], "at least 8 characters"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, [*args, "--secrets", str(secrets)], input="short\nshort\n")
+        assert result.exit_code != 0
+        assert message in str(result.exception)
+    assert list(tomllib.loads(secrets.read_text())["accounts"]) == ["ana"]

@@ -1,0 +1,202 @@
+"""Batch scoring: inference order and batching, idempotence, staleness, shards, kill and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.inference import ClassifierPredictor, _batches, predict_proba
+from pipeline.scoring import parse_shard, score_with
+from store.db import connect, transaction
+from store.errors import TastebudError
+from store.predictions import count_predictions, fetch_predictions, shard_of
+from store.reviews import upsert_reviews
+from tests.conftest import REPO_ROOT, cli_cmd, seed_reviews
+from tests.tiny_model import save_tiny_classifier
+
+WORDS = "great awful tacos service cold warm slow friendly noodles pricey cozy loud fresh stale".split()
+
+
+def _reviews(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(rng.choice(WORDS, size=int(rng.integers(1, 40)))) for _ in range(n)]
+    return pd.DataFrame({"review_id": [f"rev{i:05d}" for i in range(n)], "text": texts,
+                         "stars": rng.integers(1, 6, size=n)})
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return save_tiny_classifier(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model_dir):
+    return ClassifierPredictor(str(tiny_model_dir))
+
+
+def test_batches_respect_row_and_token_limits():
+    lengths = np.array([5, 200, 17, 3, 64, 64, 31, 120, 2, 9])
+    seen = []
+    for idx in _batches(lengths, batch_size=4, max_batch_tokens=256):
+        padded = -(-int(lengths[idx].max()) // 16) * 16
+        assert len(idx) <= 4 and (len(idx) == 1 or len(idx) * padded <= 256)
+        assert list(lengths[idx]) == sorted(lengths[idx])
+        seen.extend(idx.tolist())
+    assert sorted(seen) == list(range(len(lengths)))
+
+
+def test_predict_proba_keeps_input_order_and_matches_one_by_one(predictor):
+    texts = _reviews(40)["text"].tolist()
+    batched = predict_proba(predictor.model, predictor.tokenizer, texts, batch_size=8, max_batch_tokens=128)
+    single = np.vstack([predict_proba(predictor.model, predictor.tokenizer, [t]) for t in texts])
+    assert batched.shape == (40, 3) and batched.dtype == np.float32
+    np.testing.assert_allclose(batched.sum(axis=1), 1.0, atol=1e-5)
+    # padding must not change a text's prediction (bf16 rounding allows a small difference)
+    np.testing.assert_allclose(batched, single, atol=2e-2)
+    assert predict_proba(predictor.model, predictor.tokenizer, []).shape == (0, 3)
+
+
+def test_score_is_idempotent_and_rescores_changed_text(store_path, predictor):
+    seed_reviews(store_path, _reviews(150))
+    first = score_with(store_path, predictor, "m1", chunk_size=64)
+    assert first["scored"] == 150 and first["pending_at_start"] == 150
+    assert score_with(store_path, predictor, "m1")["scored"] == 0
+    with connect(store_path, read_only=True) as con:
+        stored = fetch_predictions(con, "m1")
+    assert len(stored) == 150 and stored.review_id.is_unique
+    probs = stored[["p_negative", "p_neutral", "p_positive"]].to_numpy()
+    assert (stored.label == np.array(["negative", "neutral", "positive"])[probs.argmax(axis=1)]).all()
+
+    changed = _reviews(150).iloc[[3]].assign(text="a completely different text now", source="test")
+    with transaction(store_path) as con:
+        upsert_reviews(con, changed)
+    assert score_with(store_path, predictor, "m1")["scored"] == 1
+    assert score_with(store_path, predictor, "m1", rescore_all=True)["scored"] == 150
+    assert score_with(store_path, predictor, "m2", chunk_size=1000)["scored"] == 150  # another model: its own rows
+
+
+def test_shards_cover_every_review_exactly_once(store_path, predictor):
+    seed_reviews(store_path, _reviews(300))
+    counts = [score_with(store_path, predictor, "m1", shard=(i, 3), chunk_size=50)["scored"] for i in range(3)]
+    assert sum(counts) == 300 and all(c > 50 for c in counts)
+    with connect(store_path, read_only=True) as con:
+        assert count_predictions(con, "m1") == 300
+    expected = {i: sum(shard_of(f"rev{k:05d}", 3) == i for k in range(300)) for i in range(3)}
+    assert counts == [expected[0], expected[1], expected[2]]
+    assert parse_shard("2/3") == (2, 3) and parse_shard(None) is None
+    for bad in ("3/3", "x", "1/0", "-1/2"):
+        with pytest.raises(TastebudError, match="shard"):
+            parse_shard(bad)
+
+
+def test_bad_predictor_output_writes_nothing(store_path):
+    seed_reviews(store_path, _reviews(10))
+
+    class Broken:
+        def predict_proba(self, texts):
+            return np.full((len(texts), 3), np.nan)
+
+    with pytest.raises(TastebudError, match="non-finite probabilities"):
+        score_with(store_path, Broken(), "bad")
+    with connect(store_path, read_only=True) as con:
+        assert count_predictions(con, "bad") == 0
+
+
+_SCORER = """
+import sys
+from pipeline.inference import ClassifierPredictor
+from pipeline.scoring import parse_shard, score_with
+db, model_dir, shard, chunk = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+print(score_with(db, ClassifierPredictor(model_dir), "m1", shard=parse_shard(shard or None), chunk_size=chunk))
+"""
+
+
+def _spawn(db, model_dir, shard="", chunk=10):
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1")
+    return subprocess.Popen([sys.executable, "-c", _SCORER, str(db), str(model_dir), shard, str(chunk)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _count(db) -> int:
+    with connect(db, read_only=True) as con:
+        return con.execute("SELECT count(*), count(DISTINCT review_id) FROM predictions WHERE model_id = 'm1'").fetchone()
+
+
+@pytest.mark.slow
+def test_killed_scoring_process_resumes_without_duplicates_or_gaps(store_path, tiny_model_dir):
+    n = 600
+    seed_reviews(store_path, _reviews(n))
+    proc = _spawn(store_path, tiny_model_dir, chunk=10)
+    deadline = time.monotonic() + 120
+    while _count(store_path)[0] < 60:
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "the scorer wrote nothing in time"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial, distinct = _count(store_path)
+    assert partial == distinct and 60 <= partial < n and partial % 10 == 0  # whole chunks only
+
+    resumed = _spawn(store_path, tiny_model_dir, chunk=500)
+    out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    assert f"'scored': {n - partial}" in out
+    assert _count(store_path) == (n, n)
+
+
+@pytest.mark.slow
+def test_concurrent_shard_processes_split_the_work(store_path, tiny_model_dir):
+    seed_reviews(store_path, _reviews(300))
+    procs = [_spawn(store_path, tiny_model_dir, shard=f"{i}/2", chunk=25) for i in range(2)]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e for _, e in outputs]
+    scored = [int(out.split("'scored': ")[1].split(",")[0]) for out, _ in outputs]
+    assert sum(scored) == 300 and min(scored) > 100
+    assert _count(store_path) == (300, 300)
+
+
+# --- the CLI and the job with a champion from the model registry ------------------------------------
+
+
+def _run_cli(db, *args):
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1")
+    return subprocess.run([*cli_cmd("--db", str(db), *args)], env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_cli_and_job_score_with_the_champion(store_path, tiny_model_dir):
+    import json
+
+    from pipeline.jobs import start_job, wait_for_job
+    from store import models as model_store
+    from store.actors import cli_actor
+
+    seed_reviews(store_path, _reviews(120))
+    missing = _run_cli(store_path, "score")
+    assert missing.returncode == 2 and "there is no champion model yet" in missing.stderr
+    with transaction(store_path) as con:
+        model_store.register_model(con, model_id="tiny", kind="finetuned", name="tiny", path=str(tiny_model_dir),
+                                   params={"max_length": 32})
+        model_store.promote_model(con, cli_actor(), "tiny")
+
+    first = _run_cli(store_path, "score", "--json", "--chunk-size", "50")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["scored"] == 120 and json.loads(first.stdout)["model_id"] == "tiny"
+    assert json.loads(_run_cli(store_path, "score", "--json").stdout)["scored"] == 0
+    bad = _run_cli(store_path, "score", "--shard", "5/2")
+    assert bad.returncode == 2 and bad.stderr.strip() == "error: --shard 5/2: need N >= 1 and 0 <= i < N"
+    unknown = _run_cli(store_path, "score", "--model", "nope")
+    assert unknown.returncode == 2 and "no model 'nope'" in unknown.stderr
+
+    job_id = start_job(store_path, "score", {"model_id": "tiny", "rescore_all": True}, cli_actor())
+    job = wait_for_job(store_path, job_id, timeout_s=240)
+    assert job["status"] == "succeeded" and job["result"]["scored"] == 120
+    with connect(store_path, read_only=True) as con:
+        assert count_predictions(con, "tiny") == 120
