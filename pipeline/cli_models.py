@@ -107,19 +107,26 @@ def train_cmd(
 def evaluate_cmd(
     model_id: str = typer.Argument(..., help="Registered model id (see `tastebud models`)."),
     terms: list[str] = typer.Option(None, "--term", help="Also slice by this term (repeatable)."),
-    data: Path = typer.Option(None, "--data", help="Evaluate on this labeled file instead (nothing is stored)."),
-    text_col: str = typer.Option("text", "--text-col", help="--data: the text column."),
-    label_col: str = typer.Option("label", "--label-col", help="--data: the label column (negative/neutral/positive)."),
-    stars_col: str = typer.Option("stars", "--stars-col", help="--data: the stars column (labels from stars when no label)."),
-    restaurant_col: str = typer.Option("restaurant_name", "--restaurant-col", help="--data: the restaurant column."),
+    data: Path = typer.Option(None, "--data", help="Evaluate on this labeled file instead; nothing is stored."),
+    text: str = typer.Option(None, "--text", help="--data: text column (default: text/review/content...)."),
+    label: str = typer.Option(None, "--label", help="--data: label column (default: label/sentiment); overrides stars."),
+    stars: str = typer.Option(None, "--stars", help="--data: stars column, labels from stars when there is no label column."),
+    restaurant: str = typer.Option(None, "--restaurant", help="--data: restaurant id column (default: business_id)."),
+    restaurant_name: str = typer.Option(None, "--restaurant-name", help="--data: restaurant name column."),
+    fmt: str = typer.Option(None, "--format", help="--data: csv, tsv, jsonl or parquet (default: from the extension)."),
+    numeric_labels: str = typer.Option(None, "--numeric-labels", help="--data: accept numeric labels: binary, ternary, signed."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Evaluate a model on the frozen test split (stored) or on an external file (--data)."""
+    """Evaluate a model on the frozen test split (stored) or on an external labeled file (--data, same columns as import)."""
+    if data is None and any(v is not None for v in (text, label, stars, restaurant, restaurant_name, fmt, numeric_labels)):
+        raise TastebudError("column options (--text, --label, ...) only apply with --data FILE")
     from pipeline.evaluation import evaluate_file, evaluate_model
 
     if data is not None:
-        mapping = {"text": text_col, "label": label_col, "stars": stars_col, "restaurant_name": restaurant_col}
-        result = evaluate_file(db_path(), model_id, data, mapping, terms=terms or ())
+        from pipeline.importer import ColumnMapping
+
+        mapping = ColumnMapping(text=text, label=label, stars=stars, restaurant_id=restaurant, restaurant_name=restaurant_name)
+        result = evaluate_file(db_path(), model_id, data, mapping, fmt=fmt, numeric_labels=numeric_labels, terms=terms or ())
     else:
         result = evaluate_model(db_path(), model_id, terms=terms or ())
     if as_json:
@@ -130,7 +137,8 @@ def evaluate_cmd(
 
 def _print_evaluation(result: dict) -> None:
     typer.echo(f"{result['model_id']} on {result['dataset']} (n={result['n']}"
-               + (f", {result['skipped']} rows skipped" if result.get("skipped") else "") + ")")
+               + (f", {result['skipped']} unlabeled rows skipped" if result.get("skipped") else "")
+               + (f", {result['rejected']} rows rejected" if result.get("rejected") else "") + ")")
     typer.echo(f"accuracy {result['accuracy']:.4f}   macro P {result['macro_precision']:.4f}   "
                f"R {result['macro_recall']:.4f}   F1 {result['macro_f1']:.4f}   ECE {_num(result['ece'])}")
     typer.echo(f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline.importer import ColumnMapping
 from pipeline.metrics import SentimentMetrics, compute_classification_metrics
 from pipeline.predictors import load_predictor
 from store import evaluations as evaluation_store
@@ -65,92 +66,74 @@ def evaluate_model(db, model_id: str, *, terms: Sequence[str] = ()) -> dict:
     return {**metrics, "evaluation_id": evaluation_id, "slices": slices.to_dict("records")}
 
 
-def evaluate_file(db, model_id: str, path: str | Path, mapping: dict | None = None, *, terms: Sequence[str] = ()) -> dict:
+def evaluate_file(
+    db,
+    model_id: str,
+    path: str | Path,
+    mapping: ColumnMapping | None = None,
+    *,
+    fmt: str | None = None,
+    numeric_labels: str | None = None,
+    terms: Sequence[str] = (),
+) -> dict:
     """Evaluate a registered model on a labeled file outside the store; the store is not written.
+
+    The file is read and validated by the importer's parser (same formats, column detection,
+    label spellings and row checks as ``tastebud import``); labels come from its label column
+    when it has one, else from stars (1-2 negative, 3 neutral, 4-5 positive).
 
     Args:
         db: store path (only read, for the model's registry row).
         model_id: a registered, ready model.
-        path: CSV/TSV/JSON lines/Parquet file with a text column and a label or stars column.
-        mapping: tastebud field -> file column for "text", "label", "stars", "restaurant_name"
-            (defaults: the same names). Labels may be negative/neutral/positive (or neg/neu/pos,
-            -1/0/1); rows without a label fall back to stars (1-2 negative, 3 neutral, 4-5 positive).
+        path: CSV, TSV, JSON Lines or Parquet file.
+        mapping: explicit file columns (:class:`pipeline.importer.ColumnMapping`); others auto-detected.
+        fmt: file format when the extension does not say.
+        numeric_labels: accept numeric labels by this scheme ("binary", "ternary", "signed").
         terms: extra term slices.
 
     Returns:
-        Metrics and slices as :func:`evaluate_model`, plus dataset (the path) and skipped (rows
-        without text or a usable label). Nothing is stored.
+        Metrics and slices as :func:`evaluate_model`, plus dataset (the path), label_source,
+        skipped (accepted rows without a label) and rejected (rows the parser refused).
+
+    Raises:
+        TastebudError: unreadable file, no text column, no label or stars column, no labeled row.
+
+    Example:
+        >>> evaluate_file("store.duckdb", "ft-20261125-101500-1a2b", "held_out.csv")["macro_f1"]  # doctest: +SKIP
     """
     terms = _clean_terms(terms)
-    frame, skipped = read_labeled_file(path, mapping or {})
+    frame, skipped, rejected, label_source = read_labeled_file(path, mapping, fmt=fmt, numeric_labels=numeric_labels)
     predictor = load_predictor(db, model_id)
     metrics, slices = _score(predictor, frame, terms)
-    metrics.update(dataset=str(path), model_id=model_id, terms=list(terms), skipped=skipped)
+    metrics.update(dataset=str(path), model_id=model_id, terms=list(terms), label_source=label_source,
+                   skipped=skipped, rejected=rejected)
     return {**metrics, "slices": slices.to_dict("records")}
 
 
-def read_labeled_file(path: str | Path, mapping: dict) -> tuple[pd.DataFrame, int]:
-    """Read a labeled file into text, label, stars, restaurant columns; returns (frame, rows skipped).
+def read_labeled_file(
+    path: str | Path, mapping: ColumnMapping | None = None, *, fmt: str | None = None, numeric_labels: str | None = None
+) -> tuple[pd.DataFrame, int, int, str]:
+    """Parse a labeled file with the importer's reader.
+
+    Returns:
+        (frame with review_id, text, stars, restaurant, label; accepted rows without a label;
+        rejected rows; label source "import" or "stars").
 
     Raises:
-        TastebudError: missing file, unreadable format, missing columns, or no usable rows.
+        TastebudError: unreadable file, no label or stars column, or no labeled row.
     """
-    raw = _read_table(Path(path))
-    columns = {field: mapping.get(field) or field for field in ("text", "label", "stars", "restaurant_name")}
-    if columns["text"] not in raw.columns:
-        raise TastebudError(f"{path} has no text column {columns['text']!r} (columns: {', '.join(map(str, raw.columns))})")
-    has_label, has_stars = columns["label"] in raw.columns, columns["stars"] in raw.columns
-    if not (has_label or has_stars):
-        raise TastebudError(f"{path} has neither a label column {columns['label']!r} nor a stars column {columns['stars']!r}")
-    frame = pd.DataFrame({"text": raw[columns["text"]].astype("string")})
-    frame["stars"] = pd.to_numeric(raw[columns["stars"]], errors="coerce") if has_stars else np.nan
-    frame["restaurant"] = raw[columns["restaurant_name"]].astype("string") if columns["restaurant_name"] in raw.columns else pd.NA
-    labels = raw[columns["label"]].map(_normalise_label) if has_label else pd.Series(pd.NA, index=raw.index)
-    from_stars = frame["stars"].map(lambda s: label_from_stars(int(s)) if s in (1, 2, 3, 4, 5) else pd.NA)
-    frame["label"] = labels.where(labels.notna(), from_stars)
-    usable = frame["text"].notna() & (frame["text"].str.strip() != "") & frame["label"].notna()
-    if not usable.any():
-        raise TastebudError(f"{path} has no rows with both text and a usable label")
-    return frame[usable].reset_index(drop=True), int((~usable).sum())
+    from pipeline.importer import parse_reviews_file
 
-
-# File suffix -> pandas reader. Minimal on purpose: the importer's reader replaces it once merged.
-_READERS = {
-    ".csv": lambda p: pd.read_csv(p),
-    ".tsv": lambda p: pd.read_csv(p, sep="\t"),
-    ".txt": lambda p: pd.read_csv(p, sep="\t"),
-    ".jsonl": lambda p: pd.read_json(p, lines=True),
-    ".json": lambda p: pd.read_json(p),
-    ".parquet": lambda p: pd.read_parquet(p),
-}
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise TastebudError(f"no such file: {path}")
-    reader = _READERS.get(path.suffix.lower())
-    if reader is None:
-        raise TastebudError(f"cannot read {path.suffix or 'suffix-less'} files; use one of {', '.join(_READERS)}")
-    try:
-        return reader(path)
-    except Exception as exc:  # pandas raises many types for a malformed file
-        raise TastebudError(f"cannot read {path}: {exc}") from exc
-
-
-_LABEL_ALIASES = {
-    "negative": "negative", "neg": "negative", "-1": "negative",
-    "neutral": "neutral", "neu": "neutral", "0": "neutral",
-    "positive": "positive", "pos": "positive", "1": "positive",
-}
-
-
-def _normalise_label(value):
-    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
-        return pd.NA
-    text = str(value).strip().lower()
-    if text.endswith(".0"):
-        text = text[:-2]
-    return _LABEL_ALIASES.get(text, pd.NA)
+    rows, rejects, label_source = parse_reviews_file(path, fmt=fmt, columns=mapping, numeric_labels=numeric_labels)
+    if label_source is None:
+        raise TastebudError(f"{path} has neither a label nor a stars column; name one with --label or --stars")
+    frame = rows.select(["review_id", "text", "stars", "restaurant_id", "restaurant_name", "label"]).to_pandas()
+    frame["restaurant"] = frame["restaurant_name"].where(frame["restaurant_name"].notna(), frame["restaurant_id"])
+    labeled = frame["label"].notna()
+    if not labeled.any():
+        raise TastebudError(f"{path} has no row with a usable label ({rejects.num_rows} rows rejected)")
+    columns = ["review_id", "text", "stars", "restaurant", "label"]
+    return frame.loc[labeled, columns].reset_index(drop=True), int((~labeled).sum()), rejects.num_rows, label_source
 
 
 def _clean_terms(terms: Sequence[str]) -> tuple[str, ...]:

@@ -272,6 +272,34 @@ def import_reviews(
     return ImportReport(**report)
 
 
+def parse_reviews_file(
+    path: str | os.PathLike,
+    *,
+    fmt: str | None = None,
+    columns: ColumnMapping | None = None,
+    numeric_labels: str | None = None,
+) -> tuple[pa.Table, pa.Table, str | None]:
+    """Parse and validate a file exactly as :func:`import_reviews` does, without touching any store.
+
+    For evaluating a model on labeled data kept outside the store (``tastebud evaluate --data``).
+
+    Returns:
+        (rows, rejects, label_source): the accepted rows (review fields plus ``label``, taken from
+        the label column when the file has one, else from stars, None where neither gives one),
+        the rejected rows (row_number, reason, detail, raw), and "import", "stars" or None.
+
+    Example:
+        >>> rows, rejects, source = parse_reviews_file("held_out.csv")  # doctest: +SKIP
+    """
+    file = _check_file(Path(path))
+    fmt = _resolve_format(file, fmt)
+    mapping, _, valid, rejects, _ = _parse_and_validate(file, fmt, columns, file.name, label_spellings(numeric_labels))
+    label_source = "import" if mapping["label"] is not None else "stars" if mapping["stars"] is not None else None
+    label = valid["label" if label_source == "import" else "stars_label"] if label_source else pa.nulls(valid.num_rows, pa.string())
+    rows = valid.select(list(REVIEW_FIELDS)).append_column("label", label)
+    return rows, rejects, label_source
+
+
 def _check_file(path: Path) -> Path:
     if not path.exists():
         raise TastebudError(f"no such file: {path}")

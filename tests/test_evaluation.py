@@ -86,32 +86,46 @@ def test_compute_slices_on_a_hand_made_frame():
 
 
 def test_evaluate_file_leaves_the_store_untouched(vader_store, tmp_path):
+    from pipeline.importer import ColumnMapping
+
     data = tmp_path / "outside.csv"
     pd.DataFrame({
         "body": ["Absolutely wonderful dinner!", "Terrible, rude staff.", "It was okay.", "Horrible food", "",
-                 "Best tacos ever"],
-        "sentiment": ["pos", None, "neutral", "negative", "positive", None],
-        "rating": [5, 1, 3, 1, 5, None],
+                 "Best tacos ever", "Fine"],
+        "sentiment": ["pos", None, "neutral", "negative", "positive", "POSITIVE", "mixed"],
+        "rating": [5, 1, 3, 1, 5, None, 3],
     }).to_csv(data, index=False)
     before = _digest(vader_store)
     with connect(vader_store, read_only=True) as con:
         evaluations_before = con.execute("SELECT count(*) FROM evaluations").fetchone()[0]
-    result = evaluate_file(vader_store, VADER_ID, data, {"text": "body", "label": "sentiment", "stars": "rating"})
-    assert result["n"] == 4 and result["skipped"] == 2  # empty text; no label and no stars
-    assert result["per_class"]["negative"]["support"] == 2  # one from the label column, one from stars
+    result = evaluate_file(vader_store, VADER_ID, data, ColumnMapping(text="body", stars="rating"))
+    # The importer's rules: the label column wins over stars; "" text and "mixed" are rejected; no label = skipped.
+    assert result["label_source"] == "import"
+    assert (result["n"], result["skipped"], result["rejected"]) == (4, 1, 2)
+    assert [result["per_class"][k]["support"] for k in ("negative", "neutral", "positive")] == [1, 1, 2]
     assert result["dataset"] == str(data)
     assert _digest(vader_store) == before
     with connect(vader_store, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM evaluations").fetchone()[0] == evaluations_before
+
+    stars_only = tmp_path / "stars.csv"
+    pd.DataFrame({"text": ["Loved it", "Awful", "Meh"], "stars": [5, 1, 3]}).to_csv(stars_only, index=False)
+    by_stars = evaluate_file(vader_store, VADER_ID, stars_only)
+    assert by_stars["label_source"] == "stars" and by_stars["n"] == 3
+    assert _digest(vader_store) == before
 
 
 def test_evaluate_file_refuses_bad_input(vader_store, tmp_path):
     with pytest.raises(TastebudError, match="no such file"):
         evaluate_file(vader_store, VADER_ID, tmp_path / "missing.csv")
     bad = tmp_path / "bad.csv"
-    pd.DataFrame({"comment": ["x"], "label": ["positive"]}).to_csv(bad, index=False)
-    with pytest.raises(TastebudError, match="has no text column 'text'"):
+    pd.DataFrame({"comment_id": ["x"], "label": ["positive"]}).to_csv(bad, index=False)
+    with pytest.raises(TastebudError, match="no text column found"):
         evaluate_file(vader_store, VADER_ID, bad)
+    unlabeled = tmp_path / "unlabeled.csv"
+    pd.DataFrame({"text": ["Great"]}).to_csv(unlabeled, index=False)
+    with pytest.raises(TastebudError, match="neither a label nor a stars column"):
+        evaluate_file(vader_store, VADER_ID, unlabeled)
     with pytest.raises(TastebudError, match="no model 'nope'"):
         evaluate_model(vader_store, "nope")
 
@@ -181,3 +195,22 @@ def test_register_baselines_and_a_user_hf_model(store_path, tmp_path):
     register_baselines(store_path, actor=cli_actor(), evaluate=False)
     with connect(store_path, read_only=True) as con:
         assert len(model_store.list_models(con)) == 3
+
+
+@pytest.mark.slow
+def test_cli_evaluate_data_json_and_misused_options(vader_store, tmp_path):
+    import json
+    import subprocess
+
+    from conftest import cli_cmd
+    from training_helpers import SUBPROCESS_ENV
+
+    data = tmp_path / "held.tsv"
+    pd.DataFrame({"review": ["Loved it", "Awful place", "Okay"], "rating": [5, 1, 3]}).to_csv(data, sep="\t", index=False)
+    out = subprocess.run(cli_cmd("--db", str(vader_store), "evaluate", VADER_ID, "--data", str(data), "--stars", "rating",
+                                 "--json"), capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["n"] == 3
+    bad = subprocess.run(cli_cmd("--db", str(vader_store), "evaluate", VADER_ID, "--stars", "rating"),
+                         capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=120)
+    assert bad.returncode == 2 and "only apply with --data" in bad.stderr
