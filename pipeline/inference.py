@@ -144,20 +144,21 @@ def predict_proba(
     return out
 
 
-def _metadata_max_length(path: str) -> int | None:
+def _metadata_value(path: str, key: str):
+    """``key`` from a model's tastebud.json, at the top level or in its training config."""
     from pipeline.modeling import read_metadata
 
     meta = read_metadata(path)
-    value = meta.get("max_length") or (meta.get("config") or {}).get("max_length")
-    return int(value) if value else None
+    return meta.get(key) or (meta.get("config") or {}).get(key)
 
 
 class ClassifierPredictor:
     """A saved classifier directory, loaded once and prepared for fast scoring.
 
     Loads its own copy of the model, so casting the weights to bf16 touches nothing else.
-    The truncation length comes from the model's ``tastebud.json`` when it has one, so
-    scoring sees texts the way training did.
+    The truncation length and strategy ("head" or "head_tail", see :mod:`pipeline.truncation`)
+    come from the model's ``tastebud.json`` unless given, so scoring cuts texts the way
+    training did.
 
     Example:
         >>> ClassifierPredictor("models/m1").predict_proba(["Great tacos"]).shape  # doctest: +SKIP
@@ -171,16 +172,22 @@ class ClassifierPredictor:
         device: DeviceInfo | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_length: int | None = None,
+        truncation: str | None = None,
         cast_weights: bool = True,
     ):
         from pipeline.modeling import load_classifier
+        from pipeline.truncation import TRUNCATIONS, HeadTailTokenizer
 
         self.path = str(path)
         self.device = device or resolve_device()
-        model, self.tokenizer = load_classifier(self.path)
+        self.truncation = truncation or _metadata_value(self.path, "truncation") or "head"
+        if self.truncation not in TRUNCATIONS:
+            raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
+        model, tokenizer = load_classifier(self.path)
+        self.tokenizer = HeadTailTokenizer(tokenizer) if self.truncation == "head_tail" else tokenizer
         self.model = prepare_for_inference(model, self.device, cast_weights=cast_weights)
         self.batch_size = batch_size
-        self.max_length = max_length or _metadata_max_length(self.path) or DEFAULT_MAX_LENGTH
+        self.max_length = int(max_length or _metadata_value(self.path, "max_length") or DEFAULT_MAX_LENGTH)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """(n, 3) probabilities for ``texts``."""

@@ -174,7 +174,9 @@ def scoring_predictor(db: DbPath, model_id: str) -> Predictor:
         if not model.get("path") or not os.path.isdir(model["path"]):
             raise TastebudError(f"the files of model {model_id} are missing at {model.get('path')}")
         max_length = params.get("max_length")
-        return ClassifierPredictor(model["path"], max_length=int(max_length) if max_length else None)
+        # The registry row says how the model was trained to cut long texts ("head" before that existed).
+        return ClassifierPredictor(model["path"], max_length=int(max_length) if max_length else None,
+                                   truncation=params.get("truncation", "head"))
     return load_predictor(db, model_id)
 
 

@@ -200,3 +200,21 @@ def test_cli_and_job_score_with_the_champion(store_path, tiny_model_dir):
     assert job["status"] == "succeeded" and job["result"]["scored"] == 120
     with connect(store_path, read_only=True) as con:
         assert count_predictions(con, "tiny") == 120
+
+
+def test_scoring_cuts_long_texts_the_way_the_model_was_trained(store_path, tiny_model_dir):
+    from pipeline.scoring import scoring_predictor
+    from store import models as model_store
+
+    opening = "the tacos were fine and the room was warm " * 10
+    texts = [opening + "but the service was awful", opening + "and the dessert was superb"]
+    with transaction(store_path) as con:
+        for truncation in ("head", "head_tail"):
+            model_store.register_model(con, model_id=truncation, kind="finetuned", name=truncation,
+                                       path=str(tiny_model_dir), params={"max_length": 32, "truncation": truncation})
+    head, head_tail = (scoring_predictor(store_path, m) for m in ("head", "head_tail"))
+    assert head_tail.truncation == "head_tail" and head.max_length == 32
+    same_opening = head.predict_proba(texts)
+    np.testing.assert_array_equal(same_opening[0], same_opening[1])  # the endings were cut off
+    endings_seen = head_tail.predict_proba(texts)
+    assert not np.allclose(endings_seen[0], endings_seen[1])
