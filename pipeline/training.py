@@ -188,7 +188,12 @@ def load_training_data(db, config: TrainConfig) -> _Data:
     if train_df["label"].nunique() < 2:
         raise TastebudError("the train split has only one class; a classifier needs at least two")
     if config.max_train_examples and len(train_df) > config.max_train_examples:
-        train_df = _stratified_sample(train_df, config.max_train_examples, config.seed)
+        # Human relabels are the point of a round: a sample always keeps them, and fills the rest by class.
+        human = train_df[train_df["label_source"] == "human"]
+        others = train_df[train_df["label_source"] != "human"]
+        room = max(0, config.max_train_examples - len(human))
+        sampled = _stratified_sample(others, room, config.seed) if 0 < room < len(others) else others.iloc[:room]
+        train_df = pd.concat([human, sampled]).sort_values("review_id").reset_index(drop=True)
     return _Data(train=train_df[["review_id", "text", "label"]], val=val_df[["review_id", "text", "label"]], round=label_round)
 
 

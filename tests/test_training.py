@@ -274,3 +274,29 @@ def test_real_packaged_encoder_fine_tunes_a_few_steps(filled_store):
     assert model["data_snapshot"]["n_train"] == 64
     assert "all-MiniLM-L6-v2" in model["name"] or model["name"].startswith("minilm")
     assert evaluation["n"] > 0
+
+
+def test_sampled_training_data_keeps_every_human_relabel(store_path):
+    import pandas as pd
+
+    from conftest import seed_reviews
+    from pipeline.config import TrainConfig
+    from pipeline.training import load_training_data
+    from store.db import transaction
+    from store.labels import append_labels
+    from store.splits import split_counts
+    from store.db import connect
+
+    n = 400
+    labels = ["negative", "neutral", "positive", "positive"]
+    seed_reviews(store_path, pd.DataFrame({"review_id": [f"r{i:04d}" for i in range(n)], "text": ["t"] * n,
+                                           "label": [labels[i % 4] for i in range(n)]}))
+    with connect(store_path, read_only=True) as con:
+        train_ids = [r for (r,) in con.execute("SELECT review_id FROM splits WHERE split = 'train' ORDER BY review_id").fetchall()]
+        assert split_counts(con)["train"] > 100
+    relabeled = train_ids[:30]
+    with transaction(store_path) as con:
+        append_labels(con, pd.DataFrame({"review_id": relabeled, "label": ["negative"] * 30, "source": ["human"] * 30}))
+    data = load_training_data(store_path, TrainConfig(max_train_examples=60))
+    assert len(data.train) == 60
+    assert set(relabeled) <= set(data.train["review_id"])
