@@ -161,7 +161,8 @@ def run_job(db: str | os.PathLike | None, job_id: str) -> dict:
     return result
 
 
-def _pid_alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
+    """True while process ``pid`` exists on this machine and is not a finished zombie."""
     if not pid:
         return False
     try:
@@ -187,7 +188,7 @@ def reap_dead_jobs(db: str | os.PathLike | None) -> list[str]:
         active = job_store.active_jobs(con)
     dead = []
     for job in active:
-        if _pid_alive(job["pid"]):
+        if pid_alive(job["pid"]):
             continue
         if job["status"] == "queued" and job["pid"] is None:
             age = time.time() - job["created_at"].timestamp()
@@ -212,7 +213,7 @@ def cancel_job(db: str | os.PathLike | None, job_id: str, actor: Actor) -> None:
             raise TastebudError(f"job {job_id} already {job['status']}")
         job_store.request_cancel(con, job_id)
         audit(con, actor, "job.cancel", target=job_id)
-    if _pid_alive(job["pid"]):
+    if pid_alive(job["pid"]):
         try:
             os.killpg(job["pid"], signal.SIGTERM)
         except (ProcessLookupError, PermissionError):

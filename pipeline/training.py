@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.config import TrainConfig
-from pipeline.jobs import JobCancelled, JobReporter, runs_dir
+from pipeline.jobs import JobCancelled, JobReporter, pid_alive, runs_dir
 from pipeline.modeling import METADATA_FILE, default_base_model, models_dir
 from store import models as model_store
 from store.actors import Actor, audit, cli_actor, require
@@ -309,20 +309,8 @@ def _run_process_alive(run: dict) -> bool:
     if run.get("host") and run["host"] != socket.gethostname():
         return True
     pid = run.get("pid")
-    if not pid:
+    if not pid_alive(pid):
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                return False
-    except OSError:
-        return True
     token = run.get("proc_start")
     return token is None or token == _process_start_token(pid)
 

@@ -31,6 +31,7 @@ from store.constants import (
     TERMS_MIN_COUNT,
     TERMS_SAMPLE_PER_CLASS,
 )
+from store.labels import fetch_current_labels
 
 GRAINS: tuple[str, ...] = ("day", "week", "month")
 # How a review's restaurant and neighborhood are named in filters and groupings; imported
@@ -571,21 +572,6 @@ def fetch_prediction_agreement(
     return table
 
 
-def _current_label_rows(con: duckdb.DuckDBPyConnection, review_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """review_id -> (label, source) of a few reviews' current labels.
-
-    One placeholder per id: DuckDB then pushes the filter below the view's window, which it
-    does not do for a list parameter or a join (those evaluate the view for every review).
-    """
-    if not review_ids:
-        return {}
-    placeholders = ", ".join("?" * len(review_ids))
-    rows = con.execute(
-        f"SELECT review_id, label, source FROM current_labels WHERE review_id IN ({placeholders})", list(review_ids)
-    ).fetchall()
-    return {review_id: (label, source) for review_id, label, source in rows}
-
-
 def fetch_disagreements(
     con: duckdb.DuckDBPyConnection, model_a: str, model_b: str, *, split: str | None = "test", limit: int = 100
 ) -> pd.DataFrame:
@@ -618,7 +604,7 @@ def fetch_disagreements(
         """,
         [*pair_params, model_a, model_b, int(limit)],
     ).df()
-    current = _current_label_rows(con, frame["review_id"].tolist())
+    current = fetch_current_labels(con, frame["review_id"].tolist())
     frame["current_label"] = frame["review_id"].map(lambda r: current.get(r, (None, None))[0])
     return frame
 
@@ -692,7 +678,7 @@ def fetch_flag_page(
         """,
         [reasons, reasons, int(limit)],
     ).df()
-    current = _current_label_rows(con, frame["review_id"].drop_duplicates().tolist())
+    current = fetch_current_labels(con, frame["review_id"].drop_duplicates().tolist())
     frame["current_label"] = frame["review_id"].map(lambda r: current.get(r, (None, None))[0])
     frame["current_label_source"] = frame["review_id"].map(lambda r: current.get(r, (None, None))[1])
     return frame
