@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.models.inference import ClassifierPredictor, _batches, predict_proba
+from pipeline.models.inference import predict_proba, token_budget_batches
+from pipeline.models.predictors import ClassifierPredictor
 from pipeline.loop.scoring import parse_shard, score_with
 from store.db import connect, transaction
 from store.errors import TastebudError
@@ -38,13 +39,13 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def predictor(tiny_model_dir):
-    return ClassifierPredictor(str(tiny_model_dir))
+    return ClassifierPredictor("m1", str(tiny_model_dir))
 
 
 def test_batches_respect_row_and_token_limits():
     lengths = np.array([5, 200, 17, 3, 64, 64, 31, 120, 2, 9])
     seen = []
-    for idx in _batches(lengths, batch_size=4, max_batch_tokens=256):
+    for idx in token_budget_batches(lengths, batch_size=4, max_batch_tokens=256):
         padded = -(-int(lengths[idx].max()) // 16) * 16
         assert len(idx) <= 4 and (len(idx) == 1 or len(idx) * padded <= 256)
         assert list(lengths[idx]) == sorted(lengths[idx])
@@ -111,10 +112,10 @@ def test_bad_predictor_output_writes_nothing(store_path):
 
 _SCORER = """
 import sys
-from pipeline.models.inference import ClassifierPredictor
+from pipeline.models.predictors import ClassifierPredictor
 from pipeline.loop.scoring import parse_shard, score_with
 db, model_dir, shard, chunk = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-print(score_with(db, ClassifierPredictor(model_dir), "m1", shard=parse_shard(shard or None), chunk_size=chunk))
+print(score_with(db, ClassifierPredictor("m1", model_dir), "m1", shard=parse_shard(shard or None), chunk_size=chunk))
 """
 
 
@@ -203,7 +204,7 @@ def test_cli_and_job_score_with_the_champion(store_path, tiny_model_dir):
 
 
 def test_scoring_cuts_long_texts_the_way_the_model_was_trained(store_path, tiny_model_dir):
-    from pipeline.loop.scoring import scoring_predictor
+    from pipeline.models.predictors import load_predictor
     from store import models as model_store
 
     opening = "the tacos were fine and the room was warm " * 10
@@ -212,7 +213,7 @@ def test_scoring_cuts_long_texts_the_way_the_model_was_trained(store_path, tiny_
         for truncation in ("head", "head_tail"):
             model_store.register_model(con, model_id=truncation, kind="finetuned", name=truncation,
                                        path=str(tiny_model_dir), params={"max_length": 32, "truncation": truncation})
-    head, head_tail = (scoring_predictor(store_path, m) for m in ("head", "head_tail"))
+    head, head_tail = (load_predictor(store_path, m) for m in ("head", "head_tail"))
     assert head_tail.truncation == "head_tail" and head.max_length == 32
     same_opening = head.predict_proba(texts)
     np.testing.assert_array_equal(same_opening[0], same_opening[1])  # the endings were cut off
