@@ -44,7 +44,7 @@ def render(step: str, status: str, seconds: float, result) -> list[str]:
                      f"import {result.get('import_s')} s, CPU {result.get('cpu')}")
         lines.append("")
         lines += _table(result["runs"], ["method", "examples_per_s", "train_seconds", "command_wall_s",
-                                         "val_macro_f1", "test_macro_f1"])
+                                         "outside_training_s", "weights_on", "val_macro_f1", "test_macro_f1"])
         failed = [r for r in result["runs"] if "error" in r]
         lines += [f"\n{r['method']} failed: `{r['error'][-400:]}`" for r in failed]
     elif isinstance(result, dict):

@@ -87,8 +87,12 @@ cat "$WORK/machine.txt" >>"$LOG"
 $PY bench/gpu_report.py add "machine" ok 0 "$WORK/machine.txt"
 
 # 1. tests: CUDA tests (skip cleanly without CUDA) and the CPU tests of batching and overlapped scoring
+if ! $PY -c "import pytest" 2>/dev/null; then
+  $PY bench/gpu_report.py add "tests" "skipped: no pytest here (build the kit with bench/make_gpu_kit.sh)" 0
+else
 step "tests" 90 "$WORK/tests.txt" bash -c \
   "$PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_scoring.py -m 'not slow' >'$WORK/tests.txt' 2>&1; rc=\$?; cat '$WORK/tests.txt'; exit \$rc"
+fi
 
 # 2. scoring: ours vs the HF pipeline, same reviews, same device
 step "scoring ($DEVICE)" 150 "$WORK/scoring.json" \

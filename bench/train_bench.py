@@ -147,7 +147,9 @@ def main() -> None:
                    "tokens_per_s": tp.get("tokens_per_s"), "examples": tp.get("examples"),
                    "val_macro_f1": (result.get("val_metrics") or {}).get("macro_f1"),
                    "test_macro_f1": (result.get("metrics") or {}).get("macro_f1"), "model_id": result.get("model_id"),
-                   "model_dir": str(work / "models" / result["model_id"]), "log_tail": out.stderr[-1500:]}
+                   "model_dir": str(work / "models" / result["model_id"]), "weights_on": tp.get("weights_on"),
+                   "outside_training_s": round(wall - (tp.get("train_seconds") or 0), 2),
+                   "log_tail": out.stderr[-1500:]}
             report["runs"].append(row)
             print(f"{row['method']}: {row['examples_per_s']} examples/s in training, {wall:.1f}s for the whole "
                   f"command, val macro-F1 {row['val_macro_f1']}", flush=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -238,6 +239,19 @@ def predict_proba(
     """
     if batch_size is not None and batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    encoded = encode_texts(tokenizer, texts, max_length=max_length)
-    return predict_encoded(model, encoded, batch_size=batch_size, device=device, autocast=autocast,
-                           max_batch_tokens=max_batch_tokens)
+    info = device or resolve_device()
+    piece = device_defaults(info).score_chunk_size
+    kwargs = dict(batch_size=batch_size, device=info, autocast=autocast, max_batch_tokens=max_batch_tokens)
+    if len(texts) <= piece:
+        return predict_encoded(model, encode_texts(tokenizer, texts, max_length=max_length), **kwargs)
+    # Many texts: tokenize the next piece in a thread while the device scores this one.
+    pieces = [texts[start : start + piece] for start in range(0, len(texts), piece)]
+    outputs = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(encode_texts, tokenizer, pieces[0], max_length=max_length)
+        for k in range(len(pieces)):
+            encoded = future.result()
+            if k + 1 < len(pieces):
+                future = pool.submit(encode_texts, tokenizer, pieces[k + 1], max_length=max_length)
+            outputs.append(predict_encoded(model, encoded, **kwargs))
+    return np.concatenate(outputs)

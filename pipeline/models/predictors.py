@@ -8,6 +8,7 @@ never care what is behind a model id.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -143,6 +144,7 @@ class ClassifierPredictor:
         self.batch_size, self.cast_weights = batch_size, cast_weights
         self.device = device or resolve_device()
         self._loaded = None
+        self._load_lock = threading.Lock()  # scoring tokenizes in a reader thread while the main thread computes
 
     @property
     def model(self):
@@ -153,15 +155,16 @@ class ClassifierPredictor:
         return self._load()[1]
 
     def _load(self):
-        if self._loaded is None:
-            from pipeline.models.inference import prepare_for_inference
-            from pipeline.models.loading import load_classifier
-            from pipeline.models.truncation import HeadTailTokenizer
+        with self._load_lock:
+            if self._loaded is None:
+                from pipeline.models.inference import prepare_for_inference
+                from pipeline.models.loading import load_classifier
+                from pipeline.models.truncation import HeadTailTokenizer
 
-            _quiet_transformers()
-            model, tokenizer = load_classifier(self.path)
-            model = prepare_for_inference(model, self.device, cast_weights=self.cast_weights)
-            self._loaded = (model, HeadTailTokenizer(tokenizer) if self.truncation == "head_tail" else tokenizer)
+                _quiet_transformers()
+                model, tokenizer = load_classifier(self.path)
+                model = prepare_for_inference(model, self.device, cast_weights=self.cast_weights)
+                self._loaded = (model, HeadTailTokenizer(tokenizer) if self.truncation == "head_tail" else tokenizer)
         return self._loaded
 
     def encode(self, texts: Sequence[str]):

@@ -137,7 +137,8 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
     trial.history = state["history"]
     trial.device, trial.precision = info.name, precision
     trial.duration_s = round(callback.elapsed_before + time.perf_counter() - started, 2)
-    trial.throughput = meter.throughput(cfg.max_length)
+    # Where the weights really were (the device's name alone would not show a run that fell back to the CPU).
+    trial.throughput = {**meter.throughput(cfg.max_length), "weights_on": str(next(trainer.model.parameters()).device)}
 
 
 
