@@ -13,4 +13,4 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 cp "$shared"/* "$tmp"/
 exclude=$(git rev-parse --git-path info/exclude); mkdir -p "$(dirname "$exclude")"
 sed -i "s#\.git/info/exclude#$exclude#g" "$tmp/make_kit.sh"
-PY=$PY EXTRA_WHEELS="pytest pluggy iniconfig pytest-timeout ${EXTRA_WHEELS:-}" bash "$tmp/make_kit.sh"
+PY=$PY EXTRA_WHEELS="pytest pluggy iniconfig pygments packaging pytest-timeout ${EXTRA_WHEELS:-}" bash "$tmp/make_kit.sh"
