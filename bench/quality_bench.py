@@ -163,11 +163,12 @@ class Bench:
         return self.deadline - time.monotonic()
 
     def fits(self, key: str, deadline: float) -> bool:
-        """Whether a run of ``key`` is expected to end before ``deadline``: its slowest earlier run,
-        else the slowest run of any recipe so far (for a recipe), else yes."""
+        """Whether a run of ``key`` ("dataset/method") is expected to end before ``deadline``: its slowest
+        earlier run, else the slowest run of any recipe on that dataset so far (for a recipe), else yes."""
         expected = self.seconds.get(key)
-        if expected is None and key.startswith("recipe:"):
-            expected = max((s for k, s in self.seconds.items() if k.startswith("recipe:")), default=0.0)
+        dataset, _, method = key.partition("/")
+        if expected is None and method.startswith("recipe:"):
+            expected = max((s for k, s in self.seconds.items() if k.startswith(f"{dataset}/recipe:")), default=0.0)
         return time.monotonic() + (expected or 0.0) < deadline
 
     def add(self, record: dict, key: str, seconds: float) -> None:
@@ -190,14 +191,14 @@ def run_baselines(bench: Bench, db, dataset: str, fold: int, methods: list[str],
     from store.models import fetch_latest_evaluation
 
     for method in methods:
-        if not bench.fits(method, deadline):
+        if not bench.fits(f"{dataset}/{method}", deadline):
             print(f"skip {method} fold {fold}: deadline", flush=True)
             continue
         started = time.monotonic()
         register_baselines(db, actor=cli_actor(), include=(method,), evaluate=True)
         with connect(db, read_only=True) as con:
             metrics = fetch_latest_evaluation(con, METHOD_IDS[method])
-        bench.add(_record(dataset, fold, method, metrics), method, time.monotonic() - started)
+        bench.add(_record(dataset, fold, method, metrics), f"{dataset}/{method}", time.monotonic() - started)
 
 
 def run_recipe(bench: Bench, db, dataset: str, fold: int, recipe: str) -> None:
@@ -215,9 +216,9 @@ def run_recipe(bench: Bench, db, dataset: str, fold: int, recipe: str) -> None:
         metrics = fetch_latest_evaluation(con, model_id)
         ensemble = fetch_latest_evaluation(con, ensemble_id_for(model_id)) if config.ensemble else None
     extra = _finetune_extra(model, config)
-    bench.add(_record(dataset, fold, f"recipe:{recipe}", metrics, **extra), f"recipe:{recipe}", seconds)
-    if ensemble:
-        bench.add(_record(dataset, fold, f"recipe:{recipe}+ensemble", ensemble, **extra), f"recipe:{recipe}+ensemble", 0.0)
+    bench.add(_record(dataset, fold, f"recipe:{recipe}", metrics, **extra), f"{dataset}/recipe:{recipe}", seconds)
+    if ensemble:  # its time is part of the recipe's run above
+        bench.add(_record(dataset, fold, f"recipe:{recipe}+ensemble", ensemble, **extra), f"{dataset}/ensemble:{recipe}", 0.0)
 
 
 def _finetune_extra(model: dict, config: TrainConfig) -> dict:
@@ -392,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         jobs = ([(r, f) for r in recipes for f in range(args.folds)] if args.order == "recipe"
                 else [(r, f) for f in range(args.folds) for r in recipes])
         for recipe, fold in jobs:
-            if not bench.fits(f"recipe:{recipe}", ds_deadline) or time.monotonic() >= ds_deadline:
+            if not bench.fits(f"{name}/recipe:{recipe}", ds_deadline) or time.monotonic() >= ds_deadline:
                 bench.records.append({"dataset": name, "fold": fold, "method": f"recipe:{recipe}", "status": "skipped: deadline"})
                 print(f"skip recipe {recipe} fold {fold}: deadline", flush=True)
                 continue
