@@ -32,7 +32,7 @@ ZEROSHOT_DESCRIPTIONS: dict[str, tuple[str, ...]] = {
     "neutral": ("a neutral restaurant review", "an average restaurant, okay food, nothing special"),
     "positive": ("a positive restaurant review", "a great dining experience, delicious food and friendly service"),
 }
-PREDICTOR_KINDS = ("finetuned", "vader", "zeroshot", "hf")
+PREDICTOR_KINDS = ("finetuned", "vader", "zeroshot", "hf", "tfidf", "ensemble")
 # Truncation length of a model whose registry row and tastebud.json do not say.
 DEFAULT_MAX_LENGTH = 256
 
@@ -93,6 +93,12 @@ def predictor_from_row(model: dict, *, device=None) -> Predictor:
     if kind == "hf":
         return HFPredictor(model["model_id"], model["path"], label_map=params["label_map"],
                            max_length=int(params.get("max_length", 256)), device=device)
+    if kind == "tfidf":
+        return TfidfPredictor(model["model_id"], model["path"])
+    if kind == "ensemble":
+        # Each member's registry row is kept inside the ensemble's params, so it loads without the store.
+        members = [(predictor_from_row(m["row"], device=device), float(m["weight"])) for m in params["members"]]
+        return EnsemblePredictor(model["model_id"], members)
     raise TastebudError(f"model {model['model_id']} has unknown predictor kind {kind!r}")
 
 
@@ -279,6 +285,41 @@ class ZeroShotPredictor:
         if len(texts) == 0:
             return np.zeros((0, len(LABELS)), dtype=np.float32)
         return _softmax(self.scale * self.similarities(texts))
+
+
+class TfidfPredictor:
+    """TF-IDF + logistic regression saved by :mod:`pipeline.models.tfidf`."""
+
+    def __init__(self, model_id: str, path: str):
+        from pipeline.models.tfidf import TfidfModel
+
+        if not path or not Path(path).exists():
+            raise TastebudError(f"the files of model {model_id} are missing at {path}")
+        self.model_id, self.path = model_id, path
+        self._model = TfidfModel.load(path)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self._model.predict_proba(texts)
+
+
+class EnsemblePredictor:
+    """A weighted average of member predictors' probabilities (weights fitted on validation, summing to 1)."""
+
+    def __init__(self, model_id: str, members: Sequence[tuple[Predictor, float]]):
+        if not members:
+            raise TastebudError(f"ensemble {model_id} has no members")
+        total = sum(w for _, w in members)
+        if total <= 0 or any(w < 0 for _, w in members):
+            raise TastebudError(f"ensemble {model_id} has invalid weights {[w for _, w in members]}")
+        self.model_id = model_id
+        self.members = [(p, w / total) for p, w in members]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), len(LABELS)), dtype=np.float64)
+        for predictor, weight in self.members:
+            if weight > 0:
+                out += weight * predictor.predict_proba(texts)
+        return out.astype(np.float32)
 
 
 class HFPredictor:

@@ -38,7 +38,17 @@ from pipeline.evaluation.metrics import compute_classification_metrics
 from pipeline.models.inference import EncodedTexts
 from pipeline.models.loading import default_base_model, load_classifier
 from pipeline.models.truncation import encode
-from pipeline.train.state import BEST_DIR, CHECKPOINT_DIR, STATE_FILE, TrainingData, Trial
+from pipeline.evaluation.calibration import fit_adjustment
+from pipeline.models.heads import bake_adjustment
+from pipeline.train.state import (
+    ADJUSTED_FILE,
+    BEST_DIR,
+    CHECKPOINT_DIR,
+    STATE_FILE,
+    VAL_LOGITS_FILE,
+    TrainingData,
+    Trial,
+)
 from store import models as model_store
 from store.constants import LABEL_TO_ID, LABELS
 from store.db import transaction
@@ -63,7 +73,7 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
     # The "newly initialised head" report is expected here, and per-file progress bars are noise.
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    model, tokenizer = load_classifier(cfg.base_model or default_base_model())
+    model, tokenizer = load_classifier(cfg.base_model or default_base_model(), head=cfg.head)
     defaults = device_defaults(info)
     best_dir = trial.run_dir / BEST_DIR
     tokenizer.save_pretrained(best_dir)
@@ -80,7 +90,7 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
         weight_decay=cfg.weight_decay,
         warmup_steps=cfg.warmup_ratio,
         num_train_epochs=cfg.epochs,
-        lr_scheduler_type="linear",
+        lr_scheduler_type=cfg.lr_schedule,
         eval_strategy="epoch",
         save_strategy="steps" if cfg.checkpoint_steps else "epoch",
         save_steps=cfg.checkpoint_steps or 500,
@@ -104,7 +114,8 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
         log_level="error",
     )
     meter = _Meter()
-    callback = _RunCallback(db, trial, meter, reporter, span, console, best_dir, trial.run_dir / STATE_FILE)
+    val_scorer = _ValScorer()
+    callback = _RunCallback(db, trial, meter, reporter, span, console, best_dir, trial.run_dir / STATE_FILE, val_scorer)
     trainer = _WeightedTrainer(
         model=model,
         args=args,
@@ -112,10 +123,11 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
         eval_dataset=val_set,
         processing_class=tokenizer,
         data_collator=PadCollator(tokenizer.pad_token_id or 0, defaults.pad_multiple),
-        compute_metrics=_val_metrics,
+        compute_metrics=val_scorer,
         callbacks=[callback],
         class_weights=_class_weights(data.train["label"], cfg.class_weighting),
         meter=meter,
+        layer_lr_decay=cfg.layer_lr_decay,
     )
     trainer.remove_callback(PrinterCallback)
     if console:
@@ -125,7 +137,8 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
     reporter.log(
         f"fine-tuning {cfg.base_model or 'the packaged all-MiniLM-L6-v2'} on {info.name}, {precision}, "
         f"lr {cfg.learning_rate:g}, batch {cfg.batch_size}x{cfg.grad_accum}, {cfg.epochs} epochs, "
-        f"max_length {cfg.max_length} ({cfg.truncation})"
+        f"max_length {cfg.max_length} ({cfg.truncation}), {cfg.head} head, {cfg.class_weighting} class weights"
+        + (f", layer lr decay {cfg.layer_lr_decay:g}" if cfg.layer_lr_decay < 1 else "")
         + (f", from {checkpoint.name}" if checkpoint else "")
     )
     started = time.perf_counter()
@@ -139,6 +152,41 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
     trial.duration_s = round(callback.elapsed_before + time.perf_counter() - started, 2)
     # Where the weights really were (the device's name alone would not show a run that fell back to the CPU).
     trial.throughput = {**meter.throughput(cfg.max_length), "weights_on": str(next(trainer.model.parameters()).device)}
+    trial.adjustment = _adjust_best(trial, data, reporter)
+
+
+def _adjust_best(trial: Trial, data: TrainingData, reporter: JobReporter) -> dict:
+    """Fit temperature / class offsets on the best epoch's validation logits and bake them into the best weights.
+
+    Done once per run: a marker file keeps a resumed run from adjusting already adjusted weights.
+    """
+    cfg = trial.config
+    marker = trial.run_dir / ADJUSTED_FILE
+    if marker.exists():
+        return json.loads(marker.read_text())
+    logits_path = trial.run_dir / VAL_LOGITS_FILE
+    if not (cfg.calibrate or cfg.prior_adjust) or not logits_path.exists():
+        return {}
+    logits = np.load(logits_path)
+    labels = np.array([LABEL_TO_ID[label] for label in data.val["label"]])
+    if len(logits) != len(labels):
+        reporter.log("validation logits do not match the validation split; no calibration applied")
+        return {}
+    adjustment = fit_adjustment(logits, labels, calibrate=cfg.calibrate, prior_adjust=cfg.prior_adjust)
+    if adjustment.temperature_applied or adjustment.bias_applied:
+        best_dir = trial.run_dir / BEST_DIR
+        model, _ = load_classifier(str(best_dir))
+        bake_adjustment(model, adjustment.temperature, adjustment.class_bias)
+        model.save_pretrained(best_dir)
+    result = adjustment.to_dict()
+    marker.write_text(json.dumps(result))
+    reporter.log(
+        f"validation ECE {adjustment.val_ece_before:.4f} -> {adjustment.val_ece_after:.4f}"
+        + (f" (temperature {adjustment.temperature:.2f})" if adjustment.temperature_applied else " (temperature not applied: no gain)")
+        + (f"; class offsets {', '.join(f'{b:+.2f}' for b in adjustment.class_bias)}: val macro-F1 "
+           f"{adjustment.val_macro_f1_before:.4f} -> {adjustment.val_macro_f1_after:.4f}" if adjustment.bias_applied else "")
+    )
+    return result
 
 
 
@@ -224,11 +272,18 @@ def _class_weights(labels, scheme: str) -> torch.Tensor | None:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _val_metrics(eval_pred) -> dict:
-    logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-    probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
-    m = compute_classification_metrics(probs, np.asarray(eval_pred.label_ids))
-    return {k: m[k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "ece")}
+class _ValScorer:
+    """The Trainer's compute_metrics: validation metrics, keeping the last logits for post-hoc fitting."""
+
+    def __init__(self):
+        self.last_logits: np.ndarray | None = None
+
+    def __call__(self, eval_pred) -> dict:
+        logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+        self.last_logits = np.asarray(logits, dtype=np.float32)
+        probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
+        m = compute_classification_metrics(probs, np.asarray(eval_pred.label_ids))
+        return {k: m[k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "ece")}
 
 
 class _Meter:
@@ -277,9 +332,19 @@ class _WeightedTrainer(Trainer):
     # compute_loss returns a per-micro-batch mean; the Trainer divides it by grad_accum.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, class_weights: torch.Tensor | None, meter: _Meter, **kwargs):
+    def __init__(self, *args, class_weights: torch.Tensor | None, meter: _Meter, layer_lr_decay: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.class_weights, self.meter = class_weights, meter
+        self.class_weights, self.meter, self.layer_lr_decay = class_weights, meter, layer_lr_decay
+
+    def create_optimizer(self, model=None):
+        """AdamW with layer-wise learning-rate decay when asked for: the head and top layer get the
+        full rate, each layer below ``layer_lr_decay`` times the one above, the embeddings the least."""
+        if self.layer_lr_decay >= 1 or self.optimizer is not None:
+            return super().create_optimizer(model)
+        groups = layerwise_param_groups(self.model, self.args.learning_rate, self.layer_lr_decay, self.args.weight_decay)
+        self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate, betas=(self.args.adam_beta1, self.args.adam_beta2),
+                                           eps=self.args.adam_epsilon)
+        return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
@@ -299,6 +364,37 @@ class _WeightedTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+def layerwise_param_groups(model, lr: float, decay: float, weight_decay: float) -> list[dict]:
+    """Optimizer parameter groups with learning rate ``lr * decay ** depth``, depth counted from the top layer.
+
+    Encoder layer i of L gets depth L - i; embeddings depth L + 1; everything else (pooler, head) depth 0.
+    Biases and LayerNorm weights get no weight decay, as the Trainer does.
+
+    Example:
+        >>> groups = layerwise_param_groups(model, 1e-4, 0.8, 0.01)  # doctest: +SKIP
+    """
+    import re
+
+    names = [n for n, _ in model.named_parameters()]
+    layer_ids = [int(m.group(1)) for n in names if (m := re.search(r"\.layer\.(\d+)\.", n))]
+    num_layers = max(layer_ids) + 1 if layer_ids else 0
+    buckets: dict[tuple[float, float], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        match = re.search(r"\.layer\.(\d+)\.", name)
+        if match:
+            depth = num_layers - int(match.group(1))
+        elif "embeddings" in name:
+            depth = num_layers + 1
+        else:
+            depth = 0
+        no_decay = name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
+        key = (lr * decay**depth, 0.0 if no_decay else weight_decay)
+        buckets.setdefault(key, []).append(param)
+    return [{"params": params, "lr": group_lr, "weight_decay": wd} for (group_lr, wd), params in buckets.items()]
+
+
 class _QuietProgressCallback(ProgressCallback):
     """The console training bar without the raw log dictionaries or a bar per validation pass
     (an epoch summary line is printed instead)."""
@@ -316,8 +412,9 @@ class _QuietProgressCallback(ProgressCallback):
 class _RunCallback(TrainerCallback):
     """Epoch records, best-weights tracking, early stopping and progress for one run."""
 
-    def __init__(self, db, trial, meter: _Meter, reporter: JobReporter, span, console: bool, best_dir: Path, state_path: Path):
-        self.db, self.trial, self.meter, self.reporter = db, trial, meter, reporter
+    def __init__(self, db, trial, meter: _Meter, reporter: JobReporter, span, console: bool, best_dir: Path, state_path: Path,
+                 val_scorer: _ValScorer):
+        self.db, self.trial, self.meter, self.reporter, self.val_scorer = db, trial, meter, reporter, val_scorer
         self.span, self.console, self.best_dir, self.state_path = span, console, best_dir, state_path
         self.patience = trial.config.early_stopping_patience
         self.state = json.loads(state_path.read_text()) if state_path.exists() else {
@@ -365,6 +462,8 @@ class _RunCallback(TrainerCallback):
         improved = best_before is None or row["val_macro_f1"] > best_before + MIN_IMPROVEMENT or stale_best
         if improved:
             model.save_pretrained(self.best_dir)
+            if self.val_scorer.last_logits is not None:
+                np.save(self.trial.run_dir / VAL_LOGITS_FILE, self.val_scorer.last_logits)
             self.state["best_epoch"] = epoch
             self.state["best_metrics"] = {
                 "epoch": epoch, "loss": row["val_loss"],
