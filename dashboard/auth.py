@@ -21,93 +21,26 @@ put into session state (widget values are strings and numbers) passes for a logi
 from __future__ import annotations
 
 import importlib.util
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import bcrypt
 import streamlit as st
 
 from dashboard import views
+from store.accounts import Account, check_password, parse_accounts
 from store.actors import ROLES, Actor
 
 _SESSION_KEY = "_tastebud_login"
 _FAILURES_KEY = "_tastebud_login_failures"
-# bcrypt looks at the first 72 bytes only; longer passwords are refused rather than silently cut.
-MAX_PASSWORD_BYTES = 72
-USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 # Seconds added per failed sign-in in a session (capped), to slow down guessing.
 FAILED_LOGIN_DELAY_S = 0.5
-# A valid hash checked against when the username is unknown, so timing does not reveal which names exist.
-_DUMMY_HASH = bcrypt.hashpw(b"tastebud-dummy", bcrypt.gensalt(rounds=12))
-
-
-@dataclass(frozen=True)
-class Account:
-    """One local account from the secrets."""
-
-    username: str
-    role: str
-    password_hash: str
 
 
 @dataclass(frozen=True)
 class _Login:
     # Stored in session state; a widget can only ever produce plain values, never this type.
     username: str
-
-
-def hash_password(password: str) -> str:
-    """bcrypt hash of ``password`` for an ``[accounts.NAME]`` entry.
-
-    Example:
-        >>> hash_password("correct horse battery staple").startswith("$2b$")
-        True
-    """
-    encoded = password.encode("utf-8")
-    if not password:
-        raise ValueError("the password is empty")
-    if len(encoded) > MAX_PASSWORD_BYTES:
-        raise ValueError(f"passwords are limited to {MAX_PASSWORD_BYTES} bytes")
-    return bcrypt.hashpw(encoded, bcrypt.gensalt(rounds=12)).decode("ascii")
-
-
-def parse_accounts(section: Mapping | None) -> tuple[dict[str, Account], list[str]]:
-    """Read the ``[accounts]`` table of the secrets.
-
-    Returns:
-        The valid accounts by username, and one line per entry that was skipped and why.
-    """
-    accounts, problems = {}, []
-    for username, entry in (section or {}).items():
-        if not USERNAME_PATTERN.match(str(username)):
-            problems.append(f"account {username!r}: the name may use letters, digits and _ . @ - only")
-            continue
-        if not isinstance(entry, Mapping):
-            problems.append(f"account {username!r}: expected a table with password_hash and role")
-            continue
-        role, password_hash = entry.get("role"), entry.get("password_hash")
-        if role not in ROLES:
-            problems.append(f"account {username!r}: role must be one of {', '.join(ROLES)}")
-            continue
-        if not isinstance(password_hash, str) or not password_hash.startswith("$2"):
-            problems.append(f"account {username!r}: password_hash is not a bcrypt hash (see `tastebud hash-password`)")
-            continue
-        accounts[username] = Account(username=username, role=role, password_hash=password_hash)
-    return accounts, problems
-
-
-def check_password(account: Account | None, password: str) -> bool:
-    """Whether ``password`` matches ``account`` (always spends one bcrypt check, even for no account)."""
-    encoded = password.encode("utf-8")[:MAX_PASSWORD_BYTES]
-    if account is None:
-        bcrypt.checkpw(encoded, _DUMMY_HASH)
-        return False
-    try:
-        return bcrypt.checkpw(encoded, account.password_hash.encode("ascii"))
-    except ValueError:  # a malformed hash in the secrets
-        return False
 
 
 def role_for_email(oidc_roles: Mapping | None, email: str | None) -> str | None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import typer
 
 from pipeline.cli_app import app, db_path
+from store.accounts import USERNAME_PATTERN, add_account, check_new_password, hash_password, read_secrets_file
 from store.actors import ROLES
 from store.errors import TastebudError
 
@@ -82,20 +82,13 @@ def dashboard_cmd(
 
 def _prompt_password() -> str:
     password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    from dashboard.auth import MAX_PASSWORD_BYTES
-
-    if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
-        raise TastebudError(f"passwords are limited to {MAX_PASSWORD_BYTES} bytes")
-    if len(password) < 8:
-        raise TastebudError("use a password of at least 8 characters")
+    check_new_password(password)
     return password
 
 
 @app.command("hash-password")
 def hash_password_cmd() -> None:
     """Prompt for a password and print its bcrypt hash for a dashboard account in the secrets file."""
-    from dashboard.auth import hash_password
-
     typer.echo(hash_password(_prompt_password()))
 
 
@@ -105,25 +98,13 @@ def add_account_cmd(
     role: str = typer.Option(..., "--role", help=f"One of {', '.join(ROLES)}."),
     secrets: Path = typer.Option(None, "--secrets", help="Secrets file to append to (default .streamlit/secrets.toml)."),
 ) -> None:
-    """Add a local dashboard account (password prompted, stored bcrypt-hashed)."""
-    from dashboard.auth import USERNAME_PATTERN, hash_password
-
+    """Add a local dashboard account (password prompted, stored bcrypt-hashed, file mode 0600)."""
     if not USERNAME_PATTERN.match(username):
         raise TastebudError("a username may use letters, digits and _ . @ - only (at most 64)")
     if role not in ROLES:
         raise TastebudError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     path = secrets or (Path(os.environ[ENV_SECRETS]) if os.environ.get(ENV_SECRETS) else DEFAULT_SECRETS)
-    existing = {}
-    if path.exists():
-        try:
-            existing = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise TastebudError(f"{path} is not valid TOML: {exc}") from exc
-    if username in existing.get("accounts", {}):
+    if username in read_secrets_file(path).get("accounts", {}):
         raise TastebudError(f"account {username!r} already exists in {path}")
-    entry = f'\n[accounts."{username}"]\npassword_hash = "{hash_password(_prompt_password())}"\nrole = "{role}"\n'
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(entry)
-    os.chmod(path, 0o600)
+    add_account(path, username, role, _prompt_password())
     typer.echo(f"added {role} account {username!r} to {path}")
