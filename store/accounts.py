@@ -18,6 +18,8 @@ from __future__ import annotations
 import functools
 import os
 import re
+import secrets
+import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -180,3 +182,27 @@ def add_account(path: str | os.PathLike, username: str, role: str, password: str
     if username in existing.get("accounts", {}):
         raise TastebudError(f"account {username!r} already exists in {path}")
     return write_private_file(path, "\n" + account_entry(username, role, hash_password(password)), append=True)
+
+
+def read_or_create_key(path: str | os.PathLike, *, nbytes: int = 32) -> str:
+    """The random key kept in ``path``, created (mode 0600, ``nbytes`` random bytes as hex) on first use.
+
+    Two processes creating it at once agree: only one ``O_EXCL`` create wins, the other reads.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        key = path.read_text(encoding="ascii").strip()
+        for _ in range(20):  # the creating process may not have written it yet
+            if key:
+                break
+            time.sleep(0.05)
+            key = path.read_text(encoding="ascii").strip()
+        if len(key) < 32:
+            raise TastebudError(f"the key file {path} is damaged (too short); delete it to make a new one")
+        return key
+    key = secrets.token_hex(nbytes)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(key + "\n")
+    return key
