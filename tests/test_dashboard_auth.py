@@ -11,7 +11,7 @@ from dashboard import auth
 from dashboard.auth import role_for_email
 from store.accounts import Account, check_password, hash_password, parse_accounts
 from dashboard_seed import ACCOUNTS, account_secrets
-from pipeline.relabel import relabel
+from pipeline.loop.relabel import relabel
 from store.actors import Actor
 from store.errors import PermissionDeniedError
 from store.schema import init_store

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import bcrypt
 from typer.testing import CliRunner
@@ -14,7 +13,7 @@ from typer.testing import CliRunner
 from conftest import cli_cmd
 from store.accounts import parse_accounts, write_private_file
 from pipeline.cli import app
-from pipeline.cli_dashboard import APP_PATH, dashboard_command
+from pipeline.cli.dashboard import APP_PATH, dashboard_command
 from pipeline.demo import demo_files, ensure_demo_accounts
 
 runner = CliRunner()
@@ -22,12 +21,15 @@ runner = CliRunner()
 
 def test_dashboard_command_binds_where_asked_and_passes_the_secrets(tmp_path):
     argv = dashboard_command(host="localhost", port=8600, secrets=tmp_path / "secrets.toml")
-    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] == str(APP_PATH)
+    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] == str(APP_PATH.with_name("server.py"))
+    assert APP_PATH.is_file() and APP_PATH.with_name("server.py").is_file()
     options = dict(zip(argv[5::2], argv[6::2]))
     assert options["--server.address"] == "localhost"
     assert options["--server.port"] == "8600"
     assert options["--server.headless"] == "true"
     assert options["--secrets.files"] == str(tmp_path / "secrets.toml")
+    assert options["--client.showErrorDetails"] == "none"  # no paths, PIDs or tracebacks in the browser
+    assert options["--runner.magicEnabled"] == "false"
     assert "--secrets.files" not in dashboard_command(host="localhost", port=1, secrets=None)
 
 
@@ -137,3 +139,11 @@ def test_demo_prints_the_passwords_on_first_creation_only(tmp_path, monkeypatch)
     assert second.exit_code == 0, second.output
     assert password not in second.output
     assert "passwords are not printed again" in second.output
+
+
+def test_streamlit_config_hides_error_details_and_turns_magic_off():
+    from streamlit.config import ShowErrorDetailsConfigOptions
+
+    config = tomllib.loads((APP_PATH.parents[1] / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["showErrorDetails"] == ShowErrorDetailsConfigOptions.NONE.value
+    assert config["runner"]["magicEnabled"] is False

@@ -9,14 +9,16 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli_app import app, db_path
+from pipeline.cli.app import app, db_path
 from store.accounts import USERNAME_PATTERN, add_account, check_new_password, hash_password, read_secrets_file
 from store.actors import ROLES
 from store.errors import TastebudError
 
 ENV_SECRETS = "TASTEBUD_SECRETS"
 DEFAULT_SECRETS = Path(".streamlit") / "secrets.toml"
-APP_PATH = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+APP_PATH = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+# The st.App that serves APP_PATH plus the routes that set the HttpOnly sign-in cookie.
+SERVER_PATH = APP_PATH.with_name("server.py")
 
 
 def dashboard_command(*, host: str, port: int, secrets: Path | None) -> list[str]:
@@ -28,9 +30,11 @@ def dashboard_command(*, host: str, port: int, secrets: Path | None) -> list[str
         'run'
     """
     argv = [
-        sys.executable, "-m", "streamlit", "run", str(APP_PATH),
+        sys.executable, "-m", "streamlit", "run", str(SERVER_PATH),
         "--server.address", host, "--server.port", str(port), "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
+        # Users see a generic message for an unexpected error; the traceback goes to the server log.
+        "--client.showErrorDetails", "none", "--runner.magicEnabled", "false",
     ]
     if secrets is not None:
         argv += ["--secrets.files", str(secrets)]
