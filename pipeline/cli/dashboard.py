@@ -1,7 +1,9 @@
-"""`tastebud dashboard`, and the account commands it needs: `hash-password`, `add-account`."""
+"""`tastebud dashboard`, and the account commands it needs: `hash-password`, `add-account`, `lockouts`,
+`unlock-account`."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,10 +11,13 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli.app import app, db_path
+from pipeline.cli.app import app, db_path, emit_json
 from store.accounts import USERNAME_PATTERN, add_account, check_new_password, hash_password, read_secrets_file
-from store.actors import ROLES
+from store.actors import ROLES, audit, cli_actor
+from store.db import connect, transaction
 from store.errors import TastebudError
+from store.schema import init_store
+from store.signins import clear_lockout, fetch_lockouts
 
 ENV_SECRETS = "TASTEBUD_SECRETS"
 DEFAULT_SECRETS = Path(".streamlit") / "secrets.toml"
@@ -112,3 +117,44 @@ def add_account_cmd(
         raise TastebudError(f"account {username!r} already exists in {path}")
     add_account(path, username, role, _prompt_password())
     typer.echo(f"added {role} account {username!r} to {path}")
+
+
+def _sign_in_store() -> Path:
+    db = db_path()
+    if not db.exists():
+        raise TastebudError(f"no store at {db}")
+    init_store(db)  # a store from before migration 71 gets the sign-in tables
+    return db
+
+
+@app.command("lockouts")
+def lockouts_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List dashboard accounts and client addresses with failed sign-ins, and how long each must wait."""
+    with connect(_sign_in_store(), read_only=True) as con:
+        rows = fetch_lockouts(con)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        typer.echo("no failed sign-ins in the last 24 hours")
+    for row in rows:
+        wait = f"locked for {int(row['wait_s'] + 0.999)} s more" if row["wait_s"] else "not locked"
+        name = json.dumps(row["key"])  # quoted and escaped: names typed into the sign-in form are untrusted
+        typer.echo(f"{row['scope']:<8} {name:<30} {row['failures']:>3} failures, last {row['last_failure_at']:%Y-%m-%d %H:%M} UTC, {wait}")
+
+
+@app.command("unlock-account")
+def unlock_account_cmd(
+    username: str = typer.Argument(None, help="Account name whose failed sign-ins to forget."),
+    client: str = typer.Option(None, "--client", help="Also (or instead) unlock this client address."),
+) -> None:
+    """Clear a dashboard sign-in lockout (failed-attempt count and wait) for an account and/or a client address."""
+    if not username and not client:
+        raise TastebudError("name an account (tastebud unlock-account NAME) or a --client address; see `tastebud lockouts`")
+    actor = cli_actor()
+    with transaction(_sign_in_store()) as con:
+        removed = clear_lockout(con, username=username, client=client)
+        audit(con, actor, "sign_in.unlocked", target=username or client,
+              detail={"account": username, "client": client, "cleared": removed})
+    what = " and ".join(part for part in (username and f"account {username!r}", client and f"client {client!r}") if part)
+    typer.echo(f"unlocked {what}" if removed else f"nothing to unlock for {what}: no failed sign-ins recorded")
