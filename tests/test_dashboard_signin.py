@@ -363,3 +363,15 @@ def test_session_settings_are_checked(tmp_path):
     key_file = tmp_path / "s.duckdb.session-key"
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert sessions.session_secret(tmp_path / "s.duckdb", None) == key and len(key) == 64
+
+
+def test_signing_in_on_a_store_from_before_migration_71_adds_the_tables(tmp_path, monkeypatch, secrets):
+    from store.migrations import migrate
+
+    db = tmp_path / "old.duckdb"
+    with connect(db) as con:
+        migrate(con, target=70)
+    monkeypatch.setenv("TASTEBUD_DB", str(db))
+    monkeypatch.setattr(auth, "_migrated", set())
+    assert _signed_in(_submit(_session(secrets), "lena", ACCOUNTS["lena"][1])) == "lena"
+    assert [action for action, *_ in _audit(db)] == ["sign_in.succeeded"]

@@ -37,7 +37,8 @@ def check_base_model(base_model: str | None) -> str:
     ``None`` is the packaged encoder. A local directory must hold a Hugging Face model
     (``config.json``) with safetensors weights: a pickle-only checkpoint (``pytorch_model.bin``,
     ``*.pt``, ``*.ckpt``) is refused, since unpickling can run arbitrary code. A name that is no
-    local path is taken as a Hugging Face id and must be in the local cache (downloads are off).
+    local path is taken as a Hugging Face id and must be in the local cache while downloads are off
+    (``HF_HUB_OFFLINE``, the project's default).
 
     Raises:
         TastebudError: saying what is wrong (no such directory, not a model directory, pickle only).
@@ -76,6 +77,9 @@ def _check_model_dir(path: Path, given: str) -> Path:
 
 def _check_cached_hub_model(repo_id: str) -> str:
     from huggingface_hub import try_to_load_from_cache
+
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() not in {"1", "ON", "YES", "TRUE"}:
+        return repo_id  # downloads are allowed: the hub answers when the model loads
 
     def cached(filename: str) -> bool:
         try:
