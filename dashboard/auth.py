@@ -32,6 +32,7 @@ from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlencode
 
+import duckdb
 import streamlit as st
 
 from dashboard import sessions, views
@@ -160,7 +161,7 @@ def _login_from_cookie(accounts: dict[str, Account]) -> _Login | None:
         with connect(db, read_only=True, timeout_s=STORE_WAIT_S) as con:
             if is_session_revoked(con, claims.token_id):
                 return None
-    except (TastebudError, ValueError, OSError):  # a busy or unreadable store, a bad [session] table
+    except (TastebudError, ValueError, OSError, duckdb.Error):  # a busy or unreadable store, a bad [session] table
         return None
     return _Login(claims.username, claims.fingerprint, claims.token_id, claims.expires_at)
 
@@ -177,6 +178,8 @@ def _still_valid(login: _Login, account: Account) -> bool:
             return not is_session_revoked(con, login.token_id)
     except StoreBusyError:  # an established session outlives a store that is busy right now
         return True
+    except (TastebudError, duckdb.Error):  # the store is gone or unreadable: sign in again
+        return False
 
 
 def current_actor() -> Actor | None:

@@ -18,7 +18,6 @@ from datetime import datetime, timedelta, timezone
 
 import duckdb
 
-
 # Failures of one account name before it has to wait.
 ACCOUNT_FAILURE_LIMIT = 5
 # Failures from one client address (any names) before it has to wait; higher, as several

@@ -8,13 +8,13 @@ import sys
 import tomllib
 
 import bcrypt
+from conftest import cli_cmd
 from typer.testing import CliRunner
 
-from conftest import cli_cmd
-from store.accounts import parse_accounts, write_private_file
 from pipeline.cli import app
 from pipeline.cli.dashboard import APP_PATH, dashboard_command
 from pipeline.demo import demo_files, ensure_demo_accounts
+from store.accounts import parse_accounts, write_private_file
 
 runner = CliRunner()
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from dashboard_seed import ACCOUNTS, CHAMPION, account_secrets, seed_dashboard_store
 from streamlit.testing.v1 import AppTest
 
 from dashboard import limits, reads
-from dashboard_seed import ACCOUNTS, CHAMPION, account_secrets, seed_dashboard_store
 from pipeline.data.importer import MAX_TEXT_CHARS
 from store.schema import init_store
 

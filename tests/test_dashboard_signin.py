@@ -15,11 +15,11 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from dashboard_seed import ACCOUNTS, account_secrets
 from streamlit.testing.v1 import AppTest
 from typer.testing import CliRunner
 
 from dashboard import auth, sessions
-from dashboard_seed import ACCOUNTS, account_secrets
 from pipeline.cli import app as cli_app
 from store import signins
 from store.actors import fetch_audit_log
@@ -80,7 +80,7 @@ def _follow_redirect(at: AppTest, jar: dict) -> str:
     code = parse_qs(urlparse(url).query)["code"][0]
     handoff = sessions.take_handoff(code)
     assert handoff is not None
-    token, page, max_age = handoff
+    token, page, _ = handoff
     jar[sessions.COOKIE_NAME] = token
     return page
 
@@ -170,7 +170,7 @@ def test_a_data_scientist_clears_a_lockout_from_the_cli(store, secrets):
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "unlocked account 'lena'"
     assert _signed_in(_submit(_session(secrets), "lena", ACCOUNTS["lena"][1])) == "lena"
-    action, actor, detail = [row for row in _audit(store) if row[0] == "sign_in.unlocked"][0]
+    _, actor, detail = next(row for row in _audit(store) if row[0] == "sign_in.unlocked")
     assert actor.startswith("cli:") and detail == {"account": "lena", "client": None, "cleared": 1}
     again = runner.invoke(cli_app, ["--db", str(store), "unlock-account", "lena"])
     assert "nothing to unlock for account 'lena'" in again.output

@@ -12,7 +12,13 @@ from pathlib import Path
 import typer
 
 from pipeline.cli.app import app, db_path, emit_json
-from store.accounts import USERNAME_PATTERN, add_account, check_new_password, hash_password, read_secrets_file
+from store.accounts import (
+    USERNAME_PATTERN,
+    add_account,
+    check_new_password,
+    hash_password,
+    read_secrets_file,
+)
 from store.actors import ROLES, audit, cli_actor
 from store.db import connect, transaction
 from store.errors import TastebudError
