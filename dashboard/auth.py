@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,6 +54,9 @@ from store.signins import (
 )
 
 _SESSION_KEY = "_tastebud_login"
+_CHECKED_KEY = "_tastebud_login_checked"
+# Seconds an open session trusts its last revocation check.
+REVOCATION_CHECK_S = 30.0
 # Sign-in waits at most this long (seconds) for a store another process is writing.
 STORE_WAIT_S = 10.0
 _migrated: set[Path] = set()
@@ -173,13 +177,20 @@ def _still_valid(login: _Login, account: Account) -> bool:
         return False
     if login.token_id is None:
         return True
+    # Opening the store costs tens of milliseconds, so an open session re-checks revocation (a
+    # sign-out in another tab) every REVOCATION_CHECK_S; a new session (a reload) always checks.
+    checked = st.session_state.get(_CHECKED_KEY)
+    if isinstance(checked, tuple) and checked[0] == login.token_id and time.monotonic() - checked[1] < REVOCATION_CHECK_S:
+        return True
     try:
         with connect(_store(), read_only=True, timeout_s=STORE_WAIT_S) as con:
-            return not is_session_revoked(con, login.token_id)
+            revoked = is_session_revoked(con, login.token_id)
     except StoreBusyError:  # an established session outlives a store that is busy right now
         return True
     except (TastebudError, duckdb.Error):  # the store is gone or unreadable: sign in again
         return False
+    st.session_state[_CHECKED_KEY] = (login.token_id, time.monotonic())
+    return not revoked
 
 
 def current_actor() -> Actor | None:
