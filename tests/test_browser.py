@@ -37,7 +37,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.timeout(90),
+    pytest.mark.timeout(180),  # each test takes 40-90 s on a loaded 2-core machine
     pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed (apt-get install chromium)"),
 ]
 
