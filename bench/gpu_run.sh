@@ -90,16 +90,16 @@ $PY bench/gpu_report.py add "machine" ok 0 "$WORK/machine.txt"
 if ! $PY -c "import pytest" 2>/dev/null; then
   $PY bench/gpu_report.py add "tests" "skipped: no pytest here (build the kit with bench/make_gpu_kit.sh)" 0
 else
-step "tests" 90 "$WORK/tests.txt" bash -c \
+step "tests" 45 "$WORK/tests.txt" bash -c \
   "$PY -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_scoring.py -m 'not slow' >'$WORK/tests.txt' 2>&1; rc=\$?; cat '$WORK/tests.txt'; exit \$rc"
 fi
 
 # 2. scoring: ours vs the HF pipeline, same reviews, same device
-step "scoring ($DEVICE)" 150 "$WORK/scoring.json" \
+step "scoring ($DEVICE)" 90 "$WORK/scoring.json" \
   $PY bench/scoring_bench.py --device "$DEVICE" --n "$N_SCORE" --methods "$SCORE_METHODS" --json-out "$WORK/scoring.json"
 
 # 3. training: tastebud train vs a plain Trainer
-step "training ($DEVICE)" 170 "$WORK/train.json" \
+step "training ($DEVICE)" 120 "$WORK/train.json" \
   $PY bench/train_bench.py --device "$DEVICE" --data "$DATA" $TRAIN_ARGS --work-dir "$WORK/train" --json-out "$WORK/train.json"
 
 # 4. tastebud score end to end, with the model trained in step 3 (the packaged encoder + fresh head otherwise)
@@ -110,7 +110,7 @@ try:
     print(next(r['model_dir'] for r in runs if r.get('model_dir')))
 except Exception:
     pass" 2>/dev/null)
-step "tastebud score end to end ($DEVICE)" 100 "$WORK/e2e.json" \
+step "tastebud score end to end ($DEVICE)" 75 "$WORK/e2e.json" \
   $PY bench/scoring_bench.py --e2e "$E2E" ${MODEL_DIR:+--model-dir "$MODEL_DIR"} --work-dir "$WORK/e2e" --json-out "$WORK/e2e.json"
 
 # 5. the quality engineer's GPU checks, with the time that is left
