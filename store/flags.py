@@ -20,6 +20,7 @@ FLAG_REASONS: tuple[str, ...] = (
     "rating_contradicts_text",
     "label_issue",
     "emerging_term",
+    "text_changed",  # a re-import changed the text of a human-labeled review; its label was retracted
 )
 FLAG_STATUSES: tuple[str, ...] = ("open", "resolved", "dismissed")
 FLAG_COLUMNS: tuple[str, ...] = ("review_id", "reason", "priority", "model_id", "term", "detail")
@@ -186,6 +187,38 @@ def set_flag_status(con: duckdb.DuckDBPyConnection, flag_ids: list[int], status:
             [status, reopened, datetime.now(), reopened, by, list(flag_ids), status],
         ).fetchall()
     )
+
+
+def flag_for_relabel(
+    con: duckdb.DuckDBPyConnection, review_ids: list[str], *, reason: str, priority: float, detail: dict | None = None
+) -> int:
+    """Open a flag of ``reason`` on each review that has no open flag of that reason yet.
+
+    Unlike :func:`insert_flags` a review may be flagged again after an earlier such flag was
+    closed: each text change of a labeled review needs its own relabel. Call inside a transaction.
+
+    Returns:
+        How many flags were opened.
+
+    Example:
+        >>> flag_for_relabel(con, ["r1"], reason="text_changed", priority=1.0)  # doctest: +SKIP
+        1
+    """
+    if reason not in FLAG_REASONS:
+        raise ValueError(f"unknown flag reason {reason!r}")
+    if not review_ids:
+        return 0
+    return len(con.execute(
+        """
+        INSERT INTO flags (review_id, reason, priority, detail, status, created_at)
+        SELECT r.review_id, ?, ?, ?::JSON, 'open', ? FROM reviews r
+        WHERE r.review_id IN (SELECT unnest(?::VARCHAR[]))
+          AND NOT EXISTS (SELECT 1 FROM flags f WHERE f.review_id = r.review_id AND f.reason = ? AND f.status = 'open')
+        RETURNING flag_id
+        """,
+        [reason, float(priority), None if detail is None else json.dumps(detail, default=str), datetime.now(),
+         list(review_ids), reason],
+    ).fetchall())
 
 
 # --- reads for the flagging run ------------------------------------------------------------

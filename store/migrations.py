@@ -273,6 +273,19 @@ def _ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _refuse_foreign_database(con: duckdb.DuckDBPyConnection) -> None:
+    """Never add tastebud's tables to someone else's DuckDB file."""
+    tables = [t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
+    if tables and "schema_migrations" not in tables:
+        from store.errors import StoreDamagedError
+
+        name = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+        from store.printable import printable
+
+        shown = printable(name[0], max_chars=300) if name and name[0] else "this database"
+        raise StoreDamagedError(f"{shown} is not a tastebud store: it is a DuckDB file without tastebud's tables")
+
+
 def applied_versions(con: duckdb.DuckDBPyConnection) -> list[int]:
     """Versions recorded in the store, ascending (empty for a new file)."""
     exists = con.execute(
@@ -294,6 +307,7 @@ def migrate(con: duckdb.DuckDBPyConnection, *, target: int | None = None) -> lis
     Returns:
         The versions applied by this call (empty when the store was current).
     """
+    _refuse_foreign_database(con)
     _ensure_ledger(con)
     done = set(applied_versions(con))
     newest_known = latest_version()
@@ -466,3 +480,20 @@ def _m050(con: duckdb.DuckDBPyConnection) -> None:
         """
     )
     con.execute(_CURRENT_LABELS_M040)
+
+
+# --- import safety: versions 60-69 ----------------------------------------------------------
+
+
+@migration(60, "label_retraction_reasons")
+def _m060(con: duckdb.DuckDBPyConnection) -> None:
+    # A label can now be retracted without a relabel action: a re-import that changes the text
+    # of a human-labeled review retracts that label (reason 'text_changed'), since nobody read
+    # the new text. Earlier retractions all came from undo.
+    con.execute(
+        """
+        ALTER TABLE label_retractions ALTER COLUMN action_id DROP NOT NULL;
+        ALTER TABLE label_retractions ADD COLUMN reason VARCHAR;
+        UPDATE label_retractions SET reason = 'undo';
+        """
+    )

@@ -210,8 +210,8 @@ def undo_last_action(con: duckdb.DuckDBPyConnection, actor: Actor) -> dict | Non
     now = datetime.now()
     retracted = con.execute(
         """
-        INSERT INTO label_retractions (label_id, action_id, retracted_by, retracted_at)
-        SELECT i.label_id, ?, ?, ? FROM relabel_action_items i
+        INSERT INTO label_retractions (label_id, action_id, retracted_by, retracted_at, reason)
+        SELECT i.label_id, ?, ?, ?, 'undo' FROM relabel_action_items i
         WHERE i.action_id = ? AND i.label_id IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM label_retractions x WHERE x.label_id = i.label_id)
         RETURNING label_id
@@ -246,11 +246,11 @@ def undo_last_action(con: duckdb.DuckDBPyConnection, actor: Actor) -> dict | Non
 
 
 def fetch_label_history(con: duckdb.DuckDBPyConnection, review_id: str) -> pd.DataFrame:
-    """Every label row of a review, oldest first, with whether and by whom it was retracted."""
+    """Every label row of a review, oldest first, with whether, by whom and why (undo, text_changed) it was retracted."""
     return con.execute(
         """
         SELECT l.label_id, l.label, l.source, l.labeler, l.created_at, l.round,
-               x.retracted_by, x.retracted_at
+               x.retracted_by, x.retracted_at, x.reason AS retraction_reason
         FROM labels l LEFT JOIN label_retractions x USING (label_id)
         WHERE l.review_id = ? ORDER BY l.label_id
         """,

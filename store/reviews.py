@@ -28,6 +28,8 @@ class UpsertCounts:
     inserted: int
     updated: int
     unchanged: int
+    # Updated reviews whose text changed (not only stars, date or restaurant), sorted.
+    text_changed: tuple[str, ...] = ()
 
 
 def _as_relation_frame(batch: pa.Table | pd.DataFrame) -> pa.Table:
@@ -92,7 +94,14 @@ def upsert_reviews(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFram
             FROM _incoming i JOIN reviews r USING (review_id)
             """
         ).fetchone()
+        text_changed: tuple[str, ...] = ()
         if updated:
+            text_changed = tuple(r for (r,) in con.execute(
+                """
+                SELECT i.review_id FROM _incoming i JOIN reviews r USING (review_id)
+                WHERE r.content_hash <> i.content_hash ORDER BY 1
+                """
+            ).fetchall())
             con.execute(
                 f"""
                 UPDATE reviews AS r SET
@@ -118,7 +127,7 @@ def upsert_reviews(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFram
     finally:
         con.unregister("_incoming_raw")
     con.execute("DROP TABLE _incoming")
-    return UpsertCounts(inserted=inserted, updated=updated, unchanged=matched - updated)
+    return UpsertCounts(inserted=inserted, updated=updated, unchanged=matched - updated, text_changed=text_changed)
 
 
 def count_reviews(con: duckdb.DuckDBPyConnection) -> int:
