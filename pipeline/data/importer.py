@@ -58,7 +58,7 @@ import pyarrow.compute as pc
 
 from store import imports as staging
 from store.actors import Actor, audit, cli_actor, require
-from pipeline.thresholds import TEXT_CHANGED_PRIORITY
+from pipeline.loop.thresholds import TEXT_CHANGED_PRIORITY
 from store.db import hand_off, transaction
 from store.errors import TastebudError
 from store.flags import flag_for_relabel

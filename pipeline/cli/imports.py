@@ -6,8 +6,8 @@ from datetime import date
 
 import typer
 
-from pipeline.cli_app import app, db_path, emit_json
-from pipeline.importer import FORMATS, NUMERIC_LABEL_SCHEMES, ColumnMapping, ImportReport, import_reviews
+from pipeline.cli.app import app, db_path, emit_json
+from pipeline.data.importer import FORMATS, NUMERIC_LABEL_SCHEMES, ColumnMapping, ImportReport, import_reviews
 from store.errors import TastebudError
 from store.printable import printable
 

@@ -1,0 +1,1 @@
+"""Models: loading saved classifiers, truncation, batched inference, the predictors, and baselines."""
