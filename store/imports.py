@@ -427,27 +427,28 @@ def validate_staged(
                CASE WHEN reason IS NULL THEN stars_num::TINYINT END AS stars, text, label,
                CASE reason
                    WHEN 'text_not_string' THEN 'text is a ' || text_kind || ' value, not a string'
-                   WHEN 'empty_text' THEN 'text is empty'
+                   WHEN 'empty_text' THEN 'text is empty (nothing left after removing NUL characters and whitespace)'
                    WHEN 'text_too_long' THEN 'text has ' || length(text) || ' characters; the limit is ' || $max
                    WHEN 'missing_id' THEN 'the id column is empty on this row'
-                   WHEN 'invalid_date' THEN 'date ' || to_json(left(date_raw, 60)) || ' is not an ISO 8601 date or date-time'
-                   WHEN 'date_out_of_range' THEN 'date ' || to_json(left(date_raw, 60)) || ' is outside '
+                   WHEN 'invalid_date' THEN 'date ' || '"' || left(date_raw, 60) || '"' || ' is not an ISO 8601 date or date-time'
+                   WHEN 'date_out_of_range' THEN 'date ' || '"' || left(date_raw, 60) || '"' || ' is outside '
                         || strftime($min_date::TIMESTAMP, '%Y-%m-%d') || ' .. '
                         || strftime($max_date::TIMESTAMP - INTERVAL 1 DAY, '%Y-%m-%d')
                         || ' (widen with --min-date/--max-date)'
-                   WHEN 'stars_not_numeric' THEN 'stars ' || to_json(left(stars_raw, 60)) || ' is not a number'
-                   WHEN 'stars_out_of_range' THEN 'stars ' || to_json(left(stars_raw, 60)) || ' is not a whole number from 1 to 5'
-                   WHEN 'unknown_label' THEN 'label ' || to_json(left(label_raw, 60)) || ' is not an accepted label'
+                   WHEN 'stars_not_numeric' THEN 'stars ' || '"' || left(stars_raw, 60) || '"' || ' is not a number'
+                   WHEN 'stars_out_of_range' THEN 'stars ' || '"' || left(stars_raw, 60) || '"' || ' is not a whole number from 1 to 5'
+                   WHEN 'unknown_label' THEN 'label ' || '"' || left(label_raw, 60) || '"' || ' is not an accepted label'
                END AS detail
         FROM r
         """,
         {**field_params, "max": max_text_chars, "min_date": min_date, "max_date": max_date},
     )
-    # Later rows repeating an accepted id are rejected; the first occurrence wins.
+    # Later rows repeating an accepted id are rejected; the first occurrence wins. Values are quoted raw
+    # (cut to 60 characters): whoever shows a detail escapes it with store.printable.printable.
     mem.execute(
         """
         UPDATE _verdicts AS v SET reason = 'duplicate_id',
-               detail = 'id ' || to_json(v.review_id) || ' already accepted at row ' || r.first_row
+               detail = 'id "' || left(v.review_id, 60) || '" already accepted at row ' || r.first_row
         FROM (
             SELECT review_id, min(_row) AS first_row FROM _verdicts WHERE reason IS NULL
             GROUP BY review_id HAVING count(*) > 1

@@ -1,5 +1,7 @@
 """One way to show text that came from a user's file: escaped, on one line, and short.
 
+Backslashes are left alone: the aim is a safe terminal, not a reversible encoding.
+
 Column names, values quoted in error messages and file names all pass through
 :func:`printable` before they reach a terminal, a log or a page, so a file cannot move the
 cursor, ring the bell or rewrite the screen (ESC, BEL, C1 controls, bidi overrides), and a
@@ -15,7 +17,7 @@ DEFAULT_MAX_CHARS = 80
 # Unicode categories that are never shown raw: controls, format characters (bidi overrides,
 # zero-width), surrogates, private use, unassigned, and line/paragraph separators.
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def _escape_char(ch: str) -> str:
@@ -47,22 +49,18 @@ def printable(value: object, *, max_chars: int = DEFAULT_MAX_CHARS) -> str:
         'xxxxx… (95 more characters)'
     """
     if isinstance(value, (bytes, bytearray, memoryview)):
-        # Undecodable bytes become "\\xNN" here already; their backslashes are kept as they are.
-        text, escape = bytes(value).decode("utf-8", errors="backslashreplace"), _escape_char_keep_backslash
+        # Undecodable bytes become "\\xNN" here already.
+        text = bytes(value).decode("utf-8", errors="backslashreplace")
     else:
-        text, escape = (value if isinstance(value, str) else str(value)), _escape_char
+        text = value if isinstance(value, str) else str(value)
     parts, shown = [], 0
     for i, ch in enumerate(text):
-        piece = escape(ch)
+        piece = _escape_char(ch)
         if shown + len(piece) > max_chars:
             return "".join(parts) + f"… ({len(text) - i} more characters)"
         parts.append(piece)
         shown += len(piece)
     return "".join(parts)
-
-
-def _escape_char_keep_backslash(ch: str) -> str:
-    return ch if ch == "\\" else _escape_char(ch)
 
 
 def printable_message(text: str) -> str:
