@@ -16,6 +16,8 @@ if _ROOT not in sys.path:
 import streamlit as st  # noqa: E402
 
 from dashboard import auth  # noqa: E402
+from store.errors import TastebudError  # noqa: E402
+from store.printable import printable_message  # noqa: E402
 
 _SCREENS = Path(__file__).resolve().parent / "screens"
 
@@ -46,4 +48,9 @@ else:
         if st.button("Sign out", key="sign-out"):
             auth.sign_out()
             st.rerun()
-    st.navigation(sections).run()
+    try:
+        st.navigation(sections).run()
+    except TastebudError as exc:
+        # A damaged, foreign, unreadable or busy store (or any refused action): the one-line
+        # sentence the CLI prints, never a traceback with paths or another process's PID.
+        st.error(printable_message(str(exc)))

@@ -14,6 +14,7 @@ from datetime import datetime
 import duckdb
 import pandas as pd
 
+from store.constants import DATED_REVIEWS_SQL
 from store.labels import fetch_current_labels
 
 FLAG_REASONS: tuple[str, ...] = (
@@ -230,11 +231,11 @@ def fetch_flag_inputs(con: duckdb.DuckDBPyConnection, model_id: str) -> pd.DataF
     """Every review ``model_id`` scored, without text: review_id, stars, created_at, split,
     label and label_source (current), p_negative, p_neutral, p_positive."""
     return con.execute(
-        """
+        f"""
         SELECT r.review_id, r.stars, r.created_at, s.split, l.label, l.source AS label_source,
                p.p_negative, p.p_neutral, p.p_positive
         FROM predictions p
-        JOIN reviews r USING (review_id)
+        JOIN {DATED_REVIEWS_SQL} r USING (review_id)
         LEFT JOIN splits s USING (review_id)
         LEFT JOIN current_labels l USING (review_id)
         WHERE p.model_id = ?
@@ -287,8 +288,8 @@ def fetch_texts_between(
     """review_id, text, created_at of reviews with start <= created_at < end (either bound open),
     at most ``limit`` of them: a deterministic pseudo-random sample (by a seeded hash of the id)."""
     return con.execute(
-        """
-        SELECT review_id, text, created_at FROM reviews
+        f"""
+        SELECT review_id, text, created_at FROM {DATED_REVIEWS_SQL}
         WHERE created_at IS NOT NULL
           AND (?::TIMESTAMP IS NULL OR created_at >= ?::TIMESTAMP)
           AND (?::TIMESTAMP IS NULL OR created_at < ?::TIMESTAMP)
@@ -301,7 +302,7 @@ def fetch_texts_between(
 
 def newest_review_time(con: duckdb.DuckDBPyConnection) -> datetime | None:
     """created_at of the newest review (None when no review has a date)."""
-    return con.execute("SELECT max(created_at) FROM reviews").fetchone()[0]
+    return con.execute(f"SELECT max(created_at) FROM {DATED_REVIEWS_SQL}").fetchone()[0]
 
 
 def fetch_flag_page(
