@@ -67,6 +67,12 @@ def on_lock_wait(handler) -> None:
     _wait_handlers.append(handler)
 
 
+def set_lock_timeout(seconds: float) -> None:
+    """Change how long this process's connections wait for another process's lock (jobs wait long)."""
+    global DEFAULT_LOCK_TIMEOUT_S
+    DEFAULT_LOCK_TIMEOUT_S = float(seconds)
+
+
 def hand_off() -> None:
     """Pause between the chunks of a long write, so processes waiting for the lock get their turn."""
     time.sleep(HANDOFF_S)

@@ -109,3 +109,28 @@ def test_killed_import_resumes_without_duplicates(store_path, tmp_path):
     result = check_store(store_path)
     assert result.healthy and result.duplicate_review_ids == 0, result
     assert result.tables["reviews"] == ROWS and result.tables["splits"] == ROWS and result.tables["labels"] == ROWS
+
+
+LOCK_HOLDER = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_job_that_finds_the_store_busy_waits_and_says_so(store_path, monkeypatch):
+    from pipeline.jobs import start_job, tail_log, wait_for_job
+    from store.actors import cli_actor
+
+    # Interactive commands in the job's process would give up after 1 s; jobs wait.
+    monkeypatch.setenv("TASTEBUD_LOCK_TIMEOUT", "1")
+    job_id = start_job(store_path, "demo-data", {"rows": 300, "seed": 1}, cli_actor())
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(store_path), "4"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.wait(timeout=30)
+    job = wait_for_job(store_path, job_id, timeout_s=120)
+    log = tail_log(job["log_path"], lines=200)
+    assert job["status"] == "succeeded", log
+    assert "waiting for the store: another process is writing to it" in log
