@@ -7,8 +7,9 @@ short-lived connection, retries DuckDB's lock error with jittered backoff up to 
 deadline, and always closes. Heavy compute (training, scoring) happens with no
 connection open; only its reads and result writes do.
 
-Long writers (an import) commit in bounded chunks and pause briefly between them
-(:func:`hand_off`), so a waiting process gets in within a chunk's time; waiters poll at
+Long writers (an import) commit in bounded chunks; between two chunks they pause briefly
+when another process is waiting (:func:`hand_off`), so it gets in within a chunk's time.
+A waiting process says so by touching ``<store>.waiting`` while it retries, and polls at
 most every ``MAX_POLL_S``. A store that cannot be opened or read as a database (damaged,
 not a DuckDB file, a directory, no permission) is reported as one sentence
 (:class:`StoreDamagedError`, :class:`StoreAccessError`), never as DuckDB's traceback.
@@ -39,8 +40,10 @@ ENV_DB = "TASTEBUD_DB"
 DEFAULT_LOCK_TIMEOUT_S = float(os.environ.get("TASTEBUD_LOCK_TIMEOUT", "60"))
 # Longest sleep between two tries for a locked store: a waiter notices a released lock this fast.
 MAX_POLL_S = 0.1
-# A long writer pauses this long between chunks, twice the longest poll, so a waiter gets in.
+# A long writer pauses this long between chunks when someone waits: over twice the longest poll.
 HANDOFF_S = 0.25
+# A waiting marker touched this recently means a process is still waiting.
+WAITING_FRESH_S = 2.0
 # DuckDB's messages when a file is not a readable database, lower-cased (the open or a read fails).
 _DAMAGE_MARKERS = (
     "not a valid duckdb database file",
@@ -73,9 +76,33 @@ def set_lock_timeout(seconds: float) -> None:
     DEFAULT_LOCK_TIMEOUT_S = float(seconds)
 
 
-def hand_off() -> None:
-    """Pause between the chunks of a long write, so processes waiting for the lock get their turn."""
+def waiting_marker(path: str | os.PathLike | None = None) -> Path:
+    """The file a process touches while it waits for the store's lock."""
+    return Path(f"{resolve_db_path(path)}.waiting")
+
+
+def _announce_wait(db: Path) -> None:
+    try:
+        marker = waiting_marker(db)
+        marker.touch()
+    except OSError:
+        pass  # a read-only folder: the writer then simply does not pause for this waiter
+
+
+def hand_off(path: str | os.PathLike | None = None) -> bool:
+    """Between the chunks of a long write: pause if another process is waiting for the store.
+
+    Returns:
+        Whether it paused.
+    """
+    try:
+        age = time.time() - waiting_marker(path).stat().st_mtime
+    except OSError:
+        return False
+    if age > WAITING_FRESH_S:
+        return False
     time.sleep(HANDOFF_S)
+    return True
 
 
 def resolve_db_path(path: str | os.PathLike | None = None) -> Path:
@@ -183,6 +210,7 @@ def connect(
                         f"the store {printable(db, max_chars=300)} is busy: another process kept it locked; "
                         "try again when it finishes"
                     ) from None
+                _announce_wait(db)
                 if not waited:
                     waited = True
                     for handler in list(_wait_handlers):

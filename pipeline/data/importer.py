@@ -5,7 +5,7 @@ private in-memory DuckDB, every value as text, its columns mapped to review fiel
 flags or by common names), and each row checked once, set-based (see
 :mod:`store.imports` for the checks and their order). Then the rows are written in chunks
 of ``CHUNK_ROWS``, each its own short transaction (reviews, labels, frozen splits), with a
-pause between chunks so no other process waits for the store longer than one chunk. Each
+pause between chunks when another process waits, so none waits longer than one chunk. Each
 chunk commits whole or not at all, and writing is idempotent, so an import killed halfway
 is finished by running it again: nothing is duplicated.
 
@@ -106,7 +106,7 @@ _EXTENSIONS = {
 MAX_TEXT_CHARS = 20_000
 # Reviews (or rejects) per write transaction: about a second of lock on a 1M-review store, so
 # other writers (a score job, a relabel on the dashboard) wait at most that long.
-CHUNK_ROWS = 100_000
+CHUNK_ROWS = 50_000
 
 # File column names recognised per field (compared lower-cased, spaces and dashes as underscores), first match wins.
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
@@ -593,7 +593,7 @@ def _write(
     timer, import_id = _ChunkTimer(), None
     for i, (reject_offset, review_offset) in enumerate(steps):
         if i:
-            hand_off()  # let processes waiting for the store in between chunks
+            hand_off(db)  # let a process waiting for the store in between two chunks
         chunk_relabel: list[str] = []
         with timer, transaction(db) as con:
             if import_id is None:
