@@ -83,8 +83,10 @@ def upsert_reviews(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFram
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE _incoming AS
-            SELECT {_INCOMING_COLUMNS} FROM _incoming_raw
-            WHERE review_id::VARCHAR IN (SELECT review_id FROM reviews)
+            SELECT {_INCOMING_COLUMNS.replace("review_id::VARCHAR AS review_id", "n.review_id::VARCHAR AS review_id")}
+            FROM (SELECT * EXCLUDE (review_id), review_id::VARCHAR AS review_id FROM _incoming_raw) n
+            -- an inner join (ids are unique on both sides) lets DuckDB hash the batch, not the whole store
+            JOIN (SELECT review_id FROM reviews) r ON r.review_id = n.review_id
             """
         )
         now = datetime.now()
@@ -116,7 +118,7 @@ def upsert_reviews(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFram
         inserted = con.execute(
             f"""
             INSERT INTO reviews
-            WITH fresh AS (SELECT n.* FROM _incoming_raw n ANTI JOIN reviews r ON r.review_id = n.review_id::VARCHAR),
+            WITH fresh AS (SELECT n.* FROM _incoming_raw n ANTI JOIN _incoming m ON m.review_id = n.review_id::VARCHAR),
             i AS (SELECT {_INCOMING_COLUMNS} FROM fresh)
             SELECT i.review_id, i.restaurant_id, i.restaurant_name, i.neighborhood, i.created_at,
                    i.stars, i.text, i.source, i.content_hash, ?::TIMESTAMP, NULL

@@ -33,10 +33,41 @@ def _quota(existing: dict[str, int], new: int, fractions: tuple[float, float, fl
     return quota
 
 
+def count_split_strata(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, int]]:
+    """Assigned reviews per stratum (current label, '' for unlabeled) and split: one pass over every label.
+
+    A long import reads this once and hands it to each chunk's :func:`assign_splits`.
+
+    Example:
+        >>> count_split_strata(con)["positive"]  # doctest: +SKIP
+        {'train': 800, 'val': 100, 'test': 100}
+    """
+    rows = con.execute(
+        """
+        SELECT coalesce(l.label, '') AS stratum, s.split, count(*)
+        FROM splits s LEFT JOIN current_labels l USING (review_id)
+        GROUP BY ALL
+        """
+    ).fetchall()
+    strata: dict[str, dict[str, int]] = {}
+    for stratum, split, n in rows:
+        strata.setdefault(stratum, dict.fromkeys(SPLITS, 0))[split] = n
+    return strata
+
+
 def assign_splits(
-    con: duckdb.DuckDBPyConnection, *, fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS
+    con: duckdb.DuckDBPyConnection,
+    *,
+    fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS,
+    strata: dict[str, dict[str, int]] | None = None,
 ) -> dict[str, int]:
     """Assign every review that has no split yet. Call inside a transaction.
+
+    Args:
+        fractions: target (train, val, test) proportions.
+        strata: assigned counts per stratum from :func:`count_split_strata`, kept by a caller
+            that assigns in several transactions (updated in place here). It saves the pass
+            over every current label; without it the counts are read from the store.
 
     Returns:
         How many reviews went to each split in this call.
@@ -46,37 +77,60 @@ def assign_splits(
     # Cheap exit for the common re-import case: computing strata reads every current label.
     if not con.execute("SELECT EXISTS (SELECT 1 FROM reviews r ANTI JOIN splits s USING (review_id))").fetchone()[0]:
         return {s: 0 for s in SPLITS}
-    # The current label of every review is computed once (a window over all labels) and
-    # serves both the per-stratum counts and the pending rows below.
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE _stratum AS
-        SELECT r.review_id, coalesce(l.label, '') AS stratum, s.split
-        FROM reviews r LEFT JOIN current_labels l USING (review_id) LEFT JOIN splits s USING (review_id)
-        """
-    )
-    strata = con.execute(
-        """
-        SELECT stratum, count(*) FILTER (WHERE split IS NULL) AS new,
-               count(*) FILTER (WHERE split = 'train') AS train,
-               count(*) FILTER (WHERE split = 'val') AS val,
-               count(*) FILTER (WHERE split = 'test') AS test
-        FROM _stratum
-        GROUP BY 1
-        """
-    ).fetchall()
+    if strata is None:
+        # The current label of every review is computed once (a window over all labels) and
+        # serves both the per-stratum counts and the pending rows below.
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE _stratum AS
+            SELECT r.review_id, coalesce(l.label, '') AS stratum, s.split
+            FROM reviews r LEFT JOIN current_labels l USING (review_id) LEFT JOIN splits s USING (review_id)
+            """
+        )
+        counts = con.execute(
+            """
+            SELECT stratum, count(*) FILTER (WHERE split IS NULL) AS new,
+                   count(*) FILTER (WHERE split = 'train') AS train,
+                   count(*) FILTER (WHERE split = 'val') AS val,
+                   count(*) FILTER (WHERE split = 'test') AS test
+            FROM _stratum
+            GROUP BY 1
+            """
+        ).fetchall()
+    else:
+        # Only the pending reviews' labels are read (their ids first, so the window stays small).
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE _stratum AS
+            WITH pending AS (SELECT r.review_id FROM reviews r ANTI JOIN splits s USING (review_id)),
+            newest AS (
+                SELECT review_id, label FROM labels l
+                WHERE review_id IN (SELECT review_id FROM pending)
+                  AND NOT EXISTS (SELECT 1 FROM label_retractions x WHERE x.label_id = l.label_id)
+                QUALIFY row_number() OVER (
+                    PARTITION BY review_id ORDER BY (source = 'human') DESC, created_at DESC, label_id DESC) = 1
+            )
+            SELECT p.review_id, coalesce(n.label, '') AS stratum, NULL::VARCHAR AS split
+            FROM pending p LEFT JOIN newest n USING (review_id)
+            """
+        )
+        new_by_stratum = dict(con.execute("SELECT stratum, count(*) FROM _stratum GROUP BY 1").fetchall())
+        counts = [
+            (stratum, new, *(strata.get(stratum, {}).get(s, 0) for s in SPLITS))
+            for stratum, new in new_by_stratum.items()
+        ]
     quotas = []
-    for stratum, new, train, val, test in strata:
+    for stratum, new, train, val, test in counts:
         if new:
             q = _quota({"train": train, "val": val, "test": test}, new, fractions)
-            quotas.append((stratum, q["train"], q["val"]))
+            quotas.append((stratum, q["train"], q["val"], q["test"]))
     if not quotas:
         con.execute("DROP TABLE _stratum")
         return {s: 0 for s in SPLITS}
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _quota (stratum VARCHAR, n_train BIGINT, n_val BIGINT)"
     )
-    con.executemany("INSERT INTO _quota VALUES (?, ?, ?)", quotas)
+    con.executemany("INSERT INTO _quota VALUES (?, ?, ?)", [q[:3] for q in quotas])
     con.execute(
         """
         INSERT INTO splits (review_id, split, assigned_at)
@@ -94,12 +148,13 @@ def assign_splits(
     )
     con.execute("DROP TABLE _quota")
     con.execute("DROP TABLE _stratum")
-    counts = dict.fromkeys(SPLITS, 0)
-    for _, n_train, n_val in quotas:
-        counts["train"] += n_train
-        counts["val"] += n_val
-    counts["test"] = sum(new for _, new, *_ in strata) - counts["train"] - counts["val"]
-    return counts
+    assigned = dict.fromkeys(SPLITS, 0)
+    for stratum, n_train, n_val, n_test in quotas:
+        for split, n in zip(SPLITS, (n_train, n_val, n_test)):
+            assigned[split] += n
+            if strata is not None:
+                strata.setdefault(stratum, dict.fromkeys(SPLITS, 0))[split] += n
+    return assigned
 
 
 def split_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

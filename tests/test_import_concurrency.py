@@ -134,3 +134,23 @@ def test_job_that_finds_the_store_busy_waits_and_says_so(store_path, monkeypatch
     log = tail_log(job["log_path"], lines=200)
     assert job["status"] == "succeeded", log
     assert "waiting for the store: another process is writing to it" in log
+
+
+def test_chunked_import_keeps_stratified_split_proportions(store_path, tmp_path, monkeypatch):
+    import pipeline.data.importer as importer
+
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 700)
+    report = importer.import_reviews(store_path, _csv(tmp_path / "mid.csv", rows=5_000))
+    assert report.chunks == 8 and sum(report.splits.values()) == 5_000
+    with connect(store_path, read_only=True) as con:
+        rows = con.execute(
+            "SELECT l.label, s.split, count(*) FROM splits s JOIN current_labels l USING (review_id) GROUP BY ALL"
+        ).fetchall()
+        assert con.execute("SELECT count(DISTINCT review_id), count(*) FROM splits").fetchone() == (5_000, 5_000)
+    per_label: dict[str, dict[str, int]] = {}
+    for label, split, n in rows:
+        per_label.setdefault(label, {})[split] = n
+    for label, counts in per_label.items():
+        total = sum(counts.values())
+        for split, fraction in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
+            assert abs(counts.get(split, 0) - fraction * total) <= 1, (label, counts)

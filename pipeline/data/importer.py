@@ -66,7 +66,7 @@ from store.labels import append_labels, retract_human_labels
 from store.printable import printable
 from store.reviews import REVIEW_FIELDS, upsert_reviews
 from store.schema import init_store
-from store.splits import assign_splits
+from store.splits import assign_splits, count_split_strata
 
 FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl", "parquet")
 # How each format is named in messages.
@@ -591,6 +591,9 @@ def _write(
     splits = {"train": 0, "val": 0, "test": 0}
     relabel: list[str] = []
     timer, import_id = _ChunkTimer(), None
+    # Several chunks: the split counts per stratum are read once and kept up to date here, so each
+    # chunk reads only its own reviews' labels instead of every label in the store.
+    strata = None
     for i, (reject_offset, review_offset) in enumerate(steps):
         if i:
             hand_off(db)  # let a process waiting for the store in between two chunks
@@ -598,11 +601,13 @@ def _write(
         with timer, transaction(db) as con:
             if import_id is None:
                 import_id = staging.start_import(con, path=str(file), fmt=fmt, started_at=started)
+                if len(steps) > 1:
+                    strata = count_split_strata(con)
             if reject_offset is not None:
                 staging.append_rejects(con, import_id, str(file), rejects.slice(reject_offset, CHUNK_ROWS))
             if review_offset is not None:
                 chunk_relabel = _write_reviews(con, import_id, file, valid.slice(review_offset, CHUNK_ROWS),
-                                               label_source, actor, totals, splits)
+                                               label_source, actor, totals, splits, strata)
             if i == len(steps) - 1:
                 _finish(con, import_id, file, actor, totals, rejects.num_rows, len(relabel) + len(chunk_relabel))
         relabel.extend(chunk_relabel)
@@ -626,6 +631,7 @@ def _write_reviews(
     actor: Actor,
     totals: dict[str, int],
     splits: dict[str, int],
+    strata: dict[str, dict[str, int]] | None,
 ) -> list[str]:
     """One chunk of accepted rows; returns the reviews whose human label was retracted (text changed)."""
     counts = upsert_reviews(con, chunk.select(list(REVIEW_FIELDS)))
@@ -634,7 +640,7 @@ def _write_reviews(
                      detail={"import_id": import_id, "file": str(file)})
     labels = _label_rows(chunk, label_source)
     added = append_labels(con, labels) if labels.num_rows else 0
-    for split, n in assign_splits(con).items():
+    for split, n in assign_splits(con, strata=strata).items():
         splits[split] += n
     for key, n in (("accepted", counts.inserted), ("updated", counts.updated),
                    ("unchanged", counts.unchanged), ("labels_added", added)):
