@@ -136,8 +136,10 @@ def store_error(db: Path, exc: BaseException, *, opening: bool) -> Exception | N
         if db.exists() and db.stat().st_size == 0:
             return StoreDamagedError(f"{shown} is not a tastebud store: the file is empty (0 bytes)")
         return StoreDamagedError(f"{shown} is not a tastebud store: it is not a DuckDB database file")
-    if isinstance(exc, (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException)) and (
-        isinstance(exc, duckdb.InternalException) or any(m in lowered for m in _DAMAGE_MARKERS)
+    # An internal error while opening means DuckDB could not make sense of the file; during a query
+    # it may be a DuckDB bug, so only the known damage messages count then.
+    if (opening and isinstance(exc, duckdb.InternalException)) or (
+        isinstance(exc, (duckdb.IOException, duckdb.SerializationException)) and any(m in lowered for m in _DAMAGE_MARKERS)
     ):
         return StoreDamagedError(f"the store {shown} is damaged: {_damage_detail(db, text)}")
     return None

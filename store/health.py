@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 
 from store.db import connect, resolve_db_path
-from store.errors import StoreDamagedError, TastebudError
+from store.errors import StoreDamagedError
 from store.migrations import applied_versions, latest_version
 from store.printable import printable
 
@@ -135,4 +135,3 @@ def _check_reviews(con: duckdb.DuckDBPyConnection, result: StoreCheck) -> None:
             )
 
 
-__all__ = ["StoreCheck", "check_store", "ensure_store", "TastebudError"]

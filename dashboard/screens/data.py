@@ -44,6 +44,9 @@ report = st.session_state.get("import-report")
 if report:
     st.success(f"Import {report['import_id']}: {report['accepted']:,} new, {report['updated']:,} updated, "
                f"{report['unchanged']:,} unchanged, {report['rejected']:,} rejected, {report['labels_added']:,} labels added.")
+    if report.get("relabel_needed"):
+        st.warning(f"{report['relabel_needed']:,} updated texts had human labels: retracted and flagged for "
+                   "relabeling (Hard cases, reason text_changed).")
     if report["rejected_by_reason"]:
         st.dataframe({"reason": list(report["rejected_by_reason"]), "rows": list(report["rejected_by_reason"].values())},
                      hide_index=True)
