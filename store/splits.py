@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import duckdb
+import pyarrow as pa
 
 from store.constants import DEFAULT_SPLIT_FRACTIONS, SPLITS
 
@@ -60,6 +61,7 @@ def assign_splits(
     *,
     fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS,
     strata: dict[str, dict[str, int]] | None = None,
+    review_ids: pa.Array | pa.ChunkedArray | None = None,
 ) -> dict[str, int]:
     """Assign every review that has no split yet. Call inside a transaction.
 
@@ -68,14 +70,20 @@ def assign_splits(
         strata: assigned counts per stratum from :func:`count_split_strata`, kept by a caller
             that assigns in several transactions (updated in place here). It saves the pass
             over every current label; without it the counts are read from the store.
+        review_ids: with ``strata``, only these reviews are considered (one import chunk's),
+            so the cost follows the chunk, not the store.
 
     Returns:
         How many reviews went to each split in this call.
     """
     if abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) < 0:
         raise ValueError(f"split fractions must be non-negative and sum to 1, got {fractions}")
+    if review_ids is not None and strata is None:
+        raise ValueError("review_ids needs strata (see count_split_strata)")
     # Cheap exit for the common re-import case: computing strata reads every current label.
-    if not con.execute("SELECT EXISTS (SELECT 1 FROM reviews r ANTI JOIN splits s USING (review_id))").fetchone()[0]:
+    if review_ids is None and not con.execute(
+        "SELECT EXISTS (SELECT 1 FROM reviews r ANTI JOIN splits s USING (review_id))"
+    ).fetchone()[0]:
         return {s: 0 for s in SPLITS}
     if strata is None:
         # The current label of every review is computed once (a window over all labels) and
@@ -99,21 +107,34 @@ def assign_splits(
         ).fetchall()
     else:
         # Only the pending reviews' labels are read (their ids first, so the window stays small).
-        con.execute(
-            """
-            CREATE OR REPLACE TEMP TABLE _stratum AS
-            WITH pending AS (SELECT r.review_id FROM reviews r ANTI JOIN splits s USING (review_id)),
-            newest AS (
-                SELECT review_id, label FROM labels l
-                WHERE review_id IN (SELECT review_id FROM pending)
-                  AND NOT EXISTS (SELECT 1 FROM label_retractions x WHERE x.label_id = l.label_id)
-                QUALIFY row_number() OVER (
-                    PARTITION BY review_id ORDER BY (source = 'human') DESC, created_at DESC, label_id DESC) = 1
+        # Joins, not IN/ANTI JOIN: DuckDB then hashes the small side (the chunk), not the store.
+        if review_ids is None:
+            pending = "SELECT r.review_id FROM reviews r ANTI JOIN splits s USING (review_id)"
+        else:
+            con.register("_split_ids", pa.table({"review_id": review_ids}))
+            pending = (
+                "SELECT i.review_id::VARCHAR AS review_id FROM _split_ids i "
+                "LEFT JOIN splits s ON s.review_id = i.review_id::VARCHAR WHERE s.review_id IS NULL"
             )
-            SELECT p.review_id, coalesce(n.label, '') AS stratum, NULL::VARCHAR AS split
-            FROM pending p LEFT JOIN newest n USING (review_id)
-            """
-        )
+        try:
+            con.execute(
+                f"""
+                CREATE OR REPLACE TEMP TABLE _stratum AS
+                WITH pending AS ({pending}),
+                newest AS (
+                    SELECT l.review_id, l.label FROM labels l JOIN pending p ON p.review_id = l.review_id
+                    WHERE NOT EXISTS (SELECT 1 FROM label_retractions x WHERE x.label_id = l.label_id)
+                    QUALIFY row_number() OVER (
+                        PARTITION BY l.review_id ORDER BY (l.source = 'human') DESC, l.created_at DESC, l.label_id DESC
+                    ) = 1
+                )
+                SELECT p.review_id, coalesce(n.label, '') AS stratum, NULL::VARCHAR AS split
+                FROM pending p LEFT JOIN newest n USING (review_id)
+                """
+            )
+        finally:
+            if review_ids is not None:
+                con.unregister("_split_ids")
         new_by_stratum = dict(con.execute("SELECT stratum, count(*) FROM _stratum GROUP BY 1").fetchall())
         counts = [
             (stratum, new, *(strata.get(stratum, {}).get(s, 0) for s in SPLITS))

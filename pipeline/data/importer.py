@@ -607,7 +607,7 @@ def _write(
                 staging.append_rejects(con, import_id, str(file), rejects.slice(reject_offset, CHUNK_ROWS))
             if review_offset is not None:
                 chunk_relabel = _write_reviews(con, import_id, file, valid.slice(review_offset, CHUNK_ROWS),
-                                               label_source, actor, totals, splits, strata)
+                                               label_source, actor, totals, splits, strata, review_offset == 0)
             if i == len(steps) - 1:
                 _finish(con, import_id, file, actor, totals, rejects.num_rows, len(relabel) + len(chunk_relabel))
         relabel.extend(chunk_relabel)
@@ -632,6 +632,7 @@ def _write_reviews(
     totals: dict[str, int],
     splits: dict[str, int],
     strata: dict[str, dict[str, int]] | None,
+    first: bool,
 ) -> list[str]:
     """One chunk of accepted rows; returns the reviews whose human label was retracted (text changed)."""
     counts = upsert_reviews(con, chunk.select(list(REVIEW_FIELDS)))
@@ -640,7 +641,9 @@ def _write_reviews(
                      detail={"import_id": import_id, "file": str(file)})
     labels = _label_rows(chunk, label_source)
     added = append_labels(con, labels) if labels.num_rows else 0
-    for split, n in assign_splits(con, strata=strata).items():
+    # The first chunk also assigns reviews an earlier, interrupted import left without a split.
+    ids = chunk["review_id"] if strata is not None and not first else None
+    for split, n in assign_splits(con, strata=strata, review_ids=ids).items():
         splits[split] += n
     for key, n in (("accepted", counts.inserted), ("updated", counts.updated),
                    ("unchanged", counts.unchanged), ("labels_added", added)):
