@@ -191,7 +191,10 @@ def render_login() -> None:
         else:
             for provider in _oidc_providers():
                 if st.button(f"Sign in with {provider or 'single sign-on'}", key=f"sso-{provider}"):
-                    st.login(provider) if provider else st.login()
+                    if provider:
+                        st.login(provider)
+                    else:
+                        st.login()
     if not accounts and not _oidc_configured():
         st.info(
             "No accounts are configured. Add one with `tastebud add-account NAME --role labeler` "

@@ -26,6 +26,18 @@ def md(text) -> str:
     return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
 
 
+def show_message(message: tuple[str, str] | None) -> None:
+    """Show a ("error" | "success", text) message left by a button callback; nothing for None.
+    Errors are escaped (they quote names and values from the store); success texts are the page's own."""
+    if message is None:
+        return
+    kind, text = message
+    if kind == "error":
+        st.error(md(text))
+    else:
+        st.success(text)
+
+
 def counts_frame(counts: dict, name: str) -> pd.DataFrame:
     """A {key: count} dict as a two-column frame, largest first."""
     frame = pd.DataFrame({name: list(counts), "count": list(counts.values())})
@@ -35,6 +47,20 @@ def counts_frame(counts: dict, name: str) -> pd.DataFrame:
 def jobs_frame(jobs: pd.DataFrame) -> pd.DataFrame:
     columns = [c for c in ("job_id", "kind", "status", "actor", "progress", "message", "created_at", "finished_at", "error") if c in jobs]
     return jobs[columns]
+
+
+# Column headings and formats of a jobs table (views.jobs_frame).
+JOB_COLUMNS = {
+    "job_id": st.column_config.TextColumn("Job"),
+    "kind": st.column_config.TextColumn("Kind"),
+    "status": st.column_config.TextColumn("Status"),
+    "actor": st.column_config.TextColumn("Started by"),
+    "progress": st.column_config.ProgressColumn("Progress", min_value=0.0, max_value=1.0, format="percent"),
+    "message": st.column_config.TextColumn("Message", width="medium"),
+    "created_at": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
+    "finished_at": st.column_config.DatetimeColumn("Finished", format="YYYY-MM-DD HH:mm"),
+    "error": st.column_config.TextColumn("Error", width="medium"),
+}
 
 
 def _decode(value):

@@ -20,7 +20,7 @@ APP_PATH = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 
 
 def dashboard_command(*, host: str, port: int, secrets: Path | None) -> list[str]:
-    """argv that serves the dashboard with ``streamlit run`` (headless, no usage statistics); the store
+    """argv that serves the dashboard with ``streamlit run`` (headless, no usage statistics, no "magic"); the store
     comes from ``$TASTEBUD_DB``.
 
     Example:
@@ -31,6 +31,8 @@ def dashboard_command(*, host: str, port: int, secrets: Path | None) -> list[str
         sys.executable, "-m", "streamlit", "run", str(APP_PATH),
         "--server.address", host, "--server.port", str(port), "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
+        # No Streamlit "magic": a bare expression on a page is never rendered, whatever the working directory.
+        "--runner.magicEnabled", "false",
     ]
     if secrets is not None:
         argv += ["--secrets.files", str(secrets)]

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 from dashboard.views import md
@@ -46,6 +47,23 @@ def secrets() -> dict:
     return account_secrets()
 
 
+@pytest.fixture(autouse=True)
+def magic_on():
+    """Pages are tested with Streamlit "magic" on, as a bare `streamlit run` elsewhere might have it:
+    a bare expression statement on any page then shows up as a help block, which `settled` refuses."""
+    before = st_config.get_option("runner.magicEnabled")
+    st_config.set_option("runner.magicEnabled", True)
+    yield
+    st_config.set_option("runner.magicEnabled", before)
+
+
+def settled(at: AppTest) -> AppTest:
+    """``at`` after a run: no exception and no help block (the DeltaGenerator docs magic renders)."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.get("help"), [h.name for h in at.get("help")]
+    return at
+
+
 def open_screen(secrets: dict, username: str, screen: str) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.secrets["accounts"] = secrets
@@ -53,9 +71,9 @@ def open_screen(secrets: dict, username: str, screen: str) -> AppTest:
     at.text_input[0].input(username)
     at.text_input[1].input(ACCOUNTS[username][1])
     at.button[0].click().run()
+    settled(at)
     at.switch_page(f"screens/{screen}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return settled(at)
 
 
 def _texts(at: AppTest) -> str:
@@ -118,6 +136,7 @@ def test_relabel_skip_dismiss_and_undo_change_the_store(store, secrets):
     at = open_screen(secrets, "lena", "hard_cases")
     assert at.text[0].value == _text(db, first)  # the highest-priority flag comes first
     at.button(key="label-negative").click().run()
+    settled(at)
     assert not at.exception
     label = _current(db, first)
     assert (label["label"], label["source"], label["labeler"]) == ("negative", "human", "lena")
@@ -126,10 +145,13 @@ def test_relabel_skip_dismiss_and_undo_change_the_store(store, secrets):
     at.button(key="skip").click().run()  # skipping writes nothing
     assert _current(db, second)["source"] == "stars"
     at.button(key="dismiss").click().run()
+    settled(at)
     assert _flag_status(db, third) == "dismissed"
     at.button(key="undo").click().run()
+    settled(at)
     assert _flag_status(db, third) == "open"
     at.button(key="undo").click().run()
+    settled(at)
     assert _current(db, first)["source"] == "stars"
 
 
@@ -146,6 +168,7 @@ def test_bulk_relabel_of_a_filtered_set(store, secrets):
     at.radio(key="bulk-label").set_value("neutral").run()
     at.checkbox(key="bulk-confirm").check().run()
     at.button(key="bulk-go").click().run()
+    settled(at)
     assert not at.exception
     for review_id in targets:
         assert _current(db, review_id)["label"] == "neutral"
@@ -183,6 +206,7 @@ def test_training_shows_a_running_job_live_and_cancels_it(store, secrets, sleepe
     assert any(p.value == 40 or p.value == 0.4 for p in at.get("progress"))
     assert at.get("plotly_chart")  # the run's per-epoch curve
     at.button(key=f"cancel-{job_id}").click().run()
+    settled(at)
     assert sleeper.wait(timeout=10) is not None  # SIGTERM reached the job's process group
     with connect(db, read_only=True) as con:
         assert job_store.get_job(con, job_id)["cancel_requested"]
@@ -196,10 +220,12 @@ def test_training_offers_to_promote_a_finished_model(store, secrets):
     at = open_screen(secrets, "dario", "training")
     assert "New model against the champion" in [s.value for s in at.subheader]
     at.button(key="promote").click().run()
+    settled(at)
     assert not at.exception
     with connect(db, read_only=True) as con:
         assert model_store.get_champion(con)["model_id"] == BASELINE
     at.button(key="rollback").click().run()
+    settled(at)
     with connect(db, read_only=True) as con:
         assert model_store.get_champion(con)["model_id"] == CHAMPION
 
@@ -217,6 +243,7 @@ def test_training_form_rejects_bad_settings_and_starts_a_job(store, secrets):
     at.text_input[1].input("2e-5, 5e-5")
     at.number_input[2].set_value(1)  # epochs
     at.button[0].click().run()
+    settled(at)
     assert not at.exception
     with connect(db, read_only=True) as con:
         jobs = job_store.list_jobs(con)
@@ -225,8 +252,24 @@ def test_training_form_rejects_bad_settings_and_starts_a_job(store, secrets):
     assert job["params"]["sweep"] == {"learning_rate": [2e-5, 5e-5]}
     assert any(job["job_id"] in s.value for s in at.subheader)  # the live panel follows the new job
     at.button(key=f"cancel-{job['job_id']}").click().run()
+    settled(at)
     ended = wait_for_job(db, job["job_id"], timeout_s=60)
     assert ended["status"] in ("cancelled", "failed")
+
+    # A second job started here takes over the panel (the job selectbox moves to it).
+    at.button(key="start-flag").click().run()
+    settled(at)
+    with connect(db, read_only=True) as con:
+        newest = job_store.list_jobs(con)["job_id"].iloc[0]
+    assert newest != job["job_id"]
+    assert at.selectbox(key="training-job-select").value == newest
+    assert any(newest in s.value for s in at.subheader)
+    wait_for_job(db, newest, timeout_s=60)
+    # Picking another job by hand sticks across reruns.
+    at.selectbox(key="training-job-select").set_value(job["job_id"]).run()
+    at.run()
+    assert at.selectbox(key="training-job-select").value == job["job_id"]
+    assert any(job["job_id"] in s.value for s in settled(at).subheader)
 
 
 def test_data_page_imports_an_upload_with_its_reject_report(store, secrets):
@@ -236,6 +279,7 @@ def test_data_page_imports_an_upload_with_its_reject_report(store, secrets):
     at.get("file_uploader")[0].upload("my reviews.csv", csv, "text/csv")
     at.run()
     at.button(key="import-go").click().run()
+    settled(at)
     assert not at.exception
     assert any("2 new" in s.value and "2 rejected" in s.value for s in at.success)
     with connect(db, read_only=True) as con:
@@ -268,6 +312,7 @@ def test_comparison_tries_a_review_on_a_loaded_model(store, secrets):
     at.multiselect(key="compare-models").set_value(["baseline-vader", CHAMPION]).run()
     at.text_area(key="try-text").input("Absolutely wonderful, the best grits I have ever had!")
     at.button[[b.label for b in at.button].index("Predict")].click().run()
+    settled(at)
     assert not at.exception
     results = [d.value for d in at.dataframe if "label" in d.value.columns and "model_id" in d.value.columns]
     assert results and results[0].set_index("model_id").loc["baseline-vader", "label"] == "positive"

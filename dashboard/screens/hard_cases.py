@@ -55,9 +55,7 @@ st.progress(done / total if total else 0.0,
             text=f"{done:,} of {total:,} flags handled ({status['resolved']:,} relabeled, "
                  f"{status['dismissed']:,} dismissed) · {status['open']:,} open")
 
-message = st.session_state.pop("hard-cases-message", None)
-if message:
-    st.error(views.md(message[1])) if message[0] == "error" else st.success(message[1])
+views.show_message(st.session_state.pop("hard-cases-message", None))
 
 queue = data["queue"]
 pending = queue[~queue["flag_id"].isin(skipped)]

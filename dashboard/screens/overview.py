@@ -40,4 +40,4 @@ st.subheader("Recent jobs")
 if data["jobs"].empty:
     st.write("No jobs have run yet.")
 else:
-    st.dataframe(views.jobs_frame(data["jobs"]), hide_index=True, width="stretch")
+    st.dataframe(views.jobs_frame(data["jobs"]), hide_index=True, width="stretch", column_config=views.JOB_COLUMNS)

@@ -104,9 +104,17 @@ st.download_button(f"Download the {by} breakdown (CSV)", breakdown.to_csv(index=
 st.subheader("Reviews behind the numbers")
 periods = [p.date() for p in pd.to_datetime(trend["period"])]
 clicked = [pd.Timestamp(p["x"]).date() for p in (event.selection.points if event else []) if p.get("x")]
+# A keyed selectbox ignores index= once drawn, so a new click on a bar moves it through its state;
+# only a click that changed since the last run does, so picking a period by hand sticks.
+click = clicked[0] if clicked else None
+if click != st.session_state.get("trend-period-click"):
+    st.session_state["trend-period-click"] = click
+    if click in periods:
+        st.session_state["trend-period"] = click
+if st.session_state.get("trend-period") not in periods:
+    st.session_state["trend-period"] = None  # another grain or date range: the old period is gone
 period_choice = st.selectbox(
     "Period", [None, *periods], key="trend-period",
-    index=periods.index(clicked[0]) + 1 if clicked and clicked[0] in periods else 0,
     format_func=lambda p: "All periods (click a bar to pick one)" if p is None else f"{grain} of {p:%Y-%m-%d}",
 )
 selected_rows = table.selection.rows if table else []
