@@ -227,3 +227,125 @@ def recent_jobs(db: Path, *, limit: int = 15) -> pd.DataFrame:
     """Newest jobs first; uncached so a finished job shows at once."""
     with connect(db, read_only=True) as con:
         return job_store.list_jobs(con, limit=limit)
+
+
+@_cached
+def relabel_queue(db: Path, flt, limit: int) -> dict:
+    """The filtered open-flag queue (highest priority first) with how many flags match, open counts by
+    reason, and flag counts by status."""
+    from store import flags as flag_store
+
+    with connect(db, read_only=True) as con:
+        queue, total = flag_store.search_flag_queue(con, flt, limit=limit)
+        return {
+            "queue": queue,
+            "total": total,
+            "by_reason": flag_store.count_open_flags_by_reason(con),
+            "status": analytics.count_flags_by_status(con),
+        }
+
+
+@_cached
+def queue_options(db: Path) -> dict:
+    """Choices for the queue filters (restaurants, neighbourhoods, terms and dates of open flags)."""
+    from store import flags as flag_store
+
+    with connect(db, read_only=True) as con:
+        return flag_store.fetch_queue_filter_options(con)
+
+
+@_cached
+def recent_actions(db: Path, actor_name: str, limit: int) -> pd.DataFrame:
+    """One person's newest relabels and dismissals."""
+    from store.relabeling import fetch_recent_actions
+
+    with connect(db, read_only=True) as con:
+        return fetch_recent_actions(con, actor_name, limit=limit)
+
+
+@_cached
+def guidelines(db: Path) -> dict | None:
+    """The current labeling guidelines (None when never written)."""
+    from store.guidelines import get_guidelines
+
+    with connect(db, read_only=True) as con:
+        return get_guidelines(con)
+
+
+class _AttributionWorker:
+    """Word attributions computed one at a time on a background thread, so a labeler's key press
+    never waits for a model: the page shows the review at once and the highlights when ready.
+    Results are kept per (store, model, review) for the life of the process (bounded)."""
+
+    MAX_RESULTS = 512
+    MAX_MODELS = 2
+
+    def __init__(self) -> None:
+        import threading
+        from collections import OrderedDict
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tastebud-attribution")
+        self._lock = threading.Lock()
+        self._futures: OrderedDict = OrderedDict()
+        self._predictors: OrderedDict = OrderedDict()
+
+    def _predictor(self, db: str, model_id: str):
+        from pipeline.predictors import load_predictor
+
+        key = (db, model_id)
+        if key not in self._predictors:
+            self._predictors[key] = load_predictor(db, model_id)
+            while len(self._predictors) > self.MAX_MODELS:
+                self._predictors.popitem(last=False)
+        self._predictors.move_to_end(key)
+        return self._predictors[key]
+
+    def _compute(self, db: str, model_id: str, text: str):
+        from pipeline.models.attribution import word_attributions
+
+        return word_attributions(self._predictor(db, model_id), text)
+
+    def submit(self, db: str, model_id: str, review_id: str, text: str):
+        key = (db, model_id, review_id, text)
+        with self._lock:
+            future = self._futures.get(key)
+            if future is None:
+                future = self._pool.submit(self._compute, db, model_id, text)
+                self._futures[key] = future
+                while len(self._futures) > self.MAX_RESULTS:
+                    self._futures.popitem(last=False)
+            self._futures.move_to_end(key)
+            return future
+
+
+@st.cache_resource(show_spinner=False)
+def _attribution_worker() -> _AttributionWorker:
+    return _AttributionWorker()
+
+
+def word_attribution(db: Path, model_id: str, review_id: str, text: str):
+    """The words that drove ``model_id``'s call on a review: a ``WordAttribution`` when ready, None while
+    it is being computed (asked for now if it was not), or the error text when the model cannot explain it."""
+    future = _attribution_worker().submit(str(db), model_id, review_id, text)
+    if not future.done():
+        return None
+    error = future.exception()
+    if error is not None:
+        return f"{type(error).__name__}: {error}" if not str(error) else str(error)
+    return future.result()
+
+
+def prefetch_attributions(db: Path, rows: list[tuple[str, str, str]]) -> None:
+    """Start computing the attributions of (model_id, review_id, text) rows the labeler will see next."""
+    worker = _attribution_worker()
+    for model_id, review_id, text in rows:
+        worker.submit(str(db), model_id, review_id, text)
+
+
+def matching_review_ids(db: Path, flt) -> list[str]:
+    """Every review with an open flag matching the queue filter; uncached, it feeds a write."""
+    from store import flags as flag_store
+
+    with connect(db, read_only=True) as con:
+        return flag_store.fetch_matching_review_ids(con, flt)

@@ -223,3 +223,121 @@ def epoch_figure(epochs: pd.DataFrame, *, title: str) -> go.Figure:
 def percent_columns(columns: list[str]) -> dict:
     """column_config entries showing shares as percentages."""
     return {c: st.column_config.NumberColumn(c.replace("_", " "), format="percent") for c in columns}
+
+
+# --- the relabel queue -----------------------------------------------------------------------
+
+# Ink on each label's colour, readable on it.
+_LABEL_INK = {"negative": "#ffffff", "neutral": "#111827", "positive": "#ffffff"}
+REASON_NAMES = {
+    "low_confidence": "Model unsure",
+    "disagreement": "Models disagree",
+    "rating_contradicts_text": "Stars contradict text",
+    "label_issue": "Label may be wrong",
+    "emerging_term": "New term",
+}
+
+
+def suggested_label(row) -> str | None:
+    """The label the flag suggests: the cross-validated model's for a label issue, else the model's call."""
+    detail = _decode(row.get("detail")) or {}
+    if isinstance(detail, dict) and detail.get("suggested_label") in LABELS:
+        return detail["suggested_label"]
+    label = row.get("model_label")
+    return label if isinstance(label, str) and label in LABELS else None
+
+
+def _probabilities(row) -> dict[str, float]:
+    return {label: float(row[f"p_{label}"]) for label in LABELS if pd.notna(row.get(f"p_{label}"))}
+
+
+def why_flagged(row) -> tuple[str, str]:
+    """(plain-words reason, the numbers behind it) for one queue row (reason, detail, stars, term, p_*)."""
+    reason, detail = row["reason"], _decode(row.get("detail")) or {}
+    detail = detail if isinstance(detail, dict) else {}
+    probs = _probabilities(row)
+    ranked = sorted(probs, key=probs.get, reverse=True)
+    numbers = ", ".join(f"{label} {p:.0%}" for label, p in sorted(probs.items(), key=lambda kv: -kv[1]))
+    numbers = f"Model probabilities: {numbers}." if numbers else ""
+    if reason == "low_confidence" and len(ranked) >= 2:
+        text = f"The model is unsure between {ranked[0]} and {ranked[1]}."
+        if "margin" in detail:
+            numbers += f" Margin between them {detail['margin']:.2f}; entropy {detail.get('entropy', float('nan')):.2f}."
+    elif reason == "rating_contradicts_text":
+        stars = detail.get("stars", row.get("stars"))
+        stars = int(stars) if stars is not None and pd.notna(stars) else "?"
+        reads = detail.get("predicted") or (ranked[0] if ranked else "otherwise")
+        text = f"The stars ({stars}) contradict the text, which reads {reads}."
+        if "probability" in detail:
+            numbers += f" Probability of {reads}: {detail['probability']:.0%}."
+    elif reason == "label_issue":
+        quality = detail.get("label_quality")
+        confidence = f" with {1 - quality:.0%} confidence" if isinstance(quality, (int, float)) else ""
+        given, suggested = detail.get("given_label"), detail.get("suggested_label")
+        text = (f"This label may be wrong: a cross-validated model disagrees{confidence}"
+                + (f" (given {given}, it suggests {suggested})." if given and suggested else "."))
+        if isinstance(quality, (int, float)):
+            numbers += f" Label quality {quality:.3f} (cleanlab self-confidence; {detail.get('probabilities', '')})."
+    elif reason == "disagreement":
+        other = detail.get("other_model_id", "another model")
+        text = (f"Two models disagree: this one says {detail.get('model_label', ranked[0] if ranked else '?')}, "
+                f"{other} says {detail.get('other_label', '?')}.")
+        if "distance" in detail:
+            numbers += f" Distance between their probabilities {detail['distance']:.2f} (0 to 1)."
+    elif reason == "emerging_term":
+        term = row.get("term") or "a new term"
+        text = f"The review mentions “{term}”, a term that appeared recently and that the model is unsure about."
+        if "lift" in detail:
+            numbers += (f" {detail.get('recent_count', '?')} recent vs {detail.get('prior_count', '?')} earlier reviews"
+                        f" (lift {detail['lift']}); mean uncertainty {detail.get('mean_uncertainty', float('nan')):.2f}.")
+    else:
+        text = f"Flagged as {reason.replace('_', ' ')}."
+    numbers += f" Priority {float(row['priority']):.2f}." if pd.notna(row.get("priority")) else ""
+    return text, numbers.strip()
+
+
+def highlighted_review_html(attribution) -> str:
+    """The review as HTML with each word's background shaded by how much it drove the model's call
+    (the call's colour; grey-blue for words that pulled the other way). Every piece is escaped."""
+    weights = [abs(w) for _, w in attribution.pieces if w is not None]
+    scale = max(weights) if weights and max(weights) > 0 else 1.0
+    call_rgb = _rgb(LABEL_COLORS[attribution.label])
+    spans = []
+    for piece, weight in attribution.pieces:
+        text = html.escape(piece)
+        if weight is None or abs(weight) / scale < 0.08:
+            spans.append(text)
+            continue
+        alpha = min(abs(weight) / scale, 1.0) * 0.6
+        rgb = call_rgb if weight > 0 else (59, 130, 246)
+        spans.append(f'<span title="{weight:+.3f}" style="background: rgba({rgb[0]},{rgb[1]},{rgb[2]},{alpha:.2f});'
+                     f' border-radius: 3px; padding: 0 1px">{text}</span>')
+    return ('<div data-testid="review-text" style="white-space: pre-wrap; line-height: 1.6; font-size: 1.05rem">'
+            + "".join(spans) + "</div>")
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    color = color.lstrip("#")
+    return int(color[0:2], 16), int(color[2:4], 16), int(color[4:6], 16)
+
+
+def label_button_css(suggested: str | None) -> str:
+    """CSS giving the three label buttons (keys label-negative/neutral/positive) their label's colour,
+    and a thick outline to the suggested one."""
+    rules = []
+    for label in LABELS:
+        rules.append(f".st-key-label-{label} button {{ background: {LABEL_COLORS[label]}; color: {_LABEL_INK[label]};"
+                     f" border-color: {LABEL_COLORS[label]}; }}")
+        rules.append(f".st-key-label-{label} button:hover {{ filter: brightness(0.92); color: {_LABEL_INK[label]};"
+                     f" border-color: {LABEL_COLORS[label]}; }}")
+    if suggested in LABELS:
+        rules.append(f".st-key-label-{suggested} button {{ outline: 4px solid #111827; outline-offset: 2px;"
+                     " font-weight: 700; }")
+    return "<style>" + "\n".join(rules) + "</style>"
+
+
+def review_row_height(texts, *, chars_per_line: int = 95) -> int:
+    """Row height (px) that shows the longest of ``texts`` whole in a wide wrapped text column (at most 12 lines)."""
+    longest = max((len(str(t)) for t in texts), default=0)
+    lines = min(max(1, -(-longest // chars_per_line)), 12)
+    return 16 + 21 * max(lines, 3)

@@ -1,0 +1,1 @@
+"""Models: loading, truncation, inference, predictors, baselines and word attributions."""
