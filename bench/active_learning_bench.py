@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from scoring_bench import shared_data_dir  # noqa: E402
 
-from pipeline.flagging import find_low_confidence, rank_label_issues  # noqa: E402
+from pipeline.loop.flagging import find_low_confidence, rank_label_issues  # noqa: E402
 from store.constants import LABELS  # noqa: E402
 
 SEMEVAL = shared_data_dir() / "semeval2014_restaurants" / "sentences.csv"
@@ -54,7 +54,7 @@ def embed(texts: list[str], *, batch_size: int = 64) -> np.ndarray:
     from transformers import AutoModel, AutoTokenizer
 
     from pipeline.device import resolve_device
-    from pipeline.modeling import default_base_model
+    from pipeline.models.loading import default_base_model
 
     info = resolve_device("cpu")
     tokenizer = AutoTokenizer.from_pretrained(default_base_model())

@@ -1,7 +1,7 @@
 """Benchmark the dashboard's server-side work per page against a naive load-everything-into-pandas
 version, measured in one run at 100k and 1M demo reviews.
 
-For each store size the script builds a demo store (``pipeline.demo_data``) with what the other
+For each store size the script builds a demo store (``pipeline.data.demo_data``) with what the other
 parts would add: a champion and a baseline with predictions for every review, test evaluations
 and a training curve, a few thousand open flags. Then, per page, it times the page's data
 functions exactly as the page calls them (``dashboard.reads``, uncached: each opens its own
@@ -28,15 +28,16 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dashboard import reads  # noqa: E402
-from pipeline.demo_data import generate_reviews, load_demo_data  # noqa: E402
+from pipeline.data.demo_data import generate_reviews, load_demo_data  # noqa: E402
 from store import evaluations as evaluation_store  # noqa: E402
 from store import flags as flag_store  # noqa: E402
 from store import models as model_store  # noqa: E402
 from store import predictions as prediction_store  # noqa: E402
 from store.actors import Actor  # noqa: E402
-from store import analytics  # noqa: E402
-from store.analytics import ReviewFilter, SentimentSource  # noqa: E402
+from store import trends as trend_store  # noqa: E402
+from store.trends import ReviewFilter, SentimentSource  # noqa: E402
 from store.constants import LABELS  # noqa: E402
+from store.flags import QueueFilter  # noqa: E402
 from store.db import connect, transaction  # noqa: E402
 from store.schema import init_store  # noqa: E402
 
@@ -111,7 +112,7 @@ def ours_comparison(db):
 
 
 def ours_hard_cases(db):
-    return reads.flag_queue.uncached(db, (), 50)
+    return reads.relabel_queue.uncached(db, QueueFilter(), 50)
 
 
 def ours_training(db):
@@ -238,7 +239,7 @@ def main() -> None:
         print(f"\n{rows:,} reviews ({db.stat().st_size / 2**20:.0f} MiB)")
         print(f"load average {os.getloadavg()[0]:.1f} (other processes share the {os.cpu_count()} cores)")
         with connect(db, read_only=True) as con:
-            week = analytics.fetch_trend_summary(con, SentimentSource("predictions", CHAMPION), WEEK).trend
+            week = trend_store.fetch_trend_summary(con, SentimentSource("predictions", CHAMPION), WEEK).trend
         WEEK_COUNTS[db] = (int(week["negative"].sum()), int(week["positive"].sum()))
         print(f"{'page':<26}{'ours wall s':>12}{'ours CPU s':>12}{'naive wall s':>14}{'naive/ours':>12}")
         for name, ours, naive in PAGES:

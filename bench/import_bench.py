@@ -1,7 +1,7 @@
 """Benchmark `tastebud import` against row-by-row INSERTs, measured in one run.
 
 Generates a synthetic review CSV (default 1M rows, a few texts with quoted paragraphs and
-a few bad rows), imports it with :func:`pipeline.importer.import_reviews` into a fresh
+a few bad rows), imports it with :func:`pipeline.data.importer.import_reviews` into a fresh
 store (parse, validate, write, labels, splits: the whole import) and times a re-import
 of the same file (every row unchanged). The baseline parses the first ``--baseline-rows``
 rows with Python's csv module and writes each review and its label with single-row
@@ -28,7 +28,7 @@ import duckdb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.importer import import_reviews  # noqa: E402
+from pipeline.data.importer import import_reviews  # noqa: E402
 from store.actors import cli_actor  # noqa: E402
 from store.constants import label_from_stars  # noqa: E402
 from store.db import transaction  # noqa: E402

@@ -33,8 +33,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import TrainConfig  # noqa: E402
-from pipeline.metrics import compute_classification_metrics  # noqa: E402
+from pipeline.train.config import TrainConfig  # noqa: E402
+from pipeline.evaluation.metrics import compute_classification_metrics  # noqa: E402
 from store.actors import cli_actor  # noqa: E402
 from store.constants import LABEL_TO_ID, STARS_LABEL_SQL  # noqa: E402
 from store.db import connect, transaction  # noqa: E402
@@ -121,7 +121,7 @@ def main() -> None:
         print(f"TF-IDF + LR: macro-F1 {results['TF-IDF + LR (balanced)']['macro_f1']:.4f}", flush=True)
 
     if not args.skip_baselines:
-        from pipeline.baselines import ZEROSHOT_ID, VADER_ID, register_baselines
+        from pipeline.models.baselines import ZEROSHOT_ID, VADER_ID, register_baselines
         from store.models import fetch_latest_evaluation
 
         for model_id, label in ((VADER_ID, "VADER (compound ±0.05)"), (ZEROSHOT_ID, "zero-shot MiniLM embeddings")):
@@ -130,7 +130,7 @@ def main() -> None:
                 register_baselines(db, actor=cli_actor(), evaluate=False)
                 registered = time.perf_counter() - started
                 started = time.perf_counter()
-            from pipeline.evaluation import evaluate_model
+            from pipeline.evaluation.evaluator import evaluate_model
 
             evaluate_model(db, model_id)
             with connect(db, read_only=True) as con:
@@ -140,7 +140,7 @@ def main() -> None:
 
     throughput = None
     if not args.skip_finetune:
-        from pipeline.training import train
+        from pipeline.train.run import train
         from store.models import fetch_epoch_metrics, fetch_latest_evaluation, get_model
 
         overrides = {k: v for k, v in {

@@ -83,8 +83,8 @@ def run_method(method: str, model_dir: str | None, n: int, seed: int) -> dict:
     import torch
 
     from pipeline.device import resolve_device
-    from pipeline.inference import predict_proba, prepare_for_inference
-    from pipeline.modeling import default_base_model, load_classifier
+    from pipeline.models.inference import predict_proba, prepare_for_inference
+    from pipeline.models.loading import default_base_model, load_classifier
 
     frame = _load_texts(n, seed)
     texts = frame["text"].tolist()
@@ -184,7 +184,7 @@ def store_scale(n: int, chunk_size: int) -> None:
     import pandas as pd
 
     from pipeline.jobs import JobReporter
-    from pipeline.scoring import score_with
+    from pipeline.loop.scoring import score_with
     from store.db import transaction
     from store.reviews import upsert_reviews
     from store.schema import init_store

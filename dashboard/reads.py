@@ -14,11 +14,16 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from store import analytics
+from store import agreement as agreement_store
+from store import flags as flag_store
+from store import stats as stats_store
+from store import terms as term_store
+from store import training_runs as run_store
+from store import trends as trend_store
 from store import imports as import_store
 from store import jobs as job_store
 from store import models as model_store
-from store.analytics import ReviewFilter, SentimentSource
+from store.trends import ReviewFilter, SentimentSource
 from store.db import connect
 
 # Seconds a cached read lives even when the store has not changed (bounds memory, not staleness).
@@ -64,7 +69,7 @@ def champion(db: Path) -> dict | None:
 def overview(db: Path) -> dict:
     """Overview counts, the champion with its test evaluation, and recent jobs."""
     with connect(db, read_only=True) as con:
-        data = analytics.fetch_overview(con)
+        data = stats_store.fetch_overview(con)
         data["champion"] = model_store.get_champion(con)
         data["champion_eval"] = (
             model_store.fetch_latest_evaluation(con, data["champion"]["model_id"]) if data["champion"] else None
@@ -77,8 +82,8 @@ def overview(db: Path) -> dict:
 def trend_choices(db: Path) -> dict:
     """Filter options, the models that have predictions, and the champion's id."""
     with connect(db, read_only=True) as con:
-        options = analytics.fetch_filter_options(con)
-        options["scored_models"] = analytics.list_scored_models(con)
+        options = trend_store.fetch_filter_options(con)
+        options["scored_models"] = agreement_store.list_scored_models(con)
         champ = model_store.get_champion(con)
     options["champion_id"] = champ["model_id"] if champ else None
     return options
@@ -88,25 +93,25 @@ def trend_choices(db: Path) -> dict:
 def trends(db: Path, model_id: str | None, flt: ReviewFilter, grain: str, by: str):
     """(sentiment source, TrendSummary, distinguishing terms) for one selection, in one connection."""
     with connect(db, read_only=True) as con:
-        source = analytics.resolve_sentiment_source(con, model_id)
+        source = trend_store.resolve_sentiment_source(con, model_id)
         # Labels are aggregated twice below: evaluate the current-labels view once.
-        used = analytics.snapshot_current_labels(con) if source.kind == "labels" else source
-        summary = analytics.fetch_trend_summary(con, used, flt, grain=grain, by=by)
-        terms = analytics.fetch_distinguishing_terms(con, used, flt, class_counts=summary.class_counts())
-    return source, summary, terms
+        used = trend_store.snapshot_current_labels(con) if source.kind == "labels" else source
+        summary = trend_store.fetch_trend_summary(con, used, flt, grain=grain, by=by)
+        found_terms = term_store.fetch_distinguishing_terms(con, used, flt, class_counts=summary.class_counts())
+    return source, summary, found_terms
 
 
 @_cached
 def terms(db: Path, source: SentimentSource, flt: ReviewFilter, class_counts: tuple[int, int] | None) -> pd.DataFrame:
     """Distinguishing terms of a narrower selection (a period or group picked on the page)."""
     with connect(db, read_only=True) as con:
-        return analytics.fetch_distinguishing_terms(con, source, flt, class_counts=class_counts)
+        return term_store.fetch_distinguishing_terms(con, source, flt, class_counts=class_counts)
 
 
 @_cached
 def selection_reviews(db: Path, source: SentimentSource, flt: ReviewFilter, label: str | None, limit: int):
     with connect(db, read_only=True) as con:
-        return analytics.fetch_selection_reviews(con, source, flt, label=label, limit=limit)
+        return trend_store.fetch_selection_reviews(con, source, flt, label=label, limit=limit)
 
 
 @_cached
@@ -133,7 +138,7 @@ def comparison(db: Path, chosen: tuple[str, ...]) -> dict:
         champ = model_store.get_champion(con)
         return {
             "details": {model_id: _model_details(con, model_id) for model_id in chosen},
-            "scored": analytics.list_scored_models(con),
+            "scored": agreement_store.list_scored_models(con),
             "champion_id": champ["model_id"] if champ else None,
             "rounds": list_rounds(con),
             "promotions": model_store.promotion_history(con),
@@ -147,22 +152,9 @@ def disagreement(
     """(3x3 agreement table, the most confident disagreements) on ``split`` (None: every review)."""
     with connect(db, read_only=True) as con:
         return (
-            analytics.fetch_prediction_agreement(con, model_a, model_b, split=split),
-            analytics.fetch_disagreements(con, model_a, model_b, split=split, limit=limit),
+            agreement_store.fetch_prediction_agreement(con, model_a, model_b, split=split),
+            agreement_store.fetch_disagreements(con, model_a, model_b, split=split, limit=limit),
         )
-
-
-@_cached
-def flag_queue(db: Path, reasons: tuple[str, ...], limit: int) -> dict:
-    """Open flags (highest priority first), open counts by reason, and flag counts by status."""
-    from store import flags as flag_store
-
-    with connect(db, read_only=True) as con:
-        return {
-            "queue": analytics.fetch_flag_page(con, reasons=list(reasons) or None, limit=limit),
-            "by_reason": flag_store.count_open_flags_by_reason(con),
-            "status": analytics.count_flags_by_status(con),
-        }
 
 
 @_cached
@@ -174,19 +166,13 @@ def relabel_progress(db: Path) -> dict:
         return progress(con)
 
 
-def open_flag_review_ids(db: Path, reasons: tuple[str, ...]) -> list[str]:
-    """Every review with an open flag of ``reasons`` (all reasons when empty); uncached, it feeds a write."""
-    with connect(db, read_only=True) as con:
-        return analytics.fetch_open_flag_review_ids(con, reasons=list(reasons) or None)
-
-
 @_cached
 def data_stats(db: Path) -> dict:
     """Store statistics, monthly review volume by source, and recent imports."""
     with connect(db, read_only=True) as con:
         return {
-            "stats": analytics.fetch_store_counts(con),
-            "volume": analytics.fetch_review_volume(con),
+            "stats": stats_store.fetch_store_counts(con),
+            "volume": stats_store.fetch_review_volume(con),
             "imports": import_store.list_imports(con),
         }
 
@@ -199,7 +185,7 @@ def import_rejects(db: Path, import_id: int) -> pd.DataFrame:
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model...")
 def _predictor(db: str, model_id: str):
-    from pipeline.predictors import load_predictor
+    from pipeline.models.predictors import load_predictor
 
     return load_predictor(db, model_id)
 
@@ -218,8 +204,8 @@ def job_panel(db: Path, job_id: str) -> dict | None:
         job = job_store.get_job(con, job_id)
         if job is None:
             return None
-        epochs = analytics.fetch_job_epoch_metrics(con, job_id)
-        runs = analytics.fetch_job_training_runs(con, job_id)
+        epochs = run_store.fetch_job_epoch_metrics(con, job_id)
+        runs = run_store.fetch_job_training_runs(con, job_id)
     return {"job": job, "epochs": epochs, "runs": runs, "log": tail_log(job.get("log_path"), lines=30)}
 
 
@@ -233,23 +219,19 @@ def recent_jobs(db: Path, *, limit: int = 15) -> pd.DataFrame:
 def relabel_queue(db: Path, flt, limit: int) -> dict:
     """The filtered open-flag queue (highest priority first) with how many flags match, open counts by
     reason, and flag counts by status."""
-    from store import flags as flag_store
-
     with connect(db, read_only=True) as con:
         queue, total = flag_store.search_flag_queue(con, flt, limit=limit)
         return {
             "queue": queue,
             "total": total,
             "by_reason": flag_store.count_open_flags_by_reason(con),
-            "status": analytics.count_flags_by_status(con),
+            "status": flag_store.count_flags_by_status(con),
         }
 
 
 @_cached
 def queue_options(db: Path) -> dict:
     """Choices for the queue filters (restaurants, neighbourhoods, terms and dates of open flags)."""
-    from store import flags as flag_store
-
     with connect(db, read_only=True) as con:
         return flag_store.fetch_queue_filter_options(con)
 
@@ -291,7 +273,7 @@ class _AttributionWorker:
         self._predictors: OrderedDict = OrderedDict()
 
     def _predictor(self, db: str, model_id: str):
-        from pipeline.predictors import load_predictor
+        from pipeline.models.predictors import load_predictor
 
         key = (db, model_id)
         if key not in self._predictors:
@@ -345,7 +327,5 @@ def prefetch_attributions(db: Path, rows: list[tuple[str, str, str]]) -> None:
 
 def matching_review_ids(db: Path, flt) -> list[str]:
     """Every review with an open flag matching the queue filter; uncached, it feeds a write."""
-    from store import flags as flag_store
-
     with connect(db, read_only=True) as con:
         return flag_store.fetch_matching_review_ids(con, flt)

@@ -12,7 +12,7 @@ import secrets as pysecrets
 import time
 from pathlib import Path
 
-from pipeline.demo_data import DEFAULT_ROWS, DEFAULT_SEED, load_demo_data
+from pipeline.data.demo_data import DEFAULT_ROWS, DEFAULT_SEED, load_demo_data
 from pipeline.jobs import JobReporter
 from store.actors import Actor
 from store.db import connect, resolve_db_path
@@ -89,11 +89,11 @@ def build_demo_store(
         >>> build_demo_store("demo.duckdb", rows=1000)["champion"]  # doctest: +SKIP
         'ft-20261125-...'
     """
-    from pipeline.baselines import register_baselines
-    from pipeline.config import TrainConfig
-    from pipeline.flagging import flag
-    from pipeline.scoring import score
-    from pipeline.training import train as train_model
+    from pipeline.models.baselines import register_baselines
+    from pipeline.train.config import TrainConfig
+    from pipeline.loop.flagging import flag
+    from pipeline.loop.scoring import score
+    from pipeline.train.run import train as train_model
     from store.models import fetch_latest_evaluation, get_champion
 
     reporter = reporter or JobReporter(db, None)

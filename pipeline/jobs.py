@@ -29,12 +29,12 @@ from store.errors import TastebudError
 
 # kind -> "module:function"; imported lazily so the dashboard does not load torch to list jobs.
 JOB_KINDS: dict[str, str] = {
-    "train": "pipeline.training:run_job",
-    "score": "pipeline.scoring:run_job",
-    "flag": "pipeline.flagging:run_job",
-    "retrain": "pipeline.rounds:run_job",
+    "train": "pipeline.train.run:run_job",
+    "score": "pipeline.loop.scoring:run_job",
+    "flag": "pipeline.loop.flagging:run_job",
+    "retrain": "pipeline.loop.rounds:run_job",
     "demo-pipeline": "pipeline.demo:run_job",
-    "demo-data": "pipeline.demo_data:run_job",
+    "demo-data": "pipeline.data.demo_data:run_job",
 }
 PERMISSION_FOR_KIND = {"train": "train", "retrain": "train", "score": "score", "flag": "flag.create", "demo-pipeline": "train", "demo-data": "import"}
 # Seconds between progress writes: often enough for a live panel, rare enough not to contend for the lock.

@@ -20,7 +20,7 @@ STARS_LABEL_SQL = (
     "CASE WHEN {col} <= 2 THEN 'negative' WHEN {col} = 3 THEN 'neutral' ELSE 'positive' END"
 )
 
-# --- dashboard analytics (store/analytics.py) ---
+# --- dashboard analytics (store/trends.py, store/terms.py) ---
 # Periods before the current one whose pooled negative share is a trend's baseline.
 SHIFT_BASELINE_PERIODS = 6
 # Fewest reviews a period needs before it can be marked as a sudden shift.

@@ -422,3 +422,71 @@ def fetch_matching_review_ids(con: duckdb.DuckDBPyConnection, flt: QueueFilter) 
         matching = matching[matching["review_id"].map(lambda r: current.get(r, (None, None))[0]).isin(flt.labels)]
     ranked = matching.groupby("review_id", as_index=False)["priority"].max()
     return ranked.sort_values(["priority", "review_id"], ascending=[False, True])["review_id"].tolist()
+
+
+def fetch_flag_page(
+    con: duckdb.DuckDBPyConnection, *, reasons: list[str] | None = None, limit: int = 50
+) -> pd.DataFrame:
+    """The highest-priority open flags with their review, the flagging model's prediction and the
+    current label: what the hard-cases page shows.
+
+    The same rows as ``store.flags.fetch_flag_queue``, but the current label is looked up for
+    the page's reviews only, not computed for every review in the store (a tenth of the time
+    at a million labels).
+
+    Returns:
+        flag_id, review_id, reason, priority, term, detail, status, text, stars, restaurant_name,
+        created_at, model_id, model_label, p_negative, p_neutral, p_positive, current_label,
+        current_label_source. Highest priority first.
+
+    Example:
+        >>> fetch_flag_page(con, reasons=["low_confidence"], limit=5)["flag_id"].tolist()  # doctest: +SKIP
+        [17, 4, 9, 1, 30]
+    """
+    frame = con.execute(
+        """
+        SELECT f.flag_id, f.review_id, f.reason, f.priority, f.term, f.detail, f.status,
+               r.text, r.stars, r.restaurant_name, f.created_at, f.model_id,
+               p.label AS model_label, p.p_negative, p.p_neutral, p.p_positive
+        FROM (SELECT * FROM flags
+              WHERE status = 'open' AND (?::VARCHAR[] IS NULL OR reason IN (SELECT unnest(?::VARCHAR[])))
+              ORDER BY priority DESC, flag_id LIMIT ?) f
+        JOIN reviews r USING (review_id)
+        LEFT JOIN predictions p ON p.model_id = f.model_id AND p.review_id = f.review_id
+        ORDER BY f.priority DESC, f.flag_id
+        """,
+        [reasons, reasons, int(limit)],
+    ).df()
+    current = fetch_current_labels(con, frame["review_id"].drop_duplicates().tolist())
+    frame["current_label"] = frame["review_id"].map(lambda r: current.get(r, (None, None))[0])
+    frame["current_label_source"] = frame["review_id"].map(lambda r: current.get(r, (None, None))[1])
+    return frame
+
+
+def count_flags_by_status(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Flags per status.
+
+    Example:
+        >>> count_flags_by_status(con)  # doctest: +SKIP
+        {'open': 40, 'resolved': 12, 'dismissed': 3}
+    """
+    rows = dict(con.execute("SELECT status, count(*) FROM flags GROUP BY 1").fetchall())
+    return {status: rows.get(status, 0) for status in ("open", "resolved", "dismissed")}
+
+
+def fetch_open_flag_review_ids(con: duckdb.DuckDBPyConnection, *, reasons: list[str] | None = None) -> list[str]:
+    """Distinct reviews with an open flag of one of ``reasons`` (None: any reason), highest priority first.
+
+    Example:
+        >>> fetch_open_flag_review_ids(con, reasons=["low_confidence"])[:2]  # doctest: +SKIP
+        ['r17', 'r4']
+    """
+    rows = con.execute(
+        """
+        SELECT review_id FROM flags
+        WHERE status = 'open' AND (?::VARCHAR[] IS NULL OR reason IN (SELECT unnest(?::VARCHAR[])))
+        GROUP BY review_id ORDER BY max(priority) DESC, review_id
+        """,
+        [reasons, reasons],
+    ).fetchall()
+    return [r for (r,) in rows]

@@ -7,7 +7,7 @@ so the review falls back to its previous human label, else its star/import label
 puts the flags the action closed back to open when nothing else settled them since.
 Human labels outrank star-derived and imported ones in ``current_labels``.
 
-Call these inside a transaction (``store.db.transaction``); ``pipeline.relabel`` does.
+Call these inside a transaction (``store.db.transaction``); ``pipeline.loop.relabel`` does.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import bcrypt
 import numpy as np
 import pandas as pd
 
-from pipeline.demo_data import generate_reviews, load_demo_data
+from pipeline.data.demo_data import generate_reviews, load_demo_data
 from store import evaluations as evaluation_store
 from store import flags as flag_store
 from store import models as model_store

@@ -1,4 +1,4 @@
-"""store/analytics.py on real temporary stores: exact counts, shift marks, terms, disagreements."""
+"""The dashboard's store reads (trends, terms, agreement, flags, stats) on real temporary stores: exact counts, shift marks, terms, disagreements."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ import pandas as pd
 import pytest
 
 from conftest import seed_reviews
-from pipeline.demo_data import load_demo_data
-from store import analytics as A
+from pipeline.data.demo_data import load_demo_data
+from store import agreement as agreement_store
+from store import flags as flag_store
+from store import stats as stats_store
+from store import terms as term_store
+from store import trends as trend_store
 from store import predictions as prediction_store
 from store.db import connect, transaction
 
@@ -46,7 +50,7 @@ def small_store(store_path):
 
 def test_trend_summary_counts_labels_per_period_and_group(small_store):
     with connect(small_store, read_only=True) as con:
-        summary = A.fetch_trend_summary(con, A.SentimentSource("labels"), grain="week", by="restaurant")
+        summary = trend_store.fetch_trend_summary(con, trend_store.SentimentSource("labels"), grain="week", by="restaurant")
     trend = summary.trend.set_index("period")
     assert trend.loc[pd.Timestamp("2025-01-06"), ["n", "negative", "neutral", "positive"]].tolist() == [3, 1, 0, 2]
     assert trend.loc[pd.Timestamp("2025-01-13"), ["n", "negative", "neutral"]].tolist() == [2, 1, 1]
@@ -61,13 +65,13 @@ def test_trend_summary_counts_labels_per_period_and_group(small_store):
 
 
 def test_filters_are_bound_values_and_end_is_inclusive(small_store):
-    flt = A.ReviewFilter(start=date(2025, 1, 6), end=date(2025, 1, 7), restaurants=("Bistro O'Hare",))
+    flt = trend_store.ReviewFilter(start=date(2025, 1, 6), end=date(2025, 1, 7), restaurants=("Bistro O'Hare",))
     with connect(small_store, read_only=True) as con:
-        summary = A.fetch_trend_summary(con, A.SentimentSource("labels"), flt, grain="day")
-        by_hood = A.fetch_trend_summary(
-            con, A.SentimentSource("labels"), A.ReviewFilter(neighborhoods=("Decatur",)), by="neighborhood"
+        summary = trend_store.fetch_trend_summary(con, trend_store.SentimentSource("labels"), flt, grain="day")
+        by_hood = trend_store.fetch_trend_summary(
+            con, trend_store.SentimentSource("labels"), trend_store.ReviewFilter(neighborhoods=("Decatur",)), by="neighborhood"
         )
-        reviews = A.fetch_selection_reviews(con, A.SentimentSource("labels"), flt, label="negative")
+        reviews = trend_store.fetch_selection_reviews(con, trend_store.SentimentSource("labels"), flt, label="negative")
     assert summary.trend["n"].tolist() == [1, 1]  # a1 on the 6th, a2 on the 7th (end day included)
     assert by_hood.breakdown["grp"].tolist() == ["Decatur"]
     assert reviews["review_id"].tolist() == ["a2"]
@@ -76,17 +80,17 @@ def test_filters_are_bound_values_and_end_is_inclusive(small_store):
 
 def test_bad_filters_and_options_are_refused():
     with pytest.raises(ValueError, match="after its end"):
-        A.ReviewFilter(start=date(2025, 2, 1), end=date(2025, 1, 1))
+        trend_store.ReviewFilter(start=date(2025, 2, 1), end=date(2025, 1, 1))
     with pytest.raises(ValueError, match="needs a model_id"):
-        A.SentimentSource("predictions")
+        trend_store.SentimentSource("predictions")
     with pytest.raises(ValueError, match="unknown time grain"):
-        A.period_bounds(date(2025, 1, 1), "year")
+        trend_store.period_bounds(date(2025, 1, 1), "year")
 
 
 def test_period_bounds():
-    assert A.period_bounds(date(2024, 2, 1), "month") == (date(2024, 2, 1), date(2024, 2, 29))
-    assert A.period_bounds(date(2024, 12, 1), "month") == (date(2024, 12, 1), date(2024, 12, 31))
-    assert A.period_bounds(date(2025, 1, 6), "week") == (date(2025, 1, 6), date(2025, 1, 12))
+    assert trend_store.period_bounds(date(2024, 2, 1), "month") == (date(2024, 2, 1), date(2024, 2, 29))
+    assert trend_store.period_bounds(date(2024, 12, 1), "month") == (date(2024, 12, 1), date(2024, 12, 31))
+    assert trend_store.period_bounds(date(2025, 1, 6), "week") == (date(2025, 1, 6), date(2025, 1, 12))
 
 
 def test_predictions_source_is_used_when_the_model_has_predictions(small_store):
@@ -97,10 +101,10 @@ def test_predictions_source_is_used_when_the_model_has_predictions(small_store):
     with transaction(small_store) as con:
         prediction_store.write_predictions(con, "m1", frame)
     with connect(small_store, read_only=True) as con:
-        assert A.resolve_sentiment_source(con, "m1") == A.SentimentSource("predictions", "m1")
-        assert A.resolve_sentiment_source(con, "unscored") == A.SentimentSource("labels")
-        assert A.resolve_sentiment_source(con, None) == A.SentimentSource("labels")
-        summary = A.fetch_trend_summary(con, A.SentimentSource("predictions", "m1"), grain="month")
+        assert trend_store.resolve_sentiment_source(con, "m1") == trend_store.SentimentSource("predictions", "m1")
+        assert trend_store.resolve_sentiment_source(con, "unscored") == trend_store.SentimentSource("labels")
+        assert trend_store.resolve_sentiment_source(con, None) == trend_store.SentimentSource("labels")
+        summary = trend_store.fetch_trend_summary(con, trend_store.SentimentSource("predictions", "m1"), grain="month")
     assert summary.trend["negative"].sum() == 6
 
 
@@ -115,7 +119,7 @@ def test_a_sudden_rise_in_negative_share_is_marked_as_a_spike(store_path):
             n += 1
     seed_reviews(store_path, _reviews(rows))
     with connect(store_path, read_only=True) as con:
-        trend = A.fetch_trend_summary(con, A.SentimentSource("labels"), grain="week").trend
+        trend = trend_store.fetch_trend_summary(con, trend_store.SentimentSource("labels"), grain="week").trend
     marked = trend[trend["shift"].notna()]
     assert marked["period"].tolist() == [pd.Timestamp("2025-01-06") + pd.Timedelta(weeks=8)]
     assert marked["shift"].tolist() == ["spike"]
@@ -129,7 +133,7 @@ def test_distinguishing_terms_separate_the_classes(store_path):
         rows.append((f"p{i}", "X", "Y", i, 5, f"the soup was delicious and the waiter kind {i}", "positive"))
     seed_reviews(store_path, _reviews(rows))
     with connect(store_path, read_only=True) as con:
-        terms = A.fetch_distinguishing_terms(con, A.SentimentSource("labels"), k=3)
+        terms = term_store.fetch_distinguishing_terms(con, trend_store.SentimentSource("labels"), k=3)
     negative = terms[terms["side"] == "negative"]["term"].tolist()
     positive = terms[terms["side"] == "positive"]["term"].tolist()
     assert {"cold", "rude"} <= set(negative)
@@ -152,9 +156,9 @@ def test_disagreements_and_agreement_between_two_models(small_store):
         prediction_store.write_predictions(con, "a", frame(["positive", "negative", "neutral", "positive", "negative", "positive"]))
         prediction_store.write_predictions(con, "b", frame(["positive", "positive", "neutral", "negative", "negative", "positive"]))
     with connect(small_store, read_only=True) as con:
-        agreement = A.fetch_prediction_agreement(con, "a", "b", split=None)
-        disagreements = A.fetch_disagreements(con, "a", "b", split=None)
-        scored = A.list_scored_models(con)
+        agreement = agreement_store.fetch_prediction_agreement(con, "a", "b", split=None)
+        disagreements = agreement_store.fetch_disagreements(con, "a", "b", split=None)
+        scored = agreement_store.list_scored_models(con)
     assert int(agreement.values.sum()) == 6
     assert agreement.loc["negative", "positive"] == 1 and agreement.loc["positive", "negative"] == 1
     assert sorted(disagreements["review_id"]) == ["a2", "b1"]
@@ -165,7 +169,7 @@ def test_disagreements_and_agreement_between_two_models(small_store):
 
 def test_overview_counts(small_store):
     with connect(small_store, read_only=True) as con:
-        overview = A.fetch_overview(con)
+        overview = stats_store.fetch_overview(con)
     assert overview["reviews"] == 6
     assert overview["labeled"] == 6
     assert overview["labels_by_source"] == {"stars": 6}
@@ -177,8 +181,8 @@ def test_the_demo_stores_scripted_events_show(tmp_path):
     db = tmp_path / "demo.duckdb"
     load_demo_data(db, rows=20_000)
     with connect(db, read_only=True) as con:
-        summary = A.fetch_trend_summary(con, A.SentimentSource("labels"), grain="week", by="restaurant")
-        options = A.fetch_filter_options(con)
+        summary = trend_store.fetch_trend_summary(con, trend_store.SentimentSource("labels"), grain="week", by="restaurant")
+        options = trend_store.fetch_filter_options(con)
     spikes = summary.group_trend[summary.group_trend["shift"] == "spike"]
     assert "Magnolia Table" in set(spikes["grp"])
     magnolia = spikes[spikes["grp"] == "Magnolia Table"]["period"]
@@ -204,10 +208,10 @@ def test_flag_page_matches_the_flag_queue_of_the_store(seeded_store):
     from store.flags import fetch_flag_queue
 
     with connect(seeded_store, read_only=True) as con:
-        ours = A.fetch_flag_page(con, reasons=["low_confidence"], limit=5)
+        ours = flag_store.fetch_flag_page(con, reasons=["low_confidence"], limit=5)
         reference = fetch_flag_queue(con, reasons=["low_confidence"], limit=5)
-        everything = A.fetch_flag_page(con, limit=100)
-        statuses = A.count_flags_by_status(con)
+        everything = flag_store.fetch_flag_page(con, limit=100)
+        statuses = flag_store.count_flags_by_status(con)
     pd.testing.assert_frame_equal(ours, reference[ours.columns.tolist()], check_dtype=False)
     assert len(everything) == 12 and everything["priority"].is_monotonic_decreasing
     assert statuses == {"open": 12, "resolved": 0, "dismissed": 0}
@@ -217,17 +221,17 @@ def test_store_counts_match_store_stats(seeded_store):
     from store.stats import store_stats
 
     with connect(seeded_store, read_only=True) as con:
-        ours, reference = A.fetch_store_counts(con), store_stats(con)
+        ours, reference = stats_store.fetch_store_counts(con), store_stats(con)
     assert ours == {key: reference[key] for key in ours}
     assert ours["reviews"] == 1500 and ours["labels"]["negative"] > 0
 
 
 def test_terms_with_known_class_counts_match_the_counted_ones(seeded_store):
-    source = A.SentimentSource("predictions", "ft-seed-champion")
+    source = trend_store.SentimentSource("predictions", "ft-seed-champion")
     with connect(seeded_store, read_only=True) as con:
-        counted = A.fetch_distinguishing_terms(con, source)
-        summary = A.fetch_trend_summary(con, source)
-        given = A.fetch_distinguishing_terms(
+        counted = term_store.fetch_distinguishing_terms(con, source)
+        summary = trend_store.fetch_trend_summary(con, source)
+        given = term_store.fetch_distinguishing_terms(
             con, source, class_counts=(summary.trend["negative"].sum(), summary.trend["positive"].sum()))
     pd.testing.assert_frame_equal(counted, given)
     assert len(counted) == 30
@@ -235,17 +239,17 @@ def test_terms_with_known_class_counts_match_the_counted_ones(seeded_store):
 
 def test_a_labels_snapshot_gives_the_same_aggregates(seeded_store):
     with connect(seeded_store, read_only=True) as con:
-        live = A.fetch_trend_summary(con, A.SentimentSource("labels"), grain="month")
-        snap = A.fetch_trend_summary(con, A.snapshot_current_labels(con), grain="month")
+        live = trend_store.fetch_trend_summary(con, trend_store.SentimentSource("labels"), grain="month")
+        snap = trend_store.fetch_trend_summary(con, trend_store.snapshot_current_labels(con), grain="month")
     pd.testing.assert_frame_equal(live.trend, snap.trend)
     pd.testing.assert_frame_equal(live.breakdown, snap.breakdown)
     with pytest.raises(ValueError, match="only a labels source"):
-        A.SentimentSource("predictions", "m", snapshot=True)
+        trend_store.SentimentSource("predictions", "m", snapshot=True)
 
 
 def test_summary_class_counts_and_shift_list(small_store):
     with connect(small_store, read_only=True) as con:
-        summary = A.fetch_trend_summary(con, A.SentimentSource("labels"), grain="week", by="restaurant")
+        summary = trend_store.fetch_trend_summary(con, trend_store.SentimentSource("labels"), grain="week", by="restaurant")
     assert summary.class_counts() == (2, 3)
     assert summary.class_counts(period=date(2025, 1, 6)) == (1, 2)
     assert summary.class_counts(group="Taco Stop") == (1, 2)

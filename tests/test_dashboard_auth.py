@@ -10,7 +10,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard import auth
 from dashboard.auth import Account, check_password, hash_password, parse_accounts, role_for_email
 from dashboard_seed import ACCOUNTS, account_secrets
-from pipeline.relabel import relabel
+from pipeline.loop.relabel import relabel
 from store.actors import Actor
 from store.errors import PermissionDeniedError
 from store.schema import init_store

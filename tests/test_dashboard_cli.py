@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import tomllib
-from pathlib import Path
 
 import bcrypt
 from typer.testing import CliRunner
@@ -12,7 +11,7 @@ from typer.testing import CliRunner
 from conftest import cli_cmd
 from dashboard.auth import parse_accounts
 from pipeline.cli import app
-from pipeline.cli_dashboard import APP_PATH, dashboard_command
+from pipeline.cli.dashboard import APP_PATH, dashboard_command
 
 runner = CliRunner()
 

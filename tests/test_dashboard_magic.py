@@ -7,7 +7,7 @@ import ast
 import tomllib
 from pathlib import Path
 
-from pipeline.cli_dashboard import dashboard_command
+from pipeline.cli.dashboard import dashboard_command
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -303,7 +303,7 @@ def _flag_status(db: Path, review_id: str) -> str:
 
 
 def test_comparison_tries_a_review_on_a_loaded_model(store, secrets):
-    from pipeline.baselines import register_baselines
+    from pipeline.models.baselines import register_baselines
     from store.actors import Actor
 
     db, _ = store

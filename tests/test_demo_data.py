@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import cli_cmd
-from pipeline.demo_data import demo_events, generate_reviews, DEFAULT_START
+from pipeline.data.demo_data import demo_events, generate_reviews, DEFAULT_START
 from store.db import connect
 
 

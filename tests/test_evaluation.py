@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.baselines import VADER_ID, ZEROSHOT_ID, fit_scale, infer_label_map, parse_label_map, register_baselines
-from pipeline.evaluation import compute_slices, evaluate_file, evaluate_model
-from pipeline.predictors import VADER_THRESHOLD, VaderPredictor, load_predictor, map_label_probabilities
+from pipeline.models.baselines import VADER_ID, ZEROSHOT_ID, fit_scale, infer_label_map, parse_label_map, register_baselines
+from pipeline.evaluation.evaluator import compute_slices, evaluate_file, evaluate_model
+from pipeline.models.predictors import VADER_THRESHOLD, VaderPredictor, load_predictor, map_label_probabilities
 from store import models as model_store
 from store.actors import Actor, cli_actor
 from store.db import connect, transaction
@@ -86,7 +86,7 @@ def test_compute_slices_on_a_hand_made_frame():
 
 
 def test_evaluate_file_leaves_the_store_untouched(vader_store, tmp_path):
-    from pipeline.importer import ColumnMapping
+    from pipeline.data.importer import ColumnMapping
 
     data = tmp_path / "outside.csv"
     pd.DataFrame({

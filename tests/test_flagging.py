@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import relabel as rl
+from pipeline.loop import relabel as rl
 from store.actors import Actor
 from store.db import connect, transaction
 from store.errors import TastebudError
@@ -57,7 +57,7 @@ def test_insert_flags_rejects_unknown_reason(small_db):
 
 # --- each reason on constructed data -------------------------------------------------------
 
-from pipeline.flagging import (  # noqa: E402
+from pipeline.loop.flagging import (  # noqa: E402
     find_emerging_terms,
     find_label_issues,
     find_low_confidence,
@@ -225,7 +225,7 @@ def _constructed_store(db, tmp_path):
 
 
 def test_flag_run_raises_each_reason_once(store_path, tmp_path):
-    from pipeline.flagging import flag
+    from pipeline.loop.flagging import flag
 
     _constructed_store(store_path, tmp_path)
     result = flag(store_path)
@@ -247,14 +247,14 @@ def test_flag_run_raises_each_reason_once(store_path, tmp_path):
     again = flag(store_path)  # nothing new: every candidate was flagged before
     assert sum(again["inserted"].values()) == 0
 
-    from pipeline.flagging import flag as flag_again
+    from pipeline.loop.flagging import flag as flag_again
 
     with pytest.raises(TastebudError, match="unknown flag reasons: vibes"):
         flag_again(store_path, reasons=["vibes"])
 
 
 def test_flag_needs_scored_reviews(store_path, tmp_path):
-    from pipeline.flagging import flag
+    from pipeline.loop.flagging import flag
     from store import models as model_store
     from store.actors import cli_actor
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from pipeline.metrics import SentimentMetrics, compute_classification_metrics, expected_calibration_error
+from pipeline.evaluation.metrics import SentimentMetrics, compute_classification_metrics, expected_calibration_error
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from conftest import cli_cmd
-from pipeline.registry import promote, promote_if_better, rollback
+from pipeline.loop.registry import promote, promote_if_better, rollback
 from store import models as model_store
 from store.actors import Actor, cli_actor, fetch_audit_log
 from store.db import connect, transaction

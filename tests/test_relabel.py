@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from pipeline import relabel as rl
+from pipeline.loop import relabel as rl
 from store.actors import Actor, fetch_audit_log
 from store.db import connect, transaction
 from store.errors import PermissionDeniedError, TastebudError

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from pipeline import relabel as rl
-from pipeline.rounds import decide_promotion, macro_f1_from_labels, paired_bootstrap
+from pipeline.loop import relabel as rl
+from pipeline.loop.rounds import decide_promotion, macro_f1_from_labels, paired_bootstrap
 from store.actors import Actor
 from store.db import connect, transaction
 from store.rounds import count_round_human_labels, finish_round, list_rounds, start_round
@@ -106,7 +106,7 @@ def test_round_counts_human_labels_per_split_and_round(store_path):
 
 
 def _tiny_config(base: str, **overrides):
-    from pipeline.config import TrainConfig
+    from pipeline.train.config import TrainConfig
 
     values = dict(base_model=base, epochs=2, batch_size=8, max_length=32, learning_rate=1e-3,
                   early_stopping_patience=0, eval_batch_size=32, device="cpu", precision="fp32")
@@ -130,8 +130,8 @@ def _split_ids(db, split: str) -> list[str]:
 
 @pytest.mark.slow
 def test_retrain_promotes_on_evidence_then_refuses_an_identical_challenger(store_path, tmp_path):
-    from pipeline.demo_data import load_demo_data
-    from pipeline.rounds import retrain
+    from pipeline.data.demo_data import load_demo_data
+    from pipeline.loop.rounds import retrain
     from store.actors import cli_actor
     from store.models import get_champion
     from tests.tiny_model import save_tiny_classifier
@@ -162,8 +162,8 @@ def test_retrain_promotes_on_evidence_then_refuses_an_identical_challenger(store
 
 
 def test_retrain_first_model_becomes_champion_and_failures_are_recorded(store_path, tmp_path, monkeypatch):
-    import pipeline.training
-    from pipeline.rounds import retrain
+    import pipeline.train.run
+    from pipeline.loop.rounds import retrain
     from store import models as model_store
     from store.actors import cli_actor
     from store.errors import TastebudError
@@ -179,7 +179,7 @@ def test_retrain_first_model_becomes_champion_and_failures_are_recorded(store_pa
             return model_store.register_model(con, model_id="m-new", kind="finetuned", name="m", path=path,
                                               params={"max_length": 32})
 
-    monkeypatch.setattr(pipeline.training, "train", fake_train)
+    monkeypatch.setattr(pipeline.train.run, "train", fake_train)
     result = retrain(store_path, _tiny_config(path), actor=cli_actor())
     assert result["promoted"] and result["decision"] == "promoted: first model, nothing to compare against"
     with connect(store_path, read_only=True) as con:
@@ -188,7 +188,7 @@ def test_retrain_first_model_becomes_champion_and_failures_are_recorded(store_pa
     def broken_train(db, config, **_):
         raise TastebudError("the train split has no labeled reviews")
 
-    monkeypatch.setattr(pipeline.training, "train", broken_train)
+    monkeypatch.setattr(pipeline.train.run, "train", broken_train)
     with pytest.raises(TastebudError, match="no labeled reviews"):
         retrain(store_path, _tiny_config(path), actor=cli_actor())
     with connect(store_path, read_only=True) as con:

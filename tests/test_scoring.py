@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.inference import ClassifierPredictor, _batches, predict_proba
-from pipeline.scoring import parse_shard, score_with
+from pipeline.models.inference import ClassifierPredictor, _batches, predict_proba
+from pipeline.loop.scoring import parse_shard, score_with
 from store.db import connect, transaction
 from store.errors import TastebudError
 from store.predictions import count_predictions, fetch_predictions, shard_of
@@ -111,8 +111,8 @@ def test_bad_predictor_output_writes_nothing(store_path):
 
 _SCORER = """
 import sys
-from pipeline.inference import ClassifierPredictor
-from pipeline.scoring import parse_shard, score_with
+from pipeline.models.inference import ClassifierPredictor
+from pipeline.loop.scoring import parse_shard, score_with
 db, model_dir, shard, chunk = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 print(score_with(db, ClassifierPredictor(model_dir), "m1", shard=parse_shard(shard or None), chunk_size=chunk))
 """
@@ -203,7 +203,7 @@ def test_cli_and_job_score_with_the_champion(store_path, tiny_model_dir):
 
 
 def test_scoring_cuts_long_texts_the_way_the_model_was_trained(store_path, tiny_model_dir):
-    from pipeline.scoring import scoring_predictor
+    from pipeline.loop.scoring import scoring_predictor
     from store import models as model_store
 
     opening = "the tacos were fine and the room was warm " * 10

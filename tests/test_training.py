@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import TrainConfig, parse_sweep
+from pipeline.train.config import TrainConfig, parse_sweep
 from pipeline.jobs import JobCancelled, JobReporter, start_job, wait_for_job
-from pipeline.training import reap_dead_runs, sweep, train
+from pipeline.train.run import reap_dead_runs, sweep, train
 from store import models as model_store
 from store.actors import Actor, cli_actor
 from store.db import connect, transaction
@@ -83,8 +83,8 @@ def test_parse_sweep_validates_each_value():
 
 
 def test_head_tail_truncation_keeps_opening_and_ending(tiny_base):
-    from pipeline.modeling import load_tokenizer
-    from pipeline.truncation import HeadTailTokenizer, encode
+    from pipeline.models.loading import load_tokenizer
+    from pipeline.models.truncation import HeadTailTokenizer, encode
 
     tokenizer = load_tokenizer(tiny_base)
     text = "the opening was promising " + "filler words here " * 60 + "but we will never come back"
@@ -204,8 +204,8 @@ def test_reap_marks_runs_of_dead_processes_failed(store_path):
 
 @pytest.mark.slow
 def test_killed_training_process_leaves_store_consistent_and_champion_unchanged(filled_store, tiny_base):
-    from pipeline.baselines import register_baselines
-    from pipeline.registry import promote
+    from pipeline.models.baselines import register_baselines
+    from pipeline.loop.registry import promote
 
     register_baselines(filled_store, actor=cli_actor(), include=("vader",), evaluate=False)
     promote(filled_store, "baseline-vader", cli_actor())
@@ -280,8 +280,8 @@ def test_sampled_training_data_keeps_every_human_relabel(store_path):
     import pandas as pd
 
     from conftest import seed_reviews
-    from pipeline.config import TrainConfig
-    from pipeline.training import load_training_data
+    from pipeline.train.config import TrainConfig
+    from pipeline.train.run import load_training_data
     from store.db import transaction
     from store.labels import append_labels
     from store.splits import split_counts

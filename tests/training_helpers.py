@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline.config import TrainConfig
-from pipeline.demo_data import load_demo_data
-from pipeline.modeling import default_base_model, load_tokenizer
+from pipeline.train.config import TrainConfig
+from pipeline.data.demo_data import load_demo_data
+from pipeline.models.loading import default_base_model, load_tokenizer
 
 
 def make_tiny_bert(out_dir: Path) -> str:

@@ -5,7 +5,7 @@ import streamlit as st
 
 from dashboard import reads, views
 from dashboard.page_setup import setup_page
-from pipeline.importer import ColumnMapping, import_reviews
+from pipeline.data.importer import ColumnMapping, import_reviews
 from pipeline.jobs import runs_dir
 from store.errors import TastebudError
 

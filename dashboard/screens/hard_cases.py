@@ -3,7 +3,7 @@ import streamlit as st
 
 from dashboard import reads, views
 from dashboard.page_setup import setup_page
-from pipeline import relabel as relabeling
+from pipeline.loop import relabel as relabeling
 from pipeline.models.attribution import WordAttribution
 from store.constants import LABELS
 from store.errors import TastebudError

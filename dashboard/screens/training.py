@@ -3,8 +3,9 @@ import streamlit as st
 
 from dashboard import reads, views
 from dashboard.page_setup import setup_page
-from pipeline import jobs, registry
-from pipeline.config import TrainConfig
+from pipeline import jobs
+from pipeline.loop import registry
+from pipeline.train.config import TrainConfig
 from store.errors import TastebudError
 
 # Seconds between refreshes of the live job panel while a job runs.

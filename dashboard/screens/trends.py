@@ -5,7 +5,7 @@ import streamlit as st
 
 from dashboard import reads, views
 from dashboard.page_setup import setup_page
-from store.analytics import GRAINS, ReviewFilter, period_bounds
+from store.trends import GRAINS, ReviewFilter, period_bounds
 from store.constants import LABELS
 
 LABELS_CHOICE = "Current labels (no model)"

@@ -1,1 +1,1 @@
-"""Models: loading, truncation, inference, predictors, baselines and word attributions."""
+"""Models: loading saved classifiers, truncation, batched inference, the predictors, baselines, and word attributions."""

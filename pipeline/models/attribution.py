@@ -52,7 +52,7 @@ def word_attributions(predictor, text: str, *, max_units: int = MAX_UNITS, batch
     """Occlusion weights of the words of ``text`` for ``predictor``'s predicted class.
 
     Args:
-        predictor: anything with ``predict_proba(texts) -> (n, 3)`` (``pipeline.predictors``).
+        predictor: anything with ``predict_proba(texts) -> (n, 3)`` (``pipeline.models.predictors``).
         text: one review.
         max_units: most occlusions scored (neighbouring words are grouped beyond it).
         batch_size: texts per ``predict_proba`` call.
@@ -64,7 +64,7 @@ def word_attributions(predictor, text: str, *, max_units: int = MAX_UNITS, batch
         ValueError: ``text`` is empty or ``max_units`` is below 1.
 
     Example:
-        >>> from pipeline.predictors import VaderPredictor
+        >>> from pipeline.models.predictors import VaderPredictor
         >>> word_attributions(VaderPredictor(), "Cold food, rude staff.").label
         'negative'
     """

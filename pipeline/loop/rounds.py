@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from pipeline import thresholds as T
+from pipeline.loop import thresholds as T
 from pipeline.jobs import JobReporter
 from store.actors import Actor, audit, require
 from store.constants import LABEL_TO_ID
@@ -131,7 +131,7 @@ class _SpanReporter(JobReporter):
 
 
 def _test_predictions(db: DbPath, model_ids: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    from pipeline.predictors import load_predictor
+    from pipeline.models.predictors import load_predictor
 
     with connect(db, read_only=True) as con:
         test = fetch_labeled_split(con, "test")
@@ -147,7 +147,7 @@ def retrain(db: DbPath, config, *, actor: Actor, reporter: JobReporter | None = 
 
     Args:
         db: the store.
-        config: a :class:`pipeline.config.TrainConfig`.
+        config: a :class:`pipeline.train.config.TrainConfig`.
         actor: who runs the round (needs "train"; promotion needs "promote").
         reporter: progress and cancellation.
 
@@ -159,7 +159,7 @@ def retrain(db: DbPath, config, *, actor: Actor, reporter: JobReporter | None = 
         >>> retrain("tastebud.duckdb", TrainConfig(epochs=2), actor=cli_actor())["promoted"]  # doctest: +SKIP
         True
     """
-    from pipeline.training import train
+    from pipeline.train.run import train
     from store.models import get_champion, promote_model
 
     require(actor, "train")
@@ -223,7 +223,7 @@ def retrain(db: DbPath, config, *, actor: Actor, reporter: JobReporter | None = 
 
 def run_job(db: DbPath, params: dict, reporter: JobReporter) -> dict:
     """Job kind "retrain": params are ``TrainConfig.to_dict()`` fields (all optional)."""
-    from pipeline.config import TrainConfig
+    from pipeline.train.config import TrainConfig
     from store.jobs import get_job
 
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from pipeline.cli_app import app, db_path, emit_json
+from pipeline.cli.app import app, db_path, emit_json
 from store.db import connect
 from store.schema import init_store
 from store.stats import store_stats

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli_app import app, db_path, emit_json
+from pipeline.cli.app import app, db_path, emit_json
 from store.actors import Actor, cli_actor
 from store.db import connect
 from store.errors import TastebudError
@@ -41,7 +41,7 @@ def score_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Score the reviews the champion (or --model) has not scored yet; resumable and idempotent."""
-    from pipeline.scoring import DEFAULT_CHUNK_SIZE, parse_shard, score
+    from pipeline.loop.scoring import DEFAULT_CHUNK_SIZE, parse_shard, score
 
     parse_shard(shard)  # reject a bad --shard before starting anything
     if background:
@@ -64,7 +64,7 @@ def flag_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Flag hard cases for relabeling: low confidence, disagreement, rating vs text, label issues, new terms."""
-    from pipeline.flagging import flag
+    from pipeline.loop.flagging import flag
 
     if background:
         _background("flag", {"model_id": model, "reasons": reason or None}, as_json)
@@ -119,7 +119,7 @@ def relabel_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Give reviews a human label; several ids (or --from-file) make one undoable bulk action."""
-    from pipeline import relabel as rl
+    from pipeline.loop import relabel as rl
 
     ids = list(review_ids or [])
     if from_file is not None:
@@ -148,7 +148,7 @@ def dismiss_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Close a flag without relabeling (its current label is right)."""
-    from pipeline import relabel as rl
+    from pipeline.loop import relabel as rl
 
     result = rl.dismiss_flag(db_path(), _person(person), flag_id)
     emit_json(result) if as_json else typer.echo(f"dismissed flag {flag_id} ({result['review_id']})")
@@ -160,7 +160,7 @@ def undo_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Undo your last relabel, bulk relabel or dismissal (history is kept; the label reverts)."""
-    from pipeline import relabel as rl
+    from pipeline.loop import relabel as rl
 
     result = rl.undo_last(db_path(), _person(person))
     if as_json:
@@ -186,7 +186,7 @@ def retrain_cmd(
 ) -> None:
     """Train on the current labels (human relabels included) and promote only if the test gain is backed
     by a paired-bootstrap confidence interval."""
-    from pipeline.config import TrainConfig
+    from pipeline.train.config import TrainConfig
 
     given = {"base_model": base_model, "learning_rate": learning_rate, "batch_size": batch_size, "epochs": epochs,
              "max_length": max_length, "max_train_examples": max_train_examples, "seed": seed}
@@ -197,7 +197,7 @@ def retrain_cmd(
     if background:
         _background("retrain", config.to_dict(), as_json)
         return
-    from pipeline.rounds import retrain
+    from pipeline.loop.rounds import retrain
 
     result = retrain(db_path(), config, actor=cli_actor(), reporter=_reporter(as_json))
     if as_json:

@@ -1,6 +1,6 @@
 """One fine-tuning run with transformers' Trainer: weighted loss, per-epoch records, early stopping.
 
-:func:`pipeline.training.train` decides what to train and registers the result; this
+:func:`pipeline.train.run.train` decides what to train and registers the result; this
 module only runs the loop. The Trainer gives mixed precision (bf16 autocast on CPUs with
 AMX and on recent GPUs), checkpoints and exact resume for free. What tastebud adds:
 
@@ -35,9 +35,10 @@ from transformers.trainer_callback import PrinterCallback
 
 from pipeline.device import DeviceInfo, resolve_device
 from pipeline.jobs import JobReporter
-from pipeline.metrics import compute_classification_metrics
-from pipeline.modeling import default_base_model, load_classifier
-from pipeline.truncation import encode
+from pipeline.evaluation.metrics import compute_classification_metrics
+from pipeline.models.loading import default_base_model, load_classifier
+from pipeline.models.truncation import encode
+from pipeline.train.state import BEST_DIR, CHECKPOINT_DIR, STATE_FILE, TrainingData, Trial
 from store import models as model_store
 from store.constants import LABEL_TO_ID, LABELS
 from store.db import transaction
@@ -49,12 +50,11 @@ MIN_IMPROVEMENT = 1e-4
 LOG_LINES = 10
 
 
-def fit_classifier(db, trial, data, *, reporter: JobReporter, span: tuple[float, float]) -> None:
-    """Run the Trainer loop for ``trial`` (a ``pipeline.training._Trial``); fills its results.
+def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporter, span: tuple[float, float]) -> None:
+    """Run the Trainer loop for ``trial`` (a :class:`pipeline.train.state.Trial`); fills its results.
 
     The best weights and the tokenizer end up in ``trial.run_dir / "best"``.
     """
-    from pipeline.training import BEST_DIR, CHECKPOINT_DIR, STATE_FILE
 
     cfg = trial.config
     info = resolve_device(cfg.device)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from pipeline.cli_app import app, db_path, emit_json
-from pipeline.importer import FORMATS, NUMERIC_LABEL_SCHEMES, ColumnMapping, ImportReport, import_reviews
+from pipeline.cli.app import app, db_path, emit_json
+from pipeline.data.importer import FORMATS, NUMERIC_LABEL_SCHEMES, ColumnMapping, ImportReport, import_reviews
 
 
 @app.command("import")

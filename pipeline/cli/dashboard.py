@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli_app import app, db_path
+from pipeline.cli.app import app, db_path
 from store.actors import ROLES
 from store.errors import TastebudError
 

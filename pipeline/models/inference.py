@@ -146,7 +146,7 @@ def predict_proba(
 
 def _metadata_value(path: str, key: str):
     """``key`` from a model's tastebud.json, at the top level or in its training config."""
-    from pipeline.modeling import read_metadata
+    from pipeline.models.loading import read_metadata
 
     meta = read_metadata(path)
     return meta.get(key) or (meta.get("config") or {}).get(key)
@@ -156,7 +156,7 @@ class ClassifierPredictor:
     """A saved classifier directory, loaded once and prepared for fast scoring.
 
     Loads its own copy of the model, so casting the weights to bf16 touches nothing else.
-    The truncation length and strategy ("head" or "head_tail", see :mod:`pipeline.truncation`)
+    The truncation length and strategy ("head" or "head_tail", see :mod:`pipeline.models.truncation`)
     come from the model's ``tastebud.json`` unless given, so scoring cuts texts the way
     training did.
 
@@ -175,8 +175,8 @@ class ClassifierPredictor:
         truncation: str | None = None,
         cast_weights: bool = True,
     ):
-        from pipeline.modeling import load_classifier
-        from pipeline.truncation import TRUNCATIONS, HeadTailTokenizer
+        from pipeline.models.loading import load_classifier
+        from pipeline.models.truncation import TRUNCATIONS, HeadTailTokenizer
 
         self.path = str(path)
         self.device = device or resolve_device()

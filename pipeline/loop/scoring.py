@@ -157,14 +157,14 @@ def resolve_model_id(db: DbPath, model_id: str | None) -> str:
 def scoring_predictor(db: DbPath, model_id: str) -> Predictor:
     """The fastest predictor for a stored model: a fine-tuned model gets its own copy with bf16
     weights where the device runs bf16 natively (:class:`ClassifierPredictor`); baselines and
-    other kinds come from :func:`pipeline.predictors.load_predictor`.
+    other kinds come from :func:`pipeline.models.predictors.load_predictor`.
 
     Example:
         >>> scoring_predictor("tastebud.duckdb", "ft-20261125-1").predict_proba(["Great tacos"]).shape  # doctest: +SKIP
         (1, 3)
     """
-    from pipeline.inference import ClassifierPredictor
-    from pipeline.predictors import load_predictor
+    from pipeline.models.inference import ClassifierPredictor
+    from pipeline.models.predictors import load_predictor
     from store.models import get_model
 
     with connect(db, read_only=True) as con:

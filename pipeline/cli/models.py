@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli_app import app, db_path, emit_json
-from pipeline.config import (
+from pipeline.cli.app import app, db_path, emit_json
+from pipeline.train.config import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
     DEFAULT_LEARNING_RATE,
@@ -77,7 +77,7 @@ def train_cmd(
         job_id = start_job(db_path(), "train", params, actor)
         emit_json({"job_id": job_id}) if as_json else typer.echo(job_id)
         return
-    from pipeline import training
+    from pipeline.train import run as training
     from pipeline.jobs import JobReporter
 
     # With --json, stdout carries only the JSON document; progress lines go to stderr.
@@ -120,10 +120,10 @@ def evaluate_cmd(
     """Evaluate a model on the frozen test split (stored) or on an external labeled file (--data, same columns as import)."""
     if data is None and any(v is not None for v in (text, label, stars, restaurant, restaurant_name, fmt, numeric_labels)):
         raise TastebudError("column options (--text, --label, ...) only apply with --data FILE")
-    from pipeline.evaluation import evaluate_file, evaluate_model
+    from pipeline.evaluation.evaluator import evaluate_file, evaluate_model
 
     if data is not None:
-        from pipeline.importer import ColumnMapping
+        from pipeline.data.importer import ColumnMapping
 
         mapping = ColumnMapping(text=text, label=label, stars=stars, restaurant_id=restaurant, restaurant_name=restaurant_name)
         result = evaluate_file(db_path(), model_id, data, mapping, fmt=fmt, numeric_labels=numeric_labels, terms=terms or ())
@@ -166,7 +166,7 @@ def baselines_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Register and evaluate the general-purpose baselines (VADER, zero-shot embeddings, optional HF model)."""
-    from pipeline.baselines import DEFAULT_BASELINES, parse_label_map, register_baselines
+    from pipeline.models.baselines import DEFAULT_BASELINES, parse_label_map, register_baselines
     from pipeline.jobs import JobReporter
 
     ids = register_baselines(
@@ -187,7 +187,7 @@ def models_cmd(
     runs: bool = typer.Option(False, "--runs", help="Show recent training runs instead."),
 ) -> None:
     """The champion and challengers with their test metrics."""
-    from pipeline.training import reap_dead_runs
+    from pipeline.train.run import reap_dead_runs
     from store.models import list_models, list_runs, promotion_history
 
     reap_dead_runs(db_path())
@@ -228,7 +228,7 @@ def promote_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Make a model the champion."""
-    from pipeline.registry import promote
+    from pipeline.loop.registry import promote
 
     row = promote(db_path(), model_id, cli_actor(), reason=reason)
     emit_json(row) if as_json else typer.echo(f"champion: {row['model_id']} (was {row['previous_model_id'] or 'none'})")
@@ -240,7 +240,7 @@ def rollback_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Return the champion to the previous one."""
-    from pipeline.registry import rollback
+    from pipeline.loop.registry import rollback
 
     row = rollback(db_path(), cli_actor(), reason=reason)
     emit_json(row) if as_json else typer.echo(f"champion: {row['model_id']} (rolled back from {row['previous_model_id']})")

@@ -6,16 +6,16 @@ import sys
 
 import typer
 
-from pipeline.cli_app import app, db_path, emit_json
+from pipeline.cli.app import app, db_path, emit_json
 from store.errors import TastebudError
 
 # Command modules register themselves on ``app`` when imported.
-from pipeline import cli_data  # noqa: E402,F401
-from pipeline import cli_demo  # noqa: E402,F401
-from pipeline import cli_import  # noqa: E402,F401
-from pipeline import cli_dashboard  # noqa: E402,F401
-from pipeline import cli_models  # noqa: E402,F401
-from pipeline import cli_loop  # noqa: E402,F401
+from pipeline.cli import data as cli_data  # noqa: E402,F401
+from pipeline.cli import demo as cli_demo  # noqa: E402,F401
+from pipeline.cli import imports as cli_import  # noqa: E402,F401
+from pipeline.cli import dashboard as cli_dashboard  # noqa: E402,F401
+from pipeline.cli import models as cli_models  # noqa: E402,F401
+from pipeline.cli import loop as cli_loop  # noqa: E402,F401
 
 
 @app.command("job-run", hidden=True)

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.modeling import default_base_model
-from pipeline.predictors import (
+from pipeline.models.loading import default_base_model
+from pipeline.models.predictors import (
     VADER_DEFAULT_SCALE,
     ZEROSHOT_DEFAULT_SCALE,
     ZEROSHOT_DESCRIPTIONS,
@@ -95,7 +95,7 @@ def register_baselines(
             audit(con, actor, "model.register", target=row["model_id"], detail={"kind": "baseline", "name": row["name"]})
     ids = [row["model_id"] for row in rows]
     if evaluate:
-        from pipeline.evaluation import evaluate_model
+        from pipeline.evaluation.evaluator import evaluate_model
 
         for model_id in ids:
             result = evaluate_model(db, model_id)

@@ -1,4 +1,4 @@
-"""Phrase pools for the synthetic demo reviews (see :mod:`pipeline.demo_data`).
+"""Phrase pools for the synthetic demo reviews (see :mod:`pipeline.data.demo_data`).
 
 Every sentence here was written for tastebud's demo; the data is clearly synthetic.
 Keys are the latent sentiment a sentence expresses. ``{dish}`` is filled from DISHES.

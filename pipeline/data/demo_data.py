@@ -3,7 +3,7 @@
 Used by the first run, the tests and the benchmarks, so the project works on a machine
 with no real data. Each review has a latent sentiment drawn from its restaurant's
 quality; its text is composed from phrase pools of that sentiment
-(:mod:`pipeline.demo_phrases`) and its stars mostly, not always, agree. Built in:
+(:mod:`pipeline.data.demo_phrases`) and its stars mostly, not always, agree. Built in:
 
 - two years of timestamps with a weekly rhythm (busy weekends) and slow growth;
 - sarcastic praise with low stars, slow-service complaints, neutral reviews, local
@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline import demo_phrases as P
+from pipeline.data import demo_phrases as P
 from store.constants import LABELS
 
 DEFAULT_ROWS = 4000

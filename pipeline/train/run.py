@@ -18,15 +18,15 @@ import os
 import shutil
 import socket
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
-from pipeline.config import TrainConfig
+from pipeline.train.config import TrainConfig
+from pipeline.train.state import BEST_DIR, CHECKPOINT_DIR, DATA_FILE, Trial, TrainingData
 from pipeline.jobs import JobCancelled, JobReporter, pid_alive, runs_dir
-from pipeline.modeling import METADATA_FILE, default_base_model, models_dir
+from pipeline.models.loading import METADATA_FILE, default_base_model, models_dir
 from store import models as model_store
 from store.actors import Actor, audit, cli_actor, require
 from store.constants import LABEL_TO_ID, LABELS
@@ -34,10 +34,6 @@ from store.db import connect, transaction
 from store.errors import TastebudError
 from store.reviews import fetch_labeled_split
 
-BEST_DIR = "best"
-DATA_FILE = "data.parquet"
-STATE_FILE = "state.json"
-CHECKPOINT_DIR = "checkpoints"
 
 
 # ---------------------------------------------------------------- public API
@@ -171,7 +167,7 @@ def run_job(db, params: dict, reporter: JobReporter) -> dict:
     return result
 
 
-def load_training_data(db, config: TrainConfig) -> _Data:
+def load_training_data(db, config: TrainConfig) -> TrainingData:
     """Read the train and val splits with their current labels (one short read-only connection).
 
     Raises:
@@ -194,7 +190,7 @@ def load_training_data(db, config: TrainConfig) -> _Data:
         room = max(0, config.max_train_examples - len(human))
         sampled = _stratified_sample(others, room, config.seed) if 0 < room < len(others) else others.iloc[:room]
         train_df = pd.concat([human, sampled]).sort_values("review_id").reset_index(drop=True)
-    return _Data(train=train_df[["review_id", "text", "label"]], val=val_df[["review_id", "text", "label"]], round=label_round)
+    return TrainingData(train=train_df[["review_id", "text", "label"]], val=val_df[["review_id", "text", "label"]], round=label_round)
 
 
 def reap_dead_runs(db) -> list[str]:
@@ -215,25 +211,6 @@ def reap_dead_runs(db) -> list[str]:
 # ---------------------------------------------------------------- data
 
 
-@dataclass
-class _Data:
-    train: pd.DataFrame
-    val: pd.DataFrame
-    round: int = 0
-
-    def label_counts(self) -> dict:
-        return {
-            split: {label: int((frame["label"] == label).sum()) for label in LABELS}
-            for split, frame in (("train", self.train), ("val", self.val))
-        }
-
-    def snapshot(self) -> dict:
-        """What the model was trained on: sizes, label round and a hash of (review_id, label) pairs."""
-        pairs = pd.concat([self.train, self.val])[["review_id", "label"]].sort_values("review_id")
-        digest = pd.util.hash_pandas_object(pairs, index=False).sum() & 0xFFFFFFFFFFFF
-        return {"n_train": len(self.train), "n_val": len(self.val), "round": self.round, "labels_hash": f"{digest:012x}"}
-
-
 def _stratified_sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     """Exactly ``n`` rows keeping class proportions (largest-remainder rounding)."""
     counts = frame["label"].value_counts().sort_index()
@@ -245,14 +222,14 @@ def _stratified_sample(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return pd.concat(parts).sort_values("review_id").reset_index(drop=True)
 
 
-def _write_snapshot(run_dir: Path, data: _Data) -> None:
+def _write_snapshot(run_dir: Path, data: TrainingData) -> None:
     frame = pd.concat([data.train.assign(split="train"), data.val.assign(split="val")])
     frame.attrs = {}
     frame.to_parquet(run_dir / DATA_FILE, index=False)
     (run_dir / "round.json").write_text(json.dumps({"round": data.round}))
 
 
-def _read_snapshot(run_dir: Path) -> _Data:
+def _read_snapshot(run_dir: Path) -> TrainingData:
     path = run_dir / DATA_FILE
     if not path.exists():
         raise TastebudError(f"cannot resume: the run's data snapshot {path} is gone")
@@ -260,7 +237,7 @@ def _read_snapshot(run_dir: Path) -> _Data:
     round_file = run_dir / "round.json"
     label_round = json.loads(round_file.read_text())["round"] if round_file.exists() else 0
     cols = ["review_id", "text", "label"]
-    return _Data(
+    return TrainingData(
         train=frame.loc[frame["split"] == "train", cols].reset_index(drop=True),
         val=frame.loc[frame["split"] == "val", cols].reset_index(drop=True),
         round=label_round,
@@ -268,25 +245,6 @@ def _read_snapshot(run_dir: Path) -> _Data:
 
 
 # ---------------------------------------------------------------- runs
-
-
-@dataclass
-class _Trial:
-    run_id: str
-    config: TrainConfig
-    run_dir: Path
-    sweep_id: str | None = None
-    resuming: bool = False
-    val_metrics: dict = field(default_factory=dict)
-    history: list = field(default_factory=list)
-    throughput: dict = field(default_factory=dict)
-    duration_s: float = 0.0
-    device: str = ""
-    precision: str = ""
-
-    def result(self) -> dict:
-        return {"val_metrics": self.val_metrics, "throughput": self.throughput, "device": self.device,
-                "precision": self.precision, "duration_s": self.duration_s}
 
 
 def _this_process() -> dict:
@@ -315,7 +273,7 @@ def _run_process_alive(run: dict) -> bool:
     return token is None or token == _process_start_token(pid)
 
 
-def _new_trial(db, config: TrainConfig, data: _Data, *, reporter: JobReporter, sweep_id: str | None = None) -> _Trial:
+def _new_trial(db, config: TrainConfig, data: TrainingData, *, reporter: JobReporter, sweep_id: str | None = None) -> Trial:
     run_id = f"run-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     run_dir = runs_dir(db) / "training" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -326,10 +284,10 @@ def _new_trial(db, config: TrainConfig, data: _Data, *, reporter: JobReporter, s
             job_id=reporter.job_id, sweep_id=sweep_id, **_this_process(),
         )
     reporter.log(f"training run {run_id}: {len(data.train)} train / {len(data.val)} val reviews")
-    return _Trial(run_id=run_id, config=config, run_dir=run_dir, sweep_id=sweep_id)
+    return Trial(run_id=run_id, config=config, run_dir=run_dir, sweep_id=sweep_id)
 
 
-def _resume_trial(db, run_id: str | None, reporter: JobReporter) -> _Trial:
+def _resume_trial(db, run_id: str | None, reporter: JobReporter) -> Trial:
     with connect(db, read_only=True) as con:
         run = model_store.get_run(con, run_id) if run_id else model_store.latest_interrupted_run(con)
     if run is None:
@@ -342,15 +300,15 @@ def _resume_trial(db, run_id: str | None, reporter: JobReporter) -> _Trial:
     with transaction(db) as con:
         model_store.restart_run(con, run["run_id"], job_id=reporter.job_id, **_this_process())
     reporter.log(f"resuming training run {run['run_id']}")
-    return _Trial(
+    return Trial(
         run_id=run["run_id"], config=TrainConfig.from_dict(run["config"]), run_dir=run_dir,
         sweep_id=run["sweep_id"], resuming=True,
     )
 
 
-def _fit(db, trial: _Trial, data: _Data, *, reporter: JobReporter, span: tuple[float, float]) -> None:
+def _fit(db, trial: Trial, data: TrainingData, *, reporter: JobReporter, span: tuple[float, float]) -> None:
     """Train one run, recording its outcome; interrupted runs are marked cancelled or failed."""
-    from pipeline.finetune import fit_classifier
+    from pipeline.train.loop import fit_classifier
 
     try:
         fit_classifier(db, trial, data, reporter=reporter, span=span)
@@ -370,7 +328,7 @@ def _mark_ended(db, run_id: str, status: str, error: str) -> None:
         pass
 
 
-def _register(db, trial: _Trial, data: _Data, actor: Actor) -> str:
+def _register(db, trial: Trial, data: TrainingData, actor: Actor) -> str:
     """Move the best weights into the models directory and record the model in one transaction."""
     model_id = f"ft-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
     cfg = trial.config
@@ -403,8 +361,8 @@ def _register(db, trial: _Trial, data: _Data, actor: Actor) -> str:
 
 
 def _after_registration(db, model_id: str, actor: Actor, reporter: JobReporter, promote_if_better: bool) -> None:
-    from pipeline.evaluation import evaluate_model
-    from pipeline.registry import promote_if_better as promote_when_better
+    from pipeline.evaluation.evaluator import evaluate_model
+    from pipeline.loop.registry import promote_if_better as promote_when_better
 
     reporter.progress(0.92, f"evaluating {model_id} on the test split", force=True)
     try:

@@ -1,6 +1,6 @@
 """Evaluate a registered model on the frozen test split (stored) or on an external labeled file (not stored).
 
-Headline metrics come from the offline ``evaluate`` module :class:`pipeline.metrics.SentimentMetrics`;
+Headline metrics come from the offline ``evaluate`` module :class:`pipeline.evaluation.metrics.SentimentMetrics`;
 slices show where a model fails: by restaurant, by whether stars agree with the label, by
 review length, by a given term, and on sarcasm candidates (stars and label point opposite
 ways). Test results are stored per model, so comparing models reads, never recomputes.
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.importer import ColumnMapping
-from pipeline.metrics import SentimentMetrics, compute_classification_metrics
-from pipeline.predictors import load_predictor
+from pipeline.data.importer import ColumnMapping
+from pipeline.evaluation.metrics import SentimentMetrics, compute_classification_metrics
+from pipeline.models.predictors import load_predictor
 from store import evaluations as evaluation_store
 from store.constants import LABEL_TO_ID, label_from_stars
 from store.db import connect, transaction
@@ -86,7 +86,7 @@ def evaluate_file(
         db: store path (only read, for the model's registry row).
         model_id: a registered, ready model.
         path: CSV, TSV, JSON Lines or Parquet file.
-        mapping: explicit file columns (:class:`pipeline.importer.ColumnMapping`); others auto-detected.
+        mapping: explicit file columns (:class:`pipeline.data.importer.ColumnMapping`); others auto-detected.
         fmt: file format when the extension does not say.
         numeric_labels: accept numeric labels by this scheme ("binary", "ternary", "signed").
         terms: extra term slices.
@@ -122,7 +122,7 @@ def read_labeled_file(
     Raises:
         TastebudError: unreadable file, no label or stars column, or no labeled row.
     """
-    from pipeline.importer import parse_reviews_file
+    from pipeline.data.importer import parse_reviews_file
 
     rows, rejects, label_source = parse_reviews_file(path, fmt=fmt, columns=mapping, numeric_labels=numeric_labels)
     if label_source is None:

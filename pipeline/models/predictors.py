@@ -112,9 +112,9 @@ class FinetunedPredictor:
 
     def _load(self):
         if self._loaded is None:
-            from pipeline.modeling import load_classifier
+            from pipeline.models.loading import load_classifier
 
-            from pipeline.truncation import HeadTailTokenizer
+            from pipeline.models.truncation import HeadTailTokenizer
 
             _quiet_transformers()
             model, tokenizer = load_classifier(self.path)
@@ -122,7 +122,7 @@ class FinetunedPredictor:
         return self._loaded
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        from pipeline.inference import predict_proba
+        from pipeline.models.inference import predict_proba
 
         model, tokenizer = self._load()
         return predict_proba(model, tokenizer, texts, batch_size=self.batch_size, max_length=self.max_length, device=self.device)
@@ -175,7 +175,7 @@ class ZeroShotPredictor:
         if self._loaded is None:
             from transformers import AutoModel
 
-            from pipeline.modeling import load_tokenizer
+            from pipeline.models.loading import load_tokenizer
 
             _quiet_transformers()
             try:
@@ -245,7 +245,7 @@ class HFPredictor:
         return self._loaded
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        from pipeline.inference import predict_proba
+        from pipeline.models.inference import predict_proba
 
         model, tokenizer = self._load()
         source = predict_proba(model, tokenizer, texts, batch_size=self.batch_size, max_length=self.max_length, device=self.device)
@@ -256,7 +256,7 @@ def load_hf_classifier(path_or_id: str):
     """Load a sequence classifier keeping its own labels (not tastebud's 3-label head)."""
     from transformers import AutoModelForSequenceClassification
 
-    from pipeline.modeling import load_tokenizer
+    from pipeline.models.loading import load_tokenizer
 
     _quiet_transformers()
     try:

@@ -43,7 +43,7 @@ def encode(tokenizer, texts: Sequence[str], *, max_length: int, truncation: str 
 class HeadTailTokenizer:
     """Wraps a tokenizer so that ``tokenizer(texts, truncation=True, max_length=n)`` cuts head+tail.
 
-    Lets code that only calls a tokenizer (e.g. :func:`pipeline.inference.predict_proba`)
+    Lets code that only calls a tokenizer (e.g. :func:`pipeline.models.inference.predict_proba`)
     score a model trained with head+tail truncation; everything else is delegated.
     """
 

@@ -18,7 +18,7 @@ Five reasons, each from stored predictions of the champion (score first):
   Bonferroni-corrected over every term tested) on whose reviews the model is unsure, e.g. a new food hall;
   a few of each term's least certain reviews are flagged and the term recorded.
 
-Thresholds live in :mod:`pipeline.thresholds`. Flags are only added: a review flagged for a
+Thresholds live in :mod:`pipeline.loop.thresholds`. Flags are only added: a review flagged for a
 reason before (open, resolved or dismissed), or already labeled by a person, is skipped.
 """
 
@@ -31,7 +31,7 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 
-from pipeline import thresholds as T
+from pipeline.loop import thresholds as T
 from pipeline.jobs import JobReporter
 from store.constants import LABEL_TO_ID, LABELS
 from store.db import connect, transaction
@@ -342,7 +342,7 @@ def flag(
         >>> flag("tastebud.duckdb")["inserted"]["low_confidence"]  # doctest: +SKIP
         37
     """
-    from pipeline.scoring import resolve_model_id
+    from pipeline.loop.scoring import resolve_model_id
 
     reasons = list(reasons or FLAG_REASONS)
     unknown = set(reasons) - set(FLAG_REASONS)

@@ -6,8 +6,8 @@ import time
 
 import typer
 
-from pipeline.cli_app import app, db_path, emit_json
-from pipeline.demo_data import DEFAULT_ROWS, DEFAULT_SEED, load_demo_data
+from pipeline.cli.app import app, db_path, emit_json
+from pipeline.data.demo_data import DEFAULT_ROWS, DEFAULT_SEED, load_demo_data
 
 
 @app.command("demo-data")
@@ -44,7 +44,7 @@ def demo_cmd(
     launch: bool = typer.Option(True, "--launch/--no-launch", help="Serve the dashboard when the store is ready."),
 ) -> None:
     """First run: demo data, baselines, a quick fine-tuned champion, scores, flags — then the dashboard."""
-    from pipeline.cli_dashboard import serve_dashboard
+    from pipeline.cli.dashboard import serve_dashboard
     from pipeline.demo import build_demo_store, demo_files, demo_is_ready, ensure_demo_accounts
 
     db = db_path().resolve()

@@ -1,0 +1,1 @@
+"""Data in: importing review files and the synthetic demo stream."""

@@ -1,0 +1,1 @@
+"""Evaluation: offline metrics and evaluating a model on a test set."""

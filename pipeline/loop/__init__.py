@@ -1,0 +1,1 @@
+"""The relabel-retrain loop: scoring, flagging, relabeling, rounds and the champion registry."""

@@ -1,0 +1,1 @@
+"""Fine-tuning: the validated config, one training run, and the loop that fits the weights."""
