@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
@@ -21,6 +22,7 @@ from store import jobs as job_store
 from store import models as model_store
 from store.db import connect, transaction
 from store.labels import current_label
+from store.relabeling import fetch_label_history, fetch_recent_actions
 from store.schema import init_store
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -328,3 +330,113 @@ def test_names_from_the_data_are_escaped_in_markdown_text(store, secrets):
     captions = [c.value for c in at.caption if c.value.startswith("New since")]
     assert captions == ["New since the store's first reviews: \\*\\*Krog\\*\\* \\[win\\]\\(http\\:"
                         "//evil\\.example\\) \\:red\\[x\\]"]
+
+
+def _markdowns(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown]
+
+
+def test_hard_cases_explain_the_flag_and_search_narrows_the_queue(store, secrets):
+    db, info = store
+    at = open_screen(secrets, "lena", "hard_cases")
+    why = [m for m in at.markdown if m.value.startswith("**Why flagged:**")]
+    assert len(why) == 1 and why[0].help  # the numbers are on hover
+    assert ("unsure between" in why[0].value) or ("contradict the text" in why[0].value)
+    assert any(m.startswith("Suggested label: **") for m in _markdowns(at))
+    assert any("Finding the words" in c.value or "No word highlights" in c.value for c in at.caption)
+    third = _text(db, info["flag_review_ids"][2])
+    at.text_input(key="hq-text").input(third).run()
+    assert at.text[0].value == third
+    assert at.progress[0].proto.text.endswith(" match the filters")
+    at.text_input(key="hq-text").input("").run()
+    with connect(db, read_only=True) as con:
+        stars = con.execute("SELECT stars FROM reviews WHERE review_id = ?", [info["flag_review_ids"][1]]).fetchone()[0]
+    label = _current(db, info["flag_review_ids"][1])["label"]
+    at.multiselect(key="hq-stars").set_value([stars]).run()
+    at.multiselect(key="hq-labels").set_value([label]).run()
+    assert f"Stars: {stars} " in settled(at).text[1].value and f"current label: {label} " in at.text[1].value
+    at.text_input(key="hq-text").input("zzqx-matches-nothing").run()
+    assert any(i.value == "No open flags here." for i in settled(at).info)
+
+
+def test_comment_recent_labels_and_undo_of_any_one(store, secrets):
+    db, info = store
+    first, second = info["flag_review_ids"][:2]
+    at = open_screen(secrets, "lena", "hard_cases")
+    at.text_input(key="relabel-comment").input("sarcastic")
+    at.button(key="label-negative").click().run()
+    assert [s.value for s in settled(at).success] == ["Labeled negative. Comment saved."]
+    assert at.text_input(key="relabel-comment").value == ""  # cleared for the next review
+    at.button(key="label-positive").click().run()
+    with connect(db, read_only=True) as con:
+        history = fetch_label_history(con, first)
+        actions = fetch_recent_actions(con, "lena")
+    assert history["comment"].dropna().tolist() == ["sarcastic"]
+    older = int(actions["action_id"].iloc[-1])
+    at.button(key=f"undo-action-{older}").click().run()
+    settled(at)
+    assert _current(db, first)["source"] == "stars"  # the older label is undone...
+    assert _current(db, second)["label"] == "positive"  # ...the newer one stands
+    assert at.button(key=f"undo-action-{older}").disabled
+
+
+def test_ticked_rows_are_bulk_relabeled_after_confirmation_and_undone_as_one(store, secrets):
+    db, info = store
+    at = open_screen(secrets, "lena", "hard_cases")
+    editor = at.data_editor[0]
+    shown = editor.value
+    assert shown.columns[:2].tolist() == ["pick", "text"]
+    at.session_state[editor.key] = {"edited_rows": {0: {"pick": True}, 2: {"pick": True}}, "added_rows": [],
+                                    "deleted_rows": []}
+    at.run()
+    ticked = [shown["review_id"].iloc[0], shown["review_id"].iloc[2]]
+    assert at.button(key="tick-go").disabled  # not confirmed yet
+    at.radio(key="tick-label").set_value("neutral").run()
+    at.checkbox(key="tick-confirm").check().run()
+    at.button(key="tick-go").click().run()
+    assert [s.value for s in settled(at).success] == ["Labeled 2 reviews neutral."]
+    assert [(_current(db, r)["label"], _current(db, r)["source"]) for r in ticked] == [("neutral", "human")] * 2
+    assert _current(db, info["flag_review_ids"][0])["source"] == "stars"  # the current review was not ticked
+    at.button(key="undo-batch").click().run()
+    settled(at)
+    assert [_current(db, r)["source"] for r in ticked] == ["stars", "stars"]
+
+
+def test_guidelines_written_on_the_data_page_are_one_click_away_for_labelers(store, secrets):
+    db, _ = store
+    at = open_screen(secrets, "lena", "hard_cases")
+    assert any("No guidelines written yet" in i.value for i in at.info)
+    dario = open_screen(secrets, "dario", "data")
+    dario.text_area(key="guidelines-text").input("# House rules\n\nSarcasm is **negative**.")
+    dario.button(key="guidelines-save").click().run()
+    assert [s.value for s in settled(dario).success][-1] == "Saved as version 1."
+    dario.text_area(key="guidelines-text").input("   ")
+    dario.button(key="guidelines-save").click().run()
+    assert any("cannot be empty" in e.value for e in settled(dario).error)
+    at = open_screen(secrets, "lena", "hard_cases")
+    assert "# House rules\n\nSarcasm is **negative**." in _markdowns(at)
+
+
+def test_word_highlights_come_from_the_flagging_model(store, secrets):
+    import time
+
+    from pipeline.models.baselines import register_baselines
+    from store.actors import Actor
+    from store.flags import insert_flags
+
+    db, _ = store
+    register_baselines(db, actor=Actor("dario", "data_scientist"), include=("vader",), evaluate=False)
+    with transaction(db) as con:
+        review_id, text = con.execute("SELECT review_id, text FROM reviews ORDER BY review_id LIMIT 1").fetchone()
+        con.execute("UPDATE reviews SET text = ? WHERE review_id = ?", ["The soup was cold and the waiter rude <b>", review_id])
+        insert_flags(con, pd.DataFrame({"review_id": [review_id], "reason": ["low_confidence"], "priority": [2.0],
+                                        "model_id": ["baseline-vader"]}))
+    at = open_screen(secrets, "lena", "hard_cases")
+    deadline = time.monotonic() + 30
+    while not at.get("html") or all("review-text" not in h.proto.body for h in at.get("html")):
+        assert time.monotonic() < deadline, "no highlights within 30 s"
+        time.sleep(0.2)
+        at.run()
+    body = next(h.proto.body for h in at.get("html") if "review-text" in h.proto.body)
+    assert "&lt;b&gt;" in body and "<b>" not in body  # escaped
+    assert 'rude</span>' in body or 'rude\n</span>' in body

@@ -7,9 +7,23 @@ from dashboard import reads, views
 from dashboard.page_setup import setup_page
 from pipeline.data.importer import ColumnMapping, import_reviews
 from pipeline.jobs import runs_dir
+from pipeline.loop import relabel as relabeling
 from store.errors import TastebudError
+from store.guidelines import MAX_GUIDELINES_CHARS
 
 FORMATS = ["csv", "tsv", "jsonl", "json", "parquet"]
+# What the guidelines editor starts from before anyone has written guidelines.
+GUIDELINES_TEMPLATE = """# Labeling guidelines
+
+Label what the review's text says about the visit, not the stars.
+
+- **Negative**: the reviewer would not come back, or the main point is a complaint.
+- **Neutral**: mixed or factual; praise and complaints weigh about the same.
+- **Positive**: the reviewer liked it overall, even with a small complaint.
+
+Sarcasm counts as what it means ("great, another 45-minute wait" is negative).
+Add a comment when a case was hard to decide.
+"""
 
 ctx = setup_page("Data", "import")
 
@@ -74,3 +88,21 @@ else:
     if with_rejects:
         chosen = st.selectbox("Rejected rows of import", with_rejects, key="rejects-import")
         st.dataframe(reads.import_rejects(ctx.db, int(chosen)), hide_index=True)
+
+st.subheader("Labeling guidelines")
+st.caption("Markdown that labelers open from the Hard cases page. Each save keeps the previous versions.")
+guide = reads.guidelines(ctx.db)
+if guide:
+    st.caption(f"Current: version {guide['version']} by {views.md(guide['author'])}, "
+               f"{guide['created_at']:%Y-%m-%d %H:%M}.")
+edit_tab, preview_tab = st.tabs(["Edit", "Preview"])
+body = edit_tab.text_area("Guidelines (markdown)", value=guide["body"] if guide else GUIDELINES_TEMPLATE, height=320,
+                          key="guidelines-text", max_chars=MAX_GUIDELINES_CHARS)
+preview_tab.markdown(body)
+if edit_tab.button("Save the guidelines", key="guidelines-save", type="primary"):
+    try:
+        version = relabeling.save_guidelines(ctx.db, ctx.actor, body)
+    except TastebudError as exc:
+        st.error(views.md(exc))
+    else:
+        st.success(f"Saved as version {version}.")

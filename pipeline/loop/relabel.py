@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from store import guidelines as guideline_store
 from store import relabeling
 from store.actors import Actor
 from store.db import transaction
@@ -76,3 +77,14 @@ def undo_action(db: DbPath, actor: Actor, action_id: int) -> dict:
     """
     with transaction(db) as con:
         return relabeling.undo_action(con, actor, action_id)
+
+
+def save_guidelines(db: DbPath, actor: Actor, body: str) -> int:
+    """Store new labeling guidelines (markdown) as the current version; returns its version number.
+
+    Example:
+        >>> save_guidelines("t.duckdb", Actor("dario", "data_scientist"), "# Rules")  # doctest: +SKIP
+        1
+    """
+    with transaction(db) as con:
+        return guideline_store.save_guidelines(con, actor, body)
