@@ -46,3 +46,8 @@ def test_magic_is_off_in_the_app_config_and_on_the_command_line():
     assert config["runner"]["magicEnabled"] is False
     argv = dashboard_command(host="localhost", port=8501, secrets=None)
     assert argv[argv.index("--runner.magicEnabled") + 1] == "false"
+
+
+def test_the_command_serves_the_repository_app():
+    argv = dashboard_command(host="localhost", port=8501, secrets=None)
+    assert Path(argv[argv.index("run") + 1]) == REPO / "dashboard" / "app.py"
