@@ -15,6 +15,10 @@ from store.constants import LABELS
 
 LABEL_COLORS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#2ca02c"}
 SHIFT_SYMBOLS = {"spike": "triangle-up", "drop": "triangle-down"}
+# Series colours for anything that is not a label: no red and no green, which mean negative and positive.
+GROUP_COLORS = ("#1f77b4", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#e377c2", "#393b79", "#7f7f7f")
+# The theme's accent (buttons, chips, progress): blue, so red stays negative's.
+ACCENT = "#2563eb"
 
 
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
@@ -120,10 +124,12 @@ def confusion_figure(matrix, title: str) -> go.Figure:
         )
     )
     fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), yaxis=dict(autorange="reversed"))
+    fig.update_xaxes(title_text="predicted label")
+    fig.update_yaxes(title_text="true label (test reviews)")
     return fig
 
 
-def share_trend_figure(trend: pd.DataFrame, *, title: str) -> go.Figure:
+def share_trend_figure(trend: pd.DataFrame, *, title: str, grain: str = "period") -> go.Figure:
     """Stacked label shares per period (bars, clickable), average stars on a second axis, shifts marked."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for label in LABELS:
@@ -162,29 +168,33 @@ def share_trend_figure(trend: pd.DataFrame, *, title: str) -> go.Figure:
         title=title, barmode="stack", height=380, margin=dict(l=10, r=10, t=40, b=10),
         legend=dict(orientation="h", y=-0.15), clickmode="event+select",
     )
-    fig.update_yaxes(title_text="share", tickformat=".0%", range=[0, 1.08], secondary_y=False)
-    fig.update_yaxes(title_text="avg stars", range=[1, 5], secondary_y=True)
+    fig.update_yaxes(title_text="share of reviews", tickformat=".0%", range=[0, 1.08], secondary_y=False)
+    fig.update_yaxes(title_text="average stars (1-5)", range=[1, 5], tick0=1, dtick=1, secondary_y=True)
+    fig.update_xaxes(title_text=f"{grain} starting")
     return fig
 
 
-def count_trend_figure(trend: pd.DataFrame) -> go.Figure:
+def count_trend_figure(trend: pd.DataFrame, *, grain: str = "period") -> go.Figure:
     """Stacked review counts per period by label."""
     fig = go.Figure()
     for label in LABELS:
         fig.add_trace(go.Bar(x=trend["period"], y=trend[label], name=label, marker_color=LABEL_COLORS[label]))
-    fig.update_layout(barmode="stack", height=260, margin=dict(l=10, r=10, t=30, b=10), title="Reviews per period",
+    fig.update_layout(barmode="stack", height=260, margin=dict(l=10, r=10, t=30, b=10), title=f"Reviews per {grain}",
                       showlegend=False)
+    fig.update_xaxes(title_text=f"{grain} starting")
+    fig.update_yaxes(title_text="reviews")
     return fig
 
 
-def group_trend_figure(group_trend: pd.DataFrame, groups: list[str]) -> go.Figure:
-    """Negative share over time of the chosen groups, their shifts marked."""
+def group_trend_figure(group_trend: pd.DataFrame, groups: list[str], *, grain: str = "period") -> go.Figure:
+    """Negative share over time of the chosen groups, their shifts marked (colours that are never red or green)."""
     fig = go.Figure()
-    for name in groups:
+    for i, name in enumerate(groups):
+        color = GROUP_COLORS[i % len(GROUP_COLORS)]
         series = group_trend[group_trend["grp"] == name]
         name = html.escape(name)  # plotly renders a few HTML tags in names
         fig.add_trace(go.Scatter(x=series["period"], y=series["negative_share"], name=name, mode="lines+markers",
-                                 marker=dict(size=4), customdata=series["n"],
+                                 marker=dict(size=4), customdata=series["n"], line=dict(color=color),
                                  hovertemplate="%{x|%Y-%m-%d}: %{y:.0%} of %{customdata}<extra>" + name + "</extra>"))
         marked = series[series["shift"].notna()]
         if len(marked):
@@ -194,8 +204,9 @@ def group_trend_figure(group_trend: pd.DataFrame, groups: list[str]) -> go.Figur
                 hovertemplate="%{x|%Y-%m-%d}: negative %{y:.0%}<extra>" + name + " shift</extra>",
             ))
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10), title="Negative share by group",
-                      legend=dict(orientation="h", y=-0.15))
-    fig.update_yaxes(tickformat=".0%", range=[0, 1])
+                      legend=dict(orientation="h", y=-0.25))
+    fig.update_yaxes(title_text="negative share of reviews", tickformat=".0%", range=[0, 1])
+    fig.update_xaxes(title_text=f"{grain} starting")
     return fig
 
 
@@ -203,20 +214,22 @@ def epoch_figure(epochs: pd.DataFrame, *, title: str) -> go.Figure:
     """Train/val loss and val macro-F1 per epoch (one line per run when a job trained several)."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     runs = epochs["run_id"].unique() if "run_id" in epochs else [None]
-    for run in runs:
+    for i, run in enumerate(runs):
         part = epochs if run is None else epochs[epochs["run_id"] == run]
+        loss_color, f1_color = GROUP_COLORS[(2 * i) % len(GROUP_COLORS)], GROUP_COLORS[(2 * i + 1) % len(GROUP_COLORS)]
         suffix = "" if len(runs) == 1 else f" {str(run)[-6:]}"
         for column, dash in (("train_loss", "dot"), ("val_loss", "solid")):
             if column in part and part[column].notna().any():
-                fig.add_trace(go.Scatter(x=part["epoch"], y=part[column], name=column + suffix, mode="lines+markers",
-                                         line=dict(dash=dash)), secondary_y=False)
+                fig.add_trace(go.Scatter(x=part["epoch"], y=part[column], name=column_name(column).lower() + suffix,
+                                         mode="lines+markers", line=dict(dash=dash, color=loss_color)),
+                              secondary_y=False)
         if "val_macro_f1" in part and part["val_macro_f1"].notna().any():
-            fig.add_trace(go.Scatter(x=part["epoch"], y=part["val_macro_f1"], name="val macro-F1" + suffix,
-                                     mode="lines+markers", line=dict(color="#2ca02c")), secondary_y=True)
+            fig.add_trace(go.Scatter(x=part["epoch"], y=part["val_macro_f1"], name="validation macro-F1" + suffix,
+                                     mode="lines+markers", line=dict(color=f1_color)), secondary_y=True)
     fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
-    fig.update_xaxes(title_text="epoch")
-    fig.update_yaxes(title_text="loss", secondary_y=False)
-    fig.update_yaxes(title_text="macro-F1", range=[0, 1], secondary_y=True)
+    fig.update_xaxes(title_text="epoch", tick0=1, dtick=1, tickformat="d")
+    fig.update_yaxes(title_text="loss (cross-entropy)", rangemode="tozero", secondary_y=False)
+    fig.update_yaxes(title_text="validation macro-F1", range=[0, 1], secondary_y=True)
     return fig
 
 
@@ -341,3 +354,78 @@ def review_row_height(texts, *, chars_per_line: int = 95) -> int:
     longest = max((len(str(t)) for t in texts), default=0)
     lines = min(max(1, -(-longest // chars_per_line)), 12)
     return 16 + 21 * max(lines, 3)
+
+
+# --- human column names -----------------------------------------------------------------------
+
+# Headings of columns that appear across the store's frames; anything else gets its name with
+# spaces for underscores and a capital letter.
+COLUMN_NAMES = {
+    "grp": "Group", "n": "Reviews", "is_new": "New", "shift": "Shift", "shift_z": "Shift (z-score)",
+    "avg_stars": "Avg stars", "first_review_at": "First review", "period": "Period",
+    "negative_share": "Negative share", "neutral_share": "Neutral share", "positive_share": "Positive share",
+    "baseline_negative_share": "Usual negative share",
+    "p_negative": "P(negative)", "p_neutral": "P(neutral)", "p_positive": "P(positive)",
+    "model_id": "Model", "name": "Name", "kind": "Kind", "is_champion": "Champion", "test_n": "Test reviews",
+    "accuracy": "Accuracy", "macro_f1": "Macro-F1", "val_macro_f1": "Validation macro-F1", "ece": "Calibration error",
+    "f1_negative": "F1 negative", "f1_neutral": "F1 neutral", "f1_positive": "F1 positive",
+    "round": "Round", "round_id": "Round", "created_at": "Created", "finished_at": "Finished", "started_at": "Started",
+    "review_id": "Review ID", "text": "Review", "stars": "Stars", "label": "Label", "source": "Source",
+    "restaurant_name": "Restaurant", "neighborhood": "Neighbourhood", "count": "Count", "reason": "Reason",
+    "epoch": "Epoch", "step": "Step", "train_loss": "Training loss", "val_loss": "Validation loss",
+    "val_accuracy": "Validation accuracy", "run_id": "Run", "term": "Term", "z": "z-score",
+    "negative_count": "Negative reviews", "positive_count": "Positive reviews",
+    "challenger_macro_f1": "Challenger macro-F1", "champion_macro_f1": "Champion macro-F1",
+    "delta_macro_f1": "Macro-F1 gain", "label_efficiency": "Macro-F1 gain per label", "actor": "By",
+    "import_id": "Import", "accepted": "Accepted", "rejected": "Rejected", "updated": "Updated",
+    "model_a_label": "Model A says", "model_b_label": "Model B says", "current_label": "Current label",
+}
+_SHARES = {"negative_share", "neutral_share", "positive_share", "baseline_negative_share",
+           "p_negative", "p_neutral", "p_positive"}
+_SCORES = {"accuracy", "macro_f1", "val_macro_f1", "ece", "f1_negative", "f1_neutral", "f1_positive", "val_accuracy",
+           "challenger_macro_f1", "champion_macro_f1", "delta_macro_f1", "train_loss", "val_loss"}
+_DATES = {"period", "first_review_at"}
+_TIMES = {"created_at", "finished_at", "started_at"}
+
+
+def column_name(column: str) -> str:
+    """The heading shown for a frame column."""
+    return COLUMN_NAMES.get(column) or column.replace("_", " ").capitalize()
+
+
+def column_config(frame: pd.DataFrame, **overrides) -> dict:
+    """st.column_config for every column of ``frame``: human headings, shares as percentages,
+    scores to three decimals, stars and epochs as integers, review text wide; ``overrides``
+    (column -> heading or column config) win."""
+    config = {}
+    for column in frame.columns:
+        name = column_name(str(column))
+        if column in _SHARES:
+            config[column] = st.column_config.NumberColumn(name, format="percent")
+        elif column in _SCORES:
+            config[column] = st.column_config.NumberColumn(name, format="%.3f")
+        elif column in ("stars", "epoch", "n", "test_n", "round", "round_id"):
+            config[column] = st.column_config.NumberColumn(name, format="%d")
+        elif column in _DATES:
+            config[column] = st.column_config.DateColumn(name, format="YYYY-MM-DD")
+        elif column in _TIMES:
+            config[column] = st.column_config.DatetimeColumn(name, format="YYYY-MM-DD HH:mm")
+        elif column == "text":
+            config[column] = st.column_config.TextColumn(name, width="large")
+        else:
+            config[column] = name
+    for column, value in overrides.items():
+        config[column] = value
+    return config
+
+
+def table(frame: pd.DataFrame, *, texts: bool = False, **kwargs):
+    """st.dataframe of ``frame`` that fits the page: human headings (``column_config(frame)`` plus
+    any given), no index, page width; ``texts=True`` also puts review text first and wraps it whole."""
+    config = column_config(frame, **kwargs.pop("column_config", {}))
+    if texts and "text" in frame.columns:
+        frame = frame[["text", *[c for c in frame.columns if c != "text"]]]
+        kwargs.setdefault("row_height", review_row_height(frame["text"]))
+    kwargs.setdefault("hide_index", True)
+    kwargs.setdefault("width", "stretch")
+    return st.dataframe(frame, column_config=config, **kwargs)

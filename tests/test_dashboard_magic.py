@@ -51,3 +51,12 @@ def test_magic_is_off_in_the_app_config_and_on_the_command_line():
 def test_the_command_serves_the_repository_app():
     argv = dashboard_command(host="localhost", port=8501, secrets=None)
     assert Path(argv[argv.index("run") + 1]) == REPO / "dashboard" / "app.py"
+
+
+def test_the_accent_colour_is_never_red_or_green_in_config_and_on_the_command_line():
+    from dashboard.views import ACCENT, LABEL_COLORS
+
+    config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    argv = dashboard_command(host="localhost", port=8501, secrets=None)
+    assert config["theme"]["primaryColor"] == argv[argv.index("--theme.primaryColor") + 1] == ACCENT
+    assert ACCENT not in LABEL_COLORS.values()

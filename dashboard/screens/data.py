@@ -59,7 +59,7 @@ if report:
     st.success(f"Import {report['import_id']}: {report['accepted']:,} new, {report['updated']:,} updated, "
                f"{report['unchanged']:,} unchanged, {report['rejected']:,} rejected, {report['labels_added']:,} labels added.")
     if report["rejected_by_reason"]:
-        st.dataframe({"reason": list(report["rejected_by_reason"]), "rows": list(report["rejected_by_reason"].values())},
+        st.dataframe({"Reason": list(report["rejected_by_reason"]), "Rows": list(report["rejected_by_reason"].values())},
                      hide_index=True)
 
 st.subheader("Store")
@@ -72,22 +72,24 @@ cols[2].metric("Unlabeled", f"{stats['unlabeled']:,}")
 cols[3].metric("Splits (train/val/test)", " / ".join(f"{stats['splits'][s]:,}" for s in ("train", "val", "test")))
 left, right = st.columns(2)
 left.markdown("**Current labels by class**")
-left.dataframe({"label": list(stats["labels"]), "count": list(stats["labels"].values())}, hide_index=True)
+left.dataframe({"Label": list(stats["labels"]), "Reviews": list(stats["labels"].values())}, hide_index=True)
 right.markdown("**Current labels by source**")
-right.dataframe({"source": list(stats["label_sources"]), "count": list(stats["label_sources"].values())}, hide_index=True)
+right.dataframe({"Source": list(stats["label_sources"]), "Reviews": list(stats["label_sources"].values())}, hide_index=True)
 if not data["volume"].empty:
-    st.bar_chart(data["volume"], x="month", y="n", color="source")
+    volume = data["volume"].pivot_table(index="month", columns="source", values="n", aggfunc="sum", fill_value=0)
+    st.bar_chart(volume, x_label="month", y_label="reviews",
+                 color=[views.GROUP_COLORS[i % len(views.GROUP_COLORS)] for i in range(volume.shape[1])])
 
 st.subheader("Imports")
 imports = data["imports"]
 if imports.empty:
     st.caption("Nothing imported yet.")
 else:
-    st.dataframe(imports, hide_index=True)
+    views.table(imports)
     with_rejects = imports[imports["rejected"] > 0]["import_id"].tolist()
     if with_rejects:
         chosen = st.selectbox("Rejected rows of import", with_rejects, key="rejects-import")
-        st.dataframe(reads.import_rejects(ctx.db, int(chosen)), hide_index=True)
+        views.table(reads.import_rejects(ctx.db, int(chosen)))
 
 st.subheader("Labeling guidelines")
 st.caption("Markdown that labelers open from the Hard cases page. Each save keeps the previous versions.")

@@ -126,7 +126,7 @@ def live_panel(job_id: str) -> None:
         st.error(views.md(job["error"]))
     if not panel["epochs"].empty:
         st.plotly_chart(views.epoch_figure(panel["epochs"], title="Per-epoch metrics"), key=f"live-epochs-{job_id}")
-        st.dataframe(panel["epochs"], hide_index=True)
+        views.table(panel["epochs"])
     st.code(panel["log"] or "(no log output yet)", language=None)
 
 
@@ -143,7 +143,7 @@ if new_model:
     champion_id = champion["model_id"] if champion else None
     compared = models[models["model_id"].isin([new_model, champion_id])]
     columns = ["model_id", "name", "is_champion", "accuracy", "macro_f1", "f1_negative", "f1_neutral", "f1_positive", "ece"]
-    st.dataframe(compared[[c for c in columns if c in compared]], hide_index=True)
+    views.table(compared[[c for c in columns if c in compared]])
     if new_model != champion_id:
         st.button(f"Promote {new_model}", type="primary", key="promote",
                   on_click=_act, args=(lambda: registry.promote(ctx.db, new_model, ctx.actor), f"Promoted {new_model}."))

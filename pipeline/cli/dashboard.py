@@ -33,6 +33,8 @@ def dashboard_command(*, host: str, port: int, secrets: Path | None) -> list[str
         "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
         # No Streamlit "magic": a bare expression on a page is never rendered, whatever the working directory.
         "--runner.magicEnabled", "false",
+        # Blue accent: red and green mean negative and positive only (as in .streamlit/config.toml).
+        "--theme.primaryColor", "#2563eb",
     ]
     if secrets is not None:
         argv += ["--secrets.files", str(secrets)]
