@@ -117,6 +117,7 @@ def test_trends_default_view_and_drilldown(store, secrets):
         "Download the trend (CSV)", "Download the restaurant breakdown (CSV)"]
     assert {"By restaurant", "Reviews behind the numbers"} <= {s.value for s in at.subheader}
     assert "New since the store's first reviews: Krog District" in [c.value for c in at.caption]
+    assert at.selectbox(key="trend-period").format_func(at.selectbox(key="trend-period").value).startswith("All periods")
     # Pick a period: its reviews appear.
     at.selectbox(key="trend-period").select_index(3).run()
     assert not at.exception

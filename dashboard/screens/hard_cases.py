@@ -113,8 +113,10 @@ if batch:
               on_click=_undo_action, args=(batch[0],), icon=":material/undo:")
 
 
-def _review_text(model_id, review_id: str, text: str) -> None:
+def _review_text(model_id, review_id: str, text: str, *, live: bool = False) -> None:
     result = reads.word_attribution(ctx.db, model_id, review_id, text) if model_id else "no model scored it"
+    if live and result is not None:
+        st.rerun()  # ready: redraw the page once, without this polling fragment
     if isinstance(result, WordAttribution):
         st.html(views.highlighted_review_html(result))
         st.caption(f"Shaded: the words that moved the model toward {result.label} (without them it is less sure; "
@@ -165,7 +167,10 @@ info, probs = st.columns([3, 2])
 model_id = item["model_id"] if isinstance(item["model_id"], str) else None
 with info:
     ready = model_id is None or reads.word_attribution(ctx.db, model_id, item["review_id"], item["text"]) is not None
-    (_review_text if ready else _review_text_live)(model_id, item["review_id"], item["text"])
+    if ready:
+        _review_text(model_id, item["review_id"], item["text"])
+    else:
+        _review_text_live(model_id, item["review_id"], item["text"], live=True)
     stars = int(item["stars"]) if pd.notna(item["stars"]) else "none"
     st.text(f"Stars: {stars}   ·   current label: {item['current_label']} ({item['current_label_source']})"
             f"   ·   restaurant: {item['restaurant_name']}"

@@ -9,6 +9,7 @@ from store.trends import GRAINS, ReviewFilter, period_bounds
 from store.constants import LABELS
 
 LABELS_CHOICE = "Current labels (no model)"
+ALL_PERIODS = "all"  # the period choice meaning no period (a keyed selectbox set to None shows no choice at all)
 # How many groups the comparison chart preselects (those with shifts or newly opened first).
 DEFAULT_COMPARED_GROUPS = 5
 
@@ -110,11 +111,12 @@ if click != st.session_state.get("trend-period-click"):
     if click in periods:
         st.session_state["trend-period"] = click
 if st.session_state.get("trend-period") not in periods:
-    st.session_state["trend-period"] = None  # another grain or date range: the old period is gone
+    st.session_state["trend-period"] = ALL_PERIODS  # another grain or date range: the old period is gone
 period_choice = st.selectbox(
-    "Period", [None, *periods], key="trend-period",
-    format_func=lambda p: "All periods (click a bar to pick one)" if p is None else f"{grain} of {p:%Y-%m-%d}",
+    "Period", [ALL_PERIODS, *periods], key="trend-period",
+    format_func=lambda p: "All periods (click a bar to pick one)" if p == ALL_PERIODS else f"{grain} of {p:%Y-%m-%d}",
 )
+period_choice = None if period_choice == ALL_PERIODS else period_choice
 selected_rows = table.selection.rows if table else []
 group_choice = breakdown["grp"].iloc[selected_rows[0]] if selected_rows else None
 label_choice = st.segmented_control("Label", LABELS, key="trend-label")
