@@ -294,3 +294,39 @@ def _trend_bar_click_picks_the_period(page) -> None:
     page.get_by_text(re.compile(r"Showing the newest 200 reviews for: week of \d{4}-\d{2}-\d{2}")).wait_for(timeout=STEP_MS)
     _settle(page)
     page.screenshot(path=str(ARTIFACTS / "13-trends-bar-clicked.png"), full_page=True)
+
+
+def test_training_panel_follows_each_new_job_without_help_blocks(server):
+    base, db, _ = server
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2200})
+            _sign_in(page, base, "dario")
+            _open(page, "Training", "20-training")
+            newest = None
+            for button, kind in (("Score new reviews", "score"), ("Flag hard cases", "flag")):
+                page.get_by_role("button", name=button).click()
+                page.get_by_text(re.compile(f"Started {kind} job {kind}-")).wait_for(timeout=STEP_MS)
+                _settle(page)
+                with connect(db, read_only=True) as con:
+                    newest = job_store.list_jobs(con)["job_id"].iloc[0]
+                assert newest.startswith(kind)
+                # The live panel follows the job just started, whatever was watched before.
+                page.get_by_role("heading", name=re.compile(f"{kind} job {newest}")).wait_for(timeout=STEP_MS)
+                assert page.locator("[data-testid='stHelp']").count() == 0
+                page.screenshot(path=str(ARTIFACTS / f"21-training-started-{kind}.png"), full_page=True)
+            cancel = page.get_by_role("button", name="Cancel")
+            if cancel.count():
+                cancel.click()
+                page.get_by_text(f"Asked job {newest} to stop.").wait_for(timeout=STEP_MS)
+                _settle(page)
+                assert page.locator("[data-testid='stHelp']").count() == 0
+            # With no click, the panel reaches the job's end: the page refreshes itself while a job runs.
+            page.get_by_role("heading", name=re.compile(f"flag job {newest}: (failed|cancelled|succeeded)")).wait_for(
+                timeout=90_000)
+            _settle(page)
+            page.screenshot(path=str(ARTIFACTS / "22-training-job-ended.png"), full_page=True)
+        finally:
+            browser.close()
