@@ -216,33 +216,23 @@ def recent_jobs(db: Path, *, limit: int = 15) -> pd.DataFrame:
 
 
 @_cached
-def relabel_queue(db: Path, flt, limit: int) -> dict:
-    """The filtered open-flag queue (highest priority first) with how many flags match, open counts by
-    reason, and flag counts by status."""
+def hard_cases(db: Path, flt, limit: int, actor_name: str, recent: int) -> dict:
+    """Everything the hard-cases page reads, in one connection: the filtered open-flag queue (highest
+    priority first) and how many flags match, flag counts by status, the filter choices, the
+    labeler's recent actions and the labeling guidelines."""
+    from store.guidelines import get_guidelines
+    from store.relabeling import fetch_recent_actions
+
     with connect(db, read_only=True) as con:
         queue, total = flag_store.search_flag_queue(con, flt, limit=limit)
         return {
             "queue": queue,
             "total": total,
-            "by_reason": flag_store.count_open_flags_by_reason(con),
             "status": flag_store.count_flags_by_status(con),
+            "options": flag_store.fetch_queue_filter_options(con),
+            "recent": fetch_recent_actions(con, actor_name, limit=recent),
+            "guidelines": get_guidelines(con),
         }
-
-
-@_cached
-def queue_options(db: Path) -> dict:
-    """Choices for the queue filters (restaurants, neighbourhoods, terms and dates of open flags)."""
-    with connect(db, read_only=True) as con:
-        return flag_store.fetch_queue_filter_options(con)
-
-
-@_cached
-def recent_actions(db: Path, actor_name: str, limit: int) -> pd.DataFrame:
-    """One person's newest relabels and dismissals."""
-    from store.relabeling import fetch_recent_actions
-
-    with connect(db, read_only=True) as con:
-        return fetch_recent_actions(con, actor_name, limit=limit)
 
 
 @_cached
@@ -267,7 +257,8 @@ class _AttributionWorker:
         from collections import OrderedDict
         from concurrent.futures import ThreadPoolExecutor
 
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tastebud-attribution")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tastebud-attribution",
+                                        initializer=_lowest_priority)
         self._lock = threading.Lock()
         self._futures: OrderedDict = OrderedDict()
         self._predictors: OrderedDict = OrderedDict()
@@ -299,6 +290,17 @@ class _AttributionWorker:
                     self._futures.popitem(last=False)
             self._futures.move_to_end(key)
             return future
+
+
+def _lowest_priority() -> None:
+    """Run this thread (and the model threads it starts) at the lowest CPU priority: a labeler's
+    next page run must never wait behind highlights computed ahead."""
+    import threading
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+        pass
 
 
 @st.cache_resource(show_spinner=False)

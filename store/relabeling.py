@@ -26,6 +26,8 @@ from store.rounds import next_round_number
 
 # Most review ids one bulk relabel may touch: a guard against relabeling a whole store by mistake.
 MAX_BULK_RELABEL = 10_000
+# Up to this many ids are bound one placeholder each (a scan filter); more go through a list join.
+_PLACEHOLDER_IDS = 500
 # Longest comment a labeler may attach to a relabel (characters).
 MAX_COMMENT_CHARS = 2_000
 
@@ -72,8 +74,13 @@ def _add_items(con: duckdb.DuckDBPyConnection, action_id: int, items: list[dict]
 
 def _apply_relabels(con: duckdb.DuckDBPyConnection, actor: Actor, review_ids: list[str], label: str,
                     round_: int | None) -> tuple[int, list[dict], dict]:
-    known = {r for (r,) in con.execute(
-        "SELECT review_id FROM reviews WHERE review_id IN (SELECT unnest(?::VARCHAR[]))", [review_ids]).fetchall()}
+    if len(review_ids) <= _PLACEHOLDER_IDS:  # filtered in the scan, not hashed against every review
+        marks = ", ".join("?" * len(review_ids))
+        known = {r for (r,) in con.execute(
+            f"SELECT review_id FROM reviews WHERE review_id IN ({marks})", list(review_ids)).fetchall()}
+    else:
+        known = {r for (r,) in con.execute(
+            "SELECT review_id FROM reviews WHERE review_id IN (SELECT unnest(?::VARCHAR[]))", [review_ids]).fetchall()}
     missing = [r for r in review_ids if r not in known]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -363,7 +370,7 @@ def fetch_recent_actions(con: duckdb.DuckDBPyConnection, actor_name: str, *, lim
         >>> fetch_recent_actions(con, "ana", limit=5)["kind"].tolist()  # doctest: +SKIP
         ['relabel', 'dismiss', 'relabel']
     """
-    return con.execute(
+    actions = con.execute(
         """
         WITH mine AS (
             SELECT action_id, kind, created_at FROM relabel_actions
@@ -375,14 +382,23 @@ def fetch_recent_actions(con: duckdb.DuckDBPyConnection, actor_name: str, *, lim
             FROM relabel_action_items i WHERE i.action_id IN (SELECT action_id FROM mine)
             GROUP BY i.action_id
         )
-        SELECT m.action_id, m.kind, m.created_at, i.reviews, l.label, c.comment, i.review_id, r.text,
+        SELECT m.action_id, m.kind, m.created_at, i.reviews, i.label_id, c.comment, i.review_id,
                EXISTS (SELECT 1 FROM relabel_actions u WHERE u.kind = 'undo' AND u.undoes = m.action_id) AS undone
         FROM mine m
         JOIN items i USING (action_id)
-        LEFT JOIN labels l ON l.label_id = i.label_id
         LEFT JOIN label_comments c ON c.label_id = i.label_id
-        LEFT JOIN reviews r ON r.review_id = i.review_id
         ORDER BY m.action_id DESC
         """,
         [actor_name, int(limit)],
     ).df()
+    review_ids = actions["review_id"].drop_duplicates().tolist()
+    texts, labels = {}, {}
+    if review_ids:
+        # One placeholder per id: the reviews and labels scans are then filtered by id (the labels
+        # one through its review_id index) rather than joined in full.
+        marks = ", ".join("?" * len(review_ids))
+        texts = dict(con.execute(f"SELECT review_id, text FROM reviews WHERE review_id IN ({marks})", review_ids).fetchall())
+        labels = dict(con.execute(f"SELECT label_id, label FROM labels WHERE review_id IN ({marks})", review_ids).fetchall())
+    actions["text"] = actions["review_id"].map(texts)
+    actions["label"] = actions["label_id"].map(lambda i: labels.get(int(i)) if pd.notna(i) else None)
+    return actions[["action_id", "kind", "created_at", "reviews", "label", "comment", "review_id", "text", "undone"]]

@@ -71,8 +71,23 @@ def _bulk_matching(flt: QueueFilter, label: str) -> None:
     _bulk(tuple(reads.matching_review_ids(ctx.db, flt)), label, "bulk-confirm")
 
 
+def _queue_filter() -> QueueFilter:
+    # From the filter widgets' state, so the page reads the store once, before drawing them.
+    state = st.session_state
+    dates = tuple(state.get("hq-dates") or ())
+    start, end = (dates + (None, None))[:2]
+    return QueueFilter(reasons=tuple(state.get("hard-cases-reasons") or ()), text=state.get("hq-text") or "",
+                       restaurants=tuple(state.get("hq-restaurants") or ()),
+                       neighborhoods=tuple(state.get("hq-neighborhoods") or ()), term=state.get("hq-term") or "",
+                       labels=tuple(state.get("hq-labels") or ()), stars=tuple(state.get("hq-stars") or ()),
+                       start=start, end=end or start)
+
+
+flt = _queue_filter()
+data = reads.hard_cases(ctx.db, flt, QUEUE_WINDOW, ctx.actor.name, RECENT_LABELS)
+
 # --- guidelines, one click away ---
-guide = reads.guidelines(ctx.db)
+guide = data["guidelines"]
 with st.popover("Labeling guidelines", icon=":material/menu_book:"):
     if guide:
         st.markdown(guide["body"])
@@ -82,23 +97,19 @@ with st.popover("Labeling guidelines", icon=":material/menu_book:"):
         st.info("No guidelines written yet. A data scientist can write them on the Data page.")
 
 # --- search and filters (all applied in the store) ---
-options = reads.queue_options(ctx.db)
+options = data["options"]
 s1, s2 = st.columns([3, 2])
-text = s1.text_input("Text contains", key="hq-text", placeholder="e.g. grits, oat milk, waited")
-reasons = s2.multiselect("Reasons", FLAG_REASONS, key="hard-cases-reasons", format_func=views.REASON_NAMES.get)
+s1.text_input("Text contains", key="hq-text", placeholder="e.g. grits, oat milk, waited")
+s2.multiselect("Reasons", FLAG_REASONS, key="hard-cases-reasons", format_func=views.REASON_NAMES.get)
 with st.expander("More filters: restaurant, neighbourhood, term, label, stars, dates"):
     m1, m2, m3 = st.columns(3)
-    restaurants = m1.multiselect("Restaurant", options["restaurants"], key="hq-restaurants")
-    neighborhoods = m2.multiselect("Neighbourhood", options["neighborhoods"], key="hq-neighborhoods")
-    term = m3.selectbox("Term", [None, *options["terms"]], key="hq-term", format_func=lambda t: "any" if t is None else t)
+    m1.multiselect("Restaurant", options["restaurants"], key="hq-restaurants")
+    m2.multiselect("Neighbourhood", options["neighborhoods"], key="hq-neighborhoods")
+    m3.selectbox("Term", [None, *options["terms"]], key="hq-term", format_func=lambda t: "any" if t is None else t)
     m4, m5, m6 = st.columns(3)
-    labels = m4.multiselect("Current label", LABELS, key="hq-labels")
-    stars = m5.multiselect("Stars", [1, 2, 3, 4, 5], key="hq-stars")
-    dates = m6.date_input("Review dates", value=(), min_value=options["first"], max_value=options["last"], key="hq-dates")
-start, end = (tuple(dates) + (None, None))[:2] if dates else (None, None)
-flt = QueueFilter(reasons=tuple(reasons), text=text, restaurants=tuple(restaurants), neighborhoods=tuple(neighborhoods),
-                  term=term or "", labels=tuple(labels), stars=tuple(stars), start=start, end=end or start)
-data = reads.relabel_queue(ctx.db, flt, QUEUE_WINDOW)
+    m4.multiselect("Current label", LABELS, key="hq-labels")
+    m5.multiselect("Stars", [1, 2, 3, 4, 5], key="hq-stars")
+    m6.date_input("Review dates", value=(), min_value=options["first"], max_value=options["last"], key="hq-dates")
 status = data["status"]
 done = status["resolved"] + status["dismissed"]
 total = done + status["open"]
@@ -134,7 +145,7 @@ _review_text_live = st.fragment(run_every=HIGHLIGHT_POLL_S)(_review_text)
 
 def _recent_labels() -> None:
     with st.expander("My recent labels"):
-        recent = reads.recent_actions(ctx.db, ctx.actor.name, RECENT_LABELS)
+        recent = data["recent"]
         if recent.empty:
             st.caption("You have not labeled anything yet.")
         for row in recent.itertuples():
