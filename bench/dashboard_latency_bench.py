@@ -7,8 +7,8 @@ flags come from the zero-shot MiniLM baseline, so the page's word highlights run
 in the background while the labeler works. It serves the dashboard with ``tastebud dashboard``,
 signs in a labeler in headless Chromium, opens Hard cases, and then presses "1" (label negative)
 N times, waiting ``--think-ms`` between presses as a labeler reads the review. Each timing runs
-from the key press to the moment the next flag's heading and review are on screen (polled every
-animation frame) and the page has stopped running.
+from the key press to the moment the next flag's heading and review are on screen and not stale
+(polled every animation frame).
 
 Run: PYTHONPATH=. python bench/dashboard_latency_bench.py [--sizes 100000 1000000] [--presses 20]
 """
@@ -37,10 +37,13 @@ from store.actors import Actor  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 ZEROSHOT = "baseline-zeroshot-minilm"
 STEP_MS = 120_000
+# The next flag's heading is on screen and neither it nor the review text below it is a stale leftover.
 NEXT_REVIEW_JS = """old => {
   const h = [...document.querySelectorAll('h3')].find(e => e.textContent.includes('· flag'));
-  return !!h && h.textContent !== old
-    && !document.querySelector('[data-testid="stStatusWidget"], [data-stale="true"]');
+  if (!h || h.textContent === old) return false;
+  const box = h.closest('[data-testid="stElementContainer"]');
+  const text = document.querySelector('[data-testid="stMain"] [data-testid="stText"], [data-testid="review-text"]');
+  return !!text && !(box && box.getAttribute('data-stale') === 'true');
 }"""
 
 
