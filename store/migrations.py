@@ -528,6 +528,40 @@ def _m071(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+# --- dashboard / relabel queue: versions 81-89 --------------------------------------------
+
+
+@migration(81, "label_comments")
+def _m081(con: duckdb.DuckDBPyConnection) -> None:
+    # A labeler's note on a relabel ("sarcasm", "mixed: food great, service awful"), kept with
+    # the label row it explains. Its own table keeps labels' column list, which bulk copies rely on.
+    con.execute(
+        """
+        CREATE TABLE label_comments (
+            label_id   BIGINT PRIMARY KEY,
+            comment    VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        );
+        """
+    )
+
+
+@migration(82, "labeling_guidelines")
+def _m082(con: duckdb.DuckDBPyConnection) -> None:
+    # The labeling guidelines (markdown), versioned: each save appends; the newest row is current.
+    con.execute(
+        """
+        CREATE SEQUENCE guideline_version_seq;
+        CREATE TABLE labeling_guidelines (
+            version    BIGINT PRIMARY KEY DEFAULT nextval('guideline_version_seq'),
+            body       VARCHAR NOT NULL,
+            author     VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        );
+        """
+    )
+
+
 # --- model quality area: versions 101-109 ---------------------------------------------------
 
 
