@@ -116,7 +116,8 @@ def ingest_predictions(con: duckdb.DuckDBPyConnection, model_id: str, table: pa.
             raise ValueError(f"prediction batch for {model_id} repeats {bad[0]} review ids")
         if bad[1]:
             raise ValueError(f"prediction batch for {model_id} has {bad[1]} rows with non-finite probabilities")
-        con.execute(
+        # DuckDB answers an INSERT with the number of rows it wrote.
+        return con.execute(
             f"""
             INSERT OR REPLACE INTO predictions
                 (model_id, review_id, p_negative, p_neutral, p_positive, label, scored_at)
@@ -125,9 +126,6 @@ def ingest_predictions(con: duckdb.DuckDBPyConnection, model_id: str, table: pa.
             FROM _pred_in p SEMI JOIN reviews r ON r.review_id = p.review_id
             """,
             [model_id, datetime.now()],
-        )
-        return con.execute(
-            "SELECT count(*) FROM _pred_in p SEMI JOIN reviews r ON r.review_id = p.review_id"
         ).fetchone()[0]
     finally:
         con.unregister("_pred_in")
