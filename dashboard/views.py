@@ -248,7 +248,13 @@ REASON_NAMES = {
     "rating_contradicts_text": "Stars contradict text",
     "label_issue": "Label may be wrong",
     "emerging_term": "New term",
+    "text_changed": "Text changed after labeling",
 }
+
+
+def reason_name(reason: str) -> str:
+    """A flag reason in words (a reason added later than this table still reads, from its id)."""
+    return REASON_NAMES.get(reason, str(reason).replace("_", " ").capitalize())
 
 
 def suggested_label(row) -> str | None:
@@ -303,6 +309,9 @@ def why_flagged(row) -> tuple[str, str]:
         if "lift" in detail:
             numbers += (f" {detail.get('recent_count', '?')} recent vs {detail.get('prior_count', '?')} earlier reviews"
                         f" (lift {detail['lift']}); mean uncertainty {detail.get('mean_uncertainty', float('nan')):.2f}.")
+    elif reason == "text_changed":
+        text = ("A re-import changed this review's text after a person labeled it; that label no longer counts. "
+                "Read the new text and label it again.")
     else:
         text = f"Flagged as {reason.replace('_', ' ')}."
     numbers += f" Priority {float(row['priority']):.2f}." if pd.notna(row.get("priority")) else ""

@@ -100,7 +100,7 @@ with st.popover("Labeling guidelines", icon=":material/menu_book:"):
 options = data["options"]
 s1, s2 = st.columns([3, 2])
 s1.text_input("Text contains", key="hq-text", placeholder="e.g. grits, oat milk, waited")
-s2.multiselect("Reasons", FLAG_REASONS, key="hard-cases-reasons", format_func=views.REASON_NAMES.get)
+s2.multiselect("Reasons", FLAG_REASONS, key="hard-cases-reasons", format_func=views.reason_name)
 with st.expander("More filters: restaurant, neighbourhood, term, label, stars, dates"):
     m1, m2, m3 = st.columns(3)
     m1.multiselect("Restaurant", options["restaurants"], key="hq-restaurants")
@@ -173,7 +173,7 @@ if pending.empty:
 item = pending.iloc[0]
 suggested = views.suggested_label(item)
 st.html(views.label_button_css(suggested))
-st.subheader(f"{views.REASON_NAMES.get(item['reason'], item['reason'])} · flag {item['flag_id']}")
+st.subheader(f"{views.reason_name(item['reason'])} · flag {item['flag_id']}")
 info, probs = st.columns([3, 2])
 model_id = item["model_id"] if isinstance(item["model_id"], str) else None
 with info:
@@ -219,7 +219,7 @@ if upcoming.empty:
     st.caption("Nothing else matches the filters.")
 else:
     table = pd.DataFrame({
-        "pick": False, "text": upcoming["text"], "reason": upcoming["reason"].map(views.REASON_NAMES),
+        "pick": False, "text": upcoming["text"], "reason": upcoming["reason"].map(views.reason_name),
         "stars": upcoming["stars"], "model_label": upcoming["model_label"], "current_label": upcoming["current_label"],
         "priority": upcoming["priority"], "review_id": upcoming["review_id"],
     })
