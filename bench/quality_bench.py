@@ -122,7 +122,7 @@ def main() -> None:
 
     if not args.skip_baselines:
         from pipeline.models.baselines import ZEROSHOT_ID, VADER_ID, register_baselines
-        from store.models import fetch_latest_evaluation
+        from store.evaluations import fetch_latest_evaluation
 
         for model_id, label in ((VADER_ID, "VADER (compound ±0.05)"), (ZEROSHOT_ID, "zero-shot MiniLM embeddings")):
             started = time.perf_counter()
@@ -141,7 +141,9 @@ def main() -> None:
     throughput = None
     if not args.skip_finetune:
         from pipeline.train.run import train
-        from store.models import fetch_epoch_metrics, fetch_latest_evaluation, get_model
+        from store.evaluations import fetch_latest_evaluation
+        from store.models import get_model
+        from store.training_runs import fetch_epoch_metrics
 
         overrides = {k: v for k, v in {
             "learning_rate": args.lr, "epochs": args.epochs, "max_length": args.max_length, "batch_size": args.batch_size,

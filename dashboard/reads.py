@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from store import agreement as agreement_store
+from store import evaluations as evaluation_store
 from store import flags as flag_store
 from store import stats as stats_store
 from store import terms as term_store
@@ -72,7 +73,7 @@ def overview(db: Path) -> dict:
         data = stats_store.fetch_overview(con)
         data["champion"] = model_store.get_champion(con)
         data["champion_eval"] = (
-            model_store.fetch_latest_evaluation(con, data["champion"]["model_id"]) if data["champion"] else None
+            evaluation_store.fetch_latest_evaluation(con, data["champion"]["model_id"]) if data["champion"] else None
         )
         data["jobs"] = job_store.list_jobs(con, limit=10)
     return data
@@ -122,9 +123,9 @@ def models(db: Path) -> pd.DataFrame:
 
 def _model_details(con, model_id: str) -> dict:
     return {
-        "evaluation": model_store.fetch_latest_evaluation(con, model_id),
-        "epochs": model_store.fetch_epoch_metrics(con, model_id),
-        "slices": model_store.fetch_evaluation_slices(con, model_id),
+        "evaluation": evaluation_store.fetch_latest_evaluation(con, model_id),
+        "epochs": run_store.fetch_epoch_metrics(con, model_id),
+        "slices": evaluation_store.fetch_evaluation_slices(con, model_id),
     }
 
 
@@ -160,11 +161,9 @@ def disagreement(
 @_cached
 def flag_queue(db: Path, reasons: tuple[str, ...], limit: int) -> dict:
     """Open flags (highest priority first), open counts by reason, and flag counts by status."""
-    from store import flags as flag_store
-
     with connect(db, read_only=True) as con:
         return {
-            "queue": flag_store.fetch_flag_page(con, reasons=list(reasons) or None, limit=limit),
+            "queue": flag_store.fetch_flag_queue(con, reasons=list(reasons) or None, limit=limit),
             "by_reason": flag_store.count_open_flags_by_reason(con),
             "status": flag_store.count_flags_by_status(con),
         }
@@ -190,7 +189,7 @@ def data_stats(db: Path) -> dict:
     """Store statistics, monthly review volume by source, and recent imports."""
     with connect(db, read_only=True) as con:
         return {
-            "stats": stats_store.fetch_store_counts(con),
+            "stats": stats_store.store_stats(con),
             "volume": stats_store.fetch_review_volume(con),
             "imports": import_store.list_imports(con),
         }

@@ -94,7 +94,8 @@ def build_demo_store(
     from pipeline.loop.flagging import flag
     from pipeline.loop.scoring import score
     from pipeline.train.run import train as train_model
-    from store.models import fetch_latest_evaluation, get_champion
+    from store.evaluations import fetch_latest_evaluation
+    from store.models import get_champion
 
     reporter = reporter or JobReporter(db, None)
     timings: dict[str, float] = {}

@@ -245,19 +245,6 @@ def undo_last_action(con: duckdb.DuckDBPyConnection, actor: Actor) -> dict | Non
     return result
 
 
-def fetch_label_history(con: duckdb.DuckDBPyConnection, review_id: str) -> pd.DataFrame:
-    """Every label row of a review, oldest first, with whether and by whom it was retracted."""
-    return con.execute(
-        """
-        SELECT l.label_id, l.label, l.source, l.labeler, l.created_at, l.round,
-               x.retracted_by, x.retracted_at
-        FROM labels l LEFT JOIN label_retractions x USING (label_id)
-        WHERE l.review_id = ? ORDER BY l.label_id
-        """,
-        [review_id],
-    ).df()
-
-
 def relabel_progress(con: duckdb.DuckDBPyConnection) -> dict:
     """Where the relabel queue stands.
 

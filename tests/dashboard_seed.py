@@ -18,6 +18,7 @@ from store import evaluations as evaluation_store
 from store import flags as flag_store
 from store import models as model_store
 from store import predictions as prediction_store
+from store import training_runs as run_store
 from store.actors import Actor
 from store.constants import LABELS
 from store.db import connect, transaction
@@ -104,12 +105,12 @@ def seed_dashboard_store(db: Path, *, rows: int = 1500, flags: int = 12) -> dict
                 pd.DataFrame({"slice_kind": ["term"], "slice_value": ["krog district"], "n": [40],
                               "accuracy": [0.7], "macro_f1": [0.6]}),
             )
-        model_store.create_run(con, run_id="run-seed", config={"epochs": 3}, checkpoint_dir="/tmp/none",
-                               pid=1, host="test", proc_start=None, job_id="train-seed")
+        run_store.create_run(con, run_id="run-seed", config={"epochs": 3}, checkpoint_dir="/tmp/none",
+                             pid=1, host="test", proc_start=None, job_id="train-seed")
         for epoch, (train_loss, val_loss, f1) in enumerate([(0.9, 0.8, 0.6), (0.6, 0.65, 0.72), (0.4, 0.7, 0.74)], 1):
-            model_store.record_epoch(con, "run-seed", epoch=float(epoch), step=epoch * 10, train_loss=train_loss,
-                                     val_loss=val_loss, val_accuracy=f1 + 0.05, val_macro_f1=f1)
-        model_store.finish_run(con, "run-seed", status="succeeded", model_id=CHAMPION)
+            run_store.record_epoch(con, "run-seed", epoch=float(epoch), step=epoch * 10, train_loss=train_loss,
+                                   val_loss=val_loss, val_accuracy=f1 + 0.05, val_macro_f1=f1)
+        run_store.finish_run(con, "run-seed", status="succeeded", model_id=CHAMPION)
         model_store.promote_model(con, admin, CHAMPION)
         confidence = probs[CHAMPION].max(axis=1)
         order = np.argsort(confidence)[:flags]

@@ -12,6 +12,7 @@ import pytest
 from pipeline.models.baselines import VADER_ID, ZEROSHOT_ID, fit_scale, infer_label_map, parse_label_map, register_baselines
 from pipeline.evaluation.evaluator import compute_slices, evaluate_file, evaluate_model
 from pipeline.models.predictors import VADER_THRESHOLD, VaderPredictor, load_predictor, map_label_probabilities
+from store import evaluations as evaluation_store
 from store import models as model_store
 from store.actors import Actor, cli_actor
 from store.db import connect, transaction
@@ -42,8 +43,8 @@ def test_evaluate_model_stores_metrics_and_slices(vader_store):
     assert result["n"] > 0 and 0 <= result["macro_f1"] <= 1 and 0 <= result["ece"] <= 1
     assert sum(map(sum, result["confusion_matrix"])) == result["n"]
     with connect(vader_store, read_only=True) as con:
-        stored = model_store.fetch_latest_evaluation(con, VADER_ID)
-        slices = model_store.fetch_evaluation_slices(con, VADER_ID)
+        stored = evaluation_store.fetch_latest_evaluation(con, VADER_ID)
+        slices = evaluation_store.fetch_evaluation_slices(con, VADER_ID)
         listed = model_store.list_models(con).set_index("model_id")
     assert stored["evaluation_id"] == result["evaluation_id"]
     assert stored["macro_f1"] == pytest.approx(result["macro_f1"])

@@ -12,8 +12,8 @@ from store.actors import Actor, fetch_audit_log
 from store.db import connect, transaction
 from store.errors import PermissionDeniedError, TastebudError
 from store.flags import count_open_flags_by_reason, fetch_flag_queue, insert_flags
-from store.labels import current_label
-from store.relabeling import fetch_label_history, relabel_progress
+from store.labels import current_label, fetch_label_history
+from store.relabeling import relabel_progress
 from tests.conftest import seed_reviews
 
 ANA = Actor("ana", "labeler")

@@ -9,7 +9,7 @@ import pytest
 from conftest import seed_reviews
 from store.db import connect, transaction
 from store.errors import StoreMissingError, TastebudError
-from store.labels import append_labels, current_label, label_history
+from store.labels import append_labels, current_label, fetch_label_history
 from store.migrations import MIGRATIONS, applied_versions, latest_version, migrate
 from store.reviews import upsert_reviews
 from store.splits import assign_splits, split_counts
@@ -103,7 +103,7 @@ def test_human_label_wins_over_newer_star_label(store_path):
     with connect(store_path, read_only=True) as con:
         assert current_label(con, "r1")["label"] == "negative"
         assert current_label(con, "r1")["labeler"] == "ana"
-        assert list(label_history(con, "r1")["source"]) == ["stars", "human", "stars"]
+        assert list(fetch_label_history(con, "r1")["source"]) == ["stars", "human", "stars"]
 
 
 def test_append_labels_skips_repeats_of_the_same_source(store_path):

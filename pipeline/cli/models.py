@@ -90,7 +90,8 @@ def train_cmd(
         model_id = training.train(db_path(), config, reporter=reporter, resume=run_id or resume, actor=actor,
                                   promote_if_better=promote_if_better)
     with connect(db_path(), read_only=True) as con:
-        from store.models import fetch_latest_evaluation, get_model
+        from store.evaluations import fetch_latest_evaluation
+        from store.models import get_model
 
         model = get_model(con, model_id)
         metrics = fetch_latest_evaluation(con, model_id)
@@ -174,7 +175,7 @@ def baselines_cmd(
         include=() if only_hf else DEFAULT_BASELINES, reporter=None if as_json else JobReporter(db_path(), None, echo=typer.echo),
     )
     if as_json:
-        from store.models import fetch_latest_evaluation
+        from store.evaluations import fetch_latest_evaluation
 
         with connect(db_path(), read_only=True) as con:
             emit_json([{"model_id": i, "metrics": fetch_latest_evaluation(con, i)} for i in ids])
@@ -188,7 +189,8 @@ def models_cmd(
 ) -> None:
     """The champion and challengers with their test metrics."""
     from pipeline.train.run import reap_dead_runs
-    from store.models import list_models, list_runs, promotion_history
+    from store.models import list_models, promotion_history
+    from store.training_runs import list_runs
 
     reap_dead_runs(db_path())
     with connect(db_path(), read_only=True) as con:

@@ -6,6 +6,7 @@ the store functions (:func:`store.models.promote_model`, :func:`store.models.rol
 
 from __future__ import annotations
 
+from store import evaluations as evaluation_store
 from store import models as model_store
 from store.actors import Actor, require
 from store.db import connect, transaction
@@ -51,8 +52,8 @@ def promote_if_better(db, model_id: str, actor: Actor, *, metric: str = "macro_f
     require(actor, "promote")
     with connect(db, read_only=True) as con:
         champion = model_store.get_champion(con)
-        mine = model_store.fetch_latest_evaluation(con, model_id)
-        theirs = model_store.fetch_latest_evaluation(con, champion["model_id"]) if champion else None
+        mine = evaluation_store.fetch_latest_evaluation(con, model_id)
+        theirs = evaluation_store.fetch_latest_evaluation(con, champion["model_id"]) if champion else None
     score = (mine or {}).get(metric)
     champion_score = (theirs or {}).get(metric)
     outcome = {"model_id": model_id, "champion": champion["model_id"] if champion else None,

@@ -39,7 +39,7 @@ from pipeline.evaluation.metrics import compute_classification_metrics
 from pipeline.models.loading import default_base_model, load_classifier
 from pipeline.models.truncation import encode
 from pipeline.train.state import BEST_DIR, CHECKPOINT_DIR, STATE_FILE, TrainingData, Trial
-from store import models as model_store
+from store import training_runs as run_store
 from store.constants import LABEL_TO_ID, LABELS
 from store.db import transaction
 from store.errors import TastebudError
@@ -308,7 +308,7 @@ class _RunCallback(TrainerCallback):
             "val_macro_f1": metrics.get("eval_macro_f1"),
         }
         with transaction(self.db) as con:
-            model_store.record_epoch(con, self.trial.run_id, **row)
+            run_store.record_epoch(con, self.trial.run_id, **row)
         # A resumed run repeats the epoch it was killed in: forget what that epoch said before.
         history = [h for h in self.state["history"] if h["epoch"] < epoch] + [row]
         best_before = max((h["val_macro_f1"] for h in history[:-1]), default=None)

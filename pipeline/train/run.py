@@ -27,7 +27,10 @@ from pipeline.train.config import TrainConfig
 from pipeline.train.state import BEST_DIR, CHECKPOINT_DIR, DATA_FILE, Trial, TrainingData
 from pipeline.jobs import JobCancelled, JobReporter, pid_alive, runs_dir
 from pipeline.models.loading import METADATA_FILE, default_base_model, models_dir
+from store import evaluations as evaluation_store
+from store import labels as label_store
 from store import models as model_store
+from store import training_runs as run_store
 from store.actors import Actor, audit, cli_actor, require
 from store.constants import LABEL_TO_ID, LABELS
 from store.db import connect, transaction
@@ -127,7 +130,7 @@ def sweep(
         trial = _new_trial(db, cfg, data, reporter=reporter, sweep_id=sweep_id)
         _fit(db, trial, data, reporter=reporter, span=(0.9 * i / len(configs), 0.9 * (i + 1) / len(configs)))
         with transaction(db) as con:
-            model_store.finish_run(con, trial.run_id, "succeeded", result=trial.result())
+            run_store.finish_run(con, trial.run_id, "succeeded", result=trial.result())
         trials.append(trial)
         summary.append({"run_id": trial.run_id, "params": combo, **_short(trial.val_metrics)})
     best = max(trials, key=lambda t: t.val_metrics.get("macro_f1", -1.0))
@@ -163,7 +166,7 @@ def run_job(db, params: dict, reporter: JobReporter) -> dict:
     else:
         result = {"model_id": train(db, config, reporter=reporter, resume=resume, actor=actor, promote_if_better=promote)}
     with connect(db, read_only=True) as con:
-        result["metrics"] = model_store.fetch_latest_evaluation(con, result["model_id"])
+        result["metrics"] = evaluation_store.fetch_latest_evaluation(con, result["model_id"])
     return result
 
 
@@ -176,7 +179,7 @@ def load_training_data(db, config: TrainConfig) -> TrainingData:
     with connect(db, read_only=True) as con:
         train_df = fetch_labeled_split(con, "train")
         val_df = fetch_labeled_split(con, "val")
-        label_round = model_store.current_label_round(con)
+        label_round = label_store.current_label_round(con)
     if train_df.empty:
         raise TastebudError("the train split has no labeled reviews: import or label reviews first")
     if val_df.empty:
@@ -199,12 +202,12 @@ def reap_dead_runs(db) -> list[str]:
     A run on another host is left alone (its process cannot be checked from here).
     """
     with connect(db, read_only=True) as con:
-        running = model_store.running_runs(con)
+        running = run_store.running_runs(con)
     dead = [r["run_id"] for r in running if not _run_process_alive(r)]
     if dead:
         with transaction(db) as con:
             for run_id in dead:
-                model_store.finish_run(con, run_id, "failed", error="the training process exited without reporting")
+                run_store.finish_run(con, run_id, "failed", error="the training process exited without reporting")
     return dead
 
 
@@ -279,7 +282,7 @@ def _new_trial(db, config: TrainConfig, data: TrainingData, *, reporter: JobRepo
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_snapshot(run_dir, data)
     with transaction(db) as con:
-        model_store.create_run(
+        run_store.create_run(
             con, run_id=run_id, config=config.to_dict(), checkpoint_dir=str(run_dir / CHECKPOINT_DIR),
             job_id=reporter.job_id, sweep_id=sweep_id, **_this_process(),
         )
@@ -289,7 +292,7 @@ def _new_trial(db, config: TrainConfig, data: TrainingData, *, reporter: JobRepo
 
 def _resume_trial(db, run_id: str | None, reporter: JobReporter) -> Trial:
     with connect(db, read_only=True) as con:
-        run = model_store.get_run(con, run_id) if run_id else model_store.latest_interrupted_run(con)
+        run = run_store.get_run(con, run_id) if run_id else run_store.latest_interrupted_run(con)
     if run is None:
         raise TastebudError(f"no training run {run_id}" if run_id else "there is no interrupted training run to resume")
     if run["status"] not in ("failed", "cancelled") or run["model_id"]:
@@ -298,7 +301,7 @@ def _resume_trial(db, run_id: str | None, reporter: JobReporter) -> Trial:
     if not run_dir.exists():
         raise TastebudError(f"cannot resume run {run['run_id']}: its directory {run_dir} is gone")
     with transaction(db) as con:
-        model_store.restart_run(con, run["run_id"], job_id=reporter.job_id, **_this_process())
+        run_store.restart_run(con, run["run_id"], job_id=reporter.job_id, **_this_process())
     reporter.log(f"resuming training run {run['run_id']}")
     return Trial(
         run_id=run["run_id"], config=TrainConfig.from_dict(run["config"]), run_dir=run_dir,
@@ -323,7 +326,7 @@ def _fit(db, trial: Trial, data: TrainingData, *, reporter: JobReporter, span: t
 def _mark_ended(db, run_id: str, status: str, error: str) -> None:
     try:
         with transaction(db, timeout_s=30) as con:
-            model_store.finish_run(con, run_id, status, error=error)
+            run_store.finish_run(con, run_id, status, error=error)
     except Exception:  # the store is busy or gone; the reaper marks the run failed later
         pass
 
@@ -353,8 +356,8 @@ def _register(db, trial: Trial, data: TrainingData, actor: Actor) -> str:
             data_snapshot=snapshot, round=data.round, label_counts=data.label_counts(),
             device=trial.device, duration_s=trial.duration_s, val_metrics=trial.val_metrics,
         )
-        model_store.finish_run(con, trial.run_id, "succeeded", model_id=model_id, result=trial.result())
-        model_store.set_run_model(con, trial.run_id, model_id)  # a sweep trial was already marked succeeded
+        run_store.finish_run(con, trial.run_id, "succeeded", model_id=model_id, result=trial.result())
+        run_store.set_run_model(con, trial.run_id, model_id)  # a sweep trial was already marked succeeded
         audit(con, actor, "model.register", target=model_id, detail={"run_id": trial.run_id, "kind": "finetuned"})
     shutil.rmtree(trial.run_dir, ignore_errors=True)
     return model_id
