@@ -36,12 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.train.config import TrainConfig  # noqa: E402
 from pipeline.evaluation.metrics import compute_classification_metrics  # noqa: E402
 from store.actors import cli_actor  # noqa: E402
-from store.constants import LABEL_TO_ID, STARS_LABEL_SQL  # noqa: E402
+from store.constants import LABEL_TO_ID, STARS_TO_LABEL  # noqa: E402
 from store.db import connect, transaction  # noqa: E402
-from store.labels import append_labels  # noqa: E402
-from store.reviews import fetch_labeled_split, upsert_reviews  # noqa: E402
+from store.reviews import add_reviews, fetch_labeled_split  # noqa: E402
 from store.schema import init_store  # noqa: E402
-from store.splits import assign_splits  # noqa: E402
 
 # The shared data folder: $TASTEBUD_SHARED_DATA, else ../shared/data beside the checkout, else /work/shared/data.
 _CANDIDATES = [Path(os.environ["TASTEBUD_SHARED_DATA"])] if "TASTEBUD_SHARED_DATA" in os.environ else []
@@ -59,15 +57,9 @@ def import_yelp(db: Path, rows: int | None) -> dict:
         "review_id": raw["review_id"], "restaurant_id": raw["business_id"],
         "created_at": pd.to_datetime(raw["date"]), "stars": raw["stars"], "text": raw["text"], "source": "yelp_dev",
     })
+    labels = pd.DataFrame({"review_id": frame["review_id"], "label": frame["stars"].map(STARS_TO_LABEL), "source": "stars"})
     with transaction(db) as con:
-        upsert_reviews(con, frame)
-        con.register("_f", frame[["review_id", "stars"]])
-        labels = con.execute(
-            f"SELECT review_id, {STARS_LABEL_SQL.format(col='stars')} AS label, 'stars' AS source FROM _f"
-        ).df()
-        con.unregister("_f")
-        append_labels(con, labels)
-        return assign_splits(con)
+        return add_reviews(con, frame, labels.dropna())["splits"]
 
 
 def tfidf_reference(db: Path) -> dict:

@@ -25,21 +25,17 @@ from pathlib import Path
 import duckdb
 
 from store.errors import StoreBusyError, StoreMissingError
+from store.settings import current_settings
 
-DEFAULT_DB_FILENAME = "tastebud.duckdb"
-ENV_DB = "TASTEBUD_DB"
-# How long a caller waits for another process's lock before giving up (seconds).
-DEFAULT_LOCK_TIMEOUT_S = float(os.environ.get("TASTEBUD_LOCK_TIMEOUT", "60"))
+# A store path as every function taking one accepts it (None: ``$TASTEBUD_DB`` or the default).
+DbPath = str | os.PathLike | None
 
 _process_lock = threading.RLock()
 
 
-def resolve_db_path(path: str | os.PathLike | None = None) -> Path:
+def resolve_db_path(path: DbPath = None) -> Path:
     """Return the store path: ``path`` if given, else ``$TASTEBUD_DB``, else ``./tastebud.duckdb``."""
-    if path:
-        return Path(path)
-    env = os.environ.get(ENV_DB)
-    return Path(env) if env else Path(DEFAULT_DB_FILENAME)
+    return Path(path) if path else current_settings().db
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -49,7 +45,7 @@ def _is_lock_error(exc: Exception) -> bool:
 
 @contextmanager
 def connect(
-    path: str | os.PathLike | None = None,
+    path: DbPath = None,
     *,
     read_only: bool = False,
     timeout_s: float | None = None,
@@ -68,7 +64,7 @@ def connect(
     db = resolve_db_path(path)
     if read_only and not db.exists():
         raise StoreMissingError(f"no store at {db}: run `tastebud init` or `tastebud demo-data` first")
-    deadline = time.monotonic() + (DEFAULT_LOCK_TIMEOUT_S if timeout_s is None else timeout_s)
+    deadline = time.monotonic() + (current_settings().lock_timeout_s if timeout_s is None else timeout_s)
     delay = 0.02
     with _process_lock:
         while True:
@@ -94,7 +90,7 @@ def connect(
 
 @contextmanager
 def transaction(
-    path: str | os.PathLike | None = None, *, timeout_s: float | None = None
+    path: DbPath = None, *, timeout_s: float | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection inside BEGIN/COMMIT; rolled back on any exception."""
     with connect(path, timeout_s=timeout_s) as con:

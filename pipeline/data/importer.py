@@ -44,10 +44,8 @@ from store import imports as staging
 from store.actors import Actor, audit, cli_actor, require
 from store.db import transaction
 from store.errors import TastebudError
-from store.labels import append_labels
-from store.reviews import REVIEW_FIELDS, upsert_reviews
+from store.reviews import REVIEW_FIELDS, add_reviews
 from store.schema import init_store
-from store.splits import assign_splits
 
 FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl", "parquet")
 _EXTENSIONS = {
@@ -454,15 +452,13 @@ def _write(
     with transaction(db) as con:
         import_id = staging.start_import(con, path=str(file), fmt=fmt, started_at=started)
         staging.append_rejects(con, import_id, str(file), rejects)
-        counts = upsert_reviews(con, reviews)
-        labels_added = append_labels(con, labels) if labels.num_rows else 0
-        splits = assign_splits(con)
+        written = add_reviews(con, reviews, labels)
         staging.finish_import(
             con,
             import_id,
-            accepted=counts.inserted,
-            updated=counts.updated,
-            unchanged=counts.unchanged,
+            accepted=written["inserted"],
+            updated=written["updated"],
+            unchanged=written["unchanged"],
             rejected=rejects.num_rows,
         )
         audit(
@@ -470,16 +466,16 @@ def _write(
             actor,
             "import",
             target=str(file),
-            detail={"import_id": import_id, "accepted": counts.inserted, "updated": counts.updated,
-                    "unchanged": counts.unchanged, "rejected": rejects.num_rows},
+            detail={"import_id": import_id, "accepted": written["inserted"], "updated": written["updated"],
+                    "unchanged": written["unchanged"], "rejected": rejects.num_rows},
         )
     return {
         "import_id": import_id,
-        "accepted": counts.inserted,
-        "updated": counts.updated,
-        "unchanged": counts.unchanged,
-        "labels_added": labels_added,
-        "splits": splits,
+        "accepted": written["inserted"],
+        "updated": written["updated"],
+        "unchanged": written["unchanged"],
+        "labels_added": written["labels_added"],
+        "splits": written["splits"],
     }
 
 

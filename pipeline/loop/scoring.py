@@ -11,28 +11,19 @@ a hash of their id with nothing scored twice or missed. Memory holds one chunk a
 from __future__ import annotations
 
 import os
+import time
+from datetime import datetime
+from typing import Protocol
 
-# Scoring shares a few cores with the dashboard and other jobs. OpenMP threads that spin while
-# waiting for each other then steal the CPU their siblings need: with passive waiting the same
-# scoring ran 3-5x faster at load 7 on 2 cores (bench/RESULTS.md, "Scoring"). libgomp reads this
-# once, when torch loads, so it is set here, before any torch import of a scoring process; a
-# value set by the user wins, and a process that already loaded torch is unaffected.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
+import pandas as pd
 
-import time  # noqa: E402
-from datetime import datetime  # noqa: E402
-from typing import Protocol  # noqa: E402
+from pipeline.jobs import JobReporter
+from store.constants import LABELS
+from store.db import DbPath, connect, transaction
+from store.errors import TastebudError
+from store.predictions import count_pending, fetch_pending_chunk, write_predictions
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from pipeline.jobs import JobReporter  # noqa: E402
-from store.constants import LABELS  # noqa: E402
-from store.db import connect, transaction  # noqa: E402
-from store.errors import TastebudError  # noqa: E402
-from store.predictions import count_pending, fetch_pending_chunk, write_predictions  # noqa: E402
-
-DbPath = str | os.PathLike | None
 
 # Reviews per read/compute/write cycle: large enough for good length-sorted batches and few
 # commits, small enough that a kill loses little work and memory stays flat.

@@ -28,7 +28,7 @@ from pipeline.models.predictors import (
 )
 from store import models as model_store
 from store.actors import Actor, audit, require
-from store.constants import LABEL_TO_ID, LABELS
+from store.constants import LABEL_TO_ID, LABELS, label_from_stars
 from store.db import connect, transaction
 from store.errors import TastebudError
 from store.reviews import fetch_labeled_split
@@ -179,8 +179,7 @@ def infer_label_map(names: Sequence[str]) -> dict[str, str]:
         lower = name.lower()
         stars = re.fullmatch(r"\s*([1-5])\s*stars?\s*", lower)
         if stars:
-            n = int(stars.group(1))
-            mapping[name] = "negative" if n <= 2 else "neutral" if n == 3 else "positive"
+            mapping[name] = label_from_stars(int(stars.group(1)))
         elif lower.startswith("neg"):
             mapping[name] = "negative"
         elif lower.startswith("neu"):

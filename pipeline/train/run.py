@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.train.config import TrainConfig
-from pipeline.train.state import BEST_DIR, CHECKPOINT_DIR, DATA_FILE, Trial, TrainingData
 from pipeline.jobs import JobCancelled, JobReporter, pid_alive, runs_dir
 from pipeline.models.loading import METADATA_FILE, default_base_model, models_dir
+from pipeline.train.config import TrainConfig
+from pipeline.train.state import BEST_DIR, CHECKPOINT_DIR, DATA_FILE, Trial, TrainingData
 from store import evaluations as evaluation_store
 from store import labels as label_store
 from store import models as model_store
@@ -36,7 +36,6 @@ from store.constants import LABEL_TO_ID, LABELS
 from store.db import connect, transaction
 from store.errors import TastebudError
 from store.reviews import fetch_labeled_split
-
 
 
 # ---------------------------------------------------------------- public API
@@ -364,19 +363,21 @@ def _register(db, trial: Trial, data: TrainingData, actor: Actor) -> str:
 
 
 def _after_registration(db, model_id: str, actor: Actor, reporter: JobReporter, promote_if_better: bool) -> None:
-    from pipeline.evaluation.evaluator import evaluate_model
-    from pipeline.loop.registry import promote_if_better as promote_when_better
+    # Imported here: evaluation loads torch and `evaluate`, which `tastebud models` (reap_dead_runs) never needs.
+    from pipeline.evaluation.evaluator import current_test_evaluation
+    from pipeline.loop.promotion import promote_if_better as promote_when_better
 
     reporter.progress(0.92, f"evaluating {model_id} on the test split", force=True)
     try:
-        result = evaluate_model(db, model_id)
+        if promote_if_better:
+            # Scores the new model (and a champion whose stored evaluation is stale) on the current
+            # test split and stores those evaluations, so the one below is usually already current.
+            reporter.log(promote_when_better(db, model_id, actor)["message"])
+        result = current_test_evaluation(db, model_id)
     except TastebudError as exc:  # e.g. an empty test split: the model stays registered, unevaluated
         reporter.log(f"{model_id} was not evaluated: {exc}")
     else:
         reporter.log(f"{model_id}: test accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} (n={result['n']})")
-    if promote_if_better:
-        outcome = promote_when_better(db, model_id, actor)
-        reporter.log(outcome["message"])
     reporter.progress(1.0, f"registered {model_id}", force=True)
 
 
