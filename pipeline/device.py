@@ -15,6 +15,8 @@ from functools import lru_cache
 
 import torch
 
+from store.settings import current_settings
+
 
 @dataclass(frozen=True)
 class DeviceInfo:
@@ -43,18 +45,16 @@ def _cpu_flags() -> set[str]:
 @lru_cache(maxsize=1)
 def cpu_has_amx_bf16() -> bool:
     """True when the CPU has AMX bf16 tiles (``TASTEBUD_CPU_BF16`` overrides)."""
-    override = os.environ.get("TASTEBUD_CPU_BF16")
-    if override is not None:
-        return override.strip() not in ("0", "false", "no", "")
-    return "amx_bf16" in _cpu_flags()
+    override = current_settings().cpu_bf16
+    return override if override is not None else "amx_bf16" in _cpu_flags()
 
 
 def _cpu_threads() -> int:
     # TASTEBUD_CPU_THREADS caps the threads: on a machine shared with other busy processes,
     # one thread beats two whose OpenMP barriers keep waiting for a descheduled partner.
-    override = os.environ.get("TASTEBUD_CPU_THREADS", "").strip()
-    if override.isdigit() and int(override) > 0:
-        return int(override)
+    override = current_settings().cpu_threads
+    if override:
+        return override
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
@@ -75,7 +75,7 @@ def resolve_device(prefer: str | None = None) -> DeviceInfo:
         >>> resolve_device("cpu").device
         'cpu'
     """
-    prefer = prefer or os.environ.get("TASTEBUD_DEVICE") or None
+    prefer = prefer or current_settings().device
     if prefer not in (None, "cuda", "mps", "cpu"):
         raise ValueError(f"unknown device {prefer!r}; expected cuda, mps or cpu")
     if prefer in (None, "cuda") and torch.cuda.is_available():

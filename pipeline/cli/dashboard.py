@@ -13,8 +13,8 @@ import typer
 from pipeline.cli.app import app, db_path
 from store.actors import ROLES
 from store.errors import TastebudError
+from store.settings import ENV_DB, ENV_SECRETS, current_settings
 
-ENV_SECRETS = "TASTEBUD_SECRETS"
 DEFAULT_SECRETS = Path(".streamlit") / "secrets.toml"
 APP_PATH = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 
@@ -54,7 +54,7 @@ def serve_dashboard(db: Path, *, host: str = "localhost", port: int = 8501, secr
         raise TastebudError(f"no store at {db}: run `tastebud demo-data` or `tastebud import` first")
     if secrets is not None and not Path(secrets).is_file():
         raise TastebudError(f"no secrets file at {secrets}")
-    env = dict(os.environ, TASTEBUD_DB=str(db))
+    env = dict(os.environ, **{ENV_DB: str(db)})
     # The app imports store/ and pipeline/; make them importable however tastebud was installed.
     root = str(APP_PATH.parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -74,7 +74,7 @@ def dashboard_cmd(
 ) -> None:
     """Serve the Streamlit dashboard on the store given by --db."""
     db = db_path().resolve()
-    secrets = secrets or (Path(os.environ[ENV_SECRETS]) if os.environ.get(ENV_SECRETS) else None)
+    secrets = secrets or current_settings().secrets
     if db.exists():
         typer.echo(f"tastebud dashboard on http://{host}:{port} (store {db}); Ctrl+C stops it")
     raise typer.Exit(serve_dashboard(db, host=host, port=port, secrets=secrets))
@@ -112,7 +112,7 @@ def add_account_cmd(
         raise TastebudError("a username may use letters, digits and _ . @ - only (at most 64)")
     if role not in ROLES:
         raise TastebudError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
-    path = secrets or (Path(os.environ[ENV_SECRETS]) if os.environ.get(ENV_SECRETS) else DEFAULT_SECRETS)
+    path = secrets or current_settings().secrets or DEFAULT_SECRETS
     existing = {}
     if path.exists():
         try:

@@ -8,58 +8,28 @@ from pathlib import Path
 import typer
 
 from pipeline.cli.app import app, db_path, emit_json
-from pipeline.train.config import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_EPOCHS,
-    DEFAULT_LEARNING_RATE,
-    DEFAULT_MAX_LENGTH,
-    DEFAULT_PATIENCE,
-    DEFAULT_SEED,
-    DEFAULT_WARMUP_RATIO,
-    DEFAULT_WEIGHT_DECAY,
-    TrainConfig,
-    parse_sweep,
-)
+from pipeline.cli.options import with_train_config
+from pipeline.train.config import TrainConfig, parse_sweep
 from store.actors import cli_actor
 from store.db import connect
 from store.errors import TastebudError
 
 
 @app.command("train")
+@with_train_config
 def train_cmd(
-    base_model: str = typer.Option(None, "--base-model", help="HF id or local path (default: the packaged MiniLM encoder)."),
-    learning_rate: float = typer.Option(DEFAULT_LEARNING_RATE, "--lr", "--learning-rate", help="Peak learning rate."),
-    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", help="Examples per micro-batch."),
-    epochs: int = typer.Option(DEFAULT_EPOCHS, "--epochs", help="Maximum epochs."),
-    max_length: int = typer.Option(DEFAULT_MAX_LENGTH, "--max-length", help="Truncation length in tokens."),
-    truncation: str = typer.Option("head_tail", "--truncation", help="head_tail (opening + ending) or head."),
-    weight_decay: float = typer.Option(DEFAULT_WEIGHT_DECAY, "--weight-decay"),
-    warmup_ratio: float = typer.Option(DEFAULT_WARMUP_RATIO, "--warmup-ratio", help="Fraction of steps warming up."),
-    seed: int = typer.Option(DEFAULT_SEED, "--seed"),
-    class_weighting: str = typer.Option("balanced", "--class-weighting", help="none, balanced or sqrt."),
-    grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
-    patience: int = typer.Option(DEFAULT_PATIENCE, "--patience", help="Early-stopping patience in epochs (0 = off)."),
-    max_train_examples: int = typer.Option(None, "--max-train-examples", help="Train on a stratified sample of this size."),
-    precision: str = typer.Option("auto", "--precision", help="auto, bf16, fp16 or fp32."),
-    device: str = typer.Option(None, "--device", help="Force cuda, mps or cpu."),
-    checkpoint_steps: int = typer.Option(0, "--checkpoint-steps", help="Also checkpoint every N steps (0 = per epoch)."),
-    name: str = typer.Option(None, "--name", help="Name for the registered model."),
+    config: TrainConfig,
     sweep: list[str] = typer.Option(None, "--sweep", help="name=v1,v2 (repeatable); trains every combination."),
     resume: bool = typer.Option(False, "--resume", help="Continue the newest interrupted run from its last checkpoint."),
     run_id: str = typer.Option(None, "--run", help="With --resume: the run to continue."),
-    promote_if_better: bool = typer.Option(False, "--promote-if-better", help="Promote when test macro-F1 beats the champion."),
+    promote_if_better: bool = typer.Option(
+        False, "--promote-if-better",
+        help="Promote when a paired bootstrap on the current test split backs the gain over the champion (as retrain)."),
     background: bool = typer.Option(False, "--background", help="Run as a background job and print its id."),
     as_json: bool = typer.Option(False, "--json", help="Print the model id and metrics as JSON."),
 ) -> None:
     """Fine-tune a 3-label sentiment model on the train split, validate each epoch, register and evaluate it."""
     try:
-        config = TrainConfig(
-            base_model=base_model, learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
-            max_length=max_length, truncation=truncation, weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed,
-            class_weighting=class_weighting, grad_accum=grad_accum, early_stopping_patience=patience,
-            max_train_examples=max_train_examples, precision=precision, device=device,
-            checkpoint_steps=checkpoint_steps, name=name,
-        )
         grid = parse_sweep(sweep or [])
     except ValueError as exc:
         raise TastebudError(str(exc)) from exc
