@@ -14,6 +14,8 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from pipeline.jobs import tail_log
+from pipeline.models.predictors import load_predictor
 from store import agreement as agreement_store
 from store import evaluations as evaluation_store
 from store import flags as flag_store
@@ -24,6 +26,8 @@ from store import trends as trend_store
 from store import imports as import_store
 from store import jobs as job_store
 from store import models as model_store
+from store import relabeling as relabeling_store
+from store.rounds import list_rounds
 from store.trends import ReviewFilter, SentimentSource
 from store.db import connect
 
@@ -133,8 +137,6 @@ def _model_details(con, model_id: str) -> dict:
 def comparison(db: Path, chosen: tuple[str, ...]) -> dict:
     """The rest of the comparison page but disagreements, in one connection: the chosen models'
     details, the scored models, the champion, rounds and promotions."""
-    from store.rounds import list_rounds
-
     with connect(db, read_only=True) as con:
         champ = model_store.get_champion(con)
         return {
@@ -172,10 +174,8 @@ def flag_queue(db: Path, reasons: tuple[str, ...], limit: int) -> dict:
 @_cached
 def relabel_progress(db: Path) -> dict:
     """Human labels per labeler and those waiting for the next retraining round."""
-    from store.relabeling import relabel_progress as progress
-
     with connect(db, read_only=True) as con:
-        return progress(con)
+        return relabeling_store.relabel_progress(con)
 
 
 def open_flag_review_ids(db: Path, reasons: tuple[str, ...]) -> list[str]:
@@ -203,8 +203,6 @@ def import_rejects(db: Path, import_id: int) -> pd.DataFrame:
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model...")
 def _predictor(db: str, model_id: str):
-    from pipeline.models.predictors import load_predictor
-
     return load_predictor(db, model_id)
 
 
@@ -216,8 +214,6 @@ def predictor(db: Path, model_id: str):
 
 def job_panel(db: Path, job_id: str) -> dict | None:
     """A job row, its training runs' epoch metrics, and its log tail; never cached (the live panel polls it)."""
-    from pipeline.jobs import tail_log
-
     with connect(db, read_only=True) as con:
         job = job_store.get_job(con, job_id)
         if job is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.data.importer import ColumnMapping
+from pipeline.data.importer import ColumnMapping, parse_reviews_file
 from pipeline.evaluation.metrics import SentimentMetrics, compute_classification_metrics
 from pipeline.models.predictors import load_predictor
 from store import evaluations as evaluation_store
@@ -161,8 +161,6 @@ def read_labeled_file(
     Raises:
         TastebudError: unreadable file, no label or stars column, or no labeled row.
     """
-    from pipeline.data.importer import parse_reviews_file
-
     rows, rejects, label_source = parse_reviews_file(path, fmt=fmt, columns=mapping, numeric_labels=numeric_labels)
     if label_source is None:
         raise TastebudError(f"{path} has neither a label nor a stars column; name one with --label or --stars")

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.loop import thresholds as T
+from pipeline.loop.scoring import resolve_model_id
 from pipeline.jobs import JobReporter
 from store.constants import LABEL_TO_ID, LABELS
 from store.db import DbPath, connect, transaction
@@ -337,7 +338,6 @@ def flag(
         >>> flag("tastebud.duckdb")["inserted"]["low_confidence"]  # doctest: +SKIP
         37
     """
-    from pipeline.loop.scoring import resolve_model_id
 
     reasons = list(reasons or FLAG_REASONS)
     unknown = set(reasons) - set(FLAG_REASONS)

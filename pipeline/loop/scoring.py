@@ -22,6 +22,7 @@ from pipeline.jobs import JobReporter
 from store.constants import LABELS
 from store.db import DbPath, connect, transaction
 from store.errors import TastebudError
+from store.models import get_champion, get_model
 from store.predictions import count_pending, fetch_pending_chunk, write_predictions
 
 
@@ -129,8 +130,6 @@ def score_with(
 
 def resolve_model_id(db: DbPath, model_id: str | None) -> str:
     """``model_id`` if the store knows it and it is ready, else the champion's id; a clear error otherwise."""
-    from store.models import get_champion, get_model
-
     with connect(db, read_only=True) as con:
         if model_id is None:
             champion = get_champion(con)
@@ -154,9 +153,9 @@ def scoring_predictor(db: DbPath, model_id: str) -> Predictor:
         >>> scoring_predictor("tastebud.duckdb", "ft-20261125-1").predict_proba(["Great tacos"]).shape  # doctest: +SKIP
         (1, 3)
     """
+    # Imported here: they load torch, and `tastebud flag` imports this module for resolve_model_id alone.
     from pipeline.models.inference import ClassifierPredictor
     from pipeline.models.predictors import load_predictor
-    from store.models import get_model
 
     with connect(db, read_only=True) as con:
         model = get_model(con, model_id)

@@ -95,7 +95,7 @@ def register_baselines(
             audit(con, actor, "model.register", target=row["model_id"], detail={"kind": "baseline", "name": row["name"]})
     ids = [row["model_id"] for row in rows]
     if evaluate:
-        from pipeline.evaluation.evaluator import evaluate_model
+        from pipeline.evaluation.evaluator import evaluate_model  # loads torch via `evaluate`; `tastebud demo --help` must not
 
         for model_id in ids:
             result = evaluate_model(db, model_id)

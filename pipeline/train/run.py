@@ -35,6 +35,7 @@ from store.actors import Actor, audit, cli_actor, require
 from store.constants import LABEL_TO_ID, LABELS
 from store.db import connect, transaction
 from store.errors import TastebudError
+from store.jobs import get_job
 from store.reviews import fetch_labeled_split
 
 
@@ -310,7 +311,7 @@ def _resume_trial(db, run_id: str | None, reporter: JobReporter) -> Trial:
 
 def _fit(db, trial: Trial, data: TrainingData, *, reporter: JobReporter, span: tuple[float, float]) -> None:
     """Train one run, recording its outcome; interrupted runs are marked cancelled or failed."""
-    from pipeline.train.loop import fit_classifier
+    from pipeline.train.loop import fit_classifier  # loads torch and transformers: `tastebud models` never needs them
 
     try:
         fit_classifier(db, trial, data, reporter=reporter, span=span)
@@ -389,8 +390,6 @@ def _job_actor(db, job_id: str | None) -> Actor:
     """The person who started the job (start_job already checked their permission)."""
     name = "job"
     if job_id:
-        from store.jobs import get_job
-
         with connect(db, read_only=True) as con:
             job = get_job(con, job_id)
         name = (job or {}).get("actor") or name
