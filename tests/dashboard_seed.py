@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.demo_data import generate_reviews, load_demo_data
+from pipeline.evaluation.metrics import compute_classification_metrics
 from store import evaluations as evaluation_store
 from store import flags as flag_store
 from store import models as model_store
@@ -61,23 +62,7 @@ def _probabilities(truth: np.ndarray, accuracy: float, rng: np.random.Generator)
 
 
 def _metrics(truth: np.ndarray, probs: np.ndarray) -> dict:
-    predicted = probs.argmax(axis=1)
-    confusion = np.bincount(truth * 3 + predicted, minlength=9).reshape(3, 3)
-    per_class = {}
-    for i, label in enumerate(LABELS):
-        tp = confusion[i, i]
-        precision = tp / max(confusion[:, i].sum(), 1)
-        recall = tp / max(confusion[i].sum(), 1)
-        f1 = 2 * precision * recall / max(precision + recall, 1e-9)
-        per_class[label] = {"precision": precision, "recall": recall, "f1": f1, "support": int(confusion[i].sum())}
-    return {
-        "accuracy": float(np.trace(confusion) / len(truth)),
-        "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
-        "per_class": per_class,
-        "confusion_matrix": confusion.tolist(),
-        "ece": 0.05,
-        "n": int(len(truth)),
-    }
+    return compute_classification_metrics(probs, truth)
 
 
 def seed_dashboard_store(db: Path, *, rows: int = 1500, flags: int = 12) -> dict:

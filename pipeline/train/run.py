@@ -60,7 +60,8 @@ def train(
         resume: True continues the newest interrupted run from its last checkpoint, a run id
             continues that run; False starts a new run.
         actor: who trains (default: the CLI operator); needs the "train" permission.
-        promote_if_better: promote the new model when its test macro-F1 beats the champion's.
+        promote_if_better: promote the new model by the rule retrain uses
+            (:func:`pipeline.loop.promotion.promote_if_better`: a paired bootstrap on the current test split).
 
     Returns:
         The registered model id.
