@@ -16,6 +16,8 @@ from store import terms as term_store
 from store import trends as trend_store
 from store import predictions as prediction_store
 from store.db import connect, transaction
+from dashboard_seed import seed_dashboard_store
+from store.schema import init_store
 
 
 def _reviews(rows: list[tuple]) -> pd.DataFrame:
@@ -196,9 +198,6 @@ def test_the_demo_stores_scripted_events_show(tmp_path):
 
 @pytest.fixture(scope="module")
 def seeded_store(tmp_path_factory):
-    from dashboard_seed import seed_dashboard_store
-    from store.schema import init_store
-
     db, _ = init_store(tmp_path_factory.mktemp("seeded") / "store.duckdb")
     seed_dashboard_store(db)
     return db

@@ -22,6 +22,8 @@ from store.db import connect, transaction
 from store.labels import current_label
 from store.schema import init_store
 from tests.tiny_model import save_tiny_classifier
+from pipeline.models.baselines import register_baselines
+from store.actors import Actor
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 
@@ -271,9 +273,6 @@ def _flag_status(db: Path, review_id: str) -> str:
 
 
 def test_comparison_tries_a_review_on_a_loaded_model(store, secrets):
-    from pipeline.models.baselines import register_baselines
-    from store.actors import Actor
-
     db, _ = store
     register_baselines(db, actor=Actor("dario", "data_scientist"), include=("vader",), evaluate=False)
     at = open_screen(secrets, "vera", "comparison")

@@ -19,6 +19,9 @@ from store.db import connect, transaction
 from store.labels import append_labels
 from store.errors import PermissionDeniedError, TastebudError
 from training_helpers import fill_store, make_tiny_bert, single_thread  # noqa: F401
+from pipeline.data.importer import ColumnMapping
+from conftest import cli_cmd
+from training_helpers import SUBPROCESS_ENV
 
 
 @pytest.fixture
@@ -87,8 +90,6 @@ def test_compute_slices_on_a_hand_made_frame():
 
 
 def test_evaluate_file_leaves_the_store_untouched(vader_store, tmp_path):
-    from pipeline.data.importer import ColumnMapping
-
     data = tmp_path / "outside.csv"
     pd.DataFrame({
         "body": ["Absolutely wonderful dinner!", "Terrible, rude staff.", "It was okay.", "Horrible food", "",
@@ -202,9 +203,6 @@ def test_register_baselines_and_a_user_hf_model(store_path, tmp_path):
 def test_cli_evaluate_data_json_and_misused_options(vader_store, tmp_path):
     import json
     import subprocess
-
-    from conftest import cli_cmd
-    from training_helpers import SUBPROCESS_ENV
 
     data = tmp_path / "held.tsv"
     pd.DataFrame({"review": ["Loved it", "Awful place", "Okay"], "rating": [5, 1, 3]}).to_csv(data, sep="\t", index=False)

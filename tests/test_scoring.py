@@ -20,6 +20,10 @@ from store.predictions import count_predictions, fetch_predictions, shard_of
 from store.reviews import upsert_reviews
 from tests.conftest import REPO_ROOT, cli_cmd, seed_reviews
 from tests.tiny_model import save_tiny_classifier
+from pipeline.jobs import start_job, wait_for_job
+from store import models as model_store
+from store.actors import cli_actor
+from pipeline.loop.scoring import scoring_predictor
 
 WORDS = "great awful tacos service cold warm slow friendly noodles pricey cozy loud fresh stale".split()
 
@@ -174,10 +178,6 @@ def _run_cli(db, *args):
 def test_cli_and_job_score_with_the_champion(store_path, tiny_model_dir):
     import json
 
-    from pipeline.jobs import start_job, wait_for_job
-    from store import models as model_store
-    from store.actors import cli_actor
-
     seed_reviews(store_path, _reviews(120))
     missing = _run_cli(store_path, "score")
     assert missing.returncode == 2 and "there is no champion model yet" in missing.stderr
@@ -203,9 +203,6 @@ def test_cli_and_job_score_with_the_champion(store_path, tiny_model_dir):
 
 
 def test_scoring_cuts_long_texts_the_way_the_model_was_trained(store_path, tiny_model_dir):
-    from pipeline.loop.scoring import scoring_predictor
-    from store import models as model_store
-
     opening = "the tacos were fine and the room was warm " * 10
     texts = [opening + "but the service was awful", opening + "and the dessert was superb"]
     with transaction(store_path) as con:

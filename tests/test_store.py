@@ -13,6 +13,7 @@ from store.labels import append_labels, current_label, fetch_label_history
 from store.migrations import MIGRATIONS, applied_versions, latest_version, migrate
 from store.reviews import upsert_reviews
 from store.splits import assign_splits, split_counts
+from store.schema import init_store
 
 # Every table of a fully migrated store and its columns, in order (a new migration updates this).
 SCHEMA: dict[str, list[tuple[str, str]]] = {
@@ -251,8 +252,6 @@ def test_adding_reviews_never_moves_old_ones(store_path):
 
 
 def test_split_assignment_is_deterministic(tmp_path):
-    from store.schema import init_store
-
     results = []
     for name in ("a", "b"):
         db, _ = init_store(tmp_path / f"{name}.duckdb")

@@ -20,8 +20,15 @@ from store import training_runs as run_store
 from store.actors import Actor, cli_actor
 from store.db import connect, transaction
 from store.errors import PermissionDeniedError, TastebudError
-from conftest import cli_cmd
+from conftest import cli_cmd, seed_reviews
 from training_helpers import SUBPROCESS_ENV, fill_store, make_tiny_bert, single_thread, tiny_config  # noqa: F401
+from pipeline.models.loading import load_tokenizer
+from pipeline.models.truncation import HeadTailTokenizer, encode
+from pipeline.models.baselines import register_baselines
+from pipeline.loop.registry import promote
+from pipeline.train.run import load_training_data
+from store.labels import append_labels
+from store.splits import split_counts
 
 
 @pytest.fixture(scope="module")
@@ -85,9 +92,6 @@ def test_parse_sweep_validates_each_value():
 
 
 def test_head_tail_truncation_keeps_opening_and_ending(tiny_base):
-    from pipeline.models.loading import load_tokenizer
-    from pipeline.models.truncation import HeadTailTokenizer, encode
-
     tokenizer = load_tokenizer(tiny_base)
     text = "the opening was promising " + "filler words here " * 60 + "but we will never come back"
     full = tokenizer([text])["input_ids"][0]
@@ -206,9 +210,6 @@ def test_reap_marks_runs_of_dead_processes_failed(store_path):
 
 @pytest.mark.slow
 def test_killed_training_process_leaves_store_consistent_and_champion_unchanged(filled_store, tiny_base):
-    from pipeline.models.baselines import register_baselines
-    from pipeline.loop.registry import promote
-
     register_baselines(filled_store, actor=cli_actor(), include=("vader",), evaluate=False)
     promote(filled_store, "baseline-vader", cli_actor())
     with connect(filled_store, read_only=True) as con:
@@ -280,14 +281,6 @@ def test_real_packaged_encoder_fine_tunes_a_few_steps(filled_store):
 
 def test_sampled_training_data_keeps_every_human_relabel(store_path):
     import pandas as pd
-
-    from conftest import seed_reviews
-    from pipeline.train.config import TrainConfig
-    from pipeline.train.run import load_training_data
-    from store.db import transaction
-    from store.labels import append_labels
-    from store.splits import split_counts
-    from store.db import connect
 
     n = 400
     labels = ["negative", "neutral", "positive", "positive"]
