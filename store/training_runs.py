@@ -141,17 +141,6 @@ def record_epoch(
     )
 
 
-def fetch_run_epochs(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
-    """Epoch rows of one run (epoch, step, train_loss, val_loss, val_accuracy, val_macro_f1), by epoch."""
-    return con.execute(
-        """
-        SELECT epoch, step, train_loss, val_loss, val_accuracy, val_macro_f1 FROM epoch_metrics
-        WHERE run_id = ? ORDER BY epoch
-        """,
-        [run_id],
-    ).df()
-
-
 def fetch_epoch_metrics(con: duckdb.DuckDBPyConnection, model_id: str) -> pd.DataFrame:
     """The per-epoch curve of the run that produced ``model_id`` (empty for baselines).
 
