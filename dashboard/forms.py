@@ -1,8 +1,8 @@
 """Form widgets built from TrainConfig's fields and their metadata (label, help, choices, bounds).
 
 The Training page draws these inside its ``st.form``; a field's metadata decides its widget:
-choices become a select box, numbers a number input with the field's bounds, text a text
-input. Fields marked ``advanced`` fold into an expander. A new TrainConfig field thus appears
+choices become a select box, switches a checkbox, numbers a number input with the field's
+bounds, text a text input. Fields marked ``advanced`` fold into an expander. A new TrainConfig field thus appears
 in the form, the CLI's ``train`` and ``retrain`` (:mod:`pipeline.cli.options`) at once.
 """
 
@@ -61,6 +61,8 @@ def _widget(f: dataclasses.Field, default: Any, key: str) -> Any:
         options = ([AUTO] if f.default is None else []) + list(meta["choices"])
         return st.selectbox(label, options, index=options.index(AUTO if default is None else default), help=help_text,
                             key=widget_key)
+    if kind is bool:
+        return st.checkbox(label, value=bool(default), help=help_text, key=widget_key)
     if kind is str:
         return st.text_input(label, value=default or "", help=help_text, key=widget_key)
     if kind is int:

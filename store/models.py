@@ -16,7 +16,8 @@ from store.actors import Actor, audit, require
 from store.errors import TastebudError
 from store.json_fields import decode_json_fields, dumps_json
 
-MODEL_KINDS = ("finetuned", "baseline")
+# "ensemble": a weighted combination of registered models (migration 101 allows it).
+MODEL_KINDS = ("finetuned", "baseline", "ensemble")
 _JSON_FIELDS = ("params", "data_snapshot", "label_counts", "val_metrics")
 _MODEL_COLUMNS = (
     "model_id", "kind", "name", "base_model", "path", "params", "data_snapshot", "round",

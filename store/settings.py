@@ -23,6 +23,7 @@ ENV_SECRETS = "TASTEBUD_SECRETS"
 ENV_DEVICE = "TASTEBUD_DEVICE"
 ENV_CPU_THREADS = "TASTEBUD_CPU_THREADS"
 ENV_CPU_BF16 = "TASTEBUD_CPU_BF16"
+ENV_COMPILE = "TASTEBUD_COMPILE"
 
 DEFAULT_DB_FILENAME = "tastebud.duckdb"
 # How long a caller waits for another process's lock on the store before giving up (seconds).
@@ -43,6 +44,7 @@ class Settings:
         device: "cuda", "mps" or "cpu" to force one (``TASTEBUD_DEVICE``).
         cpu_threads: cap on CPU threads (``TASTEBUD_CPU_THREADS``).
         cpu_bf16: whether the CPU may use bf16 (``TASTEBUD_CPU_BF16``; None: detect).
+        compile: torch.compile the scoring model (``TASTEBUD_COMPILE``; off unless 1/true/yes).
     """
 
     db: Path
@@ -52,6 +54,7 @@ class Settings:
     device: str | None
     cpu_threads: int | None
     cpu_bf16: bool | None
+    compile: bool
 
 
 def current_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -73,6 +76,7 @@ def current_settings(environ: Mapping[str, str] | None = None) -> Settings:
         device=_device(env.get(ENV_DEVICE)),
         cpu_threads=_cpu_threads(env.get(ENV_CPU_THREADS)),
         cpu_bf16=None if env.get(ENV_CPU_BF16) is None else env[ENV_CPU_BF16].strip().lower() not in _FALSE,
+        compile=env.get(ENV_COMPILE, "").strip().lower() in ("1", "true", "yes"),
     )
 
 

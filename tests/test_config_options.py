@@ -7,7 +7,9 @@ import dataclasses
 import pytest
 import typer.main
 from streamlit.testing.v1 import AppTest
+from typer.testing import CliRunner
 
+import pipeline.loop.rounds
 from pipeline.cli import app
 from pipeline.train.config import TrainConfig, config_fields
 from store.errors import TastebudError
@@ -23,24 +25,25 @@ def test_every_config_field_is_an_option_with_its_help_and_default(command):
     options = _options(command)
     for f in config_fields():
         option = options[f.name]
-        assert option.default == f.default, f.name
+        assert option.default is None, f.name  # unset: the recipe's value stays
         assert option.help.startswith(f.metadata["help"]), f.name
+        assert f.default is None or option.help.endswith("]") and "[default: " in option.help, f.name
         for choice in f.metadata["choices"] or ():
             assert choice in option.help
     assert set(options["learning_rate"].opts) == {"--lr", "--learning-rate"}
     assert options["early_stopping_patience"].opts == ["--patience"]
+    assert options["prior_adjust"].opts == ["--prior-adjust"] and options["prior_adjust"].secondary_opts == ["--no-prior-adjust"]
+    assert options["recipe"].opts == ["--recipe"]
 
 
 def test_cli_values_reach_the_config_and_bad_ones_name_the_field(monkeypatch):
-    from typer.testing import CliRunner
-
-    import pipeline.loop.rounds
-
     seen = {}
     monkeypatch.setattr(pipeline.loop.rounds, "retrain", lambda db, config, **_: seen.setdefault("config", config))
     runner = CliRunner()
     result = runner.invoke(app, ["retrain", "--lr", "3e-5", "--truncation", "head", "--patience", "0", "--json"])
-    assert seen["config"] == TrainConfig(learning_rate=3e-5, truncation="head", early_stopping_patience=0), result.output
+    assert seen.pop("config") == TrainConfig(learning_rate=3e-5, truncation="head", early_stopping_patience=0), result.output
+    result = runner.invoke(app, ["retrain", "--recipe", "mean-sqrt-prior", "--epochs", "1", "--no-calibrate"])
+    assert seen.pop("config") == TrainConfig.from_recipe("mean-sqrt-prior", epochs=1, calibrate=False), result.output
     bad = runner.invoke(app, ["train", "--warmup-ratio", "1.5"])
     assert isinstance(bad.exception, TastebudError) and str(bad.exception) == "warmup_ratio must be in [0, 1)"
 
@@ -58,7 +61,7 @@ def test_form_widgets_follow_the_config_fields():
                 st.session_state["config"] = forms.config_from_inputs(values)
 
     at = AppTest.from_function(page).run()
-    widgets = {w.key: w for kind in ("number_input", "text_input", "selectbox") for w in at.get(kind)}
+    widgets = {w.key: w for kind in ("number_input", "text_input", "selectbox", "checkbox") for w in at.get(kind)}
     assert set(widgets) == {f"train-config-{f.name}" for f in config_fields()}
     assert widgets["train-config-epochs"].value == 2 and widgets["train-config-device"].value == "cpu"
     assert widgets["train-config-truncation"].options == ["head", "head_tail"]

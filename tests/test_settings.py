@@ -15,7 +15,7 @@ from store.settings import DEFAULT_LOCK_TIMEOUT_S, Settings, current_settings
 def test_defaults_when_nothing_is_set():
     assert current_settings({}) == Settings(
         db=Path("tastebud.duckdb"), lock_timeout_s=DEFAULT_LOCK_TIMEOUT_S, models_dir=None, secrets=None,
-        device=None, cpu_threads=None, cpu_bf16=None,
+        device=None, cpu_threads=None, cpu_bf16=None, compile=False,
     )
 
 
@@ -23,9 +23,11 @@ def test_every_variable_is_read():
     settings = current_settings({
         "TASTEBUD_DB": "/data/s.duckdb", "TASTEBUD_LOCK_TIMEOUT": "2.5", "TASTEBUD_MODELS_DIR": "/m",
         "TASTEBUD_SECRETS": "/s.toml", "TASTEBUD_DEVICE": "CPU", "TASTEBUD_CPU_THREADS": "3", "TASTEBUD_CPU_BF16": "no",
+        "TASTEBUD_COMPILE": "yes",
     })
     assert settings == Settings(db=Path("/data/s.duckdb"), lock_timeout_s=2.5, models_dir=Path("/m"),
-                                secrets=Path("/s.toml"), device="cpu", cpu_threads=3, cpu_bf16=False)
+                                secrets=Path("/s.toml"), device="cpu", cpu_threads=3, cpu_bf16=False,
+                                compile=True)
     assert current_settings({"TASTEBUD_CPU_BF16": "1"}).cpu_bf16 is True
 
 

@@ -9,7 +9,7 @@ import typer
 
 from pipeline.cli.app import app, db_path, emit_json
 from pipeline.cli.options import with_train_config
-from pipeline.train.config import TrainConfig, parse_sweep
+from pipeline.train.config import DEFAULT_RECIPE, TrainConfig, parse_sweep
 from store.actors import cli_actor
 from store.db import connect
 from store.errors import TastebudError
@@ -133,10 +133,10 @@ def _num(value) -> str:
 def baselines_cmd(
     hf_model: str = typer.Option(None, "--hf-model", help="Also add this HF sentiment classifier (id or local path)."),
     label_map: str = typer.Option(None, "--label-map", help="Its labels, e.g. LABEL_0=negative,LABEL_1=neutral,LABEL_2=positive."),
-    only_hf: bool = typer.Option(False, "--only-hf", help="Register only --hf-model, not VADER and zero-shot."),
+    only_hf: bool = typer.Option(False, "--only-hf", help="Register only --hf-model, not VADER, zero-shot and TF-IDF + LR."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Register and evaluate the general-purpose baselines (VADER, zero-shot embeddings, optional HF model)."""
+    """Register and evaluate the baselines: VADER, zero-shot embeddings, TF-IDF + LR (trained here), optional HF model."""
     from pipeline.models.baselines import DEFAULT_BASELINES, parse_label_map, register_baselines
     from pipeline.jobs import JobReporter
 
@@ -216,3 +216,31 @@ def rollback_cmd(
 
     row = rollback(db_path(), cli_actor(), reason=reason)
     emit_json(row) if as_json else typer.echo(f"champion: {row['model_id']} (rolled back from {row['previous_model_id']})")
+
+
+@app.command("learning-curve")
+def learning_curve_cmd(
+    kind: str = typer.Option("tfidf", "--kind", help="tfidf (seconds) or finetuned (one real fine-tune per point)."),
+    sizes: str = typer.Option(None, "--sizes", help="Training-set sizes, e.g. 250,500,1000 (default: doubling up to all)."),
+    repeats: int = typer.Option(1, "--repeats", help="Samples per size (different seeds)."),
+    recipe: str = typer.Option(None, "--recipe", help="--kind finetuned: the training recipe (default: the default recipe)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Test macro-F1 against training-set size (stored; the Model comparison page plots the newest curve)."""
+    from pipeline.evaluation.learning_curve import learning_curve
+    from pipeline.jobs import JobReporter
+
+    try:
+        size_list = [int(v) for v in sizes.split(",") if v.strip()] if sizes else None
+        config = TrainConfig.from_recipe(recipe or DEFAULT_RECIPE)
+    except ValueError as exc:
+        raise TastebudError(f"--sizes takes integers like 250,500,1000 ({exc})" if "invalid literal" in str(exc) else str(exc)) from exc
+    reporter = JobReporter(db_path(), None, echo=lambda line: typer.echo(line, err=as_json))
+    result = learning_curve(db_path(), kind=kind, sizes=size_list, repeats=repeats, config=config, actor=cli_actor(),
+                            reporter=reporter)
+    if as_json:
+        emit_json(result)
+        return
+    typer.echo(f"stored {result['curve_id']} ({result['kind']}):")
+    for p in result["points"]:
+        typer.echo(f"  {p['n_train']:>7} train reviews  macro-F1 {p['macro_f1']:.4f}  accuracy {p['accuracy']:.4f}")

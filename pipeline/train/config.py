@@ -25,6 +25,35 @@ DEFAULT_SEED = 42
 DEFAULT_PATIENCE = 2
 
 CLASS_WEIGHTINGS = ("none", "balanced", "sqrt")
+# "cls": transformers' *ForSequenceClassification head (pooler over [CLS]); "mean": a linear layer over the
+# attention-masked mean of the token embeddings, the pooling all-MiniLM-L6-v2 was pre-trained with.
+HEADS = ("cls", "mean")
+LR_SCHEDULES = ("linear", "cosine", "constant_with_warmup")
+
+# The values a recipe row is applied on top of (what RECIPES["baseline"] means).
+_BASE_VALUES = {"head": "cls", "class_weighting": "balanced", "max_length": DEFAULT_MAX_LENGTH, "prior_adjust": False,
+                "layer_lr_decay": 1.0, "learning_rate": DEFAULT_LEARNING_RATE, "lr_schedule": "linear",
+                "epochs": DEFAULT_EPOCHS, "ensemble": False}
+
+# Candidate recipes measured by bench/quality_bench.py (bench/results/quality.md): name -> options that
+# differ from the base values below. ``tastebud train --recipe NAME`` and the benchmark both read this table.
+RECIPES: dict[str, dict] = {
+    "baseline": {},  # the recipe before issue 13: [CLS] head, balanced class weights, 128 tokens
+    "mean": {"head": "mean"},
+    "mean-sqrt-prior": {"head": "mean", "class_weighting": "sqrt", "prior_adjust": True},
+    "mean-none-prior": {"head": "mean", "class_weighting": "none", "prior_adjust": True},
+    "cls-sqrt-prior": {"class_weighting": "sqrt", "prior_adjust": True},
+    "mean-sqrt-prior-256": {"head": "mean", "class_weighting": "sqrt", "prior_adjust": True, "max_length": 256},
+    "mean-sqrt-prior-llrd": {"head": "mean", "class_weighting": "sqrt", "prior_adjust": True, "layer_lr_decay": 0.8,
+                             "learning_rate": 1.5e-4},
+    "mean-sqrt-prior-cosine-4ep": {"head": "mean", "class_weighting": "sqrt", "prior_adjust": True,
+                                   "lr_schedule": "cosine", "epochs": 4},
+    "mean-sqrt-prior-ensemble": {"head": "mean", "class_weighting": "sqrt", "prior_adjust": True, "ensemble": True},
+}
+# THE DEFAULT RECIPE of `tastebud train`, the Training page and jobs: change this one line to move the default
+# to another row of RECIPES (only when bench/quality_bench.py shows a win larger than the fold std).
+DEFAULT_RECIPE = "baseline"
+_DEFAULTS = {**_BASE_VALUES, **RECIPES[DEFAULT_RECIPE]}
 TRUNCATIONS = ("head", "head_tail")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("cuda", "mps", "cpu")
@@ -50,7 +79,8 @@ class TrainConfig:
 
     Every field carries its help text, bounds and choices as ``metadata`` (see :func:`_option`);
     ``__post_init__`` checks values against them, the CLI's ``train`` and ``retrain`` options and
-    the dashboard's Training form are built from them (:func:`config_fields`).
+    the dashboard's Training form are built from them (:func:`config_fields`). Defaults are the
+    :data:`DEFAULT_RECIPE` row of :data:`RECIPES` on top of the base values.
 
     Example:
         >>> TrainConfig(learning_rate=3e-5, epochs=2).to_dict()["learning_rate"]
@@ -60,12 +90,14 @@ class TrainConfig:
     base_model: str | None = _option(
         None, "HF id or local path (default: the packaged MiniLM encoder).", label="Base model", advanced=False)
     learning_rate: float = _option(
-        DEFAULT_LEARNING_RATE, "Peak AdamW learning rate (linear warmup, then linear decay).", label="Learning rate",
-        flags=("--lr", "--learning-rate"), min=0, max=1, open_min=True, open_max=True, advanced=False, fmt="%.1e")
+        _DEFAULTS["learning_rate"], "Peak AdamW learning rate (linear warmup, then the lr schedule).",
+        label="Learning rate", flags=("--lr", "--learning-rate"), min=0, max=1, open_min=True, open_max=True,
+        advanced=False, fmt="%.1e")
     batch_size: int = _option(DEFAULT_BATCH_SIZE, "Examples per optimizer micro-batch.", label="Batch size", min=1,
                               advanced=False)
-    epochs: int = _option(DEFAULT_EPOCHS, "Maximum passes over the train split.", label="Epochs", min=1, advanced=False)
-    max_length: int = _option(DEFAULT_MAX_LENGTH, "Truncation length in tokens.", label="Max length (tokens)",
+    epochs: int = _option(_DEFAULTS["epochs"], "Maximum passes over the train split.", label="Epochs", min=1,
+                          advanced=False)
+    max_length: int = _option(_DEFAULTS["max_length"], "Truncation length in tokens.", label="Max length (tokens)",
                               min=1, max=8192, advanced=False)
     truncation: str = _option(
         "head_tail", "head_tail keeps the opening and the ending of a long review, head only the opening.",
@@ -76,7 +108,7 @@ class TrainConfig:
                                   label="Warmup ratio", min=0, max=1, open_max=True)
     seed: int = _option(DEFAULT_SEED, "Seed for head initialisation and data order.", label="Seed", min=0)
     class_weighting: str = _option(
-        "balanced", "Loss weights per class: none, balanced (n / (k * n_c)) or sqrt (its square root).",
+        _DEFAULTS["class_weighting"], "Loss weights per class: none, balanced (n / (k * n_c)) or sqrt (its square root).",
         label="Class weighting", choices=CLASS_WEIGHTINGS)
     grad_accum: int = _option(1, "Micro-batches per optimizer step.", label="Gradient accumulation", min=1)
     early_stopping_patience: int = _option(
@@ -94,11 +126,27 @@ class TrainConfig:
     checkpoint_steps: int = _option(0, "Also checkpoint every N optimizer steps (0 = at the end of each epoch only).",
                                     label="Checkpoint every N steps", min=0)
     name: str | None = _option(None, "A name for the registered model (default: generated).", label="Model name")
+    head: str = _option(
+        _DEFAULTS["head"], "cls (the pooler over [CLS]) or mean (mean-pooled token embeddings, as the encoder was "
+        "trained).", label="Classification head", choices=HEADS)
+    lr_schedule: str = _option(_DEFAULTS["lr_schedule"], "How the learning rate decays after warmup.",
+                               label="Learning-rate schedule", choices=LR_SCHEDULES)
+    layer_lr_decay: float = _option(
+        _DEFAULTS["layer_lr_decay"], "Learning-rate factor per encoder layer going down from the top (1 = same "
+        "everywhere).", label="Layer-wise learning-rate decay", min=0, max=1, open_min=True)
+    prior_adjust: bool = _option(
+        _DEFAULTS["prior_adjust"], "After training, fit per-class logit offsets on validation that maximise its "
+        "macro-F1 (baked into the saved head).", label="Fit class offsets on validation")
+    calibrate: bool = _option(True, "Fit a softmax temperature on validation; kept when it lowers validation ECE.",
+                              label="Calibrate (temperature scaling)")
+    ensemble: bool = _option(_DEFAULTS["ensemble"], "Also register an ensemble of this model and TF-IDF + LR, "
+                             "weights fitted on validation.", label="Also register a TF-IDF ensemble")
 
     def __post_init__(self) -> None:
         for f in fields(self):
             _check_field(f, getattr(self, f.name))
         _check(math.isfinite(self.learning_rate), "learning_rate must be in (0, 1)")
+        _check(math.isfinite(self.layer_lr_decay), "layer_lr_decay must be in (0, 1]")
         _check(self.base_model is None or bool(str(self.base_model).strip()), "base_model must not be empty")
 
     def to_dict(self) -> dict[str, Any]:
@@ -128,11 +176,24 @@ class TrainConfig:
         """A copy with ``changes`` applied (validated again)."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
+    @classmethod
+    def from_recipe(cls, recipe: str, **overrides: Any) -> TrainConfig:
+        """The options of a named row of :data:`RECIPES` on top of the base values, then ``overrides``.
+
+        Example:
+            >>> TrainConfig.from_recipe("mean").head
+            'mean'
+        """
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
+        return cls.from_dict({**_BASE_VALUES, **RECIPES[recipe], **overrides})
+
 
 # Short names accepted by from_dict and --sweep.
 ALIASES = {"lr": "learning_rate", "bs": "batch_size", "patience": "early_stopping_patience", "wd": "weight_decay"}
 
-_FLOATS = {"learning_rate", "weight_decay", "warmup_ratio"}
+_FLOATS = {"learning_rate", "weight_decay", "warmup_ratio", "layer_lr_decay"}
+_BOOLS = {"prior_adjust", "calibrate", "ensemble"}
 _INTS = {"batch_size", "epochs", "max_length", "seed", "grad_accum", "early_stopping_patience", "eval_batch_size", "checkpoint_steps"}
 _OPTIONAL_INTS = {"max_train_examples"}
 _OPTIONAL_STRS = {"base_model", "device", "name"}
@@ -140,12 +201,14 @@ _OPTIONAL_STRS = {"base_model", "device", "name"}
 
 def config_fields() -> tuple[dataclasses.Field, ...]:
     """TrainConfig's fields in declaration order; each one's ``metadata`` holds help, label, flags,
-    choices and bounds, and :func:`field_type` gives its value type (int, float or str)."""
+    choices and bounds, and :func:`field_type` gives its value type."""
     return fields(TrainConfig)
 
 
 def field_type(f: dataclasses.Field) -> type:
-    """int, float or str: the type of a field's values (None aside)."""
+    """bool, int, float or str: the type of a field's values (None aside)."""
+    if f.name in _BOOLS:
+        return bool
     return float if f.name in _FLOATS else int if f.name in _INTS | _OPTIONAL_INTS else str
 
 
@@ -160,6 +223,9 @@ def _check_field(f: dataclasses.Field, value: Any) -> None:
         return
     if meta["choices"]:
         _check(value in meta["choices"], f"{f.name} must be one of {', '.join(meta['choices'])}")
+        return
+    if kind is bool:
+        _check(isinstance(value, bool), f"{f.name} must be true or false")
         return
     if kind is str:
         return
@@ -181,6 +247,15 @@ def _coerce(name: str, value: Any) -> Any:
         value = value.strip()
         if name in _OPTIONAL_INTS | _OPTIONAL_STRS and value.lower() in ("", "none", "null"):
             return None
+    if name in _BOOLS:
+        if isinstance(value, str):
+            lowered = value.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return value
     try:
         if name in _FLOATS:
             return float(value)
