@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pipeline.models.inference import predict_proba, token_budget_batches
-from pipeline.models.predictors import ClassifierPredictor
+from pipeline.models.predictors import ClassifierPredictor, load_predictor
 from pipeline.loop.scoring import parse_shard, score_with
 from store.db import connect, transaction
 from store.errors import TastebudError
@@ -115,7 +115,7 @@ def test_bad_predictor_output_writes_nothing(store_path):
 
 _SCORER = """
 import sys
-from pipeline.models.predictors import ClassifierPredictor
+from pipeline.models.predictors import ClassifierPredictor, load_predictor
 from pipeline.loop.scoring import parse_shard, score_with
 db, model_dir, shard, chunk = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 print(score_with(db, ClassifierPredictor("m1", model_dir), "m1", shard=parse_shard(shard or None), chunk_size=chunk))

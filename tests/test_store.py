@@ -60,6 +60,11 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
         ("label_id", "BIGINT"), ("review_id", "VARCHAR"), ("label", "VARCHAR"), ("source", "VARCHAR"),
         ("labeler", "VARCHAR"), ("created_at", "TIMESTAMP"), ("round", "INTEGER"),
     ],
+    "learning_curves": [
+        ("curve_id", "VARCHAR"), ("model_kind", "VARCHAR"), ("n_train", "INTEGER"), ("repeat", "INTEGER"),
+        ("macro_f1", "DOUBLE"), ("accuracy", "DOUBLE"), ("test_n", "INTEGER"), ("test_snapshot", "VARCHAR"),
+        ("params", "JSON"), ("created_at", "TIMESTAMP"),
+    ],
     "models": [
         ("model_id", "VARCHAR"), ("kind", "VARCHAR"), ("name", "VARCHAR"), ("base_model", "VARCHAR"),
         ("path", "VARCHAR"), ("params", "JSON"), ("data_snapshot", "JSON"), ("round", "INTEGER"),
