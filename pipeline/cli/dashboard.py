@@ -16,7 +16,7 @@ from store.errors import TastebudError
 from store.settings import ENV_DB, ENV_SECRETS, current_settings
 
 DEFAULT_SECRETS = Path(".streamlit") / "secrets.toml"
-APP_PATH = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+APP_PATH = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
 
 def dashboard_command(*, host: str, port: int, secrets: Path | None) -> list[str]:
@@ -56,7 +56,7 @@ def serve_dashboard(db: Path, *, host: str = "localhost", port: int = 8501, secr
         raise TastebudError(f"no secrets file at {secrets}")
     env = dict(os.environ, **{ENV_DB: str(db)})
     # The app imports store/ and pipeline/; make them importable however tastebud was installed.
-    root = str(APP_PATH.parents[1])
+    root = str(APP_PATH.parents[1])  # the checkout: dashboard/app.py sits one folder below it
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     try:
         return subprocess.call(dashboard_command(host=host, port=port, secrets=secrets), env=env)
