@@ -196,7 +196,7 @@ def test_register_baselines_and_a_user_hf_model(store_path, tmp_path):
     # Registering again refreshes in place instead of duplicating.
     register_baselines(store_path, actor=cli_actor(), evaluate=False)
     with connect(store_path, read_only=True) as con:
-        assert len(model_store.list_models(con)) == 3
+        assert len(model_store.list_models(con)) == 4  # vader, zero-shot, TF-IDF and the hf model, once each
 
 
 @pytest.mark.slow
