@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from scoring_bench import shared_data_dir  # noqa: E402
 
+from pipeline.evaluation.metrics import macro_f1  # noqa: E402
 from pipeline.loop.flagging import find_low_confidence, rank_label_issues  # noqa: E402
 from store.constants import LABELS  # noqa: E402
 
@@ -79,10 +80,8 @@ def fit(x: np.ndarray, y: np.ndarray):
     return LogisticRegression(max_iter=2000, C=2.0, class_weight="balanced").fit(x, y)
 
 
-def macro_f1(model, x: np.ndarray, y: np.ndarray) -> float:
-    from sklearn.metrics import f1_score
-
-    return f1_score(y, model.predict(x), average="macro", labels=[0, 1, 2])
+def model_macro_f1(model, x: np.ndarray, y: np.ndarray) -> float:
+    return macro_f1(y, model.predict(x))
 
 
 def _prob_frame(ids: np.ndarray, probs: np.ndarray) -> pd.DataFrame:
@@ -114,7 +113,7 @@ def scenario_active(x_pool, y_pool, x_eval, y_eval, *, seed, seed_size, rounds, 
         for r in range(rounds + 1):
             idx = np.array(sorted(labeled))
             model = fit(x_pool[idx], y_pool[idx])
-            curve.append(macro_f1(model, x_eval, y_eval))
+            curve.append(model_macro_f1(model, x_eval, y_eval))
             if r == rounds:
                 break
             pool = np.array([i for i in range(len(y_pool)) if i not in labeled])
@@ -141,7 +140,7 @@ def scenario_noisy(x_pool, y_pool, x_eval, y_eval, *, seed, noise, rounds, per_r
         curve, caught = [], []
         for r in range(rounds + 1):
             model = fit(x_pool, labels)
-            curve.append(macro_f1(model, x_eval, y_eval))
+            curve.append(model_macro_f1(model, x_eval, y_eval))
             if r == rounds:
                 break
             open_idx = np.flatnonzero(~verified)
@@ -206,7 +205,7 @@ def main() -> None:
     print(f"embedded {len(frame)} sentences with the frozen packaged encoder in {time.perf_counter() - started:.0f}s "
           f"(load {os.getloadavg()[0]:.1f})")
     x_pool, y_pool, x_eval, y_eval = x[pool], y[pool], x[evaluation], y[evaluation]
-    full = macro_f1(fit(x_pool, y_pool), x_eval, y_eval)
+    full = model_macro_f1(fit(x_pool, y_pool), x_eval, y_eval)
     print(f"reference: the same learner on the whole gold pool scores macro-F1 {full:.4f}")
 
     runs_a = [scenario_active(x_pool, y_pool, x_eval, y_eval, seed=s, seed_size=args.seed_size, rounds=args.rounds,

@@ -134,18 +134,16 @@ def cap_train(frame: pd.DataFrame, split: pd.Series, max_train: int | None, seed
 def build_store(folder: Path, frame: pd.DataFrame) -> Path:
     """A fresh store holding the fold's reviews, labels (source "import") and explicit splits."""
     from store.db import transaction
-    from store.labels import append_labels
-    from store.reviews import upsert_reviews
+    from store.reviews import add_reviews
     from store.schema import init_store
-    from store.splits import insert_splits
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     db, _ = init_store(folder / "store.duckdb")
     with transaction(db) as con:
-        upsert_reviews(con, frame[["review_id", "restaurant_id", "created_at", "stars", "text", "source"]].reset_index(drop=True))
-        append_labels(con, frame[["review_id", "label"]].assign(source="import").reset_index(drop=True))
-        insert_splits(con, frame[["review_id", "split"]].reset_index(drop=True))
+        add_reviews(con, frame[["review_id", "restaurant_id", "created_at", "stars", "text", "source"]].reset_index(drop=True),
+                    frame[["review_id", "label"]].assign(source="import").reset_index(drop=True),
+                    splits=frame[["review_id", "split"]].reset_index(drop=True))
     return db
 
 
@@ -188,7 +186,7 @@ def run_baselines(bench: Bench, db, dataset: str, fold: int, methods: list[str],
     from pipeline.models.baselines import register_baselines
     from store.actors import cli_actor
     from store.db import connect
-    from store.models import fetch_latest_evaluation
+    from store.evaluations import fetch_latest_evaluation
 
     for method in methods:
         if not bench.fits(f"{dataset}/{method}", deadline):
@@ -205,7 +203,8 @@ def run_recipe(bench: Bench, db, dataset: str, fold: int, recipe: str) -> None:
     from pipeline.models.ensemble import ensemble_id_for
     from pipeline.train.run import train
     from store.db import connect
-    from store.models import fetch_latest_evaluation, get_model
+    from store.evaluations import fetch_latest_evaluation
+    from store.models import get_model
 
     config = TrainConfig.from_recipe(recipe, seed=42 + fold, **({"device": bench.device} if bench.device else {}), **bench.overrides)
     started = time.monotonic()

@@ -14,7 +14,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from pipeline.jobs import tail_log
+from pipeline.models.predictors import load_predictor
 from store import agreement as agreement_store
+from store import evaluations as evaluation_store
 from store import flags as flag_store
 from store import stats as stats_store
 from store import terms as term_store
@@ -23,6 +26,8 @@ from store import trends as trend_store
 from store import imports as import_store
 from store import jobs as job_store
 from store import models as model_store
+from store import relabeling as relabeling_store
+from store.rounds import list_rounds
 from store.trends import ReviewFilter, SentimentSource
 from store.db import connect
 
@@ -72,7 +77,7 @@ def overview(db: Path) -> dict:
         data = stats_store.fetch_overview(con)
         data["champion"] = model_store.get_champion(con)
         data["champion_eval"] = (
-            model_store.fetch_latest_evaluation(con, data["champion"]["model_id"]) if data["champion"] else None
+            evaluation_store.fetch_latest_evaluation(con, data["champion"]["model_id"]) if data["champion"] else None
         )
         data["jobs"] = job_store.list_jobs(con, limit=10)
     return data
@@ -122,9 +127,9 @@ def models(db: Path) -> pd.DataFrame:
 
 def _model_details(con, model_id: str) -> dict:
     return {
-        "evaluation": model_store.fetch_latest_evaluation(con, model_id),
-        "epochs": model_store.fetch_epoch_metrics(con, model_id),
-        "slices": model_store.fetch_evaluation_slices(con, model_id),
+        "evaluation": evaluation_store.fetch_latest_evaluation(con, model_id),
+        "epochs": run_store.fetch_epoch_metrics(con, model_id),
+        "slices": evaluation_store.fetch_evaluation_slices(con, model_id),
     }
 
 
@@ -132,8 +137,6 @@ def _model_details(con, model_id: str) -> dict:
 def comparison(db: Path, chosen: tuple[str, ...]) -> dict:
     """The rest of the comparison page but disagreements, in one connection: the chosen models'
     details, the scored models, the champion, rounds and promotions."""
-    from store.rounds import list_rounds
-
     with connect(db, read_only=True) as con:
         champ = model_store.get_champion(con)
         return {
@@ -160,10 +163,8 @@ def disagreement(
 @_cached
 def relabel_progress(db: Path) -> dict:
     """Human labels per labeler and those waiting for the next retraining round."""
-    from store.relabeling import relabel_progress as progress
-
     with connect(db, read_only=True) as con:
-        return progress(con)
+        return relabeling_store.relabel_progress(con)
 
 
 @_cached
@@ -171,7 +172,7 @@ def data_stats(db: Path) -> dict:
     """Store statistics, monthly review volume by source, and recent imports."""
     with connect(db, read_only=True) as con:
         return {
-            "stats": stats_store.fetch_store_counts(con),
+            "stats": stats_store.store_stats(con),
             "volume": stats_store.fetch_review_volume(con),
             "imports": import_store.list_imports(con),
         }
@@ -185,8 +186,6 @@ def import_rejects(db: Path, import_id: int) -> pd.DataFrame:
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model...")
 def _predictor(db: str, model_id: str):
-    from pipeline.models.predictors import load_predictor
-
     return load_predictor(db, model_id)
 
 
@@ -198,8 +197,6 @@ def predictor(db: Path, model_id: str):
 
 def job_panel(db: Path, job_id: str) -> dict | None:
     """A job row, its training runs' epoch metrics, and its log tail; never cached (the live panel polls it)."""
-    from pipeline.jobs import tail_log
-
     with connect(db, read_only=True) as con:
         job = job_store.get_job(con, job_id)
         if job is None:

@@ -14,8 +14,15 @@ from pathlib import Path
 from pipeline.data.demo_data import DEFAULT_ROWS, DEFAULT_SEED, load_demo_data
 from pipeline.jobs import JobReporter
 from store.accounts import account_entry, hash_password, write_private_file
+from pipeline.loop.flagging import flag
+from pipeline.loop.scoring import score
+from pipeline.models.baselines import register_baselines
+from pipeline.train.config import TrainConfig
+from pipeline.train.run import train as train_model
 from store.actors import Actor
 from store.db import connect, resolve_db_path
+from store.evaluations import fetch_latest_evaluation
+from store.models import get_champion
 
 # A first model that trains in a minute or two on 2 CPU cores: demo reviews are short
 # (~45 tokens), so 96 tokens truncate nothing; 2,400 examples x 2 epochs is enough to beat VADER.
@@ -53,8 +60,6 @@ def ensure_demo_accounts(db) -> dict[str, str]:
 
 def demo_is_ready(db) -> bool:
     """True when the store has a champion that has scored reviews (nothing left to build)."""
-    from store.models import get_champion
-
     path = resolve_db_path(db)
     if not path.exists():
         return False
@@ -88,13 +93,6 @@ def build_demo_store(
         >>> build_demo_store("demo.duckdb", rows=1000)["champion"]  # doctest: +SKIP
         'ft-20261125-...'
     """
-    from pipeline.models.baselines import register_baselines
-    from pipeline.train.config import TrainConfig
-    from pipeline.loop.flagging import flag
-    from pipeline.loop.scoring import score
-    from pipeline.train.run import train as train_model
-    from store.models import fetch_latest_evaluation, get_champion
-
     reporter = reporter or JobReporter(db, None)
     timings: dict[str, float] = {}
 

@@ -19,6 +19,8 @@ from functools import lru_cache
 
 import torch
 
+from store.settings import current_settings
+
 
 @dataclass(frozen=True)
 class DeviceInfo:
@@ -47,18 +49,16 @@ def _cpu_flags() -> set[str]:
 @lru_cache(maxsize=1)
 def cpu_has_amx_bf16() -> bool:
     """True when the CPU has AMX bf16 tiles (``TASTEBUD_CPU_BF16`` overrides)."""
-    override = os.environ.get("TASTEBUD_CPU_BF16")
-    if override is not None:
-        return override.strip() not in ("0", "false", "no", "")
-    return "amx_bf16" in _cpu_flags()
+    override = current_settings().cpu_bf16
+    return override if override is not None else "amx_bf16" in _cpu_flags()
 
 
 def _cpu_threads() -> int:
     # TASTEBUD_CPU_THREADS caps the threads: on a machine shared with other busy processes,
     # one thread beats two whose OpenMP barriers keep waiting for a descheduled partner.
-    override = os.environ.get("TASTEBUD_CPU_THREADS", "").strip()
-    if override.isdigit() and int(override) > 0:
-        return int(override)
+    override = current_settings().cpu_threads
+    if override:
+        return override
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
@@ -79,7 +79,7 @@ def resolve_device(prefer: str | None = None) -> DeviceInfo:
         >>> resolve_device("cpu").device
         'cpu'
     """
-    prefer = prefer or os.environ.get("TASTEBUD_DEVICE") or None
+    prefer = prefer or current_settings().device
     if prefer not in (None, "cuda", "mps", "cpu"):
         raise ValueError(f"unknown device {prefer!r}; expected cuda, mps or cpu")
     if prefer in (None, "cuda") and torch.cuda.is_available():
@@ -159,7 +159,7 @@ def device_defaults(info: DeviceInfo | None = None) -> DeviceDefaults:
     """
     info = info or resolve_device()
     base = _CUDA_DEFAULTS if info.device == "cuda" else _CPU_DEFAULTS
-    compile_flag = os.environ.get("TASTEBUD_COMPILE", "").strip().lower() in ("1", "true", "yes")
+    compile_flag = current_settings().compile
     if compile_flag != base.compile:
         from dataclasses import replace
 

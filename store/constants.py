@@ -9,16 +9,24 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_SPLIT_FRACTIONS: tuple[float, float, float] = (0.8, 0.1, 0.1)
 
 
+# The stars rule: a review's stars give its label when no person or file says otherwise.
+STARS_TO_LABEL: dict[int, str] = {1: "negative", 2: "negative", 3: "neutral", 4: "positive", 5: "positive"}
+
+
 def label_from_stars(stars: int) -> str:
-    """1–2 stars negative, 3 neutral, 4–5 positive (the same rule as ``STARS_LABEL_SQL``)."""
-    if stars not in (1, 2, 3, 4, 5):
+    """The label of a star rating by :data:`STARS_TO_LABEL`.
+
+    Example:
+        >>> label_from_stars(4)
+        'positive'
+    """
+    if stars not in STARS_TO_LABEL:
         raise ValueError(f"stars must be 1-5, got {stars!r}")
-    return LABELS[0] if stars <= 2 else LABELS[1] if stars == 3 else LABELS[2]
+    return STARS_TO_LABEL[stars]
 
 
-STARS_LABEL_SQL = (
-    "CASE WHEN {col} <= 2 THEN 'negative' WHEN {col} = 3 THEN 'neutral' ELSE 'positive' END"
-)
+# :data:`STARS_TO_LABEL` as a SQL expression over column ``{col}`` (NULL for anything but 1-5).
+STARS_LABEL_SQL = "CASE {col} " + " ".join(f"WHEN {s} THEN '{label}'" for s, label in STARS_TO_LABEL.items()) + " END"
 
 # --- dashboard analytics (store/trends.py, store/terms.py) ---
 # Periods before the current one whose pooled negative share is a trend's baseline.

@@ -33,11 +33,12 @@ import duckdb
 
 from store.errors import StoreAccessError, StoreBusyError, StoreDamagedError, StoreMissingError
 from store.printable import printable
+from store.settings import current_settings
 
-DEFAULT_DB_FILENAME = "tastebud.duckdb"
-ENV_DB = "TASTEBUD_DB"
-# How long a caller waits for another process's lock before giving up (seconds).
-DEFAULT_LOCK_TIMEOUT_S = float(os.environ.get("TASTEBUD_LOCK_TIMEOUT", "60"))
+# A store path as every function taking one accepts it (None: ``$TASTEBUD_DB`` or the default).
+DbPath = str | os.PathLike | None
+# This process's lock wait when it overrides the setting (jobs wait long: :func:`set_lock_timeout`).
+_lock_timeout_override: float | None = None
 # Longest sleep between two tries for a locked store: a waiter notices a released lock this fast.
 MAX_POLL_S = 0.1
 # A long writer pauses this long between chunks when someone waits: over twice the longest poll.
@@ -70,10 +71,16 @@ def on_lock_wait(handler) -> None:
     _wait_handlers.append(handler)
 
 
-def set_lock_timeout(seconds: float) -> None:
-    """Change how long this process's connections wait for another process's lock (jobs wait long)."""
-    global DEFAULT_LOCK_TIMEOUT_S
-    DEFAULT_LOCK_TIMEOUT_S = float(seconds)
+def set_lock_timeout(seconds: float | None) -> None:
+    """Change how long this process's connections wait for another process's lock (jobs wait long);
+    None returns to the setting (``TASTEBUD_LOCK_TIMEOUT``)."""
+    global _lock_timeout_override
+    _lock_timeout_override = None if seconds is None else float(seconds)
+
+
+def lock_timeout_s() -> float:
+    """Seconds a connection waits for another process's lock: this process's override, else the setting."""
+    return _lock_timeout_override if _lock_timeout_override is not None else current_settings().lock_timeout_s
 
 
 def waiting_marker(path: str | os.PathLike | None = None) -> Path:
@@ -105,12 +112,9 @@ def hand_off(path: str | os.PathLike | None = None) -> bool:
     return True
 
 
-def resolve_db_path(path: str | os.PathLike | None = None) -> Path:
+def resolve_db_path(path: DbPath = None) -> Path:
     """Return the store path: ``path`` if given, else ``$TASTEBUD_DB``, else ``./tastebud.duckdb``."""
-    if path:
-        return Path(path)
-    env = os.environ.get(ENV_DB)
-    return Path(env) if env else Path(DEFAULT_DB_FILENAME)
+    return Path(path) if path else current_settings().db
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -174,7 +178,7 @@ def _not_a_store(con: duckdb.DuckDBPyConnection, db: Path) -> StoreDamagedError 
 
 @contextmanager
 def connect(
-    path: str | os.PathLike | None = None,
+    path: DbPath = None,
     *,
     read_only: bool = False,
     timeout_s: float | None = None,
@@ -193,7 +197,7 @@ def connect(
     db = resolve_db_path(path)
     if read_only and not db.exists():
         raise StoreMissingError(f"no store at {printable(db, max_chars=300)}: run `tastebud init` or `tastebud demo-data` first")
-    deadline = time.monotonic() + (DEFAULT_LOCK_TIMEOUT_S if timeout_s is None else timeout_s)
+    deadline = time.monotonic() + (lock_timeout_s() if timeout_s is None else timeout_s)
     delay, waited = 0.01, False
     with _process_lock:
         while True:
@@ -236,7 +240,7 @@ def connect(
 
 @contextmanager
 def transaction(
-    path: str | os.PathLike | None = None, *, timeout_s: float | None = None
+    path: DbPath = None, *, timeout_s: float | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection inside BEGIN/COMMIT; rolled back on any exception."""
     with connect(path, timeout_s=timeout_s) as con:

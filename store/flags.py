@@ -104,11 +104,14 @@ def fetch_flag_queue(
     con: duckdb.DuckDBPyConnection,
     *,
     reasons: list[str] | tuple[str, ...] | None = None,
-    status: str = "open",
+    status: str | None = "open",
     limit: int = 50,
     offset: int = 0,
 ) -> pd.DataFrame:
     """Flags with their review, the flagging model's prediction and the current label, highest priority first.
+
+    The current label is looked up for the page's reviews only, not computed for every review
+    in the store (a tenth of the time at a million labels).
 
     Args:
         reasons: keep only these reasons (default all).
@@ -117,11 +120,12 @@ def fetch_flag_queue(
 
     Returns:
         DataFrame with flag_id, review_id, reason, priority, term, detail, status, text, stars,
-        created_at (the flag's), model_id, model_label, p_negative, p_neutral, p_positive,
-        current_label, current_label_source.
+        restaurant_name, created_at (the flag's), model_id, model_label, p_negative, p_neutral,
+        p_positive, current_label, current_label_source.
 
     Example:
-        >>> fetch_flag_queue(con, reasons=["low_confidence"], limit=10)  # doctest: +SKIP
+        >>> fetch_flag_queue(con, reasons=["low_confidence"], limit=5)["flag_id"].tolist()  # doctest: +SKIP
+        [17, 4, 9, 1, 30]
     """
     if status is not None and status not in FLAG_STATUSES:
         raise ValueError(f"unknown flag status {status!r}")
@@ -129,24 +133,26 @@ def fetch_flag_queue(
         unknown = set(reasons) - set(FLAG_REASONS)
         if unknown:
             raise ValueError(f"unknown flag reasons: {sorted(unknown)}")
-    return con.execute(
+        reasons = list(reasons)
+    frame = con.execute(
         """
         SELECT f.flag_id, f.review_id, f.reason, f.priority, f.term, f.detail, f.status,
                r.text, r.stars, r.restaurant_name, f.created_at, f.model_id,
-               p.label AS model_label, p.p_negative, p.p_neutral, p.p_positive,
-               l.label AS current_label, l.source AS current_label_source
-        FROM flags f
+               p.label AS model_label, p.p_negative, p.p_neutral, p.p_positive
+        FROM (SELECT * FROM flags
+              WHERE (?::VARCHAR IS NULL OR status = ?::VARCHAR)
+                AND (?::VARCHAR[] IS NULL OR reason IN (SELECT unnest(?::VARCHAR[])))
+              ORDER BY priority DESC, flag_id LIMIT ? OFFSET ?) f
         JOIN reviews r USING (review_id)
         LEFT JOIN predictions p ON p.model_id = f.model_id AND p.review_id = f.review_id
-        LEFT JOIN current_labels l ON l.review_id = f.review_id
-        WHERE (?::VARCHAR IS NULL OR f.status = ?::VARCHAR)
-          AND (?::VARCHAR[] IS NULL OR f.reason IN (SELECT unnest(?::VARCHAR[])))
         ORDER BY f.priority DESC, f.flag_id
-        LIMIT ? OFFSET ?
         """,
-        [status, status, None if reasons is None else list(reasons), None if reasons is None else list(reasons),
-         limit, offset],
+        [status, status, reasons, reasons, int(limit), int(offset)],
     ).df()
+    current = fetch_current_labels(con, frame["review_id"].drop_duplicates().tolist())
+    frame["current_label"] = frame["review_id"].map(lambda r: current.get(r, (None, None))[0])
+    frame["current_label_source"] = frame["review_id"].map(lambda r: current.get(r, (None, None))[1])
+    return frame
 
 
 def count_open_flags_by_reason(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
@@ -472,45 +478,6 @@ def fetch_matching_review_ids(con: duckdb.DuckDBPyConnection, flt: QueueFilter) 
         matching = matching[matching["review_id"].map(lambda r: current.get(r, (None, None))[0]).isin(flt.labels)]
     ranked = matching.groupby("review_id", as_index=False)["priority"].max()
     return ranked.sort_values(["priority", "review_id"], ascending=[False, True])["review_id"].tolist()
-
-
-def fetch_flag_page(
-    con: duckdb.DuckDBPyConnection, *, reasons: list[str] | None = None, limit: int = 50
-) -> pd.DataFrame:
-    """The highest-priority open flags with their review, the flagging model's prediction and the
-    current label: what the hard-cases page shows.
-
-    The same rows as ``store.flags.fetch_flag_queue``, but the current label is looked up for
-    the page's reviews only, not computed for every review in the store (a tenth of the time
-    at a million labels).
-
-    Returns:
-        flag_id, review_id, reason, priority, term, detail, status, text, stars, restaurant_name,
-        created_at, model_id, model_label, p_negative, p_neutral, p_positive, current_label,
-        current_label_source. Highest priority first.
-
-    Example:
-        >>> fetch_flag_page(con, reasons=["low_confidence"], limit=5)["flag_id"].tolist()  # doctest: +SKIP
-        [17, 4, 9, 1, 30]
-    """
-    frame = con.execute(
-        """
-        SELECT f.flag_id, f.review_id, f.reason, f.priority, f.term, f.detail, f.status,
-               r.text, r.stars, r.restaurant_name, f.created_at, f.model_id,
-               p.label AS model_label, p.p_negative, p.p_neutral, p.p_positive
-        FROM (SELECT * FROM flags
-              WHERE status = 'open' AND (?::VARCHAR[] IS NULL OR reason IN (SELECT unnest(?::VARCHAR[])))
-              ORDER BY priority DESC, flag_id LIMIT ?) f
-        JOIN reviews r USING (review_id)
-        LEFT JOIN predictions p ON p.model_id = f.model_id AND p.review_id = f.review_id
-        ORDER BY f.priority DESC, f.flag_id
-        """,
-        [reasons, reasons, int(limit)],
-    ).df()
-    current = fetch_current_labels(con, frame["review_id"].drop_duplicates().tolist())
-    frame["current_label"] = frame["review_id"].map(lambda r: current.get(r, (None, None))[0])
-    frame["current_label_source"] = frame["review_id"].map(lambda r: current.get(r, (None, None))[1])
-    return frame
 
 
 def count_flags_by_status(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

@@ -56,10 +56,16 @@ def current_label(con: duckdb.DuckDBPyConnection, review_id: str) -> dict | None
     return dict(zip(("label", "source", "labeler", "created_at", "round"), row))
 
 
-def label_history(con: duckdb.DuckDBPyConnection, review_id: str) -> pd.DataFrame:
-    """Every label row of one review, oldest first."""
+def fetch_label_history(con: duckdb.DuckDBPyConnection, review_id: str) -> pd.DataFrame:
+    """Every label row of a review, oldest first, with its comment and whether, by whom and why (undo,
+    text_changed) it was retracted."""
     return con.execute(
-        "SELECT label_id, label, source, labeler, created_at, round FROM labels WHERE review_id = ? ORDER BY label_id",
+        """
+        SELECT l.label_id, l.label, l.source, l.labeler, l.created_at, l.round, c.comment,
+               x.retracted_by, x.retracted_at, x.reason AS retraction_reason
+        FROM labels l LEFT JOIN label_retractions x USING (label_id) LEFT JOIN label_comments c USING (label_id)
+        WHERE l.review_id = ? ORDER BY l.label_id
+        """,
         [review_id],
     ).df()
 
@@ -126,3 +132,8 @@ def retract_human_labels(
         ).fetchall()]
     finally:
         con.unregister("_retract_ids")
+
+
+def current_label_round(con: duckdb.DuckDBPyConnection) -> int:
+    """The newest relabeling round among current labels (0 before any relabeling round)."""
+    return int(con.execute("SELECT coalesce(max(round), 0) FROM current_labels").fetchone()[0])

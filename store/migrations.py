@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import duckdb
 
+from store.errors import TastebudError
+
 Migration = Callable[[duckdb.DuckDBPyConnection], None]
 
 
@@ -312,8 +314,6 @@ def migrate(con: duckdb.DuckDBPyConnection, *, target: int | None = None) -> lis
     done = set(applied_versions(con))
     newest_known = latest_version()
     if done and max(done) > newest_known:
-        from store.errors import TastebudError
-
         raise TastebudError(
             f"this store has schema version {max(done)}, newer than this tastebud knows ({newest_known}); upgrade tastebud"
         )

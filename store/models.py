@@ -1,4 +1,4 @@
-"""The model registry: registered models, training runs, per-epoch metrics, champion history.
+"""The model registry: registered models and champion history (training runs: ``store.training_runs``).
 
 The champion is not a flag on a model row: it is the top of a stack replayed from the
 append-only ``promotions`` table (a promotion pushes, a rollback pops), so every change
@@ -7,16 +7,14 @@ of champion is kept and a rollback always returns to the model that was champion
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from typing import Any
 
 import duckdb
 import pandas as pd
 
 from store.actors import Actor, audit, require
 from store.errors import TastebudError
-from store.evaluations import fetch_evaluation_slices, fetch_latest_evaluation  # noqa: F401 (part of this API)
+from store.json_fields import decode_json_fields, dumps_json
 
 # "ensemble": a weighted combination of registered models (migration 101 allows it).
 MODEL_KINDS = ("finetuned", "baseline", "ensemble")
@@ -25,20 +23,6 @@ _MODEL_COLUMNS = (
     "model_id", "kind", "name", "base_model", "path", "params", "data_snapshot", "round",
     "label_counts", "device", "duration_s", "val_metrics", "status", "created_at",
 )
-
-
-def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, default=str)
-
-
-def _decode(row: dict, keys: tuple[str, ...]) -> dict:
-    for key in keys:
-        if isinstance(row.get(key), str):
-            row[key] = json.loads(row[key])
-    return row
-
-
-# ---------------------------------------------------------------- models
 
 
 def register_model(
@@ -83,8 +67,8 @@ def register_model(
             val_metrics = excluded.val_metrics, status = excluded.status
         """,
         [
-            model_id, kind, name, base_model, path, _dumps(params), _dumps(data_snapshot), int(round),
-            _dumps(label_counts), device, duration_s, _dumps(val_metrics), status, datetime.now(),
+            model_id, kind, name, base_model, path, dumps_json(params), dumps_json(data_snapshot), int(round),
+            dumps_json(label_counts), device, duration_s, dumps_json(val_metrics), status, datetime.now(),
         ],
     )
     return model_id
@@ -95,7 +79,7 @@ def get_model(con: duckdb.DuckDBPyConnection, model_id: str) -> dict | None:
     row = con.execute(f"SELECT {', '.join(_MODEL_COLUMNS)} FROM models WHERE model_id = ?", [model_id]).fetchone()
     if row is None:
         return None
-    return _decode(dict(zip(_MODEL_COLUMNS, row)), _JSON_FIELDS)
+    return decode_json_fields(dict(zip(_MODEL_COLUMNS, row)), _JSON_FIELDS)
 
 
 def list_models(con: duckdb.DuckDBPyConnection, *, kind: str | None = None) -> pd.DataFrame:
@@ -237,169 +221,3 @@ def promotion_history(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         FROM promotions ORDER BY promotion_id DESC
         """
     ).df()
-
-
-# ---------------------------------------------------------------- training runs
-
-_RUN_COLUMNS = (
-    "run_id", "model_id", "job_id", "sweep_id", "config", "status", "checkpoint_dir", "error",
-    "started_at", "finished_at", "pid", "host", "proc_start", "result",
-)
-RUN_FINAL_STATUSES = ("succeeded", "failed", "cancelled")
-
-
-def create_run(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    run_id: str,
-    config: dict,
-    checkpoint_dir: str,
-    pid: int,
-    host: str,
-    proc_start: str | None,
-    job_id: str | None = None,
-    sweep_id: str | None = None,
-) -> None:
-    """Record a training run as running in this process. Call inside a transaction."""
-    con.execute(
-        """
-        INSERT INTO training_runs (run_id, job_id, sweep_id, config, status, checkpoint_dir, started_at,
-                                   pid, host, proc_start)
-        VALUES (?, ?, ?, ?, 'running', ?, ?, ?, ?, ?)
-        """,
-        [run_id, job_id, sweep_id, _dumps(config), checkpoint_dir, datetime.now(), pid, host, proc_start],
-    )
-
-
-def restart_run(
-    con: duckdb.DuckDBPyConnection, run_id: str, *, pid: int, host: str, proc_start: str | None, job_id: str | None
-) -> None:
-    """Mark an interrupted run running again in this process (resume)."""
-    con.execute(
-        """
-        UPDATE training_runs SET status = 'running', error = NULL, finished_at = NULL, pid = ?, host = ?,
-               proc_start = ?, job_id = coalesce(?, job_id)
-        WHERE run_id = ?
-        """,
-        [pid, host, proc_start, job_id, run_id],
-    )
-
-
-def finish_run(
-    con: duckdb.DuckDBPyConnection,
-    run_id: str,
-    status: str,
-    *,
-    model_id: str | None = None,
-    error: str | None = None,
-    result: dict | None = None,
-) -> None:
-    """Record how a run ended (only while it is still running)."""
-    if status not in RUN_FINAL_STATUSES:
-        raise ValueError(f"not a final run status: {status}")
-    con.execute(
-        """
-        UPDATE training_runs SET status = ?, model_id = coalesce(?, model_id), error = ?,
-               result = coalesce(?, result), finished_at = ?
-        WHERE run_id = ? AND status = 'running'
-        """,
-        [status, model_id, error, _dumps(result), datetime.now(), run_id],
-    )
-
-
-def set_run_model(con: duckdb.DuckDBPyConnection, run_id: str, model_id: str) -> None:
-    """Link a finished run to the model registered from it."""
-    con.execute("UPDATE training_runs SET model_id = ? WHERE run_id = ?", [model_id, run_id])
-
-
-def get_run(con: duckdb.DuckDBPyConnection, run_id: str) -> dict | None:
-    """One training run as a dict (config and result decoded), or None."""
-    row = con.execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM training_runs WHERE run_id = ?", [run_id]).fetchone()
-    return _decode(dict(zip(_RUN_COLUMNS, row)), ("config", "result")) if row else None
-
-
-def list_runs(
-    con: duckdb.DuckDBPyConnection, *, status: str | None = None, sweep_id: str | None = None, limit: int = 50
-) -> pd.DataFrame:
-    """Training runs, newest first."""
-    return con.execute(
-        f"""
-        SELECT {', '.join(_RUN_COLUMNS)} FROM training_runs
-        WHERE (? IS NULL OR status = ?) AND (? IS NULL OR sweep_id = ?)
-        ORDER BY started_at DESC LIMIT ?
-        """,
-        [status, status, sweep_id, sweep_id, limit],
-    ).df()
-
-
-def running_runs(con: duckdb.DuckDBPyConnection) -> list[dict]:
-    """run_id, pid, host, proc_start of every run recorded as running."""
-    rows = con.execute("SELECT run_id, pid, host, proc_start FROM training_runs WHERE status = 'running'").fetchall()
-    return [dict(zip(("run_id", "pid", "host", "proc_start"), r)) for r in rows]
-
-
-def latest_interrupted_run(con: duckdb.DuckDBPyConnection) -> dict | None:
-    """The newest failed or cancelled run that never registered a model (the one ``--resume`` continues)."""
-    row = con.execute(
-        """
-        SELECT run_id FROM training_runs
-        WHERE status IN ('failed', 'cancelled') AND model_id IS NULL
-        ORDER BY started_at DESC LIMIT 1
-        """
-    ).fetchone()
-    return get_run(con, row[0]) if row else None
-
-
-def record_epoch(
-    con: duckdb.DuckDBPyConnection,
-    run_id: str,
-    *,
-    epoch: float,
-    step: int,
-    train_loss: float | None,
-    val_loss: float | None,
-    val_accuracy: float | None,
-    val_macro_f1: float | None,
-) -> None:
-    """Store one epoch's losses and validation scores, replacing a row of the same epoch (a resumed run
-    repeats the epoch it was killed in)."""
-    con.execute("DELETE FROM epoch_metrics WHERE run_id = ? AND epoch = ?", [run_id, epoch])
-    con.execute(
-        """
-        INSERT INTO epoch_metrics (run_id, epoch, step, train_loss, val_loss, val_accuracy, val_macro_f1, created_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-        """,
-        [run_id, epoch, step, train_loss, val_loss, val_accuracy, val_macro_f1, datetime.now()],
-    )
-
-
-def fetch_run_epochs(con: duckdb.DuckDBPyConnection, run_id: str) -> pd.DataFrame:
-    """Epoch rows of one run (epoch, step, train_loss, val_loss, val_accuracy, val_macro_f1), by epoch."""
-    return con.execute(
-        """
-        SELECT epoch, step, train_loss, val_loss, val_accuracy, val_macro_f1 FROM epoch_metrics
-        WHERE run_id = ? ORDER BY epoch
-        """,
-        [run_id],
-    ).df()
-
-
-def fetch_epoch_metrics(con: duckdb.DuckDBPyConnection, model_id: str) -> pd.DataFrame:
-    """The per-epoch curve of the run that produced ``model_id`` (empty for baselines).
-
-    Example:
-        >>> fetch_epoch_metrics(con, "ft-20261125-101500-1a2b")[["epoch", "val_macro_f1"]]  # doctest: +SKIP
-    """
-    return con.execute(
-        """
-        SELECT e.epoch, e.step, e.train_loss, e.val_loss, e.val_accuracy, e.val_macro_f1
-        FROM epoch_metrics e JOIN training_runs r USING (run_id)
-        WHERE r.model_id = ? ORDER BY e.epoch
-        """,
-        [model_id],
-    ).df()
-
-
-def current_label_round(con: duckdb.DuckDBPyConnection) -> int:
-    """The newest relabeling round among current labels (0 before any relabeling round)."""
-    return int(con.execute("SELECT coalesce(max(round), 0) FROM current_labels").fetchone()[0])

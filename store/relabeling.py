@@ -309,19 +309,6 @@ def _undo(con: duckdb.DuckDBPyConnection, actor: Actor, target: int, kind: str) 
     return result
 
 
-def fetch_label_history(con: duckdb.DuckDBPyConnection, review_id: str) -> pd.DataFrame:
-    """Every label row of a review, oldest first, with its comment and whether, by whom and why (undo, text_changed) it was retracted."""
-    return con.execute(
-        """
-        SELECT l.label_id, l.label, l.source, l.labeler, l.created_at, l.round, c.comment,
-               x.retracted_by, x.retracted_at, x.reason AS retraction_reason
-        FROM labels l LEFT JOIN label_retractions x USING (label_id) LEFT JOIN label_comments c USING (label_id)
-        WHERE l.review_id = ? ORDER BY l.label_id
-        """,
-        [review_id],
-    ).df()
-
-
 def relabel_progress(con: duckdb.DuckDBPyConnection) -> dict:
     """Where the relabel queue stands.
 

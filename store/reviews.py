@@ -10,6 +10,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from store.constants import DEFAULT_SPLIT_FRACTIONS
+from store.labels import append_labels
+from store.splits import assign_splits, insert_splits
+
 # Columns an incoming batch may carry; review_id, text and source are required.
 REVIEW_FIELDS: tuple[str, ...] = (
     "review_id",
@@ -130,6 +134,51 @@ def upsert_reviews(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFram
         con.unregister("_incoming_raw")
     con.execute("DROP TABLE _incoming")
     return UpsertCounts(inserted=inserted, updated=updated, unchanged=matched - updated, text_changed=text_changed)
+
+
+def add_reviews(
+    con: duckdb.DuckDBPyConnection,
+    reviews: pa.Table | pd.DataFrame,
+    labels: pa.Table | pd.DataFrame | None = None,
+    *,
+    split_fractions: tuple[float, float, float] = DEFAULT_SPLIT_FRACTIONS,
+    splits: pd.DataFrame | None = None,
+) -> dict:
+    """Write reviews, their labels, and a frozen split for every review still without one.
+
+    The one write sequence behind an import, the demo data and test stores: upsert the
+    reviews, append the labels (after the reviews, so a label never names an unknown
+    review), then assign splits stratified by the labels just written. Call inside a
+    transaction, so the three land together or not at all.
+
+    Args:
+        con: connection in the caller's transaction.
+        reviews: columns of ``REVIEW_FIELDS`` (review_id, text and source required).
+        labels: review_id, label, source (optional labeler, round); None or empty for none.
+        split_fractions: (train, val, test) proportions for the newly assigned reviews.
+        splits: review_id, split for reviews whose split is given (a benchmark's own folds); they are
+            written first, the fractions then apply to any review still without one.
+
+    Returns:
+        {"inserted", "updated", "unchanged", "labels_added", "splits" (split -> reviews assigned by the
+        fractions now), "splits_given" (reviews whose given split was written)}.
+
+    Example:
+        >>> add_reviews(con, pd.DataFrame({"review_id": ["r1"], "text": ["Great tacos"], "source": ["demo"]}),
+        ...             pd.DataFrame({"review_id": ["r1"], "label": ["positive"], "source": ["stars"]}))  # doctest: +SKIP
+        {'inserted': 1, 'updated': 0, 'unchanged': 0, 'labels_added': 1, 'splits': {'train': 1, 'val': 0, 'test': 0}, 'splits_given': 0}
+    """
+    counts = upsert_reviews(con, reviews)
+    labels_added = append_labels(con, labels) if labels is not None and len(labels) else 0
+    given = insert_splits(con, splits) if splits is not None else 0
+    return {
+        "inserted": counts.inserted,
+        "updated": counts.updated,
+        "unchanged": counts.unchanged,
+        "labels_added": labels_added,
+        "splits": assign_splits(con, fractions=split_fractions),
+        "splits_given": given,
+    }
 
 
 def count_reviews(con: duckdb.DuckDBPyConnection) -> int:

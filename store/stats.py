@@ -11,29 +11,42 @@ from store.constants import DATED_REVIEWS_SQL, LABEL_SOURCES, LABELS, SPLITS
 def store_stats(con: duckdb.DuckDBPyConnection) -> dict:
     """Counts of reviews, current labels by class and source, splits, and labels per split.
 
+    The current-labels view is evaluated once (it ranks every label row, the costly part).
+
+    Returns:
+        reviews, labeled, unlabeled, labels (class -> n), label_sources (source -> n),
+        label_history_rows (source -> label rows ever written), splits (split -> reviews),
+        labels_by_split (split -> class -> n).
+
     Example:
-        >>> store_stats(con)["reviews"]  # doctest: +SKIP
-        3000
+        >>> store_stats(con)["labels"]["negative"]  # doctest: +SKIP
+        412
     """
     reviews = con.execute("SELECT count(*) FROM reviews").fetchone()[0]
-    by_label = dict(con.execute("SELECT label, count(*) FROM current_labels GROUP BY 1").fetchall())
-    by_source = dict(con.execute("SELECT source, count(*) FROM current_labels GROUP BY 1").fetchall())
-    history_by_source = dict(con.execute("SELECT source, count(*) FROM labels GROUP BY 1").fetchall())
-    by_split = dict(con.execute("SELECT split, count(*) FROM splits GROUP BY 1").fetchall())
-    split_label = con.execute(
-        "SELECT s.split, l.label, count(*) FROM splits s JOIN current_labels l USING (review_id) GROUP BY 1, 2"
+    splits = dict.fromkeys(SPLITS, 0) | dict(con.execute("SELECT split, count(*) FROM splits GROUP BY 1").fetchall())
+    history = dict.fromkeys(LABEL_SOURCES, 0) | dict(
+        con.execute("SELECT source, count(*) FROM labels GROUP BY 1").fetchall()
+    )
+    labels, sources = dict.fromkeys(LABELS, 0), dict.fromkeys(LABEL_SOURCES, 0)
+    per_split = {split: dict.fromkeys(LABELS, 0) for split in SPLITS}
+    rows = con.execute(
+        "SELECT l.label, l.source, s.split, count(*) FROM current_labels l LEFT JOIN splits s USING (review_id) "
+        "GROUP BY ALL"
     ).fetchall()
-    per_split = {s: dict.fromkeys(LABELS, 0) for s in SPLITS}
-    for split, label, n in split_label:
-        per_split[split][label] = n
+    for label, source, split, n in rows:
+        labels[label] += n
+        sources[source] = sources.get(source, 0) + n
+        if split is not None:
+            per_split[split][label] += n
+    labeled = sum(labels.values())
     return {
         "reviews": reviews,
-        "labeled": sum(by_label.values()),
-        "unlabeled": reviews - sum(by_label.values()),
-        "labels": {label: by_label.get(label, 0) for label in LABELS},
-        "label_sources": {source: by_source.get(source, 0) for source in LABEL_SOURCES},
-        "label_history_rows": {source: history_by_source.get(source, 0) for source in LABEL_SOURCES},
-        "splits": {s: by_split.get(s, 0) for s in SPLITS},
+        "labeled": labeled,
+        "unlabeled": reviews - labeled,
+        "labels": labels,
+        "label_sources": sources,
+        "label_history_rows": history,
+        "splits": splits,
         "labels_by_split": per_split,
     }
 
@@ -73,33 +86,6 @@ def fetch_overview(con: duckdb.DuckDBPyConnection) -> dict:
         "open_flags": open_flags,
         "resolved_flags": resolved,
         "models": models,
-    }
-
-
-def fetch_store_counts(con: duckdb.DuckDBPyConnection) -> dict:
-    """Reviews, current labels by class and by source, and reviews per split.
-
-    The data page's subset of ``store.stats.store_stats`` (same keys and values), with the
-    current-labels view evaluated once instead of three times and no join to the splits.
-
-    Example:
-        >>> fetch_store_counts(con)["labels"]["negative"]  # doctest: +SKIP
-        412
-    """
-    reviews = con.execute("SELECT count(*) FROM reviews").fetchone()[0]
-    splits = dict.fromkeys(SPLITS, 0) | dict(con.execute("SELECT split, count(*) FROM splits GROUP BY 1").fetchall())
-    labels, sources = dict.fromkeys(LABELS, 0), dict.fromkeys(LABEL_SOURCES, 0)
-    for label, source, n in con.execute("SELECT label, source, count(*) FROM current_labels GROUP BY ALL").fetchall():
-        labels[label] += n
-        sources[source] = sources.get(source, 0) + n
-    labeled = sum(labels.values())
-    return {
-        "reviews": reviews,
-        "labeled": labeled,
-        "unlabeled": reviews - labeled,
-        "labels": labels,
-        "label_sources": sources,
-        "splits": splits,
     }
 
 

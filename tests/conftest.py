@@ -10,10 +10,8 @@ import pandas as pd
 import pytest
 
 from store.db import transaction
-from store.labels import append_labels
-from store.reviews import upsert_reviews
+from store.reviews import add_reviews
 from store.schema import init_store
-from store.splits import assign_splits
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TASTEBUD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -31,12 +29,9 @@ def seed_reviews(db: Path, frame: pd.DataFrame, *, label_source: str = "stars") 
     frame = frame.copy()
     if "source" not in frame.columns:
         frame["source"] = "test"
+    labels = frame[["review_id", "label"]].dropna().assign(source=label_source) if "label" in frame.columns else None
     with transaction(db) as con:
-        upsert_reviews(con, frame.drop(columns=[c for c in ("label",) if c in frame.columns]))
-        if "label" in frame.columns:
-            labels = frame[["review_id", "label"]].dropna().assign(source=label_source)
-            append_labels(con, labels)
-        assign_splits(con)
+        add_reviews(con, frame.drop(columns=[c for c in ("label",) if c in frame.columns]), labels)
 
 
 def cli_cmd(*args: str) -> list[str]:

@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.demo_data import generate_reviews, load_demo_data
+from pipeline.evaluation.metrics import compute_classification_metrics
 from store import evaluations as evaluation_store
 from store import flags as flag_store
 from store import models as model_store
 from store import predictions as prediction_store
+from store import training_runs as run_store
 from store.actors import Actor
 from store.constants import LABELS
 from store.db import connect, transaction
@@ -60,23 +62,7 @@ def _probabilities(truth: np.ndarray, accuracy: float, rng: np.random.Generator)
 
 
 def _metrics(truth: np.ndarray, probs: np.ndarray) -> dict:
-    predicted = probs.argmax(axis=1)
-    confusion = np.bincount(truth * 3 + predicted, minlength=9).reshape(3, 3)
-    per_class = {}
-    for i, label in enumerate(LABELS):
-        tp = confusion[i, i]
-        precision = tp / max(confusion[:, i].sum(), 1)
-        recall = tp / max(confusion[i].sum(), 1)
-        f1 = 2 * precision * recall / max(precision + recall, 1e-9)
-        per_class[label] = {"precision": precision, "recall": recall, "f1": f1, "support": int(confusion[i].sum())}
-    return {
-        "accuracy": float(np.trace(confusion) / len(truth)),
-        "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
-        "per_class": per_class,
-        "confusion_matrix": confusion.tolist(),
-        "ece": 0.05,
-        "n": int(len(truth)),
-    }
+    return compute_classification_metrics(probs, truth)
 
 
 def seed_dashboard_store(db: Path, *, rows: int = 1500, flags: int = 12) -> dict:
@@ -104,12 +90,12 @@ def seed_dashboard_store(db: Path, *, rows: int = 1500, flags: int = 12) -> dict
                 pd.DataFrame({"slice_kind": ["term"], "slice_value": ["krog district"], "n": [40],
                               "accuracy": [0.7], "macro_f1": [0.6]}),
             )
-        model_store.create_run(con, run_id="run-seed", config={"epochs": 3}, checkpoint_dir="/tmp/none",
-                               pid=1, host="test", proc_start=None, job_id="train-seed")
+        run_store.create_run(con, run_id="run-seed", config={"epochs": 3}, checkpoint_dir="/tmp/none",
+                             pid=1, host="test", proc_start=None, job_id="train-seed")
         for epoch, (train_loss, val_loss, f1) in enumerate([(0.9, 0.8, 0.6), (0.6, 0.65, 0.72), (0.4, 0.7, 0.74)], 1):
-            model_store.record_epoch(con, "run-seed", epoch=float(epoch), step=epoch * 10, train_loss=train_loss,
-                                     val_loss=val_loss, val_accuracy=f1 + 0.05, val_macro_f1=f1)
-        model_store.finish_run(con, "run-seed", status="succeeded", model_id=CHAMPION)
+            run_store.record_epoch(con, "run-seed", epoch=float(epoch), step=epoch * 10, train_loss=train_loss,
+                                   val_loss=val_loss, val_accuracy=f1 + 0.05, val_macro_f1=f1)
+        run_store.finish_run(con, "run-seed", status="succeeded", model_id=CHAMPION)
         model_store.promote_model(con, admin, CHAMPION)
         confidence = probs[CHAMPION].max(axis=1)
         order = np.argsort(confidence)[:flags]

@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from store.db import connect
+from store.errors import StoreBusyError
 
 WORKER = Path(__file__).with_name("concurrency_worker.py")
 REPO = WORKER.parents[1]
@@ -36,34 +39,29 @@ def test_two_processes_read_and_write_without_errors_or_lost_writes(store_path):
     assert labels == 2 * batches * per_batch
 
 
-def test_reader_waits_out_a_writer_holding_the_lock(store_path):
-    # A child holds the write lock for a moment; our read-only connect must wait, then succeed.
+def _hold_write_lock(store_path, seconds: float) -> subprocess.Popen:
+    """A child process that holds the store's write lock for ``seconds``; returns once it holds it."""
     code = (
         "import sys, time; from store.db import transaction\n"
         "with transaction(sys.argv[1]) as con:\n"
-        "    print('locked', flush=True); time.sleep(1.5)\n"
+        f"    print('locked', flush=True); time.sleep({seconds})\n"
     )
     env = dict(os.environ, PYTHONPATH=str(REPO))
     child = subprocess.Popen([sys.executable, "-c", code, str(store_path)], stdout=subprocess.PIPE, text=True, env=env)
     assert child.stdout.readline().strip() == "locked"
+    return child
+
+
+def test_reader_waits_out_a_writer_holding_the_lock(store_path):
+    # A child holds the write lock for a moment; our read-only connect must wait, then succeed.
+    child = _hold_write_lock(store_path, 1.5)
     with connect(store_path, read_only=True, timeout_s=30) as con:
         assert con.execute("SELECT count(*) FROM reviews").fetchone()[0] == 0
     assert child.wait(timeout=30) == 0
 
 
 def test_lock_timeout_is_a_clear_error(store_path):
-    import pytest
-
-    from store.errors import StoreBusyError
-
-    code = (
-        "import sys, time; from store.db import transaction\n"
-        "with transaction(sys.argv[1]) as con:\n"
-        "    print('locked', flush=True); time.sleep(4)\n"
-    )
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    child = subprocess.Popen([sys.executable, "-c", code, str(store_path)], stdout=subprocess.PIPE, text=True, env=env)
-    assert child.stdout.readline().strip() == "locked"
+    child = _hold_write_lock(store_path, 4)
     with pytest.raises(StoreBusyError, match="is busy: another process kept it locked; try again when it finishes"):
         with connect(store_path, timeout_s=0.5):
             pass

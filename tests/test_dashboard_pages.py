@@ -23,8 +23,12 @@ from store import jobs as job_store
 from store import models as model_store
 from store.db import connect, transaction
 from store.labels import current_label
-from store.relabeling import fetch_label_history, fetch_recent_actions
+from store.labels import fetch_label_history
+from store.relabeling import fetch_recent_actions
 from store.schema import init_store
+from tests.tiny_model import save_tiny_classifier
+from pipeline.models.baselines import register_baselines
+from store.actors import Actor
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 
@@ -248,48 +252,57 @@ def test_training_offers_to_promote_a_finished_model(store, secrets):
         assert model_store.get_champion(con)["model_id"] == CHAMPION
 
 
-def test_training_form_rejects_bad_settings_and_starts_a_job(store, secrets):
+@pytest.mark.slow
+def test_training_form_rejects_bad_settings_and_its_job_trains_a_model(store, secrets, tmp_path, monkeypatch):
     db, _ = store
+    monkeypatch.setenv("TASTEBUD_CPU_THREADS", "1")  # the job process inherits this environment
     at = open_screen(secrets, "dario", "training")
     at.radio[0].set_value("Training run or sweep")
-    at.text_input[1].input("2e-5, abc")  # the sweep grid
+    at.text_input(key="train-config-base_model").input(str(save_tiny_classifier(tmp_path / "tiny")))
+    sweep = lambda: next(t for t in at.text_input if t.label.startswith("Sweep learning rates"))  # noqa: E731
+    sweep().input("2e-3, abc")
     at.button[0].click().run()  # the form's submit button comes first
     assert any("Bad training settings" in e.value for e in at.error)
+    at.number_input(key="train-config-max_train_examples").set_value(2)  # TrainConfig wants at least 3
+    sweep().input("2e-3")
+    at.button[0].click().run()
+    assert any(md("max_train_examples must be None or an integer >= 3") in e.value for e in at.error)
     with connect(db, read_only=True) as con:
         assert job_store.list_jobs(con).empty
 
-    at.text_input[1].input("2e-5, 5e-5")
-    at.number_input[2].set_value(1)  # epochs
+    at.number_input(key="train-config-epochs").set_value(1)
+    at.number_input(key="train-config-max_length").set_value(32)
+    at.number_input(key="train-config-max_train_examples").set_value(60)
     at.button[0].click().run()
-    settled(at)
-    assert not at.exception
+    assert not at.exception and not at.error, [e.value for e in at.error]
     with connect(db, read_only=True) as con:
-        jobs = job_store.list_jobs(con)
-        job = job_store.get_job(con, jobs["job_id"].iloc[0])
-    assert (job["kind"], job["actor"], job["params"]["epochs"]) == ("train", "dario", 1)
-    assert job["params"]["sweep"] == {"learning_rate": [2e-5, 5e-5]}
-    assert any(job["job_id"] in s.value for s in at.subheader)  # the live panel follows the new job
-    at.button(key=f"cancel-{job['job_id']}").click().run()
-    settled(at)
-    ended = wait_for_job(db, job["job_id"], timeout_s=60)
-    assert ended["status"] in ("cancelled", "failed")
+        job_id = job_store.list_jobs(con)["job_id"].iloc[0]
+    assert any(job_id in s.value for s in at.subheader)  # the live panel follows the new job
+    ended = wait_for_job(db, job_id, timeout_s=240)
+    assert ended["status"] == "succeeded", ended["error"]
+    assert (ended["kind"], ended["actor"]) == ("train", "dario")
+    assert ended["params"]["sweep"] == {"learning_rate": [2e-3]}
+    assert (ended["params"]["epochs"], ended["params"]["max_train_examples"]) == (1, 60)
+    with connect(db, read_only=True) as con:
+        model = model_store.get_model(con, ended["result"]["model_id"])
+    assert model["status"] == "ready" and model["params"]["learning_rate"] == 2e-3
 
     # A second job started here takes over the panel (the job selectbox moves to it).
     at.button(key="start-flag").click().run()
     settled(at)
     with connect(db, read_only=True) as con:
         newest = job_store.list_jobs(con)["job_id"].iloc[0]
-    assert newest != job["job_id"]
+    assert newest != job_id
     assert at.selectbox(key="training-job-select").value == newest
     assert any(newest in s.value for s in at.subheader)
     if wait_for_job_quietly(db, newest) is None:  # still flagging: stop it rather than wait
         at.button(key=f"cancel-{newest}").click().run()
         wait_for_job(db, newest, timeout_s=60)
     # Picking another job by hand sticks across reruns.
-    at.selectbox(key="training-job-select").set_value(job["job_id"]).run()
+    at.selectbox(key="training-job-select").set_value(job_id).run()
     at.run()
-    assert at.selectbox(key="training-job-select").value == job["job_id"]
-    assert any(job["job_id"] in s.value for s in settled(at).subheader)
+    assert at.selectbox(key="training-job-select").value == job_id
+    assert any(job_id in s.value for s in settled(at).subheader)
 
 
 def test_data_page_imports_an_upload_with_its_reject_report(store, secrets):
@@ -331,9 +344,6 @@ def _flag_status(db: Path, review_id: str) -> str:
 
 
 def test_comparison_tries_a_review_on_a_loaded_model(store, secrets):
-    from pipeline.models.baselines import register_baselines
-    from store.actors import Actor
-
     db, _ = store
     register_baselines(db, actor=Actor("dario", "data_scientist"), include=("vader",), evaluate=False)
     at = open_screen(secrets, "vera", "comparison")

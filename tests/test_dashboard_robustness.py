@@ -125,7 +125,7 @@ time.sleep(60)
 
 def test_busy_store_is_a_banner_without_pids_or_tracebacks(store, monkeypatch):
     at = _signed_in("dario")
-    monkeypatch.setattr("store.db.DEFAULT_LOCK_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("store.db._lock_timeout_override", 0.5)
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(store)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"

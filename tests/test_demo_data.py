@@ -9,6 +9,7 @@ import pytest
 
 from conftest import cli_cmd
 from pipeline.data.demo_data import demo_events, generate_reviews, DEFAULT_START
+from store.constants import STARS_TO_LABEL
 from store.db import connect
 
 
@@ -37,7 +38,7 @@ def test_two_years_of_time_with_busier_weekends(demo):
 
 
 def test_stars_mostly_but_not_always_agree_with_text(demo):
-    star_label = np.where(demo.stars <= 2, "negative", np.where(demo.stars == 3, "neutral", "positive"))
+    star_label = demo.stars.map(STARS_TO_LABEL)
     agreement = (star_label == demo.true_label).mean()
     assert 0.75 < agreement < 0.97
     contradictions = demo[(demo.stars == 5) & (demo.true_label == "negative")]

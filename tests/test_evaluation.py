@@ -12,12 +12,16 @@ import pytest
 from pipeline.models.baselines import TFIDF_ID, VADER_ID, ZEROSHOT_ID, fit_scale, infer_label_map, parse_label_map, register_baselines
 from pipeline.evaluation.evaluator import compute_slices, evaluate_file, evaluate_model
 from pipeline.models.predictors import VADER_THRESHOLD, VaderPredictor, load_predictor, map_label_probabilities
+from store import evaluations as evaluation_store
 from store import models as model_store
 from store.actors import Actor, cli_actor
 from store.db import connect, transaction
 from store.labels import append_labels
 from store.errors import PermissionDeniedError, TastebudError
 from training_helpers import fill_store, make_tiny_bert, single_thread  # noqa: F401
+from pipeline.data.importer import ColumnMapping
+from conftest import cli_cmd
+from training_helpers import SUBPROCESS_ENV
 
 
 @pytest.fixture
@@ -42,8 +46,8 @@ def test_evaluate_model_stores_metrics_and_slices(vader_store):
     assert result["n"] > 0 and 0 <= result["macro_f1"] <= 1 and 0 <= result["ece"] <= 1
     assert sum(map(sum, result["confusion_matrix"])) == result["n"]
     with connect(vader_store, read_only=True) as con:
-        stored = model_store.fetch_latest_evaluation(con, VADER_ID)
-        slices = model_store.fetch_evaluation_slices(con, VADER_ID)
+        stored = evaluation_store.fetch_latest_evaluation(con, VADER_ID)
+        slices = evaluation_store.fetch_evaluation_slices(con, VADER_ID)
         listed = model_store.list_models(con).set_index("model_id")
     assert stored["evaluation_id"] == result["evaluation_id"]
     assert stored["macro_f1"] == pytest.approx(result["macro_f1"])
@@ -86,8 +90,6 @@ def test_compute_slices_on_a_hand_made_frame():
 
 
 def test_evaluate_file_leaves_the_store_untouched(vader_store, tmp_path):
-    from pipeline.data.importer import ColumnMapping
-
     data = tmp_path / "outside.csv"
     pd.DataFrame({
         "body": ["Absolutely wonderful dinner!", "Terrible, rude staff.", "It was okay.", "Horrible food", "",
@@ -181,7 +183,7 @@ def test_register_baselines_and_a_user_hf_model(store_path, tmp_path):
         store_path, actor=cli_actor(), hf_model=str(hf_dir),
         label_map=parse_label_map("LABEL_0=negative,LABEL_1=neutral,LABEL_2=positive"),
     )
-    assert ids == [VADER_ID, ZEROSHOT_ID, TFIDF_ID, "baseline-hf-hf"]
+    assert ids == [VADER_ID, ZEROSHOT_ID, TFIDF_ID, "baseline-hf-hf"]  # the default baselines, then the given one
     with connect(store_path, read_only=True) as con:
         listed = model_store.list_models(con).set_index("model_id")
         zeroshot = model_store.get_model(con, ZEROSHOT_ID)
@@ -194,16 +196,13 @@ def test_register_baselines_and_a_user_hf_model(store_path, tmp_path):
     # Registering again refreshes in place instead of duplicating.
     register_baselines(store_path, actor=cli_actor(), evaluate=False)
     with connect(store_path, read_only=True) as con:
-        assert len(model_store.list_models(con)) == 4
+        assert len(model_store.list_models(con)) == 4  # vader, zero-shot, TF-IDF and the hf model, once each
 
 
 @pytest.mark.slow
 def test_cli_evaluate_data_json_and_misused_options(vader_store, tmp_path):
     import json
     import subprocess
-
-    from conftest import cli_cmd
-    from training_helpers import SUBPROCESS_ENV
 
     data = tmp_path / "held.tsv"
     pd.DataFrame({"review": ["Loved it", "Awful place", "Okay"], "rating": [5, 1, 3]}).to_csv(data, sep="\t", index=False)

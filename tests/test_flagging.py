@@ -59,6 +59,7 @@ def test_insert_flags_rejects_unknown_reason(small_db):
 # --- each reason on constructed data -------------------------------------------------------
 
 from pipeline.loop.flagging import (  # noqa: E402
+    flag,
     find_emerging_terms,
     find_label_issues,
     find_low_confidence,
@@ -66,6 +67,9 @@ from pipeline.loop.flagging import (  # noqa: E402
 )
 from store.flags import fetch_disagreements  # noqa: E402
 from store.predictions import write_predictions  # noqa: E402
+from store import models as model_store
+from store.actors import cli_actor
+from tests.tiny_model import save_tiny_classifier
 
 
 def _preds(rows: dict[str, tuple[float, float, float]], **extra) -> pd.DataFrame:
@@ -189,10 +193,6 @@ def test_emerging_term_needs_a_jump_a_minimum_count_and_model_doubt():
 
 def _constructed_store(db, tmp_path):
     """240 old and 20 recent reviews, champion and challenger predictions chosen to trigger each reason."""
-    from store import models as model_store
-    from store.actors import cli_actor
-    from tests.tiny_model import save_tiny_classifier
-
     old = pd.Timestamp("2025-01-01")
     rows = []
     for i in range(240):
@@ -226,8 +226,6 @@ def _constructed_store(db, tmp_path):
 
 
 def test_flag_run_raises_each_reason_once(store_path, tmp_path):
-    from pipeline.loop.flagging import flag
-
     _constructed_store(store_path, tmp_path)
     result = flag(store_path)
     assert result["model_id"] == "champ" and result["scored_reviews"] == 260
@@ -247,18 +245,11 @@ def test_flag_run_raises_each_reason_once(store_path, tmp_path):
 
     again = flag(store_path)  # nothing new: every candidate was flagged before
     assert sum(again["inserted"].values()) == 0
-
-    from pipeline.loop.flagging import flag as flag_again
-
     with pytest.raises(TastebudError, match="unknown flag reasons: vibes"):
-        flag_again(store_path, reasons=["vibes"])
+        flag(store_path, reasons=["vibes"])
 
 
 def test_flag_needs_scored_reviews(store_path, tmp_path):
-    from pipeline.loop.flagging import flag
-    from store import models as model_store
-    from store.actors import cli_actor
-
     seed_reviews(store_path, pd.DataFrame({"review_id": ["a"], "text": ["x"], "stars": [5]}))
     with pytest.raises(TastebudError, match="there is no champion model yet"):
         flag(store_path)

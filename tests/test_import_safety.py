@@ -23,7 +23,7 @@ from store.errors import TastebudError
 from store.imports import fetch_rejects
 from store.labels import current_label
 from store.printable import printable
-from store.relabeling import fetch_label_history
+from store.labels import fetch_label_history
 from tests.conftest import cli_cmd
 
 ANA = Actor("ana", "labeler")

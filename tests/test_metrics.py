@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from pipeline.evaluation.metrics import SentimentMetrics, compute_classification_metrics, expected_calibration_error
+from pipeline.evaluation.metrics import (
+    SentimentMetrics,
+    compute_classification_metrics,
+    expected_calibration_error,
+    macro_f1,
+)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -62,3 +67,17 @@ def test_bad_inputs_are_refused():
         compute_classification_metrics(np.array([0, 1]), np.array([0, 1, 2]))
     with pytest.raises(ValueError, match="expected 3"):
         compute_classification_metrics(np.ones((2, 2)) / 2, np.array([0, 1]))
+
+
+def test_macro_f1_is_one_number_everywhere():
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
+    assert macro_f1(y, p) == pytest.approx(f1_score(y, p, average="macro", labels=[0, 1, 2]))
+    assert macro_f1(y, p) == pytest.approx(compute_classification_metrics(p, y)["macro_f1"])
+    only_two = np.array([0, 0, 2, 2])  # class 1 absent in both: counts as 0, like sklearn with labels=[0,1,2]
+    assert macro_f1(only_two, only_two) == pytest.approx(
+        f1_score(only_two, only_two, average="macro", labels=[0, 1, 2], zero_division=0))
+    rows_y, rows_p = rng.integers(0, 3, (5, 40)), rng.integers(0, 3, (5, 40))
+    assert macro_f1(rows_y, rows_p) == pytest.approx([macro_f1(a, b) for a, b in zip(rows_y, rows_p)])
+    with pytest.raises(ValueError, match="predictions for"):
+        macro_f1(y, p[:-1])

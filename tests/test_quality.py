@@ -19,6 +19,7 @@ from pipeline.models.heads import HEAD_FILE, MeanPoolClassifier, bake_adjustment
 from pipeline.models.loading import load_classifier, read_metadata
 from pipeline.train.config import DEFAULT_RECIPE, RECIPES, TrainConfig
 from pipeline.train.run import train
+from store import evaluations as evaluation_store
 from store import models as model_store
 from store.actors import Actor, cli_actor
 from store.db import connect
@@ -189,7 +190,7 @@ def test_tfidf_is_a_registered_baseline(filled_store):
     assert ids == [TFIDF_ID]
     with connect(filled_store, read_only=True) as con:
         row = model_store.get_model(con, TFIDF_ID)
-        evaluation = model_store.fetch_latest_evaluation(con, TFIDF_ID)
+        evaluation = evaluation_store.fetch_latest_evaluation(con, TFIDF_ID)
     assert row["kind"] == "baseline" and row["params"]["predictor"] == "tfidf" and row["params"]["C"] > 0
     assert evaluation["n"] > 0 and evaluation["macro_f1"] > 0.5  # demo reviews are easy for word counts
     probs = load_predictor(filled_store, TFIDF_ID).predict_proba(["Amazing food, friendly staff", "Cold and rude"])
@@ -213,7 +214,7 @@ def test_mean_head_recipe_trains_calibrates_builds_an_ensemble_and_compares(fill
     with connect(filled_store, read_only=True) as con:
         model = model_store.get_model(con, model_id)
         ensemble = model_store.get_model(con, ens_id)
-        ens_eval = model_store.fetch_latest_evaluation(con, ens_id)
+        ens_eval = evaluation_store.fetch_latest_evaluation(con, ens_id)
     meta = read_metadata(model["path"])
     assert meta["head"] == "mean" and (Path(model["path"]) / HEAD_FILE).is_file()
     calibration = meta["calibration"]

@@ -1,19 +1,26 @@
-"""Champion and challengers: promote, rollback, history, role checks, the CLI, and the schema they rely on."""
+"""Champion and challengers: promote, rollback, promote-if-better, history, role checks, the CLI."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 
+import pandas as pd
 import pytest
 
 from conftest import cli_cmd
-from pipeline.loop.registry import promote, promote_if_better, rollback
+from pipeline.evaluation.evaluator import answer_key_snapshot, load_test_frame
+from pipeline.loop.promotion import promote_if_better
+from pipeline.loop.registry import promote, rollback
+from pipeline.models.predictors import VaderPredictor
 from store import models as model_store
 from store.actors import Actor, cli_actor, fetch_audit_log
 from store.db import connect, transaction
 from store.errors import PermissionDeniedError, TastebudError
-from store.evaluations import insert_evaluation
+from store.constants import LABELS
+from store.evaluations import fetch_latest_evaluation, insert_evaluation
+from store.reviews import add_reviews
+from tests.tiny_model import save_tiny_classifier
 from training_helpers import SUBPROCESS_ENV
 
 
@@ -88,16 +95,74 @@ def test_promote_refuses_unknown_unready_and_current(store_path):
         promote(store_path, "a", cli_actor())
 
 
-def test_promote_if_better_compares_stored_test_metrics(store_path):
-    _register(store_path, "old", "worse", "better")
+# Reviews whose test labels are what VADER predicts, so a VADER model is perfect on the current test split.
+_TEXTS = (
+    "The tacos were amazing and the staff was wonderful.", "Terrible food, rude waiter, never again.",
+    "We ordered two burritos and a soda.", "I loved the salsa, great value!",
+    "The soup was cold and bland, awful.", "The restaurant is on Main Street.",
+)
+
+
+def _vader_labeled_test_split(db, n=90):
+    texts = [f"{_TEXTS[i % len(_TEXTS)]} Visit {i}." for i in range(n)]
+    labels = [LABELS[i] for i in VaderPredictor().predict_proba(texts).argmax(axis=1)]
+    ids = [f"r{i:03d}" for i in range(n)]
+    with transaction(db) as con:
+        add_reviews(con, pd.DataFrame({"review_id": ids, "text": texts, "source": "test"}),
+                    pd.DataFrame({"review_id": ids, "label": labels, "source": "import"}), split_fractions=(0, 0, 1))
+    return load_test_frame(db)
+
+
+def _register_vader(db, *model_ids):
+    with transaction(db) as con:
+        for model_id in model_ids:
+            model_store.register_model(con, model_id=model_id, kind="baseline", name=model_id,
+                                       params={"predictor": "vader"}, status="ready")
+
+
+def _stale_evaluation(db, model_id, macro_f1):
+    with transaction(db) as con:  # taken on an answer key that no longer exists
+        insert_evaluation(con, model_id, "test", {"n": 50, "macro_f1": macro_f1, "test_snapshot": "an-older-key"})
+
+
+def test_promote_if_better_refuses_an_equal_challenger_whatever_stale_scores_say(store_path):
+    frame = _vader_labeled_test_split(store_path)
+    _register_vader(store_path, "vader-a", "vader-b")
+    promote(store_path, "vader-a", cli_actor())
+    _stale_evaluation(store_path, "vader-a", 0.70)
+    _stale_evaluation(store_path, "vader-b", 0.80)  # stored scores say b is better; on the same reviews it is not
+
+    outcome = promote_if_better(store_path, "vader-b", cli_actor())
+    assert not outcome["promoted"] and "not promoted: the challenger is not better" in outcome["message"]
+    assert outcome["comparison"]["n"] == 90 and outcome["comparison"]["delta"] == 0
+    assert _champion(store_path) == "vader-a"
+    with connect(store_path, read_only=True) as con:  # both stale evaluations were replaced by current ones
+        fresh = [fetch_latest_evaluation(con, m) for m in ("vader-a", "vader-b")]
+    assert [(e["macro_f1"], e["n"]) for e in fresh] == [(1.0, 90), (1.0, 90)]
+    assert {e["test_snapshot"] for e in fresh} == {answer_key_snapshot(frame)}
+
+
+def test_promote_if_better_rescores_a_stale_champion_on_the_current_test_split(store_path, tmp_path):
+    _vader_labeled_test_split(store_path)
     with transaction(store_path) as con:
-        for model_id, f1 in (("old", 0.70), ("worse", 0.65), ("better", 0.75)):
-            insert_evaluation(con, model_id, "test", {"n": 100, "macro_f1": f1, "accuracy": f1})
-    assert promote_if_better(store_path, "old", cli_actor())["promoted"]  # no champion yet
-    outcome = promote_if_better(store_path, "worse", cli_actor())
-    assert not outcome["promoted"] and "does not beat" in outcome["message"]
-    assert promote_if_better(store_path, "better", cli_actor())["promoted"]
-    assert _champion(store_path) == "better"
+        model_store.register_model(con, model_id="tiny", kind="finetuned", name="tiny", params={"max_length": 32},
+                                   path=str(save_tiny_classifier(tmp_path / "tiny")), status="ready")
+    promote(store_path, "tiny", cli_actor())
+    _stale_evaluation(store_path, "tiny", 1.0)  # perfect on an old answer key, random on the current one
+    _register_vader(store_path, "vader")
+
+    outcome = promote_if_better(store_path, "vader", cli_actor())
+    assert outcome["promoted"] and outcome["message"].startswith("vader: promoted: macro-F1 change +")
+    assert outcome["score"] == 1.0 and outcome["champion_score"] < 0.6 and outcome["comparison"]["ci_low"] > 0
+    assert _champion(store_path) == "vader"
+    assert promote_if_better(store_path, "vader", cli_actor())["message"] == "vader is already the champion"
+
+
+def test_promote_if_better_makes_the_first_model_champion(store_path):
+    _register_vader(store_path, "vader")
+    outcome = promote_if_better(store_path, "vader", cli_actor())
+    assert outcome["promoted"] and outcome["message"] == "vader: promoted: first model, nothing to compare against"
+    assert _champion(store_path) == "vader"
 
 
 def test_training_run_columns_exist(store_path):

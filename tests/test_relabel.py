@@ -12,9 +12,11 @@ from store.actors import Actor, fetch_audit_log
 from store.db import connect, transaction
 from store.errors import PermissionDeniedError, TastebudError
 from store.flags import count_open_flags_by_reason, fetch_flag_queue, insert_flags
-from store.labels import current_label
-from store.relabeling import fetch_label_history, relabel_progress
+from store.labels import current_label, fetch_label_history
+from store.relabeling import relabel_progress
 from tests.conftest import seed_reviews
+from store.labels import append_labels
+from tests.conftest import REPO_ROOT, cli_cmd
 
 ANA = Actor("ana", "labeler")
 BO = Actor("bo", "labeler")
@@ -74,7 +76,6 @@ def test_relabel_appends_history_wins_over_stars_and_resolves_flags(db):
 
 def test_human_label_wins_even_over_a_newer_star_label(db):
     rl.relabel(db, ANA, "r1", "neutral")
-    from store.labels import append_labels
 
     with transaction(db) as con:  # a re-import later says "positive" from stars
         append_labels(con, pd.DataFrame({"review_id": ["r1"], "label": ["positive"], "source": ["stars"]}))
@@ -175,8 +176,6 @@ def test_progress_counts(db):
 def test_cli_relabel_dismiss_undo_and_flags(db):
     import os
     import subprocess
-
-    from tests.conftest import REPO_ROOT, cli_cmd
 
     def run(*args):
         env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))

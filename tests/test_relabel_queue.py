@@ -19,7 +19,8 @@ from store.flags import QueueFilter, fetch_matching_review_ids, fetch_queue_filt
 from store.guidelines import MAX_GUIDELINES_CHARS, get_guidelines
 from store.labels import current_label
 from store.migrations import migrate
-from store.relabeling import MAX_COMMENT_CHARS, fetch_label_history, fetch_recent_actions
+from store.labels import fetch_label_history
+from store.relabeling import MAX_COMMENT_CHARS, fetch_recent_actions
 from tests.conftest import seed_reviews
 
 ANA = Actor("ana", "labeler")

@@ -1,30 +1,29 @@
-"""Rounds: the bootstrap promotion rule, human-label accounting per round and split, and retrain end to end."""
+"""Rounds: the bootstrap promotion rule (pipeline.loop.promotion), human-label accounting per round and split, and retrain end to end."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import f1_score
 
 from pipeline.loop import relabel as rl
-from pipeline.loop.rounds import decide_promotion, macro_f1_from_labels, paired_bootstrap
+from pipeline.loop.promotion import decide_promotion, paired_bootstrap
 from store.actors import Actor
 from store.db import connect, transaction
 from store.rounds import count_round_human_labels, finish_round, list_rounds, start_round
 from store.relabeling import relabel_progress
 from tests.conftest import seed_reviews
+from pipeline.train.config import TrainConfig
+from store import models as model_store
+from store.actors import cli_actor
+from pipeline.data.demo_data import load_demo_data
+from pipeline.loop.rounds import retrain
+from store.models import get_champion
+from tests.tiny_model import save_tiny_classifier
+import pipeline.train.run
+from store.errors import PermissionDeniedError, TastebudError
 
 ANA = Actor("ana", "labeler")
-
-
-def test_macro_f1_matches_sklearn():
-    rng = np.random.default_rng(0)
-    y, p = rng.integers(0, 3, 200), rng.integers(0, 3, 200)
-    assert macro_f1_from_labels(y, p) == pytest.approx(f1_score(y, p, average="macro", labels=[0, 1, 2]))
-    only_two = np.array([0, 0, 2, 2])  # class 1 absent in both: counts as 0, like sklearn with labels=[0,1,2]
-    assert macro_f1_from_labels(only_two, only_two) == pytest.approx(
-        f1_score(only_two, only_two, average="macro", labels=[0, 1, 2], zero_division=0))
 
 
 def _predictions(y: np.ndarray, accuracy: float, rng) -> np.ndarray:
@@ -106,17 +105,12 @@ def test_round_counts_human_labels_per_split_and_round(store_path):
 
 
 def _tiny_config(base: str, **overrides):
-    from pipeline.train.config import TrainConfig
-
     values = dict(base_model=base, epochs=2, batch_size=8, max_length=32, learning_rate=1e-3,
                   early_stopping_patience=0, eval_batch_size=32, device="cpu", precision="fp32")
     return TrainConfig(**{**values, **overrides})
 
 
 def _register_champion(db, model_id: str, path: str) -> None:
-    from store import models as model_store
-    from store.actors import cli_actor
-
     with transaction(db) as con:
         model_store.register_model(con, model_id=model_id, kind="finetuned", name=model_id, path=path,
                                    params={"max_length": 32})
@@ -130,12 +124,6 @@ def _split_ids(db, split: str) -> list[str]:
 
 @pytest.mark.slow
 def test_retrain_promotes_on_evidence_then_refuses_an_identical_challenger(store_path, tmp_path):
-    from pipeline.data.demo_data import load_demo_data
-    from pipeline.loop.rounds import retrain
-    from store.actors import cli_actor
-    from store.models import get_champion
-    from tests.tiny_model import save_tiny_classifier
-
     load_demo_data(store_path, rows=300, seed=3)
     _register_champion(store_path, "weak", str(save_tiny_classifier(tmp_path / "weak", seed=5)))
     base = str(save_tiny_classifier(tmp_path / "base", seed=0))
@@ -162,13 +150,6 @@ def test_retrain_promotes_on_evidence_then_refuses_an_identical_challenger(store
 
 
 def test_retrain_first_model_becomes_champion_and_failures_are_recorded(store_path, tmp_path, monkeypatch):
-    import pipeline.train.run
-    from pipeline.loop.rounds import retrain
-    from store import models as model_store
-    from store.actors import cli_actor
-    from store.errors import TastebudError
-    from tests.tiny_model import save_tiny_classifier
-
     seed_reviews(store_path, pd.DataFrame({"review_id": [f"r{i}" for i in range(30)], "text": ["ok"] * 30,
                                            "stars": [3] * 30, "label": ["neutral"] * 30}))
     path = str(save_tiny_classifier(tmp_path / "m"))
@@ -196,8 +177,6 @@ def test_retrain_first_model_becomes_champion_and_failures_are_recorded(store_pa
         assert model_store.get_champion(con)["model_id"] == "m-new"
     assert rounds.status.tolist() == ["failed", "succeeded"]
     assert rounds.decision.iloc[0] == "failed: TastebudError: the train split has no labeled reviews"
-
-    from store.errors import PermissionDeniedError
 
     with pytest.raises(PermissionDeniedError):
         retrain(store_path, _tiny_config(path), actor=ANA)

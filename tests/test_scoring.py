@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pipeline.models.inference import predict_proba, token_budget_batches
-from pipeline.models.predictors import ClassifierPredictor
+from pipeline.models.predictors import ClassifierPredictor, load_predictor
 from pipeline.loop.scoring import parse_shard, score_with
 from store.db import connect, transaction
 from store.errors import TastebudError
@@ -21,6 +21,9 @@ from store.predictions import count_predictions, fetch_predictions, shard_of
 from store.reviews import upsert_reviews
 from tests.conftest import REPO_ROOT, cli_cmd, seed_reviews
 from tests.tiny_model import save_tiny_classifier
+from pipeline.jobs import start_job, wait_for_job
+from store import models as model_store
+from store.actors import cli_actor
 
 WORDS = "great awful tacos service cold warm slow friendly noodles pricey cozy loud fresh stale".split()
 
@@ -112,7 +115,7 @@ def test_bad_predictor_output_writes_nothing(store_path):
 
 _SCORER = """
 import sys
-from pipeline.models.predictors import ClassifierPredictor
+from pipeline.models.predictors import ClassifierPredictor, load_predictor
 from pipeline.loop.scoring import parse_shard, score_with
 db, model_dir, shard, chunk = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 print(score_with(db, ClassifierPredictor("m1", model_dir), "m1", shard=parse_shard(shard or None), chunk_size=chunk))
@@ -175,10 +178,6 @@ def _run_cli(db, *args):
 def test_cli_and_job_score_with_the_champion(store_path, tiny_model_dir):
     import json
 
-    from pipeline.jobs import start_job, wait_for_job
-    from store import models as model_store
-    from store.actors import cli_actor
-
     seed_reviews(store_path, _reviews(120))
     missing = _run_cli(store_path, "score")
     assert missing.returncode == 2 and "there is no champion model yet" in missing.stderr
@@ -204,9 +203,6 @@ def test_cli_and_job_score_with_the_champion(store_path, tiny_model_dir):
 
 
 def test_scoring_cuts_long_texts_the_way_the_model_was_trained(store_path, tiny_model_dir):
-    from pipeline.models.predictors import load_predictor
-    from store import models as model_store
-
     opening = "the tacos were fine and the room was warm " * 10
     texts = [opening + "but the service was awful", opening + "and the dessert was superb"]
     with transaction(store_path) as con:

@@ -15,12 +15,21 @@ import pytest
 from pipeline.train.config import TrainConfig, parse_sweep
 from pipeline.jobs import JobCancelled, JobReporter, start_job, wait_for_job
 from pipeline.train.run import reap_dead_runs, sweep, train
+from store import evaluations as evaluation_store
 from store import models as model_store
+from store import training_runs as run_store
 from store.actors import Actor, cli_actor
 from store.db import connect, transaction
 from store.errors import PermissionDeniedError, TastebudError
-from conftest import cli_cmd
+from conftest import cli_cmd, seed_reviews
 from training_helpers import SUBPROCESS_ENV, fill_store, make_tiny_bert, single_thread, tiny_config  # noqa: F401
+from pipeline.models.loading import load_tokenizer
+from pipeline.models.truncation import HeadTailTokenizer, encode
+from pipeline.models.baselines import register_baselines
+from pipeline.loop.registry import promote
+from pipeline.train.run import load_training_data
+from store.labels import append_labels
+from store.splits import split_counts
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +93,6 @@ def test_parse_sweep_validates_each_value():
 
 
 def test_head_tail_truncation_keeps_opening_and_ending(tiny_base):
-    from pipeline.models.loading import load_tokenizer
-    from pipeline.models.truncation import HeadTailTokenizer, encode
-
     tokenizer = load_tokenizer(tiny_base)
     text = "the opening was promising " + "filler words here " * 60 + "but we will never come back"
     full = tokenizer([text])["input_ids"][0]
@@ -111,9 +117,9 @@ def test_tiny_bert_trains_registers_and_evaluates(filled_store, tiny_base):
 
     with connect(filled_store, read_only=True) as con:
         model = model_store.get_model(con, model_id)
-        epochs = model_store.fetch_epoch_metrics(con, model_id)
-        runs = model_store.list_runs(con)
-        evaluation = model_store.fetch_latest_evaluation(con, model_id)
+        epochs = run_store.fetch_epoch_metrics(con, model_id)
+        runs = run_store.list_runs(con)
+        evaluation = evaluation_store.fetch_latest_evaluation(con, model_id)
         champion = model_store.get_champion(con)
         audit_actions = [a for (a,) in con.execute("SELECT action FROM audit_log").fetchall()]
     assert model["status"] == "ready" and model["kind"] == "finetuned"
@@ -141,7 +147,7 @@ def test_early_stopping_stops(filled_store, tiny_base):
     reporter = RecordingReporter(filled_store)
     model_id = train(filled_store, cfg, reporter=reporter)
     with connect(filled_store, read_only=True) as con:
-        epochs = model_store.fetch_epoch_metrics(con, model_id)
+        epochs = run_store.fetch_epoch_metrics(con, model_id)
         model = model_store.get_model(con, model_id)
     assert list(epochs["epoch"]) == [1.0, 2.0]
     assert any("early stopping" in line for line in reporter.lines)
@@ -155,7 +161,7 @@ def test_sweep_records_every_trial_and_registers_the_best(filled_store, tiny_bas
     best = max(result["trials"], key=lambda t: t["val_macro_f1"])
     assert [t["best"] for t in result["trials"]].count(True) == 1 and best["best"]
     with connect(filled_store, read_only=True) as con:
-        runs = model_store.list_runs(con, sweep_id=result["sweep_id"])
+        runs = run_store.list_runs(con, sweep_id=result["sweep_id"])
         models = model_store.list_models(con)
     assert len(runs) == 2 and set(runs["status"]) == {"succeeded"}
     assert len(models) == 1 and models.iloc[0]["model_id"] == result["model_id"]
@@ -167,7 +173,7 @@ def test_resume_continues_from_the_last_checkpoint(filled_store, tiny_base):
     with pytest.raises(JobCancelled):
         train(filled_store, cfg, reporter=RecordingReporter(filled_store, stop_after_steps=12))
     with connect(filled_store, read_only=True) as con:
-        run = model_store.latest_interrupted_run(con)
+        run = run_store.latest_interrupted_run(con)
     assert run["status"] == "cancelled"
 
     resumed = RecordingReporter(filled_store)
@@ -175,7 +181,7 @@ def test_resume_continues_from_the_last_checkpoint(filled_store, tiny_base):
     assert any("from checkpoint-10" in line for line in resumed.lines)
     assert resumed.steps == 42 - 10  # only the steps after the checkpoint ran again
     with connect(filled_store, read_only=True) as con:
-        finished = model_store.get_run(con, run["run_id"])
+        finished = run_store.get_run(con, run["run_id"])
         model = model_store.get_model(con, model_id)
     assert finished["status"] == "succeeded" and finished["model_id"] == model_id
     assert model["params"]["max_length"] == 32  # the interrupted run's own config, not the new default
@@ -195,19 +201,16 @@ def test_reap_marks_runs_of_dead_processes_failed(store_path):
     dead.wait()
     with transaction(store_path) as con:
         for run_id, pid in (("run-dead", dead.pid), ("run-alive", os.getpid())):
-            model_store.create_run(con, run_id=run_id, config={}, checkpoint_dir="/nonexistent/checkpoints",
+            run_store.create_run(con, run_id=run_id, config={}, checkpoint_dir="/nonexistent/checkpoints",
                                    pid=pid, host=os.uname().nodename, proc_start=None)
     assert reap_dead_runs(store_path) == ["run-dead"]
     with connect(store_path, read_only=True) as con:
-        assert model_store.get_run(con, "run-dead")["status"] == "failed"
-        assert model_store.get_run(con, "run-alive")["status"] == "running"
+        assert run_store.get_run(con, "run-dead")["status"] == "failed"
+        assert run_store.get_run(con, "run-alive")["status"] == "running"
 
 
 @pytest.mark.slow
 def test_killed_training_process_leaves_store_consistent_and_champion_unchanged(filled_store, tiny_base):
-    from pipeline.models.baselines import register_baselines
-    from pipeline.loop.registry import promote
-
     register_baselines(filled_store, actor=cli_actor(), include=("vader",), evaluate=False)
     promote(filled_store, "baseline-vader", cli_actor())
     with connect(filled_store, read_only=True) as con:
@@ -230,13 +233,13 @@ def test_killed_training_process_leaves_store_consistent_and_champion_unchanged(
     assert proc.returncode == -signal.SIGKILL
 
     with connect(filled_store, read_only=True) as con:
-        (run,) = [r for r in model_store.running_runs(con)]
+        (run,) = [r for r in run_store.running_runs(con)]
         after = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("reviews", "labels", "models", "promotions")}
         assert model_store.get_champion(con)["model_id"] == "baseline-vader"
     assert after == before  # no half-registered model, no data touched
     assert reap_dead_runs(filled_store) == [run["run_id"]]
     with connect(filled_store, read_only=True) as con:
-        assert model_store.get_run(con, run["run_id"])["status"] == "failed"
+        assert run_store.get_run(con, run["run_id"])["status"] == "failed"
         assert model_store.get_champion(con)["model_id"] == "baseline-vader"
 
 
@@ -250,7 +253,7 @@ def test_background_job_reports_progress_and_cli_json(filled_store, tiny_base, m
     assert job["progress"] == 1.0 and job["result"]["model_id"].startswith("ft-")
     assert job["result"]["metrics"]["n"] > 0
     with connect(filled_store, read_only=True) as con:
-        run = model_store.list_runs(con).iloc[0]
+        run = run_store.list_runs(con).iloc[0]
     assert run["job_id"] == job_id
 
     out = subprocess.run(
@@ -271,7 +274,7 @@ def test_real_packaged_encoder_fine_tunes_a_few_steps(filled_store):
     assert time.monotonic() - started < 60
     with connect(filled_store, read_only=True) as con:
         model = model_store.get_model(con, model_id)
-        evaluation = model_store.fetch_latest_evaluation(con, model_id)
+        evaluation = evaluation_store.fetch_latest_evaluation(con, model_id)
     assert model["data_snapshot"]["n_train"] == 64
     assert "all-MiniLM-L6-v2" in model["name"] or model["name"].startswith("minilm")
     assert evaluation["n"] > 0
@@ -279,14 +282,6 @@ def test_real_packaged_encoder_fine_tunes_a_few_steps(filled_store):
 
 def test_sampled_training_data_keeps_every_human_relabel(store_path):
     import pandas as pd
-
-    from conftest import seed_reviews
-    from pipeline.train.config import TrainConfig
-    from pipeline.train.run import load_training_data
-    from store.db import transaction
-    from store.labels import append_labels
-    from store.splits import split_counts
-    from store.db import connect
 
     n = 400
     labels = ["negative", "neutral", "positive", "positive"]

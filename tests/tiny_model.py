@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from pipeline.models.loading import ID2LABEL, LABEL2ID, default_base_model, load_tokenizer, save_classifier
 
 
 def save_tiny_classifier(out_dir: Path, *, seed: int = 0) -> Path:
     """Save a 2-layer, 32-wide BERT with a 3-class head and the packaged tokenizer into ``out_dir``."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from pipeline.models.loading import ID2LABEL, LABEL2ID, default_base_model, load_tokenizer, save_classifier
 
     torch.manual_seed(seed)
     tokenizer = load_tokenizer(default_base_model())

@@ -11,6 +11,7 @@ import torch
 from pipeline.train.config import TrainConfig
 from pipeline.data.demo_data import load_demo_data
 from pipeline.models.loading import default_base_model, load_tokenizer
+from pipeline.device import resolve_device
 
 
 def make_tiny_bert(out_dir: Path) -> str:
@@ -48,7 +49,6 @@ SUBPROCESS_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TASTEBUD_CPU_THREADS": "
 def single_thread():
     """Run each test on one CPU thread: tiny models gain nothing from two, and on a busy shared
     machine two threads spin in OpenMP barriers (measured 4-6x slower)."""
-    from pipeline.device import resolve_device
 
     resolve_device()  # settle the cached device first: its first resolution sets the thread count
     resolve_device("cpu")

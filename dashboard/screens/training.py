@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import limits, reads, views
+from dashboard import forms, limits, reads, views
 from dashboard.page_setup import setup_page
 from pipeline import jobs
 from pipeline.loop import registry
@@ -44,23 +44,12 @@ form_col, side_col = st.columns([3, 2])
 with form_col, st.form("train-form"):
     st.subheader("Train")
     mode = st.radio("What to run", [RETRAIN, TRAIN])
-    base_model = limits.text_input("Base model (empty: the packaged MiniLM encoder)", value=defaults.base_model or "")
-    c1, c2 = st.columns(2)
-    learning_rate = c1.number_input("Learning rate", value=defaults.learning_rate, format="%.1e", step=1e-5, min_value=1e-7)
-    sweep_lrs = limits.text_input("Sweep learning rates (comma-separated; training runs only)", value="", where=c2)
-    c3, c4, c5 = st.columns(3)
-    batch_size = c3.number_input("Batch size", value=defaults.batch_size, min_value=1, step=1)
-    epochs = c4.number_input("Epochs", value=defaults.epochs, min_value=1, step=1)
-    max_length = c5.number_input("Max length (tokens)", value=defaults.max_length, min_value=8, step=8)
-    max_examples = st.number_input("Train on at most this many examples (0: all)", value=0, min_value=0, step=500)
+    inputs = forms.train_config_inputs(defaults)
+    sweep_lrs = limits.text_input("Sweep learning rates (comma-separated; training runs only)", value="")
     submitted = st.form_submit_button("Start retraining", type="primary")
 if submitted:
     try:
-        config = TrainConfig.from_dict({
-            "base_model": base_model.strip() or None, "learning_rate": learning_rate, "batch_size": int(batch_size),
-            "epochs": int(epochs), "max_length": int(max_length), "max_train_examples": int(max_examples) or None,
-        })
-        params = config.to_dict()
+        params = forms.config_from_inputs(inputs).to_dict()
         grid = [float(x) for x in sweep_lrs.replace(" ", "").split(",") if x]
     except ValueError as exc:
         st.error(f"Bad training settings: {views.md(exc)}")

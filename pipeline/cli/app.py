@@ -14,6 +14,7 @@ from typing import Any
 import typer
 
 from store.db import resolve_db_path
+from store.settings import ENV_DB
 
 app = typer.Typer(
     name="tastebud",
@@ -48,7 +49,7 @@ def normalize_argv(argv: list[str]) -> list[str]:
 @app.callback()
 def _global(
     db: Path = typer.Option(
-        None, "--db", envvar="TASTEBUD_DB", help="Store file (default ./tastebud.duckdb; env TASTEBUD_DB)."
+        None, "--db", envvar=ENV_DB, help=f"Store file (default ./tastebud.duckdb; env {ENV_DB})."
     ),
 ) -> None:
     _state["db"] = resolve_db_path(db)

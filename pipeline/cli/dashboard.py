@@ -24,8 +24,8 @@ from store.db import connect, transaction
 from store.errors import TastebudError
 from store.schema import init_store
 from store.signins import clear_lockout, fetch_lockouts
+from store.settings import ENV_DB, ENV_SECRETS, current_settings
 
-ENV_SECRETS = "TASTEBUD_SECRETS"
 DEFAULT_SECRETS = Path(".streamlit") / "secrets.toml"
 APP_PATH = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 # The st.App that serves APP_PATH plus the routes that set the HttpOnly sign-in cookie.
@@ -72,9 +72,9 @@ def serve_dashboard(db: Path, *, host: str = "localhost", port: int = 8501, secr
         raise TastebudError(f"no store at {db}: run `tastebud demo-data` or `tastebud import` first")
     if secrets is not None and not Path(secrets).is_file():
         raise TastebudError(f"no secrets file at {secrets}")
-    env = dict(os.environ, TASTEBUD_DB=str(db))
+    env = dict(os.environ, **{ENV_DB: str(db)})
     # The app imports store/ and pipeline/; make them importable however tastebud was installed.
-    root = str(APP_PATH.parents[1])
+    root = str(APP_PATH.parents[1])  # the checkout: dashboard/app.py sits one folder below it
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     try:
         return subprocess.call(dashboard_command(host=host, port=port, secrets=secrets), env=env)
@@ -92,7 +92,7 @@ def dashboard_cmd(
 ) -> None:
     """Serve the Streamlit dashboard on the store given by --db."""
     db = db_path().resolve()
-    secrets = secrets or (Path(os.environ[ENV_SECRETS]) if os.environ.get(ENV_SECRETS) else None)
+    secrets = secrets or current_settings().secrets
     if db.exists():
         typer.echo(f"tastebud dashboard on http://{host}:{port} (store {db}); Ctrl+C stops it")
     raise typer.Exit(serve_dashboard(db, host=host, port=port, secrets=secrets))
@@ -121,7 +121,7 @@ def add_account_cmd(
         raise TastebudError("a username may use letters, digits and _ . @ - only (at most 64)")
     if role not in ROLES:
         raise TastebudError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
-    path = secrets or (Path(os.environ[ENV_SECRETS]) if os.environ.get(ENV_SECRETS) else DEFAULT_SECRETS)
+    path = secrets or current_settings().secrets or DEFAULT_SECRETS
     if username in read_secrets_file(path).get("accounts", {}):
         raise TastebudError(f"account {username!r} already exists in {path}")
     add_account(path, username, role, _prompt_password())

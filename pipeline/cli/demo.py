@@ -8,6 +8,7 @@ import typer
 
 from pipeline.cli.app import app, db_path, emit_json
 from pipeline.data.demo_data import DEFAULT_ROWS, DEFAULT_SEED, load_demo_data
+from pipeline.demo import QUICK_TRAIN
 
 
 @app.command("demo-data")
@@ -42,6 +43,9 @@ def demo_cmd(
     host: str = typer.Option("localhost", "--host", help="Dashboard address (localhost keeps it private)."),
     rebuild: bool = typer.Option(False, "--rebuild", help="Run the build steps even if the store is ready."),
     launch: bool = typer.Option(True, "--launch/--no-launch", help="Serve the dashboard when the store is ready."),
+    epochs: int = typer.Option(QUICK_TRAIN["epochs"], "--epochs", min=1, help="Epochs of the first fine-tuning."),
+    base_model: str = typer.Option(
+        None, "--base-model", help="HF id or local path to fine-tune first (default: the packaged MiniLM encoder)."),
 ) -> None:
     """First run: demo data, baselines, a quick fine-tuned champion, scores, flags — then the dashboard."""
     from pipeline.cli.dashboard import serve_dashboard
@@ -50,7 +54,7 @@ def demo_cmd(
     db = db_path().resolve()
     if rebuild or not demo_is_ready(db):
         typer.echo(f"building the demo store at {db} (a few minutes on CPU)...")
-        summary = build_demo_store(db, rows=rows, seed=seed)
+        summary = build_demo_store(db, rows=rows, seed=seed, train={"epochs": epochs, "base_model": base_model})
         f1 = summary["champion_macro_f1"]
         typer.echo(
             f"demo store ready: {summary['reviews']:,} reviews, champion {summary['champion']}"

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from pipeline.cli.app import LOCAL_RAY, app, db_path, emit_json
+from pipeline.cli.options import with_train_config
+from pipeline.train.config import TrainConfig
 from store.actors import Actor, cli_actor
 from store.db import connect
 from store.errors import TastebudError
@@ -184,27 +186,14 @@ def undo_cmd(
 
 
 @app.command("retrain")
+@with_train_config
 def retrain_cmd(
-    base_model: str = typer.Option(None, "--base-model", help="HF id or local path (default: packaged MiniLM)."),
-    learning_rate: float = typer.Option(None, "--lr", "--learning-rate"),
-    batch_size: int = typer.Option(None, "--batch-size"),
-    epochs: int = typer.Option(None, "--epochs"),
-    max_length: int = typer.Option(None, "--max-length"),
-    max_train_examples: int = typer.Option(None, "--max-train-examples"),
-    seed: int = typer.Option(None, "--seed"),
+    config: TrainConfig,
     background: bool = typer.Option(False, "--background", help="Run as a background job and print its id."),
     as_json: bool = typer.Option(False, "--json", help="Print the round as JSON."),
 ) -> None:
     """Train on the current labels (human relabels included) and promote only if the test gain is backed
     by a paired-bootstrap confidence interval."""
-    from pipeline.train.config import TrainConfig
-
-    given = {"base_model": base_model, "learning_rate": learning_rate, "batch_size": batch_size, "epochs": epochs,
-             "max_length": max_length, "max_train_examples": max_train_examples, "seed": seed}
-    try:
-        config = TrainConfig(**{k: v for k, v in given.items() if v is not None})
-    except ValueError as exc:
-        raise TastebudError(str(exc)) from exc
     if background:
         _background("retrain", config.to_dict(), as_json)
         return

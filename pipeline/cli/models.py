@@ -8,67 +8,28 @@ from pathlib import Path
 import typer
 
 from pipeline.cli.app import app, db_path, emit_json
-from pipeline.train.config import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_PATIENCE,
-    DEFAULT_RECIPE,
-    RECIPES,
-    DEFAULT_SEED,
-    DEFAULT_WARMUP_RATIO,
-    DEFAULT_WEIGHT_DECAY,
-    TrainConfig,
-    parse_sweep,
-)
+from pipeline.cli.options import with_train_config
+from pipeline.train.config import DEFAULT_RECIPE, TrainConfig, parse_sweep
 from store.actors import cli_actor
 from store.db import connect
 from store.errors import TastebudError
 
 
 @app.command("train")
+@with_train_config
 def train_cmd(
-    recipe: str = typer.Option(None, "--recipe", help=f"A named recipe ({', '.join(RECIPES)}); default {DEFAULT_RECIPE!r}. Options below override it."),
-    base_model: str = typer.Option(None, "--base-model", help="HF id or local path (default: the packaged MiniLM encoder)."),
-    learning_rate: float = typer.Option(None, "--lr", "--learning-rate", help=f"Peak learning rate (default {TrainConfig.learning_rate:g})."),
-    batch_size: int = typer.Option(None, "--batch-size", help=f"Examples per micro-batch (default {DEFAULT_BATCH_SIZE})."),
-    epochs: int = typer.Option(None, "--epochs", help=f"Maximum epochs (default {TrainConfig.epochs})."),
-    max_length: int = typer.Option(None, "--max-length", help=f"Truncation length in tokens (default {TrainConfig.max_length})."),
-    truncation: str = typer.Option(None, "--truncation", help="head_tail (opening + ending, default) or head."),
-    weight_decay: float = typer.Option(None, "--weight-decay", help=f"Default {DEFAULT_WEIGHT_DECAY:g}."),
-    warmup_ratio: float = typer.Option(None, "--warmup-ratio", help=f"Fraction of steps warming up (default {DEFAULT_WARMUP_RATIO:g})."),
-    seed: int = typer.Option(None, "--seed", help=f"Default {DEFAULT_SEED}."),
-    class_weighting: str = typer.Option(None, "--class-weighting", help=f"none, balanced or sqrt (default {TrainConfig.class_weighting})."),
-    grad_accum: int = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step (default 1)."),
-    patience: int = typer.Option(None, "--patience", help=f"Early-stopping patience in epochs, 0 = off (default {DEFAULT_PATIENCE})."),
-    max_train_examples: int = typer.Option(None, "--max-train-examples", help="Train on a stratified sample of this size."),
-    precision: str = typer.Option(None, "--precision", help="auto (default), bf16, fp16 or fp32."),
-    device: str = typer.Option(None, "--device", help="Force cuda, mps or cpu."),
-    checkpoint_steps: int = typer.Option(None, "--checkpoint-steps", help="Also checkpoint every N steps (0 = per epoch)."),
-    name: str = typer.Option(None, "--name", help="Name for the registered model."),
-    head: str = typer.Option(None, "--head", help=f"cls or mean (mean-pooled tokens, as the encoder was trained; default {TrainConfig.head})."),
-    lr_schedule: str = typer.Option(None, "--lr-schedule", help="linear (default), cosine or constant_with_warmup."),
-    layer_lr_decay: float = typer.Option(None, "--layer-lr-decay", help="Learning-rate factor per layer downwards, 1 = off (default)."),
-    prior_adjust: bool = typer.Option(None, "--prior-adjust/--no-prior-adjust", help="Fit class offsets on validation for macro-F1."),
-    calibrate: bool = typer.Option(None, "--calibrate/--no-calibrate", help="Temperature scaling fitted on validation (default on)."),
-    ensemble: bool = typer.Option(None, "--ensemble/--no-ensemble", help="Also register an ensemble with TF-IDF + LR."),
+    config: TrainConfig,
     sweep: list[str] = typer.Option(None, "--sweep", help="name=v1,v2 (repeatable); trains every combination."),
     resume: bool = typer.Option(False, "--resume", help="Continue the newest interrupted run from its last checkpoint."),
     run_id: str = typer.Option(None, "--run", help="With --resume: the run to continue."),
-    promote_if_better: bool = typer.Option(False, "--promote-if-better", help="Promote when test macro-F1 beats the champion."),
+    promote_if_better: bool = typer.Option(
+        False, "--promote-if-better",
+        help="Promote when a paired bootstrap on the current test split backs the gain over the champion (as retrain)."),
     background: bool = typer.Option(False, "--background", help="Run as a background job and print its id."),
     as_json: bool = typer.Option(False, "--json", help="Print the model id and metrics as JSON."),
 ) -> None:
     """Fine-tune a 3-label sentiment model on the train split, validate each epoch, register and evaluate it."""
-    given = {
-        "base_model": base_model, "learning_rate": learning_rate, "batch_size": batch_size, "epochs": epochs,
-        "max_length": max_length, "truncation": truncation, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
-        "seed": seed, "class_weighting": class_weighting, "grad_accum": grad_accum, "early_stopping_patience": patience,
-        "max_train_examples": max_train_examples, "precision": precision, "device": device,
-        "checkpoint_steps": checkpoint_steps, "name": name, "head": head, "lr_schedule": lr_schedule,
-        "layer_lr_decay": layer_lr_decay, "prior_adjust": prior_adjust, "calibrate": calibrate, "ensemble": ensemble,
-    }
     try:
-        # Unset options keep the recipe's value (TrainConfig's defaults when no --recipe), so the default lives in one place.
-        config = TrainConfig.from_recipe(recipe or DEFAULT_RECIPE, **{k: v for k, v in given.items() if v is not None})
         grid = parse_sweep(sweep or [])
     except ValueError as exc:
         raise TastebudError(str(exc)) from exc
@@ -99,7 +60,8 @@ def train_cmd(
         model_id = training.train(db_path(), config, reporter=reporter, resume=run_id or resume, actor=actor,
                                   promote_if_better=promote_if_better)
     with connect(db_path(), read_only=True) as con:
-        from store.models import fetch_latest_evaluation, get_model
+        from store.evaluations import fetch_latest_evaluation
+        from store.models import get_model
 
         model = get_model(con, model_id)
         metrics = fetch_latest_evaluation(con, model_id)
@@ -183,7 +145,7 @@ def baselines_cmd(
         include=() if only_hf else DEFAULT_BASELINES, reporter=None if as_json else JobReporter(db_path(), None, echo=typer.echo),
     )
     if as_json:
-        from store.models import fetch_latest_evaluation
+        from store.evaluations import fetch_latest_evaluation
 
         with connect(db_path(), read_only=True) as con:
             emit_json([{"model_id": i, "metrics": fetch_latest_evaluation(con, i)} for i in ids])
@@ -197,7 +159,8 @@ def models_cmd(
 ) -> None:
     """The champion and challengers with their test metrics."""
     from pipeline.train.run import reap_dead_runs
-    from store.models import list_models, list_runs, promotion_history
+    from store.models import list_models, promotion_history
+    from store.training_runs import list_runs
 
     reap_dead_runs(db_path())
     with connect(db_path(), read_only=True) as con:

@@ -26,7 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.data import demo_phrases as P
-from store.constants import LABELS
+from store.constants import LABELS, SPLITS, STARS_TO_LABEL
+from store.db import transaction
+from store.reviews import add_reviews
+from store.schema import init_store
 
 DEFAULT_ROWS = 4000
 DEFAULT_SEED = 7
@@ -211,12 +214,6 @@ def generate_reviews(
     )
 
 
-def stars_to_labels(stars: np.ndarray) -> np.ndarray:
-    """Vectorised stars → label rule (1–2 negative, 3 neutral, 4–5 positive)."""
-    stars = np.asarray(stars)
-    return np.array(LABELS, dtype=object)[np.where(stars <= 2, 0, np.where(stars == 3, 1, 2))]
-
-
 def load_demo_data(
     db, *, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED, chunk_rows: int = 250_000, reporter=None
 ) -> dict:
@@ -232,35 +229,25 @@ def load_demo_data(
         >>> load_demo_data("demo.duckdb", rows=500)["inserted"]  # doctest: +SKIP
         500
     """
-    from store.db import transaction
-    from store.labels import append_labels
-    from store.reviews import upsert_reviews
-    from store.schema import init_store
-    from store.splits import assign_splits
-
     init_store(db)
     table = generate_reviews(rows, seed=seed)
-    totals = {"inserted": 0, "updated": 0, "unchanged": 0, "labels_added": 0}
+    totals = {"inserted": 0, "updated": 0, "unchanged": 0, "labels_added": 0, "splits": dict.fromkeys(SPLITS, 0)}
     for offset in range(0, table.num_rows, chunk_rows):
         chunk = table.slice(offset, chunk_rows)
-        labels = pa.table(
-            {
-                "review_id": chunk["review_id"],
-                "label": pa.array(stars_to_labels(chunk["stars"].to_numpy()).tolist(), pa.string()),
-                "source": pa.array(["stars"] * chunk.num_rows, pa.string()),
-            }
-        )
+        labels = pa.table({
+            "review_id": chunk["review_id"],
+            "label": pa.array([STARS_TO_LABEL[s] for s in chunk["stars"].to_pylist()], pa.string()),
+            "source": pa.array(["stars"] * chunk.num_rows, pa.string()),
+        })
         with transaction(db) as con:
-            counts = upsert_reviews(con, chunk)
-            totals["labels_added"] += append_labels(con, labels)
-        totals["inserted"] += counts.inserted
-        totals["updated"] += counts.updated
-        totals["unchanged"] += counts.unchanged
+            written = add_reviews(con, chunk, labels)
+        for key in ("inserted", "updated", "unchanged", "labels_added"):
+            totals[key] += written[key]
+        for split, n in written["splits"].items():
+            totals["splits"][split] += n
         if reporter is not None:
             done = offset + chunk.num_rows
             reporter.progress(done / table.num_rows, f"wrote {done:,} of {table.num_rows:,} demo reviews")
-    with transaction(db) as con:
-        totals["splits"] = assign_splits(con)
     totals["events"] = demo_events().as_dict(DEFAULT_START)
     return totals
 

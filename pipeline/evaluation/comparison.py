@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from store import evaluations as evaluation_store
 from store import models as model_store
 from store.db import connect
 from store.errors import TastebudError
@@ -28,7 +29,7 @@ def compare_with_best_baseline(db, model_id: str, *, refresh: bool = True) -> di
         'vs best baseline TF-IDF + LR (baseline-tfidf-lr), same 800 test reviews: macro-F1 0.7420 vs 0.7100 (+0.0320) ...'
     """
     with connect(db, read_only=True) as con:
-        mine = model_store.fetch_latest_evaluation(con, model_id)
+        mine = evaluation_store.fetch_latest_evaluation(con, model_id)
         baselines = model_store.list_models(con, kind="baseline")
     if mine is None:
         raise TastebudError(f"model {model_id} has no test evaluation to compare")
@@ -38,7 +39,7 @@ def compare_with_best_baseline(db, model_id: str, *, refresh: bool = True) -> di
         if row["status"] != "ready":
             continue
         with connect(db, read_only=True) as con:
-            theirs = model_store.fetch_latest_evaluation(con, row["model_id"])
+            theirs = evaluation_store.fetch_latest_evaluation(con, row["model_id"])
         if theirs is None or theirs.get("test_snapshot") != snapshot:
             if not refresh:
                 continue

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.data.importer import ColumnMapping
+from pipeline.data.importer import ColumnMapping, parse_reviews_file
 from pipeline.evaluation.metrics import SentimentMetrics, compute_classification_metrics
 from pipeline.models.predictors import load_predictor
 from store import evaluations as evaluation_store
@@ -44,7 +44,7 @@ def evaluate_model(db, model_id: str, *, terms: Sequence[str] = ()) -> dict:
 
     Returns:
         The metrics (accuracy, macro_precision, macro_recall, macro_f1, per_class, confusion_matrix,
-        ece, n, ...) plus evaluation_id and slices (list of dicts).
+        ece, n, test_snapshot, ...) plus evaluation_id and slices (list of dicts).
 
     Raises:
         TastebudError: unknown model or an empty test split.
@@ -53,17 +53,56 @@ def evaluate_model(db, model_id: str, *, terms: Sequence[str] = ()) -> dict:
         >>> evaluate_model("store.duckdb", "baseline-vader", terms=["Krog District"])["macro_f1"]  # doctest: +SKIP
         0.47
     """
-    terms = _clean_terms(terms)
     predictor = load_predictor(db, model_id)
+    frame = load_test_frame(db)
+    return store_test_evaluation(db, model_id, frame, predictor.predict_proba(frame["text"].tolist()), terms=terms)
+
+
+def current_test_evaluation(db, model_id: str) -> dict:
+    """The model's stored test evaluation when it was taken on the current answer key, else a fresh one.
+
+    Raises:
+        TastebudError: unknown model or an empty test split.
+    """
+    frame = load_test_frame(db)
+    with connect(db, read_only=True) as con:
+        stored = evaluation_store.fetch_latest_evaluation(con, model_id)
+    if is_current(stored, frame):
+        return stored
+    probs = load_predictor(db, model_id).predict_proba(frame["text"].tolist())
+    return store_test_evaluation(db, model_id, frame, probs)
+
+
+def load_test_frame(db) -> pd.DataFrame:
+    """The labeled test split as it stands now (review_id, text, stars, restaurant, created_at, label).
+
+    Raises:
+        TastebudError: the test split has no labeled review.
+    """
     with connect(db, read_only=True) as con:
         frame = evaluation_store.fetch_test_frame(con)
     if frame.empty:
         raise TastebudError("the test split has no labeled reviews; import more reviews first")
-    metrics, slices = _score(predictor, frame, terms)
-    metrics.update(dataset="test", model_id=model_id, terms=list(terms), test_snapshot=_snapshot_hash(frame))
+    return frame
+
+
+def store_test_evaluation(db, model_id: str, frame: pd.DataFrame, probs: np.ndarray, *, terms: Sequence[str] = ()) -> dict:
+    """Store the metrics and slices of ``probs`` (a model's probabilities for ``frame``, the test split).
+
+    Returns:
+        As :func:`evaluate_model`.
+    """
+    terms = _clean_terms(terms)
+    metrics, slices = _metrics_and_slices(frame, probs, terms)
+    metrics.update(dataset="test", model_id=model_id, terms=list(terms), test_snapshot=answer_key_snapshot(frame))
     with transaction(db) as con:
         evaluation_id = evaluation_store.insert_evaluation(con, model_id, "test", metrics, slices)
     return {**metrics, "evaluation_id": evaluation_id, "slices": slices.to_dict("records")}
+
+
+def is_current(evaluation: dict | None, frame: pd.DataFrame) -> bool:
+    """Whether a stored test evaluation was taken on exactly ``frame``'s reviews and labels."""
+    return bool(evaluation) and evaluation.get("test_snapshot") == answer_key_snapshot(frame)
 
 
 def evaluate_file(
@@ -103,8 +142,8 @@ def evaluate_file(
     """
     terms = _clean_terms(terms)
     frame, skipped, rejected, label_source = read_labeled_file(path, mapping, fmt=fmt, numeric_labels=numeric_labels)
-    predictor = load_predictor(db, model_id)
-    metrics, slices = _score(predictor, frame, terms)
+    probs = load_predictor(db, model_id).predict_proba(frame["text"].tolist())
+    metrics, slices = _metrics_and_slices(frame, probs, terms)
     metrics.update(dataset=str(path), model_id=model_id, terms=list(terms), label_source=label_source,
                    skipped=skipped, rejected=rejected)
     return {**metrics, "slices": slices.to_dict("records")}
@@ -122,8 +161,6 @@ def read_labeled_file(
     Raises:
         TastebudError: unreadable file, no label or stars column, or no labeled row.
     """
-    from pipeline.data.importer import parse_reviews_file
-
     rows, rejects, label_source = parse_reviews_file(path, fmt=fmt, columns=mapping, numeric_labels=numeric_labels)
     if label_source is None:
         raise TastebudError(f"{path} has neither a label nor a stars column; name one with --label or --stars")
@@ -140,8 +177,7 @@ def _clean_terms(terms: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(t.strip() for t in terms if t and t.strip()))
 
 
-def _score(predictor, frame: pd.DataFrame, terms: tuple[str, ...]) -> tuple[dict, pd.DataFrame]:
-    probs = predictor.predict_proba(frame["text"].tolist())
+def _metrics_and_slices(frame: pd.DataFrame, probs: np.ndarray, terms: tuple[str, ...]) -> tuple[dict, pd.DataFrame]:
     references = frame["label"].map(LABEL_TO_ID).to_numpy(dtype=np.int64)
     metrics = SentimentMetrics().compute(predictions=probs.tolist(), references=references.tolist())
     return metrics, compute_slices(frame, probs, references, terms=terms)
@@ -193,7 +229,7 @@ def compute_slices(frame: pd.DataFrame, probs: np.ndarray, references: np.ndarra
     return pd.DataFrame(rows, columns=list(evaluation_store.SLICE_COLUMNS))
 
 
-def _snapshot_hash(frame: pd.DataFrame) -> str:
+def answer_key_snapshot(frame: pd.DataFrame) -> str:
     """A short hash of the (review_id, label) pairs evaluated, so a relabeled test set is detectable."""
     pairs = frame[["review_id", "label"]].sort_values("review_id")
     return f"{pd.util.hash_pandas_object(pairs, index=False).sum() & 0xFFFFFFFFFFFF:012x}"

@@ -15,8 +15,15 @@ from datetime import datetime
 
 import numpy as np
 
+from pipeline.evaluation.evaluator import answer_key_snapshot
 from pipeline.evaluation.metrics import compute_classification_metrics
-from store import models as model_store
+from pipeline.jobs import JobReporter
+from pipeline.models.predictors import ClassifierPredictor
+from pipeline.models.tfidf import fit_tfidf
+from pipeline.train.config import TrainConfig
+from pipeline.train.run import _fit, _new_trial, load_training_data
+from pipeline.train.state import BEST_DIR
+from store import training_runs as run_store
 from store.actors import Actor, require
 from store.constants import LABEL_TO_ID
 from store.db import connect, transaction
@@ -65,9 +72,6 @@ def learning_curve(db, *, kind: str = "tfidf", sizes: list[int] | None = None, r
     Example:
         >>> learning_curve("store.duckdb", kind="tfidf", actor=cli_actor())["points"][-1]["macro_f1"]  # doctest: +SKIP
     """
-    from pipeline.evaluation.evaluator import _snapshot_hash
-    from pipeline.train.config import TrainConfig
-    from pipeline.train.run import load_training_data
 
     require(actor, "train")
     if kind not in CURVE_KINDS:
@@ -88,7 +92,7 @@ def learning_curve(db, *, kind: str = "tfidf", sizes: list[int] | None = None, r
         raise TastebudError(f"every size is larger than the train split ({n_full} reviews)")
     log = reporter.log if reporter else (lambda message: None)
     references = test["label"].map(LABEL_TO_ID).to_numpy(dtype=np.int64)
-    snapshot = _snapshot_hash(test)
+    snapshot = answer_key_snapshot(test)
     curve_id = f"curve-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
     points = []
     steps = [(n, r) for n in wanted for r in range(repeats)]
@@ -111,15 +115,9 @@ def learning_curve(db, *, kind: str = "tfidf", sizes: list[int] | None = None, r
 
 def _fit_and_predict(db, kind: str, cfg, data, test_texts: list[str], reporter) -> np.ndarray:
     if kind == "tfidf":
-        from pipeline.models.tfidf import fit_tfidf
-
         ids = {k: f["label"].map(LABEL_TO_ID).to_numpy(dtype=np.int64) for k, f in (("train", data.train), ("val", data.val))}
         model = fit_tfidf(data.train["text"].tolist(), ids["train"], data.val["text"].tolist(), ids["val"])
         return model.predict_proba(test_texts)
-    from pipeline.jobs import JobReporter
-    from pipeline.models.predictors import ClassifierPredictor
-    from pipeline.train.run import _fit, _new_trial
-    from pipeline.train.state import BEST_DIR
 
     reporter = reporter or JobReporter(db, None)
     trial = _new_trial(db, cfg, data, reporter=reporter)
@@ -129,7 +127,7 @@ def _fit_and_predict(db, kind: str, cfg, data, test_texts: list[str], reporter) 
                                        truncation=cfg.truncation)
         probs = predictor.predict_proba(test_texts)
         with transaction(db) as con:
-            model_store.finish_run(con, trial.run_id, "succeeded", result=trial.result())
+            run_store.finish_run(con, trial.run_id, "succeeded", result=trial.result())
     finally:
         shutil.rmtree(trial.run_dir, ignore_errors=True)
     return probs

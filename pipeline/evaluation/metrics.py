@@ -111,8 +111,7 @@ def compute_classification_metrics(
     predicted_count = confusion.sum(axis=0)
     precision = np.divide(true_pos, predicted_count, out=np.zeros(k), where=predicted_count > 0)
     recall = np.divide(true_pos, support, out=np.zeros(k), where=support > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
+    f1 = _f1_from_counts(true_pos, support, predicted_count)
     present = np.ones(k, dtype=bool) if average_over == "all" else (support + predicted_count) > 0
     mean = (lambda v: float(v[present].mean())) if present.any() else (lambda v: 0.0)
     return {
@@ -133,6 +132,32 @@ def compute_classification_metrics(
         "confusion_matrix": confusion.tolist(),
         "ece": expected_calibration_error(probs, references) if probs is not None else None,
     }
+
+
+def macro_f1(references: np.ndarray, predicted: np.ndarray, *, num_classes: int = len(LABELS)) -> float | np.ndarray:
+    """Macro-F1 of class ids over all ``num_classes`` classes (a class never true nor predicted scores 0).
+
+    The same number as ``compute_classification_metrics(...)["macro_f1"]``; 2-D inputs of shape
+    (B, n) give one score per row, which is how a bootstrap scores its resamples in one go.
+
+    Example:
+        >>> macro_f1(np.array([0, 1, 2]), np.array([0, 1, 1]))
+        0.5555555555555555
+    """
+    references, predicted = np.asarray(references), np.asarray(predicted)
+    if references.shape != predicted.shape:
+        raise ValueError(f"{predicted.shape} predictions for {references.shape} references")
+    classes = np.arange(num_classes)
+    is_true, is_predicted = references[..., None] == classes, predicted[..., None] == classes
+    f1 = _f1_from_counts((is_true & is_predicted).sum(axis=-2), is_true.sum(axis=-2), is_predicted.sum(axis=-2))
+    scores = f1.mean(axis=-1)
+    return float(scores) if scores.ndim == 0 else scores
+
+
+def _f1_from_counts(true_pos: np.ndarray, support: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """F1 per class (classes on the last axis) from counts: 2 tp / (support + predicted), 0 when both are 0."""
+    denom = np.asarray(support + predicted, dtype=np.float64)
+    return np.divide(2.0 * true_pos, denom, out=np.zeros(denom.shape), where=denom > 0)
 
 
 def expected_calibration_error(probs: np.ndarray, references: np.ndarray, *, bins: int = ECE_BINS) -> float:

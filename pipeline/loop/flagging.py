@@ -25,16 +25,16 @@ reason before (open, resolved or dismissed), or already labeled by a person, is 
 from __future__ import annotations
 
 import math
-import os
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 
 from pipeline.loop import thresholds as T
+from pipeline.loop.scoring import resolve_model_id
 from pipeline.jobs import JobReporter
 from store.constants import LABEL_TO_ID, LABELS
-from store.db import connect, transaction
+from store.db import DbPath, connect, transaction
 from store.errors import TastebudError
 from store.flags import (
     FLAG_REASONS,
@@ -46,9 +46,9 @@ from store.flags import (
     insert_flags,
     newest_review_time,
 )
+from store.models import get_model
 from store.predictions import scored_model_ids
 
-DbPath = str | os.PathLike | None
 PROB_COLUMNS = ["p_negative", "p_neutral", "p_positive"]
 _CANDIDATE_COLUMNS = ["review_id", "reason", "priority", "term", "detail"]
 
@@ -312,10 +312,6 @@ def _drop_known(candidates: pd.DataFrame, known: set[tuple[str, str]], cap: int)
 def _other_models(db: DbPath, model_id: str) -> list[str]:
     with connect(db, read_only=True) as con:
         others = [m for m in scored_model_ids(con) if m != model_id]
-        try:
-            from store.models import get_model
-        except ImportError:  # the models registry is not part of this store build yet
-            return others
         return [m for m in others if (get_model(con, m) or {}).get("status", "ready") == "ready"]
 
 
@@ -342,7 +338,6 @@ def flag(
         >>> flag("tastebud.duckdb")["inserted"]["low_confidence"]  # doctest: +SKIP
         37
     """
-    from pipeline.loop.scoring import resolve_model_id
 
     reasons = list(reasons or FLAG_REASONS)
     unknown = set(reasons) - set(FLAG_REASONS)

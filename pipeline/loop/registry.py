@@ -1,4 +1,4 @@
-"""Champion and challengers: promote, roll back, and promote-if-better after training.
+"""Champion and challengers: promote and roll back (promote-if-better: :mod:`pipeline.loop.promotion`).
 
 Each verb opens one short transaction; the role check and the audit row happen inside
 the store functions (:func:`store.models.promote_model`, :func:`store.models.rollback_champion`).
@@ -7,8 +7,8 @@ the store functions (:func:`store.models.promote_model`, :func:`store.models.rol
 from __future__ import annotations
 
 from store import models as model_store
-from store.actors import Actor, require
-from store.db import connect, transaction
+from store.actors import Actor
+from store.db import transaction
 
 
 def promote(db, model_id: str, actor: Actor, *, reason: str | None = None) -> dict:
@@ -40,27 +40,3 @@ def rollback(db, actor: Actor, *, reason: str | None = None) -> dict:
     """
     with transaction(db) as con:
         return model_store.rollback_champion(con, actor, reason=reason)
-
-
-def promote_if_better(db, model_id: str, actor: Actor, *, metric: str = "macro_f1") -> dict:
-    """Promote ``model_id`` when its stored test ``metric`` beats the champion's (or there is none).
-
-    Returns:
-        {"promoted": bool, "model_id", "champion" (before), "score", "champion_score", "message"}.
-    """
-    require(actor, "promote")
-    with connect(db, read_only=True) as con:
-        champion = model_store.get_champion(con)
-        mine = model_store.fetch_latest_evaluation(con, model_id)
-        theirs = model_store.fetch_latest_evaluation(con, champion["model_id"]) if champion else None
-    score = (mine or {}).get(metric)
-    champion_score = (theirs or {}).get(metric)
-    outcome = {"model_id": model_id, "champion": champion["model_id"] if champion else None,
-               "score": score, "champion_score": champion_score, "promoted": False}
-    if score is None:
-        return {**outcome, "message": f"{model_id} has no test evaluation; champion unchanged"}
-    if champion is not None and champion_score is not None and score <= champion_score:
-        return {**outcome, "message": f"{model_id} test {metric} {score:.4f} does not beat champion "
-                f"{champion['model_id']} ({champion_score:.4f}); champion unchanged"}
-    promote(db, model_id, actor, reason=f"auto: test {metric} {score:.4f} vs {champion_score if champion_score is not None else 'none'}")
-    return {**outcome, "promoted": True, "message": f"promoted {model_id} (test {metric} {score:.4f})"}

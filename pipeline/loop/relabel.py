@@ -6,14 +6,11 @@ wrappers only give every caller the same transaction boundary.
 
 from __future__ import annotations
 
-import os
 
 from store import guidelines as guideline_store
 from store import relabeling
 from store.actors import Actor
-from store.db import transaction
-
-DbPath = str | os.PathLike | None
+from store.db import DbPath, transaction
 
 
 def relabel(db: DbPath, actor: Actor, review_id: str, label: str, *, flag_id: int | None = None,

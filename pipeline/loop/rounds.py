@@ -1,122 +1,26 @@
 """Relabel-retrain rounds: train on the current labels, compare with the champion, promote only on evidence.
 
 A round trains a challenger on the current labels (human relabels outrank star labels),
-then scores the frozen test split with both the champion and the challenger against the
-*current* test labels (a relabeled test review changes the answer key for both models
-alike). The challenger is promoted only when a paired bootstrap over test reviews puts the
-lower bound of its macro-F1 gain above ``PROMOTION_MIN_GAIN``; otherwise the round says why
-not. Each round records how many human labels it added per split (test relabels are
+then decides by the one promotion rule (:mod:`pipeline.loop.promotion`): both models scored
+on the current test labels, promoted only when a paired bootstrap backs the gain; otherwise
+the round says why not. Each round records how many human labels it added per split (test relabels are
 counted apart: they sharpen the yardstick, they do not teach the model) and the label
 efficiency: macro-F1 gain per human label added to the train split.
 """
 
 from __future__ import annotations
 
-import os
-
-import numpy as np
-
-from pipeline.loop import thresholds as T
 from pipeline.jobs import JobReporter
+from pipeline.loop.promotion import judge_challenger
+from pipeline.models.loading import check_base_model
+from pipeline.train import run as training
+from pipeline.train.config import TrainConfig
 from store.actors import Actor, audit, require
-from store.constants import LABEL_TO_ID
-from store.db import connect, transaction
+from store.db import DbPath, connect, transaction
 from store.errors import TastebudError
-from store.reviews import fetch_labeled_split
+from store.jobs import get_job
+from store.models import get_champion, promote_model
 from store.rounds import count_round_human_labels, finish_round, start_round
-
-DbPath = str | os.PathLike | None
-
-
-def macro_f1_from_labels(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = 3) -> float:
-    """Macro-F1 over ``num_classes`` classes (a class with no true or predicted rows scores 0).
-
-    Example:
-        >>> macro_f1_from_labels(np.array([0, 1, 2]), np.array([0, 1, 2]))
-        1.0
-    """
-    return float(_macro_f1(y_true[None, :], y_pred[None, :], num_classes)[0])
-
-
-def _macro_f1(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """Row-wise macro-F1 of (B, n) label matrices."""
-    scores = []
-    for c in range(num_classes):
-        t, p = y_true == c, y_pred == c
-        tp = (t & p).sum(axis=1)
-        denom = t.sum(axis=1) + p.sum(axis=1)
-        scores.append(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0))
-    return np.mean(scores, axis=0)
-
-
-def paired_bootstrap(
-    y_true: np.ndarray,
-    pred_champion: np.ndarray,
-    pred_challenger: np.ndarray,
-    *,
-    resamples: int = T.BOOTSTRAP_RESAMPLES,
-    confidence: float = T.BOOTSTRAP_CONFIDENCE,
-    seed: int = 0,
-) -> dict:
-    """Confidence interval of (challenger - champion) macro-F1 by resampling test reviews in pairs.
-
-    Both models are scored on the same resampled reviews each time, so the interval reflects
-    the difference between them, not the difficulty of the sample.
-
-    Args:
-        y_true: class ids of the test reviews.
-        pred_champion, pred_challenger: predicted class ids of the two models, same order.
-        resamples: bootstrap resamples.
-        confidence: two-sided level of the percentile interval.
-        seed: resampling seed.
-
-    Returns:
-        {"champion_macro_f1", "challenger_macro_f1", "delta", "ci_low", "ci_high", "p_better"
-        (share of resamples where the challenger wins), "n", "resamples"}.
-
-    Example:
-        >>> paired_bootstrap(y, a, b)["ci_low"] > 0  # doctest: +SKIP
-        True
-    """
-    y_true, a, b = (np.asarray(v) for v in (y_true, pred_champion, pred_challenger))
-    n = len(y_true)
-    if n == 0 or len(a) != n or len(b) != n:
-        raise ValueError("paired bootstrap needs three equally long, non-empty label arrays")
-    rng = np.random.default_rng(seed)
-    deltas = np.empty(resamples)
-    step = max(1, 2_000_000 // n)  # resample in blocks to bound memory on large test sets
-    for start in range(0, resamples, step):
-        idx = rng.integers(0, n, size=(min(step, resamples - start), n))
-        yt = y_true[idx]
-        deltas[start : start + len(idx)] = _macro_f1(yt, b[idx], 3) - _macro_f1(yt, a[idx], 3)
-    alpha = (1 - confidence) / 2
-    champion, challenger = macro_f1_from_labels(y_true, a), macro_f1_from_labels(y_true, b)
-    return {
-        "champion_macro_f1": champion,
-        "challenger_macro_f1": challenger,
-        "delta": challenger - champion,
-        "ci_low": float(np.quantile(deltas, alpha)),
-        "ci_high": float(np.quantile(deltas, 1 - alpha)),
-        "p_better": float((deltas > 0).mean()),
-        "n": n,
-        "resamples": resamples,
-    }
-
-
-def decide_promotion(comparison: dict, *, min_gain: float = T.PROMOTION_MIN_GAIN) -> tuple[bool, str]:
-    """Promote only when the bootstrap lower bound of the gain exceeds ``min_gain``; says why either way.
-
-    Example:
-        >>> decide_promotion({"delta": 0.05, "ci_low": 0.01, "ci_high": 0.09})[0]
-        True
-    """
-    interval = f"macro-F1 change {comparison['delta']:+.4f}, {T.BOOTSTRAP_CONFIDENCE:.0%} CI " \
-               f"[{comparison['ci_low']:+.4f}, {comparison['ci_high']:+.4f}]"
-    if comparison["ci_low"] > min_gain:
-        return True, f"promoted: {interval}; the lower bound is above {min_gain:+.4f}"
-    if comparison["delta"] <= 0:
-        return False, f"not promoted: the challenger is not better ({interval})"
-    return False, f"not promoted: the gain is not backed by the test set ({interval}; lower bound not above {min_gain:+.4f})"
 
 
 class _SpanReporter(JobReporter):
@@ -128,18 +32,6 @@ class _SpanReporter(JobReporter):
 
     def progress(self, fraction: float, message: str | None = None, *, force: bool = False) -> None:
         super().progress(self._start + (self._end - self._start) * fraction, message, force=force)
-
-
-def _test_predictions(db: DbPath, model_ids: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    from pipeline.models.predictors import load_predictor
-
-    with connect(db, read_only=True) as con:
-        test = fetch_labeled_split(con, "test")
-    if test.empty:
-        raise TastebudError("the test split has no labeled reviews; import more reviews first")
-    y = test["label"].map(LABEL_TO_ID).to_numpy()
-    texts = test["text"].tolist()
-    return y, {m: load_predictor(db, m).predict_proba(texts).argmax(axis=1) for m in model_ids}
 
 
 def retrain(db: DbPath, config, *, actor: Actor, reporter: JobReporter | None = None) -> dict:
@@ -159,10 +51,6 @@ def retrain(db: DbPath, config, *, actor: Actor, reporter: JobReporter | None = 
         >>> retrain("tastebud.duckdb", TrainConfig(epochs=2), actor=cli_actor())["promoted"]  # doctest: +SKIP
         True
     """
-    from pipeline.models.loading import check_base_model
-    from pipeline.train.run import train
-    from store.models import get_champion, promote_model
-
     require(actor, "train")
     require(actor, "promote")
     check_base_model(config.base_model)  # a bad --base-model fails before a round row exists
@@ -174,17 +62,11 @@ def retrain(db: DbPath, config, *, actor: Actor, reporter: JobReporter | None = 
     champion_id = champion["model_id"] if champion else None
     try:
         reporter.log(f"round {round_id}: training on the current labels (champion: {champion_id or 'none'})")
-        model_id = train(db, config, reporter=_SpanReporter(reporter, 0.0, 0.85), actor=actor)
+        model_id = training.train(db, config, reporter=_SpanReporter(reporter, 0.0, 0.85), actor=actor)
         with connect(db, read_only=True) as con:
             added = count_round_human_labels(con, round_id)
-        comparison = None
-        if champion_id is None:
-            promoted, decision = True, "promoted: first model, nothing to compare against"
-        else:
-            reporter.progress(0.88, "scoring the test split with champion and challenger", force=True)
-            y, preds = _test_predictions(db, [champion_id, model_id])
-            comparison = paired_bootstrap(y, preds[champion_id], preds[model_id])
-            promoted, decision = decide_promotion(comparison)
+        reporter.progress(0.88, "scoring the test split with champion and challenger", force=True)
+        promoted, decision, comparison = judge_challenger(db, champion_id, model_id)
         delta = comparison["delta"] if comparison else None
         efficiency = delta / added["train"] if delta is not None and added["train"] else None
         with transaction(db) as con:
@@ -225,9 +107,6 @@ def retrain(db: DbPath, config, *, actor: Actor, reporter: JobReporter | None = 
 
 def run_job(db: DbPath, params: dict, reporter: JobReporter) -> dict:
     """Job kind "retrain": params are ``TrainConfig.to_dict()`` fields (all optional)."""
-    from pipeline.train.config import TrainConfig
-    from store.jobs import get_job
-
     try:
         config = TrainConfig.from_dict(dict(params or {}))
     except ValueError as exc:

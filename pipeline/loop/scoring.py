@@ -17,31 +17,21 @@ them. Memory holds at most a few chunks at a time (bounded queues).
 
 from __future__ import annotations
 
-import os
+import queue
+import threading
+import time
+from datetime import datetime
 
-# Scoring shares a few cores with the dashboard and other jobs. OpenMP threads that spin while
-# waiting for each other then steal the CPU their siblings need: with passive waiting the same
-# scoring ran 3-5x faster at load 7 on 2 cores (bench/RESULTS.md, "Scoring"). libgomp reads this
-# once, when torch loads, so it is set here, before any torch import of a scoring process; a
-# value set by the user wins, and a process that already loaded torch is unaffected.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numpy as np
+import pyarrow as pa
 
-import queue  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from datetime import datetime  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pyarrow as pa  # noqa: E402
-
-from pipeline.jobs import JobReporter  # noqa: E402
-from pipeline.models.predictors import Predictor  # noqa: E402
-from store.constants import LABELS  # noqa: E402
-from store.db import connect, transaction  # noqa: E402
-from store.errors import TastebudError  # noqa: E402
-from store.predictions import count_pending, fetch_pending_chunk, write_predictions  # noqa: E402
-
-DbPath = str | os.PathLike | None
+from pipeline.jobs import JobReporter
+from pipeline.models.predictors import Predictor, load_predictor
+from store.constants import LABELS
+from store.db import DbPath, connect, transaction
+from store.errors import TastebudError
+from store.models import get_champion, get_model
+from store.predictions import count_pending, fetch_pending_chunk, write_predictions
 
 # Reviews per read/compute/write cycle on a CPU (a GPU's comes from pipeline.device.device_defaults):
 # large enough for good length-sorted batches and few commits, small enough that a kill loses
@@ -261,7 +251,7 @@ def score_with(
 
 
 def _default_chunk_size(predictor) -> int:
-    from pipeline.device import device_defaults
+    from pipeline.device import device_defaults  # loads torch; `tastebud flag` imports this module without it
 
     device = getattr(predictor, "device", None)
     return device_defaults(device).score_chunk_size if device is not None else DEFAULT_CHUNK_SIZE
@@ -269,8 +259,6 @@ def _default_chunk_size(predictor) -> int:
 
 def resolve_model_id(db: DbPath, model_id: str | None) -> str:
     """``model_id`` if the store knows it and it is ready, else the champion's id; a clear error otherwise."""
-    from store.models import get_champion, get_model
-
     with connect(db, read_only=True) as con:
         if model_id is None:
             champion = get_champion(con)
@@ -313,8 +301,6 @@ def score(
     """
     if isinstance(shard, str):
         shard = parse_shard(shard)
-    from pipeline.models.predictors import load_predictor
-
     resolved = resolve_model_id(db, model_id)
     predictor = load_predictor(db, resolved)
     return score_with(db, predictor, resolved, rescore_all=rescore_all, shard=shard, reporter=reporter,

@@ -31,7 +31,7 @@ from pipeline.models.predictors import (
 )
 from store import models as model_store
 from store.actors import Actor, audit, require
-from store.constants import LABEL_TO_ID, LABELS
+from store.constants import LABEL_TO_ID, LABELS, label_from_stars
 from store.db import connect, transaction
 from store.errors import TastebudError
 from store.reviews import fetch_labeled_split
@@ -103,7 +103,7 @@ def register_baselines(
             audit(con, actor, "model.register", target=row["model_id"], detail={"kind": "baseline", "name": row["name"]})
     ids = [row["model_id"] for row in rows]
     if evaluate:
-        from pipeline.evaluation.evaluator import evaluate_model
+        from pipeline.evaluation.evaluator import evaluate_model  # loads torch via `evaluate`; `tastebud demo --help` must not
 
         for model_id in ids:
             result = evaluate_model(db, model_id)
@@ -207,8 +207,7 @@ def infer_label_map(names: Sequence[str]) -> dict[str, str]:
         lower = name.lower()
         stars = re.fullmatch(r"\s*([1-5])\s*stars?\s*", lower)
         if stars:
-            n = int(stars.group(1))
-            mapping[name] = "negative" if n <= 2 else "neutral" if n == 3 else "positive"
+            mapping[name] = label_from_stars(int(stars.group(1)))
         elif lower.startswith("neg"):
             mapping[name] = "negative"
         elif lower.startswith("neu"):

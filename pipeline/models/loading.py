@@ -14,6 +14,7 @@ from pathlib import Path
 from store.constants import LABELS
 from store.db import resolve_db_path
 from store.errors import TastebudError
+from store.settings import current_settings
 
 METADATA_FILE = "tastebud.json"
 ID2LABEL = dict(enumerate(LABELS))
@@ -102,10 +103,7 @@ def _check_cached_hub_model(repo_id: str) -> str:
 
 def models_dir(db: str | os.PathLike | None) -> Path:
     """Where trained models are saved: ``models/`` beside the store (``TASTEBUD_MODELS_DIR`` overrides)."""
-    override = os.environ.get("TASTEBUD_MODELS_DIR")
-    if override:
-        return Path(override)
-    return resolve_db_path(db).resolve().parent / "models"
+    return current_settings().models_dir or resolve_db_path(db).resolve().parent / "models"
 
 
 def load_tokenizer(path_or_id: str):

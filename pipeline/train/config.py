@@ -59,94 +59,95 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("cuda", "mps", "cpu")
 
 
+def _option(default: Any, help: str, *, label: str, flags: tuple[str, ...] = (), choices: tuple[str, ...] | None = None,
+            min: float | None = None, max: float | None = None, open_min: bool = False, open_max: bool = False,
+            advanced: bool = True, fmt: str | None = None) -> Any:
+    """A TrainConfig field whose metadata drives validation, the CLI options and the Training form.
+
+    Metadata keys: help, label (form), flags (CLI; default ``--field-name``), choices, min/max bounds
+    (``open_*``: the bound itself is excluded), advanced (the form folds it away), fmt (form number format).
+    """
+    return dataclasses.field(default=default, metadata={
+        "help": help, "label": label, "flags": flags, "choices": choices, "min": min, "max": max,
+        "open_min": open_min, "open_max": open_max, "advanced": advanced, "fmt": fmt,
+    })
+
+
 @dataclass
 class TrainConfig:
     """Hyperparameters and data options of one fine-tuning run.
 
-    Args:
-        base_model: HF id or local path; None means the packaged offline encoder.
-        learning_rate: peak AdamW learning rate (linear warmup then linear decay).
-        batch_size: examples per optimizer micro-batch.
-        epochs: maximum passes over the train split.
-        max_length: truncation length in tokens.
-        truncation: "head_tail" keeps the opening and the ending of a long review, "head" only the opening.
-        weight_decay: AdamW weight decay.
-        warmup_ratio: fraction of optimizer steps spent warming up.
-        seed: seed for head initialisation and data order.
-        class_weighting: "none", "balanced" (n / (k * n_c)) or "sqrt" (its square root) for the loss.
-        grad_accum: micro-batches per optimizer step.
-        early_stopping_patience: stop after this many epochs without a better validation macro-F1 (0 = never).
-        max_train_examples: train on at most this many examples (stratified sample), None for all.
-        precision: "auto" (from pipeline.device), "bf16", "fp16" or "fp32".
-        device: force "cuda", "mps" or "cpu"; None lets pipeline.device decide.
-        eval_batch_size: batch size for validation and test scoring.
-        checkpoint_steps: also checkpoint every N optimizer steps (0 = at the end of each epoch only).
-        name: a label for the registered model (default: generated).
-        head: "cls" (the pooler over [CLS]) or "mean" (mean-pooled token embeddings, as the encoder was trained).
-        lr_schedule: "linear", "cosine" or "constant_with_warmup" decay after warmup.
-        layer_lr_decay: learning rate multiplier per encoder layer going down from the top (1.0 = same everywhere).
-        prior_adjust: after training, fit per-class logit offsets on the validation split that maximise its
-            macro-F1 (undoes what class weighting does to neutral precision); baked into the saved head.
-        calibrate: fit a softmax temperature on the validation split and keep it when it lowers validation ECE.
-        ensemble: also register an ensemble of this model and TF-IDF + LR, weights fitted on validation.
+    Every field carries its help text, bounds and choices as ``metadata`` (see :func:`_option`);
+    ``__post_init__`` checks values against them, the CLI's ``train`` and ``retrain`` options and
+    the dashboard's Training form are built from them (:func:`config_fields`). Defaults are the
+    :data:`DEFAULT_RECIPE` row of :data:`RECIPES` on top of the base values.
 
     Example:
         >>> TrainConfig(learning_rate=3e-5, epochs=2).to_dict()["learning_rate"]
         3e-05
     """
 
-    base_model: str | None = None
-    learning_rate: float = _DEFAULTS["learning_rate"]
-    batch_size: int = DEFAULT_BATCH_SIZE
-    epochs: int = _DEFAULTS["epochs"]
-    max_length: int = _DEFAULTS["max_length"]
-    truncation: str = "head_tail"
-    weight_decay: float = DEFAULT_WEIGHT_DECAY
-    warmup_ratio: float = DEFAULT_WARMUP_RATIO
-    seed: int = DEFAULT_SEED
-    class_weighting: str = _DEFAULTS["class_weighting"]
-    grad_accum: int = 1
-    early_stopping_patience: int = DEFAULT_PATIENCE
-    max_train_examples: int | None = None
-    precision: str = "auto"
-    device: str | None = None
-    eval_batch_size: int = 64
-    checkpoint_steps: int = 0
-    name: str | None = None
-    head: str = _DEFAULTS["head"]
-    lr_schedule: str = _DEFAULTS["lr_schedule"]
-    layer_lr_decay: float = _DEFAULTS["layer_lr_decay"]
-    prior_adjust: bool = _DEFAULTS["prior_adjust"]
-    calibrate: bool = True
-    ensemble: bool = _DEFAULTS["ensemble"]
+    base_model: str | None = _option(
+        None, "HF id or local path (default: the packaged MiniLM encoder).", label="Base model", advanced=False)
+    learning_rate: float = _option(
+        _DEFAULTS["learning_rate"], "Peak AdamW learning rate (linear warmup, then the lr schedule).",
+        label="Learning rate", flags=("--lr", "--learning-rate"), min=0, max=1, open_min=True, open_max=True,
+        advanced=False, fmt="%.1e")
+    batch_size: int = _option(DEFAULT_BATCH_SIZE, "Examples per optimizer micro-batch.", label="Batch size", min=1,
+                              advanced=False)
+    epochs: int = _option(_DEFAULTS["epochs"], "Maximum passes over the train split.", label="Epochs", min=1,
+                          advanced=False)
+    max_length: int = _option(_DEFAULTS["max_length"], "Truncation length in tokens.", label="Max length (tokens)",
+                              min=1, max=8192, advanced=False)
+    truncation: str = _option(
+        "head_tail", "head_tail keeps the opening and the ending of a long review, head only the opening.",
+        label="Truncation", choices=TRUNCATIONS)
+    weight_decay: float = _option(DEFAULT_WEIGHT_DECAY, "AdamW weight decay.", label="Weight decay", min=0, max=1,
+                                  open_max=True)
+    warmup_ratio: float = _option(DEFAULT_WARMUP_RATIO, "Fraction of optimizer steps spent warming up.",
+                                  label="Warmup ratio", min=0, max=1, open_max=True)
+    seed: int = _option(DEFAULT_SEED, "Seed for head initialisation and data order.", label="Seed", min=0)
+    class_weighting: str = _option(
+        _DEFAULTS["class_weighting"], "Loss weights per class: none, balanced (n / (k * n_c)) or sqrt (its square root).",
+        label="Class weighting", choices=CLASS_WEIGHTINGS)
+    grad_accum: int = _option(1, "Micro-batches per optimizer step.", label="Gradient accumulation", min=1)
+    early_stopping_patience: int = _option(
+        DEFAULT_PATIENCE, "Stop after this many epochs without a better validation macro-F1 (0 = never).",
+        label="Early-stopping patience (epochs)", flags=("--patience",), min=0)
+    max_train_examples: int | None = _option(
+        None, "Train on a stratified sample of at most this many examples (human relabels always kept).",
+        label="Train on at most this many examples (0: all)", min=3, advanced=False)
+    precision: str = _option("auto", "auto (from pipeline.device), bf16, fp16 or fp32.", label="Precision",
+                             choices=PRECISIONS)
+    device: str | None = _option(None, "Force cuda, mps or cpu (default: pipeline.device decides).", label="Device",
+                                 choices=DEVICES)
+    eval_batch_size: int = _option(64, "Batch size for validation and test scoring.", label="Evaluation batch size",
+                                   min=1)
+    checkpoint_steps: int = _option(0, "Also checkpoint every N optimizer steps (0 = at the end of each epoch only).",
+                                    label="Checkpoint every N steps", min=0)
+    name: str | None = _option(None, "A name for the registered model (default: generated).", label="Model name")
+    head: str = _option(
+        _DEFAULTS["head"], "cls (the pooler over [CLS]) or mean (mean-pooled token embeddings, as the encoder was "
+        "trained).", label="Classification head", choices=HEADS)
+    lr_schedule: str = _option(_DEFAULTS["lr_schedule"], "How the learning rate decays after warmup.",
+                               label="Learning-rate schedule", choices=LR_SCHEDULES)
+    layer_lr_decay: float = _option(
+        _DEFAULTS["layer_lr_decay"], "Learning-rate factor per encoder layer going down from the top (1 = same "
+        "everywhere).", label="Layer-wise learning-rate decay", min=0, max=1, open_min=True)
+    prior_adjust: bool = _option(
+        _DEFAULTS["prior_adjust"], "After training, fit per-class logit offsets on validation that maximise its "
+        "macro-F1 (baked into the saved head).", label="Fit class offsets on validation")
+    calibrate: bool = _option(True, "Fit a softmax temperature on validation; kept when it lowers validation ECE.",
+                              label="Calibrate (temperature scaling)")
+    ensemble: bool = _option(_DEFAULTS["ensemble"], "Also register an ensemble of this model and TF-IDF + LR, "
+                             "weights fitted on validation.", label="Also register a TF-IDF ensemble")
 
     def __post_init__(self) -> None:
-        _check(math.isfinite(self.learning_rate) and 0 < self.learning_rate < 1, "learning_rate must be in (0, 1)")
-        for name in ("batch_size", "epochs", "max_length", "grad_accum", "eval_batch_size"):
-            _check(isinstance(getattr(self, name), int) and getattr(self, name) >= 1, f"{name} must be an integer >= 1")
-        _check(self.max_length <= 8192, "max_length must be at most 8192")
-        _check(0 <= self.weight_decay < 1, "weight_decay must be in [0, 1)")
-        _check(0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)")
-        _check(isinstance(self.seed, int) and self.seed >= 0, "seed must be a non-negative integer")
-        _check(self.truncation in TRUNCATIONS, f"truncation must be one of {', '.join(TRUNCATIONS)}")
-        _check(self.class_weighting in CLASS_WEIGHTINGS, f"class_weighting must be one of {', '.join(CLASS_WEIGHTINGS)}")
-        _check(
-            isinstance(self.early_stopping_patience, int) and self.early_stopping_patience >= 0,
-            "early_stopping_patience must be an integer >= 0",
-        )
-        _check(
-            self.max_train_examples is None or (isinstance(self.max_train_examples, int) and self.max_train_examples >= 3),
-            "max_train_examples must be None or an integer >= 3",
-        )
-        _check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
-        _check(self.device is None or self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}")
-        _check(isinstance(self.checkpoint_steps, int) and self.checkpoint_steps >= 0, "checkpoint_steps must be >= 0")
+        for f in fields(self):
+            _check_field(f, getattr(self, f.name))
+        _check(math.isfinite(self.learning_rate), "learning_rate must be in (0, 1)")
+        _check(math.isfinite(self.layer_lr_decay), "layer_lr_decay must be in (0, 1]")
         _check(self.base_model is None or bool(str(self.base_model).strip()), "base_model must not be empty")
-        _check(self.head in HEADS, f"head must be one of {', '.join(HEADS)}")
-        _check(self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}")
-        _check(math.isfinite(self.layer_lr_decay) and 0 < self.layer_lr_decay <= 1, "layer_lr_decay must be in (0, 1]")
-        for name in ("prior_adjust", "calibrate", "ensemble"):
-            _check(isinstance(getattr(self, name), bool), f"{name} must be true or false")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -198,9 +199,47 @@ _OPTIONAL_INTS = {"max_train_examples"}
 _OPTIONAL_STRS = {"base_model", "device", "name"}
 
 
+def config_fields() -> tuple[dataclasses.Field, ...]:
+    """TrainConfig's fields in declaration order; each one's ``metadata`` holds help, label, flags,
+    choices and bounds, and :func:`field_type` gives its value type."""
+    return fields(TrainConfig)
+
+
+def field_type(f: dataclasses.Field) -> type:
+    """bool, int, float or str: the type of a field's values (None aside)."""
+    if f.name in _BOOLS:
+        return bool
+    return float if f.name in _FLOATS else int if f.name in _INTS | _OPTIONAL_INTS else str
+
+
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
+
+
+def _check_field(f: dataclasses.Field, value: Any) -> None:
+    meta, kind = f.metadata, field_type(f)
+    if value is None and f.default is None:
+        return
+    if meta["choices"]:
+        _check(value in meta["choices"], f"{f.name} must be one of {', '.join(meta['choices'])}")
+        return
+    if kind is bool:
+        _check(isinstance(value, bool), f"{f.name} must be true or false")
+        return
+    if kind is str:
+        return
+    lo, hi = meta["min"], meta["max"]
+    if kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok = ok and (lo is None or value >= lo) and (hi is None or value <= hi)
+        bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        _check(ok, f"{f.name} must be {'None or ' if f.default is None else ''}an integer {bound}")
+        return
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and (lo is None or (value > lo if meta["open_min"] else value >= lo))
+    ok = ok and (hi is None or (value < hi if meta["open_max"] else value <= hi))
+    _check(ok, f"{f.name} must be in {'(' if meta['open_min'] else '['}{lo}, {hi}{')' if meta['open_max'] else ']'}")
 
 
 def _coerce(name: str, value: Any) -> Any:

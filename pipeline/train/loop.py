@@ -49,7 +49,7 @@ from pipeline.train.state import (
     TrainingData,
     Trial,
 )
-from store import models as model_store
+from store import training_runs as run_store
 from store.constants import LABEL_TO_ID, LABELS
 from store.db import transaction
 from store.errors import TastebudError
@@ -458,7 +458,7 @@ class _RunCallback(TrainerCallback):
             "val_macro_f1": metrics.get("eval_macro_f1"),
         }
         with transaction(self.db) as con:
-            model_store.record_epoch(con, self.trial.run_id, **row)
+            run_store.record_epoch(con, self.trial.run_id, **row)
         # A resumed run repeats the epoch it was killed in: forget what that epoch said before.
         history = [h for h in self.state["history"] if h["epoch"] < epoch] + [row]
         best_before = max((h["val_macro_f1"] for h in history[:-1]), default=None)

@@ -23,17 +23,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.train.config import TrainConfig
-from pipeline.train.state import BEST_DIR, CHECKPOINT_DIR, DATA_FILE, Trial, TrainingData
 from pipeline.jobs import JobCancelled, JobReporter, pid_alive, runs_dir
 from pipeline.models.loading import METADATA_FILE, check_base_model, default_base_model, models_dir
+from pipeline.train.config import TrainConfig
+from pipeline.train.state import BEST_DIR, CHECKPOINT_DIR, DATA_FILE, Trial, TrainingData
+from store import evaluations as evaluation_store
+from store import labels as label_store
 from store import models as model_store
+from store import training_runs as run_store
 from store.actors import Actor, audit, cli_actor, require
 from store.constants import LABEL_TO_ID, LABELS
 from store.db import connect, transaction
 from store.errors import TastebudError
+from store.jobs import get_job
 from store.reviews import fetch_labeled_split
-
 
 
 # ---------------------------------------------------------------- public API
@@ -57,7 +60,8 @@ def train(
         resume: True continues the newest interrupted run from its last checkpoint, a run id
             continues that run; False starts a new run.
         actor: who trains (default: the CLI operator); needs the "train" permission.
-        promote_if_better: promote the new model when its test macro-F1 beats the champion's.
+        promote_if_better: promote the new model by the rule retrain uses
+            (:func:`pipeline.loop.promotion.promote_if_better`: a paired bootstrap on the current test split).
 
     Returns:
         The registered model id.
@@ -129,7 +133,7 @@ def sweep(
         trial = _new_trial(db, cfg, data, reporter=reporter, sweep_id=sweep_id)
         _fit(db, trial, data, reporter=reporter, span=(0.9 * i / len(configs), 0.9 * (i + 1) / len(configs)))
         with transaction(db) as con:
-            model_store.finish_run(con, trial.run_id, "succeeded", result=trial.result())
+            run_store.finish_run(con, trial.run_id, "succeeded", result=trial.result())
         trials.append(trial)
         summary.append({"run_id": trial.run_id, "params": combo, **_short(trial.val_metrics)})
     best = max(trials, key=lambda t: t.val_metrics.get("macro_f1", -1.0))
@@ -165,7 +169,7 @@ def run_job(db, params: dict, reporter: JobReporter) -> dict:
     else:
         result = {"model_id": train(db, config, reporter=reporter, resume=resume, actor=actor, promote_if_better=promote)}
     with connect(db, read_only=True) as con:
-        result["metrics"] = model_store.fetch_latest_evaluation(con, result["model_id"])
+        result["metrics"] = evaluation_store.fetch_latest_evaluation(con, result["model_id"])
     return result
 
 
@@ -178,7 +182,7 @@ def load_training_data(db, config: TrainConfig) -> TrainingData:
     with connect(db, read_only=True) as con:
         train_df = fetch_labeled_split(con, "train")
         val_df = fetch_labeled_split(con, "val")
-        label_round = model_store.current_label_round(con)
+        label_round = label_store.current_label_round(con)
     if train_df.empty:
         raise TastebudError("the train split has no labeled reviews: import or label reviews first")
     if val_df.empty:
@@ -201,12 +205,12 @@ def reap_dead_runs(db) -> list[str]:
     A run on another host is left alone (its process cannot be checked from here).
     """
     with connect(db, read_only=True) as con:
-        running = model_store.running_runs(con)
+        running = run_store.running_runs(con)
     dead = [r["run_id"] for r in running if not _run_process_alive(r)]
     if dead:
         with transaction(db) as con:
             for run_id in dead:
-                model_store.finish_run(con, run_id, "failed", error="the training process exited without reporting")
+                run_store.finish_run(con, run_id, "failed", error="the training process exited without reporting")
     return dead
 
 
@@ -282,7 +286,7 @@ def _new_trial(db, config: TrainConfig, data: TrainingData, *, reporter: JobRepo
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_snapshot(run_dir, data)
     with transaction(db) as con:
-        model_store.create_run(
+        run_store.create_run(
             con, run_id=run_id, config=config.to_dict(), checkpoint_dir=str(run_dir / CHECKPOINT_DIR),
             job_id=reporter.job_id, sweep_id=sweep_id, **_this_process(),
         )
@@ -292,7 +296,7 @@ def _new_trial(db, config: TrainConfig, data: TrainingData, *, reporter: JobRepo
 
 def _resume_trial(db, run_id: str | None, reporter: JobReporter) -> Trial:
     with connect(db, read_only=True) as con:
-        run = model_store.get_run(con, run_id) if run_id else model_store.latest_interrupted_run(con)
+        run = run_store.get_run(con, run_id) if run_id else run_store.latest_interrupted_run(con)
     if run is None:
         raise TastebudError(f"no training run {run_id}" if run_id else "there is no interrupted training run to resume")
     if run["status"] not in ("failed", "cancelled") or run["model_id"]:
@@ -301,7 +305,7 @@ def _resume_trial(db, run_id: str | None, reporter: JobReporter) -> Trial:
     if not run_dir.exists():
         raise TastebudError(f"cannot resume run {run['run_id']}: its directory {run_dir} is gone")
     with transaction(db) as con:
-        model_store.restart_run(con, run["run_id"], job_id=reporter.job_id, **_this_process())
+        run_store.restart_run(con, run["run_id"], job_id=reporter.job_id, **_this_process())
     reporter.log(f"resuming training run {run['run_id']}")
     return Trial(
         run_id=run["run_id"], config=TrainConfig.from_dict(run["config"]), run_dir=run_dir,
@@ -311,7 +315,7 @@ def _resume_trial(db, run_id: str | None, reporter: JobReporter) -> Trial:
 
 def _fit(db, trial: Trial, data: TrainingData, *, reporter: JobReporter, span: tuple[float, float]) -> None:
     """Train one run, recording its outcome; interrupted runs are marked cancelled or failed."""
-    from pipeline.train.loop import fit_classifier
+    from pipeline.train.loop import fit_classifier  # loads torch and transformers: `tastebud models` never needs them
 
     try:
         fit_classifier(db, trial, data, reporter=reporter, span=span)
@@ -326,7 +330,7 @@ def _fit(db, trial: Trial, data: TrainingData, *, reporter: JobReporter, span: t
 def _mark_ended(db, run_id: str, status: str, error: str) -> None:
     try:
         with transaction(db, timeout_s=30) as con:
-            model_store.finish_run(con, run_id, status, error=error)
+            run_store.finish_run(con, run_id, status, error=error)
     except Exception:  # the store is busy or gone; the reaper marks the run failed later
         pass
 
@@ -360,8 +364,8 @@ def _register(db, trial: Trial, data: TrainingData, actor: Actor) -> str:
             data_snapshot=snapshot, round=data.round, label_counts=data.label_counts(),
             device=trial.device, duration_s=trial.duration_s, val_metrics=trial.val_metrics,
         )
-        model_store.finish_run(con, trial.run_id, "succeeded", model_id=model_id, result=trial.result())
-        model_store.set_run_model(con, trial.run_id, model_id)  # a sweep trial was already marked succeeded
+        run_store.finish_run(con, trial.run_id, "succeeded", model_id=model_id, result=trial.result())
+        run_store.set_run_model(con, trial.run_id, model_id)  # a sweep trial was already marked succeeded
         audit(con, actor, "model.register", target=model_id, detail={"run_id": trial.run_id, "kind": "finetuned"})
     shutil.rmtree(trial.run_dir, ignore_errors=True)
     return model_id
@@ -377,14 +381,20 @@ def _warn_readiness(data: TrainingData, reporter: JobReporter) -> None:
 
 def _after_registration(db, model_id: str, actor: Actor, reporter: JobReporter, promote_if_better: bool,
                         *, data: TrainingData | None = None) -> None:
-    """Evaluate, build the ensemble when the config asks (``data`` given), compare with the baselines, promote."""
+    """Evaluate, promote by the retrain rule when asked, build the ensemble when the config asks (``data``
+    given), compare with the baselines."""
+    # Imported here: evaluation loads torch and `evaluate`, which `tastebud models` (reap_dead_runs) never needs.
     from pipeline.evaluation.comparison import compare_with_best_baseline
-    from pipeline.evaluation.evaluator import evaluate_model
-    from pipeline.loop.registry import promote_if_better as promote_when_better
+    from pipeline.evaluation.evaluator import current_test_evaluation
+    from pipeline.loop.promotion import promote_if_better as promote_when_better
 
     reporter.progress(0.92, f"evaluating {model_id} on the test split", force=True)
     try:
-        result = evaluate_model(db, model_id)
+        if promote_if_better:
+            # Scores the new model (and a champion whose stored evaluation is stale) on the current
+            # test split and stores those evaluations, so the one below is usually already current.
+            reporter.log(promote_when_better(db, model_id, actor)["message"])
+        result = current_test_evaluation(db, model_id)
     except TastebudError as exc:  # e.g. an empty test split: the model stays registered, unevaluated
         reporter.log(f"{model_id} was not evaluated: {exc}")
         result = None
@@ -400,9 +410,6 @@ def _after_registration(db, model_id: str, actor: Actor, reporter: JobReporter, 
     if result is not None:
         for mid in compared:
             reporter.log(compare_with_best_baseline(db, mid)["line"])
-    if promote_if_better:
-        outcome = promote_when_better(db, model_id, actor)
-        reporter.log(outcome["message"])
     reporter.progress(1.0, f"registered {model_id}", force=True)
 
 
@@ -414,8 +421,6 @@ def _job_actor(db, job_id: str | None) -> Actor:
     """The person who started the job (start_job already checked their permission)."""
     name = "job"
     if job_id:
-        from store.jobs import get_job
-
         with connect(db, read_only=True) as con:
             job = get_job(con, job_id)
         name = (job or {}).get("actor") or name
