@@ -4,7 +4,6 @@ learning curves, and the benchmark's summary and recommendation."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import cli_cmd
 from pipeline.evaluation.calibration import fit_adjustment, fit_class_bias, fit_temperature, softmax
 from pipeline.models.heads import HEAD_FILE, MeanPoolClassifier, bake_adjustment
 from pipeline.models.loading import load_classifier, read_metadata
@@ -24,7 +22,7 @@ from store.actors import Actor, cli_actor
 from store.db import connect, transaction
 from store.errors import PermissionDeniedError, TastebudError
 from test_training import RecordingReporter
-from training_helpers import SUBPROCESS_ENV, fill_store, make_tiny_bert, single_thread, tiny_config  # noqa: F401
+from training_helpers import fill_store, make_tiny_bert, single_thread, tiny_config  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -231,14 +229,34 @@ def test_mean_head_recipe_trains_calibrates_builds_an_ensemble_and_compares(fill
     assert f"{ens_id} " in lines and "validation ECE" in lines
 
 
-def test_comparison_line_without_baselines_says_how_to_get_one(filled_store, tiny_base):
+def test_comparison_uses_only_baselines_on_the_same_test_snapshot(filled_store):
     from pipeline.evaluation.comparison import compare_with_best_baseline
+    from pipeline.models.baselines import register_baselines
+    from store.evaluations import insert_evaluation
 
-    model_id = train(filled_store, tiny_config(tiny_base, epochs=1), reporter=RecordingReporter(filled_store))
-    result = compare_with_best_baseline(filled_store, model_id)
+    def evaluated(model_id, kind, f1, snapshot):
+        with transaction(filled_store) as con:
+            model_store.register_model(con, model_id=model_id, kind=kind, name=model_id)
+            insert_evaluation(con, model_id, "test", {"n": 30, "macro_f1": f1, "accuracy": 0.8, "test_snapshot": snapshot})
+
+    evaluated("ft-new", "finetuned", 0.70, "snap-now")
+    result = compare_with_best_baseline(filled_store, "ft-new")
     assert result["baseline_id"] is None and "run `tastebud baselines`" in result["line"]
+    evaluated("baseline-old", "baseline", 0.95, "snap-before-relabel")
+    assert compare_with_best_baseline(filled_store, "ft-new", refresh=False)["baseline_id"] is None
+    evaluated("baseline-good", "baseline", 0.65, "snap-now")
+    result = compare_with_best_baseline(filled_store, "ft-new", refresh=False)
+    assert result["baseline_id"] == "baseline-good" and result["delta_macro_f1"] == pytest.approx(0.05)
+    assert result["line"].startswith("ft-new beats the best baseline baseline-good (baseline-good) on the same 30 test reviews")
+    # refresh re-evaluates a stale baseline on today's test split (a real one: VADER).
+    register_baselines(filled_store, actor=cli_actor(), include=("vader",), evaluate=False)
+    with connect(filled_store, read_only=True) as con:
+        assert model_store.fetch_latest_evaluation(con, "baseline-vader") is None
+    compare_with_best_baseline(filled_store, "ft-new")
+    with connect(filled_store, read_only=True) as con:
+        assert model_store.fetch_latest_evaluation(con, "baseline-vader")["n"] > 0
     with pytest.raises(TastebudError, match="has no test evaluation"):
-        compare_with_best_baseline(filled_store, "baseline-vader")
+        compare_with_best_baseline(filled_store, "nothing-here")
 
 
 # ---------------------------------------------------------------- readiness and learning curves
@@ -281,13 +299,15 @@ def test_tfidf_learning_curve_is_stored_and_read_back(filled_store):
 
 
 def test_learning_curve_cli_and_train_recipe_errors(filled_store):
-    done = subprocess.run(cli_cmd("--db", str(filled_store), "learning-curve", "--sizes", "60,120", "--json"),
-                          capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert [p["n_train"] for p in json.loads(done.stdout)["points"]] == [60, 120]
-    bad = subprocess.run(cli_cmd("--db", str(filled_store), "train", "--recipe", "magic"),
-                         capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=120)
-    assert bad.returncode != 0 and "unknown recipe 'magic'" in (bad.stdout + bad.stderr)
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    done = CliRunner().invoke(app, ["--db", str(filled_store), "learning-curve", "--sizes", "60,120"])
+    assert done.exit_code == 0, done.output
+    assert "stored curve-" in done.output and "     120 train reviews  macro-F1 " in done.output
+    bad = CliRunner().invoke(app, ["--db", str(filled_store), "train", "--recipe", "magic"])
+    assert bad.exit_code != 0 and "unknown recipe 'magic'" in str(bad.exception)
 
 
 # ---------------------------------------------------------------- store schema
