@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.evaluation.calibration import fit_adjustment, fit_class_bias, fit_temperature, softmax
+from pipeline.evaluation.calibration import fit_adjustment, fit_class_bias, fit_temperature
 from pipeline.models.heads import HEAD_FILE, MeanPoolClassifier, bake_adjustment
 from pipeline.models.loading import load_classifier, read_metadata
 from pipeline.train.config import DEFAULT_RECIPE, RECIPES, TrainConfig
@@ -222,7 +222,7 @@ def test_mean_head_recipe_trains_calibrates_builds_an_ensemble_and_compares(fill
     assert sum(weights) == pytest.approx(1.0) and ensemble["params"]["members"][0]["model_id"] == model_id
     probs = load_predictor(filled_store, ens_id).predict_proba(["Amazing tacos", "Rude waiter, cold soup"])
     assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
-    assert isinstance(load_predictor(filled_store, model_id)._load()[0], MeanPoolClassifier)
+    assert isinstance(load_predictor(filled_store, model_id).model, MeanPoolClassifier)
     lines = "\n".join(reporter.lines)
     assert "warning: only" in lines and "(at least 500 recommended" in lines  # 300 demo reviews: every class is short
     assert f"{model_id} " in lines and "the best baseline" in lines and "on the same" in lines

@@ -117,7 +117,7 @@ def _fit_and_predict(db, kind: str, cfg, data, test_texts: list[str], reporter) 
         model = fit_tfidf(data.train["text"].tolist(), ids["train"], data.val["text"].tolist(), ids["val"])
         return model.predict_proba(test_texts)
     from pipeline.jobs import JobReporter
-    from pipeline.models.predictors import FinetunedPredictor
+    from pipeline.models.predictors import ClassifierPredictor
     from pipeline.train.run import _fit, _new_trial
     from pipeline.train.state import BEST_DIR
 
@@ -125,7 +125,7 @@ def _fit_and_predict(db, kind: str, cfg, data, test_texts: list[str], reporter) 
     trial = _new_trial(db, cfg, data, reporter=reporter)
     try:
         _fit(db, trial, data, reporter=reporter, span=(0.0, 0.0))
-        predictor = FinetunedPredictor(trial.run_id, str(trial.run_dir / BEST_DIR), max_length=cfg.max_length,
+        predictor = ClassifierPredictor(trial.run_id, str(trial.run_dir / BEST_DIR), max_length=cfg.max_length,
                                        truncation=cfg.truncation)
         probs = predictor.predict_proba(test_texts)
         with transaction(db) as con:

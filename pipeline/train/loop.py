@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import (
-    DataCollatorWithPadding,
     ProgressCallback,
     Trainer,
     TrainerCallback,
@@ -33,9 +32,10 @@ from transformers import (
 from transformers import logging as hf_logging
 from transformers.trainer_callback import PrinterCallback
 
-from pipeline.device import DeviceInfo, resolve_device
+from pipeline.device import DeviceInfo, device_defaults, resolve_device
 from pipeline.jobs import JobReporter
 from pipeline.evaluation.metrics import compute_classification_metrics
+from pipeline.models.inference import EncodedTexts
 from pipeline.models.loading import default_base_model, load_classifier
 from pipeline.models.truncation import encode
 from pipeline.evaluation.calibration import fit_adjustment
@@ -74,6 +74,7 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     model, tokenizer = load_classifier(cfg.base_model or default_base_model(), head=cfg.head)
+    defaults = device_defaults(info)
     best_dir = trial.run_dir / BEST_DIR
     tokenizer.save_pretrained(best_dir)
     train_set = _encode(tokenizer, data.train, cfg)
@@ -103,7 +104,11 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
         use_cpu=info.device == "cpu",
         # Batches of similar length waste less compute on padding (long reviews are common).
         train_sampling_strategy="group_by_length",
-        dataloader_pin_memory=info.device == "cuda",
+        dataloader_pin_memory=defaults.pin_memory,
+        dataloader_num_workers=defaults.dataloader_workers,
+        # The NaN/inf filter reads the loss on the host at every step, making the host wait for the GPU.
+        logging_nan_inf_filter=False,
+        torch_compile=defaults.compile,
         report_to="none",
         disable_tqdm=not console,
         log_level="error",
@@ -117,7 +122,7 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
         train_dataset=train_set,
         eval_dataset=val_set,
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=PadCollator(tokenizer.pad_token_id or 0, defaults.pad_multiple),
         compute_metrics=val_scorer,
         callbacks=[callback],
         class_weights=_class_weights(data.train["label"], cfg.class_weighting),
@@ -145,7 +150,8 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
     trial.history = state["history"]
     trial.device, trial.precision = info.name, precision
     trial.duration_s = round(callback.elapsed_before + time.perf_counter() - started, 2)
-    trial.throughput = meter.throughput(cfg.max_length)
+    # Where the weights really were (the device's name alone would not show a run that fell back to the CPU).
+    trial.throughput = {**meter.throughput(cfg.max_length), "weights_on": str(next(trainer.model.parameters()).device)}
     trial.adjustment = _adjust_best(trial, data, reporter)
 
 
@@ -209,23 +215,48 @@ def _last_checkpoint(folder: Path) -> Path | None:
 
 
 class _Encoded(torch.utils.data.Dataset):
-    """Tokenized reviews (unpadded) with label ids; padding happens per batch in the collator."""
+    """Tokenized reviews, unpadded, in one flat array, with label ids; :class:`PadCollator` pads per batch."""
 
-    def __init__(self, encodings: dict, labels: list[int]):
-        self.encodings, self.labels = encodings, labels
+    def __init__(self, encoded: EncodedTexts, labels: list[int]):
+        self.encoded, self.labels = encoded, labels
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict:
-        item = {key: values[i] for key, values in self.encodings.items()}
-        item["labels"] = self.labels[i]
-        return item
+        start = self.encoded.offsets[i]
+        return {"input_ids": self.encoded.flat[start : start + self.encoded.lengths[i]], "labels": self.labels[i]}
+
+
+class PadCollator:
+    """Pads a batch with array operations (no Python loop per example, no tokenizer call).
+
+    Padded lengths are multiples of ``pad_multiple``, so a run sees few distinct shapes.
+    """
+
+    def __init__(self, pad_id: int, pad_multiple: int):
+        self.pad_id, self.pad_multiple = pad_id, pad_multiple
+
+    def __call__(self, features: list[dict]) -> dict:
+        rows = [f["input_ids"] for f in features]
+        encoded = EncodedTexts(
+            flat=np.concatenate(rows).astype(np.int64, copy=False),
+            offsets=np.concatenate(([0], np.cumsum([len(r) for r in rows[:-1]], dtype=np.int64))).astype(np.int64),
+            lengths=np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)),
+            pad_id=self.pad_id,
+        )
+        ids, mask = encoded.padded(np.arange(len(rows)), self.pad_multiple)
+        return {
+            "input_ids": torch.from_numpy(ids),
+            "attention_mask": torch.from_numpy(mask),
+            "labels": torch.tensor([f["labels"] for f in features], dtype=torch.long),
+        }
 
 
 def _encode(tokenizer, frame, cfg) -> _Encoded:
     encodings = encode(tokenizer, frame["text"].tolist(), max_length=cfg.max_length, truncation=cfg.truncation)
-    return _Encoded(encodings, [LABEL_TO_ID[label] for label in frame["label"]])
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return _Encoded(EncodedTexts.from_lists(encodings["input_ids"], pad_id), [LABEL_TO_ID[label] for label in frame["label"]])
 
 
 def _class_weights(labels, scheme: str) -> torch.Tensor | None:
@@ -256,21 +287,34 @@ class _ValScorer:
 
 
 class _Meter:
-    """Training-loss average per epoch and throughput (examples, real tokens, seconds spent training)."""
+    """Training-loss average per epoch and throughput (examples, real tokens, seconds spent training).
+
+    Loss and token counts accumulate on the device and are read only at epoch ends: reading
+    them at every step would make the host wait for the GPU at every step.
+    """
 
     def __init__(self):
-        self.loss_sum, self.loss_count = 0.0, 0
-        self.examples, self.tokens, self.seconds = 0, 0, 0.0
+        self.loss_sum, self.loss_count = None, 0
+        self.examples, self.seconds = 0, 0.0
+        self._tokens, self._tokens_read = None, 0
 
-    def add(self, loss: torch.Tensor, examples: int, tokens: int) -> None:
-        self.loss_sum += float(loss.detach())
+    def add(self, loss: torch.Tensor, examples: int, tokens: torch.Tensor) -> None:
+        loss = loss.detach().float()
+        self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
         self.loss_count += 1
         self.examples += examples
-        self.tokens += tokens
+        self._tokens = tokens if self._tokens is None else self._tokens + tokens
+
+    @property
+    def tokens(self) -> int:
+        if self._tokens is not None:
+            self._tokens_read += int(self._tokens)
+            self._tokens = None
+        return self._tokens_read
 
     def take_epoch_loss(self) -> float | None:
-        value = self.loss_sum / self.loss_count if self.loss_count else None
-        self.loss_sum, self.loss_count = 0.0, 0
+        value = float(self.loss_sum) / self.loss_count if self.loss_count else None
+        self.loss_sum, self.loss_count = None, 0
         return value
 
     def throughput(self, max_length: int) -> dict:
@@ -307,10 +351,15 @@ class _WeightedTrainer(Trainer):
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         logits = outputs.logits.float()
-        weight = self.class_weights.to(logits.device) if (model.training and self.class_weights is not None) else None
+        weight = None
+        if model.training and self.class_weights is not None:
+            if self.class_weights.device != logits.device:  # copied once: a copy per step would make the host wait
+                self.class_weights = self.class_weights.to(logits.device)
+            weight = self.class_weights
         loss = F.cross_entropy(logits, labels, weight=weight)
         if model.training:
-            tokens = int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else labels.numel()
+            mask = inputs.get("attention_mask")
+            tokens = mask.sum() if mask is not None else torch.tensor(labels.numel(), device=labels.device)
             self.meter.add(loss, int(labels.shape[0]), tokens)
         return (loss, outputs) if return_outputs else loss
 
