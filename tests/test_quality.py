@@ -59,6 +59,8 @@ def test_new_options_are_validated_and_coerced():
         TrainConfig(head="max")
     with pytest.raises(ValueError, match=r"layer_lr_decay must be in \(0, 1\]"):
         TrainConfig(layer_lr_decay=1.5)
+    with pytest.raises(ValueError, match=r"head_lr_multiplier must be in \[1, 1000\]"):
+        TrainConfig(head_lr_multiplier=0.5)
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         TrainConfig(lr_schedule="step")
     with pytest.raises(ValueError, match="prior_adjust must be true or false"):
@@ -134,13 +136,13 @@ def test_layerwise_groups_give_lower_layers_smaller_learning_rates(tiny_base):
     from pipeline.train.loop import layerwise_param_groups
 
     model, _ = load_classifier(tiny_base, head="mean")
-    groups = layerwise_param_groups(model, 1e-3, 0.5, 0.01)
+    groups = layerwise_param_groups(model, 1e-3, 0.5, 0.01, head_lr_multiplier=10)
     lr_of = {}
     for group in groups:
         for param in group["params"]:
             lr_of[id(param)] = group["lr"]
     named = dict(model.named_parameters())
-    assert lr_of[id(named["classifier.weight"])] == pytest.approx(1e-3)
+    assert lr_of[id(named["classifier.weight"])] == pytest.approx(1e-2)
     assert lr_of[id(named["encoder.encoder.layer.1.attention.self.query.weight"])] == pytest.approx(5e-4)
     assert lr_of[id(named["encoder.encoder.layer.0.attention.self.query.weight"])] == pytest.approx(2.5e-4)
     assert lr_of[id(named["encoder.embeddings.word_embeddings.weight"])] == pytest.approx(1.25e-4)

@@ -47,6 +47,7 @@ def train_cmd(
     head: str = typer.Option(None, "--head", help=f"cls or mean (mean-pooled tokens, as the encoder was trained; default {TrainConfig.head})."),
     lr_schedule: str = typer.Option(None, "--lr-schedule", help="linear (default), cosine or constant_with_warmup."),
     layer_lr_decay: float = typer.Option(None, "--layer-lr-decay", help="Learning-rate factor per layer downwards, 1 = off (default)."),
+    head_lr_multiplier: float = typer.Option(None, "--head-lr-multiplier", help="The new output layer's rate x this (default 1)."),
     prior_adjust: bool = typer.Option(None, "--prior-adjust/--no-prior-adjust", help="Fit class offsets on validation for macro-F1."),
     calibrate: bool = typer.Option(None, "--calibrate/--no-calibrate", help="Temperature scaling fitted on validation (default on)."),
     ensemble: bool = typer.Option(None, "--ensemble/--no-ensemble", help="Also register an ensemble with TF-IDF + LR."),
@@ -64,7 +65,7 @@ def train_cmd(
         "seed": seed, "class_weighting": class_weighting, "grad_accum": grad_accum, "early_stopping_patience": patience,
         "max_train_examples": max_train_examples, "precision": precision, "device": device,
         "checkpoint_steps": checkpoint_steps, "name": name, "head": head, "lr_schedule": lr_schedule,
-        "layer_lr_decay": layer_lr_decay, "prior_adjust": prior_adjust, "calibrate": calibrate, "ensemble": ensemble,
+        "layer_lr_decay": layer_lr_decay, "head_lr_multiplier": head_lr_multiplier, "prior_adjust": prior_adjust, "calibrate": calibrate, "ensemble": ensemble,
     }
     try:
         # Unset options keep the recipe's value (TrainConfig's defaults when no --recipe), so the default lives in one place.
