@@ -145,7 +145,7 @@ def run_method(method: str, model_dir: str | None, n: int, seed: int, device: st
 
 
 def compare(model_dir: str | None, n: int, seed: int, methods: list[str], *, device: str = "cpu",
-            precision: str = "auto", pipeline_batch_size: int | None = None) -> list[dict]:
+            precision: str = "auto", pipeline_batch_size: int | None = None, json_out: str | None = None) -> list[dict]:
     """Run each method in its own subprocess and print the comparison table."""
     import numpy as np
     from sklearn.metrics import f1_score
@@ -177,7 +177,9 @@ def compare(model_dir: str | None, n: int, seed: int, methods: list[str], *, dev
         result = json.loads(out.stdout.strip().splitlines()[-1])
         result["loadavg_before"] = load_before
         result["macro_f1"] = f1_score(y, result["pred"], average="macro")
+        result["reviews_per_s"] = result["n"] / result["seconds"]
         results.append(result)
+        _write_json(json_out, _report(device, precision, n, results))  # a run killed for time keeps what it measured
         print(f"  {method}: {result['n'] / result['seconds']:.1f} reviews/s", flush=True)
     failed = [r for r in results if "error" in r]
     results = [r for r in results if "error" not in r]
@@ -370,10 +372,13 @@ def main() -> None:
     for m in methods:
         print(f"{m}: {METHODS[m]}")
     results = compare(args.model_dir, args.n, args.seed, methods, device=args.device, precision=args.precision,
-                      pipeline_batch_size=args.pipeline_batch_size)
-    _write_json(args.json_out, {"device": args.device, "precision": args.precision, "n": args.n,
-                                "cpu": _cpu_model(), "results": [{k: v for k, v in r.items() if k != "pred"}
-                                                                 for r in results]})
+                      pipeline_batch_size=args.pipeline_batch_size, json_out=args.json_out)
+    _write_json(args.json_out, _report(args.device, args.precision, args.n, results))
+
+
+def _report(device: str, precision: str, n: int, results: list[dict]) -> dict:
+    return {"device": device, "precision": precision, "n": n, "cpu": _cpu_model(),
+            "results": [{k: v for k, v in r.items() if k != "pred"} for r in results]}
 
 
 def _write_json(path: str | None, payload) -> None:

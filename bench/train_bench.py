@@ -43,7 +43,7 @@ from store.constants import LABEL_TO_ID
 from store.db import connect
 from store.reviews import fetch_labeled_split
 
-db, device, precision, batch_size, epochs, max_length, limit = sys.argv[1:8]
+db, device, precision, batch_size, epochs, max_length, limit, lr = sys.argv[1:9]
 batch_size, epochs, max_length = int(batch_size), int(epochs), int(max_length)
 set_seed(42)
 with connect(db, read_only=True) as con:
@@ -63,7 +63,7 @@ class Data(torch.utils.data.Dataset):
 
 args = TrainingArguments(
     output_dir="/tmp/plain-trainer-bench", per_device_train_batch_size=batch_size, per_device_eval_batch_size=64,
-    num_train_epochs=epochs, learning_rate=1e-4, eval_strategy="epoch", save_strategy="no", report_to="none",
+    num_train_epochs=epochs, learning_rate=float(lr), eval_strategy="epoch", save_strategy="no", report_to="none",
     bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=device == "cpu", disable_tqdm=True, log_level="error",
 )
 trainer = Trainer(model=model, args=args, train_dataset=Data(train_df), eval_dataset=Data(val_df),
@@ -91,6 +91,36 @@ def _run(cmd: list[str], env: dict, timeout: float | None) -> tuple[subprocess.C
 
 def _cli(db: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "pipeline.cli", "--db", str(db), *args]
+
+
+def _train_ours(db: Path, work: Path, args, env: dict, precision: str, batch_size: int, size: int, epochs: int,
+                report: dict) -> None:
+    """One `tastebud train --json` run at batch ``size`` (learning rate scaled by sqrt of the batch ratio)."""
+    from pipeline.train.config import DEFAULT_LEARNING_RATE
+
+    lr = DEFAULT_LEARNING_RATE * (size / batch_size) ** 0.5
+    cmd = _cli(db, "train", "--json", "--device", args.device, "--precision", precision,
+               "--batch-size", str(size), "--epochs", str(epochs), "--lr", f"{lr:g}")
+    if args.max_train_examples:
+        cmd += ["--max-train-examples", str(args.max_train_examples)]
+    out, wall = _run(cmd, env, args.timeout)
+    if out.returncode != 0:
+        print(f"tastebud train (batch {size}) failed:\n{out.stderr[-3000:]}", flush=True)
+        report["runs"].append({"method": f"tastebud-batch{size}", "error": out.stderr[-3000:]})
+        return
+    result = json.loads(out.stdout)
+    tp = result.get("throughput") or {}
+    row = {"method": f"tastebud train (batch {size}, lr {lr:g})", "command_wall_s": round(wall, 2),
+           "examples_per_s": tp.get("examples_per_s"), "train_seconds": tp.get("train_seconds"),
+           "tokens_per_s": tp.get("tokens_per_s"), "examples": tp.get("examples"),
+           "val_macro_f1": (result.get("val_metrics") or {}).get("macro_f1"),
+           "test_macro_f1": (result.get("metrics") or {}).get("macro_f1"), "model_id": result.get("model_id"),
+           "model_dir": str(work / "models" / result["model_id"]), "weights_on": tp.get("weights_on"),
+           "outside_training_s": round(wall - (tp.get("train_seconds") or 0), 2),
+           "log_tail": out.stderr[-1500:]}
+    report["runs"].append(row)
+    print(f"{row['method']}: {row['examples_per_s']} examples/s in training, {wall:.1f}s for the whole "
+          f"command, val macro-F1 {row['val_macro_f1']}", flush=True)
 
 
 def main() -> None:
@@ -128,35 +158,19 @@ def main() -> None:
             raise SystemExit(f"import failed:\n{out.stderr[-3000:]}")
         report["import_s"] = round(wall, 2)
         print(f"import: {wall:.1f}s", flush=True)
-        sizes = [batch_size] + [int(b) for b in args.extra_batch_sizes.split(",") if b.strip()]
-        for size in sizes:
-            lr = DEFAULT_LEARNING_RATE * (size / batch_size) ** 0.5
-            cmd = _cli(db, "train", "--json", "--device", args.device, "--precision", precision,
-                       "--batch-size", str(size), "--epochs", str(epochs), "--lr", f"{lr:g}")
-            if args.max_train_examples:
-                cmd += ["--max-train-examples", str(args.max_train_examples)]
-            out, wall = _run(cmd, env, args.timeout)
-            if out.returncode != 0:
-                print(f"tastebud train (batch {size}) failed:\n{out.stderr[-3000:]}", flush=True)
-                report["runs"].append({"method": f"tastebud-batch{size}", "error": out.stderr[-3000:]})
-                continue
-            result = json.loads(out.stdout)
-            tp = result.get("throughput") or {}
-            row = {"method": f"tastebud train (batch {size}, lr {lr:g})", "command_wall_s": round(wall, 2),
-                   "examples_per_s": tp.get("examples_per_s"), "train_seconds": tp.get("train_seconds"),
-                   "tokens_per_s": tp.get("tokens_per_s"), "examples": tp.get("examples"),
-                   "val_macro_f1": (result.get("val_metrics") or {}).get("macro_f1"),
-                   "test_macro_f1": (result.get("metrics") or {}).get("macro_f1"), "model_id": result.get("model_id"),
-                   "model_dir": str(work / "models" / result["model_id"]), "weights_on": tp.get("weights_on"),
-                   "outside_training_s": round(wall - (tp.get("train_seconds") or 0), 2),
-                   "log_tail": out.stderr[-1500:]}
-            report["runs"].append(row)
-            print(f"{row['method']}: {row['examples_per_s']} examples/s in training, {wall:.1f}s for the whole "
-                  f"command, val macro-F1 {row['val_macro_f1']}", flush=True)
+        extra = [int(b) for b in args.extra_batch_sizes.split(",") if b.strip()]
+
+        def save() -> None:  # after every run: a step killed for time keeps what it measured
+            if args.json_out:
+                Path(args.json_out).write_text(json.dumps(report, indent=2, default=str))
+
+        save()
+        _train_ours(db, work, args, env, precision, batch_size, batch_size, epochs, report)
+        save()
         if not args.skip_plain:
             limit = str(args.max_train_examples) if args.max_train_examples else "none"
             out, wall = _run([sys.executable, "-c", PLAIN_TRAINER, str(db), args.device, precision, str(batch_size),
-                              str(epochs), str(DEFAULT_MAX_LENGTH), limit], env, args.timeout)
+                              str(epochs), str(DEFAULT_MAX_LENGTH), limit, str(DEFAULT_LEARNING_RATE)], env, args.timeout)
             if out.returncode != 0:
                 print(f"plain Trainer failed:\n{out.stderr[-3000:]}", flush=True)
                 report["runs"].append({"method": "plain-trainer", "error": out.stderr[-3000:]})
@@ -168,8 +182,10 @@ def main() -> None:
                 report["runs"].append(row)
                 print(f"{row['method']}: {row['examples_per_s']} examples/s (train_runtime includes its per-epoch "
                       f"evaluation), {wall:.1f}s for the whole script", flush=True)
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=2, default=str))
+            save()
+        for size in extra:
+            _train_ours(db, work, args, env, precision, batch_size, size, epochs, report)
+            save()
 
 
 if __name__ == "__main__":

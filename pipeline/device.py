@@ -117,22 +117,26 @@ class DeviceDefaults:
     score_batch_tokens: int  # padded tokens per scoring forward pass at most (activation memory)
     pad_multiple: int  # padded lengths are multiples of this (fewer distinct shapes; tensor-core tiles)
     score_chunk_size: int  # reviews per read/compute/write cycle of `tastebud score`
+    tokenize_ahead: int  # predict_proba tokenizes pieces of this many texts one ahead in a thread (0: all first)
     dataloader_workers: int  # training data-loader worker processes (0: collate in the training process)
     pin_memory: bool  # page-locked host batches, copied to the device asynchronously
     compile: bool  # torch.compile the model (pays only where compile time is amortised)
 
 
 # CPU: 32-text batches measured best with bf16 on a 2-core AMX CPU; 8,192 padded tokens bound memory.
+# Tokenizing ahead in a thread would only take cores from the model there.
 _CPU_DEFAULTS = DeviceDefaults(
-    score_batch_size=32, score_batch_tokens=8192, pad_multiple=16, score_chunk_size=2048,
+    score_batch_size=32, score_batch_tokens=8192, pad_multiple=16, score_chunk_size=2048, tokenize_ahead=0,
     dataloader_workers=0, pin_memory=False, compile=False,
 )
 # GPU: a 22M-parameter encoder needs tens of thousands of tokens per forward pass before the
-# card, not the host's kernel launches, sets the pace; length-sorted chunks of 16k reviews give
-# batches with little padding and leave the store's per-chunk cost small. Collation is
-# vectorised and cheap, so training collates in-process (workers cost a fork per epoch).
+# card, not the host's kernel launches, sets the pace. Chunks of 32k reviews give length-sorted
+# batches with little padding and keep the store's per-chunk cost (a read touches most of the
+# reviews table's text, a commit checkpoints) small against the model's work. Collation is
+# vectorised and cheap, so training collates in-process (workers cost a fork per epoch). The
+# tokenizer (its own threads) works on the next 4k texts while the card scores the current ones.
 _CUDA_DEFAULTS = DeviceDefaults(
-    score_batch_size=2048, score_batch_tokens=65536, pad_multiple=8, score_chunk_size=16384,
+    score_batch_size=2048, score_batch_tokens=65536, pad_multiple=8, score_chunk_size=32768, tokenize_ahead=4096,
     dataloader_workers=0, pin_memory=True, compile=False,
 )
 

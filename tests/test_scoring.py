@@ -256,7 +256,7 @@ def test_gpu_sized_token_budgets_give_the_same_predictions_in_order(predictor, m
     small = predict_proba(predictor.model, predictor.tokenizer, texts, batch_size=1)
     # GPU-like sizes (big token budget, pad to 8) and texts split into pieces tokenized in a thread
     gpu_like = replace(device_defaults(predictor.device), score_batch_size=2048, score_batch_tokens=65536,
-                       pad_multiple=8, score_chunk_size=16)
+                       pad_multiple=8, tokenize_ahead=16)
     monkeypatch.setattr(inference, "device_defaults", lambda info=None: gpu_like)
     big = predict_proba(predictor.model, predictor.tokenizer, texts)
     assert big.shape == (90, 3)

@@ -240,9 +240,9 @@ def predict_proba(
     if batch_size is not None and batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     info = device or resolve_device()
-    piece = device_defaults(info).score_chunk_size
+    piece = device_defaults(info).tokenize_ahead
     kwargs = dict(batch_size=batch_size, device=info, autocast=autocast, max_batch_tokens=max_batch_tokens)
-    if len(texts) <= piece:
+    if not piece or len(texts) <= piece:
         return predict_encoded(model, encode_texts(tokenizer, texts, max_length=max_length), **kwargs)
     # Many texts: tokenize the next piece in a thread while the device scores this one.
     pieces = [texts[start : start + piece] for start in range(0, len(texts), piece)]
