@@ -296,6 +296,24 @@ def recommend(summary: pd.DataFrame, dataset: str, default_recipe: str = DEFAULT
     return lines
 
 
+def paired_gains(records: list[dict], dataset: str, default_recipe: str = DEFAULT_RECIPE) -> list[str]:
+    """Per recipe: test macro-F1 minus the default's on the same folds, mean ± std over those folds."""
+    frame = pd.DataFrame([r for r in records if r.get("macro_f1") is not None and r["dataset"] == dataset])
+    if frame.empty:
+        return []
+    table = frame.pivot_table(index="fold", columns="method", values="macro_f1")
+    base = f"recipe:{default_recipe}"
+    if base not in table:
+        return []
+    lines = []
+    for method in [m for m in table.columns if m != base]:
+        diff = (table[method] - table[base]).dropna()
+        if len(diff):
+            std = f"{diff.std(ddof=1):.4f}" if len(diff) > 1 else "n/a"
+            lines.append(f"  paired vs {default_recipe!r} on {len(diff)} fold(s): {method} {diff.mean():+.4f} ± {std}")
+    return lines
+
+
 def _std(value) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.4f}"
 
@@ -318,6 +336,7 @@ def write_summary(out: Path, records: list[dict], header: str = "") -> None:
         lines.append("")
         for dataset in summary["dataset"].unique():
             lines += recommend(summary, dataset)
+            lines += paired_gains(records, dataset)
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     (out / "summary.json").write_text(json.dumps({"summary": summary.to_dict("records") if not summary.empty else [],
                                                   "records": records}, indent=1, default=float))
@@ -330,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default=",".join(BASELINE_METHODS), help="Baselines: tfidf, vader, zeroshot; 'none' for none.")
     parser.add_argument("--folds", type=int, default=3, help="Number of folds / repeated splits.")
     parser.add_argument("--scheme", choices=("repeated", "kfold"), default="repeated")
-    parser.add_argument("--order", choices=("recipe", "fold"), default="recipe",
-                        help="recipe: every fold of a recipe before the next (complete recipes first under a deadline).")
+    parser.add_argument("--order", choices=("recipe", "fold", "pairs"), default="recipe",
+                        help="recipe: every fold of a recipe before the next; fold: every recipe on a fold before the next "
+                             "fold; pairs: the first two recipes fold by fold (a paired comparison first), then the rest "
+                             "recipe by recipe.")
     parser.add_argument("--device", choices=("cpu", "cuda", "mps"), default=None)
     parser.add_argument("--deadline-s", type=float, default=None, help="Stop starting runs that would not finish by then.")
     parser.add_argument("--max-train", type=int, default=None, help="Train every method on a stratified sample of this size.")
@@ -389,8 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         for fold in range(args.folds):
             if methods and time.monotonic() < ds_deadline:
                 _guard(bench, name, fold, "baselines", lambda: run_baselines(bench, store_for(fold), name, fold, methods, ds_deadline))
-        jobs = ([(r, f) for r in recipes for f in range(args.folds)] if args.order == "recipe"
-                else [(r, f) for f in range(args.folds) for r in recipes])
+        jobs = run_order(recipes, args.folds, args.order)
         for recipe, fold in jobs:
             if not bench.fits(f"{name}/recipe:{recipe}", ds_deadline) or time.monotonic() >= ds_deadline:
                 bench.records.append({"dataset": name, "fold": fold, "method": f"recipe:{recipe}", "status": "skipped: deadline"})
@@ -405,6 +425,21 @@ def main(argv: list[str] | None = None) -> int:
     write_summary(args.out, bench.records, header)
     print((args.out / "summary.md").read_text(), flush=True)
     return 0
+
+
+def run_order(recipes: list[str], folds: int, order: str) -> list[tuple[str, int]]:
+    """(recipe, fold) pairs in the order they run; under a deadline the tail is what gets skipped.
+
+    Example:
+        >>> run_order(["a", "b", "c"], 2, "pairs")
+        [('a', 0), ('b', 0), ('a', 1), ('b', 1), ('c', 0), ('c', 1)]
+    """
+    if order == "recipe":
+        return [(r, f) for r in recipes for f in range(folds)]
+    if order == "fold":
+        return [(r, f) for f in range(folds) for r in recipes]
+    head, rest = recipes[:2], recipes[2:]
+    return [(r, f) for f in range(folds) for r in head] + [(r, f) for r in rest for f in range(folds)]
 
 
 def _guard(bench: Bench, dataset: str, fold: int, method: str, run) -> None:

@@ -4,7 +4,6 @@ learning curves, and the benchmark's summary and recommendation."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import cli_cmd
 from pipeline.evaluation.calibration import fit_adjustment, fit_class_bias, fit_temperature
 from pipeline.models.heads import HEAD_FILE, MeanPoolClassifier, bake_adjustment
 from pipeline.models.loading import load_classifier, read_metadata
@@ -22,10 +20,10 @@ from pipeline.train.run import train
 from store import evaluations as evaluation_store
 from store import models as model_store
 from store.actors import Actor, cli_actor
-from store.db import connect
+from store.db import connect, transaction
 from store.errors import PermissionDeniedError, TastebudError
 from test_training import RecordingReporter
-from training_helpers import SUBPROCESS_ENV, fill_store, make_tiny_bert, single_thread, tiny_config  # noqa: F401
+from training_helpers import fill_store, make_tiny_bert, single_thread, tiny_config  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,6 +60,8 @@ def test_new_options_are_validated_and_coerced():
         TrainConfig(head="max")
     with pytest.raises(ValueError, match=r"layer_lr_decay must be in \(0, 1\]"):
         TrainConfig(layer_lr_decay=1.5)
+    with pytest.raises(ValueError, match=r"head_lr_multiplier must be in \[1, 1000\]"):
+        TrainConfig(head_lr_multiplier=0.5)
     with pytest.raises(ValueError, match="lr_schedule must be one of"):
         TrainConfig(lr_schedule="step")
     with pytest.raises(ValueError, match="prior_adjust must be true or false"):
@@ -137,13 +137,13 @@ def test_layerwise_groups_give_lower_layers_smaller_learning_rates(tiny_base):
     from pipeline.train.loop import layerwise_param_groups
 
     model, _ = load_classifier(tiny_base, head="mean")
-    groups = layerwise_param_groups(model, 1e-3, 0.5, 0.01)
+    groups = layerwise_param_groups(model, 1e-3, 0.5, 0.01, head_lr_multiplier=10)
     lr_of = {}
     for group in groups:
         for param in group["params"]:
             lr_of[id(param)] = group["lr"]
     named = dict(model.named_parameters())
-    assert lr_of[id(named["classifier.weight"])] == pytest.approx(1e-3)
+    assert lr_of[id(named["classifier.weight"])] == pytest.approx(1e-2)
     assert lr_of[id(named["encoder.encoder.layer.1.attention.self.query.weight"])] == pytest.approx(5e-4)
     assert lr_of[id(named["encoder.encoder.layer.0.attention.self.query.weight"])] == pytest.approx(2.5e-4)
     assert lr_of[id(named["encoder.embeddings.word_embeddings.weight"])] == pytest.approx(1.25e-4)
@@ -221,28 +221,48 @@ def test_mean_head_recipe_trains_calibrates_builds_an_ensemble_and_compares(fill
     assert calibration["n_val"] > 0 and calibration["val_ece_before"] is not None
     # Fitted on the validation logits in the Trainer's (length-grouped) order with their own labels:
     # before adjusting, the fit sees exactly the best epoch's validation macro-F1.
-    assert calibration["val_macro_f1_before"] == pytest.approx(model["params"]["val_metrics"]["macro_f1"], abs=1e-6)
+    assert calibration["val_macro_f1_before"] == pytest.approx(model["val_metrics"]["macro_f1"], abs=1e-6)
     assert calibration == model["params"]["calibration"]
     assert ensemble["kind"] == "ensemble" and ens_eval["n"] > 0
     weights = [m["weight"] for m in ensemble["params"]["members"]]
     assert sum(weights) == pytest.approx(1.0) and ensemble["params"]["members"][0]["model_id"] == model_id
     probs = load_predictor(filled_store, ens_id).predict_proba(["Amazing tacos", "Rude waiter, cold soup"])
     assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
-    assert isinstance(load_predictor(filled_store, model_id)._load()[0], MeanPoolClassifier)
+    assert isinstance(load_predictor(filled_store, model_id).model, MeanPoolClassifier)
     lines = "\n".join(reporter.lines)
     assert "warning: only" in lines and "(at least 500 recommended" in lines  # 300 demo reviews: every class is short
     assert f"{model_id} " in lines and "the best baseline" in lines and "on the same" in lines
     assert f"{ens_id} " in lines and "validation ECE" in lines
 
 
-def test_comparison_line_without_baselines_says_how_to_get_one(filled_store, tiny_base):
+def test_comparison_uses_only_baselines_on_the_same_test_snapshot(filled_store):
     from pipeline.evaluation.comparison import compare_with_best_baseline
+    from pipeline.models.baselines import register_baselines
+    from store.evaluations import insert_evaluation
 
-    model_id = train(filled_store, tiny_config(tiny_base, epochs=1), reporter=RecordingReporter(filled_store))
-    result = compare_with_best_baseline(filled_store, model_id)
+    def evaluated(model_id, kind, f1, snapshot):
+        with transaction(filled_store) as con:
+            model_store.register_model(con, model_id=model_id, kind=kind, name=model_id)
+            insert_evaluation(con, model_id, "test", {"n": 30, "macro_f1": f1, "accuracy": 0.8, "test_snapshot": snapshot})
+
+    evaluated("ft-new", "finetuned", 0.70, "snap-now")
+    result = compare_with_best_baseline(filled_store, "ft-new")
     assert result["baseline_id"] is None and "run `tastebud baselines`" in result["line"]
+    evaluated("baseline-old", "baseline", 0.95, "snap-before-relabel")
+    assert compare_with_best_baseline(filled_store, "ft-new", refresh=False)["baseline_id"] is None
+    evaluated("baseline-good", "baseline", 0.65, "snap-now")
+    result = compare_with_best_baseline(filled_store, "ft-new", refresh=False)
+    assert result["baseline_id"] == "baseline-good" and result["delta_macro_f1"] == pytest.approx(0.05)
+    assert result["line"].startswith("ft-new beats the best baseline baseline-good (baseline-good) on the same 30 test reviews")
+    # refresh re-evaluates a stale baseline on today's test split (a real one: VADER).
+    register_baselines(filled_store, actor=cli_actor(), include=("vader",), evaluate=False)
+    with connect(filled_store, read_only=True) as con:
+        assert model_store.fetch_latest_evaluation(con, "baseline-vader") is None
+    compare_with_best_baseline(filled_store, "ft-new")
+    with connect(filled_store, read_only=True) as con:
+        assert model_store.fetch_latest_evaluation(con, "baseline-vader")["n"] > 0
     with pytest.raises(TastebudError, match="has no test evaluation"):
-        compare_with_best_baseline(filled_store, "baseline-vader")
+        compare_with_best_baseline(filled_store, "nothing-here")
 
 
 # ---------------------------------------------------------------- readiness and learning curves
@@ -285,13 +305,15 @@ def test_tfidf_learning_curve_is_stored_and_read_back(filled_store):
 
 
 def test_learning_curve_cli_and_train_recipe_errors(filled_store):
-    done = subprocess.run(cli_cmd("--db", str(filled_store), "learning-curve", "--sizes", "60,120", "--json"),
-                          capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert [p["n_train"] for p in json.loads(done.stdout)["points"]] == [60, 120]
-    bad = subprocess.run(cli_cmd("--db", str(filled_store), "train", "--recipe", "magic"),
-                         capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=120)
-    assert bad.returncode != 0 and "unknown recipe 'magic'" in (bad.stdout + bad.stderr)
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    done = CliRunner().invoke(app, ["--db", str(filled_store), "learning-curve", "--sizes", "60,120"])
+    assert done.exit_code == 0, done.output
+    assert "stored curve-" in done.output and "     120 train reviews  macro-F1 " in done.output
+    bad = CliRunner().invoke(app, ["--db", str(filled_store), "train", "--recipe", "magic"])
+    assert bad.exit_code != 0 and "unknown recipe 'magic'" in str(bad.exception)
 
 
 # ---------------------------------------------------------------- store schema

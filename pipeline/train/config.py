@@ -33,10 +33,10 @@ LR_SCHEDULES = ("linear", "cosine", "constant_with_warmup")
 # The values a recipe row is applied on top of (what RECIPES["baseline"] means).
 _BASE_VALUES = {"head": "cls", "class_weighting": "balanced", "max_length": DEFAULT_MAX_LENGTH, "prior_adjust": False,
                 "layer_lr_decay": 1.0, "learning_rate": DEFAULT_LEARNING_RATE, "lr_schedule": "linear",
-                "epochs": DEFAULT_EPOCHS, "ensemble": False}
+                "epochs": DEFAULT_EPOCHS, "ensemble": False, "head_lr_multiplier": 1.0}
 
 # Candidate recipes measured by bench/quality_bench.py (bench/results/quality.md): name -> options that
-# differ from the base values below. ``tastebud train --recipe NAME`` and the benchmark both read this table.
+# differ from the base values above. ``tastebud train --recipe NAME`` and the benchmark both read this table.
 RECIPES: dict[str, dict] = {
     "baseline": {},  # the recipe before issue 13: [CLS] head, balanced class weights, 128 tokens
     "mean": {"head": "mean"},
@@ -49,6 +49,8 @@ RECIPES: dict[str, dict] = {
     "mean-sqrt-prior-cosine-4ep": {"head": "mean", "class_weighting": "sqrt", "prior_adjust": True,
                                    "lr_schedule": "cosine", "epochs": 4},
     "mean-sqrt-prior-ensemble": {"head": "mean", "class_weighting": "sqrt", "prior_adjust": True, "ensemble": True},
+    # A fresh linear layer on mean-pooled embeddings learned slowly at cheap CPU settings (1 epoch): a faster head.
+    "mean-sqrt-prior-headlr10": {"head": "mean", "class_weighting": "sqrt", "prior_adjust": True, "head_lr_multiplier": 10.0},
 }
 # THE DEFAULT RECIPE of `tastebud train`, the Training page and jobs: change this one line to move the default
 # to another row of RECIPES (only when bench/quality_bench.py shows a win larger than the fold std).
@@ -134,6 +136,9 @@ class TrainConfig:
     layer_lr_decay: float = _option(
         _DEFAULTS["layer_lr_decay"], "Learning-rate factor per encoder layer going down from the top (1 = same "
         "everywhere).", label="Layer-wise learning-rate decay", min=0, max=1, open_min=True)
+    head_lr_multiplier: float = _option(
+        _DEFAULTS["head_lr_multiplier"], "The new output layer learns this many times faster than the encoder.",
+        label="Output-layer learning-rate multiplier", min=1, max=1000)
     prior_adjust: bool = _option(
         _DEFAULTS["prior_adjust"], "After training, fit per-class logit offsets on validation that maximise its "
         "macro-F1 (baked into the saved head).", label="Fit class offsets on validation")
@@ -148,6 +153,8 @@ class TrainConfig:
         _check(math.isfinite(self.learning_rate), "learning_rate must be in (0, 1)")
         _check(math.isfinite(self.layer_lr_decay), "layer_lr_decay must be in (0, 1]")
         _check(self.base_model is None or bool(str(self.base_model).strip()), "base_model must not be empty")
+        _check(math.isfinite(self.head_lr_multiplier), "head_lr_multiplier must be in [1, 1000]")
+        _check(self.learning_rate * self.head_lr_multiplier < 1, "learning_rate x head_lr_multiplier must be below 1")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -192,7 +199,7 @@ class TrainConfig:
 # Short names accepted by from_dict and --sweep.
 ALIASES = {"lr": "learning_rate", "bs": "batch_size", "patience": "early_stopping_patience", "wd": "weight_decay"}
 
-_FLOATS = {"learning_rate", "weight_decay", "warmup_ratio", "layer_lr_decay"}
+_FLOATS = {"learning_rate", "weight_decay", "warmup_ratio", "layer_lr_decay", "head_lr_multiplier"}
 _BOOLS = {"prior_adjust", "calibrate", "ensemble"}
 _INTS = {"batch_size", "epochs", "max_length", "seed", "grad_accum", "early_stopping_patience", "eval_batch_size", "checkpoint_steps"}
 _OPTIONAL_INTS = {"max_train_examples"}

@@ -128,6 +128,7 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
         class_weights=_class_weights(data.train["label"], cfg.class_weighting),
         meter=meter,
         layer_lr_decay=cfg.layer_lr_decay,
+        head_lr_multiplier=cfg.head_lr_multiplier,
     )
     trainer.remove_callback(PrinterCallback)
     if console:
@@ -336,16 +337,20 @@ class _WeightedTrainer(Trainer):
     # compute_loss returns a per-micro-batch mean; the Trainer divides it by grad_accum.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, class_weights: torch.Tensor | None, meter: _Meter, layer_lr_decay: float = 1.0, **kwargs):
+    def __init__(self, *args, class_weights: torch.Tensor | None, meter: _Meter, layer_lr_decay: float = 1.0,
+                 head_lr_multiplier: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.class_weights, self.meter, self.layer_lr_decay = class_weights, meter, layer_lr_decay
+        self.head_lr_multiplier = head_lr_multiplier
 
     def create_optimizer(self, model=None):
         """AdamW with layer-wise learning-rate decay when asked for: the head and top layer get the
-        full rate, each layer below ``layer_lr_decay`` times the one above, the embeddings the least."""
-        if self.layer_lr_decay >= 1 or self.optimizer is not None:
+        full rate, each layer below ``layer_lr_decay`` times the one above, the embeddings the least;
+        the freshly initialised output layer gets ``head_lr_multiplier`` times the rate."""
+        if (self.layer_lr_decay >= 1 and self.head_lr_multiplier == 1) or self.optimizer is not None:
             return super().create_optimizer(model)
-        groups = layerwise_param_groups(self.model, self.args.learning_rate, self.layer_lr_decay, self.args.weight_decay)
+        groups = layerwise_param_groups(self.model, self.args.learning_rate, self.layer_lr_decay, self.args.weight_decay,
+                                        head_lr_multiplier=self.head_lr_multiplier)
         self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate, betas=(self.args.adam_beta1, self.args.adam_beta2),
                                            eps=self.args.adam_epsilon)
         return self.optimizer
@@ -368,10 +373,11 @@ class _WeightedTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
-def layerwise_param_groups(model, lr: float, decay: float, weight_decay: float) -> list[dict]:
+def layerwise_param_groups(model, lr: float, decay: float, weight_decay: float, *, head_lr_multiplier: float = 1.0) -> list[dict]:
     """Optimizer parameter groups with learning rate ``lr * decay ** depth``, depth counted from the top layer.
 
     Encoder layer i of L gets depth L - i; embeddings depth L + 1; everything else (pooler, head) depth 0.
+    The output layer (``classifier.*``) gets ``lr * head_lr_multiplier``.
     Biases and LayerNorm weights get no weight decay, as the Trainer does.
 
     Example:
@@ -394,7 +400,8 @@ def layerwise_param_groups(model, lr: float, decay: float, weight_decay: float) 
         else:
             depth = 0
         no_decay = name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
-        key = (lr * decay**depth, 0.0 if no_decay else weight_decay)
+        group_lr = lr * decay**depth * (head_lr_multiplier if name.startswith("classifier.") else 1.0)
+        key = (group_lr, 0.0 if no_decay else weight_decay)
         buckets.setdefault(key, []).append(param)
     return [{"params": params, "lr": group_lr, "weight_decay": wd} for (group_lr, wd), params in buckets.items()]
 
