@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import auth
+from pipeline import jobs
 from store.actors import Actor
 from store.db import resolve_db_path
 
@@ -38,4 +39,6 @@ def setup_page(title: str, permission: str) -> PageContext:
     if not db.exists():
         st.error(f"No store at {db}. Create one with `tastebud demo-data` or `tastebud import`, then reload.")
         st.stop()
+    # Whatever a page shows of jobs, a job whose process died is failed by then (not "running" forever).
+    jobs.reap_dead_jobs(db)
     return PageContext(actor=actor, db=db)

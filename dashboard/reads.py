@@ -216,19 +216,24 @@ def predictor(db: Path, model_id: str):
 
 
 def job_panel(db: Path, job_id: str) -> dict | None:
-    """A job row, its training runs' epoch metrics, and its log tail; never cached (the live panel polls it)."""
-    from pipeline.jobs import tail_log
+    """A job row (with elapsed_s, eta_s), its training runs as trials, their epoch metrics and step losses,
+    and its log tail; never cached (the live panel polls it)."""
+    from pipeline.jobs import job_timing, tail_log
 
     with connect(db, read_only=True) as con:
         job = job_store.get_job(con, job_id)
         if job is None:
             return None
         epochs = run_store.fetch_job_epoch_metrics(con, job_id)
-        runs = run_store.fetch_job_training_runs(con, job_id)
-    return {"job": job, "epochs": epochs, "runs": runs, "log": tail_log(job.get("log_path"), lines=30)}
+        trials = run_store.fetch_job_trials(con, job_id)
+        losses = run_store.fetch_job_step_losses(con, job_id)
+    job["elapsed_s"], job["eta_s"] = job_timing(job)
+    return {"job": job, "epochs": epochs, "trials": trials, "losses": losses,
+            "log": tail_log(job.get("log_path"), lines=30)}
 
 
 def recent_jobs(db: Path, *, limit: int = 15) -> pd.DataFrame:
-    """Newest jobs first; uncached so a finished job shows at once."""
-    with connect(db, read_only=True) as con:
-        return job_store.list_jobs(con, limit=limit)
+    """Newest jobs first (dead ones marked failed) with elapsed_s and eta_s; uncached so a finished job shows at once."""
+    from pipeline.jobs import list_jobs
+
+    return list_jobs(db, limit=limit)

@@ -12,11 +12,13 @@ from store.db import connect
 from store.errors import TastebudError
 
 
-def _reporter(as_json: bool):
-    from pipeline.jobs import JobReporter
+def _foreground(kind: str, params: dict, as_json: bool, body, actor: Actor | None = None) -> dict:
+    """Run ``body(reporter)`` here, recorded as a job row (``tastebud jobs`` and the dashboard see it)."""
+    from pipeline.jobs import run_foreground
 
     # With --json, stdout carries only the JSON document; progress lines go to stderr.
-    return JobReporter(db_path(), None, echo=lambda line: typer.echo(line, err=as_json))
+    return run_foreground(db_path(), kind, params, actor or cli_actor(), body,
+                          echo=lambda line: typer.echo(line, err=as_json))
 
 
 def _background(kind: str, params: dict, as_json: bool) -> None:
@@ -48,8 +50,10 @@ def score_cmd(
         _background("score", {"model_id": model, "rescore_all": rescore_all, "shard": shard,
                               "chunk_size": chunk_size}, as_json)
         return
-    result = score(db_path(), model_id=model, rescore_all=rescore_all, shard=shard, reporter=_reporter(as_json),
-                   chunk_size=chunk_size or DEFAULT_CHUNK_SIZE)
+    params = {"model_id": model, "rescore_all": rescore_all, "shard": shard, "chunk_size": chunk_size}
+    result = _foreground("score", params, as_json, lambda reporter: score(
+        db_path(), model_id=model, rescore_all=rescore_all, shard=shard, reporter=reporter,
+        chunk_size=chunk_size or DEFAULT_CHUNK_SIZE))
     if as_json:
         emit_json(result)
     else:
@@ -69,7 +73,8 @@ def flag_cmd(
     if background:
         _background("flag", {"model_id": model, "reasons": reason or None}, as_json)
         return
-    result = flag(db_path(), model_id=model, reasons=reason or None, reporter=_reporter(as_json))
+    result = _foreground("flag", {"model_id": model, "reasons": reason or None}, as_json,
+                         lambda reporter: flag(db_path(), model_id=model, reasons=reason or None, reporter=reporter))
     if as_json:
         emit_json(result)
         return
@@ -199,7 +204,8 @@ def retrain_cmd(
         return
     from pipeline.loop.rounds import retrain
 
-    result = retrain(db_path(), config, actor=cli_actor(), reporter=_reporter(as_json))
+    result = _foreground("retrain", config.to_dict(), as_json,
+                         lambda reporter: retrain(db_path(), config, actor=cli_actor(), reporter=reporter))
     if as_json:
         emit_json(result)
         return
