@@ -66,6 +66,13 @@ def champion(db: Path) -> dict | None:
 
 
 @_cached
+def champion_stack(db: Path) -> list[str]:
+    """Champions in effect, oldest first (a rollback needs two)."""
+    with connect(db, read_only=True) as con:
+        return model_store.fetch_champion_stack(con)
+
+
+@_cached
 def overview(db: Path) -> dict:
     """Overview counts, the champion with its test evaluation, and recent jobs."""
     with connect(db, read_only=True) as con:

@@ -52,7 +52,7 @@ def fetch_job_trials(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFram
     """The training runs of one job as trials: settings, validation scores, time, and the registered winner.
 
     Returns:
-        run_id, status, model_id, config (dict), val_macro_f1, val_accuracy, duration_s, started_at,
+        run_id, status, model_id, config (dict), checkpoint_dir, val_macro_f1, val_accuracy, duration_s, started_at,
         finished_at, winner (the run whose model was registered), ordered by start.
 
     Example:
@@ -60,7 +60,7 @@ def fetch_job_trials(con: duckdb.DuckDBPyConnection, job_id: str) -> pd.DataFram
     """
     frame = con.execute(
         """
-        SELECT run_id, status, model_id, config, started_at, finished_at,
+        SELECT run_id, status, model_id, config, checkpoint_dir, started_at, finished_at,
                json_extract(result, '$.val_metrics.macro_f1')::DOUBLE AS val_macro_f1,
                json_extract(result, '$.val_metrics.accuracy')::DOUBLE AS val_accuracy,
                coalesce(json_extract(result, '$.duration_s')::DOUBLE,

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.views import md
 from dashboard_seed import ACCOUNTS, BASELINE, CHAMPION, account_secrets, seed_dashboard_store
-from pipeline.jobs import wait_for_job
+from pipeline import jobs as jobs_module
+from pipeline.jobs import tail_log, wait_for_job
+from store.actors import Actor
 from store import jobs as job_store
 from store import models as model_store
 from store.db import connect, transaction
@@ -172,33 +175,98 @@ def sleeper():
 
 
 def test_training_shows_a_running_job_live_and_cancels_it(store, secrets, sleeper):
+    from store import training_runs as run_store
+
     db, _ = store
     with transaction(db) as con:
         job_id = job_store.create_job(con, "train", {"epochs": 3}, "dario")
         job_store.mark_started(con, job_id, pid=sleeper.pid, log_path=None)
         job_store.update_progress(con, job_id, 0.4, "epoch 1 of 3")
         con.execute("UPDATE training_runs SET job_id = ? WHERE run_id = 'run-seed'", [job_id])
+        for step, loss in ((5, 1.1), (10, 0.9), (15, 0.7)):
+            run_store.record_step_loss(con, "run-seed", step=step, epoch=step / 10, loss=loss)
     at = open_screen(secrets, "dario", "training")
     assert any(job_id in s.value and "running" in s.value for s in at.subheader)
     assert any(p.value == 40 or p.value == 0.4 for p in at.get("progress"))
-    assert at.get("plotly_chart")  # the run's per-epoch curve
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Progress"] == "40%" and metrics["Elapsed"] != "—"  # and the ETA from the pace so far
+    assert metrics["Time left (estimate)"] != "—"
+    recent = next(d.value for d in at.dataframe if "Job" in d.value.columns)
+    assert recent.set_index("Job").loc[job_id, "Progress"] == "40%"  # bar and table agree
+    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("Training loss per logged step" in t for t in titles) and any("Per-epoch metrics" in t for t in titles)
     at.button(key=f"cancel-{job_id}").click().run()
     assert sleeper.wait(timeout=10) is not None  # SIGTERM reached the job's process group
     with connect(db, read_only=True) as con:
-        assert job_store.get_job(con, job_id)["cancel_requested"]
+        job = job_store.get_job(con, job_id)
+    assert job["cancel_requested"] and job["cancelled_by"] == "dario"
 
 
-def test_training_offers_to_promote_a_finished_model(store, secrets):
+def test_cancelled_job_reads_cancelled_by_and_offers_resume_from_a_checkpoint(store, secrets, tmp_path):
+    db, _ = store
+    run_dir = tmp_path / "runs" / "training" / "run-cut"
+    (run_dir / "checkpoints" / "checkpoint-8").mkdir(parents=True)
+    (run_dir / "checkpoints" / "checkpoint-8" / "trainer_state.json").write_text("{}")
+    (run_dir / "data.parquet").write_bytes(b"x")
+    with transaction(db) as con:
+        job_id = job_store.create_job(con, "train", {"epochs": 3}, "dario")
+        job_store.mark_started(con, job_id, pid=1, log_path=None)
+        job_store.request_cancel(con, job_id, "ana")
+        job_store.finish_job(con, job_id, "cancelled", error=f"job {job_id} received signal 15")
+        model_store.create_run(con, run_id="run-cut", config={"epochs": 3}, checkpoint_dir=str(run_dir / "checkpoints"),
+                               pid=1, host="test", proc_start=None, job_id=job_id)
+        model_store.finish_run(con, "run-cut", "cancelled", error="JobCancelled")
+    at = open_screen(secrets, "dario", "training")
+    assert "Cancelled by ana." in [i.value for i in at.info]
+    assert not [e.value for e in at.error]  # a cancel is not an error
+    at.button(key=f"resume-{job_id}").click().run()
+    assert not at.exception
+    with connect(db, read_only=True) as con:
+        newest = job_store.list_jobs(con)["job_id"].iloc[0]
+        resumed = job_store.get_job(con, newest)
+    assert newest != job_id and resumed["params"] == {"resume": "run-cut"}
+    assert at.selectbox(key="training-job-select").value == newest  # the panel follows the new job
+    jobs_module.cancel_job(db, newest, Actor("dario", "data_scientist"))
+    wait_for_job(db, newest, timeout_s=60)
+
+
+def test_sweep_shows_every_trial_with_the_winner_marked(store, secrets):
+    db, _ = store
+    with transaction(db) as con:
+        job_id = job_store.create_job(con, "train", {"sweep": {"learning_rate": [1e-5, 1e-4]}}, "dario")
+        for run_id, lr, f1, model_id in (("run-a", 1e-5, 0.61, None), ("run-b", 1e-4, 0.72, BASELINE)):
+            model_store.create_run(con, run_id=run_id, config={"learning_rate": lr}, checkpoint_dir="/nonexistent/c",
+                                   pid=1, host="test", proc_start=None, job_id=job_id, sweep_id="sweep-x")
+            model_store.finish_run(con, run_id, "succeeded", model_id=model_id,
+                                   result={"val_metrics": {"macro_f1": f1}, "duration_s": 42.0})
+        job_store.finish_job(con, job_id, "succeeded", result={"model_id": BASELINE})
+    at = open_screen(secrets, "dario", "training")
+    trials = next(d.value for d in at.dataframe if "Trial" in d.value.columns)
+    assert trials["Learning rate"].tolist() == [1e-5, 1e-4]
+    assert trials["Validation macro-F1"].tolist() == [0.61, 0.72]
+    assert trials["Winner"].tolist() == ["", "★ registered"] and trials["Time"].tolist() == ["42 s", "42 s"]
+
+
+def test_training_promotes_with_a_reason_and_confirmation_and_warns_when_the_challenger_lost(store, secrets):
     db, _ = store
     with transaction(db) as con:
         job_id = job_store.create_job(con, "train", {}, "dario")
         job_store.finish_job(con, job_id, "succeeded", result={"model_id": BASELINE})
     at = open_screen(secrets, "dario", "training")
     assert "New model against the champion" in [s.value for s in at.subheader]
+    assert any("lost to the champion on the same test snapshot" in e.value for e in at.error)
+    assert at.button(key="rollback").disabled  # one champion so far: nothing to roll back to
+    assert at.button(key="promote").disabled
+    at.text_input(key="promote-reason").input("weekend test").run()
+    assert at.button(key="promote").disabled  # not confirmed yet
+    at.checkbox(key="promote-confirm").check().run()
     at.button(key="promote").click().run()
     assert not at.exception
     with connect(db, read_only=True) as con:
         assert model_store.get_champion(con)["model_id"] == BASELINE
+        detail = con.execute("SELECT detail FROM audit_log WHERE action = 'model.promote' ORDER BY audit_id DESC").fetchone()[0]
+    assert '"reason": "weekend test"' in detail
+    assert not at.button(key="rollback").disabled
     at.button(key="rollback").click().run()
     with connect(db, read_only=True) as con:
         assert model_store.get_champion(con)["model_id"] == CHAMPION
@@ -216,6 +284,7 @@ def test_training_form_rejects_bad_settings_and_starts_a_job(store, secrets):
 
     at.text_input[1].input("2e-5, 5e-5")
     at.number_input[2].set_value(1)  # epochs
+    at.number_input[4].set_value(200)  # at most 200 training examples
     at.button[0].click().run()
     assert not at.exception
     with connect(db, read_only=True) as con:
@@ -224,9 +293,23 @@ def test_training_form_rejects_bad_settings_and_starts_a_job(store, secrets):
     assert (job["kind"], job["actor"], job["params"]["epochs"]) == ("train", "dario", 1)
     assert job["params"]["sweep"] == {"learning_rate": [2e-5, 5e-5]}
     assert any(job["job_id"] in s.value for s in at.subheader)  # the live panel follows the new job
+    # The job must really start training (read its data, create a run) before we stop it: a job that
+    # fails on start fails this test.
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with connect(db, read_only=True) as con:
+            current = job_store.get_job(con, job["job_id"])
+            runs = con.execute("SELECT count(*) FROM training_runs WHERE job_id = ?", [job["job_id"]]).fetchone()[0]
+        assert current["status"] in ("queued", "running"), (current["error"], tail_log(current["log_path"]))
+        if runs:
+            break
+        time.sleep(0.3)
+    assert runs, "the training job never created a run"
     at.button(key=f"cancel-{job['job_id']}").click().run()
-    ended = wait_for_job(db, job["job_id"], timeout_s=60)
-    assert ended["status"] in ("cancelled", "failed")
+    ended = wait_for_job(db, job["job_id"], timeout_s=120)
+    assert ended["status"] == "cancelled", (ended["error"], tail_log(ended["log_path"]))
+    at.run()
+    assert "Cancelled by dario." in [i.value for i in at.info]
 
 
 def test_data_page_imports_an_upload_with_its_reject_report(store, secrets):

@@ -1,19 +1,19 @@
-import pandas as pd
 import streamlit as st
 
-from dashboard import reads, views
+from dashboard import model_views, reads, views
 from dashboard.page_setup import setup_page
 from pipeline import jobs
 from pipeline.loop import registry
 from pipeline.train.config import TrainConfig
+from pipeline.train.state import resumable_run
 from store.errors import TastebudError
 
 # Seconds between refreshes of the live job panel while a job runs.
 LIVE_REFRESH_S = 2.0
 RETRAIN, TRAIN = "Retraining round (adds the new human labels, compares with the champion)", "Training run or sweep"
+WATCH = "training-job-select"
 
 ctx = setup_page("Training", "train")
-jobs.reap_dead_jobs(ctx.db)
 defaults = TrainConfig()
 
 
@@ -23,7 +23,8 @@ def _start(kind: str, params: dict) -> None:
     except (TastebudError, ValueError) as exc:
         st.session_state["training-message"] = ("error", str(exc))
         return
-    st.session_state["training-watch"] = job_id
+    # Follow the new job: the selectbox is keyed, so it moves only through its session state.
+    st.session_state["training-follow"] = job_id
     st.session_state["training-message"] = ("success", f"Started {kind} job {job_id}.")
 
 
@@ -34,11 +35,15 @@ def _act(action, success: str) -> None:
         st.session_state["training-message"] = ("error", str(exc))
     else:
         st.session_state["training-message"] = ("success", success)
+        for key in ("promote-reason", "promote-confirm"):
+            st.session_state.pop(key, None)
 
 
 message = st.session_state.pop("training-message", None)
-if message:
-    st.error(views.md(message[1])) if message[0] == "error" else st.success(message[1])
+if message and message[0] == "error":
+    st.error(views.md(message[1]))
+elif message:
+    st.success(views.md(message[1]))
 
 form_col, side_col = st.columns([3, 2])
 with form_col, st.form("train-form"):
@@ -84,48 +89,76 @@ with side_col:
     st.caption(f"{progress['next_round_labels']:,} human labels are waiting for retraining round "
                f"{progress['next_round']} ({progress['human_labels']:,} human labels in all).")
     champion = reads.champion(ctx.db)
+    stack = reads.champion_stack(ctx.db)
     st.subheader("Champion")
-    st.text(champion["model_id"] if champion else "none yet")
-    st.button("Roll back to the previous champion", disabled=champion is None, key="rollback",
-              on_click=_act, args=(lambda: registry.rollback(ctx.db, ctx.actor), "Rolled back."))
+    st.text(f"{champion['name']}  ({champion['model_id']})" if champion else "none yet")
+    st.button("Roll back to the previous champion", disabled=len(stack) < 2, key="rollback",
+              help=f"Returns to {stack[-2]}." if len(stack) >= 2 else "Nothing to roll back to: only one champion so far.",
+              on_click=_act, args=(lambda: registry.rollback(ctx.db, ctx.actor, reason="rolled back from the Training page"),
+                                   "Rolled back."))
 
 recent = reads.recent_jobs(ctx.db)
 active = recent[recent["status"].isin(["queued", "running"])]
 choices = recent["job_id"].tolist()
-# Which job to watch comes from the jobs table (an active one first), so it survives reloads and restarts.
-default_job = st.session_state.get("training-watch")
-if default_job not in choices:
-    default_job = active["job_id"].iloc[0] if len(active) else (choices[0] if choices else None)
-if default_job is None:
+if not choices:
     st.info("No jobs yet.")
     st.stop()
-watched = st.selectbox("Job", choices, index=choices.index(default_job), key="training-job-select",
-                       on_change=lambda: st.session_state.update({"training-watch": st.session_state["training-job-select"]}))
+# Which job to watch: a job just started here, else the current choice, else an active job, else the newest.
+follow = st.session_state.pop("training-follow", None)
+if follow in choices:
+    st.session_state[WATCH] = follow
+elif st.session_state.get(WATCH) not in choices:
+    st.session_state[WATCH] = active["job_id"].iloc[0] if len(active) else choices[0]
+watched = st.selectbox("Job", choices, key=WATCH)
+
+
+def _resume(run_id: str) -> None:
+    _start("train", {"resume": run_id})
 
 
 @st.fragment(run_every=LIVE_REFRESH_S if len(active) else None)
-def live_panel(job_id: str) -> None:
+def live_panel(job_id: str, was_active: bool) -> None:
     panel = reads.job_panel(ctx.db, job_id)
     if panel is None:
         st.warning(f"Job {job_id} is gone.")
         return
     job = panel["job"]
+    if was_active and job["status"] not in ("queued", "running"):
+        st.rerun()  # it just finished: redraw the whole page so the result and promotion buttons show
     st.subheader(f"{job['kind']} job {job_id}: {job['status']}")
-    st.progress(float(job["progress"] or 0.0), text=job["message"] or "")
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Progress", model_views.progress_text(job["progress"]))
+    m2.metric("Elapsed", model_views.format_duration(job["elapsed_s"]))
+    m3.metric("Time left (estimate)", model_views.format_duration(job["eta_s"]))
+    st.progress(float(job["progress"] or 0.0),
+                text=f"{model_views.progress_text(job['progress'])} · {job['message'] or job['status']}")
     if job["status"] in ("queued", "running"):
         st.button("Cancel", key=f"cancel-{job_id}", on_click=_act,
                   args=(lambda: jobs.cancel_job(ctx.db, job_id, ctx.actor), f"Asked job {job_id} to stop."))
-    elif job_id in active["job_id"].tolist():
-        st.rerun()  # it just finished: redraw the whole page so the result and promotion buttons show
-    if job["error"]:
-        st.error(views.md(job["error"]))
+    elif job["status"] == "cancelled":
+        st.info(f"Cancelled by {job['cancelled_by']}." if job["cancelled_by"] else "Cancelled (stopped by a signal).")
+    elif job["status"] == "failed":
+        st.error(views.md(job["error"] or "failed"))
+    run_id = resumable_run(panel["trials"]) if job["status"] in ("cancelled", "failed") else None
+    if run_id:
+        st.button(f"Resume from the last checkpoint (run {run_id})", key=f"resume-{job_id}", on_click=_resume, args=(run_id,))
+    swept = list(((job.get("params") or {}).get("sweep") or {}).keys())
+    if swept or len(panel["trials"]) > 1:
+        st.markdown("**Sweep trials** (the trial with the best validation macro-F1 is registered)")
+        st.dataframe(model_views.trials_table(panel["trials"], swept), hide_index=True,
+                     column_config={"Validation macro-F1": st.column_config.NumberColumn(format="%.4f")})
+    left, right = st.columns(2)
+    if not panel["losses"].empty:
+        left.plotly_chart(model_views.loss_figure(panel["losses"]), key=f"live-loss-{job_id}")
     if not panel["epochs"].empty:
-        st.plotly_chart(views.epoch_figure(panel["epochs"], title="Per-epoch metrics"), key=f"live-epochs-{job_id}")
-        st.dataframe(panel["epochs"], hide_index=True)
-    st.code(panel["log"] or "(no log output yet)", language=None)
+        right.plotly_chart(views.epoch_figure(panel["epochs"], title="Per-epoch metrics"), key=f"live-epochs-{job_id}")
+    with st.expander("Log"):
+        st.code(panel["log"] or "(no log output yet)", language=None)
+    st.subheader("Recent jobs")
+    st.dataframe(model_views.jobs_table(reads.recent_jobs(ctx.db)), hide_index=True)
 
 
-live_panel(watched)
+live_panel(watched, watched in active["job_id"].tolist())
 
 job = reads.job_panel(ctx.db, watched)["job"]
 result = job.get("result") or {}
@@ -134,16 +167,18 @@ if new_model:
     st.subheader("New model against the champion")
     if result.get("decision"):
         st.info(f"Retraining round {result.get('round_id')}: {views.md(result['decision'])}")
-    models = reads.models(ctx.db)
+    models = reads.models(ctx.db).set_index("model_id")
     champion_id = champion["model_id"] if champion else None
-    compared = models[models["model_id"].isin([new_model, champion_id])]
-    columns = ["model_id", "name", "is_champion", "accuracy", "macro_f1", "f1_negative", "f1_neutral", "f1_positive", "ece"]
-    st.dataframe(compared[[c for c in columns if c in compared]], hide_index=True)
+    compared = models.loc[[m for m in (new_model, champion_id) if m in models.index]].reset_index()
+    st.dataframe(model_views.promotion_table(compared, new_model, champion_id), hide_index=True)
     if new_model != champion_id:
-        st.button(f"Promote {new_model}", type="primary", key="promote",
-                  on_click=_act, args=(lambda: registry.promote(ctx.db, new_model, ctx.actor), f"Promoted {new_model}."))
-
-st.subheader("Recent jobs")
-st.dataframe(views.jobs_frame(recent), hide_index=True)
-if not pd.isna(job.get("finished_at")):
-    st.caption(f"Job {watched} finished {pd.Timestamp(job['finished_at']):%Y-%m-%d %H:%M:%S}.")
+        verdict = model_views.challenger_verdict(models, new_model, champion_id)
+        if verdict["lost"]:
+            st.error(verdict["text"])
+        elif verdict["text"]:
+            st.warning(verdict["text"])
+        reason = st.text_input("Reason for promoting (kept in the audit log)", key="promote-reason")
+        confirmed = st.checkbox(f"I confirm that {new_model} should serve as the champion", key="promote-confirm")
+        st.button(f"Promote {new_model}", type="primary", key="promote", disabled=not (reason.strip() and confirmed),
+                  on_click=_act, args=(lambda: registry.promote(ctx.db, new_model, ctx.actor, reason=reason.strip()),
+                                       f"Promoted {new_model}."))
