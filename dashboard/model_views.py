@@ -282,3 +282,17 @@ def challenger_verdict(models: pd.DataFrame, new_model: str, champion_id: str | 
             f"The new model lost to the champion on the same test snapshot: macro-F1 {mine['macro_f1']:.3f} "
             f"against {theirs['macro_f1']:.3f} (n = {int(mine['test_n']):,}).")}
     return {"lost": False, "text": ""}
+
+
+def rounds_table(rounds: pd.DataFrame) -> pd.DataFrame:
+    """Retraining rounds with human column names, newest first."""
+    return pd.DataFrame({
+        "Round": rounds["round_id"],
+        "Status": rounds["status"],
+        "Model": rounds["model_id"],
+        "Promoted": rounds["promoted"].map({True: "yes", False: "no"}).fillna("—"),
+        "Human labels (train)": rounds["human_labels_train"],
+        "Human labels (test)": rounds["human_labels_test"],
+        "Macro-F1 change": rounds["delta_macro_f1"],
+        "Decision": rounds["decision"],
+    })

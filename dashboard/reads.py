@@ -153,6 +153,32 @@ def comparison(db: Path, chosen: tuple[str, ...]) -> dict:
 
 
 @_cached
+def model_curves(db: Path, model_id: str) -> dict | None:
+    """Reliability bins and per-class precision-recall curves of a model's stored test-split predictions
+    (None when the model has not scored the test split)."""
+    from pipeline.evaluation.curves import precision_recall_curves, reliability_bins
+    from store.constants import LABEL_TO_ID
+    from store.evaluations import fetch_test_predictions
+
+    with connect(db, read_only=True) as con:
+        frame = fetch_test_predictions(con, model_id)
+    if frame.empty:
+        return None
+    probs = frame[["p_negative", "p_neutral", "p_positive"]].to_numpy()
+    references = frame["label"].map(LABEL_TO_ID).to_numpy()
+    return {"n": len(frame), "reliability": reliability_bins(probs, references),
+            "pr": precision_recall_curves(probs, references)}
+
+
+@_cached
+def test_snapshot(db: Path) -> dict:
+    """The current labeled test split's size and hash (to compare with stored evaluations)."""
+    from pipeline.evaluation.evaluator import current_test_snapshot
+
+    return current_test_snapshot(db)
+
+
+@_cached
 def disagreement(
     db: Path, model_a: str, model_b: str, split: str | None, limit: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:

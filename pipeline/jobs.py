@@ -42,8 +42,11 @@ JOB_KINDS: dict[str, str] = {
     "retrain": "pipeline.loop.rounds:run_job",
     "demo-pipeline": "pipeline.demo:run_job",
     "demo-data": "pipeline.data.demo_data:run_job",
+    "evaluate": "pipeline.evaluation.evaluator:run_job",
+    "import": "pipeline.data.import_job:run_job",
 }
-PERMISSION_FOR_KIND = {"train": "train", "retrain": "train", "score": "score", "flag": "flag.create", "demo-pipeline": "train", "demo-data": "import"}
+PERMISSION_FOR_KIND = {"train": "train", "retrain": "train", "score": "score", "flag": "flag.create", "demo-pipeline": "train", "demo-data": "import", "evaluate": "train",
+                      "import": "import"}
 # Seconds between progress writes: often enough for a live panel, rare enough not to contend for the lock.
 PROGRESS_INTERVAL_S = 1.0
 

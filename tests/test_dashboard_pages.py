@@ -105,14 +105,92 @@ def test_trends_fall_back_to_labels_and_say_so(store, secrets):
 
 def test_comparison(store, secrets):
     at = open_screen(secrets, "vera", "comparison")
-    charts = at.get("plotly_chart")
-    assert len(charts) >= 3  # two confusion matrices and the champion's training curve
     subheaders = [s.value for s in at.subheader]
-    assert subheaders[:4] == ["Every model on the frozen test set", "Confusion matrices (test set)", "Training curves", "Slices"]
+    assert subheaders[:6] == ["Every model on the frozen test set", "Per-class precision, recall and F1 (test set)",
+                              "Confusion matrices (test set)", "Calibration and precision-recall (stored test predictions)",
+                              "Training curves", "Slices"]
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("Reliability (calibration)" in s for s in specs)
+    assert sum("precision-recall by class" in s for s in specs) == 2
+    assert sum(f'"text":"{CHAMPION}"' in s for s in specs) >= 1  # confusion matrix titled by model name
+    assert not at.warning  # both models were evaluated on the current test set
+    summary = next(d.value for d in at.dataframe if "Macro-F1" in d.value.columns)
+    assert len(summary.columns) <= 10 and "Calibration error (ECE)" in summary.columns  # fits without scrolling
     assert any("agree on" in c.value for c in at.caption)
     at.radio(key="disagree-scope").set_value("every scored review").run()
     assert not at.exception
     assert any("of 1,500 reviews" in c.value for c in at.caption)
+
+
+def test_comparison_says_when_the_test_set_grew_and_offers_to_re_evaluate(store, secrets):
+    import pandas as pd
+
+    from conftest import seed_reviews
+
+    db, _ = store
+    at = open_screen(secrets, "dario", "comparison")
+    assert not at.warning
+    with connect(db, read_only=True) as con:
+        before = con.execute("SELECT count(*) FROM splits WHERE split = 'test'").fetchone()[0]
+    new = pd.DataFrame({"review_id": [f"late-{i}" for i in range(60)], "text": ["Late review, fine food."] * 60,
+                        "stars": [4] * 60, "label": ["positive"] * 60})
+    seed_reviews(db, new)  # a new import: some of it lands in the frozen test split
+    with connect(db, read_only=True) as con:
+        after = con.execute("SELECT count(*) FROM splits s JOIN current_labels USING (review_id) "
+                            "WHERE s.split = 'test'").fetchone()[0]
+    assert after > before
+    at.run()
+    [warning] = [w.value for w in at.warning]
+    assert "The test set has changed" in warning and f"now holds {after:,} labeled reviews" in warning
+    at.button(key="reevaluate").click().run()
+    assert not at.exception
+    with connect(db, read_only=True) as con:
+        job = job_store.get_job(con, job_store.list_jobs(con)["job_id"].iloc[0])
+    assert (job["kind"], job["actor"]) == ("evaluate", "dario")
+    assert sorted(job["params"]["model_ids"]) == sorted([BASELINE, CHAMPION])
+    wait_for_job(db, job["job_id"], timeout_s=120)  # the seeded models have no weights: it ends failed
+
+
+def test_comparison_slices_show_n_and_an_interval_and_hide_small_ones(store, secrets):
+    import pandas as pd
+
+    from store import evaluations as evaluation_store
+
+    db, _ = store
+    with connect(db, read_only=True) as con:
+        metrics = evaluation_store.fetch_latest_evaluation(con, CHAMPION)
+    slices = pd.DataFrame({"slice_kind": ["length", "term"], "slice_value": ["short (<50 words)", "grits"],
+                           "n": [120, 7], "accuracy": [0.8, 0.5], "macro_f1": [0.71, 0.4],
+                           "f1_ci_low": [0.63, None], "f1_ci_high": [0.79, None]})
+    with transaction(db) as con:
+        evaluation_store.insert_evaluation(con, CHAMPION, "test", {k: v for k, v in metrics.items()
+                                                                   if k not in ("evaluation_id", "evaluated_at")}, slices)
+    at = open_screen(secrets, "vera", "comparison")
+    table = next(d.value for d in at.dataframe if "Slice" in d.value.columns)
+    assert table["Value"].tolist() == ["short (<50 words)", "krog district"]  # the 7-review slice is hidden
+    row = table.set_index("Value").loc["short (<50 words)"]
+    assert row[CHAMPION] == "0.710 [0.630, 0.790]" and row["Test reviews (n)"] == 120
+    at.toggle(key="compare-small-slices").set_value(True).run()
+    table = next(d.value for d in at.dataframe if "Slice" in d.value.columns)
+    assert table.set_index("Value").loc["grits", "Enough data"] == "no (n < 30)"
+
+
+def test_comparison_rounds_charts_read_well_with_a_single_round(store, secrets):
+    from store.rounds import finish_round, start_round
+
+    db, _ = store
+    with transaction(db) as con:
+        round_id = start_round(con, actor="dario")
+        finish_round(con, round_id, model_id=CHAMPION, promoted=True, decision="promoted", human_labels_train=12,
+                     champion_macro_f1=0.61, challenger_macro_f1=0.66, delta_macro_f1=0.05, label_efficiency=0.05 / 12)
+    at = open_screen(secrets, "vera", "comparison")
+    specs = {c.key: c.proto.spec for c in at.get("plotly_chart") if c.key}
+    import json as _json
+
+    f1 = _json.loads(specs["rounds-f1"])
+    assert f1["layout"]["xaxis"]["range"] == [0.25, 1.75] and f1["layout"]["xaxis"]["title"]["text"] == "retraining round"
+    bars = _json.loads(specs["rounds-efficiency"])
+    assert bars["data"][0]["width"] == [0.4]
 
 
 def test_relabel_skip_dismiss_and_undo_change_the_store(store, secrets):
@@ -355,6 +433,10 @@ def test_comparison_tries_a_review_on_a_loaded_model(store, secrets):
     results = [d.value for d in at.dataframe if "label" in d.value.columns and "model_id" in d.value.columns]
     assert results and results[0].set_index("model_id").loc["baseline-vader", "label"] == "positive"
     assert any(md(CHAMPION) in e.value for e in at.error)  # the seeded champion has no weights to load
+    at.multiselect(key="compare-models").set_value(["baseline-vader"]).run()
+    at.button[[b.label for b in at.button].index("Predict")].click().run()  # the model is loaded once per process
+    [answered] = [c.value for c in at.caption if c.value.startswith("Answered in")]
+    assert float(answered.split()[2]) < 1.0
 
 
 def test_names_from_the_data_are_escaped_in_markdown_text(store, secrets):

@@ -16,7 +16,7 @@ from store.splits import assign_splits, split_counts
 
 EXPECTED_TABLES = {
     "schema_migrations", "reviews", "labels", "splits", "imports", "import_rejects", "models", "promotions",
-    "training_runs", "epoch_metrics", "evaluations", "evaluation_slices", "predictions", "flags", "jobs", "audit_log",
+    "training_runs", "epoch_metrics", "step_losses", "evaluations", "evaluation_slices", "predictions", "flags", "jobs", "audit_log",
 }  # fmt: skip
 REVIEW_COLUMNS = [
     ("review_id", "VARCHAR"), ("restaurant_id", "VARCHAR"), ("restaurant_name", "VARCHAR"),

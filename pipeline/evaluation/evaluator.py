@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.importer import ColumnMapping
+from pipeline.evaluation.curves import bootstrap_macro_f1_interval
 from pipeline.evaluation.metrics import SentimentMetrics, compute_classification_metrics
 from pipeline.models.predictors import load_predictor
 from store import evaluations as evaluation_store
@@ -157,9 +158,11 @@ def compute_slices(frame: pd.DataFrame, probs: np.ndarray, references: np.ndarra
         terms: phrases for term slices.
 
     Returns:
-        DataFrame with slice_kind, slice_value, n, accuracy, macro_f1 (metrics None where n = 0).
+        DataFrame with slice_kind, slice_value, n, accuracy, macro_f1 (metrics None where n = 0), and
+        f1_ci_low/f1_ci_high, the bootstrap 95% interval of macro-F1 (None below 10 reviews).
     """
     masks: list[tuple[str, str, np.ndarray]] = []
+    predicted = np.asarray(probs).argmax(axis=1)
     if "restaurant" in frame and frame["restaurant"].notna().any():
         counts = frame["restaurant"].value_counts()
         for name in counts[counts >= MIN_RESTAURANT_SLICE].index[:MAX_RESTAURANT_SLICES]:
@@ -188,9 +191,43 @@ def compute_slices(frame: pd.DataFrame, probs: np.ndarray, references: np.ndarra
     for kind, value, mask in masks:
         n = int(mask.sum())  # empty slices stay (n = 0): "no sarcasm candidates" is an answer too
         m = compute_classification_metrics(probs[mask], references[mask], average_over="present") if n else None
+        interval = bootstrap_macro_f1_interval(references[mask], predicted[mask]) if n else None
         rows.append({"slice_kind": kind, "slice_value": value, "n": n,
-                     "accuracy": m["accuracy"] if m else None, "macro_f1": m["macro_f1"] if m else None})
-    return pd.DataFrame(rows, columns=list(evaluation_store.SLICE_COLUMNS))
+                     "accuracy": m["accuracy"] if m else None, "macro_f1": m["macro_f1"] if m else None,
+                     "f1_ci_low": interval[0] if interval else None, "f1_ci_high": interval[1] if interval else None})
+    return pd.DataFrame(rows, columns=[*evaluation_store.SLICE_COLUMNS, *evaluation_store.SLICE_INTERVAL_COLUMNS])
+
+
+def current_test_snapshot(db) -> dict:
+    """The labeled test split as an evaluation would see it now: {"n", "test_snapshot"} (the same hash
+    :func:`evaluate_model` stores), to tell whether a stored evaluation is still comparable.
+
+    Example:
+        >>> current_test_snapshot("store.duckdb")["n"]  # doctest: +SKIP
+        401
+    """
+    with connect(db, read_only=True) as con:
+        pairs = evaluation_store.fetch_test_labels(con)
+    return {"n": len(pairs), "test_snapshot": _snapshot_hash(pairs) if len(pairs) else None}
+
+
+def run_job(db, params: dict, reporter) -> dict:
+    """Job kind "evaluate": re-evaluate ``params["model_ids"]`` on the current test split.
+
+    Returns:
+        {"evaluated": {model_id: {"macro_f1", "n"}}}.
+    """
+    model_ids = list((params or {}).get("model_ids") or [])
+    if not model_ids:
+        raise TastebudError("an evaluate job needs model_ids")
+    done = {}
+    for i, model_id in enumerate(model_ids):
+        reporter.progress(i / len(model_ids), f"evaluating {model_id} on the current test set", force=True)
+        result = evaluate_model(db, model_id)
+        reporter.log(f"{model_id}: test macro-F1 {result['macro_f1']:.4f} (n={result['n']})")
+        done[model_id] = {"macro_f1": result["macro_f1"], "n": result["n"]}
+    reporter.progress(1.0, f"evaluated {len(done)} model(s)", force=True)
+    return {"evaluated": done}
 
 
 def _snapshot_hash(frame: pd.DataFrame) -> str:
