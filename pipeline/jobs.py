@@ -93,6 +93,17 @@ class JobReporter:
             raise JobCancelled(f"job {self.job_id} was cancelled")
 
 
+class SpanReporter(JobReporter):
+    """Maps a sub-task's 0-1 progress into ``[start, end]`` of the parent job's progress."""
+
+    def __init__(self, parent: JobReporter, start: float, end: float):
+        super().__init__(parent.db, parent.job_id, echo=parent._echo, console=parent.console)
+        self._start, self._end = start, end
+
+    def progress(self, fraction: float, message: str | None = None, *, force: bool = False) -> None:
+        super().progress(self._start + (self._end - self._start) * fraction, message, force=force)
+
+
 def resolve_kind(kind: str) -> Callable[..., dict]:
     if kind not in JOB_KINDS:
         raise TastebudError(f"unknown job kind {kind!r}; known: {', '.join(sorted(JOB_KINDS))}")

@@ -390,18 +390,90 @@ def test_training_form_rejects_bad_settings_and_starts_a_job(store, secrets):
     assert "Cancelled by dario." in [i.value for i in at.info]
 
 
-def test_data_page_imports_an_upload_with_its_reject_report(store, secrets):
+def _wait_for_import(at: AppTest, db: Path) -> dict:
+    with connect(db, read_only=True) as con:
+        job_id = job_store.list_jobs(con, kind="import")["job_id"].iloc[0]
+    job = wait_for_job(db, job_id, timeout_s=120)
+    at.run()
+    assert not at.exception
+    return job
+
+
+def test_data_page_previews_maps_dry_runs_and_imports_in_the_background(store, secrets):
     db, _ = store
     at = open_screen(secrets, "dario", "data")
-    csv = b"review_id,text,stars\nu1,Great grits,5\nu2,,3\nu3,Slow and cold,9\nu4,Fine,3\n"
+    csv = b"id,body,rating,score\nu1,Great grits,5,1\nu2,,3,2\nu3,Slow and cold,9,3\nu4,Fine,3,4\n"
     at.get("file_uploader")[0].upload("my reviews.csv", csv, "text/csv")
     at.run()
-    at.button(key="import-go").click().run()
     assert not at.exception
-    assert any("2 new" in s.value and "2 rejected" in s.value for s in at.success)
+    assert at.selectbox(key="map-text").value == "body" and at.selectbox(key="map-stars").value == "rating"
+    sample = next(d.value for d in at.dataframe if "review_id" in d.value.columns)
+    assert sample["text"].tolist() == ["Great grits", "Fine"] and sample["label"].tolist() == ["positive", "neutral"]
+    at.selectbox(key="map-stars").set_value("score").run()  # edit the mapping: stars from another column
+    sample = next(d.value for d in at.dataframe if "review_id" in d.value.columns)
+    assert sample["stars"].tolist() == [1, 3, 4] and sample["label"].tolist() == ["negative", "neutral", "positive"]
+    at.button(key="import-dry-run-go").click().run()
+    assert any("Dry run: 3 of 4 rows would be accepted, 1 rejected" in i.value for i in at.info)
+    assert not at.exception
+    with connect(db, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM reviews WHERE review_id LIKE 'u%'").fetchone()[0] == 0  # nothing written
+    at.selectbox(key="map-stars").set_value("rating").run()
+    at.checkbox(key="import-score-after").uncheck().run()
+    at.button(key="import-go").click().run()
+    job = _wait_for_import(at, db)
+    assert (job["kind"], job["actor"], job["status"]) == ("import", "dario", "succeeded"), job["error"]
+    assert any("2 new" in s.value and "2 rejected" in s.value and "not scored (not asked)" in s.value for s in at.success)
     with connect(db, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM reviews WHERE review_id IN ('u1', 'u4')").fetchone()[0] == 2
     assert "Imports" in [s.value for s in at.subheader]
+
+
+def test_data_page_import_scores_and_flags_afterwards_by_default(store, secrets):
+    from pipeline.loop.registry import promote
+    from pipeline.models.baselines import register_baselines
+
+    db, _ = store
+    dario = Actor("dario", "data_scientist")
+    register_baselines(db, actor=dario, include=("vader",), evaluate=False)
+    promote(db, "baseline-vader", dario)
+    tiny_champion = "baseline-vader"
+    at = open_screen(secrets, "dario", "data")
+    at.get("file_uploader")[0].upload("more.csv", b"review_id,text,stars\nn1,Lovely staff,5\nn2,Cold food,1\n", "text/csv")
+    at.run()
+    assert at.checkbox(key="import-score-after").value  # on by default
+    at.button(key="import-go").click().run()
+    job = _wait_for_import(at, db)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["result"]["scored"] >= 2 and job["result"]["after"].startswith("scored")
+    with connect(db, read_only=True) as con:
+        scored = con.execute("SELECT count(*) FROM predictions WHERE review_id IN ('n1', 'n2') AND model_id = ?",
+                             [tiny_champion]).fetchone()[0]
+    assert scored == 2
+
+
+def test_data_page_exports_a_filtered_selection_with_labels_and_champion_predictions(store, secrets):
+    import io
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    db, _ = store
+    at = open_screen(secrets, "dario", "data")
+    at.multiselect(key="export-labels").set_value(["negative"]).run()
+    with connect(db, read_only=True) as con:
+        expected = con.execute("SELECT count(*) FROM current_labels WHERE label = 'negative'").fetchone()[0]
+    assert any(c.value == f"{expected:,} reviews match." for c in at.caption)
+    at.button(key="export-prepare").click().run()
+    assert not at.exception
+    payload = at.session_state["export-ready"][1]
+    frame = pd.read_csv(io.BytesIO(payload))
+    assert len(frame) == expected and set(frame["label"]) == {"negative"}
+    assert (frame["predicted_by"] == CHAMPION).all() and frame["p_negative"].between(0, 1).all()
+    at.radio(key="export-format").set_value("parquet").run()
+    assert "export-download" not in [b.key for b in at.get("download_button")]  # CSV bytes are not offered as Parquet
+    at.button(key="export-prepare").click().run()
+    table = pq.read_table(io.BytesIO(at.session_state["export-ready"][1]))
+    assert table.num_rows == expected and "text" in table.column_names
 
 
 def _text(db: Path, review_id: str) -> str:
