@@ -65,4 +65,4 @@ def fetch_export(
         412
     """
     sql, params = _export_sql(flt, labels)
-    return con.execute(sql, [model_id, model_id, *params]).fetch_arrow_table()
+    return con.execute(sql, [model_id, model_id, *params]).to_arrow_table()

@@ -77,6 +77,28 @@ def test_overview(store, secrets):
     assert {"Champion model", "Labels by source", "Open flags by reason", "Recent jobs"} <= {s.value for s in at.subheader}
 
 
+def test_overview_shows_a_sigkilled_job_as_failed(store, secrets):
+    from pipeline.jobs import start_job
+    from store.actors import cli_actor
+
+    db, _ = store
+    job_id = start_job(db, "demo-data", {"rows": 2_000_000, "chunk_rows": 50_000, "seed": 9}, cli_actor())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with connect(db, read_only=True) as con:
+            job = job_store.get_job(con, job_id)
+        if job["status"] == "running":
+            break
+        time.sleep(0.2)
+    os.killpg(job["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while os.path.exists(f"/proc/{job['pid']}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    at = open_screen(secrets, "vera", "overview")  # a viewer: nobody opened Training or `tastebud jobs`
+    recent = next(d.value for d in at.dataframe if "job_id" in d.value.columns)
+    assert recent.set_index("job_id").loc[job_id, "status"] == "failed"
+
+
 def test_trends_default_view_and_drilldown(store, secrets):
     at = open_screen(secrets, "vera", "trends")
     assert any(md(CHAMPION) in c.value and "(champion)" in c.value for c in at.caption)
