@@ -11,6 +11,7 @@ import html
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+import streamlit as st
 
 from dashboard.views import LABEL_COLORS
 from store.constants import LABELS
@@ -241,21 +242,25 @@ def _round_axis(fig: go.Figure, rounds: pd.DataFrame) -> None:
     fig.update_xaxes(title_text="retraining round", tickmode="array", tickvals=ids, range=[lo - 0.75, hi + 0.75])
 
 
-def promotion_table(compared: pd.DataFrame, new_model: str, champion_id: str | None) -> pd.DataFrame:
-    """The new model and the champion side by side with human column names."""
+def promotion_table(compared: pd.DataFrame, new_model: str) -> pd.DataFrame:
+    """The new model and the champion side by side with human column names (fits the page width)."""
     return pd.DataFrame({
         "Role": ["new model" if m == new_model else "champion" for m in compared["model_id"]],
-        "Name": compared["name"],
-        "Model id": compared["model_id"],
+        "Model": compared["name"].fillna(compared["model_id"]),
         "Round": compared["round"],
-        "Test reviews (n)": compared["test_n"],
-        "Test accuracy": compared["accuracy"],
-        "Test macro-F1": compared["macro_f1"],
+        "Test n": compared["test_n"],
+        "Accuracy": compared["accuracy"],
+        "Macro-F1": compared["macro_f1"],
         "F1 negative": compared["f1_negative"],
         "F1 neutral": compared["f1_neutral"],
         "F1 positive": compared["f1_positive"],
-        "Calibration error (ECE)": compared["ece"],
+        "ECE": compared["ece"],
     })
+
+
+# Scores shown with three decimals.
+SCORE_COLUMNS = {c: st.column_config.NumberColumn(c, format="%.3f")
+                 for c in ("Accuracy", "Macro-F1", "F1 negative", "F1 neutral", "F1 positive", "ECE")}
 
 
 def challenger_verdict(models: pd.DataFrame, new_model: str, champion_id: str | None) -> dict:

@@ -18,7 +18,7 @@ runner = CliRunner()
 
 def test_dashboard_command_binds_where_asked_and_passes_the_secrets(tmp_path):
     argv = dashboard_command(host="localhost", port=8600, secrets=tmp_path / "secrets.toml")
-    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] == str(APP_PATH)
+    assert argv[1:4] == ["-m", "streamlit", "run"] and argv[4] == str(APP_PATH) and APP_PATH.is_file()
     options = dict(zip(argv[5::2], argv[6::2]))
     assert options["--server.address"] == "localhost"
     assert options["--server.port"] == "8600"
@@ -93,9 +93,17 @@ def test_sigterm_to_tastebud_dashboard_ends_its_streamlit_child(tmp_path):
     parent = subprocess.Popen(cli_cmd("--db", str(db), "dashboard", "--port", str(port)),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
+        import urllib.request
+
         deadline = time.monotonic() + 60
-        while not _children(parent.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        while time.monotonic() < deadline:  # until Streamlit really serves the app
+            try:
+                if urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            raise AssertionError("the dashboard never served")
         [child] = _children(parent.pid)
         parent.send_signal(signal.SIGTERM)
         assert parent.wait(timeout=30) is not None

@@ -169,9 +169,12 @@ if new_model:
         st.info(f"Retraining round {result.get('round_id')}: {views.md(result['decision'])}")
     models = reads.models(ctx.db).set_index("model_id")
     champion_id = champion["model_id"] if champion else None
-    compared = models.loc[[m for m in (new_model, champion_id) if m in models.index]].reset_index()
-    st.dataframe(model_views.promotion_table(compared, new_model, champion_id), hide_index=True)
-    if new_model != champion_id:
+    shown = list(dict.fromkeys(m for m in (new_model, champion_id) if m in models.index))
+    st.dataframe(model_views.promotion_table(models.loc[shown].reset_index(), new_model), hide_index=True,
+                 width="stretch", column_config=model_views.SCORE_COLUMNS)
+    if new_model == champion_id:
+        st.caption(f"{views.md(new_model)} is the champion.")
+    else:
         verdict = model_views.challenger_verdict(models, new_model, champion_id)
         if verdict["lost"]:
             st.error(verdict["text"])

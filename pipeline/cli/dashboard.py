@@ -17,7 +17,7 @@ from store.errors import TastebudError
 
 ENV_SECRETS = "TASTEBUD_SECRETS"
 DEFAULT_SECRETS = Path(".streamlit") / "secrets.toml"
-APP_PATH = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+APP_PATH = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
 
 
 def dashboard_command(*, host: str, port: int, secrets: Path | None) -> list[str]:
