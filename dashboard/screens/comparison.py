@@ -143,8 +143,18 @@ else:
     agreed = int(sum(agreement.loc[label, label] for label in LABELS))
     st.caption(f"{views.md(names.get(model_a, model_a))} (rows) and {views.md(names.get(model_b, model_b))} (columns) "
                f"agree on {agreed:,} of {total:,} reviews.")
-    st.dataframe(agreement)
-    st.dataframe(disagreements, hide_index=True, column_config={"text": st.column_config.TextColumn(width="large")})
+    st.dataframe(agreement.rename_axis(index=f"{names.get(model_a, model_a)} says", columns=f"{names.get(model_b, model_b)} says"))
+    st.dataframe(disagreements, hide_index=True, width="stretch", column_order=(
+        "text", "stars", "current_label", "label_a", "confidence_a", "label_b", "confidence_b", "review_id"),
+        column_config={
+            "text": st.column_config.TextColumn("Review text", width="large"),
+            "stars": st.column_config.NumberColumn("Stars", format="%d ★"),
+            "current_label": "Current label",
+            "label_a": f"{names.get(model_a, model_a)} says", "confidence_a": st.column_config.NumberColumn(
+                "its confidence", format="percent"),
+            "label_b": f"{names.get(model_b, model_b)} says", "confidence_b": st.column_config.NumberColumn(
+                "its confidence ", format="percent"),
+            "review_id": "Review id"})
 
 st.subheader("Retraining rounds")
 rounds = data["rounds"]
@@ -158,4 +168,9 @@ else:
     st.dataframe(model_views.rounds_table(rounds), hide_index=True, width="stretch")
 
 st.subheader("Promotions")
-st.dataframe(data["promotions"], hide_index=True)
+promotions = data["promotions"]
+st.dataframe(promotions, hide_index=True, width="stretch",
+             column_order=("created_at", "action", "model_id", "previous_model_id", "actor", "reason"),
+             column_config={"created_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"),
+                            "action": "Action", "model_id": "Champion after", "previous_model_id": "Champion before",
+                            "actor": "By", "reason": st.column_config.TextColumn("Reason", width="large")})
