@@ -173,7 +173,7 @@ def model_curves(db: Path, model_id: str) -> dict | None:
 @_cached
 def test_snapshot(db: Path) -> dict:
     """The current labeled test split's size and hash (to compare with stored evaluations)."""
-    from pipeline.evaluation.evaluator import current_test_snapshot
+    from pipeline.evaluation.snapshot import current_test_snapshot
 
     return current_test_snapshot(db)
 

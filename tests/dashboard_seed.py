@@ -93,7 +93,7 @@ def seed_dashboard_store(db: Path, *, rows: int = 1500, flags: int = 12) -> dict
     with connect(db, read_only=True) as con:
         test_ids = set(con.execute("SELECT review_id FROM splits WHERE split = 'test'").df()["review_id"])
     is_test = truth_table["review_id"].isin(test_ids).to_numpy()
-    from pipeline.evaluation.evaluator import current_test_snapshot
+    from pipeline.evaluation.snapshot import current_test_snapshot
 
     snapshot = current_test_snapshot(db)["test_snapshot"]
     probs = {CHAMPION: _probabilities(truth, 0.85, rng), BASELINE: _probabilities(truth, 0.6, rng)}

@@ -30,7 +30,6 @@ summary = pd.DataFrame({
     "Macro-F1": models["macro_f1"],
     "Validation macro-F1": models["val_macro_f1"],
     "Calibration error (ECE)": models["ece"],
-    "Model id": models["model_id"],
 })
 st.dataframe(summary, hide_index=True, width="stretch", column_config={
     c: st.column_config.NumberColumn(c, format="%.3f") for c in ("Accuracy", "Macro-F1", "Validation macro-F1", "Calibration error (ECE)")})

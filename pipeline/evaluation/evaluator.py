@@ -18,6 +18,7 @@ import pandas as pd
 from pipeline.data.importer import ColumnMapping
 from pipeline.evaluation.curves import bootstrap_macro_f1_interval
 from pipeline.evaluation.metrics import SentimentMetrics, compute_classification_metrics
+from pipeline.evaluation.snapshot import current_test_snapshot, snapshot_hash  # noqa: F401 (current_test_snapshot: API)
 from pipeline.models.predictors import load_predictor
 from store import evaluations as evaluation_store
 from store.constants import LABEL_TO_ID, label_from_stars
@@ -61,7 +62,7 @@ def evaluate_model(db, model_id: str, *, terms: Sequence[str] = ()) -> dict:
     if frame.empty:
         raise TastebudError("the test split has no labeled reviews; import more reviews first")
     metrics, slices = _score(predictor, frame, terms)
-    metrics.update(dataset="test", model_id=model_id, terms=list(terms), test_snapshot=_snapshot_hash(frame))
+    metrics.update(dataset="test", model_id=model_id, terms=list(terms), test_snapshot=snapshot_hash(frame))
     with transaction(db) as con:
         evaluation_id = evaluation_store.insert_evaluation(con, model_id, "test", metrics, slices)
     return {**metrics, "evaluation_id": evaluation_id, "slices": slices.to_dict("records")}
@@ -198,19 +199,6 @@ def compute_slices(frame: pd.DataFrame, probs: np.ndarray, references: np.ndarra
     return pd.DataFrame(rows, columns=[*evaluation_store.SLICE_COLUMNS, *evaluation_store.SLICE_INTERVAL_COLUMNS])
 
 
-def current_test_snapshot(db) -> dict:
-    """The labeled test split as an evaluation would see it now: {"n", "test_snapshot"} (the same hash
-    :func:`evaluate_model` stores), to tell whether a stored evaluation is still comparable.
-
-    Example:
-        >>> current_test_snapshot("store.duckdb")["n"]  # doctest: +SKIP
-        401
-    """
-    with connect(db, read_only=True) as con:
-        pairs = evaluation_store.fetch_test_labels(con)
-    return {"n": len(pairs), "test_snapshot": _snapshot_hash(pairs) if len(pairs) else None}
-
-
 def run_job(db, params: dict, reporter) -> dict:
     """Job kind "evaluate": re-evaluate ``params["model_ids"]`` on the current test split.
 
@@ -228,10 +216,3 @@ def run_job(db, params: dict, reporter) -> dict:
         done[model_id] = {"macro_f1": result["macro_f1"], "n": result["n"]}
     reporter.progress(1.0, f"evaluated {len(done)} model(s)", force=True)
     return {"evaluated": done}
-
-
-def _snapshot_hash(frame: pd.DataFrame) -> str:
-    """A short hash of the (review_id, label) pairs evaluated, so a relabeled test set is detectable."""
-    pairs = frame[["review_id", "label"]].sort_values("review_id")
-    return f"{pd.util.hash_pandas_object(pairs, index=False).sum() & 0xFFFFFFFFFFFF:012x}"
-
