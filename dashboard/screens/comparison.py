@@ -3,7 +3,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from dashboard import model_views, reads, views
+from dashboard import limits, model_views, reads, views
 from dashboard.page_setup import setup_page
 from pipeline import jobs
 from store.constants import LABELS
@@ -108,14 +108,14 @@ if chosen:
         st.dataframe(model_views.grey_small_slices(table), hide_index=True, width="stretch")
 
 with st.expander("Try a review on the chosen models"), st.form("try-form"):
-    text = st.text_area("Review text", key="try-text", placeholder="Oh great, another 45-minute wait for lukewarm grits.")
+    text = limits.text_area("Review text", key="try-text", placeholder="Oh great, another 45-minute wait for lukewarm grits.")
     if st.form_submit_button("Predict") and text.strip() and chosen:
         rows = []
         started = time.perf_counter()
         with st.spinner("Predicting..."):
             for model_id in chosen:
                 try:
-                    probs = reads.predictor(ctx.db, model_id).predict_proba([text])[0]
+                    probs = limits.bounded_prediction(reads.predictor(ctx.db, model_id).predict_proba, [text])[0]
                 except TastebudError as exc:
                     st.error(f"{views.md(names[model_id])}: {views.md(exc)}")
                     continue

@@ -1,6 +1,6 @@
 import streamlit as st
 
-from dashboard import model_views, reads, views
+from dashboard import limits, model_views, reads, views
 from dashboard.page_setup import setup_page
 from pipeline import jobs
 from pipeline.loop import registry
@@ -49,10 +49,10 @@ form_col, side_col = st.columns([3, 2])
 with form_col, st.form("train-form"):
     st.subheader("Train")
     mode = st.radio("What to run", [RETRAIN, TRAIN])
-    base_model = st.text_input("Base model (empty: the packaged MiniLM encoder)", value=defaults.base_model or "")
+    base_model = limits.text_input("Base model (empty: the packaged MiniLM encoder)", value=defaults.base_model or "")
     c1, c2 = st.columns(2)
     learning_rate = c1.number_input("Learning rate", value=defaults.learning_rate, format="%.1e", step=1e-5, min_value=1e-7)
-    sweep_lrs = c2.text_input("Sweep learning rates (comma-separated; training runs only)", value="")
+    sweep_lrs = limits.text_input("Sweep learning rates (comma-separated; training runs only)", value="", where=c2)
     c3, c4, c5 = st.columns(3)
     batch_size = c3.number_input("Batch size", value=defaults.batch_size, min_value=1, step=1)
     epochs = c4.number_input("Epochs", value=defaults.epochs, min_value=1, step=1)
@@ -180,7 +180,7 @@ if new_model:
             st.error(verdict["text"])
         elif verdict["text"]:
             st.warning(verdict["text"])
-        reason = st.text_input("Reason for promoting (kept in the audit log)", key="promote-reason")
+        reason = limits.text_input("Reason for promoting (kept in the audit log)", key="promote-reason") or ""
         confirmed = st.checkbox(f"I confirm that {new_model} should serve as the champion", key="promote-confirm")
         st.button(f"Promote {new_model}", type="primary", key="promote", disabled=not (reason.strip() and confirmed),
                   on_click=_act, args=(lambda: registry.promote(ctx.db, new_model, ctx.actor, reason=reason.strip()),

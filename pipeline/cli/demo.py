@@ -63,9 +63,12 @@ def demo_cmd(
     secrets_file, logins_file = demo_files(db)
     url = f"http://{host}:{port}"
     typer.echo(f"\ndashboard: {url}")
-    for (username, password), role in zip(logins.items(), ("viewer", "labeler", "data scientist")):
-        typer.echo(f"  {role:<15} user {username:<20} password {password}")
-    typer.echo(f"(logins are kept in {logins_file})")
+    if logins:
+        for (username, password), role in zip(logins.items(), ("viewer", "labeler", "data scientist")):
+            typer.echo(f"  {role:<15} user {username:<20} password {password}")
+        typer.echo(f"(shown once; the logins are kept in {logins_file}, readable by you only)")
+    else:
+        typer.echo(f"sign in with a demo account from {logins_file} (passwords are not printed again)")
     if not launch:
         return
     raise typer.Exit(serve_dashboard(db, host=host, port=port, secrets=secrets_file))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli.app import app, db_path, emit_json
+from pipeline.cli.app import LOCAL_RAY, app, db_path, emit_json
 from store.actors import Actor, cli_actor
 from store.db import connect
 from store.errors import TastebudError
@@ -39,21 +39,32 @@ def score_cmd(
     rescore_all: bool = typer.Option(False, "--all", help="Rescore every review, not only unscored or changed ones."),
     shard: str = typer.Option(None, "--shard", help="i/N: score only shard i of N (run N processes to split the work)."),
     chunk_size: int = typer.Option(None, "--chunk-size", help="Reviews per read/compute/write cycle."),
+    ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                            help="Score on a Ray cluster (HOST:PORT, ray://HOST:PORT or auto); "
+                                 "without an address, on a local Ray instance sized to this machine."),
     background: bool = typer.Option(False, "--background", help="Run as a background job and print its id."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Score the reviews the champion (or --model) has not scored yet; resumable and idempotent."""
-    from pipeline.loop.scoring import DEFAULT_CHUNK_SIZE, parse_shard, score
+    from pipeline.loop.scoring import parse_shard, score
 
     parse_shard(shard)  # reject a bad --shard before starting anything
+    if ray and shard:
+        raise TastebudError("--ray and --shard do not mix: Ray splits the work across its workers itself")
     if background:
         _background("score", {"model_id": model, "rescore_all": rescore_all, "shard": shard,
-                              "chunk_size": chunk_size}, as_json)
+                              "chunk_size": chunk_size, "ray": ray}, as_json)
         return
-    params = {"model_id": model, "rescore_all": rescore_all, "shard": shard, "chunk_size": chunk_size}
-    result = _foreground("score", params, as_json, lambda reporter: score(
-        db_path(), model_id=model, rescore_all=rescore_all, shard=shard, reporter=reporter,
-        chunk_size=chunk_size or DEFAULT_CHUNK_SIZE))
+    params = {"model_id": model, "rescore_all": rescore_all, "shard": shard, "chunk_size": chunk_size, "ray": ray}
+    if ray:
+        from pipeline.scale.ray_score import score_on_ray
+
+        body = lambda reporter: score_on_ray(db_path(), model_id=model, address=None if ray == LOCAL_RAY else ray,  # noqa: E731
+                                             rescore_all=rescore_all, reporter=reporter)
+    else:
+        body = lambda reporter: score(db_path(), model_id=model, rescore_all=rescore_all, shard=shard,  # noqa: E731
+                                      reporter=reporter, chunk_size=chunk_size or None)
+    result = _foreground("score", params, as_json, body)
     if as_json:
         emit_json(result)
     else:
