@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import auth
+from pipeline import jobs
 from store.actors import Actor
 from store.db import resolve_db_path
 from store.health import ensure_store
@@ -42,4 +43,6 @@ def setup_page(title: str, permission: str) -> PageContext:
     # Opened on every run, not cached: a store damaged since the last run must not show stale numbers.
     # Its error (damaged, not a store, permission, busy) becomes app.py's banner.
     ensure_store(db)
+    # Whatever a page shows of jobs, a job whose process died is failed by then (not "running" forever).
+    jobs.reap_dead_jobs(db)
     return PageContext(actor=actor, db=db)

@@ -71,6 +71,13 @@ def champion(db: Path) -> dict | None:
 
 
 @_cached
+def champion_stack(db: Path) -> list[str]:
+    """Champions in effect, oldest first (a rollback needs two)."""
+    with connect(db, read_only=True) as con:
+        return model_store.fetch_champion_stack(con)
+
+
+@_cached
 def overview(db: Path) -> dict:
     """Overview counts, the champion with its test evaluation, and recent jobs."""
     with connect(db, read_only=True) as con:
@@ -149,6 +156,32 @@ def comparison(db: Path, chosen: tuple[str, ...]) -> dict:
 
 
 @_cached
+def model_curves(db: Path, model_id: str) -> dict | None:
+    """Reliability bins and per-class precision-recall curves of a model's stored test-split predictions
+    (None when the model has not scored the test split)."""
+    from pipeline.evaluation.curves import precision_recall_curves, reliability_bins
+    from store.constants import LABEL_TO_ID
+    from store.evaluations import fetch_test_predictions
+
+    with connect(db, read_only=True) as con:
+        frame = fetch_test_predictions(con, model_id)
+    if frame.empty:
+        return None
+    probs = frame[["p_negative", "p_neutral", "p_positive"]].to_numpy()
+    references = frame["label"].map(LABEL_TO_ID).to_numpy()
+    return {"n": len(frame), "reliability": reliability_bins(probs, references),
+            "pr": precision_recall_curves(probs, references)}
+
+
+@_cached
+def test_snapshot(db: Path) -> dict:
+    """The current labeled test split's size and hash (to compare with stored evaluations)."""
+    from pipeline.evaluation.snapshot import current_test_snapshot
+
+    return current_test_snapshot(db)
+
+
+@_cached
 def disagreement(
     db: Path, model_a: str, model_b: str, split: str | None, limit: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -196,20 +229,27 @@ def predictor(db: Path, model_id: str):
 
 
 def job_panel(db: Path, job_id: str) -> dict | None:
-    """A job row, its training runs' epoch metrics, and its log tail; never cached (the live panel polls it)."""
+    """A job row (with elapsed_s, eta_s), its training runs as trials, their epoch metrics and step losses,
+    and its log tail; never cached (the live panel polls it)."""
+    from pipeline.jobs import job_timing
+
     with connect(db, read_only=True) as con:
         job = job_store.get_job(con, job_id)
         if job is None:
             return None
         epochs = run_store.fetch_job_epoch_metrics(con, job_id)
-        runs = run_store.fetch_job_training_runs(con, job_id)
-    return {"job": job, "epochs": epochs, "runs": runs, "log": tail_log(job.get("log_path"), lines=30)}
+        trials = run_store.fetch_job_trials(con, job_id)
+        losses = run_store.fetch_job_step_losses(con, job_id)
+    job["elapsed_s"], job["eta_s"] = job_timing(job)
+    return {"job": job, "epochs": epochs, "trials": trials, "losses": losses,
+            "log": tail_log(job.get("log_path"), lines=30)}
 
 
 def recent_jobs(db: Path, *, limit: int = 15) -> pd.DataFrame:
-    """Newest jobs first; uncached so a finished job shows at once."""
-    with connect(db, read_only=True) as con:
-        return job_store.list_jobs(con, limit=limit)
+    """Newest jobs first (dead ones marked failed) with elapsed_s and eta_s; uncached so a finished job shows at once."""
+    from pipeline.jobs import list_jobs
+
+    return list_jobs(db, limit=limit)
 
 
 @_cached

@@ -6,7 +6,11 @@ going to a log file. That process resolves the job's kind to a function
 ``fn(db, params, reporter) -> dict`` (see ``JOB_KINDS``), reports progress through
 :class:`JobReporter` in short write transactions, and records how it ended. A cancel
 request is a flag in the store plus SIGTERM to the job's process group; a job whose
-process died without reporting is marked failed the next time jobs are listed.
+process died without reporting is marked failed whenever job state is read (:func:`list_jobs`,
+:func:`get_job`, every dashboard page): a job's process is identified by its pid *and* its start
+time (:func:`process_start_token`), so a pid the OS has since given to another process does not
+keep a dead job looking alive. Foreground ``train``/``score``/``flag``/``retrain`` record a job
+row too (:func:`run_foreground`), so ``tastebud jobs`` and the dashboard see them.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+
+import pandas as pd
 
 from store import jobs as job_store
 from store.actors import Actor, audit, require
@@ -36,10 +43,11 @@ JOB_KINDS: dict[str, str] = {
     "retrain": "pipeline.loop.rounds:run_job",
     "demo-pipeline": "pipeline.demo:run_job",
     "demo-data": "pipeline.data.demo_data:run_job",
+    "evaluate": "pipeline.evaluation.evaluator:run_job",
+    "import": "pipeline.data.import_job:run_job",
 }
-PERMISSION_FOR_KIND = {"train": "train", "retrain": "train", "score": "score", "flag": "flag.create", "demo-pipeline": "train", "demo-data": "import"}
-# How long a job waits for a store another process holds (an import commits in chunks, so waits are short
-# but may repeat): far longer than an interactive command, which gives up after TASTEBUD_LOCK_TIMEOUT.
+PERMISSION_FOR_KIND = {"train": "train", "retrain": "train", "score": "score", "flag": "flag.create", "demo-pipeline": "train", "demo-data": "import", "evaluate": "train",
+                      "import": "import"}
 # Seconds between progress writes: often enough for a live panel, rare enough not to contend for the lock.
 PROGRESS_INTERVAL_S = 1.0
 
@@ -56,11 +64,15 @@ def runs_dir(db: str | os.PathLike | None) -> Path:
 class JobReporter:
     """Progress and log lines from inside a running job.
 
-    ``job_id=None`` makes a reporter that only prints, for commands run in the foreground.
+    ``job_id=None`` makes a reporter that only prints. ``console`` says whether a person watches
+    the output in a terminal (progress bars wanted); it defaults to ``job_id is None``, and a
+    foreground command with a job row (:func:`run_foreground`) sets it explicitly.
     """
 
-    def __init__(self, db: str | os.PathLike | None, job_id: str | None, *, echo: Callable[[str], None] = print):
+    def __init__(self, db: str | os.PathLike | None, job_id: str | None, *, echo: Callable[[str], None] = print,
+                 console: bool | None = None):
         self.db, self.job_id, self._echo = db, job_id, echo
+        self.console = job_id is None if console is None else console
         self._last_write = 0.0
         self.progress_value = 0.0
 
@@ -80,6 +92,17 @@ class JobReporter:
             cancelled = job_store.update_progress(con, self.job_id, fraction, message)
         if cancelled:
             raise JobCancelled(f"job {self.job_id} was cancelled")
+
+
+class SpanReporter(JobReporter):
+    """Maps a sub-task's 0-1 progress into ``[start, end]`` of the parent job's progress."""
+
+    def __init__(self, parent: JobReporter, start: float, end: float):
+        super().__init__(parent.db, parent.job_id, echo=parent._echo, console=parent.console)
+        self._start, self._end = start, end
+
+    def progress(self, fraction: float, message: str | None = None, *, force: bool = False) -> None:
+        super().progress(self._start + (self._end - self._start) * fraction, message, force=force)
 
 
 def resolve_kind(kind: str) -> Callable[..., dict]:
@@ -120,9 +143,10 @@ def start_job(db: str | os.PathLike | None, kind: str, params: dict, actor: Acto
             start_new_session=True,
             env=env,
         )
+    token = process_start_token(proc.pid)  # read before anything can reap the child
     _reap(proc)
     with transaction(db_path) as con:
-        job_store.set_spawned(con, job_id, pid=proc.pid, log_path=str(log_path))
+        job_store.set_spawned(con, job_id, pid=proc.pid, log_path=str(log_path), proc_start=token)
     return job_id
 
 
@@ -143,20 +167,29 @@ def run_job(db: str | os.PathLike | None, job_id: str) -> dict:
         raise TastebudError(f"job {job_id} is {job['status']}, not queued")
     fn = resolve_kind(job["kind"])
     with transaction(db) as con:
-        job_store.mark_started(con, job_id, pid=os.getpid(), log_path=job.get("log_path"))
+        job_store.mark_started(con, job_id, pid=os.getpid(), log_path=job.get("log_path"),
+                               proc_start=process_start_token(os.getpid()))
+
+    reporter = JobReporter(db, job_id)
+    reporter.log(f"job {job_id} ({job['kind']}) started with {job['params']}")
+    return _run_recorded(db, job_id, lambda: fn(db, job["params"] or {}, reporter), reporter)
+
+
+def _run_recorded(db, job_id: str, body: Callable[[], dict], reporter: JobReporter) -> dict:
+    """Run ``body`` as job ``job_id`` and record how it ended (SIGTERM and Ctrl+C become a cancel)."""
 
     def _on_term(signum, frame):
         raise JobCancelled(f"job {job_id} received signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, _on_term)
-    reporter = JobReporter(db, job_id)
-    reporter.log(f"job {job_id} ({job['kind']}) started with {job['params']}")
+    # Signal handlers can only be set from the main thread (tests may run jobs elsewhere).
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_term) if in_main else None
     try:
-        result = fn(db, job["params"] or {}, reporter)
-    except JobCancelled as exc:
-        reporter.log(f"cancelled: {exc}")
+        result = body()
+    except (JobCancelled, KeyboardInterrupt) as exc:
+        reporter.log(f"cancelled: {exc or type(exc).__name__}")
         with transaction(db) as con:
-            job_store.finish_job(con, job_id, "cancelled", error=str(exc))
+            job_store.finish_job(con, job_id, "cancelled", error=str(exc) or type(exc).__name__)
         raise
     except BaseException as exc:
         reporter.log("failed:\n" + traceback.format_exc())
@@ -164,17 +197,80 @@ def run_job(db: str | os.PathLike | None, job_id: str) -> dict:
             job_store.finish_job(con, job_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     with transaction(db) as con:
         job_store.finish_job(con, job_id, "succeeded", result=result)
-    reporter.log(f"job {job_id} succeeded: {result}")
+    reporter.log(f"job {job_id} succeeded")
     return result
 
 
-def pid_alive(pid: int | None) -> bool:
-    """True while process ``pid`` exists on this machine and is not a finished zombie."""
+def run_foreground(
+    db: str | os.PathLike | None, kind: str, params: dict, actor: Actor, body: Callable[[JobReporter], dict],
+    *, echo: Callable[[str], None] = print,
+) -> dict:
+    """Run ``body(reporter)`` in this process, recorded as a job (for ``tastebud train``/``score``/... without
+    ``--background``), so the jobs table, ``tastebud jobs`` and the dashboard see foreground work too.
+
+    Args:
+        db: the store.
+        kind: a job kind of ``JOB_KINDS`` (what the row says it is).
+        params: recorded with the job.
+        actor: who runs it (checked against the kind's permission).
+        body: the work; gets a reporter that prints with ``echo`` and records progress.
+        echo: where progress lines go.
+
+    Returns:
+        What ``body`` returned; its exceptions propagate after the job row says failed or cancelled.
+
+    Example:
+        >>> run_foreground("t.duckdb", "score", {}, cli_actor(), lambda r: score("t.duckdb", reporter=r))  # doctest: +SKIP
+    """
+    require(actor, PERMISSION_FOR_KIND.get(kind, "admin"))
+    with transaction(db) as con:
+        job_id = job_store.create_job(con, kind, params, actor.name)
+        job_store.mark_started(con, job_id, pid=os.getpid(), log_path=None, proc_start=process_start_token(os.getpid()))
+        audit(con, actor, f"job.start.{kind}", target=job_id, detail={**params, "foreground": True})
+    reporter = JobReporter(db, job_id, echo=echo, console=True)
+    return _run_recorded(db, job_id, lambda: body(reporter), reporter)
+
+
+def process_start_token(pid: int | None) -> str | None:
+    """Boot id + start time of process ``pid`` (Linux; None elsewhere or when it is gone).
+
+    Recorded with a job or training run, it tells the process apart from a later one the OS
+    gives the same pid.
+
+    Example:
+        >>> process_start_token(os.getpid()) == process_start_token(os.getpid())
+        True
+    """
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields_after_name = f.read().rsplit(")", 1)[1].split()
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+        return f"{boot}:{fields_after_name[19]}"
+    except (OSError, IndexError):
+        return None
+
+
+def pid_alive(pid: int | None, start_token: str | None = None) -> bool:
+    """True while process ``pid`` exists on this machine, is not a finished zombie and, when
+    ``start_token`` (from :func:`process_start_token`) is given, is the same process that was recorded.
+
+    Example:
+        >>> pid_alive(os.getpid(), process_start_token(os.getpid()))
+        True
+    """
     if not pid:
         return False
+    if start_token is not None:
+        current = process_start_token(pid)
+        if current is not None and current != start_token:
+            return False  # the pid now belongs to another process
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -198,7 +294,7 @@ def reap_dead_jobs(db: str | os.PathLike | None) -> list[str]:
         active = job_store.active_jobs(con)
     dead = []
     for job in active:
-        if pid_alive(job["pid"]):
+        if pid_alive(job["pid"], job.get("proc_start")):
             continue
         if job["status"] == "queued" and job["pid"] is None:
             age = time.time() - job["created_at"].timestamp()
@@ -221,13 +317,66 @@ def cancel_job(db: str | os.PathLike | None, job_id: str, actor: Actor) -> None:
             raise TastebudError(f"no job {job_id}")
         if job["status"] not in job_store.ACTIVE_STATUSES:
             raise TastebudError(f"job {job_id} already {job['status']}")
-        job_store.request_cancel(con, job_id)
+        job_store.request_cancel(con, job_id, actor.name)
         audit(con, actor, "job.cancel", target=job_id)
-    if pid_alive(job["pid"]):
+    if pid_alive(job["pid"], job.get("proc_start")):
         try:
             os.killpg(job["pid"], signal.SIGTERM)
         except (ProcessLookupError, PermissionError):
             pass
+
+
+def list_jobs(db: str | os.PathLike | None, *, limit: int = 20, active_only: bool = False) -> pd.DataFrame:
+    """Newest jobs first, dead ones already marked failed, with ``elapsed_s`` and ``eta_s`` columns.
+
+    Example:
+        >>> list_jobs("t.duckdb")[["job_id", "status", "progress", "eta_s"]]  # doctest: +SKIP
+    """
+    reap_dead_jobs(db)
+    with connect(db, read_only=True) as con:
+        frame = job_store.list_jobs(con, limit=limit, active_only=active_only)
+    now = datetime.now()
+    timing = [job_timing(row, now=now) for row in frame.to_dict("records")]
+    frame["elapsed_s"] = [t[0] for t in timing]
+    frame["eta_s"] = [t[1] for t in timing]
+    return frame
+
+
+def get_job(db: str | os.PathLike | None, job_id: str) -> dict | None:
+    """One job (dead ones already marked failed) with ``elapsed_s`` and ``eta_s``, or None."""
+    reap_dead_jobs(db)
+    with connect(db, read_only=True) as con:
+        job = job_store.get_job(con, job_id)
+    if job is not None:
+        job["elapsed_s"], job["eta_s"] = job_timing(job)
+    return job
+
+
+# Progress below this share gives no ETA (the first steps include loading the model and data).
+MIN_PROGRESS_FOR_ETA = 0.02
+
+
+def job_timing(job: dict, *, now: datetime | None = None) -> tuple[float | None, float | None]:
+    """(seconds the job has run, estimated seconds left) from its start, end and progress.
+
+    The ETA assumes the remaining work goes at the average pace so far; None while the job is
+    not running or has done too little to tell.
+
+    Example:
+        >>> job_timing({"status": "running", "progress": 0.5, "started_at": datetime(2026, 1, 1, 10),
+        ...             "finished_at": None}, now=datetime(2026, 1, 1, 10, 1))
+        (60.0, 60.0)
+    """
+    started = job.get("started_at")
+    if started is None or pd.isna(started):
+        return None, None
+    finished = job.get("finished_at")
+    end = (now or datetime.now()) if finished is None or pd.isna(finished) else finished
+    elapsed = max(0.0, (pd.Timestamp(end) - pd.Timestamp(started)).total_seconds())
+    progress = float(job.get("progress") or 0.0)
+    if job.get("status") != "running" or progress < MIN_PROGRESS_FOR_ETA or progress >= 1.0:
+        return elapsed, None
+    return elapsed, elapsed * (1.0 - progress) / progress
 
 
 def wait_for_job(db: str | os.PathLike | None, job_id: str, *, timeout_s: float = 600, poll_s: float = 0.5) -> dict:

@@ -12,12 +12,15 @@ import duckdb
 import pandas as pd
 
 SLICE_COLUMNS = ("slice_kind", "slice_value", "n", "accuracy", "macro_f1")
+# Optional slice columns: the bootstrap 95% interval of the slice's macro-F1.
+SLICE_INTERVAL_COLUMNS = ("f1_ci_low", "f1_ci_high")
 
 
 def insert_evaluation(
     con: duckdb.DuckDBPyConnection, model_id: str, dataset: str, metrics: dict, slices: pd.DataFrame | None = None
 ) -> int:
-    """Store one evaluation and its slices (columns of ``SLICE_COLUMNS``). Call inside a transaction.
+    """Store one evaluation and its slices (columns of ``SLICE_COLUMNS``, optionally
+    ``SLICE_INTERVAL_COLUMNS``). Call inside a transaction.
 
     Returns:
         The new evaluation id.
@@ -34,13 +37,15 @@ def insert_evaluation(
         [model_id, dataset, int(metrics.get("n", 0)), json.dumps(metrics, default=str), datetime.now()],
     ).fetchone()
     if slices is not None and len(slices):
-        frame = slices.loc[:, list(SLICE_COLUMNS)].assign(evaluation_id=evaluation_id)
+        frame = slices.reindex(columns=[*SLICE_COLUMNS, *SLICE_INTERVAL_COLUMNS]).assign(evaluation_id=evaluation_id)
+        frame[list(SLICE_INTERVAL_COLUMNS)] = frame[list(SLICE_INTERVAL_COLUMNS)].astype("float64")
         con.register("_slices", frame)
         try:
             con.execute(
                 """
-                INSERT INTO evaluation_slices (evaluation_id, slice_kind, slice_value, n, accuracy, macro_f1)
-                SELECT evaluation_id, slice_kind, slice_value, n, accuracy, macro_f1 FROM _slices
+                INSERT INTO evaluation_slices (evaluation_id, slice_kind, slice_value, n, accuracy, macro_f1,
+                                               f1_ci_low, f1_ci_high)
+                SELECT evaluation_id, slice_kind, slice_value, n, accuracy, macro_f1, f1_ci_low, f1_ci_high FROM _slices
                 """
             )
         finally:
@@ -77,10 +82,11 @@ def fetch_latest_evaluation(con: duckdb.DuckDBPyConnection, model_id: str, datas
 
 
 def fetch_evaluation_slices(con: duckdb.DuckDBPyConnection, model_id: str, dataset: str = "test") -> pd.DataFrame:
-    """Slices of the model's newest evaluation on ``dataset`` (slice_kind, slice_value, n, accuracy, macro_f1)."""
+    """Slices of the model's newest evaluation on ``dataset`` (slice_kind, slice_value, n, accuracy, macro_f1,
+    f1_ci_low, f1_ci_high; the interval is NULL for evaluations stored before it was computed)."""
     return con.execute(
         """
-        SELECT slice_kind, slice_value, n, accuracy, macro_f1 FROM evaluation_slices
+        SELECT slice_kind, slice_value, n, accuracy, macro_f1, f1_ci_low, f1_ci_high FROM evaluation_slices
         WHERE evaluation_id = ? ORDER BY slice_kind, n DESC, slice_value
         """,
         [_latest_evaluation_id(con, model_id, dataset)],
@@ -97,5 +103,35 @@ def fetch_test_frame(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         FROM reviews r JOIN splits s USING (review_id) JOIN current_labels l USING (review_id)
         WHERE s.split = 'test'
         ORDER BY r.review_id
+        """
+    ).df()
+
+
+def fetch_test_predictions(con: duckdb.DuckDBPyConnection, model_id: str) -> pd.DataFrame:
+    """A model's stored probabilities on the labeled test split, with the current labels.
+
+    Returns:
+        review_id, label, p_negative, p_neutral, p_positive (empty when the model scored no test review).
+
+    Example:
+        >>> fetch_test_predictions(con, "ft-20261125-101500-1a2b")["label"].value_counts()  # doctest: +SKIP
+    """
+    return con.execute(
+        """
+        SELECT p.review_id, l.label, p.p_negative, p.p_neutral, p.p_positive
+        FROM predictions p JOIN splits s USING (review_id) JOIN current_labels l USING (review_id)
+        WHERE p.model_id = ? AND s.split = 'test'
+        ORDER BY p.review_id
+        """,
+        [model_id],
+    ).df()
+
+
+def fetch_test_labels(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """(review_id, label) of the labeled test split, by review id: what a test snapshot hash is computed over."""
+    return con.execute(
+        """
+        SELECT s.review_id, l.label FROM splits s JOIN current_labels l USING (review_id)
+        WHERE s.split = 'test' ORDER BY s.review_id
         """
     ).df()

@@ -22,17 +22,29 @@ def create_job(con: duckdb.DuckDBPyConnection, kind: str, params: dict, actor: s
     return job_id
 
 
-def mark_started(con: duckdb.DuckDBPyConnection, job_id: str, *, pid: int, log_path: str | None) -> None:
+def mark_started(
+    con: duckdb.DuckDBPyConnection, job_id: str, *, pid: int, log_path: str | None, proc_start: str | None = None
+) -> None:
+    """Mark a job running in process ``pid`` (``proc_start`` tells that process apart from a later one with its pid)."""
     now = datetime.now()
     con.execute(
-        "UPDATE jobs SET status = 'running', pid = ?, log_path = coalesce(?, log_path), started_at = ?, heartbeat_at = ? WHERE job_id = ?",
-        [pid, log_path, now, now, job_id],
+        """
+        UPDATE jobs SET status = 'running', pid = ?, proc_start = ?, log_path = coalesce(?, log_path),
+               started_at = ?, heartbeat_at = ?
+        WHERE job_id = ?
+        """,
+        [pid, proc_start, log_path, now, now, job_id],
     )
 
 
-def set_spawned(con: duckdb.DuckDBPyConnection, job_id: str, *, pid: int, log_path: str) -> None:
-    """Record the launcher's child pid and log file while the job is still queued."""
-    con.execute("UPDATE jobs SET pid = ?, log_path = ? WHERE job_id = ?", [pid, log_path, job_id])
+def set_spawned(
+    con: duckdb.DuckDBPyConnection, job_id: str, *, pid: int, log_path: str, proc_start: str | None = None
+) -> None:
+    """Record the launcher's child pid, its start token and log file while the job is still queued."""
+    con.execute(
+        "UPDATE jobs SET pid = ?, proc_start = coalesce(proc_start, ?), log_path = ? WHERE job_id = ?",
+        [pid, proc_start, log_path, job_id],
+    )
 
 
 def update_progress(con: duckdb.DuckDBPyConnection, job_id: str, progress: float, message: str | None) -> bool:
@@ -65,8 +77,12 @@ def finish_job(
     )
 
 
-def request_cancel(con: duckdb.DuckDBPyConnection, job_id: str) -> None:
-    con.execute("UPDATE jobs SET cancel_requested = true WHERE job_id = ?", [job_id])
+def request_cancel(con: duckdb.DuckDBPyConnection, job_id: str, actor: str | None = None) -> None:
+    """Flag a job for cancelling and remember who asked (the first person to ask)."""
+    con.execute(
+        "UPDATE jobs SET cancel_requested = true, cancelled_by = coalesce(cancelled_by, ?) WHERE job_id = ?",
+        [actor, job_id],
+    )
 
 
 def get_job(con: duckdb.DuckDBPyConnection, job_id: str) -> dict | None:
@@ -87,7 +103,8 @@ def list_jobs(
     """Newest jobs first."""
     return con.execute(
         """
-        SELECT job_id, kind, status, actor, progress, message, error, created_at, started_at, finished_at, pid, log_path
+        SELECT job_id, kind, status, actor, progress, message, error, cancelled_by, created_at, started_at,
+               finished_at, pid, log_path
         FROM jobs
         WHERE (? IS NULL OR kind = ?) AND (NOT ? OR status IN ('queued', 'running'))
         ORDER BY created_at DESC LIMIT ?
@@ -97,8 +114,9 @@ def list_jobs(
 
 
 def active_jobs(con: duckdb.DuckDBPyConnection) -> list[dict]:
-    """job_id, pid, status of every queued or running job."""
+    """job_id, pid, proc_start, status, created_at of every queued or running job."""
+    columns = ("job_id", "pid", "proc_start", "status", "created_at")
     rows = con.execute(
-        "SELECT job_id, pid, status, created_at FROM jobs WHERE status IN ('queued', 'running')"
+        f"SELECT {', '.join(columns)} FROM jobs WHERE status IN ('queued', 'running')"
     ).fetchall()
-    return [dict(zip(("job_id", "pid", "status", "created_at"), r)) for r in rows]
+    return [dict(zip(columns, r)) for r in rows]

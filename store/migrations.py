@@ -615,3 +615,46 @@ def _m102(con: duckdb.DuckDBPyConnection) -> None:
         );
         """
     )
+
+
+# --- dashboard jobs, live training and comparison: versions 121-129 ------------------------
+
+
+@migration(121, "jobs_process_start_and_canceller")
+def _m121(con: duckdb.DuckDBPyConnection) -> None:
+    # The job process's start time (a reused pid must not look alive) and who cancelled a job.
+    con.execute(
+        """
+        ALTER TABLE jobs ADD COLUMN proc_start VARCHAR;
+        ALTER TABLE jobs ADD COLUMN cancelled_by VARCHAR;
+        """
+    )
+
+
+@migration(122, "training_step_losses")
+def _m122(con: duckdb.DuckDBPyConnection) -> None:
+    # Training loss at each logged step, for the live loss chart of a running job.
+    con.execute(
+        """
+        CREATE TABLE step_losses (
+            run_id        VARCHAR NOT NULL,
+            step          BIGINT NOT NULL,
+            epoch         DOUBLE,
+            loss          DOUBLE NOT NULL,
+            learning_rate DOUBLE,
+            created_at    TIMESTAMP NOT NULL,
+            PRIMARY KEY (run_id, step)
+        );
+        """
+    )
+
+
+@migration(123, "evaluation_slice_intervals")
+def _m123(con: duckdb.DuckDBPyConnection) -> None:
+    # Bootstrap 95% interval of each slice's macro-F1 (NULL for evaluations stored before).
+    con.execute(
+        """
+        ALTER TABLE evaluation_slices ADD COLUMN f1_ci_low DOUBLE;
+        ALTER TABLE evaluation_slices ADD COLUMN f1_ci_high DOUBLE;
+        """
+    )

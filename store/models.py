@@ -87,7 +87,8 @@ def list_models(con: duckdb.DuckDBPyConnection, *, kind: str | None = None) -> p
 
     Columns: model_id, kind, name, base_model, status, round, device, duration_s, created_at,
     val_macro_f1, test_n, accuracy, macro_f1, macro_precision, macro_recall, ece,
-    {precision,recall,f1}_{negative,neutral,positive}, evaluated_at, is_champion.
+    {precision,recall,f1}_{negative,neutral,positive}, evaluated_at, test_snapshot (hash of the test
+    reviews and labels evaluated on), is_champion.
     Newest first; metrics are NULL for a model not yet evaluated.
 
     Example:
@@ -113,7 +114,8 @@ def list_models(con: duckdb.DuckDBPyConnection, *, kind: str | None = None) -> p
                json_extract(e.metrics, '$.macro_recall')::DOUBLE AS macro_recall,
                json_extract(e.metrics, '$.ece')::DOUBLE AS ece,
                {per_class},
-               e.created_at AS evaluated_at
+               e.created_at AS evaluated_at,
+               json_extract_string(e.metrics, '$.test_snapshot') AS test_snapshot
         FROM models m LEFT JOIN latest e USING (model_id)
         WHERE ? IS NULL OR m.kind = ?
         ORDER BY m.created_at DESC, m.model_id
@@ -137,6 +139,15 @@ def _champion_stack(con: duckdb.DuckDBPyConnection) -> list[str]:
         elif stack:
             stack.pop()
     return stack
+
+
+def fetch_champion_stack(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Champions in effect, oldest first (the last is the champion; a rollback returns to the one before).
+
+    Example:
+        >>> len(fetch_champion_stack(con)) >= 2  # something to roll back to  # doctest: +SKIP
+    """
+    return _champion_stack(con)
 
 
 def get_champion(con: duckdb.DuckDBPyConnection) -> dict | None:

@@ -332,7 +332,8 @@ def relabel_progress(con: duckdb.DuckDBPyConnection) -> dict:
         """
         SELECT count(*) FROM current_labels
         WHERE source = 'human'
-          AND round > (SELECT coalesce(max(round_id), 0) FROM rounds WHERE status = 'succeeded')
+          -- a running round already owns the labels made before it started
+          AND round > (SELECT coalesce(max(round_id), 0) FROM rounds WHERE status IN ('succeeded', 'running'))
         """
     ).fetchone()[0]
     return {

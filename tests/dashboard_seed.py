@@ -79,6 +79,9 @@ def seed_dashboard_store(db: Path, *, rows: int = 1500, flags: int = 12) -> dict
     with connect(db, read_only=True) as con:
         test_ids = set(con.execute("SELECT review_id FROM splits WHERE split = 'test'").df()["review_id"])
     is_test = truth_table["review_id"].isin(test_ids).to_numpy()
+    from pipeline.evaluation.snapshot import current_test_snapshot
+
+    snapshot = current_test_snapshot(db)["test_snapshot"]
     probs = {CHAMPION: _probabilities(truth, 0.85, rng), BASELINE: _probabilities(truth, 0.6, rng)}
     with transaction(db) as con:
         for model_id, kind in ((CHAMPION, "finetuned"), (BASELINE, "baseline")):
@@ -86,7 +89,7 @@ def seed_dashboard_store(db: Path, *, rows: int = 1500, flags: int = 12) -> dict
             frame = pd.DataFrame(probs[model_id], columns=["p_negative", "p_neutral", "p_positive"])
             prediction_store.write_predictions(con, model_id, frame.assign(review_id=truth_table["review_id"]))
             evaluation_store.insert_evaluation(
-                con, model_id, "test", _metrics(truth[is_test], probs[model_id][is_test]),
+                con, model_id, "test", {**_metrics(truth[is_test], probs[model_id][is_test]), "test_snapshot": snapshot},
                 pd.DataFrame({"slice_kind": ["term"], "slice_value": ["krog district"], "n": [40],
                               "accuracy": [0.7], "macro_f1": [0.6]}),
             )

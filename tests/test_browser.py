@@ -186,6 +186,63 @@ def test_labeler_relabels_in_a_real_browser_and_a_viewer_is_kept_out(server):
             browser.close()
 
 
+@pytest.mark.timeout(180)
+def test_data_scientist_promotes_with_a_reason_and_imports_in_the_background(server, tmp_path):
+    from dashboard_seed import BASELINE
+    from store import jobs as job_store
+    from store import models as model_store
+    from store.db import transaction
+
+    base, db, _ = server
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with transaction(db) as con:
+        job_id = job_store.create_job(con, "train", {}, "dario")
+        job_store.finish_job(con, job_id, "succeeded", result={"model_id": BASELINE})
+    upload = tmp_path / "new reviews.csv"
+    upload.write_text("review_id,text,stars\nb1,Lovely brunch,5\nb2,,3\nb3,Cold grits,1\n", encoding="utf-8")
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2200})
+            _sign_in(page, base, "dario")
+            _open(page, "Training", "10-ds-training")
+            page.get_by_text("lost to the champion on the same test snapshot").wait_for(timeout=STEP_MS)
+            assert page.get_by_role("button", name="Roll back to the previous champion").is_disabled()
+            promote = page.get_by_role("button", name=f"Promote {BASELINE}")
+            assert promote.is_disabled()
+            page.get_by_role("textbox", name="Reason for promoting (kept in the audit log)").fill("browser check")
+            page.keyboard.press("Enter")
+            _settle(page)
+            page.get_by_text(f"I confirm that {BASELINE} should serve as the champion").click()
+            _settle(page)
+            promote.click()
+            page.get_by_text(f"Promoted {BASELINE}.").wait_for(timeout=STEP_MS)
+            _settle(page)
+            assert page.locator("[data-testid='stException']").count() == 0
+            assert page.get_by_text("DeltaGenerator").count() == 0  # no Streamlit "magic" help block
+            page.screenshot(path=str(ARTIFACTS / "11-ds-after-promote.png"), full_page=True)
+            with connect(db, read_only=True) as con:
+                assert model_store.get_champion(con)["model_id"] == BASELINE
+                reasons = con.execute("SELECT reason FROM promotions ORDER BY promotion_id DESC LIMIT 1").fetchone()
+            assert reasons == ("browser check",)
+
+            _open(page, "Model comparison", "12-ds-comparison")
+            _open(page, "Data", "13-ds-data")
+            page.locator("[data-testid='stFileUploader'] input[type=file]").set_input_files(str(upload))
+            page.get_by_text("Column mapping").wait_for(timeout=STEP_MS)
+            _settle(page)
+            page.get_by_role("button", name="Dry run: check every row").click()
+            page.get_by_text("Dry run: 2 of 3 rows would be accepted, 1 rejected").wait_for(timeout=STEP_MS)
+            page.get_by_role("button", name="Import", exact=True).click()
+            page.get_by_text(re.compile(r"Import \d+: 2 new")).wait_for(timeout=90_000)
+            _settle(page)
+            page.screenshot(path=str(ARTIFACTS / "14-ds-after-import.png"), full_page=True)
+            with connect(db, read_only=True) as con:
+                assert con.execute("SELECT count(*) FROM reviews WHERE review_id IN ('b1', 'b3')").fetchone()[0] == 2
+        finally:
+            browser.close()
+
+
 def test_sign_in_survives_reloads_in_an_httponly_cookie_and_reloads_do_not_reset_the_throttle(server):
     base, db, _ = server
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -76,6 +76,53 @@ def test_add_account_refuses_bad_input(tmp_path):
     assert list(tomllib.loads(secrets.read_text())["accounts"]) == ["ana"]
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def test_sigterm_to_tastebud_dashboard_ends_its_streamlit_child(tmp_path):
+    import os
+    import signal
+    import socket
+    import time
+
+    from store.schema import init_store
+
+    db, _ = init_store(tmp_path / "store.duckdb")
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    parent = subprocess.Popen(cli_cmd("--db", str(db), "dashboard", "--port", str(port)),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        import urllib.request
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until Streamlit really serves the app
+            try:
+                if urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            raise AssertionError("the dashboard never served")
+        [child] = _children(parent.pid)
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=30) is not None
+        deadline = time.monotonic() + 10
+        while os.path.exists(f"/proc/{child}") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not os.path.exists(f"/proc/{child}"), "the Streamlit child outlived `tastebud dashboard`"
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
+
+
 def test_add_account_loads_neither_streamlit_nor_the_dashboard(tmp_path):
     # The account commands need hashing and the secrets file only (store.accounts), not the web app.
     script = (

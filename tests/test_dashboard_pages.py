@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,9 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard.views import md
 from dashboard_seed import ACCOUNTS, BASELINE, CHAMPION, account_secrets, seed_dashboard_store
+from pipeline import jobs as jobs_module
 from pipeline.jobs import wait_for_job
+from store.actors import Actor
 from store import jobs as job_store
 from store import models as model_store
 from store.db import connect, transaction
@@ -28,7 +31,6 @@ from store.relabeling import fetch_recent_actions
 from store.schema import init_store
 from tests.tiny_model import save_tiny_classifier
 from pipeline.models.baselines import register_baselines
-from store.actors import Actor
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 
@@ -113,6 +115,28 @@ def test_overview(store, secrets):
     assert {"Champion model", "Labels by source", "Open flags by reason", "Recent jobs"} <= {s.value for s in at.subheader}
 
 
+def test_overview_shows_a_sigkilled_job_as_failed(store, secrets):
+    from pipeline.jobs import start_job
+    from store.actors import cli_actor
+
+    db, _ = store
+    job_id = start_job(db, "demo-data", {"rows": 2_000_000, "chunk_rows": 50_000, "seed": 9}, cli_actor())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with connect(db, read_only=True) as con:
+            job = job_store.get_job(con, job_id)
+        if job["status"] == "running":
+            break
+        time.sleep(0.2)
+    os.killpg(job["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 20
+    while os.path.exists(f"/proc/{job['pid']}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    at = open_screen(secrets, "vera", "overview")  # a viewer: nobody opened Training or `tastebud jobs`
+    recent = next(d.value for d in at.dataframe if "job_id" in d.value.columns)
+    assert recent.set_index("job_id").loc[job_id, "status"] == "failed"
+
+
 def test_trends_default_view_and_drilldown(store, secrets):
     at = open_screen(secrets, "vera", "trends")
     assert any(md(CHAMPION) in c.value and "(champion)" in c.value for c in at.caption)
@@ -142,14 +166,92 @@ def test_trends_fall_back_to_labels_and_say_so(store, secrets):
 
 def test_comparison(store, secrets):
     at = open_screen(secrets, "vera", "comparison")
-    charts = at.get("plotly_chart")
-    assert len(charts) >= 3  # two confusion matrices and the champion's training curve
     subheaders = [s.value for s in at.subheader]
-    assert subheaders[:4] == ["Every model on the frozen test set", "Confusion matrices (test set)", "Training curves", "Slices"]
+    assert subheaders[:6] == ["Every model on the frozen test set", "Per-class precision, recall and F1 (test set)",
+                              "Confusion matrices (test set)", "Calibration and precision-recall (stored test predictions)",
+                              "Training curves", "Slices"]
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("Reliability (calibration)" in s for s in specs)
+    assert sum("precision-recall by class" in s for s in specs) == 2
+    assert sum(f'"text":"{CHAMPION}"' in s for s in specs) >= 1  # confusion matrix titled by model name
+    assert not at.warning  # both models were evaluated on the current test set
+    summary = next(d.value for d in at.dataframe if "Macro-F1" in d.value.columns)
+    assert len(summary.columns) <= 10 and "Calibration error (ECE)" in summary.columns  # fits without scrolling
     assert any("agree on" in c.value for c in at.caption)
     at.radio(key="disagree-scope").set_value("every scored review").run()
     assert not at.exception
     assert any("of 1,500 reviews" in c.value for c in at.caption)
+
+
+def test_comparison_says_when_the_test_set_grew_and_offers_to_re_evaluate(store, secrets):
+    import pandas as pd
+
+    from conftest import seed_reviews
+
+    db, _ = store
+    at = open_screen(secrets, "dario", "comparison")
+    assert not at.warning
+    with connect(db, read_only=True) as con:
+        before = con.execute("SELECT count(*) FROM splits WHERE split = 'test'").fetchone()[0]
+    new = pd.DataFrame({"review_id": [f"late-{i}" for i in range(60)], "text": ["Late review, fine food."] * 60,
+                        "stars": [4] * 60, "label": ["positive"] * 60})
+    seed_reviews(db, new)  # a new import: some of it lands in the frozen test split
+    with connect(db, read_only=True) as con:
+        after = con.execute("SELECT count(*) FROM splits s JOIN current_labels USING (review_id) "
+                            "WHERE s.split = 'test'").fetchone()[0]
+    assert after > before
+    at.run()
+    [warning] = [w.value for w in at.warning]
+    assert "The test set has changed" in warning and f"now holds {after:,} labeled reviews" in warning
+    at.button(key="reevaluate").click().run()
+    assert not at.exception
+    with connect(db, read_only=True) as con:
+        job = job_store.get_job(con, job_store.list_jobs(con)["job_id"].iloc[0])
+    assert (job["kind"], job["actor"]) == ("evaluate", "dario")
+    assert sorted(job["params"]["model_ids"]) == sorted([BASELINE, CHAMPION])
+    wait_for_job(db, job["job_id"], timeout_s=120)  # the seeded models have no weights: it ends failed
+
+
+def test_comparison_slices_show_n_and_an_interval_and_hide_small_ones(store, secrets):
+    import pandas as pd
+
+    from store import evaluations as evaluation_store
+
+    db, _ = store
+    with connect(db, read_only=True) as con:
+        metrics = evaluation_store.fetch_latest_evaluation(con, CHAMPION)
+    slices = pd.DataFrame({"slice_kind": ["length", "term"], "slice_value": ["short (<50 words)", "grits"],
+                           "n": [120, 7], "accuracy": [0.8, 0.5], "macro_f1": [0.71, 0.4],
+                           "f1_ci_low": [0.63, None], "f1_ci_high": [0.79, None]})
+    with transaction(db) as con:
+        evaluation_store.insert_evaluation(con, CHAMPION, "test", {k: v for k, v in metrics.items()
+                                                                   if k not in ("evaluation_id", "evaluated_at")}, slices)
+    at = open_screen(secrets, "vera", "comparison")
+    table = next(d.value for d in at.dataframe if "Slice" in d.value.columns)
+    assert table["Value"].tolist() == ["short (<50 words)", "krog district"]  # the 7-review slice is hidden
+    row = table.set_index("Value").loc["short (<50 words)"]
+    assert row[CHAMPION] == "0.710 [0.630, 0.790]" and row["Test reviews (n)"] == 120
+    at.toggle(key="compare-small-slices").set_value(True).run()
+    table = next(d.value for d in at.dataframe if "Slice" in d.value.columns)
+    assert table.set_index("Value").loc["grits", "Enough data"] == "no (n < 30)"
+
+
+def test_comparison_rounds_charts_read_well_with_a_single_round(store, secrets):
+    from store.rounds import finish_round, start_round
+
+    db, _ = store
+    with transaction(db) as con:
+        round_id = start_round(con, actor="dario")
+        finish_round(con, round_id, model_id=CHAMPION, promoted=True, decision="promoted", human_labels_train=12,
+                     champion_macro_f1=0.61, challenger_macro_f1=0.66, delta_macro_f1=0.05, label_efficiency=0.05 / 12)
+    at = open_screen(secrets, "vera", "comparison")
+    specs = {c.key: c.proto.spec for c in at.get("plotly_chart") if c.key}
+    import json as _json
+
+    f1 = _json.loads(specs["rounds-f1"])
+    assert f1["layout"]["xaxis"]["range"] == [0.25, 1.75] and f1["layout"]["xaxis"]["title"]["text"] == "retraining round"
+    bars = _json.loads(specs["rounds-efficiency"])
+    assert bars["data"][0]["width"] == [0.4]
 
 
 def test_relabel_skip_dismiss_and_undo_change_the_store(store, secrets):
@@ -217,35 +319,100 @@ def sleeper():
 
 
 def test_training_shows_a_running_job_live_and_cancels_it(store, secrets, sleeper):
+    from store import training_runs as run_store
+
     db, _ = store
     with transaction(db) as con:
         job_id = job_store.create_job(con, "train", {"epochs": 3}, "dario")
         job_store.mark_started(con, job_id, pid=sleeper.pid, log_path=None)
         job_store.update_progress(con, job_id, 0.4, "epoch 1 of 3")
         con.execute("UPDATE training_runs SET job_id = ? WHERE run_id = 'run-seed'", [job_id])
+        for step, loss in ((5, 1.1), (10, 0.9), (15, 0.7)):
+            run_store.record_step_loss(con, "run-seed", step=step, epoch=step / 10, loss=loss)
     at = open_screen(secrets, "dario", "training")
     assert any(job_id in s.value and "running" in s.value for s in at.subheader)
     assert any(p.value == 40 or p.value == 0.4 for p in at.get("progress"))
-    assert at.get("plotly_chart")  # the run's per-epoch curve
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Progress"] == "40%" and metrics["Elapsed"] != "—"  # and the ETA from the pace so far
+    assert metrics["Time left (estimate)"] != "—"
+    recent = next(d.value for d in at.dataframe if "Job" in d.value.columns)
+    assert recent.set_index("Job").loc[job_id, "Progress"] == "40%"  # bar and table agree
+    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("Training loss per logged step" in t for t in titles) and any("Per-epoch metrics" in t for t in titles)
     at.button(key=f"cancel-{job_id}").click().run()
     settled(at)
     assert sleeper.wait(timeout=10) is not None  # SIGTERM reached the job's process group
     with connect(db, read_only=True) as con:
-        assert job_store.get_job(con, job_id)["cancel_requested"]
+        job = job_store.get_job(con, job_id)
+    assert job["cancel_requested"] and job["cancelled_by"] == "dario"
 
 
-def test_training_offers_to_promote_a_finished_model(store, secrets):
+def test_cancelled_job_reads_cancelled_by_and_offers_resume_from_a_checkpoint(store, secrets, tmp_path):
+    db, _ = store
+    run_dir = tmp_path / "runs" / "training" / "run-cut"
+    (run_dir / "checkpoints" / "checkpoint-8").mkdir(parents=True)
+    (run_dir / "checkpoints" / "checkpoint-8" / "trainer_state.json").write_text("{}")
+    (run_dir / "data.parquet").write_bytes(b"x")
+    with transaction(db) as con:
+        job_id = job_store.create_job(con, "train", {"epochs": 3}, "dario")
+        job_store.mark_started(con, job_id, pid=1, log_path=None)
+        job_store.request_cancel(con, job_id, "ana")
+        job_store.finish_job(con, job_id, "cancelled", error=f"job {job_id} received signal 15")
+        model_store.create_run(con, run_id="run-cut", config={"epochs": 3}, checkpoint_dir=str(run_dir / "checkpoints"),
+                               pid=1, host="test", proc_start=None, job_id=job_id)
+        model_store.finish_run(con, "run-cut", "cancelled", error="JobCancelled")
+    at = open_screen(secrets, "dario", "training")
+    assert "Cancelled by ana." in [i.value for i in at.info]
+    assert not [e.value for e in at.error]  # a cancel is not an error
+    at.button(key=f"resume-{job_id}").click().run()
+    assert not at.exception
+    with connect(db, read_only=True) as con:
+        newest = job_store.list_jobs(con)["job_id"].iloc[0]
+        resumed = job_store.get_job(con, newest)
+    assert newest != job_id and resumed["params"] == {"resume": "run-cut"}
+    assert at.selectbox(key="training-job-select").value == newest  # the panel follows the new job
+    jobs_module.cancel_job(db, newest, Actor("dario", "data_scientist"))
+    wait_for_job(db, newest, timeout_s=60)
+
+
+def test_sweep_shows_every_trial_with_the_winner_marked(store, secrets):
+    db, _ = store
+    with transaction(db) as con:
+        job_id = job_store.create_job(con, "train", {"sweep": {"learning_rate": [1e-5, 1e-4]}}, "dario")
+        for run_id, lr, f1, model_id in (("run-a", 1e-5, 0.61, None), ("run-b", 1e-4, 0.72, BASELINE)):
+            model_store.create_run(con, run_id=run_id, config={"learning_rate": lr}, checkpoint_dir="/nonexistent/c",
+                                   pid=1, host="test", proc_start=None, job_id=job_id, sweep_id="sweep-x")
+            model_store.finish_run(con, run_id, "succeeded", model_id=model_id,
+                                   result={"val_metrics": {"macro_f1": f1}, "duration_s": 42.0})
+        job_store.finish_job(con, job_id, "succeeded", result={"model_id": BASELINE})
+    at = open_screen(secrets, "dario", "training")
+    trials = next(d.value for d in at.dataframe if "Trial" in d.value.columns)
+    assert trials["Learning rate"].tolist() == [1e-5, 1e-4]
+    assert trials["Validation macro-F1"].tolist() == [0.61, 0.72]
+    assert trials["Winner"].tolist() == ["", "★ registered"] and trials["Time"].tolist() == ["42 s", "42 s"]
+
+
+def test_training_promotes_with_a_reason_and_confirmation_and_warns_when_the_challenger_lost(store, secrets):
     db, _ = store
     with transaction(db) as con:
         job_id = job_store.create_job(con, "train", {}, "dario")
         job_store.finish_job(con, job_id, "succeeded", result={"model_id": BASELINE})
     at = open_screen(secrets, "dario", "training")
     assert "New model against the champion" in [s.value for s in at.subheader]
+    assert any("lost to the champion on the same test snapshot" in e.value for e in at.error)
+    assert at.button(key="rollback").disabled  # one champion so far: nothing to roll back to
+    assert at.button(key="promote").disabled
+    at.text_input(key="promote-reason").input("weekend test").run()
+    assert at.button(key="promote").disabled  # not confirmed yet
+    at.checkbox(key="promote-confirm").check().run()
     at.button(key="promote").click().run()
     settled(at)
     assert not at.exception
     with connect(db, read_only=True) as con:
         assert model_store.get_champion(con)["model_id"] == BASELINE
+        detail = con.execute("SELECT detail FROM audit_log WHERE action = 'model.promote' ORDER BY audit_id DESC").fetchone()[0]
+    assert '"reason": "weekend test"' in detail
+    assert not at.button(key="rollback").disabled
     at.button(key="rollback").click().run()
     settled(at)
     with connect(db, read_only=True) as con:
@@ -305,16 +472,39 @@ def test_training_form_rejects_bad_settings_and_its_job_trains_a_model(store, se
     assert any(job_id in s.value for s in settled(at).subheader)
 
 
-def test_data_page_imports_an_upload_with_its_reject_report(store, secrets):
+def _wait_for_import(at: AppTest, db: Path) -> dict:
+    with connect(db, read_only=True) as con:
+        job_id = job_store.list_jobs(con, kind="import")["job_id"].iloc[0]
+    job = wait_for_job(db, job_id, timeout_s=120)
+    at.run()
+    assert not at.exception
+    return job
+
+
+def test_data_page_previews_maps_dry_runs_and_imports_in_the_background(store, secrets):
     db, _ = store
     at = open_screen(secrets, "dario", "data")
-    csv = b"review_id,text,stars\nu1,Great grits,5\nu2,,3\nu3,Slow and cold,9\nu4,Fine,3\n"
+    csv = b"id,body,rating,score\nu1,Great grits,5,1\nu2,,3,2\nu3,Slow and cold,9,3\nu4,Fine,3,4\n"
     at.get("file_uploader")[0].upload("my reviews.csv", csv, "text/csv")
     at.run()
-    at.button(key="import-go").click().run()
-    settled(at)
     assert not at.exception
-    assert any("2 new" in s.value and "2 rejected" in s.value for s in at.success)
+    assert at.selectbox(key="map-text").value == "body" and at.selectbox(key="map-stars").value == "rating"
+    sample = next(d.value for d in at.dataframe if "review_id" in d.value.columns)
+    assert sample["text"].tolist() == ["Great grits", "Fine"] and sample["label"].tolist() == ["positive", "neutral"]
+    at.selectbox(key="map-stars").set_value("score").run()  # edit the mapping: stars from another column
+    sample = next(d.value for d in at.dataframe if "review_id" in d.value.columns)
+    assert sample["stars"].tolist() == [1, 3, 4] and sample["label"].tolist() == ["negative", "neutral", "positive"]
+    at.button(key="import-dry-run-go").click().run()
+    assert any("Dry run: 3 of 4 rows would be accepted, 1 rejected" in i.value for i in at.info)
+    assert not at.exception
+    with connect(db, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM reviews WHERE review_id LIKE 'u%'").fetchone()[0] == 0  # nothing written
+    at.selectbox(key="map-stars").set_value("rating").run()
+    at.checkbox(key="import-score-after").uncheck().run()
+    at.button(key="import-go").click().run()
+    job = _wait_for_import(at, db)
+    assert (job["kind"], job["actor"], job["status"]) == ("import", "dario", "succeeded"), job["error"]
+    assert any("2 new" in s.value and "2 rejected" in s.value and "not scored (not asked)" in s.value for s in at.success)
     with connect(db, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM reviews WHERE review_id IN ('u1', 'u4')").fetchone()[0] == 2
     assert "Imports" in [s.value for s in at.subheader]
@@ -326,6 +516,54 @@ def wait_for_job_quietly(db: Path, job_id: str, timeout_s: float = 5.0):
         return wait_for_job(db, job_id, timeout_s=timeout_s)
     except Exception:
         return None
+
+
+def test_data_page_import_scores_and_flags_afterwards_by_default(store, secrets):
+    from pipeline.loop.registry import promote
+    from pipeline.models.baselines import register_baselines
+
+    db, _ = store
+    dario = Actor("dario", "data_scientist")
+    register_baselines(db, actor=dario, include=("vader",), evaluate=False)
+    promote(db, "baseline-vader", dario)
+    tiny_champion = "baseline-vader"
+    at = open_screen(secrets, "dario", "data")
+    at.get("file_uploader")[0].upload("more.csv", b"review_id,text,stars\nn1,Lovely staff,5\nn2,Cold food,1\n", "text/csv")
+    at.run()
+    assert at.checkbox(key="import-score-after").value  # on by default
+    at.button(key="import-go").click().run()
+    job = _wait_for_import(at, db)
+    assert job["status"] == "succeeded", job["error"]
+    assert job["result"]["scored"] >= 2 and job["result"]["after"].startswith("scored")
+    with connect(db, read_only=True) as con:
+        scored = con.execute("SELECT count(*) FROM predictions WHERE review_id IN ('n1', 'n2') AND model_id = ?",
+                             [tiny_champion]).fetchone()[0]
+    assert scored == 2
+
+
+def test_data_page_exports_a_filtered_selection_with_labels_and_champion_predictions(store, secrets):
+    import io
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    db, _ = store
+    at = open_screen(secrets, "dario", "data")
+    at.multiselect(key="export-labels").set_value(["negative"]).run()
+    with connect(db, read_only=True) as con:
+        expected = con.execute("SELECT count(*) FROM current_labels WHERE label = 'negative'").fetchone()[0]
+    assert any(c.value == f"{expected:,} reviews match." for c in at.caption)
+    at.button(key="export-prepare").click().run()
+    assert not at.exception
+    payload = at.session_state["export-ready"][1]
+    frame = pd.read_csv(io.BytesIO(payload))
+    assert len(frame) == expected and set(frame["label"]) == {"negative"}
+    assert (frame["predicted_by"] == CHAMPION).all() and frame["p_negative"].between(0, 1).all()
+    at.radio(key="export-format").set_value("parquet").run()
+    assert "export-download" not in [b.key for b in at.get("download_button")]  # CSV bytes are not offered as Parquet
+    at.button(key="export-prepare").click().run()
+    table = pq.read_table(io.BytesIO(at.session_state["export-ready"][1]))
+    assert table.num_rows == expected and "text" in table.column_names
 
 
 def _text(db: Path, review_id: str) -> str:
@@ -355,6 +593,10 @@ def test_comparison_tries_a_review_on_a_loaded_model(store, secrets):
     results = [d.value for d in at.dataframe if "label" in d.value.columns and "model_id" in d.value.columns]
     assert results and results[0].set_index("model_id").loc["baseline-vader", "label"] == "positive"
     assert any(md(CHAMPION) in e.value for e in at.error)  # the seeded champion has no weights to load
+    at.multiselect(key="compare-models").set_value(["baseline-vader"]).run()
+    at.button[[b.label for b in at.button].index("Predict")].click().run()  # the model is loaded once per process
+    [answered] = [c.value for c in at.caption if c.value.startswith("Answered in")]
+    assert float(answered.split()[2]) < 1.0
 
 
 def test_names_from_the_data_are_escaped_in_markdown_text(store, secrets):

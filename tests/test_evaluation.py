@@ -213,3 +213,30 @@ def test_cli_evaluate_data_json_and_misused_options(vader_store, tmp_path):
     bad = subprocess.run(cli_cmd("--db", str(vader_store), "evaluate", VADER_ID, "--stars", "rating"),
                          capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=120)
     assert bad.returncode == 2 and "only apply with --data" in bad.stderr
+
+
+def test_slice_intervals_curves_and_reliability_bins():
+    from pipeline.evaluation.curves import bootstrap_macro_f1_interval, precision_recall_curves, reliability_bins
+
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 3, 400)
+    noisy = np.where(rng.random(400) < 0.7, truth, rng.integers(0, 3, 400))
+    low, high = bootstrap_macro_f1_interval(truth, noisy)
+    point = macro_f1(truth, noisy)
+    assert low < point < high and high - low < 0.2
+    assert bootstrap_macro_f1_interval(truth[:9], noisy[:9]) is None  # too few reviews to say anything
+    perfect = np.eye(3)[truth] * 0.9 + 0.1 / 3
+    bins = reliability_bins(perfect, truth)
+    assert bins["n"].sum() == 400 and bins["accuracy"].tolist() == [1.0]
+    curves = precision_recall_curves(perfect, truth)
+    assert set(curves) == {"negative", "neutral", "positive"} and all(c.attrs["ap"] == 1.0 for c in curves.values())
+    frame = pd.DataFrame({"text": ["good food"] * 400, "label": np.array(["negative", "neutral", "positive"])[truth]})
+    slices = compute_slices(frame, np.eye(3)[noisy], truth)
+    short = slices.set_index("slice_value").loc["short (<50 words)"]
+    assert short["f1_ci_low"] < short["macro_f1"] < short["f1_ci_high"]
+
+
+def macro_f1(truth, predicted):
+    from pipeline.loop.rounds import macro_f1_from_labels
+
+    return macro_f1_from_labels(truth, predicted)

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from conftest import cli_cmd
-from pipeline.evaluation.evaluator import answer_key_snapshot, load_test_frame
+from pipeline.evaluation.evaluator import load_test_frame
+from pipeline.evaluation.snapshot import snapshot_hash
 from pipeline.loop.promotion import promote_if_better
 from pipeline.loop.registry import promote, rollback
 from pipeline.models.predictors import VaderPredictor
@@ -139,7 +140,7 @@ def test_promote_if_better_refuses_an_equal_challenger_whatever_stale_scores_say
     with connect(store_path, read_only=True) as con:  # both stale evaluations were replaced by current ones
         fresh = [fetch_latest_evaluation(con, m) for m in ("vader-a", "vader-b")]
     assert [(e["macro_f1"], e["n"]) for e in fresh] == [(1.0, 90), (1.0, 90)]
-    assert {e["test_snapshot"] for e in fresh} == {answer_key_snapshot(frame)}
+    assert {e["test_snapshot"] for e in fresh} == {snapshot_hash(frame)}
 
 
 def test_promote_if_better_rescores_a_stale_champion_on_the_current_test_split(store_path, tmp_path):

@@ -84,6 +84,8 @@ def test_round_counts_human_labels_per_split_and_round(store_path):
     with connect(store_path, read_only=True) as con:
         assert count_round_human_labels(con, round_1) == {"train": 4, "val": 0, "test": 1, "other": 0}
         assert relabel_progress(con)["next_round"] == 2
+        # Round 1 is running: its 5 labels are taken; only the one made meanwhile waits (for round 2).
+        assert relabel_progress(con)["next_round_labels"] == 1
     with transaction(store_path) as con:
         finish_round(con, round_1, status="failed", decision="failed: boom")
         round_2 = start_round(con, actor="ds")
@@ -147,6 +149,12 @@ def test_retrain_promotes_on_evidence_then_refuses_an_identical_challenger(store
         actions = [a for (a,) in con.execute("SELECT action FROM audit_log ORDER BY audit_id").fetchall()]
     assert rounds.promoted.tolist() == [False, True] and (rounds.status == "succeeded").all()
     assert actions.count("round.finish") == 2 and "model.promote" in actions
+    with connect(store_path, read_only=True) as con:
+        from store.models import get_model
+
+        models = [get_model(con, result["model_id"]) for result in (first, second)]
+    # Names and rounds agree: the second round's model says r2 though no label was made for round 2.
+    assert [(m["round"], m["name"].split("-")[1]) for m in models] == [(1, "r1"), (2, "r2")]
 
 
 def test_retrain_first_model_becomes_champion_and_failures_are_recorded(store_path, tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
     ],
     "evaluation_slices": [
         ("evaluation_id", "BIGINT"), ("slice_kind", "VARCHAR"), ("slice_value", "VARCHAR"), ("n", "BIGINT"),
-        ("accuracy", "DOUBLE"), ("macro_f1", "DOUBLE"),
+        ("accuracy", "DOUBLE"), ("macro_f1", "DOUBLE"), ("f1_ci_low", "DOUBLE"), ("f1_ci_high", "DOUBLE"),
     ],
     "evaluations": [
         ("evaluation_id", "BIGINT"), ("model_id", "VARCHAR"), ("dataset", "VARCHAR"), ("n", "BIGINT"),
@@ -52,9 +52,17 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
         ("pid", "INTEGER"), ("progress", "DOUBLE"), ("message", "VARCHAR"), ("log_path", "VARCHAR"),
         ("result", "JSON"), ("error", "VARCHAR"), ("cancel_requested", "BOOLEAN"), ("created_at", "TIMESTAMP"),
         ("started_at", "TIMESTAMP"), ("finished_at", "TIMESTAMP"), ("heartbeat_at", "TIMESTAMP"),
+        ("proc_start", "VARCHAR"), ("cancelled_by", "VARCHAR"),
+    ],
+    "label_comments": [
+        ("label_id", "BIGINT"), ("comment", "VARCHAR"), ("created_at", "TIMESTAMP"),
     ],
     "label_retractions": [
         ("label_id", "BIGINT"), ("action_id", "BIGINT"), ("retracted_by", "VARCHAR"), ("retracted_at", "TIMESTAMP"),
+        ("reason", "VARCHAR"),
+    ],
+    "labeling_guidelines": [
+        ("version", "BIGINT"), ("body", "VARCHAR"), ("author", "VARCHAR"), ("created_at", "TIMESTAMP"),
     ],
     "labels": [
         ("label_id", "BIGINT"), ("review_id", "VARCHAR"), ("label", "VARCHAR"), ("source", "VARCHAR"),
@@ -76,8 +84,8 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
         ("p_positive", "FLOAT"), ("label", "VARCHAR"), ("scored_at", "TIMESTAMP"),
     ],
     "promotions": [
-        ("promotion_id", "BIGINT"), ("model_id", "VARCHAR"), ("previous_model_id", "VARCHAR"),
-        ("action", "VARCHAR"), ("actor", "VARCHAR"), ("reason", "VARCHAR"), ("created_at", "TIMESTAMP"),
+        ("promotion_id", "BIGINT"), ("model_id", "VARCHAR"), ("previous_model_id", "VARCHAR"), ("action", "VARCHAR"),
+        ("actor", "VARCHAR"), ("reason", "VARCHAR"), ("created_at", "TIMESTAMP"),
     ],
     "relabel_action_items": [
         ("action_id", "BIGINT"), ("review_id", "VARCHAR"), ("label_id", "BIGINT"), ("flag_id", "BIGINT"),
@@ -93,20 +101,31 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
         ("source", "VARCHAR"), ("content_hash", "VARCHAR"), ("ingested_at", "TIMESTAMP"),
         ("updated_at", "TIMESTAMP"),
     ],
+    "revoked_sessions": [
+        ("token_id", "VARCHAR"), ("username", "VARCHAR"), ("revoked_at", "TIMESTAMP"), ("expires_at", "TIMESTAMP"),
+    ],
     "rounds": [
         ("round_id", "INTEGER"), ("status", "VARCHAR"), ("actor", "VARCHAR"), ("job_id", "VARCHAR"),
         ("model_id", "VARCHAR"), ("champion_before", "VARCHAR"), ("promoted", "BOOLEAN"), ("decision", "VARCHAR"),
         ("human_labels_train", "BIGINT"), ("human_labels_val", "BIGINT"), ("human_labels_test", "BIGINT"),
         ("human_labels_other", "BIGINT"), ("test_n", "BIGINT"), ("champion_macro_f1", "DOUBLE"),
-        ("challenger_macro_f1", "DOUBLE"), ("delta_macro_f1", "DOUBLE"), ("ci_low", "DOUBLE"),
-        ("ci_high", "DOUBLE"), ("label_efficiency", "DOUBLE"), ("detail", "JSON"), ("started_at", "TIMESTAMP"),
+        ("challenger_macro_f1", "DOUBLE"), ("delta_macro_f1", "DOUBLE"), ("ci_low", "DOUBLE"), ("ci_high", "DOUBLE"),
+        ("label_efficiency", "DOUBLE"), ("detail", "JSON"), ("started_at", "TIMESTAMP"),
         ("finished_at", "TIMESTAMP"),
     ],
     "schema_migrations": [
         ("version", "INTEGER"), ("name", "VARCHAR"), ("applied_at", "TIMESTAMP"),
     ],
+    "sign_in_throttle": [
+        ("scope", "VARCHAR"), ("key", "VARCHAR"), ("failures", "INTEGER"), ("first_failure_at", "TIMESTAMP"),
+        ("last_failure_at", "TIMESTAMP"), ("locked_until", "TIMESTAMP"),
+    ],
     "splits": [
         ("review_id", "VARCHAR"), ("split", "VARCHAR"), ("assigned_at", "TIMESTAMP"),
+    ],
+    "step_losses": [
+        ("run_id", "VARCHAR"), ("step", "BIGINT"), ("epoch", "DOUBLE"), ("loss", "DOUBLE"),
+        ("learning_rate", "DOUBLE"), ("created_at", "TIMESTAMP"),
     ],
     "training_runs": [
         ("run_id", "VARCHAR"), ("model_id", "VARCHAR"), ("job_id", "VARCHAR"), ("sweep_id", "VARCHAR"),

@@ -16,6 +16,7 @@ from pipeline.train.config import TrainConfig, parse_sweep
 from pipeline.jobs import JobCancelled, JobReporter, start_job, wait_for_job
 from pipeline.train.run import reap_dead_runs, sweep, train
 from store import evaluations as evaluation_store
+from store import jobs as job_store
 from store import models as model_store
 from store import training_runs as run_store
 from store.actors import Actor, cli_actor
@@ -254,7 +255,13 @@ def test_background_job_reports_progress_and_cli_json(filled_store, tiny_base, m
     assert job["result"]["metrics"]["n"] > 0
     with connect(filled_store, read_only=True) as con:
         run = run_store.list_runs(con).iloc[0]
+        from store.training_runs import fetch_job_step_losses, fetch_job_trials
+
+        losses = fetch_job_step_losses(con, job_id)
+        trials = fetch_job_trials(con, job_id)
     assert run["job_id"] == job_id
+    assert len(losses) >= 2 and losses["step"].is_monotonic_increasing and (losses["loss"] > 0).all()  # the live chart
+    assert trials["winner"].tolist() == [True] and trials["val_macro_f1"].notna().all()
 
     out = subprocess.run(
         cli_cmd("--db", str(filled_store), "train", "--base-model", tiny_base, "--epochs", "1", "--batch-size", "8",
@@ -264,6 +271,11 @@ def test_background_job_reports_progress_and_cli_json(filled_store, tiny_base, m
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
     assert payload["model_id"].startswith("ft-") and 0 <= payload["metrics"]["macro_f1"] <= 1
+    with connect(filled_store, read_only=True) as con:
+        foreground = job_store.get_job(con, job_store.list_jobs(con)["job_id"].iloc[0])
+    # A foreground run records its job row too (the README says so): no log file, succeeded, with its model.
+    assert (foreground["kind"], foreground["status"], foreground["log_path"]) == ("train", "succeeded", None)
+    assert foreground["result"]["model_id"] == payload["model_id"] and foreground["progress"] == 1.0
 
 
 @pytest.mark.slow

@@ -3,15 +3,18 @@ from datetime import datetime
 
 import streamlit as st
 
-from dashboard import limits, reads, views
+from dashboard import model_views, reads, views
 from dashboard.page_setup import setup_page
-from pipeline.data.importer import ColumnMapping, import_reviews
-from pipeline.jobs import runs_dir
+from pipeline import jobs
 from pipeline.loop import relabel as relabeling
+from pipeline.data.export import MAX_DOWNLOAD_ROWS, export_bytes, export_rows, export_table, export_to_file
+from pipeline.data.importer import ColumnMapping
+from pipeline.data.preview import PREVIEW_LINES, dry_run
+from store.constants import LABELS
 from store.errors import TastebudError
 from store.guidelines import MAX_GUIDELINES_CHARS
+from store.trends import ReviewFilter
 
-FORMATS = ["csv", "tsv", "jsonl", "json", "parquet"]
 # What the guidelines editor starts from before anyone has written guidelines.
 GUIDELINES_TEMPLATE = """# Labeling guidelines
 
@@ -25,45 +28,136 @@ Sarcasm counts as what it means ("great, another 45-minute wait" is negative).
 Add a comment when a case was hard to decide.
 """
 
+
+FORMATS = ["csv", "tsv", "jsonl", "json", "parquet"]
+AUTO = "(auto-detect)"
+FIELDS = {"text": "Review text", "stars": "Stars (1-5)", "label": "Label", "created_at": "Date",
+          "review_id": "Review id", "restaurant_id": "Restaurant id", "restaurant_name": "Restaurant name",
+          "neighborhood": "Neighborhood"}
+
 ctx = setup_page("Data", "import")
 
-st.subheader("Import reviews")
-st.caption("The same rules as `tastebud import`: good rows go in, bad rows are kept with their row number and reason.")
-upload = st.file_uploader("CSV, TSV, JSON Lines or Parquet", type=FORMATS, key="import-file")
-with st.expander("Column names (leave empty to detect text/review, stars/rating, date, review_id, label...)"):
-    c1, c2, c3, c4 = st.columns(4)
-    mapping = ColumnMapping(
-        text=limits.text_input("Text column", where=c1) or None,
-        stars=limits.text_input("Stars column", where=c2) or None,
-        label=limits.text_input("Label column", where=c3) or None,
-        created_at=limits.text_input("Date column", where=c4) or None,
-        review_id=limits.text_input("Review id column", where=c1) or None,
-        restaurant_name=limits.text_input("Restaurant name column", where=c2) or None,
-        neighborhood=limits.text_input("Neighborhood column", where=c3) or None,
-    )
-if upload is not None and st.button("Import", type="primary", key="import-go"):
-    # Keep the upload beside the store so the import record's path stays meaningful.
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _dry_run(path: str, mapping: ColumnMapping, head_only: bool):
+    return dry_run(path, columns=mapping, head_only=head_only)
+
+
+def _save_upload(upload) -> str:
+    """Keep the upload beside the store (the import job reads it there, and the import record names it)."""
+    saved = st.session_state.get("import-upload")
+    if saved and saved["id"] == upload.file_id:
+        return saved["path"]
     safe_name = re.sub(r"[^A-Za-z0-9._-]+", "_", upload.name)[-100:] or "upload"
-    target = runs_dir(ctx.db) / "uploads" / f"{datetime.now():%Y%m%d-%H%M%S}-{safe_name}"
+    target = jobs.runs_dir(ctx.db) / "uploads" / f"{datetime.now():%Y%m%d-%H%M%S}-{safe_name}"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(upload.getvalue())
+    st.session_state["import-upload"] = {"id": upload.file_id, "path": str(target), "name": safe_name}
+    st.session_state.pop("import-dry-run", None)
+    for field in FIELDS:  # a new file: the mapping widgets start again from what is detected in it
+        st.session_state.pop(f"map-{field}", None)
+    return str(target)
+
+
+def _start_import(path: str, name: str, mapping: ColumnMapping, score_after: bool) -> None:
+    columns = {k: v for k, v in vars(mapping).items() if v is not None}
     try:
-        with st.spinner("Importing..."):
-            report = import_reviews(ctx.db, target, columns=mapping, source=safe_name, actor=ctx.actor)
+        job_id = jobs.start_job(ctx.db, "import", {"path": path, "source": name, "columns": columns,
+                                                   "score_after": score_after}, ctx.actor)
+    except TastebudError as exc:
+        st.session_state["import-message"] = str(exc)
+        return
+    st.session_state["import-job"] = job_id
+
+
+st.subheader("Import reviews")
+st.caption("The same rules as `tastebud import`: good rows go in, bad rows are kept with their row number and reason. "
+           "The import runs as a background job; this page stays usable meanwhile.")
+upload = st.file_uploader("CSV, TSV, JSON Lines or Parquet", type=FORMATS, key="import-file")
+if upload is not None:
+    path = _save_upload(upload)
+    name = st.session_state["import-upload"]["name"]
+    try:
+        detected = _dry_run(path, ColumnMapping(), True)
     except TastebudError as exc:
         st.error(views.md(exc))
-    else:
-        st.session_state["import-report"] = report.to_dict()
-report = st.session_state.get("import-report")
-if report:
-    st.success(f"Import {report['import_id']}: {report['accepted']:,} new, {report['updated']:,} updated, "
-               f"{report['unchanged']:,} unchanged, {report['rejected']:,} rejected, {report['labels_added']:,} labels added.")
-    if report.get("relabel_needed"):
-        st.warning(f"{report['relabel_needed']:,} updated texts had human labels: retracted and flagged for "
-                   "relabeling (Hard cases, reason text_changed).")
-    if report["rejected_by_reason"]:
-        st.dataframe({"Reason": list(report["rejected_by_reason"]), "Rows": list(report["rejected_by_reason"].values())},
-                     hide_index=True)
+        detected = None
+    if detected is not None:
+        st.markdown("**Column mapping** (detected from the file; change any field)")
+        options = [AUTO, *detected.file_columns]
+        cols = st.columns(4)
+        chosen = {}
+        for i, (field, title) in enumerate(FIELDS.items()):
+            key = f"map-{field}"
+            if st.session_state.get(key) not in options:
+                st.session_state[key] = detected.mapping[field] or AUTO
+            chosen[field] = cols[i % 4].selectbox(title, options, key=key)
+        mapping = ColumnMapping(**{f: (None if v == AUTO else v) for f, v in chosen.items()})
+        try:
+            preview = _dry_run(path, mapping, True)
+        except TastebudError as exc:
+            st.error(views.md(exc))
+            preview = None
+        if preview is not None:
+            source = {"import": "the label column", "stars": "stars (1-2 negative, 3 neutral, 4-5 positive)",
+                      None: "nowhere (no label or stars column): reviews stay unlabeled"}[preview.label_source]
+            st.caption(f"Labels come from {source}. First rows as they would be stored "
+                       f"(from the first {PREVIEW_LINES} lines):")
+            st.dataframe(preview.sample, hide_index=True, width="stretch",
+                         column_config={"text": st.column_config.TextColumn("Review text", width="large")})
+            if st.button("Dry run: check every row", key="import-dry-run-go"):
+                with st.spinner("Checking every row..."):
+                    try:
+                        st.session_state["import-dry-run"] = (path, mapping, _dry_run(path, mapping, False))
+                    except TastebudError as exc:
+                        st.error(views.md(exc))
+            checked = st.session_state.get("import-dry-run")
+            if checked and checked[0] == path and checked[1] == mapping:
+                result = checked[2]
+                st.info(f"Dry run: {result.accepted:,} of {result.rows:,} rows would be accepted, "
+                        f"{result.rejected:,} rejected. Nothing was written.")
+                if result.rejected_by_reason:
+                    st.dataframe(views.counts_frame(result.rejected_by_reason, "reason").rename(
+                        columns={"reason": "Reason", "count": "Rows"}), hide_index=True)
+                    st.dataframe(result.first_rejects.rename(columns={
+                        "row_number": "Row", "reason": "Reason", "detail": "Detail"}), hide_index=True)
+            score_after = st.checkbox("Score and flag the new reviews afterwards (with the champion)", value=True,
+                                      key="import-score-after")
+            st.button("Import", type="primary", key="import-go", on_click=_start_import,
+                      args=(path, name, mapping, score_after))
+
+message = st.session_state.pop("import-message", None)
+if message:
+    st.error(views.md(message))
+
+
+@st.fragment(run_every=2.0 if st.session_state.get("import-job-active") else None)
+def import_status(job_id: str) -> None:
+    job = jobs.get_job(ctx.db, job_id)
+    if job is None:
+        return
+    active = job["status"] in ("queued", "running")
+    if active != st.session_state.get("import-job-active", False):
+        st.session_state["import-job-active"] = active
+        st.rerun()  # start or stop the periodic refresh
+    st.progress(float(job["progress"] or 0), text=f"Import job {job_id}: {job['status']}, "
+                f"{model_views.progress_text(job['progress'])} · {job['message'] or ''}")
+    if job["status"] == "failed":
+        st.error(views.md(job["error"]))
+    elif job["status"] == "cancelled":
+        st.info(f"Cancelled by {job['cancelled_by']}." if job["cancelled_by"] else "Cancelled.")
+    elif job["status"] == "succeeded":
+        report = job["result"]
+        st.success(f"Import {report['import_id']}: {report['accepted']:,} new, {report['updated']:,} updated, "
+                   f"{report['unchanged']:,} unchanged, {report['rejected']:,} rejected, "
+                   f"{report['labels_added']:,} labels added; {report['after']}.")
+        if report["rejected_by_reason"]:
+            st.dataframe(views.counts_frame(report["rejected_by_reason"], "reason").rename(
+                columns={"reason": "Reason", "count": "Rows"}), hide_index=True)
+
+
+if st.session_state.get("import-job"):
+    import_status(st.session_state["import-job"])
 
 st.subheader("Store")
 data = reads.data_stats(ctx.db)
@@ -79,9 +173,40 @@ left.dataframe({"Label": list(stats["labels"]), "Reviews": list(stats["labels"].
 right.markdown("**Current labels by source**")
 right.dataframe({"Source": list(stats["label_sources"]), "Reviews": list(stats["label_sources"].values())}, hide_index=True)
 if not data["volume"].empty:
-    volume = data["volume"].pivot_table(index="month", columns="source", values="n", aggfunc="sum", fill_value=0)
-    st.bar_chart(volume, x_label="month", y_label="reviews",
-                 color=[views.GROUP_COLORS[i % len(views.GROUP_COLORS)] for i in range(volume.shape[1])])
+    st.bar_chart(data["volume"], x="month", y="n", color="source", x_label="month", y_label="reviews")
+
+st.subheader("Export reviews")
+st.caption("Reviews with their current label (and who gave it) and the champion's prediction and probabilities.")
+choices = reads.trend_choices(ctx.db)
+f1, f2, f3 = st.columns(3)
+restaurants = f1.multiselect("Restaurants (all when empty)", choices["restaurants"], key="export-restaurants")
+neighborhoods = f2.multiselect("Neighborhoods (all when empty)", choices["neighborhoods"], key="export-neighborhoods")
+labels = f3.multiselect("Current labels (all when empty)", list(LABELS), key="export-labels")
+g1, g2 = st.columns(2)
+dates = g1.date_input("Review dates", value=(choices["first"], choices["last"]) if choices["first"] else (),
+                      key="export-dates")
+fmt = g2.radio("Format", ["csv", "parquet"], horizontal=True, key="export-format",
+               format_func=lambda f: {"csv": "CSV", "parquet": "Parquet"}[f])
+start, end = (tuple(dates) + (None, None))[:2] if isinstance(dates, (tuple, list)) else (dates, None)
+flt = ReviewFilter(start=start, end=end, restaurants=tuple(restaurants), neighborhoods=tuple(neighborhoods))
+n_rows = export_rows(ctx.db, flt=flt, labels=tuple(labels))
+st.caption(f"{n_rows:,} reviews match.")
+if n_rows > MAX_DOWNLOAD_ROWS:
+    if st.button(f"Write the export beside the store (over {MAX_DOWNLOAD_ROWS:,} rows)", key="export-file"):
+        with st.spinner("Writing the export..."):
+            target, written = export_to_file(ctx.db, fmt, flt=flt, labels=tuple(labels))
+        st.success(f"Wrote {written:,} reviews to {views.md(target)}")
+elif n_rows and st.button("Prepare the download", key="export-prepare"):
+    table, model_id = export_table(ctx.db, flt=flt, labels=tuple(labels))
+    st.session_state["export-ready"] = ((flt, tuple(labels), fmt), export_bytes(table, fmt), table.num_rows, model_id)
+ready = st.session_state.get("export-ready")
+if ready and ready[0] == (flt, tuple(labels), fmt):  # a download never carries an older filter's rows
+    _, payload, rows, model_id = ready
+    ready_fmt = fmt
+    st.download_button(f"Download {rows:,} reviews ({ready_fmt.upper()})", payload, key="export-download",
+                       file_name=f"tastebud-reviews.{ready_fmt}",
+                       mime="text/csv" if ready_fmt == "csv" else "application/vnd.apache.parquet")
+    st.caption(f"Predictions from {views.md(model_id)} (the champion)." if model_id else "No champion yet: no predictions.")
 
 st.subheader("Imports")
 imports = data["imports"]
@@ -91,8 +216,8 @@ else:
     views.table(imports)
     with_rejects = imports[imports["rejected"] > 0]["import_id"].tolist()
     if with_rejects:
-        chosen = st.selectbox("Rejected rows of import", with_rejects, key="rejects-import")
-        views.table(reads.import_rejects(ctx.db, int(chosen)))
+        chosen_import = st.selectbox("Rejected rows of import", with_rejects, key="rejects-import")
+        st.dataframe(reads.import_rejects(ctx.db, int(chosen_import)), hide_index=True)
 
 st.subheader("Labeling guidelines")
 st.caption("Markdown that labelers open from the Hard cases page. Each save keeps the previous versions.")

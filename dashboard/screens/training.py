@@ -1,11 +1,11 @@
-import pandas as pd
 import streamlit as st
 
-from dashboard import forms, limits, reads, views
+from dashboard import forms, limits, model_views, reads, views
 from dashboard.page_setup import setup_page
 from pipeline import jobs
 from pipeline.loop import registry
 from pipeline.train.config import TrainConfig
+from pipeline.train.state import resumable_run
 from store.errors import TastebudError
 
 # Seconds between refreshes of the live job panel while a job runs.
@@ -13,9 +13,9 @@ LIVE_REFRESH_S = 2.0
 # Seconds between refreshes of "Recent jobs" while nothing runs (a job may start from the CLI).
 IDLE_REFRESH_S = 15.0
 RETRAIN, TRAIN = "Retraining round (adds the new human labels, compares with the champion)", "Training run or sweep"
+WATCH = "training-job-select"
 
 ctx = setup_page("Training", "train")
-jobs.reap_dead_jobs(ctx.db)
 defaults = TrainConfig()
 
 
@@ -25,7 +25,8 @@ def _start(kind: str, params: dict) -> None:
     except (TastebudError, ValueError) as exc:
         st.session_state["training-message"] = ("error", str(exc))
         return
-    st.session_state["training-watch"] = job_id
+    # Follow the new job: the selectbox is keyed, so it moves only through its session state.
+    st.session_state["training-follow"] = job_id
     st.session_state["training-message"] = ("success", f"Started {kind} job {job_id}.")
 
 
@@ -36,6 +37,8 @@ def _act(action, success: str) -> None:
         st.session_state["training-message"] = ("error", str(exc))
     else:
         st.session_state["training-message"] = ("success", success)
+        for key in ("promote-reason", "promote-confirm"):
+            st.session_state.pop(key, None)
 
 
 views.show_message(st.session_state.pop("training-message", None))
@@ -73,53 +76,76 @@ with side_col:
     st.caption(f"{progress['next_round_labels']:,} human labels are waiting for retraining round "
                f"{progress['next_round']} ({progress['human_labels']:,} human labels in all).")
     champion = reads.champion(ctx.db)
+    stack = reads.champion_stack(ctx.db)
     st.subheader("Champion")
-    st.text(champion["model_id"] if champion else "none yet")
-    st.button("Roll back to the previous champion", disabled=champion is None, key="rollback",
-              on_click=_act, args=(lambda: registry.rollback(ctx.db, ctx.actor), "Rolled back."))
+    st.text(f"{champion['name']}  ({champion['model_id']})" if champion else "none yet")
+    st.button("Roll back to the previous champion", disabled=len(stack) < 2, key="rollback",
+              help=f"Returns to {stack[-2]}." if len(stack) >= 2 else "Nothing to roll back to: only one champion so far.",
+              on_click=_act, args=(lambda: registry.rollback(ctx.db, ctx.actor, reason="rolled back from the Training page"),
+                                   "Rolled back."))
 
 recent = reads.recent_jobs(ctx.db)
 active = recent[recent["status"].isin(["queued", "running"])]
 choices = recent["job_id"].tolist()
-# Which job to watch: the one just started here, else the one picked, else an active one (from the
-# jobs table, so it survives reloads and restarts). A keyed selectbox ignores index= once drawn,
-# so the choice is moved through its state before it is drawn.
-watch = st.session_state.get("training-watch")
-if watch not in choices:
-    watch = st.session_state.get("training-job-select")
-if watch not in choices:
-    watch = active["job_id"].iloc[0] if len(active) else (choices[0] if choices else None)
-if watch is None:
+if not choices:
     st.info("No jobs yet.")
     st.stop()
-st.session_state["training-job-select"] = watch
-watched = st.selectbox("Job", choices, key="training-job-select",
-                       on_change=lambda: st.session_state.update({"training-watch": st.session_state["training-job-select"]}))
+# Which job to watch: a job just started here, else the current choice, else an active job, else the newest.
+follow = st.session_state.pop("training-follow", None)
+if follow in choices:
+    st.session_state[WATCH] = follow
+elif st.session_state.get(WATCH) not in choices:
+    st.session_state[WATCH] = active["job_id"].iloc[0] if len(active) else choices[0]
+watched = st.selectbox("Job", choices, key=WATCH)
+
+
+def _resume(run_id: str) -> None:
+    _start("train", {"resume": run_id})
 
 
 @st.fragment(run_every=LIVE_REFRESH_S if len(active) else None)
-def live_panel(job_id: str) -> None:
+def live_panel(job_id: str, was_active: bool) -> None:
     panel = reads.job_panel(ctx.db, job_id)
     if panel is None:
         st.warning(f"Job {job_id} is gone.")
         return
     job = panel["job"]
+    if was_active and job["status"] not in ("queued", "running"):
+        st.rerun()  # it just finished: redraw the whole page so the result and promotion buttons show
     st.subheader(f"{job['kind']} job {job_id}: {job['status']}")
-    st.progress(float(job["progress"] or 0.0), text=job["message"] or "")
+    m1, m2, m3 = st.columns(3)
+    m1.metric("Progress", model_views.progress_text(job["progress"]))
+    m2.metric("Elapsed", model_views.format_duration(job["elapsed_s"]))
+    m3.metric("Time left (estimate)", model_views.format_duration(job["eta_s"]))
+    st.progress(float(job["progress"] or 0.0),
+                text=f"{model_views.progress_text(job['progress'])} · {job['message'] or job['status']}")
     if job["status"] in ("queued", "running"):
         st.button("Cancel", key=f"cancel-{job_id}", on_click=_act,
                   args=(lambda: jobs.cancel_job(ctx.db, job_id, ctx.actor), f"Asked job {job_id} to stop."))
-    elif job_id in active["job_id"].tolist():
-        st.rerun()  # it just finished: redraw the whole page so the result and promotion buttons show
-    if job["error"]:
-        st.error(views.md(job["error"]))
+    elif job["status"] == "cancelled":
+        st.info(f"Cancelled by {job['cancelled_by']}." if job["cancelled_by"] else "Cancelled (stopped by a signal).")
+    elif job["status"] == "failed":
+        st.error(views.md(job["error"] or "failed"))
+    run_id = resumable_run(panel["trials"]) if job["status"] in ("cancelled", "failed") else None
+    if run_id:
+        st.button(f"Resume from the last checkpoint (run {run_id})", key=f"resume-{job_id}", on_click=_resume, args=(run_id,))
+    swept = list(((job.get("params") or {}).get("sweep") or {}).keys())
+    if swept or len(panel["trials"]) > 1:
+        st.markdown("**Sweep trials** (the trial with the best validation macro-F1 is registered)")
+        st.dataframe(model_views.trials_table(panel["trials"], swept), hide_index=True,
+                     column_config={"Validation macro-F1": st.column_config.NumberColumn(format="%.4f")})
+    left, right = st.columns(2)
+    if not panel["losses"].empty:
+        left.plotly_chart(model_views.loss_figure(panel["losses"]), key=f"live-loss-{job_id}")
     if not panel["epochs"].empty:
-        st.plotly_chart(views.epoch_figure(panel["epochs"], title="Per-epoch metrics"), key=f"live-epochs-{job_id}")
-        views.table(panel["epochs"])
-    st.code(panel["log"] or "(no log output yet)", language=None)
+        right.plotly_chart(views.epoch_figure(panel["epochs"], title="Per-epoch metrics"), key=f"live-epochs-{job_id}")
+    with st.expander("Log"):
+        st.code(panel["log"] or "(no log output yet)", language=None)
+    st.subheader("Recent jobs")
+    st.dataframe(model_views.jobs_table(reads.recent_jobs(ctx.db)), hide_index=True)
 
 
-live_panel(watched)
+live_panel(watched, watched in active["job_id"].tolist())
 
 job = reads.job_panel(ctx.db, watched)["job"]
 result = job.get("result") or {}
@@ -128,24 +154,21 @@ if new_model:
     st.subheader("New model against the champion")
     if result.get("decision"):
         st.info(f"Retraining round {result.get('round_id')}: {views.md(result['decision'])}")
-    models = reads.models(ctx.db)
+    models = reads.models(ctx.db).set_index("model_id")
     champion_id = champion["model_id"] if champion else None
-    compared = models[models["model_id"].isin([new_model, champion_id])]
-    columns = ["model_id", "name", "is_champion", "accuracy", "macro_f1", "f1_negative", "f1_neutral", "f1_positive", "ece"]
-    views.table(compared[[c for c in columns if c in compared]])
-    if new_model != champion_id:
-        st.button(f"Promote {new_model}", type="primary", key="promote",
-                  on_click=_act, args=(lambda: registry.promote(ctx.db, new_model, ctx.actor), f"Promoted {new_model}."))
-
-if not pd.isna(job.get("finished_at")):
-    st.caption(f"Job {watched} finished {pd.Timestamp(job['finished_at']):%Y-%m-%d %H:%M:%S}.")
-
-
-@st.fragment(run_every=LIVE_REFRESH_S if len(active) else IDLE_REFRESH_S)
-def recent_jobs_table() -> None:
-    st.subheader("Recent jobs")
-    st.dataframe(views.jobs_frame(reads.recent_jobs(ctx.db)), hide_index=True, width="stretch",
-                 column_config=views.JOB_COLUMNS)
-
-
-recent_jobs_table()
+    shown = list(dict.fromkeys(m for m in (new_model, champion_id) if m in models.index))
+    st.dataframe(model_views.promotion_table(models.loc[shown].reset_index(), new_model), hide_index=True,
+                 width="stretch", column_config=model_views.SCORE_COLUMNS)
+    if new_model == champion_id:
+        st.caption(f"{views.md(new_model)} is the champion.")
+    else:
+        verdict = model_views.challenger_verdict(models, new_model, champion_id)
+        if verdict["lost"]:
+            st.error(verdict["text"])
+        elif verdict["text"]:
+            st.warning(verdict["text"])
+        reason = limits.text_input("Reason for promoting (kept in the audit log)", key="promote-reason") or ""
+        confirmed = st.checkbox(f"I confirm that {new_model} should serve as the champion", key="promote-confirm")
+        st.button(f"Promote {new_model}", type="primary", key="promote", disabled=not (reason.strip() and confirmed),
+                  on_click=_act, args=(lambda: registry.promote(ctx.db, new_model, ctx.actor, reason=reason.strip()),
+                                       f"Promoted {new_model}."))

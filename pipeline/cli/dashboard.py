@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -76,10 +77,27 @@ def serve_dashboard(db: Path, *, host: str = "localhost", port: int = 8501, secr
     # The app imports store/ and pipeline/; make them importable however tastebud was installed.
     root = str(APP_PATH.parents[1])  # the checkout: dashboard/app.py sits one folder below it
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    child = subprocess.Popen(dashboard_command(host=host, port=port, secrets=secrets), env=env)
+
+    def forward(signum, frame):
+        # Pass SIGTERM/SIGINT on to Streamlit and keep waiting: this process ends when its child does,
+        # so a killed `tastebud dashboard` never leaves the server running under pid 1.
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return subprocess.call(dashboard_command(host=host, port=port, secrets=secrets), env=env)
-    except KeyboardInterrupt:
-        return 0
+        while True:
+            try:
+                code = child.wait()
+                break
+            except KeyboardInterrupt:  # a second Ctrl+C between our handler and wait
+                forward(signal.SIGINT, None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    # Streamlit exits 0 on a forwarded SIGINT/SIGTERM; a negative code means it died of a signal.
+    return 128 - code if code < 0 else code
 
 
 @app.command("dashboard")

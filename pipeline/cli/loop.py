@@ -14,11 +14,13 @@ from store.db import connect
 from store.errors import TastebudError
 
 
-def _reporter(as_json: bool):
-    from pipeline.jobs import JobReporter
+def _foreground(kind: str, params: dict, as_json: bool, body, actor: Actor | None = None) -> dict:
+    """Run ``body(reporter)`` here, recorded as a job row (``tastebud jobs`` and the dashboard see it)."""
+    from pipeline.jobs import run_foreground
 
     # With --json, stdout carries only the JSON document; progress lines go to stderr.
-    return JobReporter(db_path(), None, echo=lambda line: typer.echo(line, err=as_json))
+    return run_foreground(db_path(), kind, params, actor or cli_actor(), body,
+                          echo=lambda line: typer.echo(line, err=as_json))
 
 
 def _background(kind: str, params: dict, as_json: bool) -> None:
@@ -55,14 +57,16 @@ def score_cmd(
         _background("score", {"model_id": model, "rescore_all": rescore_all, "shard": shard,
                               "chunk_size": chunk_size, "ray": ray}, as_json)
         return
+    params = {"model_id": model, "rescore_all": rescore_all, "shard": shard, "chunk_size": chunk_size, "ray": ray}
     if ray:
         from pipeline.scale.ray_score import score_on_ray
 
-        result = score_on_ray(db_path(), model_id=model, address=None if ray == LOCAL_RAY else ray,
-                              rescore_all=rescore_all, reporter=_reporter(as_json))
+        body = lambda reporter: score_on_ray(db_path(), model_id=model, address=None if ray == LOCAL_RAY else ray,  # noqa: E731
+                                             rescore_all=rescore_all, reporter=reporter)
     else:
-        result = score(db_path(), model_id=model, rescore_all=rescore_all, shard=shard, reporter=_reporter(as_json),
-                       chunk_size=chunk_size or None)
+        body = lambda reporter: score(db_path(), model_id=model, rescore_all=rescore_all, shard=shard,  # noqa: E731
+                                      reporter=reporter, chunk_size=chunk_size or None)
+    result = _foreground("score", params, as_json, body)
     if as_json:
         emit_json(result)
     else:
@@ -82,7 +86,8 @@ def flag_cmd(
     if background:
         _background("flag", {"model_id": model, "reasons": reason or None}, as_json)
         return
-    result = flag(db_path(), model_id=model, reasons=reason or None, reporter=_reporter(as_json))
+    result = _foreground("flag", {"model_id": model, "reasons": reason or None}, as_json,
+                         lambda reporter: flag(db_path(), model_id=model, reasons=reason or None, reporter=reporter))
     if as_json:
         emit_json(result)
         return
@@ -199,7 +204,8 @@ def retrain_cmd(
         return
     from pipeline.loop.rounds import retrain
 
-    result = retrain(db_path(), config, actor=cli_actor(), reporter=_reporter(as_json))
+    result = _foreground("retrain", config.to_dict(), as_json,
+                         lambda reporter: retrain(db_path(), config, actor=cli_actor(), reporter=reporter))
     if as_json:
         emit_json(result)
         return

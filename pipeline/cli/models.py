@@ -47,18 +47,21 @@ def train_cmd(
         job_id = start_job(db_path(), "train", params, actor)
         emit_json({"job_id": job_id}) if as_json else typer.echo(job_id)
         return
+    from pipeline.jobs import run_foreground
     from pipeline.train import run as training
-    from pipeline.jobs import JobReporter
 
-    # With --json, stdout carries only the JSON document; progress lines go to stderr.
-    reporter = JobReporter(db_path(), None, echo=lambda line: typer.echo(line, err=as_json))
-    if grid:
-        result = training.sweep(db_path(), config, grid, reporter=reporter, actor=actor, promote_if_better=promote_if_better)
-        model_id = result["model_id"]
-    else:
-        result = {}
-        model_id = training.train(db_path(), config, reporter=reporter, resume=run_id or resume, actor=actor,
+    def body(reporter) -> dict:
+        if grid:
+            return training.sweep(db_path(), config, grid, reporter=reporter, actor=actor,
                                   promote_if_better=promote_if_better)
+        return {"model_id": training.train(db_path(), config, reporter=reporter, resume=run_id or resume, actor=actor,
+                                           promote_if_better=promote_if_better)}
+
+    params = {**config.to_dict(), "promote_if_better": promote_if_better, **({"sweep": grid} if grid else {}),
+              **({"resume": run_id or True} if resume else {})}
+    # With --json, stdout carries only the JSON document; progress lines go to stderr.
+    result = run_foreground(db_path(), "train", params, actor, body, echo=lambda line: typer.echo(line, err=as_json))
+    model_id = result.pop("model_id")
     with connect(db_path(), read_only=True) as con:
         from store.evaluations import fetch_latest_evaluation
         from store.models import get_model

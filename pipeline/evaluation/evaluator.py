@@ -16,7 +16,10 @@ import numpy as np
 import pandas as pd
 
 from pipeline.data.importer import ColumnMapping, parse_reviews_file
+from pipeline.evaluation.curves import bootstrap_macro_f1_interval
+from pipeline.evaluation.snapshot import snapshot_hash
 from pipeline.evaluation.metrics import SentimentMetrics, compute_classification_metrics
+from pipeline.evaluation.snapshot import current_test_snapshot  # noqa: F401 (current_test_snapshot: API)
 from pipeline.models.predictors import load_predictor
 from store import evaluations as evaluation_store
 from store.constants import LABEL_TO_ID, label_from_stars
@@ -94,7 +97,7 @@ def store_test_evaluation(db, model_id: str, frame: pd.DataFrame, probs: np.ndar
     """
     terms = _clean_terms(terms)
     metrics, slices = _metrics_and_slices(frame, probs, terms)
-    metrics.update(dataset="test", model_id=model_id, terms=list(terms), test_snapshot=answer_key_snapshot(frame))
+    metrics.update(dataset="test", model_id=model_id, terms=list(terms), test_snapshot=snapshot_hash(frame))
     with transaction(db) as con:
         evaluation_id = evaluation_store.insert_evaluation(con, model_id, "test", metrics, slices)
     return {**metrics, "evaluation_id": evaluation_id, "slices": slices.to_dict("records")}
@@ -102,7 +105,7 @@ def store_test_evaluation(db, model_id: str, frame: pd.DataFrame, probs: np.ndar
 
 def is_current(evaluation: dict | None, frame: pd.DataFrame) -> bool:
     """Whether a stored test evaluation was taken on exactly ``frame``'s reviews and labels."""
-    return bool(evaluation) and evaluation.get("test_snapshot") == answer_key_snapshot(frame)
+    return bool(evaluation) and evaluation.get("test_snapshot") == snapshot_hash(frame)
 
 
 def evaluate_file(
@@ -193,9 +196,11 @@ def compute_slices(frame: pd.DataFrame, probs: np.ndarray, references: np.ndarra
         terms: phrases for term slices.
 
     Returns:
-        DataFrame with slice_kind, slice_value, n, accuracy, macro_f1 (metrics None where n = 0).
+        DataFrame with slice_kind, slice_value, n, accuracy, macro_f1 (metrics None where n = 0), and
+        f1_ci_low/f1_ci_high, the bootstrap 95% interval of macro-F1 (None below 10 reviews).
     """
     masks: list[tuple[str, str, np.ndarray]] = []
+    predicted = np.asarray(probs).argmax(axis=1)
     if "restaurant" in frame and frame["restaurant"].notna().any():
         counts = frame["restaurant"].value_counts()
         for name in counts[counts >= MIN_RESTAURANT_SLICE].index[:MAX_RESTAURANT_SLICES]:
@@ -224,13 +229,27 @@ def compute_slices(frame: pd.DataFrame, probs: np.ndarray, references: np.ndarra
     for kind, value, mask in masks:
         n = int(mask.sum())  # empty slices stay (n = 0): "no sarcasm candidates" is an answer too
         m = compute_classification_metrics(probs[mask], references[mask], average_over="present") if n else None
+        interval = bootstrap_macro_f1_interval(references[mask], predicted[mask]) if n else None
         rows.append({"slice_kind": kind, "slice_value": value, "n": n,
-                     "accuracy": m["accuracy"] if m else None, "macro_f1": m["macro_f1"] if m else None})
-    return pd.DataFrame(rows, columns=list(evaluation_store.SLICE_COLUMNS))
+                     "accuracy": m["accuracy"] if m else None, "macro_f1": m["macro_f1"] if m else None,
+                     "f1_ci_low": interval[0] if interval else None, "f1_ci_high": interval[1] if interval else None})
+    return pd.DataFrame(rows, columns=[*evaluation_store.SLICE_COLUMNS, *evaluation_store.SLICE_INTERVAL_COLUMNS])
 
 
-def answer_key_snapshot(frame: pd.DataFrame) -> str:
-    """A short hash of the (review_id, label) pairs evaluated, so a relabeled test set is detectable."""
-    pairs = frame[["review_id", "label"]].sort_values("review_id")
-    return f"{pd.util.hash_pandas_object(pairs, index=False).sum() & 0xFFFFFFFFFFFF:012x}"
+def run_job(db, params: dict, reporter) -> dict:
+    """Job kind "evaluate": re-evaluate ``params["model_ids"]`` on the current test split.
 
+    Returns:
+        {"evaluated": {model_id: {"macro_f1", "n"}}}.
+    """
+    model_ids = list((params or {}).get("model_ids") or [])
+    if not model_ids:
+        raise TastebudError("an evaluate job needs model_ids")
+    done = {}
+    for i, model_id in enumerate(model_ids):
+        reporter.progress(i / len(model_ids), f"evaluating {model_id} on the current test set", force=True)
+        result = evaluate_model(db, model_id)
+        reporter.log(f"{model_id}: test macro-F1 {result['macro_f1']:.4f} (n={result['n']})")
+        done[model_id] = {"macro_f1": result["macro_f1"], "n": result["n"]}
+    reporter.progress(1.0, f"evaluated {len(done)} model(s)", force=True)
+    return {"evaluated": done}

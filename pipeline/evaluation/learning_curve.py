@@ -15,7 +15,7 @@ from datetime import datetime
 
 import numpy as np
 
-from pipeline.evaluation.evaluator import answer_key_snapshot
+from pipeline.evaluation.snapshot import snapshot_hash
 from pipeline.evaluation.metrics import compute_classification_metrics
 from pipeline.jobs import JobReporter
 from pipeline.models.predictors import ClassifierPredictor
@@ -92,7 +92,7 @@ def learning_curve(db, *, kind: str = "tfidf", sizes: list[int] | None = None, r
         raise TastebudError(f"every size is larger than the train split ({n_full} reviews)")
     log = reporter.log if reporter else (lambda message: None)
     references = test["label"].map(LABEL_TO_ID).to_numpy(dtype=np.int64)
-    snapshot = answer_key_snapshot(test)
+    snapshot = snapshot_hash(test)
     curve_id = f"curve-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
     points = []
     steps = [(n, r) for n in wanted for r in range(repeats)]

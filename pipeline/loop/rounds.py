@@ -27,7 +27,7 @@ class _SpanReporter(JobReporter):
     """Maps a sub-task's 0-1 progress into a span of the parent job's progress."""
 
     def __init__(self, parent: JobReporter, start: float, end: float):
-        super().__init__(parent.db, parent.job_id, echo=parent._echo)
+        super().__init__(parent.db, parent.job_id, echo=parent._echo, console=parent.console)
         self._start, self._end = start, end
 
     def progress(self, fraction: float, message: str | None = None, *, force: bool = False) -> None:
@@ -62,7 +62,7 @@ def retrain(db: DbPath, config, *, actor: Actor, reporter: JobReporter | None = 
     champion_id = champion["model_id"] if champion else None
     try:
         reporter.log(f"round {round_id}: training on the current labels (champion: {champion_id or 'none'})")
-        model_id = training.train(db, config, reporter=_SpanReporter(reporter, 0.0, 0.85), actor=actor)
+        model_id = training.train(db, config, reporter=_SpanReporter(reporter, 0.0, 0.85), actor=actor, round_id=round_id)
         with connect(db, read_only=True) as con:
             added = count_round_human_labels(con, round_id)
         reporter.progress(0.88, "scoring the test split with champion and challenger", force=True)

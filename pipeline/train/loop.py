@@ -79,7 +79,7 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
     tokenizer.save_pretrained(best_dir)
     train_set = _encode(tokenizer, data.train, cfg)
     val_set = _encode(tokenizer, data.val, cfg)
-    console = reporter.job_id is None
+    console = reporter.console
     steps_per_epoch = max(1, -(-len(train_set) // (cfg.batch_size * cfg.grad_accum)))
     args = TrainingArguments(
         output_dir=str(trial.run_dir / CHECKPOINT_DIR),
@@ -452,6 +452,13 @@ class _RunCallback(TrainerCallback):
         self.reporter.progress(lo + (hi - lo) * fraction, f"epoch {epoch:.2f}/{args.num_train_epochs:g}, step {state.global_step}/{state.max_steps}")
         if not self.console and state.global_step % max(1, args.logging_steps) == 0:
             self.reporter.log(f"step {state.global_step}/{state.max_steps} (epoch {epoch:.2f})")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # The Trainer's running training loss at each logged step feeds the live loss chart.
+        if logs and logs.get("loss") is not None:
+            with transaction(self.db) as con:
+                run_store.record_step_loss(con, self.trial.run_id, step=int(state.global_step), epoch=state.epoch,
+                                           loss=float(logs["loss"]), learning_rate=logs.get("learning_rate"))
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
         metrics = metrics or {}

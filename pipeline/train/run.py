@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.jobs import JobCancelled, JobReporter, pid_alive, runs_dir
+from pipeline.jobs import JobCancelled, JobReporter, pid_alive, process_start_token, runs_dir
 from pipeline.models.loading import METADATA_FILE, check_base_model, default_base_model, models_dir
 from pipeline.train.config import TrainConfig
 from pipeline.train.state import BEST_DIR, CHECKPOINT_DIR, DATA_FILE, Trial, TrainingData
@@ -50,6 +50,7 @@ def train(
     resume: bool | str = False,
     actor: Actor | None = None,
     promote_if_better: bool = False,
+    round_id: int | None = None,
 ) -> str:
     """Fine-tune, register and evaluate one model; returns its model id.
 
@@ -62,6 +63,8 @@ def train(
         actor: who trains (default: the CLI operator); needs the "train" permission.
         promote_if_better: promote the new model by the rule retrain uses
             (:func:`pipeline.loop.promotion.promote_if_better`: a paired bootstrap on the current test split).
+        round_id: the retraining round this model belongs to (its name says ``-r{round_id}``);
+            None names it by the newest label round it was trained on.
 
     Returns:
         The registered model id.
@@ -81,6 +84,8 @@ def train(
         data = load_training_data(db, config)
         _warn_readiness(data, reporter)
         trial = _new_trial(db, config, data, reporter=reporter)
+    if round_id is not None:
+        data.round = int(round_id)
     _fit(db, trial, data, reporter=reporter, span=(0.0, 0.9))
     model_id = _register(db, trial, data, actor)
     _after_registration(db, model_id, actor, reporter, promote_if_better, data=data if trial.config.ensemble else None)
@@ -254,29 +259,13 @@ def _read_snapshot(run_dir: Path) -> TrainingData:
 
 
 def _this_process() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _process_start_token(os.getpid())}
-
-
-def _process_start_token(pid: int) -> str | None:
-    """Boot id + start time of ``pid`` (Linux), so a reused pid is not mistaken for the run's process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields_after_name = f.read().rsplit(")", 1)[1].split()
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
-        return f"{boot}:{fields_after_name[19]}"
-    except (OSError, IndexError):
-        return None
+    return {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": process_start_token(os.getpid())}
 
 
 def _run_process_alive(run: dict) -> bool:
     if run.get("host") and run["host"] != socket.gethostname():
         return True
-    pid = run.get("pid")
-    if not pid_alive(pid):
-        return False
-    token = run.get("proc_start")
-    return token is None or token == _process_start_token(pid)
+    return pid_alive(run.get("pid"), run.get("proc_start"))
 
 
 def _new_trial(db, config: TrainConfig, data: TrainingData, *, reporter: JobReporter, sweep_id: str | None = None) -> Trial:

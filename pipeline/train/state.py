@@ -64,3 +64,22 @@ class Trial:
     def result(self) -> dict:
         return {"val_metrics": self.val_metrics, "throughput": self.throughput, "device": self.device,
                 "precision": self.precision, "duration_s": self.duration_s, "adjustment": self.adjustment}
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """True when a run directory holds what ``--resume`` needs: its data snapshot and a complete
+    Trainer checkpoint (the Trainer writes ``trainer_state.json`` last)."""
+    run_dir = Path(run_dir)
+    return (run_dir / DATA_FILE).exists() and any((run_dir / CHECKPOINT_DIR).glob("checkpoint-*/trainer_state.json"))
+
+
+def resumable_run(trials: pd.DataFrame) -> str | None:
+    """The newest interrupted run among a job's ``trials`` (run_id, status, model_id, checkpoint_dir)
+    that can be resumed from a checkpoint, or None."""
+    if trials.empty:
+        return None
+    interrupted = trials[trials["status"].isin(["failed", "cancelled"]) & trials["model_id"].isna()]
+    for run in reversed(interrupted.to_dict("records")):
+        if run["checkpoint_dir"] and has_checkpoint(Path(run["checkpoint_dir"]).parent):
+            return run["run_id"]
+    return None
