@@ -22,6 +22,7 @@ FLAG_REASONS: tuple[str, ...] = (
     "rating_contradicts_text",
     "label_issue",
     "emerging_term",
+    "sarcasm",
 )
 FLAG_STATUSES: tuple[str, ...] = ("open", "resolved", "dismissed")
 FLAG_COLUMNS: tuple[str, ...] = ("review_id", "reason", "priority", "model_id", "term", "detail")
@@ -269,6 +270,11 @@ def fetch_texts_between(
 def newest_review_time(con: duckdb.DuckDBPyConnection) -> datetime | None:
     """created_at of the newest review (None when no review has a date)."""
     return con.execute("SELECT max(created_at) FROM reviews").fetchone()[0]
+
+
+def oldest_review_time(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """created_at of the oldest review (None when no review has a date)."""
+    return con.execute("SELECT min(created_at) FROM reviews").fetchone()[0]
 
 
 def fetch_flag_page(
