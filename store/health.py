@@ -140,3 +140,16 @@ def list_term_scans(con: duckdb.DuckDBPyConnection, *, limit: int = 10) -> pd.Da
     ).df()
     frame["terms"] = [json.loads(t) if isinstance(t, str) else t for t in frame["terms"]]
     return frame
+
+
+def fetch_test_predictions(con: duckdb.DuckDBPyConnection, model_id: str) -> pd.DataFrame:
+    """review_id, text, label (current), p_negative, p_neutral, p_positive of ``model_id`` on the test split."""
+    return con.execute(
+        """
+        SELECT r.review_id, r.text, l.label, p.p_negative, p.p_neutral, p.p_positive
+        FROM splits s JOIN reviews r USING (review_id) JOIN current_labels l USING (review_id)
+             JOIN predictions p ON p.review_id = r.review_id AND p.model_id = ?
+        WHERE s.split = 'test'
+        """,
+        [model_id],
+    ).df()

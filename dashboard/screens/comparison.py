@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import reads, views
+from dashboard import monitoring, reads, views
 from dashboard.page_setup import setup_page
 from store.constants import LABELS
 from store.errors import TastebudError
@@ -54,6 +54,7 @@ if chosen:
     else:
         table = slices.pivot_table(index=["slice_kind", "slice_value", "n"], columns="model_id", values="macro_f1")
         st.dataframe(table.reset_index(), hide_index=True)
+    monitoring.local_reference_section(ctx.db, chosen)
 
 with st.expander("Try a review on the chosen models"), st.form("try-form"):
     text = st.text_area("Review text", key="try-text", placeholder="Oh great, another 45-minute wait for lukewarm grits.")

@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import reads, views
+from dashboard import monitoring, reads, views
 from dashboard.page_setup import setup_page
 from pipeline import jobs
 from pipeline.loop import registry
@@ -14,6 +14,7 @@ RETRAIN, TRAIN = "Retraining round (adds the new human labels, compares with the
 
 ctx = setup_page("Training", "train")
 jobs.reap_dead_jobs(ctx.db)
+monitoring.retrain_banner(ctx.db, ctx.actor)
 defaults = TrainConfig()
 
 
