@@ -36,8 +36,9 @@ JOB_KINDS: dict[str, str] = {
     "demo-pipeline": "pipeline.demo:run_job",
     "demo-data": "pipeline.data.demo_data:run_job",
     "monitor": "pipeline.monitor.health:run_job",
+    "demo-finetune": "pipeline.demo:run_finetune_job",
 }
-PERMISSION_FOR_KIND = {"train": "train", "retrain": "train", "score": "score", "flag": "flag.create", "demo-pipeline": "train", "demo-data": "import", "monitor": "score"}
+PERMISSION_FOR_KIND = {"train": "train", "retrain": "train", "score": "score", "flag": "flag.create", "demo-pipeline": "train", "demo-data": "import", "monitor": "score", "demo-finetune": "train"}
 # Seconds between progress writes: often enough for a live panel, rare enough not to contend for the lock.
 PROGRESS_INTERVAL_S = 1.0
 

@@ -51,19 +51,37 @@ def fetch_weekly_prediction_stats(
     ).df()
 
 
-def fetch_training_label_mix(con: duckdb.DuckDBPyConnection, model_id: str) -> dict[str, int]:
-    """The class counts a model was trained on (its recorded train label counts), else the train split's labels."""
-    row = con.execute("SELECT label_counts FROM models WHERE model_id = ?", [model_id]).fetchone()
+def fetch_training_label_mix(con: duckdb.DuckDBPyConnection, model_id: str) -> tuple[dict[str, int], str]:
+    """The class mix a model's predictions are expected to follow, and where it came from.
+
+    A trained model: the class counts it was trained on (its recorded train label counts, else
+    the train split's current labels). A baseline was never trained, and its own bias (VADER
+    calls much of everything neutral) is not drift: its reference is its own predicted mix on
+    the train split.
+
+    Returns:
+        ({label: count}, "training labels" | "train-split labels" | "its predictions on the train split").
+    """
+    row = con.execute("SELECT label_counts, kind FROM models WHERE model_id = ?", [model_id]).fetchone()
+    if row and row[1] == "baseline":
+        found = dict(con.execute(
+            """
+            SELECT p.label, count(*) FROM splits s JOIN predictions p USING (review_id)
+            WHERE s.split = 'train' AND p.model_id = ? GROUP BY 1
+            """,
+            [model_id],
+        ).fetchall())
+        return {label: int(found.get(label, 0)) for label in LABELS}, "its predictions on the train split"
     counts = json.loads(row[0]) if row and row[0] else {}
     train = counts.get("train") if isinstance(counts, dict) else None
     if train and all(label in train for label in LABELS):
-        return {label: int(train[label]) for label in LABELS}
+        return {label: int(train[label]) for label in LABELS}, "training labels"
     found = dict(
         con.execute(
             "SELECT l.label, count(*) FROM splits s JOIN current_labels l USING (review_id) WHERE s.split = 'train' GROUP BY 1"
         ).fetchall()
     )
-    return {label: int(found.get(label, 0)) for label in LABELS}
+    return {label: int(found.get(label, 0)) for label in LABELS}, "train-split labels"
 
 
 def fetch_training_texts(con: duckdb.DuckDBPyConnection, *, limit: int) -> list[str]:

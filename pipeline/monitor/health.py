@@ -4,7 +4,8 @@ Per week of review date, for one model's stored predictions:
 
 - agreement with star-derived labels (an accuracy proxy where nobody labeled) and with human labels;
 - mean top probability and the share of low-confidence predictions;
-- the predicted class mix against the mix the model was trained on: Jensen-Shannon distance
+- the predicted class mix against the mix the model was trained on (a baseline: its own mix
+  on the train split): Jensen-Shannon distance
   (base 2, 0 same .. 1 disjoint) and a chi-square goodness-of-fit p-value, so a small week's
   wobble is not mistaken for drift;
 - vocabulary drift: the share of a week's term occurrences never seen in the training reviews.
@@ -95,7 +96,7 @@ def compute_health(db: DbPath, model_id: str) -> pd.DataFrame:
     """
     with connect(db, read_only=True) as con:
         weekly = health_store.fetch_weekly_prediction_stats(con, model_id, low_confidence_prob=T.HEALTH_LOW_CONFIDENCE_PROB)
-        mix = health_store.fetch_training_label_mix(con, model_id)
+        mix, mix_source = health_store.fetch_training_label_mix(con, model_id)
         train_texts = health_store.fetch_training_texts(con, limit=T.HEALTH_VOCAB_MAX_TRAIN_DOCS)
         texts = health_store.fetch_weekly_texts(con, model_id, per_week=VOCAB_SAMPLE_PER_WEEK)
     if weekly.empty:
@@ -125,6 +126,7 @@ def compute_health(db: DbPath, model_id: str) -> pd.DataFrame:
     health.attrs["star_counts"] = (weekly["star_agree"].to_numpy(), weekly["n_stars"].to_numpy())
     health.attrs["low_counts"] = weekly["low_confidence"].to_numpy()
     health.attrs["training_mix"] = reference
+    health.attrs["training_mix_source"] = mix_source
     return health
 
 
@@ -194,9 +196,10 @@ def health_alerts(health: pd.DataFrame, model_id: str) -> list[dict]:
     neg = health["share_negative"].to_numpy(dtype=float)
     reference_mix = np.asarray(health.attrs.get("training_mix", np.ones(len(LABELS))), dtype=float)
     train_neg = reference_mix[0] / max(reference_mix.sum(), 1)
+    mix_source = health.attrs.get("training_mix_source", "training labels")
     add(hit, "class_mix_js", js, T.HEALTH_MAX_CLASS_MIX_JS,
         "predicted class mix drifted from the training mix (Jensen-Shannon {value})", mixes,
-        [f": {v:.0%} predicted negative (training {train_neg:.0%})" for v in neg])
+        [f": {v:.0%} predicted negative (reference {train_neg:.0%}, from {mix_source})" for v in neg])
     human = health["human_agreement"].to_numpy(dtype=float)
     add(~np.isnan(human) & (human < T.HEALTH_MIN_HUMAN_AGREEMENT), "human_agreement", human,
         T.HEALTH_MIN_HUMAN_AGREEMENT, "agreement with human labels is {value}")
