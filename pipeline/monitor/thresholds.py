@@ -11,13 +11,19 @@ SHIFT_MIN_BASELINE_REVIEWS = 20
 # week more than sampling explains (menus, staff, seasons), so a long history must not make a
 # modest wiggle look certain. 60 = a baseline share known to roughly +-5 points.
 SHIFT_MAX_BASELINE_WEIGHT = 60.0
+# Periods pooled by the sustained-shift test (1 turns it off): three weeks of a month-long collapse.
+SHIFT_SUSTAIN_PERIODS = 3
+# Pseudo-reviews at the store-wide negative share added to every baseline: a thinly reviewed group
+# whose few baseline reviews were all positive does not get a baseline of exactly 0%.
+SHIFT_BASELINE_PRIOR_REVIEWS = 10.0
 # Benjamini-Hochberg false discovery rate over every group, period and test (sentiment and volume).
 SHIFT_FDR = 0.05
 # The negative share must also move at least this much (absolute) to count: big groups make tiny moves significant.
 SHIFT_MIN_DELTA = 0.15
-# A period whose raw p-value is below this is kept out of later baselines, so the third week of a
-# collapse is still compared with normal weeks, not with the first two weeks of the collapse.
-SHIFT_EXCLUDE_FROM_BASELINE_P = 1e-3
+# A period whose raw p-value (alone, or of a window ending there) is below this, with a move of at
+# least SHIFT_MIN_DELTA, is kept out of later baselines: looser than the FDR, so a collapse that builds
+# up over weeks never seeps into its own baseline (and its recovery is not reported as a drop).
+SHIFT_EXCLUDE_FROM_BASELINE_P = 0.01
 # Volume: negative-binomial shape; weekly review counts are over-dispersed (variance mu + mu^2 / 10).
 VOLUME_DISPERSION = 10.0
 # Volume must at least double (or halve) against the baseline's mean per period to count...
