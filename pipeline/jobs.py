@@ -137,7 +137,14 @@ def run_job(db: str | os.PathLike | None, job_id: str) -> dict:
     with transaction(db) as con:
         job_store.mark_started(con, job_id, pid=os.getpid(), log_path=job.get("log_path"))
 
+    owner = os.getpid()
+
     def _on_term(signum, frame):
+        if os.getpid() != owner:
+            # A forked worker (cleanlab's multiprocessing pool in flagging) inherited this handler; its
+            # pool ends it with SIGTERM. Raising here would leave the pool's queue lock held and hang
+            # the job: exit as SIGTERM's default would.
+            os._exit(128 + signum)
         raise JobCancelled(f"job {job_id} received signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, _on_term)
