@@ -468,6 +468,61 @@ def _m050(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_CURRENT_LABELS_M040)
 
 
+# --- model quality area: versions 101-109 ---------------------------------------------------
+
+
+@migration(101, "models_kind_ensemble")
+def _m101(con: duckdb.DuckDBPyConnection) -> None:
+    # An ensemble (fine-tuned encoder + TF-IDF + LR, weights fitted on validation) is a model kind of
+    # its own. DuckDB cannot change a CHECK in place, so the table is rebuilt with the same columns.
+    con.execute(
+        """
+        CREATE TABLE models_v101 (
+            model_id      VARCHAR PRIMARY KEY,
+            kind          VARCHAR NOT NULL CHECK (kind IN ('finetuned', 'baseline', 'ensemble')),
+            name          VARCHAR NOT NULL,
+            base_model    VARCHAR,
+            path          VARCHAR,
+            params        JSON,
+            data_snapshot JSON,
+            round         INTEGER NOT NULL DEFAULT 0,
+            label_counts  JSON,
+            device        VARCHAR,
+            duration_s    DOUBLE,
+            val_metrics   JSON,
+            status        VARCHAR NOT NULL CHECK (status IN ('training', 'ready', 'failed')),
+            created_at    TIMESTAMP NOT NULL
+        );
+        INSERT INTO models_v101
+        SELECT model_id, kind, name, base_model, path, params, data_snapshot, round, label_counts,
+               device, duration_s, val_metrics, status, created_at FROM models;
+        DROP TABLE models;
+        ALTER TABLE models_v101 RENAME TO models;
+        """
+    )
+
+
+@migration(102, "learning_curves")
+def _m102(con: duckdb.DuckDBPyConnection) -> None:
+    # One row per point of a `tastebud learning-curve` run: test macro-F1 at a training-set size.
+    con.execute(
+        """
+        CREATE TABLE learning_curves (
+            curve_id      VARCHAR NOT NULL,
+            model_kind    VARCHAR NOT NULL,
+            n_train       INTEGER NOT NULL CHECK (n_train > 0),
+            repeat        INTEGER NOT NULL DEFAULT 0,
+            macro_f1      DOUBLE NOT NULL,
+            accuracy      DOUBLE NOT NULL,
+            test_n        INTEGER NOT NULL,
+            test_snapshot VARCHAR,
+            params        JSON,
+            created_at    TIMESTAMP NOT NULL
+        );
+        """
+    )
+
+
 # --- monitoring: versions 111-119 ---------------------------------------------------------
 
 

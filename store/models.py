@@ -18,7 +18,8 @@ from store.actors import Actor, audit, require
 from store.errors import TastebudError
 from store.evaluations import fetch_evaluation_slices, fetch_latest_evaluation  # noqa: F401 (part of this API)
 
-MODEL_KINDS = ("finetuned", "baseline")
+# "ensemble": a weighted combination of registered models (migration 101 allows it).
+MODEL_KINDS = ("finetuned", "baseline", "ensemble")
 _JSON_FIELDS = ("params", "data_snapshot", "label_counts", "val_metrics")
 _MODEL_COLUMNS = (
     "model_id", "kind", "name", "base_model", "path", "params", "data_snapshot", "round",

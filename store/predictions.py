@@ -16,6 +16,8 @@ from datetime import datetime
 
 import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 PREDICTION_COLUMNS: tuple[str, ...] = ("review_id", "p_negative", "p_neutral", "p_positive")
 
@@ -53,13 +55,17 @@ def shard_params(shard: tuple[int, int] | None) -> list:
     return [count, count, index]
 
 
-def write_predictions(con: duckdb.DuckDBPyConnection, model_id: str, frame: pd.DataFrame) -> int:
+def write_predictions(con: duckdb.DuckDBPyConnection, model_id: str, frame: pd.DataFrame | pa.Table) -> int:
     """Store one chunk of predictions of ``model_id``, replacing older ones for the same reviews.
+
+    The chunk is scanned by DuckDB in bulk (an Arrow table is read without a copy), so a write
+    is one set-based statement whatever its size.
 
     Args:
         con: a connection inside the caller's transaction.
         model_id: the model that produced the probabilities.
-        frame: columns review_id, p_negative, p_neutral, p_positive (unique review ids).
+        frame: a DataFrame or Arrow table with columns review_id, p_negative, p_neutral,
+            p_positive (unique review ids).
 
     Returns:
         How many rows were written.
@@ -69,14 +75,21 @@ def write_predictions(con: duckdb.DuckDBPyConnection, model_id: str, frame: pd.D
         ...                   "p_neutral": [0.2], "p_positive": [0.7]}))  # doctest: +SKIP
         1
     """
-    missing = set(PREDICTION_COLUMNS) - set(frame.columns)
+    columns = frame.column_names if isinstance(frame, pa.Table) else list(frame.columns)
+    missing = set(PREDICTION_COLUMNS) - set(columns)
     if missing:
         raise ValueError(f"prediction frame lacks columns: {sorted(missing)}")
-    if frame.empty:
+    if len(frame) == 0:
         return 0
-    if frame["review_id"].duplicated().any():
+    if isinstance(frame, pa.Table):
+        table = frame.select(list(PREDICTION_COLUMNS))
+        duplicated = pc.count_distinct(table["review_id"]).as_py() != len(table)
+    else:
+        table = frame[list(PREDICTION_COLUMNS)]
+        duplicated = bool(table["review_id"].duplicated().any())
+    if duplicated:
         raise ValueError("prediction frame has duplicate review ids")
-    con.register("_pred_chunk", frame[list(PREDICTION_COLUMNS)])
+    con.register("_pred_chunk", table)
     try:
         con.execute(
             f"""
@@ -90,7 +103,7 @@ def write_predictions(con: duckdb.DuckDBPyConnection, model_id: str, frame: pd.D
         )
     finally:
         con.unregister("_pred_chunk")
-    return len(frame)
+    return len(table)
 
 
 def fetch_pending_chunk(
@@ -101,7 +114,8 @@ def fetch_pending_chunk(
     limit: int = 1024,
     shard: tuple[int, int] | None = None,
     since: datetime | None = None,
-) -> pd.DataFrame:
+    as_arrow: bool = False,
+) -> pd.DataFrame | pa.Table:
     """The next ``limit`` reviews (review_id, text) that ``model_id`` still has to score.
 
     Keyset-paginated by review_id (``after`` = last id of the previous chunk), so a run
@@ -113,12 +127,13 @@ def fetch_pending_chunk(
         limit: chunk size.
         shard: (i, N) keeps the reviews with ``shard_of(review_id, N) == i``.
         since: also rescore predictions made before this moment (forced rescore).
+        as_arrow: return an Arrow table (no Python object per row) instead of a DataFrame.
 
     Example:
         >>> fetch_pending_chunk(con, "m1", limit=2).columns.tolist()  # doctest: +SKIP
         ['review_id', 'text']
     """
-    return con.execute(
+    result = con.execute(
         f"""
         SELECT r.review_id, r.text {_PENDING_SQL}
           AND (?::VARCHAR IS NULL OR r.review_id > ?::VARCHAR)
@@ -126,7 +141,11 @@ def fetch_pending_chunk(
         LIMIT ?
         """,
         [model_id, since, since, *shard_params(shard), after, after, limit],
-    ).df()
+    )
+    if not as_arrow:
+        return result.df()
+    # to_arrow_table is DuckDB 1.5's name for fetch_arrow_table
+    return result.to_arrow_table() if hasattr(result, "to_arrow_table") else result.fetch_arrow_table()
 
 
 def count_pending(

@@ -106,3 +106,33 @@ def split_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Reviews per split."""
     rows = dict(con.execute("SELECT split, count(*) FROM splits GROUP BY 1").fetchall())
     return {s: rows.get(s, 0) for s in SPLITS}
+
+
+def insert_splits(con: duckdb.DuckDBPyConnection, assignments) -> int:
+    """Assign given reviews to given splits (a frame with review_id, split), for benchmarks that
+    cross-validate with their own folds. Reviews that already have a split keep it. Call inside a transaction.
+
+    Returns:
+        How many reviews were assigned.
+
+    Example:
+        >>> insert_splits(con, pd.DataFrame({"review_id": ["r1"], "split": ["test"]}))  # doctest: +SKIP
+        1
+    """
+    bad = sorted(set(assignments["split"]) - set(SPLITS))
+    if bad:
+        raise ValueError(f"splits must be one of {', '.join(SPLITS)}, got {bad}")
+    before = con.execute("SELECT count(*) FROM splits").fetchone()[0]
+    con.register("_assign", assignments[["review_id", "split"]])
+    try:
+        con.execute(
+            """
+            INSERT INTO splits (review_id, split, assigned_at)
+            SELECT a.review_id, a.split, ? FROM _assign a
+            WHERE a.review_id NOT IN (SELECT review_id FROM splits)
+            """,
+            [datetime.now()],
+        )
+    finally:
+        con.unregister("_assign")
+    return con.execute("SELECT count(*) FROM splits").fetchone()[0] - before

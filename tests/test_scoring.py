@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.models.inference import ClassifierPredictor, _batches, predict_proba
+from pipeline.models.inference import predict_proba, token_budget_batches
+from pipeline.models.predictors import ClassifierPredictor
 from pipeline.loop.scoring import parse_shard, score_with
 from store.db import connect, transaction
 from store.errors import TastebudError
@@ -38,13 +39,13 @@ def tiny_model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def predictor(tiny_model_dir):
-    return ClassifierPredictor(str(tiny_model_dir))
+    return ClassifierPredictor("m1", str(tiny_model_dir))
 
 
 def test_batches_respect_row_and_token_limits():
     lengths = np.array([5, 200, 17, 3, 64, 64, 31, 120, 2, 9])
     seen = []
-    for idx in _batches(lengths, batch_size=4, max_batch_tokens=256):
+    for idx in token_budget_batches(lengths, batch_size=4, max_batch_tokens=256):
         padded = -(-int(lengths[idx].max()) // 16) * 16
         assert len(idx) <= 4 and (len(idx) == 1 or len(idx) * padded <= 256)
         assert list(lengths[idx]) == sorted(lengths[idx])
@@ -111,10 +112,10 @@ def test_bad_predictor_output_writes_nothing(store_path):
 
 _SCORER = """
 import sys
-from pipeline.models.inference import ClassifierPredictor
+from pipeline.models.predictors import ClassifierPredictor
 from pipeline.loop.scoring import parse_shard, score_with
 db, model_dir, shard, chunk = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-print(score_with(db, ClassifierPredictor(model_dir), "m1", shard=parse_shard(shard or None), chunk_size=chunk))
+print(score_with(db, ClassifierPredictor("m1", model_dir), "m1", shard=parse_shard(shard or None), chunk_size=chunk))
 """
 
 
@@ -203,7 +204,7 @@ def test_cli_and_job_score_with_the_champion(store_path, tiny_model_dir):
 
 
 def test_scoring_cuts_long_texts_the_way_the_model_was_trained(store_path, tiny_model_dir):
-    from pipeline.loop.scoring import scoring_predictor
+    from pipeline.models.predictors import load_predictor
     from store import models as model_store
 
     opening = "the tacos were fine and the room was warm " * 10
@@ -212,9 +213,127 @@ def test_scoring_cuts_long_texts_the_way_the_model_was_trained(store_path, tiny_
         for truncation in ("head", "head_tail"):
             model_store.register_model(con, model_id=truncation, kind="finetuned", name=truncation,
                                        path=str(tiny_model_dir), params={"max_length": 32, "truncation": truncation})
-    head, head_tail = (scoring_predictor(store_path, m) for m in ("head", "head_tail"))
+    head, head_tail = (load_predictor(store_path, m) for m in ("head", "head_tail"))
     assert head_tail.truncation == "head_tail" and head.max_length == 32
     same_opening = head.predict_proba(texts)
     np.testing.assert_array_equal(same_opening[0], same_opening[1])  # the endings were cut off
     endings_seen = head_tail.predict_proba(texts)
     assert not np.allclose(endings_seen[0], endings_seen[1])
+
+
+# --- device-aware batching and the overlapped scoring pipeline ----------------------------------------
+
+
+def test_padding_in_arrays_matches_the_token_lists():
+    from pipeline.models.inference import EncodedTexts
+
+    rows = [[101, 7, 8, 102], [101, 102], [101, 5, 6, 7, 8, 9, 102]]
+    encoded = EncodedTexts.from_lists(rows, pad_id=0)
+    ids, mask = encoded.padded(np.array([2, 0, 1]), pad_multiple=8)
+    assert ids.shape == mask.shape == (3, 8)
+    for row, i in enumerate([2, 0, 1]):
+        assert ids[row, : len(rows[i])].tolist() == rows[i] and not ids[row, len(rows[i]):].any()
+        assert mask[row].tolist() == [1] * len(rows[i]) + [0] * (8 - len(rows[i]))
+
+
+def test_token_budget_batches_put_the_longest_first_and_cover_every_text():
+    lengths = np.array([5, 200, 17, 3, 64, 64, 31, 120, 2, 9, 300])
+    batches = list(token_budget_batches(lengths, 64, 512, pad_multiple=8))
+    firsts = [int(lengths[b].max()) for b in batches]
+    assert firsts == sorted(firsts, reverse=True) and batches[0].tolist() == [10]  # 300 alone: over the budget
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    with pytest.raises(ValueError, match="batch_size"):
+        list(token_budget_batches(lengths, 0, 512))
+
+
+def test_gpu_sized_token_budgets_give_the_same_predictions_in_order(predictor, monkeypatch):
+    from dataclasses import replace
+
+    import pipeline.models.inference as inference
+    from pipeline.device import device_defaults
+
+    texts = _reviews(90, seed=4)["text"].tolist()
+    small = predict_proba(predictor.model, predictor.tokenizer, texts, batch_size=1)
+    # GPU-like sizes (big token budget, pad to 8) and texts split into pieces tokenized in a thread
+    gpu_like = replace(device_defaults(predictor.device), score_batch_size=2048, score_batch_tokens=65536,
+                       pad_multiple=8, score_chunk_size=16)
+    monkeypatch.setattr(inference, "device_defaults", lambda info=None: gpu_like)
+    big = predict_proba(predictor.model, predictor.tokenizer, texts)
+    assert big.shape == (90, 3)
+    np.testing.assert_allclose(big, small, atol=2e-2)
+    assert (big.argmax(1) == small.argmax(1)).mean() > 0.95
+
+
+def test_write_predictions_takes_arrow_tables_and_refuses_duplicates(store_path):
+    import pyarrow as pa
+
+    from store.predictions import write_predictions
+
+    seed_reviews(store_path, _reviews(3))
+    table = pa.table({"review_id": ["rev00000", "rev00001"], "p_negative": pa.array([0.7, 0.1], pa.float32()),
+                      "p_neutral": pa.array([0.2, 0.1], pa.float32()), "p_positive": pa.array([0.1, 0.8], pa.float32())})
+    with transaction(store_path) as con:
+        assert write_predictions(con, "m1", table) == 2
+    with connect(store_path, read_only=True) as con:
+        assert fetch_predictions(con, "m1").label.tolist() == ["negative", "positive"]
+    doubled = pa.concat_tables([table, table])
+    with pytest.raises(ValueError, match="duplicate review ids"), transaction(store_path) as con:
+        write_predictions(con, "m1", doubled)
+
+
+class _FailsOnChunk:
+    """predict_proba only (no encode): fails on the n-th call."""
+
+    def __init__(self, fail_on: int | None):
+        self.calls, self.fail_on = 0, fail_on
+
+    def predict_proba(self, texts):
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise RuntimeError("the device fell over")
+        return np.tile(np.array([0.2, 0.3, 0.5], dtype=np.float32), (len(texts), 1))
+
+
+def test_overlapped_scoring_keeps_finished_chunks_when_a_chunk_fails_and_resumes(store_path):
+    seed_reviews(store_path, _reviews(100))
+    with pytest.raises(RuntimeError, match="fell over"):
+        score_with(store_path, _FailsOnChunk(fail_on=4), "m1", chunk_size=10)
+    with connect(store_path, read_only=True) as con:
+        kept = count_predictions(con, "m1")
+    assert kept == 30  # the three chunks computed before the failure, each whole
+    resumed = score_with(store_path, _FailsOnChunk(None), "m1", chunk_size=10)
+    assert resumed["scored"] == 70 and resumed["pending_at_start"] == 70
+    assert _count(store_path) == (100, 100)
+
+
+def test_overlapped_scoring_reports_the_writers_error(store_path, monkeypatch):
+    import pipeline.loop.scoring as scoring
+
+    seed_reviews(store_path, _reviews(60))
+
+    def broken_write(con, model_id, table):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(scoring, "write_predictions", broken_write)
+    with pytest.raises(OSError, match="disk full"):
+        score_with(store_path, _FailsOnChunk(None), "m1", chunk_size=10)
+    with connect(store_path, read_only=True) as con:
+        assert count_predictions(con, "m1") == 0
+
+
+def test_classifier_predictor_reads_how_it_was_trained_from_its_metadata(tiny_model_dir, store_path):
+    import json
+
+    from pipeline.models.predictors import load_predictor
+    from store import models as model_store
+
+    meta_path = tiny_model_dir / "tastebud.json"
+    meta = json.loads(meta_path.read_text())
+    assert ClassifierPredictor("m", str(tiny_model_dir)).max_length == meta["max_length"] == 64
+    with transaction(store_path) as con:  # a registry row without truncation / max_length: tastebud.json decides
+        model_store.register_model(con, model_id="bare", kind="finetuned", name="bare", path=str(tiny_model_dir),
+                                   params={})
+    bare = load_predictor(store_path, "bare")
+    assert isinstance(bare, ClassifierPredictor) and bare.max_length == 64 and bare.truncation == "head"
+    with pytest.raises(TastebudError, match="missing"):
+        ClassifierPredictor("gone", str(tiny_model_dir / "nope"))

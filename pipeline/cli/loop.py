@@ -41,7 +41,7 @@ def score_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Score the reviews the champion (or --model) has not scored yet; resumable and idempotent."""
-    from pipeline.loop.scoring import DEFAULT_CHUNK_SIZE, parse_shard, score
+    from pipeline.loop.scoring import parse_shard, score
 
     parse_shard(shard)  # reject a bad --shard before starting anything
     if background:
@@ -49,7 +49,7 @@ def score_cmd(
                               "chunk_size": chunk_size}, as_json)
         return
     result = score(db_path(), model_id=model, rescore_all=rescore_all, shard=shard, reporter=_reporter(as_json),
-                   chunk_size=chunk_size or DEFAULT_CHUNK_SIZE)
+                   chunk_size=chunk_size or None)
     if as_json:
         emit_json(result)
     else:

@@ -10,10 +10,9 @@ import typer
 from pipeline.cli.app import app, db_path, emit_json
 from pipeline.train.config import (
     DEFAULT_BATCH_SIZE,
-    DEFAULT_EPOCHS,
-    DEFAULT_LEARNING_RATE,
-    DEFAULT_MAX_LENGTH,
     DEFAULT_PATIENCE,
+    DEFAULT_RECIPE,
+    RECIPES,
     DEFAULT_SEED,
     DEFAULT_WARMUP_RATIO,
     DEFAULT_WEIGHT_DECAY,
@@ -27,23 +26,30 @@ from store.errors import TastebudError
 
 @app.command("train")
 def train_cmd(
+    recipe: str = typer.Option(None, "--recipe", help=f"A named recipe ({', '.join(RECIPES)}); default {DEFAULT_RECIPE!r}. Options below override it."),
     base_model: str = typer.Option(None, "--base-model", help="HF id or local path (default: the packaged MiniLM encoder)."),
-    learning_rate: float = typer.Option(DEFAULT_LEARNING_RATE, "--lr", "--learning-rate", help="Peak learning rate."),
-    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, "--batch-size", help="Examples per micro-batch."),
-    epochs: int = typer.Option(DEFAULT_EPOCHS, "--epochs", help="Maximum epochs."),
-    max_length: int = typer.Option(DEFAULT_MAX_LENGTH, "--max-length", help="Truncation length in tokens."),
-    truncation: str = typer.Option("head_tail", "--truncation", help="head_tail (opening + ending) or head."),
-    weight_decay: float = typer.Option(DEFAULT_WEIGHT_DECAY, "--weight-decay"),
-    warmup_ratio: float = typer.Option(DEFAULT_WARMUP_RATIO, "--warmup-ratio", help="Fraction of steps warming up."),
-    seed: int = typer.Option(DEFAULT_SEED, "--seed"),
-    class_weighting: str = typer.Option("balanced", "--class-weighting", help="none, balanced or sqrt."),
-    grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
-    patience: int = typer.Option(DEFAULT_PATIENCE, "--patience", help="Early-stopping patience in epochs (0 = off)."),
+    learning_rate: float = typer.Option(None, "--lr", "--learning-rate", help=f"Peak learning rate (default {TrainConfig.learning_rate:g})."),
+    batch_size: int = typer.Option(None, "--batch-size", help=f"Examples per micro-batch (default {DEFAULT_BATCH_SIZE})."),
+    epochs: int = typer.Option(None, "--epochs", help=f"Maximum epochs (default {TrainConfig.epochs})."),
+    max_length: int = typer.Option(None, "--max-length", help=f"Truncation length in tokens (default {TrainConfig.max_length})."),
+    truncation: str = typer.Option(None, "--truncation", help="head_tail (opening + ending, default) or head."),
+    weight_decay: float = typer.Option(None, "--weight-decay", help=f"Default {DEFAULT_WEIGHT_DECAY:g}."),
+    warmup_ratio: float = typer.Option(None, "--warmup-ratio", help=f"Fraction of steps warming up (default {DEFAULT_WARMUP_RATIO:g})."),
+    seed: int = typer.Option(None, "--seed", help=f"Default {DEFAULT_SEED}."),
+    class_weighting: str = typer.Option(None, "--class-weighting", help=f"none, balanced or sqrt (default {TrainConfig.class_weighting})."),
+    grad_accum: int = typer.Option(None, "--grad-accum", help="Micro-batches per optimizer step (default 1)."),
+    patience: int = typer.Option(None, "--patience", help=f"Early-stopping patience in epochs, 0 = off (default {DEFAULT_PATIENCE})."),
     max_train_examples: int = typer.Option(None, "--max-train-examples", help="Train on a stratified sample of this size."),
-    precision: str = typer.Option("auto", "--precision", help="auto, bf16, fp16 or fp32."),
+    precision: str = typer.Option(None, "--precision", help="auto (default), bf16, fp16 or fp32."),
     device: str = typer.Option(None, "--device", help="Force cuda, mps or cpu."),
-    checkpoint_steps: int = typer.Option(0, "--checkpoint-steps", help="Also checkpoint every N steps (0 = per epoch)."),
+    checkpoint_steps: int = typer.Option(None, "--checkpoint-steps", help="Also checkpoint every N steps (0 = per epoch)."),
     name: str = typer.Option(None, "--name", help="Name for the registered model."),
+    head: str = typer.Option(None, "--head", help=f"cls or mean (mean-pooled tokens, as the encoder was trained; default {TrainConfig.head})."),
+    lr_schedule: str = typer.Option(None, "--lr-schedule", help="linear (default), cosine or constant_with_warmup."),
+    layer_lr_decay: float = typer.Option(None, "--layer-lr-decay", help="Learning-rate factor per layer downwards, 1 = off (default)."),
+    prior_adjust: bool = typer.Option(None, "--prior-adjust/--no-prior-adjust", help="Fit class offsets on validation for macro-F1."),
+    calibrate: bool = typer.Option(None, "--calibrate/--no-calibrate", help="Temperature scaling fitted on validation (default on)."),
+    ensemble: bool = typer.Option(None, "--ensemble/--no-ensemble", help="Also register an ensemble with TF-IDF + LR."),
     sweep: list[str] = typer.Option(None, "--sweep", help="name=v1,v2 (repeatable); trains every combination."),
     resume: bool = typer.Option(False, "--resume", help="Continue the newest interrupted run from its last checkpoint."),
     run_id: str = typer.Option(None, "--run", help="With --resume: the run to continue."),
@@ -52,14 +58,17 @@ def train_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the model id and metrics as JSON."),
 ) -> None:
     """Fine-tune a 3-label sentiment model on the train split, validate each epoch, register and evaluate it."""
+    given = {
+        "base_model": base_model, "learning_rate": learning_rate, "batch_size": batch_size, "epochs": epochs,
+        "max_length": max_length, "truncation": truncation, "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
+        "seed": seed, "class_weighting": class_weighting, "grad_accum": grad_accum, "early_stopping_patience": patience,
+        "max_train_examples": max_train_examples, "precision": precision, "device": device,
+        "checkpoint_steps": checkpoint_steps, "name": name, "head": head, "lr_schedule": lr_schedule,
+        "layer_lr_decay": layer_lr_decay, "prior_adjust": prior_adjust, "calibrate": calibrate, "ensemble": ensemble,
+    }
     try:
-        config = TrainConfig(
-            base_model=base_model, learning_rate=learning_rate, batch_size=batch_size, epochs=epochs,
-            max_length=max_length, truncation=truncation, weight_decay=weight_decay, warmup_ratio=warmup_ratio, seed=seed,
-            class_weighting=class_weighting, grad_accum=grad_accum, early_stopping_patience=patience,
-            max_train_examples=max_train_examples, precision=precision, device=device,
-            checkpoint_steps=checkpoint_steps, name=name,
-        )
+        # Unset options keep the recipe's value (TrainConfig's defaults when no --recipe), so the default lives in one place.
+        config = TrainConfig.from_recipe(recipe or DEFAULT_RECIPE, **{k: v for k, v in given.items() if v is not None})
         grid = parse_sweep(sweep or [])
     except ValueError as exc:
         raise TastebudError(str(exc)) from exc
@@ -162,10 +171,10 @@ def _num(value) -> str:
 def baselines_cmd(
     hf_model: str = typer.Option(None, "--hf-model", help="Also add this HF sentiment classifier (id or local path)."),
     label_map: str = typer.Option(None, "--label-map", help="Its labels, e.g. LABEL_0=negative,LABEL_1=neutral,LABEL_2=positive."),
-    only_hf: bool = typer.Option(False, "--only-hf", help="Register only --hf-model, not VADER and zero-shot."),
+    only_hf: bool = typer.Option(False, "--only-hf", help="Register only --hf-model, not VADER, zero-shot and TF-IDF + LR."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Register and evaluate the general-purpose baselines (VADER, zero-shot embeddings, optional HF model)."""
+    """Register and evaluate the baselines: VADER, zero-shot embeddings, TF-IDF + LR (trained here), optional HF model."""
     from pipeline.models.baselines import DEFAULT_BASELINES, parse_label_map, register_baselines
     from pipeline.jobs import JobReporter
 
@@ -244,3 +253,31 @@ def rollback_cmd(
 
     row = rollback(db_path(), cli_actor(), reason=reason)
     emit_json(row) if as_json else typer.echo(f"champion: {row['model_id']} (rolled back from {row['previous_model_id']})")
+
+
+@app.command("learning-curve")
+def learning_curve_cmd(
+    kind: str = typer.Option("tfidf", "--kind", help="tfidf (seconds) or finetuned (one real fine-tune per point)."),
+    sizes: str = typer.Option(None, "--sizes", help="Training-set sizes, e.g. 250,500,1000 (default: doubling up to all)."),
+    repeats: int = typer.Option(1, "--repeats", help="Samples per size (different seeds)."),
+    recipe: str = typer.Option(None, "--recipe", help="--kind finetuned: the training recipe (default: the default recipe)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Test macro-F1 against training-set size (stored; the Model comparison page plots the newest curve)."""
+    from pipeline.evaluation.learning_curve import learning_curve
+    from pipeline.jobs import JobReporter
+
+    try:
+        size_list = [int(v) for v in sizes.split(",") if v.strip()] if sizes else None
+        config = TrainConfig.from_recipe(recipe or DEFAULT_RECIPE)
+    except ValueError as exc:
+        raise TastebudError(f"--sizes takes integers like 250,500,1000 ({exc})" if "invalid literal" in str(exc) else str(exc)) from exc
+    reporter = JobReporter(db_path(), None, echo=lambda line: typer.echo(line, err=as_json))
+    result = learning_curve(db_path(), kind=kind, sizes=size_list, repeats=repeats, config=config, actor=cli_actor(),
+                            reporter=reporter)
+    if as_json:
+        emit_json(result)
+        return
+    typer.echo(f"stored {result['curve_id']} ({result['kind']}):")
+    for p in result["points"]:
+        typer.echo(f"  {p['n_train']:>7} train reviews  macro-F1 {p['macro_f1']:.4f}  accuracy {p['accuracy']:.4f}")

@@ -5,7 +5,14 @@ connection, compute with no connection open, write the chunk's predictions in on
 transaction. Because a chunk commits atomically and the predictions key is
 (model_id, review_id), a re-run scores nothing new, a killed run resumes where it stopped
 with no duplicates and no gaps, and ``shard=(i, N)`` lets N processes split the reviews by
-a hash of their id with nothing scored twice or missed. Memory holds one chunk at a time.
+a hash of their id with nothing scored twice or missed.
+
+The three stages overlap (threads; DuckDB, the tokenizer and torch release the GIL): a
+reader thread fetches and tokenizes chunk N+1 while the model computes chunk N, and a
+writer thread stores chunk N-1 meanwhile. Predictions go to the store as Arrow tables in
+bulk; when the model outpaces the store, the writer commits the chunks waiting for it in
+one transaction, so the cost of opening and checkpointing the store is paid once for
+them. Memory holds at most a few chunks at a time (bounded queues).
 """
 
 from __future__ import annotations
@@ -19,14 +26,16 @@ import os
 # value set by the user wins, and a process that already loaded torch is unaffected.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import queue  # noqa: E402
+import threading  # noqa: E402
 import time  # noqa: E402
 from datetime import datetime  # noqa: E402
-from typing import Protocol  # noqa: E402
 
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import pyarrow as pa  # noqa: E402
 
 from pipeline.jobs import JobReporter  # noqa: E402
+from pipeline.models.predictors import Predictor  # noqa: E402
 from store.constants import LABELS  # noqa: E402
 from store.db import connect, transaction  # noqa: E402
 from store.errors import TastebudError  # noqa: E402
@@ -34,15 +43,12 @@ from store.predictions import count_pending, fetch_pending_chunk, write_predicti
 
 DbPath = str | os.PathLike | None
 
-# Reviews per read/compute/write cycle: large enough for good length-sorted batches and few
-# commits, small enough that a kill loses little work and memory stays flat.
+# Reviews per read/compute/write cycle on a CPU (a GPU's comes from pipeline.device.device_defaults):
+# large enough for good length-sorted batches and few commits, small enough that a kill loses
+# little work and memory stays flat.
 DEFAULT_CHUNK_SIZE = 2048
-
-
-class Predictor(Protocol):
-    """Anything that turns texts into (n, 3) class probabilities (negative, neutral, positive)."""
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray: ...
+# Chunks waiting between stages at most (each queue): bounds memory, keeps every stage busy.
+QUEUE_DEPTH = 2
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -63,15 +69,71 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return index, count
 
 
-def _probability_frame(review_ids: pd.Series, probs: np.ndarray) -> pd.DataFrame:
+def _probability_table(review_ids: pa.Array, probs: np.ndarray) -> pa.Table:
     if probs.shape != (len(review_ids), len(LABELS)):
         raise TastebudError(f"the model returned probabilities of shape {probs.shape}, expected ({len(review_ids)}, 3)")
     if not np.isfinite(probs).all():
         raise TastebudError("the model returned non-finite probabilities; nothing from this chunk was written")
-    return pd.DataFrame(
-        {"review_id": review_ids.to_numpy(), "p_negative": probs[:, 0], "p_neutral": probs[:, 1],
-         "p_positive": probs[:, 2]}
-    )
+    probs = np.ascontiguousarray(probs, dtype=np.float32)
+    return pa.table({"review_id": review_ids, "p_negative": probs[:, 0], "p_neutral": probs[:, 1],
+                     "p_positive": probs[:, 2]})
+
+
+class _Stage(threading.Thread):
+    """A daemon thread running ``work``; its exception is re-raised by :meth:`check` in the caller."""
+
+    def __init__(self, name: str, work):
+        super().__init__(name=name, daemon=True)
+        self._work, self.error = work, None
+
+    def run(self):
+        try:
+            self._work()
+        except BaseException as exc:  # handed to the main thread
+            self.error = exc
+
+    def check(self):
+        if self.error is not None:
+            raise self.error
+
+
+_DONE = object()
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+    """Put unless the pipeline is stopping; False when it is."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _put_while_alive(q: queue.Queue, item, consumer: _Stage) -> None:
+    """Put ``item`` for ``consumer``; raises the consumer's error if it died instead of blocking."""
+    while True:
+        consumer.check()
+        try:
+            q.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            if not consumer.is_alive():
+                consumer.check()
+                raise TastebudError(f"scoring stage {consumer.name} ended unexpectedly")
+
+
+def _get(q: queue.Queue, stage: _Stage):
+    """Next item from ``q``; raises the producing stage's error if it died."""
+    while True:
+        try:
+            return q.get(timeout=0.1)
+        except queue.Empty:
+            stage.check()
+            if not stage.is_alive():
+                stage.check()
+                raise TastebudError(f"scoring stage {stage.name} ended unexpectedly")
 
 
 def score_with(
@@ -82,9 +144,14 @@ def score_with(
     rescore_all: bool = False,
     shard: tuple[int, int] | None = None,
     reporter: JobReporter | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> dict:
     """Score every review ``model_id`` still lacks (or all, with ``rescore_all``) with ``predictor``.
+
+    Reading and tokenizing the next chunk and writing the previous one overlap the model's
+    work on the current one (see the module docstring). A predictor with ``encode`` and
+    ``predict_encoded`` (:class:`pipeline.models.predictors.ClassifierPredictor`) is
+    tokenized in the reader thread; any other only needs ``predict_proba``.
 
     Args:
         db: the store.
@@ -93,15 +160,16 @@ def score_with(
         rescore_all: rescore reviews scored before this call started too.
         shard: (i, N): only reviews whose id hashes to shard i of N.
         reporter: progress and cancellation (default: print-only).
-        chunk_size: reviews per read/compute/write cycle.
+        chunk_size: reviews per read/compute/write cycle (default: the device's, 2,048 on a CPU).
 
     Returns:
-        {"model_id", "scored", "pending_at_start", "shard", "seconds", "reviews_per_s"}.
+        {"model_id", "scored", "pending_at_start", "shard", "seconds", "reviews_per_s", "chunk_size", "commits"}.
 
     Example:
         >>> score_with("t.duckdb", predictor, "m1", shard=(0, 2))["scored"]  # doctest: +SKIP
         1500
     """
+    chunk_size = chunk_size or _default_chunk_size(predictor)
     if chunk_size < 1:
         raise TastebudError("chunk size must be at least 1")
     reporter = reporter or JobReporter(db, None)
@@ -111,19 +179,73 @@ def score_with(
         pending = count_pending(con, model_id, shard=shard, since=since)
     reporter.log(f"scoring {pending:,} reviews with {model_id}" + (f" (shard {shard[0]}/{shard[1]})" if shard else ""))
     reporter.progress(0.0, f"0/{pending:,} reviews scored", force=True)
-    scored = 0
-    with connect(db, read_only=True) as con:
-        chunk = fetch_pending_chunk(con, model_id, limit=chunk_size, shard=shard, since=since)
-    while not chunk.empty:
-        frame = _probability_frame(chunk["review_id"], predictor.predict_proba(chunk["text"].tolist()))
-        after = chunk["review_id"].iloc[-1]
-        # One short connection per chunk: commit this chunk and read the next in the same transaction.
-        with transaction(db) as con:
-            write_predictions(con, model_id, frame)
-            next_chunk = fetch_pending_chunk(con, model_id, after=after, limit=chunk_size, shard=shard, since=since)
-        scored += len(chunk)
-        chunk = next_chunk
-        reporter.progress(min(1.0, scored / max(pending, 1)), f"{scored:,}/{pending:,} reviews scored")
+    tokenize = getattr(predictor, "encode", None) if hasattr(predictor, "predict_encoded") else None
+    stop = threading.Event()
+    to_compute: queue.Queue = queue.Queue(QUEUE_DEPTH)
+    to_write: queue.Queue = queue.Queue(QUEUE_DEPTH)
+    written = {"rows": 0, "commits": 0}
+
+    def read_chunks():
+        after = None
+        while not stop.is_set():
+            with connect(db, read_only=True) as con:
+                chunk = fetch_pending_chunk(con, model_id, after=after, limit=chunk_size, shard=shard, since=since,
+                                            as_arrow=True)
+            if chunk.num_rows == 0:
+                break
+            after = chunk["review_id"][-1].as_py()
+            texts = chunk["text"].to_pylist()
+            payload = tokenize(texts) if tokenize else texts
+            if not _put(to_compute, (chunk["review_id"].combine_chunks(), payload), stop):
+                return
+        _put(to_compute, _DONE, stop)
+
+    def write_chunks():
+        while True:
+            item = to_write.get()
+            if item is _DONE:
+                return
+            tables, done = [item], False
+            while True:  # the chunks already waiting go into the same transaction
+                try:
+                    more = to_write.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _DONE:
+                    done = True
+                    break
+                tables.append(more)
+            with transaction(db) as con:
+                for table in tables:
+                    write_predictions(con, model_id, table)
+            written["rows"] += sum(len(t) for t in tables)
+            written["commits"] += 1
+            if done:
+                return
+
+    reader, writer = _Stage("reader", read_chunks), _Stage("writer", write_chunks)
+    reader.start()
+    writer.start()
+    try:
+        while True:
+            item = _get(to_compute, reader)
+            if item is _DONE:
+                break
+            review_ids, payload = item
+            probs = predictor.predict_encoded(payload) if tokenize else predictor.predict_proba(payload)
+            table = _probability_table(review_ids, probs)
+            _put_while_alive(to_write, table, writer)
+            done = written["rows"]
+            reporter.progress(min(1.0, done / max(pending, 1)), f"{done:,}/{pending:,} reviews scored")
+    finally:
+        # Whatever was computed is still written (each chunk whole), then the stages end.
+        stop.set()
+        if writer.is_alive():
+            _put_while_alive(to_write, _DONE, writer)
+        writer.join()
+        reader.join()
+    writer.check()
+    scored = written["rows"]
     seconds = time.perf_counter() - started
     reporter.progress(1.0, f"{scored:,} reviews scored", force=True)
     return {
@@ -133,7 +255,16 @@ def score_with(
         "shard": f"{shard[0]}/{shard[1]}" if shard else None,
         "seconds": round(seconds, 2),
         "reviews_per_s": round(scored / seconds, 1) if seconds > 0 else None,
+        "chunk_size": chunk_size,
+        "commits": written["commits"],
     }
+
+
+def _default_chunk_size(predictor) -> int:
+    from pipeline.device import device_defaults
+
+    device = getattr(predictor, "device", None)
+    return device_defaults(device).score_chunk_size if device is not None else DEFAULT_CHUNK_SIZE
 
 
 def resolve_model_id(db: DbPath, model_id: str | None) -> str:
@@ -154,32 +285,6 @@ def resolve_model_id(db: DbPath, model_id: str | None) -> str:
     return model_id
 
 
-def scoring_predictor(db: DbPath, model_id: str) -> Predictor:
-    """The fastest predictor for a stored model: a fine-tuned model gets its own copy with bf16
-    weights where the device runs bf16 natively (:class:`ClassifierPredictor`); baselines and
-    other kinds come from :func:`pipeline.models.predictors.load_predictor`.
-
-    Example:
-        >>> scoring_predictor("tastebud.duckdb", "ft-20261125-1").predict_proba(["Great tacos"]).shape  # doctest: +SKIP
-        (1, 3)
-    """
-    from pipeline.models.inference import ClassifierPredictor
-    from pipeline.models.predictors import load_predictor
-    from store.models import get_model
-
-    with connect(db, read_only=True) as con:
-        model = get_model(con, model_id)
-    params = (model or {}).get("params") or {}
-    if model and model["kind"] == "finetuned" and params.get("predictor", "finetuned") == "finetuned":
-        if not model.get("path") or not os.path.isdir(model["path"]):
-            raise TastebudError(f"the files of model {model_id} are missing at {model.get('path')}")
-        max_length = params.get("max_length")
-        # The registry row says how the model was trained to cut long texts ("head" before that existed).
-        return ClassifierPredictor(model["path"], max_length=int(max_length) if max_length else None,
-                                   truncation=params.get("truncation", "head"))
-    return load_predictor(db, model_id)
-
-
 def score(
     db: DbPath,
     *,
@@ -187,7 +292,7 @@ def score(
     rescore_all: bool = False,
     shard: tuple[int, int] | str | None = None,
     reporter: JobReporter | None = None,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    chunk_size: int | None = None,
 ) -> dict:
     """Score the reviews the champion (or ``model_id``) has not scored yet.
 
@@ -197,7 +302,7 @@ def score(
         rescore_all: rescore everything, not just what is missing or stale.
         shard: (i, N) or "i/N" to take one of N disjoint parts of the reviews.
         reporter: progress and cancellation.
-        chunk_size: reviews per read/compute/write cycle.
+        chunk_size: reviews per read/compute/write cycle (default: the device's).
 
     Returns:
         See :func:`score_with`.
@@ -208,8 +313,10 @@ def score(
     """
     if isinstance(shard, str):
         shard = parse_shard(shard)
+    from pipeline.models.predictors import load_predictor
+
     resolved = resolve_model_id(db, model_id)
-    predictor = scoring_predictor(db, resolved)
+    predictor = load_predictor(db, resolved)
     return score_with(db, predictor, resolved, rescore_all=rescore_all, shard=shard, reporter=reporter,
                       chunk_size=chunk_size)
 
@@ -222,5 +329,5 @@ def run_job(db: DbPath, params: dict, reporter: JobReporter) -> dict:
         rescore_all=bool(params.get("rescore_all", False)),
         shard=params.get("shard"),
         reporter=reporter,
-        chunk_size=int(params.get("chunk_size") or DEFAULT_CHUNK_SIZE),
+        chunk_size=int(params["chunk_size"]) if params.get("chunk_size") else None,
     )

@@ -3,11 +3,14 @@
 - VADER: the rule-based lexicon, compound thresholds ±0.05.
 - Zero-shot: the packaged sentence encoder, no fine-tuning; a review goes to the label whose
   description embeddings ("a negative restaurant review", ...) it is closest to.
+- TF-IDF + logistic regression (:mod:`pipeline.models.tfidf`): the cheap *learned* reference,
+  trained on the train split with C chosen on the validation split. Fine-tuning has to beat it
+  to be worth its cost.
 - Optionally a user-supplied Hugging Face sentiment classifier with a label mapping.
 
-None of them learns from the store's labels: only a single softmax scale (temperature) is
-fitted on the validation split, which leaves every prediction unchanged and makes the
-probabilities usable for calibration error and confidence-based flagging.
+VADER, zero-shot and HF models do not learn from the store's labels: only a single softmax
+scale (temperature) is fitted on the validation split, which leaves every prediction unchanged
+and makes the probabilities usable for calibration error and confidence-based flagging.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pipeline.models.loading import default_base_model
+from pipeline.models.loading import default_base_model, models_dir
 from pipeline.models.predictors import (
     VADER_DEFAULT_SCALE,
     ZEROSHOT_DEFAULT_SCALE,
@@ -35,7 +38,8 @@ from store.reviews import fetch_labeled_split
 
 VADER_ID = "baseline-vader"
 ZEROSHOT_ID = "baseline-zeroshot-minilm"
-DEFAULT_BASELINES = ("vader", "zeroshot")
+TFIDF_ID = "baseline-tfidf-lr"
+DEFAULT_BASELINES = ("vader", "zeroshot", "tfidf")
 # Candidate softmax scales tried when fitting the temperature on the val split (log-spaced).
 SCALE_GRID = np.logspace(-1, 3, 81)
 
@@ -58,7 +62,7 @@ def register_baselines(
         hf_model: optional HF model id or local path of a sentiment classifier to add.
         label_map: its label name -> negative/neutral/positive (inferred from names like
             "NEGATIVE", "neutral", "5 stars" when omitted).
-        include: which built-in baselines to register: "vader", "zeroshot" (default both).
+        include: which built-in baselines to register: "vader", "zeroshot", "tfidf" (default all).
         evaluate: evaluate each on the test split right away.
         reporter: optional :class:`pipeline.jobs.JobReporter` for log lines.
 
@@ -67,7 +71,7 @@ def register_baselines(
 
     Example:
         >>> register_baselines("store.duckdb", actor=cli_actor())  # doctest: +SKIP
-        ['baseline-vader', 'baseline-zeroshot-minilm']
+        ['baseline-vader', 'baseline-zeroshot-minilm', 'baseline-tfidf-lr']
     """
     require(actor, "train")
     unknown = sorted(set(include) - set(DEFAULT_BASELINES))
@@ -78,6 +82,7 @@ def register_baselines(
     log = reporter.log if reporter else (lambda message: None)
     with connect(db, read_only=True) as con:
         val = fetch_labeled_split(con, "val")
+        train = fetch_labeled_split(con, "train") if "tfidf" in include else None
     texts, labels = val["text"].tolist(), val["label"].map(LABEL_TO_ID).to_numpy(dtype=np.int64)
     rows = []
     if "vader" in include:
@@ -86,6 +91,9 @@ def register_baselines(
     if "zeroshot" in include:
         rows.append(_zeroshot_row(texts, labels))
         log(f"zero-shot: scale {rows[-1]['params']['scale']:.3g} fitted on {len(texts)} val reviews")
+    if "tfidf" in include:
+        rows.append(tfidf_row(models_dir(db) / TFIDF_ID, train, val))
+        log(f"TF-IDF + LR: C={rows[-1]['params']['C']:g} chosen on {len(texts)} val reviews, trained on {len(train)}")
     if hf_model:
         rows.append(_hf_row(hf_model, label_map, texts, labels))
         log(f"{hf_model}: label map {rows[-1]['params']['label_map']}")
@@ -142,6 +150,26 @@ def _zeroshot_row(texts: Sequence[str], labels: np.ndarray) -> dict:
         "model_id": ZEROSHOT_ID, "name": "zero-shot MiniLM embeddings", "base_model": encoder, "path": encoder,
         "params": {"predictor": "zeroshot", "scale": scale, "descriptions": {k: list(v) for k, v in ZEROSHOT_DESCRIPTIONS.items()},
                    "max_length": 256, "scale_fitted_on": len(texts)},
+    }
+
+
+def tfidf_row(out_dir, train, val, *, model_id: str = TFIDF_ID, name: str = "TF-IDF + LR") -> dict:
+    """Fit TF-IDF + LR on ``train`` (C chosen on ``val``), save it to ``out_dir``; the registry row to insert.
+
+    Raises:
+        TastebudError: an empty train split or fewer than two classes.
+    """
+    from pipeline.models.tfidf import fit_tfidf
+
+    if train is None or train.empty:
+        raise TastebudError("TF-IDF + LR needs labeled reviews in the train split: import or label reviews first")
+    ids = {k: f["label"].map(LABEL_TO_ID).to_numpy(dtype=np.int64) for k, f in (("train", train), ("val", val))}
+    model = fit_tfidf(train["text"].tolist(), ids["train"], val["text"].tolist(), ids["val"])
+    model.save(out_dir)
+    return {
+        "model_id": model_id, "name": name, "base_model": "scikit-learn", "path": str(out_dir),
+        "params": {"predictor": "tfidf", "C": model.c, "ngram_range": [1, 2], "class_weight": "balanced",
+                   "val_macro_f1": model.val_macro_f1, "n_train": len(train), "n_val": len(val)},
     }
 
 

@@ -1,36 +1,132 @@
-"""Batched inference for sequence classifiers, tuned for CPUs with bf16 matrix units.
+"""Batched inference for sequence classifiers, on a CPU or a GPU.
 
-What makes it fast (measured in bench/RESULTS.md, "Scoring"):
+What makes it fast (measured in bench/RESULTS.md, "Scoring", and bench/results/gpu.md):
 
-- Texts are tokenized once by the fast tokenizer, sorted by length and cut into batches
-  padded only to their own longest text (dynamic padding), so short reviews do not pay
-  for long ones. Batches hold up to ``batch_size`` texts and at most ``max_batch_tokens``
-  padded tokens, which bounds activation memory when ``batch_size`` is raised for short
-  texts (with the defaults, 32 x 256 tokens, the token cap never binds).
-- Padded lengths are rounded up to a multiple of ``PAD_MULTIPLE``, bounding the number of
-  distinct input shapes (oneDNN prepares kernels per shape; a few dozen shapes stay cached).
+- Texts are tokenized once by the fast tokenizer into one flat token array with per-text
+  offsets (:func:`encode_texts`); this step holds no model and can run in another thread
+  while the device works on the previous chunk (:mod:`pipeline.loop.scoring` does so).
+- Texts are sorted by length and cut into batches padded only to their own longest text,
+  holding up to ``batch_size`` texts and at most ``max_batch_tokens`` padded tokens
+  (:func:`token_budget_batches`). Sizes come from :func:`pipeline.device.device_defaults`:
+  32 texts / 8k tokens on a CPU, thousands of texts / 64k tokens on a GPU, where the card
+  only runs at its pace when each forward pass is large.
+- Padding is done with array indexing (no Python loop per text), padded lengths are
+  multiples of a small number (few distinct shapes: oneDNN and cuBLAS prepare kernels per
+  shape), and on a GPU batches are copied from pinned memory without blocking, results
+  stay on the device, and the host waits once per call, not once per batch.
 - ``torch.inference_mode`` and, where :mod:`pipeline.device` says the hardware has it,
   bf16: autocast for a model we must not change, or the weights themselves cast to bf16
   by :func:`prepare_for_inference` for a scoring copy (cheaper: no per-call weight casts).
+  BERT runs with PyTorch's fused scaled-dot-product attention (transformers' "sdpa").
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from pipeline.device import DeviceInfo, resolve_device
+from pipeline.device import DeviceInfo, device_defaults, resolve_device
 
-# Texts per forward pass at most; 32 measured best with bf16 on a 2-core AMX CPU.
-DEFAULT_BATCH_SIZE = 32
-# Padded tokens per forward pass at most (batch rows x padded length): bounds activation memory.
-DEFAULT_MAX_BATCH_TOKENS = 8192
-# Padded lengths are multiples of this, bounding the number of distinct input shapes.
+# Padded lengths are multiples of this on a CPU unless the device defaults say otherwise.
 PAD_MULTIPLE = 16
 # Truncation length when the model's metadata does not say.
 DEFAULT_MAX_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class EncodedTexts:
+    """Token ids of ``n`` texts, unpadded: text i is ``flat[offsets[i] : offsets[i] + lengths[i]]``."""
+
+    flat: np.ndarray  # int64 token ids of every text, back to back
+    offsets: np.ndarray  # int64 start of each text in ``flat``
+    lengths: np.ndarray  # int64 tokens per text (after truncation)
+    pad_id: int
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @classmethod
+    def from_lists(cls, rows: Sequence[Sequence[int]], pad_id: int) -> EncodedTexts:
+        """Pack ragged token-id lists (the fast tokenizer's output) into one flat array."""
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        flat = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(lengths.sum()))
+        offsets = np.zeros(len(rows), dtype=np.int64)
+        if len(rows) > 1:
+            np.cumsum(lengths[:-1], out=offsets[1:])
+        return cls(flat, offsets, lengths, pad_id)
+
+    def padded(self, idx: np.ndarray, pad_multiple: int = PAD_MULTIPLE) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, attention_mask) of the texts ``idx``, padded to a multiple of ``pad_multiple``."""
+        lengths = self.lengths[idx]
+        width = _round_up(int(lengths.max()), pad_multiple)
+        cols = np.arange(width, dtype=np.int64)
+        mask = cols[None, :] < lengths[:, None]
+        positions = np.where(mask, self.offsets[idx][:, None] + cols[None, :], 0)
+        ids = np.where(mask, self.flat[positions] if len(self.flat) else 0, self.pad_id)
+        return ids, mask.astype(np.int64)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-max(value, 1) // multiple) * multiple
+
+
+def encode_texts(tokenizer, texts: Sequence[str], *, max_length: int = DEFAULT_MAX_LENGTH) -> EncodedTexts:
+    """Tokenize ``texts`` (truncated to ``max_length``) into :class:`EncodedTexts`.
+
+    A :class:`pipeline.models.truncation.HeadTailTokenizer` cuts long texts head+tail here.
+    Holds no model: safe to run in a worker thread (the fast tokenizer releases the GIL).
+
+    Example:
+        >>> encode_texts(tok, ["Great tacos", "Cold fries"], max_length=128).lengths  # doctest: +SKIP
+        array([5, 5])
+    """
+    if max_length < 2:
+        raise ValueError("max_length must be at least 2")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    if len(texts) == 0:
+        return EncodedTexts.from_lists([], pad_id)
+    encoded = tokenizer(
+        [str(t) for t in texts], truncation=True, max_length=max_length, padding=False,
+        return_attention_mask=False, return_token_type_ids=False,
+    )
+    return EncodedTexts.from_lists(encoded["input_ids"], pad_id)
+
+
+def token_budget_batches(
+    lengths: np.ndarray, batch_size: int, max_batch_tokens: int, *, pad_multiple: int = PAD_MULTIPLE
+) -> Iterator[np.ndarray]:
+    """Index arrays of length-sorted batches: at most ``batch_size`` texts and ``max_batch_tokens``
+    padded tokens each (a single longer text still gets a batch of its own). Longest batches come
+    first, so a GPU's memory pool is sized once by the largest batch; indices inside a batch ascend
+    by length.
+
+    Example:
+        >>> [b.tolist() for b in token_budget_batches(np.array([3, 40, 5]), 2, 64)]
+        [[1], [0, 2]]
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    order = np.argsort(lengths, kind="stable")
+    padded = -(-np.maximum(lengths[order], 1) // pad_multiple) * pad_multiple
+    cuts, start, n = [], 0, len(order)
+    while start < n:
+        window = padded[start : start + batch_size]
+        # rows * (padded length of the longest, i.e. the last, row) grows with rows: count the prefix that fits
+        fits = int(np.count_nonzero(np.arange(1, len(window) + 1) * window <= max_batch_tokens))
+        stop = start + max(1, fits)
+        cuts.append((start, stop))
+        start = stop
+    for start, stop in reversed(cuts):
+        yield order[start:stop]
+
+
+# Kept for callers of the previous name.
+_batches = token_budget_batches
 
 
 def prepare_for_inference(model, device: DeviceInfo | None = None, *, cast_weights: bool = True):
@@ -43,7 +139,7 @@ def prepare_for_inference(model, device: DeviceInfo | None = None, *, cast_weigh
         cast_weights: cast to the device's autocast dtype (False keeps fp32 and relies on autocast).
 
     Returns:
-        The same model object, ready for :func:`predict_proba`.
+        The same model object (or its torch.compile wrapper when the device defaults ask for it).
 
     Example:
         >>> model = prepare_for_inference(load_classifier(path)[0])  # doctest: +SKIP
@@ -52,38 +148,66 @@ def prepare_for_inference(model, device: DeviceInfo | None = None, *, cast_weigh
     model = model.to(info.torch_device).eval()
     if cast_weights and info.autocast_dtype is not None:
         model = model.to(info.autocast_dtype)
+    if device_defaults(info).compile:
+        model = torch.compile(model, dynamic=True)
     return model
-
-
-def _batches(lengths: np.ndarray, batch_size: int, max_batch_tokens: int) -> Iterator[np.ndarray]:
-    """Index arrays of length-sorted batches within the row and padded-token limits."""
-    order = np.argsort(lengths, kind="stable")
-    start, n = 0, len(order)
-    while start < n:
-        stop = start + 1
-        while stop < n and stop - start < batch_size:
-            padded = -(-int(lengths[order[stop]]) // PAD_MULTIPLE) * PAD_MULTIPLE
-            if (stop - start + 1) * padded > max_batch_tokens:
-                break
-            stop += 1
-        yield order[start:stop]
-        start = stop
-
-
-def _pad(input_ids: list[list[int]], idx: np.ndarray, lengths: np.ndarray, pad_id: int):
-    width = -(-int(lengths[idx].max()) // PAD_MULTIPLE) * PAD_MULTIPLE
-    ids = np.full((len(idx), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(idx), width), dtype=np.int64)
-    for row, i in enumerate(idx):
-        ids[row, : lengths[i]] = input_ids[i]
-        mask[row, : lengths[i]] = 1
-    return torch.from_numpy(ids), torch.from_numpy(mask)
 
 
 def count_tokens(tokenizer, texts: Sequence[str], *, max_length: int = DEFAULT_MAX_LENGTH) -> int:
     """Tokens the model would see for ``texts`` (after truncation, without padding)."""
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
-    return sum(len(ids) for ids in encoded["input_ids"])
+    return int(encode_texts(tokenizer, texts, max_length=max_length).lengths.sum())
+
+
+def predict_encoded(
+    model,
+    encoded: EncodedTexts,
+    *,
+    batch_size: int | None = None,
+    device: DeviceInfo | None = None,
+    autocast: bool = True,
+    max_batch_tokens: int | None = None,
+) -> np.ndarray:
+    """Class probabilities of already tokenized texts, in input order, shape (n, num_labels), float32.
+
+    Args:
+        model: a ``*ForSequenceClassification`` model (fp32, or cast by :func:`prepare_for_inference`).
+        encoded: from :func:`encode_texts`.
+        batch_size: texts per forward pass at most (default: the device's).
+        device: where to run (default: :func:`resolve_device`).
+        autocast: use the device's reduced-precision autocast when it has one.
+        max_batch_tokens: padded tokens per forward pass at most (default: the device's).
+    """
+    info = device or resolve_device()
+    defaults = device_defaults(info)
+    batch_size = batch_size or defaults.score_batch_size
+    max_batch_tokens = max_batch_tokens or defaults.score_batch_tokens
+    if batch_size < 1:
+        raise ValueError("batch_size must be at least 1")
+    n, num_labels = len(encoded), model.config.num_labels
+    if n == 0:
+        return np.zeros((0, num_labels), dtype=np.float32)
+    param = next(model.parameters())
+    if param.device.type != info.device:
+        model = model.to(info.torch_device)
+    model.eval()
+    dev = info.torch_device
+    on_gpu = info.device == "cuda"
+    out = torch.empty((n, num_labels), dtype=torch.float32, device=dev)
+    dtype = info.autocast_dtype if autocast else None
+    use_autocast = dtype is not None and param.dtype == torch.float32
+    batches = token_budget_batches(encoded.lengths, batch_size, max(max_batch_tokens, defaults.pad_multiple),
+                                   pad_multiple=defaults.pad_multiple)
+    with torch.inference_mode(), torch.autocast(info.device, dtype=dtype or torch.float32, enabled=use_autocast):
+        for idx in batches:
+            ids, mask = encoded.padded(idx, defaults.pad_multiple)
+            ids_t, mask_t, idx_t = (torch.from_numpy(a) for a in (ids, mask, idx))
+            if on_gpu and defaults.pin_memory:
+                ids_t, mask_t, idx_t = ids_t.pin_memory(), mask_t.pin_memory(), idx_t.pin_memory()
+            ids_t, mask_t, idx_t = (t.to(dev, non_blocking=on_gpu) for t in (ids_t, mask_t, idx_t))
+            logits = model(input_ids=ids_t, attention_mask=mask_t).logits
+            # Results stay on the device; the host waits once, below.
+            out.index_copy_(0, idx_t, torch.softmax(logits.float(), dim=-1))
+    return out.cpu().numpy()
 
 
 def predict_proba(
@@ -91,11 +215,11 @@ def predict_proba(
     tokenizer,
     texts: Sequence[str],
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     max_length: int = DEFAULT_MAX_LENGTH,
     device: DeviceInfo | None = None,
     autocast: bool = True,
-    max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+    max_batch_tokens: int | None = None,
 ) -> np.ndarray:
     """Class probabilities for ``texts`` in input order, shape (n, num_labels), float32.
 
@@ -103,93 +227,31 @@ def predict_proba(
         model: a ``*ForSequenceClassification`` model (fp32, or cast by :func:`prepare_for_inference`).
         tokenizer: its tokenizer.
         texts: the texts to score.
-        batch_size: texts per forward pass at most.
+        batch_size: texts per forward pass at most (default: the device's).
         max_length: truncation length in tokens.
         device: where to run (default: :func:`resolve_device`).
         autocast: use the device's reduced-precision autocast when it has one.
-        max_batch_tokens: padded tokens per forward pass at most.
+        max_batch_tokens: padded tokens per forward pass at most (default: the device's).
 
     Example:
         >>> predict_proba(model, tok, ["Great tacos", "Cold fries"]).shape  # doctest: +SKIP
         (2, 3)
     """
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ValueError("batch_size must be at least 1")
-    if max_length < 2:
-        raise ValueError("max_length must be at least 2")
-    n = len(texts)
-    num_labels = model.config.num_labels
-    if n == 0:
-        return np.zeros((0, num_labels), dtype=np.float32)
     info = device or resolve_device()
-    param = next(model.parameters())
-    if param.device.type != info.device:
-        model = model.to(info.torch_device)
-    model.eval()
-    encoded = tokenizer(
-        [str(t) for t in texts], truncation=True, max_length=max_length, padding=False,
-        return_attention_mask=False, return_token_type_ids=False,
-    )
-    input_ids = encoded["input_ids"]
-    lengths = np.fromiter((len(ids) for ids in input_ids), dtype=np.int64, count=n)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out = np.empty((n, num_labels), dtype=np.float32)
-    dtype = info.autocast_dtype if autocast else None
-    use_autocast = dtype is not None and param.dtype == torch.float32
-    with torch.inference_mode(), torch.autocast(info.device, dtype=dtype or torch.float32, enabled=use_autocast):
-        for idx in _batches(lengths, batch_size, max(max_batch_tokens, PAD_MULTIPLE)):
-            ids, mask = _pad(input_ids, idx, lengths, pad_id)
-            logits = model(input_ids=ids.to(info.torch_device), attention_mask=mask.to(info.torch_device)).logits
-            out[idx] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-    return out
-
-
-def _metadata_value(path: str, key: str):
-    """``key`` from a model's tastebud.json, at the top level or in its training config."""
-    from pipeline.models.loading import read_metadata
-
-    meta = read_metadata(path)
-    return meta.get(key) or (meta.get("config") or {}).get(key)
-
-
-class ClassifierPredictor:
-    """A saved classifier directory, loaded once and prepared for fast scoring.
-
-    Loads its own copy of the model, so casting the weights to bf16 touches nothing else.
-    The truncation length and strategy ("head" or "head_tail", see :mod:`pipeline.models.truncation`)
-    come from the model's ``tastebud.json`` unless given, so scoring cuts texts the way
-    training did.
-
-    Example:
-        >>> ClassifierPredictor("models/m1").predict_proba(["Great tacos"]).shape  # doctest: +SKIP
-        (1, 3)
-    """
-
-    def __init__(
-        self,
-        path: str,
-        *,
-        device: DeviceInfo | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        max_length: int | None = None,
-        truncation: str | None = None,
-        cast_weights: bool = True,
-    ):
-        from pipeline.models.loading import load_classifier
-        from pipeline.models.truncation import TRUNCATIONS, HeadTailTokenizer
-
-        self.path = str(path)
-        self.device = device or resolve_device()
-        self.truncation = truncation or _metadata_value(self.path, "truncation") or "head"
-        if self.truncation not in TRUNCATIONS:
-            raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
-        model, tokenizer = load_classifier(self.path)
-        self.tokenizer = HeadTailTokenizer(tokenizer) if self.truncation == "head_tail" else tokenizer
-        self.model = prepare_for_inference(model, self.device, cast_weights=cast_weights)
-        self.batch_size = batch_size
-        self.max_length = int(max_length or _metadata_value(self.path, "max_length") or DEFAULT_MAX_LENGTH)
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, 3) probabilities for ``texts``."""
-        return predict_proba(self.model, self.tokenizer, texts, batch_size=self.batch_size,
-                             max_length=self.max_length, device=self.device)
+    piece = device_defaults(info).score_chunk_size
+    kwargs = dict(batch_size=batch_size, device=info, autocast=autocast, max_batch_tokens=max_batch_tokens)
+    if len(texts) <= piece:
+        return predict_encoded(model, encode_texts(tokenizer, texts, max_length=max_length), **kwargs)
+    # Many texts: tokenize the next piece in a thread while the device scores this one.
+    pieces = [texts[start : start + piece] for start in range(0, len(texts), piece)]
+    outputs = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(encode_texts, tokenizer, pieces[0], max_length=max_length)
+        for k in range(len(pieces)):
+            encoded = future.result()
+            if k + 1 < len(pieces):
+                future = pool.submit(encode_texts, tokenizer, pieces[k + 1], max_length=max_length)
+            outputs.append(predict_encoded(model, encoded, **kwargs))
+    return np.concatenate(outputs)

@@ -47,21 +47,40 @@ def load_tokenizer(path_or_id: str):
         raise TastebudError(f"cannot load a tokenizer from {path_or_id!r}: {exc}") from exc
 
 
-def load_classifier(path_or_id: str, *, num_labels: int = len(LABELS)):
+def load_classifier(path_or_id: str, *, num_labels: int = len(LABELS), head: str | None = None):
     """Load ``(model, tokenizer)`` for 3-class sequence classification, in eval mode.
 
     A base encoder without a classification head gets a fresh one (as fine-tuning
-    expects); a tastebud model directory loads its trained head.
+    expects); a tastebud model directory loads its trained head. Which head a saved
+    model has comes from its ``tastebud.json`` ("head": "cls" or "mean"); a directory
+    with a mean-pool head file is read as "mean" even before its metadata is written.
+
+    Args:
+        path_or_id: model directory or HF id.
+        num_labels: classes of a fresh head.
+        head: "cls" or "mean" for a fresh head on a base encoder (default: what the directory says, else "cls").
 
     Example:
         >>> model, tok = load_classifier(default_base_model())  # doctest: +SKIP
     """
     from transformers import AutoModelForSequenceClassification
 
+    from pipeline.models.heads import MeanPoolClassifier, is_mean_pool_dir
+
+    saved_head = read_metadata(path_or_id).get("head") if Path(str(path_or_id)).is_dir() else None
+    if saved_head is None and Path(str(path_or_id)).is_dir() and is_mean_pool_dir(path_or_id):
+        saved_head = "mean"
+    if saved_head not in (None, "cls", "mean"):
+        raise TastebudError(f"model {path_or_id!r} has an unknown head {saved_head!r}; this tastebud knows cls and mean")
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path_or_id, num_labels=num_labels, id2label=ID2LABEL, label2id=LABEL2ID
-        )
+        if saved_head == "mean":
+            model = MeanPoolClassifier.from_pretrained(path_or_id)
+        elif head == "mean":
+            model = MeanPoolClassifier.from_encoder(path_or_id, num_labels=num_labels, id2label=ID2LABEL, label2id=LABEL2ID)
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path_or_id, num_labels=num_labels, id2label=ID2LABEL, label2id=LABEL2ID
+            )
     except (OSError, ValueError) as exc:
         raise TastebudError(
             f"cannot load model {path_or_id!r}: {exc}. Give a local directory or a Hugging Face id available offline."
@@ -82,6 +101,6 @@ def save_classifier(model, tokenizer, out_dir: str | os.PathLike, metadata: dict
 
 
 def read_metadata(model_dir: str | os.PathLike) -> dict:
-    """The ``tastebud.json`` of a saved model ({} for a plain Hugging Face directory)."""
+    """The ``tastebud.json`` of a saved model ({} for a plain Hugging Face directory or an HF id)."""
     path = Path(model_dir) / METADATA_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    return json.loads(path.read_text()) if path.is_file() else {}

@@ -8,6 +8,7 @@ never care what is behind a model id.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -31,10 +32,14 @@ ZEROSHOT_DESCRIPTIONS: dict[str, tuple[str, ...]] = {
     "neutral": ("a neutral restaurant review", "an average restaurant, okay food, nothing special"),
     "positive": ("a positive restaurant review", "a great dining experience, delicious food and friendly service"),
 }
-PREDICTOR_KINDS = ("finetuned", "vader", "zeroshot", "hf")
+PREDICTOR_KINDS = ("finetuned", "vader", "zeroshot", "hf", "tfidf", "ensemble")
+# Truncation length of a model whose registry row and tastebud.json do not say.
+DEFAULT_MAX_LENGTH = 256
 
 
 class Predictor(Protocol):
+    """Anything that turns texts into (n, 3) class probabilities (negative, neutral, positive)."""
+
     model_id: str
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
@@ -65,12 +70,18 @@ def load_predictor(db, model_id: str | None = None, *, device=None) -> Predictor
 
 
 def predictor_from_row(model: dict, *, device=None) -> Predictor:
-    """Build the predictor a model row describes (no store access)."""
+    """Build the predictor a model row describes (no store access).
+
+    The one place that dispatches on a model's kind (``params["predictor"]``, else the row's kind):
+    a new kind of model gets its branch here and nowhere else.
+    """
     params = model.get("params") or {}
     kind = params.get("predictor", "finetuned" if model["kind"] == "finetuned" else None)
     if kind == "finetuned":
-        return FinetunedPredictor(model["model_id"], model["path"], max_length=int(params.get("max_length", 256)),
-                                  truncation=params.get("truncation", "head"), device=device)
+        max_length = params.get("max_length")
+        # The row says how the model was trained to cut long texts; older rows fall back to tastebud.json.
+        return ClassifierPredictor(model["model_id"], model["path"], max_length=int(max_length) if max_length else None,
+                                   truncation=params.get("truncation"), device=device)
     if kind == "vader":
         return VaderPredictor(model["model_id"], scale=float(params.get("scale", VADER_DEFAULT_SCALE)))
     if kind == "zeroshot":
@@ -82,6 +93,12 @@ def predictor_from_row(model: dict, *, device=None) -> Predictor:
     if kind == "hf":
         return HFPredictor(model["model_id"], model["path"], label_map=params["label_map"],
                            max_length=int(params.get("max_length", 256)), device=device)
+    if kind == "tfidf":
+        return TfidfPredictor(model["model_id"], model["path"])
+    if kind == "ensemble":
+        # Each member's registry row is kept inside the ensemble's params, so it loads without the store.
+        members = [(predictor_from_row(m["row"], device=device), float(m["weight"])) for m in params["members"]]
+        return EnsemblePredictor(model["model_id"], members)
     raise TastebudError(f"model {model['model_id']} has unknown predictor kind {kind!r}")
 
 
@@ -99,33 +116,78 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-class FinetunedPredictor:
-    """A fine-tuned tastebud model directory (weights, tokenizer, tastebud.json), cut the way it was trained."""
+class ClassifierPredictor:
+    """A fine-tuned sequence classifier directory (weights, tokenizer, tastebud.json), cut the way it was trained.
 
-    def __init__(self, model_id: str, path: str, *, max_length: int = 256, truncation: str = "head",
-                 batch_size: int = 64, device=None):
+    The one predictor of tastebud's own models, for scoring, evaluation and the dashboard alike.
+    Loads on first use its own copy of the model, prepared for fast inference (on the device,
+    weights cast to bf16 where the device runs bf16 natively), so nothing else is touched.
+    The truncation length and strategy ("head" or "head_tail", see
+    :mod:`pipeline.models.truncation`) come from the registry row, else from the model's
+    ``tastebud.json``, so texts are cut the way training cut them. Batch sizes and token
+    budgets come from :func:`pipeline.device.device_defaults` unless given.
+
+    Example:
+        >>> ClassifierPredictor("m1", "models/m1").predict_proba(["Great tacos"]).shape  # doctest: +SKIP
+        (1, 3)
+    """
+
+    def __init__(self, model_id: str, path: str, *, max_length: int | None = None, truncation: str | None = None,
+                 batch_size: int | None = None, device=None, cast_weights: bool = True):
+        from pipeline.device import resolve_device
+        from pipeline.models.loading import read_metadata
+        from pipeline.models.truncation import TRUNCATIONS
+
         if not path or not Path(path).exists():
             raise TastebudError(f"the files of model {model_id} are missing at {path}")
-        self.model_id, self.path, self.max_length, self.batch_size, self.device = model_id, path, max_length, batch_size, device
-        self.truncation = truncation
+        meta = read_metadata(path)
+        trained = meta.get("config") or {}
+        self.model_id, self.path = model_id, str(path)
+        self.truncation = truncation or meta.get("truncation") or trained.get("truncation") or "head"
+        if self.truncation not in TRUNCATIONS:
+            raise TastebudError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
+        self.max_length = int(max_length or meta.get("max_length") or trained.get("max_length") or DEFAULT_MAX_LENGTH)
+        self.batch_size, self.cast_weights = batch_size, cast_weights
+        self.device = device or resolve_device()
         self._loaded = None
+        self._load_lock = threading.Lock()  # scoring tokenizes in a reader thread while the main thread computes
+
+    @property
+    def model(self):
+        return self._load()[0]
+
+    @property
+    def tokenizer(self):
+        return self._load()[1]
 
     def _load(self):
-        if self._loaded is None:
-            from pipeline.models.loading import load_classifier
+        with self._load_lock:
+            if self._loaded is None:
+                from pipeline.models.inference import prepare_for_inference
+                from pipeline.models.loading import load_classifier
+                from pipeline.models.truncation import HeadTailTokenizer
 
-            from pipeline.models.truncation import HeadTailTokenizer
-
-            _quiet_transformers()
-            model, tokenizer = load_classifier(self.path)
-            self._loaded = (model, HeadTailTokenizer(tokenizer) if self.truncation == "head_tail" else tokenizer)
+                _quiet_transformers()
+                model, tokenizer = load_classifier(self.path)
+                model = prepare_for_inference(model, self.device, cast_weights=self.cast_weights)
+                self._loaded = (model, HeadTailTokenizer(tokenizer) if self.truncation == "head_tail" else tokenizer)
         return self._loaded
 
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        from pipeline.models.inference import predict_proba
+    def encode(self, texts: Sequence[str]):
+        """Tokenize ``texts`` as this model was trained to see them (no model work; thread-safe)."""
+        from pipeline.models.inference import encode_texts
 
-        model, tokenizer = self._load()
-        return predict_proba(model, tokenizer, texts, batch_size=self.batch_size, max_length=self.max_length, device=self.device)
+        return encode_texts(self.tokenizer, texts, max_length=self.max_length)
+
+    def predict_encoded(self, encoded) -> np.ndarray:
+        """(n, 3) probabilities of texts tokenized by :meth:`encode`."""
+        from pipeline.models.inference import predict_encoded
+
+        return predict_encoded(self.model, encoded, batch_size=self.batch_size, device=self.device)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, 3) probabilities for ``texts``."""
+        return self.predict_encoded(self.encode(texts))
 
 
 class VaderPredictor:
@@ -223,6 +285,41 @@ class ZeroShotPredictor:
         if len(texts) == 0:
             return np.zeros((0, len(LABELS)), dtype=np.float32)
         return _softmax(self.scale * self.similarities(texts))
+
+
+class TfidfPredictor:
+    """TF-IDF + logistic regression saved by :mod:`pipeline.models.tfidf`."""
+
+    def __init__(self, model_id: str, path: str):
+        from pipeline.models.tfidf import TfidfModel
+
+        if not path or not Path(path).exists():
+            raise TastebudError(f"the files of model {model_id} are missing at {path}")
+        self.model_id, self.path = model_id, path
+        self._model = TfidfModel.load(path)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        return self._model.predict_proba(texts)
+
+
+class EnsemblePredictor:
+    """A weighted average of member predictors' probabilities (weights fitted on validation, summing to 1)."""
+
+    def __init__(self, model_id: str, members: Sequence[tuple[Predictor, float]]):
+        if not members:
+            raise TastebudError(f"ensemble {model_id} has no members")
+        total = sum(w for _, w in members)
+        if total <= 0 or any(w < 0 for _, w in members):
+            raise TastebudError(f"ensemble {model_id} has invalid weights {[w for _, w in members]}")
+        self.model_id = model_id
+        self.members = [(p, w / total) for p, w in members]
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), len(LABELS)), dtype=np.float64)
+        for predictor, weight in self.members:
+            if weight > 0:
+                out += weight * predictor.predict_proba(texts)
+        return out.astype(np.float32)
 
 
 class HFPredictor:

@@ -25,6 +25,35 @@ DEFAULT_SEED = 42
 DEFAULT_PATIENCE = 2
 
 CLASS_WEIGHTINGS = ("none", "balanced", "sqrt")
+# "cls": transformers' *ForSequenceClassification head (pooler over [CLS]); "mean": a linear layer over the
+# attention-masked mean of the token embeddings, the pooling all-MiniLM-L6-v2 was pre-trained with.
+HEADS = ("cls", "mean")
+LR_SCHEDULES = ("linear", "cosine", "constant_with_warmup")
+
+# The values a recipe row is applied on top of (what RECIPES["baseline"] means).
+_BASE_VALUES = {"head": "cls", "class_weighting": "balanced", "max_length": DEFAULT_MAX_LENGTH, "prior_adjust": False,
+                "layer_lr_decay": 1.0, "learning_rate": DEFAULT_LEARNING_RATE, "lr_schedule": "linear",
+                "epochs": DEFAULT_EPOCHS, "ensemble": False}
+
+# Candidate recipes measured by bench/quality_bench.py (bench/results/quality.md): name -> options that
+# differ from the base values below. ``tastebud train --recipe NAME`` and the benchmark both read this table.
+RECIPES: dict[str, dict] = {
+    "baseline": {},  # the recipe before issue 13: [CLS] head, balanced class weights, 128 tokens
+    "mean": {"head": "mean"},
+    "mean-sqrt-prior": {"head": "mean", "class_weighting": "sqrt", "prior_adjust": True},
+    "mean-none-prior": {"head": "mean", "class_weighting": "none", "prior_adjust": True},
+    "cls-sqrt-prior": {"class_weighting": "sqrt", "prior_adjust": True},
+    "mean-sqrt-prior-256": {"head": "mean", "class_weighting": "sqrt", "prior_adjust": True, "max_length": 256},
+    "mean-sqrt-prior-llrd": {"head": "mean", "class_weighting": "sqrt", "prior_adjust": True, "layer_lr_decay": 0.8,
+                             "learning_rate": 1.5e-4},
+    "mean-sqrt-prior-cosine-4ep": {"head": "mean", "class_weighting": "sqrt", "prior_adjust": True,
+                                   "lr_schedule": "cosine", "epochs": 4},
+    "mean-sqrt-prior-ensemble": {"head": "mean", "class_weighting": "sqrt", "prior_adjust": True, "ensemble": True},
+}
+# THE DEFAULT RECIPE of `tastebud train`, the Training page and jobs: change this one line to move the default
+# to another row of RECIPES (only when bench/quality_bench.py shows a win larger than the fold std).
+DEFAULT_RECIPE = "baseline"
+_DEFAULTS = {**_BASE_VALUES, **RECIPES[DEFAULT_RECIPE]}
 TRUNCATIONS = ("head", "head_tail")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEVICES = ("cuda", "mps", "cpu")
@@ -53,6 +82,13 @@ class TrainConfig:
         eval_batch_size: batch size for validation and test scoring.
         checkpoint_steps: also checkpoint every N optimizer steps (0 = at the end of each epoch only).
         name: a label for the registered model (default: generated).
+        head: "cls" (the pooler over [CLS]) or "mean" (mean-pooled token embeddings, as the encoder was trained).
+        lr_schedule: "linear", "cosine" or "constant_with_warmup" decay after warmup.
+        layer_lr_decay: learning rate multiplier per encoder layer going down from the top (1.0 = same everywhere).
+        prior_adjust: after training, fit per-class logit offsets on the validation split that maximise its
+            macro-F1 (undoes what class weighting does to neutral precision); baked into the saved head.
+        calibrate: fit a softmax temperature on the validation split and keep it when it lowers validation ECE.
+        ensemble: also register an ensemble of this model and TF-IDF + LR, weights fitted on validation.
 
     Example:
         >>> TrainConfig(learning_rate=3e-5, epochs=2).to_dict()["learning_rate"]
@@ -60,15 +96,15 @@ class TrainConfig:
     """
 
     base_model: str | None = None
-    learning_rate: float = DEFAULT_LEARNING_RATE
+    learning_rate: float = _DEFAULTS["learning_rate"]
     batch_size: int = DEFAULT_BATCH_SIZE
-    epochs: int = DEFAULT_EPOCHS
-    max_length: int = DEFAULT_MAX_LENGTH
+    epochs: int = _DEFAULTS["epochs"]
+    max_length: int = _DEFAULTS["max_length"]
     truncation: str = "head_tail"
     weight_decay: float = DEFAULT_WEIGHT_DECAY
     warmup_ratio: float = DEFAULT_WARMUP_RATIO
     seed: int = DEFAULT_SEED
-    class_weighting: str = "balanced"
+    class_weighting: str = _DEFAULTS["class_weighting"]
     grad_accum: int = 1
     early_stopping_patience: int = DEFAULT_PATIENCE
     max_train_examples: int | None = None
@@ -77,6 +113,12 @@ class TrainConfig:
     eval_batch_size: int = 64
     checkpoint_steps: int = 0
     name: str | None = None
+    head: str = _DEFAULTS["head"]
+    lr_schedule: str = _DEFAULTS["lr_schedule"]
+    layer_lr_decay: float = _DEFAULTS["layer_lr_decay"]
+    prior_adjust: bool = _DEFAULTS["prior_adjust"]
+    calibrate: bool = True
+    ensemble: bool = _DEFAULTS["ensemble"]
 
     def __post_init__(self) -> None:
         _check(math.isfinite(self.learning_rate) and 0 < self.learning_rate < 1, "learning_rate must be in (0, 1)")
@@ -100,6 +142,11 @@ class TrainConfig:
         _check(self.device is None or self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}")
         _check(isinstance(self.checkpoint_steps, int) and self.checkpoint_steps >= 0, "checkpoint_steps must be >= 0")
         _check(self.base_model is None or bool(str(self.base_model).strip()), "base_model must not be empty")
+        _check(self.head in HEADS, f"head must be one of {', '.join(HEADS)}")
+        _check(self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}")
+        _check(math.isfinite(self.layer_lr_decay) and 0 < self.layer_lr_decay <= 1, "layer_lr_decay must be in (0, 1]")
+        for name in ("prior_adjust", "calibrate", "ensemble"):
+            _check(isinstance(getattr(self, name), bool), f"{name} must be true or false")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -128,11 +175,24 @@ class TrainConfig:
         """A copy with ``changes`` applied (validated again)."""
         return TrainConfig.from_dict({**self.to_dict(), **changes})
 
+    @classmethod
+    def from_recipe(cls, recipe: str, **overrides: Any) -> TrainConfig:
+        """The options of a named row of :data:`RECIPES` on top of the base values, then ``overrides``.
+
+        Example:
+            >>> TrainConfig.from_recipe("mean").head
+            'mean'
+        """
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {recipe!r}; known: {', '.join(RECIPES)}")
+        return cls.from_dict({**_BASE_VALUES, **RECIPES[recipe], **overrides})
+
 
 # Short names accepted by from_dict and --sweep.
 ALIASES = {"lr": "learning_rate", "bs": "batch_size", "patience": "early_stopping_patience", "wd": "weight_decay"}
 
-_FLOATS = {"learning_rate", "weight_decay", "warmup_ratio"}
+_FLOATS = {"learning_rate", "weight_decay", "warmup_ratio", "layer_lr_decay"}
+_BOOLS = {"prior_adjust", "calibrate", "ensemble"}
 _INTS = {"batch_size", "epochs", "max_length", "seed", "grad_accum", "early_stopping_patience", "eval_batch_size", "checkpoint_steps"}
 _OPTIONAL_INTS = {"max_train_examples"}
 _OPTIONAL_STRS = {"base_model", "device", "name"}
@@ -148,6 +208,15 @@ def _coerce(name: str, value: Any) -> Any:
         value = value.strip()
         if name in _OPTIONAL_INTS | _OPTIONAL_STRS and value.lower() in ("", "none", "null"):
             return None
+    if name in _BOOLS:
+        if isinstance(value, str):
+            lowered = value.lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(f"{name} must be true or false, got {value!r}")
+        return value
     try:
         if name in _FLOATS:
             return float(value)

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from transformers import (
-    DataCollatorWithPadding,
     ProgressCallback,
     Trainer,
     TrainerCallback,
@@ -33,12 +32,23 @@ from transformers import (
 from transformers import logging as hf_logging
 from transformers.trainer_callback import PrinterCallback
 
-from pipeline.device import DeviceInfo, resolve_device
+from pipeline.device import DeviceInfo, device_defaults, resolve_device
 from pipeline.jobs import JobReporter
 from pipeline.evaluation.metrics import compute_classification_metrics
+from pipeline.models.inference import EncodedTexts
 from pipeline.models.loading import default_base_model, load_classifier
 from pipeline.models.truncation import encode
-from pipeline.train.state import BEST_DIR, CHECKPOINT_DIR, STATE_FILE, TrainingData, Trial
+from pipeline.evaluation.calibration import fit_adjustment
+from pipeline.models.heads import bake_adjustment
+from pipeline.train.state import (
+    ADJUSTED_FILE,
+    BEST_DIR,
+    CHECKPOINT_DIR,
+    STATE_FILE,
+    VAL_LOGITS_FILE,
+    TrainingData,
+    Trial,
+)
 from store import models as model_store
 from store.constants import LABEL_TO_ID, LABELS
 from store.db import transaction
@@ -63,7 +73,8 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
     # The "newly initialised head" report is expected here, and per-file progress bars are noise.
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    model, tokenizer = load_classifier(cfg.base_model or default_base_model())
+    model, tokenizer = load_classifier(cfg.base_model or default_base_model(), head=cfg.head)
+    defaults = device_defaults(info)
     best_dir = trial.run_dir / BEST_DIR
     tokenizer.save_pretrained(best_dir)
     train_set = _encode(tokenizer, data.train, cfg)
@@ -79,7 +90,7 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
         weight_decay=cfg.weight_decay,
         warmup_steps=cfg.warmup_ratio,
         num_train_epochs=cfg.epochs,
-        lr_scheduler_type="linear",
+        lr_scheduler_type=cfg.lr_schedule,
         eval_strategy="epoch",
         save_strategy="steps" if cfg.checkpoint_steps else "epoch",
         save_steps=cfg.checkpoint_steps or 500,
@@ -93,24 +104,30 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
         use_cpu=info.device == "cpu",
         # Batches of similar length waste less compute on padding (long reviews are common).
         train_sampling_strategy="group_by_length",
-        dataloader_pin_memory=info.device == "cuda",
+        dataloader_pin_memory=defaults.pin_memory,
+        dataloader_num_workers=defaults.dataloader_workers,
+        # The NaN/inf filter reads the loss on the host at every step, making the host wait for the GPU.
+        logging_nan_inf_filter=False,
+        torch_compile=defaults.compile,
         report_to="none",
         disable_tqdm=not console,
         log_level="error",
     )
     meter = _Meter()
-    callback = _RunCallback(db, trial, meter, reporter, span, console, best_dir, trial.run_dir / STATE_FILE)
+    val_scorer = _ValScorer()
+    callback = _RunCallback(db, trial, meter, reporter, span, console, best_dir, trial.run_dir / STATE_FILE, val_scorer)
     trainer = _WeightedTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=_val_metrics,
+        data_collator=PadCollator(tokenizer.pad_token_id or 0, defaults.pad_multiple),
+        compute_metrics=val_scorer,
         callbacks=[callback],
         class_weights=_class_weights(data.train["label"], cfg.class_weighting),
         meter=meter,
+        layer_lr_decay=cfg.layer_lr_decay,
     )
     trainer.remove_callback(PrinterCallback)
     if console:
@@ -120,7 +137,8 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
     reporter.log(
         f"fine-tuning {cfg.base_model or 'the packaged all-MiniLM-L6-v2'} on {info.name}, {precision}, "
         f"lr {cfg.learning_rate:g}, batch {cfg.batch_size}x{cfg.grad_accum}, {cfg.epochs} epochs, "
-        f"max_length {cfg.max_length} ({cfg.truncation})"
+        f"max_length {cfg.max_length} ({cfg.truncation}), {cfg.head} head, {cfg.class_weighting} class weights"
+        + (f", layer lr decay {cfg.layer_lr_decay:g}" if cfg.layer_lr_decay < 1 else "")
         + (f", from {checkpoint.name}" if checkpoint else "")
     )
     started = time.perf_counter()
@@ -132,7 +150,43 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
     trial.history = state["history"]
     trial.device, trial.precision = info.name, precision
     trial.duration_s = round(callback.elapsed_before + time.perf_counter() - started, 2)
-    trial.throughput = meter.throughput(cfg.max_length)
+    # Where the weights really were (the device's name alone would not show a run that fell back to the CPU).
+    trial.throughput = {**meter.throughput(cfg.max_length), "weights_on": str(next(trainer.model.parameters()).device)}
+    trial.adjustment = _adjust_best(trial, data, reporter)
+
+
+def _adjust_best(trial: Trial, data: TrainingData, reporter: JobReporter) -> dict:
+    """Fit temperature / class offsets on the best epoch's validation logits and bake them into the best weights.
+
+    Done once per run: a marker file keeps a resumed run from adjusting already adjusted weights.
+    """
+    cfg = trial.config
+    marker = trial.run_dir / ADJUSTED_FILE
+    if marker.exists():
+        return json.loads(marker.read_text())
+    logits_path = trial.run_dir / VAL_LOGITS_FILE
+    if not (cfg.calibrate or cfg.prior_adjust) or not logits_path.exists():
+        return {}
+    logits = np.load(logits_path)
+    labels = np.array([LABEL_TO_ID[label] for label in data.val["label"]])
+    if len(logits) != len(labels):
+        reporter.log("validation logits do not match the validation split; no calibration applied")
+        return {}
+    adjustment = fit_adjustment(logits, labels, calibrate=cfg.calibrate, prior_adjust=cfg.prior_adjust)
+    if adjustment.temperature_applied or adjustment.bias_applied:
+        best_dir = trial.run_dir / BEST_DIR
+        model, _ = load_classifier(str(best_dir))
+        bake_adjustment(model, adjustment.temperature, adjustment.class_bias)
+        model.save_pretrained(best_dir)
+    result = adjustment.to_dict()
+    marker.write_text(json.dumps(result))
+    reporter.log(
+        f"validation ECE {adjustment.val_ece_before:.4f} -> {adjustment.val_ece_after:.4f}"
+        + (f" (temperature {adjustment.temperature:.2f})" if adjustment.temperature_applied else " (temperature not applied: no gain)")
+        + (f"; class offsets {', '.join(f'{b:+.2f}' for b in adjustment.class_bias)}: val macro-F1 "
+           f"{adjustment.val_macro_f1_before:.4f} -> {adjustment.val_macro_f1_after:.4f}" if adjustment.bias_applied else "")
+    )
+    return result
 
 
 
@@ -161,23 +215,48 @@ def _last_checkpoint(folder: Path) -> Path | None:
 
 
 class _Encoded(torch.utils.data.Dataset):
-    """Tokenized reviews (unpadded) with label ids; padding happens per batch in the collator."""
+    """Tokenized reviews, unpadded, in one flat array, with label ids; :class:`PadCollator` pads per batch."""
 
-    def __init__(self, encodings: dict, labels: list[int]):
-        self.encodings, self.labels = encodings, labels
+    def __init__(self, encoded: EncodedTexts, labels: list[int]):
+        self.encoded, self.labels = encoded, labels
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def __getitem__(self, i: int) -> dict:
-        item = {key: values[i] for key, values in self.encodings.items()}
-        item["labels"] = self.labels[i]
-        return item
+        start = self.encoded.offsets[i]
+        return {"input_ids": self.encoded.flat[start : start + self.encoded.lengths[i]], "labels": self.labels[i]}
+
+
+class PadCollator:
+    """Pads a batch with array operations (no Python loop per example, no tokenizer call).
+
+    Padded lengths are multiples of ``pad_multiple``, so a run sees few distinct shapes.
+    """
+
+    def __init__(self, pad_id: int, pad_multiple: int):
+        self.pad_id, self.pad_multiple = pad_id, pad_multiple
+
+    def __call__(self, features: list[dict]) -> dict:
+        rows = [f["input_ids"] for f in features]
+        encoded = EncodedTexts(
+            flat=np.concatenate(rows).astype(np.int64, copy=False),
+            offsets=np.concatenate(([0], np.cumsum([len(r) for r in rows[:-1]], dtype=np.int64))).astype(np.int64),
+            lengths=np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)),
+            pad_id=self.pad_id,
+        )
+        ids, mask = encoded.padded(np.arange(len(rows)), self.pad_multiple)
+        return {
+            "input_ids": torch.from_numpy(ids),
+            "attention_mask": torch.from_numpy(mask),
+            "labels": torch.tensor([f["labels"] for f in features], dtype=torch.long),
+        }
 
 
 def _encode(tokenizer, frame, cfg) -> _Encoded:
     encodings = encode(tokenizer, frame["text"].tolist(), max_length=cfg.max_length, truncation=cfg.truncation)
-    return _Encoded(encodings, [LABEL_TO_ID[label] for label in frame["label"]])
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return _Encoded(EncodedTexts.from_lists(encodings["input_ids"], pad_id), [LABEL_TO_ID[label] for label in frame["label"]])
 
 
 def _class_weights(labels, scheme: str) -> torch.Tensor | None:
@@ -193,29 +272,49 @@ def _class_weights(labels, scheme: str) -> torch.Tensor | None:
     return torch.tensor(weights, dtype=torch.float32)
 
 
-def _val_metrics(eval_pred) -> dict:
-    logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-    probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
-    m = compute_classification_metrics(probs, np.asarray(eval_pred.label_ids))
-    return {k: m[k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "ece")}
+class _ValScorer:
+    """The Trainer's compute_metrics: validation metrics, keeping the last logits for post-hoc fitting."""
+
+    def __init__(self):
+        self.last_logits: np.ndarray | None = None
+
+    def __call__(self, eval_pred) -> dict:
+        logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+        self.last_logits = np.asarray(logits, dtype=np.float32)
+        probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
+        m = compute_classification_metrics(probs, np.asarray(eval_pred.label_ids))
+        return {k: m[k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "ece")}
 
 
 class _Meter:
-    """Training-loss average per epoch and throughput (examples, real tokens, seconds spent training)."""
+    """Training-loss average per epoch and throughput (examples, real tokens, seconds spent training).
+
+    Loss and token counts accumulate on the device and are read only at epoch ends: reading
+    them at every step would make the host wait for the GPU at every step.
+    """
 
     def __init__(self):
-        self.loss_sum, self.loss_count = 0.0, 0
-        self.examples, self.tokens, self.seconds = 0, 0, 0.0
+        self.loss_sum, self.loss_count = None, 0
+        self.examples, self.seconds = 0, 0.0
+        self._tokens, self._tokens_read = None, 0
 
-    def add(self, loss: torch.Tensor, examples: int, tokens: int) -> None:
-        self.loss_sum += float(loss.detach())
+    def add(self, loss: torch.Tensor, examples: int, tokens: torch.Tensor) -> None:
+        loss = loss.detach().float()
+        self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
         self.loss_count += 1
         self.examples += examples
-        self.tokens += tokens
+        self._tokens = tokens if self._tokens is None else self._tokens + tokens
+
+    @property
+    def tokens(self) -> int:
+        if self._tokens is not None:
+            self._tokens_read += int(self._tokens)
+            self._tokens = None
+        return self._tokens_read
 
     def take_epoch_loss(self) -> float | None:
-        value = self.loss_sum / self.loss_count if self.loss_count else None
-        self.loss_sum, self.loss_count = 0.0, 0
+        value = float(self.loss_sum) / self.loss_count if self.loss_count else None
+        self.loss_sum, self.loss_count = None, 0
         return value
 
     def throughput(self, max_length: int) -> dict:
@@ -233,21 +332,67 @@ class _WeightedTrainer(Trainer):
     # compute_loss returns a per-micro-batch mean; the Trainer divides it by grad_accum.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, *args, class_weights: torch.Tensor | None, meter: _Meter, **kwargs):
+    def __init__(self, *args, class_weights: torch.Tensor | None, meter: _Meter, layer_lr_decay: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
-        self.class_weights, self.meter = class_weights, meter
+        self.class_weights, self.meter, self.layer_lr_decay = class_weights, meter, layer_lr_decay
+
+    def create_optimizer(self, model=None):
+        """AdamW with layer-wise learning-rate decay when asked for: the head and top layer get the
+        full rate, each layer below ``layer_lr_decay`` times the one above, the embeddings the least."""
+        if self.layer_lr_decay >= 1 or self.optimizer is not None:
+            return super().create_optimizer(model)
+        groups = layerwise_param_groups(self.model, self.args.learning_rate, self.layer_lr_decay, self.args.weight_decay)
+        self.optimizer = torch.optim.AdamW(groups, lr=self.args.learning_rate, betas=(self.args.adam_beta1, self.args.adam_beta2),
+                                           eps=self.args.adam_epsilon)
+        return self.optimizer
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         logits = outputs.logits.float()
-        weight = self.class_weights.to(logits.device) if (model.training and self.class_weights is not None) else None
+        weight = None
+        if model.training and self.class_weights is not None:
+            if self.class_weights.device != logits.device:  # copied once: a copy per step would make the host wait
+                self.class_weights = self.class_weights.to(logits.device)
+            weight = self.class_weights
         loss = F.cross_entropy(logits, labels, weight=weight)
         if model.training:
-            tokens = int(inputs["attention_mask"].sum()) if "attention_mask" in inputs else labels.numel()
+            mask = inputs.get("attention_mask")
+            tokens = mask.sum() if mask is not None else torch.tensor(labels.numel(), device=labels.device)
             self.meter.add(loss, int(labels.shape[0]), tokens)
         return (loss, outputs) if return_outputs else loss
+
+
+def layerwise_param_groups(model, lr: float, decay: float, weight_decay: float) -> list[dict]:
+    """Optimizer parameter groups with learning rate ``lr * decay ** depth``, depth counted from the top layer.
+
+    Encoder layer i of L gets depth L - i; embeddings depth L + 1; everything else (pooler, head) depth 0.
+    Biases and LayerNorm weights get no weight decay, as the Trainer does.
+
+    Example:
+        >>> groups = layerwise_param_groups(model, 1e-4, 0.8, 0.01)  # doctest: +SKIP
+    """
+    import re
+
+    names = [n for n, _ in model.named_parameters()]
+    layer_ids = [int(m.group(1)) for n in names if (m := re.search(r"\.layer\.(\d+)\.", n))]
+    num_layers = max(layer_ids) + 1 if layer_ids else 0
+    buckets: dict[tuple[float, float], list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        match = re.search(r"\.layer\.(\d+)\.", name)
+        if match:
+            depth = num_layers - int(match.group(1))
+        elif "embeddings" in name:
+            depth = num_layers + 1
+        else:
+            depth = 0
+        no_decay = name.endswith("bias") or "LayerNorm" in name or "layer_norm" in name
+        key = (lr * decay**depth, 0.0 if no_decay else weight_decay)
+        buckets.setdefault(key, []).append(param)
+    return [{"params": params, "lr": group_lr, "weight_decay": wd} for (group_lr, wd), params in buckets.items()]
 
 
 class _QuietProgressCallback(ProgressCallback):
@@ -267,8 +412,9 @@ class _QuietProgressCallback(ProgressCallback):
 class _RunCallback(TrainerCallback):
     """Epoch records, best-weights tracking, early stopping and progress for one run."""
 
-    def __init__(self, db, trial, meter: _Meter, reporter: JobReporter, span, console: bool, best_dir: Path, state_path: Path):
-        self.db, self.trial, self.meter, self.reporter = db, trial, meter, reporter
+    def __init__(self, db, trial, meter: _Meter, reporter: JobReporter, span, console: bool, best_dir: Path, state_path: Path,
+                 val_scorer: _ValScorer):
+        self.db, self.trial, self.meter, self.reporter, self.val_scorer = db, trial, meter, reporter, val_scorer
         self.span, self.console, self.best_dir, self.state_path = span, console, best_dir, state_path
         self.patience = trial.config.early_stopping_patience
         self.state = json.loads(state_path.read_text()) if state_path.exists() else {
@@ -316,6 +462,8 @@ class _RunCallback(TrainerCallback):
         improved = best_before is None or row["val_macro_f1"] > best_before + MIN_IMPROVEMENT or stale_best
         if improved:
             model.save_pretrained(self.best_dir)
+            if self.val_scorer.last_logits is not None:
+                np.save(self.trial.run_dir / VAL_LOGITS_FILE, self.val_scorer.last_logits)
             self.state["best_epoch"] = epoch
             self.state["best_metrics"] = {
                 "epoch": epoch, "loss": row["val_loss"],

@@ -75,10 +75,11 @@ def train(
         data = _read_snapshot(Path(trial.run_dir))
     else:
         data = load_training_data(db, config)
+        _warn_readiness(data, reporter)
         trial = _new_trial(db, config, data, reporter=reporter)
     _fit(db, trial, data, reporter=reporter, span=(0.0, 0.9))
     model_id = _register(db, trial, data, actor)
-    _after_registration(db, model_id, actor, reporter, promote_if_better)
+    _after_registration(db, model_id, actor, reporter, promote_if_better, data=data if trial.config.ensemble else None)
     return model_id
 
 
@@ -120,6 +121,7 @@ def sweep(
     combos = [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
     configs = [base_config.replace(**combo) for combo in combos]
     data = load_training_data(db, base_config)
+    _warn_readiness(data, reporter)
     sweep_id = f"sweep-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
     trials, summary = [], []
     for i, (combo, cfg) in enumerate(zip(combos, configs)):
@@ -136,7 +138,7 @@ def sweep(
         if trial is not best:
             shutil.rmtree(trial.run_dir, ignore_errors=True)
     reporter.log(f"sweep {sweep_id}: best trial {best.run_id} (val macro-F1 {best.val_metrics['macro_f1']:.4f})")
-    _after_registration(db, model_id, actor, reporter, promote_if_better)
+    _after_registration(db, model_id, actor, reporter, promote_if_better, data=data if best.config.ensemble else None)
     for row in summary:
         row["best"] = row["run_id"] == best.run_id
     return {"sweep_id": sweep_id, "model_id": model_id, "trials": summary}
@@ -340,7 +342,11 @@ def _register(db, trial: Trial, data: TrainingData, actor: Actor) -> str:
     metadata = {
         "model_id": model_id, "run_id": trial.run_id, "config": cfg.to_dict(), "base_model": base,
         "label2id": LABEL_TO_ID, "data_snapshot": snapshot, "label_counts": data.label_counts(),
-        "val_metrics": trial.val_metrics, "max_length": cfg.max_length,
+        "val_metrics": trial.val_metrics, "max_length": cfg.max_length, "truncation": cfg.truncation,
+        # Read by pipeline.models.loading.load_classifier to rebuild the right head offline.
+        "head": cfg.head,
+        # Temperature and class offsets fitted on validation, already baked into the output layer.
+        "calibration": trial.adjustment,
     }
     (target / METADATA_FILE).write_text(json.dumps({"labels": list(LABELS), **metadata}, indent=2, default=str))
     stem = "minilm" if cfg.base_model is None else Path(base).name
@@ -349,7 +355,7 @@ def _register(db, trial: Trial, data: TrainingData, actor: Actor) -> str:
         model_store.register_model(
             con, model_id=model_id, kind="finetuned", name=name, base_model=base, path=str(target),
             params={**cfg.to_dict(), "precision": trial.precision, "run_id": trial.run_id,
-                    "throughput": trial.throughput},
+                    "throughput": trial.throughput, "calibration": trial.adjustment},
             data_snapshot=snapshot, round=data.round, label_counts=data.label_counts(),
             device=trial.device, duration_s=trial.duration_s, val_metrics=trial.val_metrics,
         )
@@ -360,7 +366,18 @@ def _register(db, trial: Trial, data: TrainingData, actor: Actor) -> str:
     return model_id
 
 
-def _after_registration(db, model_id: str, actor: Actor, reporter: JobReporter, promote_if_better: bool) -> None:
+def _warn_readiness(data: TrainingData, reporter: JobReporter) -> None:
+    from pipeline.train.readiness import readiness_warnings
+
+    counts = data.label_counts()["train"]
+    for warning in readiness_warnings(counts):
+        reporter.log(f"warning: {warning}")
+
+
+def _after_registration(db, model_id: str, actor: Actor, reporter: JobReporter, promote_if_better: bool,
+                        *, data: TrainingData | None = None) -> None:
+    """Evaluate, build the ensemble when the config asks (``data`` given), compare with the baselines, promote."""
+    from pipeline.evaluation.comparison import compare_with_best_baseline
     from pipeline.evaluation.evaluator import evaluate_model
     from pipeline.loop.registry import promote_if_better as promote_when_better
 
@@ -369,8 +386,19 @@ def _after_registration(db, model_id: str, actor: Actor, reporter: JobReporter, 
         result = evaluate_model(db, model_id)
     except TastebudError as exc:  # e.g. an empty test split: the model stays registered, unevaluated
         reporter.log(f"{model_id} was not evaluated: {exc}")
+        result = None
     else:
         reporter.log(f"{model_id}: test accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} (n={result['n']})")
+    compared = [model_id]
+    if data is not None:
+        from pipeline.models.ensemble import register_ensemble
+
+        reporter.progress(0.95, "fitting the ensemble with TF-IDF + LR on validation", force=True)
+        compared.append(register_ensemble(db, model_id, data.train, data.val, actor=actor, reporter=reporter,
+                                          evaluate=result is not None))
+    if result is not None:
+        for mid in compared:
+            reporter.log(compare_with_best_baseline(db, mid)["line"])
     if promote_if_better:
         outcome = promote_when_better(db, model_id, actor)
         reporter.log(outcome["message"])

@@ -19,6 +19,8 @@ BEST_DIR = "best"  # the best checkpoint so far, as a loadable model directory
 DATA_FILE = "data.parquet"  # the train/val snapshot the run was started with (what --resume reads)
 STATE_FILE = "state.json"  # the loop's own bookkeeping: best score, epochs done
 CHECKPOINT_DIR = "checkpoints"  # the Trainer's checkpoints
+VAL_LOGITS_FILE = "val_logits.npy"  # the best epoch's validation logits (post-hoc calibration is fitted on them)
+ADJUSTED_FILE = "adjustment.json"  # the fitted temperature / class offsets, once baked into the best weights
 
 
 @dataclass
@@ -57,7 +59,8 @@ class Trial:
     duration_s: float = 0.0
     device: str = ""
     precision: str = ""
+    adjustment: dict = field(default_factory=dict)
 
     def result(self) -> dict:
         return {"val_metrics": self.val_metrics, "throughput": self.throughput, "device": self.device,
-                "precision": self.precision, "duration_s": self.duration_s}
+                "precision": self.precision, "duration_s": self.duration_s, "adjustment": self.adjustment}
