@@ -1,7 +1,7 @@
 """`tastebud demo`: a fresh install to a working dashboard on a demo store within two minutes on CPU.
 
-First the fast part, in the foreground: synthetic reviews, the VADER baseline as the first
-champion, its scores, hard-case flags and the monitor's health
+First the fast part, in the foreground: synthetic reviews, the fast baselines (VADER, TF-IDF +
+LR; the better one becomes the first champion), their scores, hard-case flags and the monitor's health
 and alerts, so every page has something to show. Then the dashboard starts, and a quickly
 fine-tuned model trains (after the zero-shot baseline is scored) as a background job whose progress the dashboard shows; when it
 beats the baseline it is promoted, and the store is scored, flagged and monitored again.
@@ -25,7 +25,7 @@ from store.errors import TastebudError
 QUICK_TRAIN = {"epochs": 2, "max_train_examples": 2400, "max_length": 96, "batch_size": 32, "name": "demo-quick"}
 DEMO_ROLES = ("viewer", "labeler", "data_scientist")
 # Baselines before the dashboard starts (seconds on a CPU) and in the background job (an encoder pass).
-FAST_BASELINES = ("vader",)
+FAST_BASELINES = ("vader", "tfidf")
 SLOW_BASELINES = ("zeroshot",)
 DEMO_ACTOR = Actor("demo-setup", "admin")
 
@@ -82,9 +82,8 @@ def build_demo_store(
 ) -> dict:
     """Build a demo store whose every page is populated, fast: no fine-tuning on this path.
 
-    Synthetic reviews, the VADER baseline evaluated on the test split and promoted, its scores,
-    hard-case flags (VADER is fooled by sarcasm and local references: the queue has the story's
-    hard cases), the monitor run (health and alerts). Well under a minute on 2 CPU cores. The fine-tuned model comes after, in
+    Synthetic reviews, the fast baselines (VADER, TF-IDF + LR) evaluated on the test split and the
+    better one promoted, both scored (their disagreements are hard cases too), hard-case flags, the monitor run (health and alerts). Well under a minute on 2 CPU cores. The fine-tuned model comes after, in
     the background (:func:`finetune_demo`, job kind "demo-finetune"), or here when ``finetune``.
 
     Args:
@@ -100,7 +99,7 @@ def build_demo_store(
 
     Example:
         >>> build_demo_store("demo.duckdb", rows=1000)["champion"]  # doctest: +SKIP
-        'baseline-vader'
+        'baseline-tfidf-lr'
     """
     from pipeline.loop.registry import promote_if_better
     from pipeline.models.baselines import register_baselines
@@ -118,9 +117,9 @@ def build_demo_store(
         return result
 
     data = step("generating reviews", 0.0, lambda: load_demo_data(db, rows=rows, seed=seed))
-    # VADER only: it registers, evaluates and scores in seconds; the zero-shot baseline (an encoder
-    # pass over every review) comes with the fine-tune, in the background.
-    baselines = step("registering the VADER baseline", 0.1,
+    # VADER and TF-IDF + LR register, evaluate and score in seconds; the zero-shot baseline (an
+    # encoder pass over every review) comes with the fine-tune, in the background.
+    baselines = step("registering the fast baselines", 0.1,
                      lambda: register_baselines(db, actor=DEMO_ACTOR, include=FAST_BASELINES))
     for model_id in baselines:
         promote_if_better(db, model_id, DEMO_ACTOR)

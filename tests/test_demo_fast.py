@@ -22,14 +22,18 @@ def fast_store(tmp_path_factory):
 
 def test_fast_build_populates_every_page_without_training(fast_store):
     db, summary = fast_store
-    assert summary["champion"] == "baseline-vader" and summary["scored"] == 800
-    assert set(summary["seconds"]) == {"generating reviews", "registering the VADER baseline",
+    assert summary["champion"] in summary["baselines"] and summary["scored"] == 800
+    assert summary["baselines"] == ["baseline-vader", "baseline-tfidf-lr"]
+    assert set(summary["seconds"]) == {"generating reviews", "registering the fast baselines",
                                        "scoring, flagging and monitoring"}
     with connect(db, read_only=True) as con:
-        assert get_champion(con)["model_id"] == "baseline-vader"
+        champion = get_champion(con)["model_id"]
+        assert champion == summary["champion"]
         flags = count_open_flags_by_reason(con)
-        assert flags["low_confidence"] > 0 and sum(flags.values()) == sum(summary["flags"].values())
-        assert len(health_store.fetch_model_health(con, "baseline-vader")) > 50
+        assert flags["disagreement"] > 0 and sum(flags.values()) == sum(summary["flags"].values())
+        assert len(health_store.fetch_model_health(con, champion)) > 50
+        for model_id in summary["baselines"]:
+            assert con.execute("SELECT count(*) FROM predictions WHERE model_id = ?", [model_id]).fetchone()[0] == 800
         assert len(health_store.list_term_scans(con)) == 1
         assert list_models(con)["kind"].tolist() == ["baseline"]
     assert demo_is_ready(db) and finetune_pending(db)
@@ -55,7 +59,7 @@ def test_demo_command_without_launch_prints_the_logins(tmp_path, monkeypatch):
     monkeypatch.setenv("TASTEBUD_DB", str(tmp_path / "cli.duckdb"))
     result = CliRunner().invoke(app, ["demo", "--rows", "400", "--no-launch", "--no-finetune"])
     assert result.exit_code == 0, result.output
-    assert "demo store ready: 400 reviews, champion baseline-vader" in result.output
+    assert "demo store ready: 400 reviews, champion baseline-" in result.output
     assert "user demo-viewer" in result.output and "fine-tuning" not in result.output
     again = CliRunner().invoke(app, ["demo", "--no-launch", "--no-finetune"])
     assert "is ready (use --rebuild" in again.output
