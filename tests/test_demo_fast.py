@@ -35,7 +35,7 @@ def test_fast_build_populates_every_page_without_training(fast_store):
         for model_id in summary["baselines"]:
             assert con.execute("SELECT count(*) FROM predictions WHERE model_id = ?", [model_id]).fetchone()[0] == 800
         assert len(health_store.list_term_scans(con)) == 1
-        assert list_models(con)["kind"].tolist() == ["baseline"]
+        assert list_models(con)["kind"].tolist() == ["baseline", "baseline"]  # nothing fine-tuned yet
     assert demo_is_ready(db) and finetune_pending(db)
 
 
