@@ -16,25 +16,24 @@ if _ROOT not in sys.path:
 import streamlit as st  # noqa: E402
 
 from dashboard import auth  # noqa: E402
+from dashboard.navigation import PAGES  # noqa: E402
 
 _SCREENS = Path(__file__).resolve().parent / "screens"
-
-# (file, title, icon, permission needed, section). A page whose permission the role lacks is
-# never registered, so its URL does not exist for that session.
-PAGES: tuple[tuple[str, str, str, str, str], ...] = (
-    ("overview.py", "Overview", ":material/dashboard:", "read", "Insights"),
-    ("trends.py", "Sentiment trends", ":material/trending_up:", "read", "Insights"),
-    ("comparison.py", "Model comparison", ":material/compare_arrows:", "read", "Insights"),
-    ("hard_cases.py", "Hard cases", ":material/rule:", "relabel", "Work"),
-    ("training.py", "Training", ":material/model_training:", "train", "Work"),
-    ("data.py", "Data", ":material/database:", "import", "Work"),
-)
 
 st.set_page_config(page_title="tastebud", page_icon=":material/restaurant:", layout="wide")
 
 actor = auth.current_actor()
 if actor is None:
-    st.navigation([st.Page(auth.render_login, title="Sign in", url_path="login")], position="hidden").run()
+    # Every page URL shows the sign-in form (hidden from the menu), so a deep link such as
+    # /hard_cases signs in and then opens that page instead of "Page not found": pages are
+    # identified by URL path, and the rerun after signing in stays on the same path.
+    login = [st.Page(auth.login_page(""), title="Sign in", url_path="login", default=True)]
+    login += [
+        st.Page(auth.login_page(filename.removesuffix(".py")), title=title, url_path=filename.removesuffix(".py"),
+                visibility="hidden")
+        for filename, title, *_ in PAGES
+    ]
+    st.navigation(login, position="hidden").run()
 else:
     sections: dict[str, list] = {}
     for filename, title, icon, permission, section in PAGES:

@@ -9,13 +9,13 @@ beats the baseline it is promoted, and the store is scored, flagged and monitore
 
 from __future__ import annotations
 
-import os
 import secrets as pysecrets
 import time
 from pathlib import Path
 
 from pipeline.data.demo_data import DEFAULT_ROWS, DEFAULT_SEED, load_demo_data
 from pipeline.jobs import JobReporter
+from store.accounts import account_entry, hash_password, write_private_file
 from store.actors import Actor
 from store.db import connect, resolve_db_path
 from store.errors import TastebudError
@@ -39,22 +39,21 @@ def demo_files(db) -> tuple[Path, Path]:
 def ensure_demo_accounts(db) -> dict[str, str]:
     """Create one local account per role (random passwords, bcrypt-hashed) unless they exist.
 
-    Returns:
-        username -> password, read back from the logins file when the accounts already exist.
-    """
-    from dashboard.auth import hash_password
+    Both files are created mode 0600 from their first byte.
 
+    Returns:
+        username -> password of the accounts this call created; empty when they already existed
+        (their passwords stay in the logins file and are not repeated).
+    """
     secrets_file, logins_file = demo_files(db)
     if secrets_file.exists() and logins_file.exists():
-        return dict(line.split(" ", 1) for line in logins_file.read_text().splitlines() if " " in line)
+        return {}
     logins = {f"demo-{role.replace('_', '-')}": pysecrets.token_urlsafe(9) for role in DEMO_ROLES}
-    lines = ["# Demo accounts written by `tastebud demo`; passwords are in demo-logins.txt beside this file."]
+    lines = ["# Demo accounts written by `tastebud demo`; passwords are in demo-logins.txt beside this file.\n"]
     for (username, password), role in zip(logins.items(), DEMO_ROLES):
-        lines += [f'[accounts."{username}"]', f'password_hash = "{hash_password(password)}"', f'role = "{role}"', ""]
-    secrets_file.write_text("\n".join(lines))
-    logins_file.write_text("".join(f"{u} {p}\n" for u, p in logins.items()))
-    for path in (secrets_file, logins_file):
-        os.chmod(path, 0o600)
+        lines.append(account_entry(username, role, hash_password(password)))
+    write_private_file(secrets_file, "\n".join(lines))
+    write_private_file(logins_file, "".join(f"{u} {p}\n" for u, p in logins.items()))
     return logins
 
 

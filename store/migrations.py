@@ -468,6 +468,35 @@ def _m050(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_CURRENT_LABELS_M040)
 
 
+# --- sign-in and sessions: versions 71-79 -------------------------------------------------
+
+
+@migration(71, "sign_in_throttle_and_revoked_sessions")
+def _m071(con: duckdb.DuckDBPyConnection) -> None:
+    # Failed sign-ins counted per account and per client address, kept in the store so that
+    # neither a page reload nor a dashboard restart resets them; and the ids of signed session
+    # tokens revoked by signing out before they expired.
+    con.execute(
+        """
+        CREATE TABLE sign_in_throttle (
+            scope            VARCHAR NOT NULL CHECK (scope IN ('account', 'client')),
+            key              VARCHAR NOT NULL,
+            failures         INTEGER NOT NULL,
+            first_failure_at TIMESTAMP NOT NULL,
+            last_failure_at  TIMESTAMP NOT NULL,
+            locked_until     TIMESTAMP,
+            PRIMARY KEY (scope, key)
+        );
+        CREATE TABLE revoked_sessions (
+            token_id   VARCHAR PRIMARY KEY,
+            username   VARCHAR NOT NULL,
+            revoked_at TIMESTAMP NOT NULL,
+            expires_at TIMESTAMP NOT NULL
+        );
+        """
+    )
+
+
 # --- model quality area: versions 101-109 ---------------------------------------------------
 
 

@@ -37,7 +37,7 @@ playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.timeout(90),
+    pytest.mark.timeout(180),  # each test takes 40-90 s on a loaded 2-core machine
     pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed (apt-get install chromium)"),
 ]
 
@@ -92,9 +92,9 @@ def _settle(page) -> None:
         page.wait_for_function(idle, timeout=STEP_MS)
 
 
-def _sign_in(page, base: str, username: str, path: str = "") -> None:
+def _open_url(page, base: str, path: str = "") -> None:
     page.goto(f"{base}/{path}", timeout=STEP_MS)
-    # A URL that is no page of the sign-in screen first shows Streamlit's "Page not found" notice.
+    # A URL that is no page for this session first shows Streamlit's "Page not found" notice.
     notice = page.get_by_role("dialog")
     try:
         notice.wait_for(timeout=1500)
@@ -102,9 +102,17 @@ def _sign_in(page, base: str, username: str, path: str = "") -> None:
         notice.wait_for(state="hidden", timeout=STEP_MS)
     except playwright_api.TimeoutError:
         pass
+
+
+def _submit(page, username: str, password: str) -> None:
     page.get_by_role("textbox", name="Username").fill(username, timeout=STEP_MS)
-    page.get_by_role("textbox", name="Password").fill(ACCOUNTS[username][1])
+    page.get_by_role("textbox", name="Password").fill(password)
     page.get_by_role("button", name="Sign in").click()
+
+
+def _sign_in(page, base: str, username: str, path: str = "") -> None:
+    _open_url(page, base, path)
+    _submit(page, username, ACCOUNTS[username][1])
     page.get_by_text(f"Signed in as {username}").wait_for(timeout=STEP_MS)
     _settle(page)
 
@@ -155,13 +163,57 @@ def test_labeler_relabels_in_a_real_browser_and_a_viewer_is_kept_out(server):
             for title in ("Hard cases", "Training", "Data"):
                 assert nav.get_by_text(title, exact=True).count() == 0
             viewer.screenshot(path=str(ARTIFACTS / "06-viewer-overview.png"), full_page=True)
-            # Typing the URL of a page the role lacks opens a fresh session that has to sign in again,
-            # and after signing in that page still does not exist for this role: the default page shows.
+            # Typing the URL of a page the role lacks opens a fresh session, signed in again from the
+            # session cookie; that page does not exist for this role, so the default page shows.
             for path in ("hard_cases", "training"):
-                _sign_in(viewer, base, "vera", path)
+                _open_url(viewer, base, path)
+                viewer.get_by_text("Signed in as vera").wait_for(timeout=STEP_MS)
+                _settle(viewer)
                 assert viewer.get_by_role("heading", name=re.compile("Hard cases|Training")).count() == 0
                 assert viewer.get_by_role("button", name="Negative").count() == 0
                 assert viewer.get_by_role("heading", name="Overview").count() == 1
                 viewer.screenshot(path=str(ARTIFACTS / f"07-viewer-url-{path}.png"))
         finally:
             browser.close()
+
+
+def test_sign_in_survives_reloads_in_an_httponly_cookie_and_reloads_do_not_reset_the_throttle(server):
+    base, db, _ = server
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1600})
+            page = context.new_page()
+            # A deep link shows the sign-in form (no "Page not found"), then that very page.
+            page.goto(f"{base}/hard_cases", timeout=STEP_MS)
+            assert page.get_by_role("dialog").count() == 0
+            _submit(page, "lena", ACCOUNTS["lena"][1])
+            page.get_by_text("Signed in as lena").wait_for(timeout=STEP_MS)
+            page.get_by_role("heading", name="Hard cases").wait_for(timeout=STEP_MS)
+            assert page.url.endswith("/hard_cases")
+            cookie = [c for c in context.cookies() if c["name"] == "tastebud_session"]
+            assert len(cookie) == 1 and cookie[0]["httpOnly"] and cookie[0]["sameSite"] == "Lax"
+            assert "tastebud_session" not in page.evaluate("document.cookie")  # scripts cannot read it
+            page.reload()
+            page.get_by_text("Signed in as lena").wait_for(timeout=STEP_MS)
+            assert page.get_by_role("button", name="Sign in").count() == 0
+            page.screenshot(path=str(ARTIFACTS / "08-reloaded-still-signed-in.png"))
+            # Signing out deletes the cookie and revokes the token: a reload shows the form again.
+            page.locator("[data-testid='stSidebar']").get_by_role("button", name="Sign out").click()
+            page.get_by_role("button", name="Sign in").wait_for(timeout=STEP_MS)
+            assert [c for c in context.cookies() if c["name"] == "tastebud_session"] == []
+            page.reload()
+            page.get_by_role("button", name="Sign in").wait_for(timeout=STEP_MS)
+            # Five wrong guesses, each after a reload; the sixth is refused even with the right password.
+            for attempt in range(6):
+                page.goto(base, timeout=STEP_MS)
+                _submit(page, "dario", "wrong-password" if attempt < 5 else ACCOUNTS["dario"][1])
+                expected = "Too many failed sign-ins" if attempt == 5 else "Wrong username or password"
+                page.get_by_text(expected).wait_for(timeout=STEP_MS)
+            page.screenshot(path=str(ARTIFACTS / "09-throttled-after-reloads.png"))
+        finally:
+            browser.close()
+    with connect(db, read_only=True) as con:
+        actions = [a for (a,) in con.execute("SELECT action FROM audit_log WHERE action LIKE 'sign%' ORDER BY audit_id").fetchall()]
+    assert actions == ["sign_in.succeeded", "sign_out"] + ["sign_in.failed"] * 5 + ["sign_in.throttled"]

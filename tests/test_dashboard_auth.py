@@ -8,7 +8,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import auth
-from dashboard.auth import Account, check_password, hash_password, parse_accounts, role_for_email
+from dashboard.auth import role_for_email
+from store.accounts import Account, check_password, hash_password, parse_accounts
 from dashboard_seed import ACCOUNTS, account_secrets
 from pipeline.loop.relabel import relabel
 from store.actors import Actor

@@ -218,6 +218,9 @@ def test_mean_head_recipe_trains_calibrates_builds_an_ensemble_and_compares(fill
     assert meta["head"] == "mean" and (Path(model["path"]) / HEAD_FILE).is_file()
     calibration = meta["calibration"]
     assert calibration["n_val"] > 0 and calibration["val_ece_before"] is not None
+    # Fitted on the validation logits in the Trainer's (length-grouped) order with their own labels:
+    # before adjusting, the fit sees exactly the best epoch's validation macro-F1.
+    assert calibration["val_macro_f1_before"] == pytest.approx(model["params"]["val_metrics"]["macro_f1"], abs=1e-6)
     assert calibration == model["params"]["calibration"]
     assert ensemble["kind"] == "ensemble" and ens_eval["n"] > 0
     weights = [m["weight"] for m in ensemble["params"]["members"]]

@@ -17,6 +17,7 @@ from store.splits import assign_splits, split_counts
 EXPECTED_TABLES = {
     "schema_migrations", "reviews", "labels", "splits", "imports", "import_rejects", "models", "promotions",
     "training_runs", "epoch_metrics", "evaluations", "evaluation_slices", "predictions", "flags", "jobs", "audit_log",
+    "sign_in_throttle", "revoked_sessions",
 }  # fmt: skip
 REVIEW_COLUMNS = [
     ("review_id", "VARCHAR"), ("restaurant_id", "VARCHAR"), ("restaurant_name", "VARCHAR"),
@@ -238,3 +239,25 @@ PINNED_TEST_SPLIT = (
     "r00014,r00015,r00025,r00026,r00036,r00044,r00052,r00056,r00065,r00072,r00080,r00102,r00104,r00114,r00127,"
     "r00132,r00135,r00137,r00164,r00169,r00176,r00186,r00218,r00224,r00231,r00233,r00234,r00260,r00277,r00278"
 )
+
+
+def test_sign_in_tables_from_migration_71(tmp_path):
+    db = tmp_path / "old.duckdb"
+    with connect(db) as con:
+        migrate(con, target=70)  # a store from before the sign-in tables
+        assert not {"sign_in_throttle", "revoked_sessions"} & _tables(con)
+        assert 71 in migrate(con)
+        columns = {
+            table: con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+                [table],
+            ).fetchall()
+            for table in ("sign_in_throttle", "revoked_sessions")
+        }
+    assert columns == {
+        "sign_in_throttle": [("scope", "VARCHAR"), ("key", "VARCHAR"), ("failures", "INTEGER"),
+                             ("first_failure_at", "TIMESTAMP"), ("last_failure_at", "TIMESTAMP"),
+                             ("locked_until", "TIMESTAMP")],
+        "revoked_sessions": [("token_id", "VARCHAR"), ("username", "VARCHAR"), ("revoked_at", "TIMESTAMP"),
+                             ("expires_at", "TIMESTAMP")],
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -300,3 +301,46 @@ def test_sampled_training_data_keeps_every_human_relabel(store_path):
     data = load_training_data(store_path, TrainConfig(max_train_examples=60))
     assert len(data.train) == 60
     assert set(relabeled) <= set(data.train["review_id"])
+
+
+# ---------------------------------------------------------------- --base-model checks
+
+
+def _pickle_only_model(tiny_base: str, out: Path) -> Path:
+    import shutil
+
+    import torch
+
+    shutil.copytree(tiny_base, out)
+    (out / "model.safetensors").unlink()
+    torch.save({"weight": torch.zeros(2)}, out / "pytorch_model.bin")
+    return out
+
+
+def test_bad_base_models_are_refused_before_a_run_starts(filled_store, tiny_base, tmp_path):
+    (tmp_path / "a-file.txt").write_text("not a model")
+    (tmp_path / "empty").mkdir()
+    cases = {
+        str(tmp_path / "missing"): "no such directory",
+        str(tmp_path / "a-file.txt"): "not a directory",
+        str(tmp_path / "empty"): "not a model directory (no config.json in it)",
+        str(_pickle_only_model(tiny_base, tmp_path / "pickled")): "only a pickle checkpoint (pytorch_model.bin); refused",
+        "no-such-org/no-such-model": "no such directory, and no Hugging Face model of that name in the local cache",
+    }
+    for base, message in cases.items():
+        with pytest.raises(TastebudError, match=re.escape(f"--base-model {base}: {message}")):
+            train(filled_store, tiny_config(base), reporter=RecordingReporter(filled_store))
+    runs_root = filled_store.parent / "runs" / "training"
+    assert not runs_root.exists() or list(runs_root.iterdir()) == []
+    with connect(filled_store, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM training_runs").fetchone()[0] == 0
+
+
+def test_cli_train_says_what_is_wrong_with_the_base_model(filled_store, tmp_path):
+    result = subprocess.run(
+        cli_cmd("--db", str(filled_store), "train", "--base-model", str(tmp_path / "missing"), "--epochs", "1"),
+        capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: --base-model {tmp_path / 'missing'}: no such directory"
+    assert not (filled_store.parent / "runs" / "training").exists()

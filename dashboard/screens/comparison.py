@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import monitoring, reads, views
+from dashboard import limits, monitoring, reads, views
 from dashboard.page_setup import setup_page
 from store.constants import LABELS
 from store.errors import TastebudError
@@ -57,12 +57,12 @@ if chosen:
     monitoring.local_reference_section(ctx.db, chosen)
 
 with st.expander("Try a review on the chosen models"), st.form("try-form"):
-    text = st.text_area("Review text", key="try-text", placeholder="Oh great, another 45-minute wait for lukewarm grits.")
+    text = limits.text_area("Review text", key="try-text", placeholder="Oh great, another 45-minute wait for lukewarm grits.")
     if st.form_submit_button("Predict") and text.strip() and chosen:
         rows = []
         for model_id in chosen:
             try:
-                probs = reads.predictor(ctx.db, model_id).predict_proba([text])[0]
+                probs = limits.bounded_prediction(reads.predictor(ctx.db, model_id).predict_proba, [text])[0]
             except TastebudError as exc:
                 st.error(f"{views.md(model_id)}: {views.md(exc)}")
                 continue

@@ -3,7 +3,7 @@ from datetime import datetime
 
 import streamlit as st
 
-from dashboard import reads, views
+from dashboard import limits, reads, views
 from dashboard.page_setup import setup_page
 from pipeline.data.importer import ColumnMapping, import_reviews
 from pipeline.jobs import runs_dir
@@ -19,13 +19,13 @@ upload = st.file_uploader("CSV, TSV, JSON Lines or Parquet", type=FORMATS, key="
 with st.expander("Column names (leave empty to detect text/review, stars/rating, date, review_id, label...)"):
     c1, c2, c3, c4 = st.columns(4)
     mapping = ColumnMapping(
-        text=c1.text_input("Text column") or None,
-        stars=c2.text_input("Stars column") or None,
-        label=c3.text_input("Label column") or None,
-        created_at=c4.text_input("Date column") or None,
-        review_id=c1.text_input("Review id column") or None,
-        restaurant_name=c2.text_input("Restaurant name column") or None,
-        neighborhood=c3.text_input("Neighborhood column") or None,
+        text=limits.text_input("Text column", where=c1) or None,
+        stars=limits.text_input("Stars column", where=c2) or None,
+        label=limits.text_input("Label column", where=c3) or None,
+        created_at=limits.text_input("Date column", where=c4) or None,
+        review_id=limits.text_input("Review id column", where=c1) or None,
+        restaurant_name=limits.text_input("Restaurant name column", where=c2) or None,
+        neighborhood=limits.text_input("Neighborhood column", where=c3) or None,
     )
 if upload is not None and st.button("Import", type="primary", key="import-go"):
     # Keep the upload beside the store so the import record's path stays meaningful.

@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import monitoring, reads, views
+from dashboard import limits, monitoring, reads, views
 from dashboard.page_setup import setup_page
 from pipeline import jobs
 from pipeline.loop import registry
@@ -45,10 +45,10 @@ form_col, side_col = st.columns([3, 2])
 with form_col, st.form("train-form"):
     st.subheader("Train")
     mode = st.radio("What to run", [RETRAIN, TRAIN])
-    base_model = st.text_input("Base model (empty: the packaged MiniLM encoder)", value=defaults.base_model or "")
+    base_model = limits.text_input("Base model (empty: the packaged MiniLM encoder)", value=defaults.base_model or "")
     c1, c2 = st.columns(2)
     learning_rate = c1.number_input("Learning rate", value=defaults.learning_rate, format="%.1e", step=1e-5, min_value=1e-7)
-    sweep_lrs = c2.text_input("Sweep learning rates (comma-separated; training runs only)", value="")
+    sweep_lrs = limits.text_input("Sweep learning rates (comma-separated; training runs only)", value="", where=c2)
     c3, c4, c5 = st.columns(3)
     batch_size = c3.number_input("Batch size", value=defaults.batch_size, min_value=1, step=1)
     epochs = c4.number_input("Epochs", value=defaults.epochs, min_value=1, step=1)

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from pipeline.cli.app import app, db_path, emit_json
+from pipeline.cli.app import app, db_path, emit_json, normalize_argv
 from store.errors import TastebudError
 
 # Command modules register themselves on ``app`` when imported.
@@ -33,7 +33,7 @@ def job_run(job_id: str = typer.Argument(..., help="Job to run in this process."
 def main() -> None:
     """Run the CLI; a :class:`TastebudError` becomes one line on stderr and exit code 2."""
     try:
-        app()
+        app(args=normalize_argv(sys.argv[1:]))
     except TastebudError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

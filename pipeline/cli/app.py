@@ -25,6 +25,25 @@ app = typer.Typer(
 
 _state: dict[str, Any] = {"db": None}
 
+# `--ray` takes an optional address: a bare `--ray` means a local Ray instance.
+LOCAL_RAY = "local"
+_OPTIONAL_VALUE_FLAGS = ("--ray",)
+
+
+def normalize_argv(argv: list[str]) -> list[str]:
+    """Give a bare optional-value flag (``--ray`` at the end or before another option) its default value.
+
+    Example:
+        >>> normalize_argv(["score", "--ray", "--json"])
+        ['score', '--ray', 'local', '--json']
+    """
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg in _OPTIONAL_VALUE_FLAGS and (i + 1 == len(argv) or argv[i + 1].startswith("-")):
+            out.append(LOCAL_RAY)
+    return out
+
 
 @app.callback()
 def _global(

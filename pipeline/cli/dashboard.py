@@ -1,22 +1,35 @@
-"""`tastebud dashboard`, and the account commands it needs: `hash-password`, `add-account`."""
+"""`tastebud dashboard`, and the account commands it needs: `hash-password`, `add-account`, `lockouts`,
+`unlock-account`."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import typer
 
-from pipeline.cli.app import app, db_path
-from store.actors import ROLES
+from pipeline.cli.app import app, db_path, emit_json
+from store.accounts import (
+    USERNAME_PATTERN,
+    add_account,
+    check_new_password,
+    hash_password,
+    read_secrets_file,
+)
+from store.actors import ROLES, audit, cli_actor
+from store.db import connect, transaction
 from store.errors import TastebudError
+from store.schema import init_store
+from store.signins import clear_lockout, fetch_lockouts
 
 ENV_SECRETS = "TASTEBUD_SECRETS"
 DEFAULT_SECRETS = Path(".streamlit") / "secrets.toml"
 APP_PATH = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+# The st.App that serves APP_PATH plus the routes that set the HttpOnly sign-in cookie.
+SERVER_PATH = APP_PATH.with_name("server.py")
 
 
 def dashboard_command(*, host: str, port: int, secrets: Path | None) -> list[str]:
@@ -28,9 +41,11 @@ def dashboard_command(*, host: str, port: int, secrets: Path | None) -> list[str
         'run'
     """
     argv = [
-        sys.executable, "-m", "streamlit", "run", str(APP_PATH),
+        sys.executable, "-m", "streamlit", "run", str(SERVER_PATH),
         "--server.address", host, "--server.port", str(port), "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
+        # Users see a generic message for an unexpected error; the traceback goes to the server log.
+        "--client.showErrorDetails", "none", "--runner.magicEnabled", "false",
     ]
     if secrets is not None:
         argv += ["--secrets.files", str(secrets)]
@@ -122,20 +137,13 @@ def dashboard_cmd(
 
 def _prompt_password() -> str:
     password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    from dashboard.auth import MAX_PASSWORD_BYTES
-
-    if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
-        raise TastebudError(f"passwords are limited to {MAX_PASSWORD_BYTES} bytes")
-    if len(password) < 8:
-        raise TastebudError("use a password of at least 8 characters")
+    check_new_password(password)
     return password
 
 
 @app.command("hash-password")
 def hash_password_cmd() -> None:
     """Prompt for a password and print its bcrypt hash for a dashboard account in the secrets file."""
-    from dashboard.auth import hash_password
-
     typer.echo(hash_password(_prompt_password()))
 
 
@@ -145,25 +153,54 @@ def add_account_cmd(
     role: str = typer.Option(..., "--role", help=f"One of {', '.join(ROLES)}."),
     secrets: Path = typer.Option(None, "--secrets", help="Secrets file to append to (default .streamlit/secrets.toml)."),
 ) -> None:
-    """Add a local dashboard account (password prompted, stored bcrypt-hashed)."""
-    from dashboard.auth import USERNAME_PATTERN, hash_password
-
+    """Add a local dashboard account (password prompted, stored bcrypt-hashed, file mode 0600)."""
     if not USERNAME_PATTERN.match(username):
         raise TastebudError("a username may use letters, digits and _ . @ - only (at most 64)")
     if role not in ROLES:
         raise TastebudError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
     path = secrets or (Path(os.environ[ENV_SECRETS]) if os.environ.get(ENV_SECRETS) else DEFAULT_SECRETS)
-    existing = {}
-    if path.exists():
-        try:
-            existing = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise TastebudError(f"{path} is not valid TOML: {exc}") from exc
-    if username in existing.get("accounts", {}):
+    if username in read_secrets_file(path).get("accounts", {}):
         raise TastebudError(f"account {username!r} already exists in {path}")
-    entry = f'\n[accounts."{username}"]\npassword_hash = "{hash_password(_prompt_password())}"\nrole = "{role}"\n'
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(entry)
-    os.chmod(path, 0o600)
+    add_account(path, username, role, _prompt_password())
     typer.echo(f"added {role} account {username!r} to {path}")
+
+
+def _sign_in_store() -> Path:
+    db = db_path()
+    if not db.exists():
+        raise TastebudError(f"no store at {db}")
+    init_store(db)  # a store from before migration 71 gets the sign-in tables
+    return db
+
+
+@app.command("lockouts")
+def lockouts_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List dashboard accounts and client addresses with failed sign-ins, and how long each must wait."""
+    with connect(_sign_in_store(), read_only=True) as con:
+        rows = fetch_lockouts(con)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        typer.echo("no failed sign-ins in the last 24 hours")
+    for row in rows:
+        wait = f"locked for {int(row['wait_s'] + 0.999)} s more" if row["wait_s"] else "not locked"
+        name = json.dumps(row["key"])  # quoted and escaped: names typed into the sign-in form are untrusted
+        typer.echo(f"{row['scope']:<8} {name:<30} {row['failures']:>3} failures, last {row['last_failure_at']:%Y-%m-%d %H:%M} UTC, {wait}")
+
+
+@app.command("unlock-account")
+def unlock_account_cmd(
+    username: str = typer.Argument(None, help="Account name whose failed sign-ins to forget."),
+    client: str = typer.Option(None, "--client", help="Also (or instead) unlock this client address."),
+) -> None:
+    """Clear a dashboard sign-in lockout (failed-attempt count and wait) for an account and/or a client address."""
+    if not username and not client:
+        raise TastebudError("name an account (tastebud unlock-account NAME) or a --client address; see `tastebud lockouts`")
+    actor = cli_actor()
+    with transaction(_sign_in_store()) as con:
+        removed = clear_lockout(con, username=username, client=client)
+        audit(con, actor, "sign_in.unlocked", target=username or client,
+              detail={"account": username, "client": client, "cleared": removed})
+    what = " and ".join(part for part in (username and f"account {username!r}", client and f"client {client!r}") if part)
+    typer.echo(f"unlocked {what}" if removed else f"nothing to unlock for {what}: no failed sign-ins recorded")

@@ -76,9 +76,14 @@ def demo_cmd(
             proc.terminate()
             raise
         typer.echo(f"\ndashboard: {url} (answering {time.perf_counter() - started:.0f}s after the demo started)")
-    for (username, password), role in zip(logins.items(), ("viewer", "labeler", "data scientist")):
-        typer.echo(f"  {role:<15} user {username:<20} password {password}")
-    typer.echo(f"(logins are kept in {logins_file})")
+    else:
+        typer.echo(f"\ndashboard (start it with `tastebud demo` or `tastebud dashboard`): {url}")
+    if logins:
+        for (username, password), role in zip(logins.items(), ("viewer", "labeler", "data scientist")):
+            typer.echo(f"  {role:<15} user {username:<20} password {password}")
+        typer.echo(f"(shown once; the logins are kept in {logins_file}, readable by you only)")
+    else:
+        typer.echo(f"sign in with a demo account from {logins_file} (passwords are not printed again)")
     if finetune and finetune_pending(db):
         job_id = start_finetune(db)
         typer.echo(f"fine-tuning a first model in the background: job {job_id} (progress on Overview and Training); "

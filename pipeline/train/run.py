@@ -26,7 +26,7 @@ import pandas as pd
 from pipeline.train.config import TrainConfig
 from pipeline.train.state import BEST_DIR, CHECKPOINT_DIR, DATA_FILE, Trial, TrainingData
 from pipeline.jobs import JobCancelled, JobReporter, pid_alive, runs_dir
-from pipeline.models.loading import METADATA_FILE, default_base_model, models_dir
+from pipeline.models.loading import METADATA_FILE, check_base_model, default_base_model, models_dir
 from store import models as model_store
 from store.actors import Actor, audit, cli_actor, require
 from store.constants import LABEL_TO_ID, LABELS
@@ -276,6 +276,7 @@ def _run_process_alive(run: dict) -> bool:
 
 
 def _new_trial(db, config: TrainConfig, data: TrainingData, *, reporter: JobReporter, sweep_id: str | None = None) -> Trial:
+    check_base_model(config.base_model)  # a bad --base-model fails here: no run directory, no run row
     run_id = f"run-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     run_dir = runs_dir(db) / "training" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)

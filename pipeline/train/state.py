@@ -19,7 +19,7 @@ BEST_DIR = "best"  # the best checkpoint so far, as a loadable model directory
 DATA_FILE = "data.parquet"  # the train/val snapshot the run was started with (what --resume reads)
 STATE_FILE = "state.json"  # the loop's own bookkeeping: best score, epochs done
 CHECKPOINT_DIR = "checkpoints"  # the Trainer's checkpoints
-VAL_LOGITS_FILE = "val_logits.npy"  # the best epoch's validation logits (post-hoc calibration is fitted on them)
+VAL_LOGITS_FILE = "val_logits.npz"  # the best epoch's validation logits and their labels, in evaluation order (post-hoc calibration is fitted on them)
 ADJUSTED_FILE = "adjustment.json"  # the fitted temperature / class offsets, once baked into the best weights
 
 
