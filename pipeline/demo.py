@@ -198,6 +198,8 @@ def finetune_pending(db) -> bool:
     from store import jobs as job_store
     from store.models import list_models
 
+    if not resolve_db_path(db).exists():
+        return False
     with connect(db, read_only=True) as con:
         models = list_models(con)
         active = job_store.list_jobs(con, kind="demo-finetune", active_only=True)
