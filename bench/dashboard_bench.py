@@ -37,6 +37,7 @@ from store.actors import Actor  # noqa: E402
 from store import trends as trend_store  # noqa: E402
 from store.trends import ReviewFilter, SentimentSource  # noqa: E402
 from store.constants import LABELS  # noqa: E402
+from store.flags import QueueFilter  # noqa: E402
 from store.db import connect, transaction  # noqa: E402
 from store.schema import init_store  # noqa: E402
 
@@ -47,8 +48,9 @@ FLAGS = 5000
 CHUNK = 250_000
 
 
-def build_store(db: Path, rows: int) -> None:
-    """Demo reviews plus two scored, evaluated models, a champion and open flags."""
+def build_store(db: Path, rows: int, *, flag_model: str = BASELINE) -> None:
+    """Demo reviews plus two scored, evaluated models, a champion and open flags raised by ``flag_model``
+    (another model than these two gets the baseline's predictions for the flagged reviews)."""
     init_store(db)
     load_demo_data(db, rows=rows)
     truth = generate_reviews(rows).select(["review_id", "true_label"]).to_pandas()
@@ -73,9 +75,11 @@ def build_store(db: Path, rows: int) -> None:
     with transaction(db) as con:
         model_store.promote_model(con, admin, CHAMPION)
         low = np.argsort(confidence)[:FLAGS]
+        if flag_model not in (CHAMPION, BASELINE):
+            prediction_store.write_predictions(con, flag_model, frame.iloc[low])
         flag_store.insert_flags(con, pd.DataFrame({
             "review_id": truth["review_id"].to_numpy()[low], "reason": "low_confidence",
-            "priority": 1 - confidence[low], "model_id": BASELINE,
+            "priority": 1 - confidence[low], "model_id": flag_model,
         }))
 
 
@@ -111,7 +115,7 @@ def ours_comparison(db):
 
 
 def ours_hard_cases(db):
-    return reads.flag_queue.uncached(db, (), 50)
+    return reads.hard_cases.uncached(db, QueueFilter(), 50, "bench", 10)
 
 
 def ours_training(db):

@@ -17,6 +17,8 @@ import streamlit as st  # noqa: E402
 
 from dashboard import auth  # noqa: E402
 from dashboard.navigation import PAGES  # noqa: E402
+from store.errors import TastebudError  # noqa: E402
+from store.printable import printable_message  # noqa: E402
 
 _SCREENS = Path(__file__).resolve().parent / "screens"
 
@@ -33,7 +35,10 @@ if actor is None:
                 visibility="hidden")
         for filename, title, *_ in PAGES
     ]
-    st.navigation(login, position="hidden").run()
+    try:
+        st.navigation(login, position="hidden").run()
+    except TastebudError as exc:  # sign-in reads the store too (throttling)
+        st.error(printable_message(str(exc)))
 else:
     sections: dict[str, list] = {}
     for filename, title, icon, permission, section in PAGES:
@@ -45,4 +50,9 @@ else:
         if st.button("Sign out", key="sign-out"):
             auth.sign_out()
             st.rerun()
-    st.navigation(sections).run()
+    try:
+        st.navigation(sections).run()
+    except TastebudError as exc:
+        # A damaged, foreign, unreadable or busy store (or any refused action): the one-line
+        # sentence the CLI prints, never a traceback with paths or another process's PID.
+        st.error(printable_message(str(exc)))

@@ -18,7 +18,7 @@ from pipeline.monitor import thresholds as T
 from pipeline.monitor.kpis import latest_complete_period, period_kpis
 from pipeline.monitor.shifts import ShiftSettings, biggest_movers, detect_shifts, period_end
 from store import alerts as alert_store
-from store import health as health_store
+from store import model_health as health_store
 from store import models as model_store
 from store.db import connect
 from store.shifts import fetch_group_period_counts, fetch_period_totals, newest_review_date

@@ -10,6 +10,7 @@ import streamlit as st
 from dashboard import auth
 from store.actors import Actor
 from store.db import resolve_db_path
+from store.health import ensure_store
 
 
 @dataclass(frozen=True)
@@ -38,4 +39,7 @@ def setup_page(title: str, permission: str) -> PageContext:
     if not db.exists():
         st.error(f"No store at {db}. Create one with `tastebud demo-data` or `tastebud import`, then reload.")
         st.stop()
+    # Opened on every run, not cached: a store damaged since the last run must not show stale numbers.
+    # Its error (damaged, not a store, permission, busy) becomes app.py's banner.
+    ensure_store(db)
     return PageContext(actor=actor, db=db)

@@ -158,31 +158,12 @@ def disagreement(
 
 
 @_cached
-def flag_queue(db: Path, reasons: tuple[str, ...], limit: int) -> dict:
-    """Open flags (highest priority first), open counts by reason, and flag counts by status."""
-    from store import flags as flag_store
-
-    with connect(db, read_only=True) as con:
-        return {
-            "queue": flag_store.fetch_flag_page(con, reasons=list(reasons) or None, limit=limit),
-            "by_reason": flag_store.count_open_flags_by_reason(con),
-            "status": flag_store.count_flags_by_status(con),
-        }
-
-
-@_cached
 def relabel_progress(db: Path) -> dict:
     """Human labels per labeler and those waiting for the next retraining round."""
     from store.relabeling import relabel_progress as progress
 
     with connect(db, read_only=True) as con:
         return progress(con)
-
-
-def open_flag_review_ids(db: Path, reasons: tuple[str, ...]) -> list[str]:
-    """Every review with an open flag of ``reasons`` (all reasons when empty); uncached, it feeds a write."""
-    with connect(db, read_only=True) as con:
-        return flag_store.fetch_open_flag_review_ids(con, reasons=list(reasons) or None)
 
 
 @_cached
@@ -232,3 +213,121 @@ def recent_jobs(db: Path, *, limit: int = 15) -> pd.DataFrame:
     """Newest jobs first; uncached so a finished job shows at once."""
     with connect(db, read_only=True) as con:
         return job_store.list_jobs(con, limit=limit)
+
+
+@_cached
+def hard_cases(db: Path, flt, limit: int, actor_name: str, recent: int) -> dict:
+    """Everything the hard-cases page reads, in one connection: the filtered open-flag queue (highest
+    priority first) and how many flags match, flag counts by status, the filter choices, the
+    labeler's recent actions and the labeling guidelines."""
+    from store.guidelines import get_guidelines
+    from store.relabeling import fetch_recent_actions
+
+    with connect(db, read_only=True) as con:
+        queue, total = flag_store.search_flag_queue(con, flt, limit=limit)
+        return {
+            "queue": queue,
+            "total": total,
+            "status": flag_store.count_flags_by_status(con),
+            "options": flag_store.fetch_queue_filter_options(con),
+            "recent": fetch_recent_actions(con, actor_name, limit=recent),
+            "guidelines": get_guidelines(con),
+        }
+
+
+@_cached
+def guidelines(db: Path) -> dict | None:
+    """The current labeling guidelines (None when never written)."""
+    from store.guidelines import get_guidelines
+
+    with connect(db, read_only=True) as con:
+        return get_guidelines(con)
+
+
+class _AttributionWorker:
+    """Word attributions computed one at a time on a background thread, so a labeler's key press
+    never waits for a model: the page shows the review at once and the highlights when ready.
+    Results are kept per (store, model, review) for the life of the process (bounded)."""
+
+    MAX_RESULTS = 512
+    MAX_MODELS = 2
+
+    def __init__(self) -> None:
+        import threading
+        from collections import OrderedDict
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tastebud-attribution",
+                                        initializer=_lowest_priority)
+        self._lock = threading.Lock()
+        self._futures: OrderedDict = OrderedDict()
+        self._predictors: OrderedDict = OrderedDict()
+
+    def _predictor(self, db: str, model_id: str):
+        from pipeline.models.predictors import load_predictor
+
+        key = (db, model_id)
+        if key not in self._predictors:
+            self._predictors[key] = load_predictor(db, model_id)
+            while len(self._predictors) > self.MAX_MODELS:
+                self._predictors.popitem(last=False)
+        self._predictors.move_to_end(key)
+        return self._predictors[key]
+
+    def _compute(self, db: str, model_id: str, text: str):
+        from pipeline.models.attribution import word_attributions
+
+        return word_attributions(self._predictor(db, model_id), text)
+
+    def submit(self, db: str, model_id: str, review_id: str, text: str):
+        key = (db, model_id, review_id, text)
+        with self._lock:
+            future = self._futures.get(key)
+            if future is None:
+                future = self._pool.submit(self._compute, db, model_id, text)
+                self._futures[key] = future
+                while len(self._futures) > self.MAX_RESULTS:
+                    self._futures.popitem(last=False)
+            self._futures.move_to_end(key)
+            return future
+
+
+def _lowest_priority() -> None:
+    """Run this thread (and the model threads it starts) at the lowest CPU priority: a labeler's
+    next page run must never wait behind highlights computed ahead."""
+    import threading
+
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+        pass
+
+
+@st.cache_resource(show_spinner=False)
+def _attribution_worker() -> _AttributionWorker:
+    return _AttributionWorker()
+
+
+def word_attribution(db: Path, model_id: str, review_id: str, text: str):
+    """The words that drove ``model_id``'s call on a review: a ``WordAttribution`` when ready, None while
+    it is being computed (asked for now if it was not), or the error text when the model cannot explain it."""
+    future = _attribution_worker().submit(str(db), model_id, review_id, text)
+    if not future.done():
+        return None
+    error = future.exception()
+    if error is not None:
+        return f"{type(error).__name__}: {error}" if not str(error) else str(error)
+    return future.result()
+
+
+def prefetch_attributions(db: Path, rows: list[tuple[str, str, str]]) -> None:
+    """Start computing the attributions of (model_id, review_id, text) rows the labeler will see next."""
+    worker = _attribution_worker()
+    for model_id, review_id, text in rows:
+        worker.submit(str(db), model_id, review_id, text)
+
+
+def matching_review_ids(db: Path, flt) -> list[str]:
+    """Every review with an open flag matching the queue filter; uncached, it feeds a write."""
+    with connect(db, read_only=True) as con:
+        return flag_store.fetch_matching_review_ids(con, flt)

@@ -15,6 +15,10 @@ from store.constants import LABELS
 
 LABEL_COLORS = {"negative": "#d62728", "neutral": "#9e9e9e", "positive": "#2ca02c"}
 SHIFT_SYMBOLS = {"spike": "triangle-up", "drop": "triangle-down"}
+# Series colours for anything that is not a label: no red and no green, which mean negative and positive.
+GROUP_COLORS = ("#1f77b4", "#9467bd", "#ff7f0e", "#8c564b", "#17becf", "#e377c2", "#393b79", "#7f7f7f")
+# The theme's accent (buttons, chips, progress): blue, so red stays negative's.
+ACCENT = "#2563eb"
 
 
 _MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
@@ -26,6 +30,18 @@ def md(text) -> str:
     return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
 
 
+def show_message(message: tuple[str, str] | None) -> None:
+    """Show a ("error" | "success", text) message left by a button callback; nothing for None.
+    Errors are escaped (they quote names and values from the store); success texts are the page's own."""
+    if message is None:
+        return
+    kind, text = message
+    if kind == "error":
+        st.error(md(text))
+    else:
+        st.success(text)
+
+
 def counts_frame(counts: dict, name: str) -> pd.DataFrame:
     """A {key: count} dict as a two-column frame, largest first."""
     frame = pd.DataFrame({name: list(counts), "count": list(counts.values())})
@@ -35,6 +51,20 @@ def counts_frame(counts: dict, name: str) -> pd.DataFrame:
 def jobs_frame(jobs: pd.DataFrame) -> pd.DataFrame:
     columns = [c for c in ("job_id", "kind", "status", "actor", "progress", "message", "created_at", "finished_at", "error") if c in jobs]
     return jobs[columns]
+
+
+# Column headings and formats of a jobs table (views.jobs_frame).
+JOB_COLUMNS = {
+    "job_id": st.column_config.TextColumn("Job"),
+    "kind": st.column_config.TextColumn("Kind"),
+    "status": st.column_config.TextColumn("Status"),
+    "actor": st.column_config.TextColumn("Started by"),
+    "progress": st.column_config.ProgressColumn("Progress", min_value=0.0, max_value=1.0, format="percent"),
+    "message": st.column_config.TextColumn("Message", width="medium"),
+    "created_at": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
+    "finished_at": st.column_config.DatetimeColumn("Finished", format="YYYY-MM-DD HH:mm"),
+    "error": st.column_config.TextColumn("Error", width="medium"),
+}
 
 
 def _decode(value):
@@ -94,10 +124,12 @@ def confusion_figure(matrix, title: str) -> go.Figure:
         )
     )
     fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), yaxis=dict(autorange="reversed"))
+    fig.update_xaxes(title_text="predicted label")
+    fig.update_yaxes(title_text="true label (test reviews)")
     return fig
 
 
-def share_trend_figure(trend: pd.DataFrame, *, title: str) -> go.Figure:
+def share_trend_figure(trend: pd.DataFrame, *, title: str, grain: str = "period") -> go.Figure:
     """Stacked label shares per period (bars, clickable), average stars on a second axis, shifts marked."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     for label in LABELS:
@@ -136,29 +168,33 @@ def share_trend_figure(trend: pd.DataFrame, *, title: str) -> go.Figure:
         title=title, barmode="stack", height=380, margin=dict(l=10, r=10, t=40, b=10),
         legend=dict(orientation="h", y=-0.15), clickmode="event+select",
     )
-    fig.update_yaxes(title_text="share", tickformat=".0%", range=[0, 1.08], secondary_y=False)
-    fig.update_yaxes(title_text="avg stars", range=[1, 5], secondary_y=True)
+    fig.update_yaxes(title_text="share of reviews", tickformat=".0%", range=[0, 1.08], secondary_y=False)
+    fig.update_yaxes(title_text="average stars (1-5)", range=[1, 5], tick0=1, dtick=1, secondary_y=True)
+    fig.update_xaxes(title_text=f"{grain} starting")
     return fig
 
 
-def count_trend_figure(trend: pd.DataFrame) -> go.Figure:
+def count_trend_figure(trend: pd.DataFrame, *, grain: str = "period") -> go.Figure:
     """Stacked review counts per period by label."""
     fig = go.Figure()
     for label in LABELS:
         fig.add_trace(go.Bar(x=trend["period"], y=trend[label], name=label, marker_color=LABEL_COLORS[label]))
-    fig.update_layout(barmode="stack", height=260, margin=dict(l=10, r=10, t=30, b=10), title="Reviews per period",
+    fig.update_layout(barmode="stack", height=260, margin=dict(l=10, r=10, t=30, b=10), title=f"Reviews per {grain}",
                       showlegend=False)
+    fig.update_xaxes(title_text=f"{grain} starting")
+    fig.update_yaxes(title_text="reviews")
     return fig
 
 
-def group_trend_figure(group_trend: pd.DataFrame, groups: list[str]) -> go.Figure:
-    """Negative share over time of the chosen groups, their shifts marked."""
+def group_trend_figure(group_trend: pd.DataFrame, groups: list[str], *, grain: str = "period") -> go.Figure:
+    """Negative share over time of the chosen groups, their shifts marked (colours that are never red or green)."""
     fig = go.Figure()
-    for name in groups:
+    for i, name in enumerate(groups):
+        color = GROUP_COLORS[i % len(GROUP_COLORS)]
         series = group_trend[group_trend["grp"] == name]
         name = html.escape(name)  # plotly renders a few HTML tags in names
         fig.add_trace(go.Scatter(x=series["period"], y=series["negative_share"], name=name, mode="lines+markers",
-                                 marker=dict(size=4), customdata=series["n"],
+                                 marker=dict(size=4), customdata=series["n"], line=dict(color=color),
                                  hovertemplate="%{x|%Y-%m-%d}: %{y:.0%} of %{customdata}<extra>" + name + "</extra>"))
         marked = series[series["shift"].notna()]
         if len(marked):
@@ -168,8 +204,9 @@ def group_trend_figure(group_trend: pd.DataFrame, groups: list[str]) -> go.Figur
                 hovertemplate="%{x|%Y-%m-%d}: negative %{y:.0%}<extra>" + name + " shift</extra>",
             ))
     fig.update_layout(height=360, margin=dict(l=10, r=10, t=40, b=10), title="Negative share by group",
-                      legend=dict(orientation="h", y=-0.15))
-    fig.update_yaxes(tickformat=".0%", range=[0, 1])
+                      legend=dict(orientation="h", y=-0.25))
+    fig.update_yaxes(title_text="negative share of reviews", tickformat=".0%", range=[0, 1])
+    fig.update_xaxes(title_text=f"{grain} starting")
     return fig
 
 
@@ -177,23 +214,218 @@ def epoch_figure(epochs: pd.DataFrame, *, title: str) -> go.Figure:
     """Train/val loss and val macro-F1 per epoch (one line per run when a job trained several)."""
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     runs = epochs["run_id"].unique() if "run_id" in epochs else [None]
-    for run in runs:
+    for i, run in enumerate(runs):
         part = epochs if run is None else epochs[epochs["run_id"] == run]
+        loss_color, f1_color = GROUP_COLORS[(2 * i) % len(GROUP_COLORS)], GROUP_COLORS[(2 * i + 1) % len(GROUP_COLORS)]
         suffix = "" if len(runs) == 1 else f" {str(run)[-6:]}"
         for column, dash in (("train_loss", "dot"), ("val_loss", "solid")):
             if column in part and part[column].notna().any():
-                fig.add_trace(go.Scatter(x=part["epoch"], y=part[column], name=column + suffix, mode="lines+markers",
-                                         line=dict(dash=dash)), secondary_y=False)
+                fig.add_trace(go.Scatter(x=part["epoch"], y=part[column], name=column_name(column).lower() + suffix,
+                                         mode="lines+markers", line=dict(dash=dash, color=loss_color)),
+                              secondary_y=False)
         if "val_macro_f1" in part and part["val_macro_f1"].notna().any():
-            fig.add_trace(go.Scatter(x=part["epoch"], y=part["val_macro_f1"], name="val macro-F1" + suffix,
-                                     mode="lines+markers", line=dict(color="#2ca02c")), secondary_y=True)
+            fig.add_trace(go.Scatter(x=part["epoch"], y=part["val_macro_f1"], name="validation macro-F1" + suffix,
+                                     mode="lines+markers", line=dict(color=f1_color)), secondary_y=True)
     fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.2))
-    fig.update_xaxes(title_text="epoch")
-    fig.update_yaxes(title_text="loss", secondary_y=False)
-    fig.update_yaxes(title_text="macro-F1", range=[0, 1], secondary_y=True)
+    fig.update_xaxes(title_text="epoch", tick0=1, dtick=1, tickformat="d")
+    fig.update_yaxes(title_text="loss (cross-entropy)", rangemode="tozero", secondary_y=False)
+    fig.update_yaxes(title_text="validation macro-F1", range=[0, 1], secondary_y=True)
     return fig
 
 
 def percent_columns(columns: list[str]) -> dict:
     """column_config entries showing shares as percentages."""
     return {c: st.column_config.NumberColumn(c.replace("_", " "), format="percent") for c in columns}
+
+
+# --- the relabel queue -----------------------------------------------------------------------
+
+# Ink on each label's colour, readable on it.
+_LABEL_INK = {"negative": "#ffffff", "neutral": "#111827", "positive": "#ffffff"}
+REASON_NAMES = {
+    "low_confidence": "Model unsure",
+    "disagreement": "Models disagree",
+    "rating_contradicts_text": "Stars contradict text",
+    "label_issue": "Label may be wrong",
+    "emerging_term": "New term",
+}
+
+
+def suggested_label(row) -> str | None:
+    """The label the flag suggests: the cross-validated model's for a label issue, else the model's call."""
+    detail = _decode(row.get("detail")) or {}
+    if isinstance(detail, dict) and detail.get("suggested_label") in LABELS:
+        return detail["suggested_label"]
+    label = row.get("model_label")
+    return label if isinstance(label, str) and label in LABELS else None
+
+
+def _probabilities(row) -> dict[str, float]:
+    return {label: float(row[f"p_{label}"]) for label in LABELS if pd.notna(row.get(f"p_{label}"))}
+
+
+def why_flagged(row) -> tuple[str, str]:
+    """(plain-words reason, the numbers behind it) for one queue row (reason, detail, stars, term, p_*)."""
+    reason, detail = row["reason"], _decode(row.get("detail")) or {}
+    detail = detail if isinstance(detail, dict) else {}
+    probs = _probabilities(row)
+    ranked = sorted(probs, key=probs.get, reverse=True)
+    numbers = ", ".join(f"{label} {p:.0%}" for label, p in sorted(probs.items(), key=lambda kv: -kv[1]))
+    numbers = f"Model probabilities: {numbers}." if numbers else ""
+    if reason == "low_confidence" and len(ranked) >= 2:
+        text = f"The model is unsure between {ranked[0]} and {ranked[1]}."
+        if "margin" in detail:
+            numbers += f" Margin between them {detail['margin']:.2f}; entropy {detail.get('entropy', float('nan')):.2f}."
+    elif reason == "rating_contradicts_text":
+        stars = detail.get("stars", row.get("stars"))
+        stars = int(stars) if stars is not None and pd.notna(stars) else "?"
+        reads = detail.get("predicted") or (ranked[0] if ranked else "otherwise")
+        text = f"The stars ({stars}) contradict the text, which reads {reads}."
+        if "probability" in detail:
+            numbers += f" Probability of {reads}: {detail['probability']:.0%}."
+    elif reason == "label_issue":
+        quality = detail.get("label_quality")
+        confidence = f" with {1 - quality:.0%} confidence" if isinstance(quality, (int, float)) else ""
+        given, suggested = detail.get("given_label"), detail.get("suggested_label")
+        text = (f"This label may be wrong: a cross-validated model disagrees{confidence}"
+                + (f" (given {given}, it suggests {suggested})." if given and suggested else "."))
+        if isinstance(quality, (int, float)):
+            numbers += f" Label quality {quality:.3f} (cleanlab self-confidence; {detail.get('probabilities', '')})."
+    elif reason == "disagreement":
+        other = detail.get("other_model_id", "another model")
+        text = (f"Two models disagree: this one says {detail.get('model_label', ranked[0] if ranked else '?')}, "
+                f"{other} says {detail.get('other_label', '?')}.")
+        if "distance" in detail:
+            numbers += f" Distance between their probabilities {detail['distance']:.2f} (0 to 1)."
+    elif reason == "emerging_term":
+        term = row.get("term") or "a new term"
+        text = f"The review mentions “{term}”, a term that appeared recently and that the model is unsure about."
+        if "lift" in detail:
+            numbers += (f" {detail.get('recent_count', '?')} recent vs {detail.get('prior_count', '?')} earlier reviews"
+                        f" (lift {detail['lift']}); mean uncertainty {detail.get('mean_uncertainty', float('nan')):.2f}.")
+    else:
+        text = f"Flagged as {reason.replace('_', ' ')}."
+    numbers += f" Priority {float(row['priority']):.2f}." if pd.notna(row.get("priority")) else ""
+    return text, numbers.strip()
+
+
+def highlighted_review_html(attribution) -> str:
+    """The review as HTML with each word's background shaded by how much it drove the model's call
+    (the call's colour; grey-blue for words that pulled the other way). Every piece is escaped."""
+    weights = [abs(w) for _, w in attribution.pieces if w is not None]
+    scale = max(weights) if weights and max(weights) > 0 else 1.0
+    call_rgb = _rgb(LABEL_COLORS[attribution.label])
+    spans = []
+    for piece, weight in attribution.pieces:
+        text = html.escape(piece)
+        if weight is None or abs(weight) / scale < 0.08:
+            spans.append(text)
+            continue
+        alpha = min(abs(weight) / scale, 1.0) * 0.6
+        rgb = call_rgb if weight > 0 else (59, 130, 246)
+        spans.append(f'<span title="{weight:+.3f}" style="background: rgba({rgb[0]},{rgb[1]},{rgb[2]},{alpha:.2f});'
+                     f' border-radius: 3px; padding: 0 1px">{text}</span>')
+    return ('<div data-testid="review-text" style="white-space: pre-wrap; line-height: 1.6; font-size: 1.05rem">'
+            + "".join(spans) + "</div>")
+
+
+def _rgb(color: str) -> tuple[int, int, int]:
+    color = color.lstrip("#")
+    return int(color[0:2], 16), int(color[2:4], 16), int(color[4:6], 16)
+
+
+def label_button_css(suggested: str | None) -> str:
+    """CSS giving the three label buttons (keys label-negative/neutral/positive) their label's colour,
+    and a thick outline to the suggested one."""
+    rules = []
+    for label in LABELS:
+        rules.append(f".st-key-label-{label} button {{ background: {LABEL_COLORS[label]}; color: {_LABEL_INK[label]};"
+                     f" border-color: {LABEL_COLORS[label]}; }}")
+        rules.append(f".st-key-label-{label} button:hover {{ filter: brightness(0.92); color: {_LABEL_INK[label]};"
+                     f" border-color: {LABEL_COLORS[label]}; }}")
+    if suggested in LABELS:
+        rules.append(f".st-key-label-{suggested} button {{ outline: 4px solid #111827; outline-offset: 2px;"
+                     " font-weight: 700; }")
+    return "<style>" + "\n".join(rules) + "</style>"
+
+
+def review_row_height(texts, *, chars_per_line: int = 95) -> int:
+    """Row height (px) that shows the longest of ``texts`` whole in a wide wrapped text column (at most 12 lines)."""
+    longest = max((len(str(t)) for t in texts), default=0)
+    lines = min(max(1, -(-longest // chars_per_line)), 12)
+    return 16 + 21 * max(lines, 3)
+
+
+# --- human column names -----------------------------------------------------------------------
+
+# Headings of columns that appear across the store's frames; anything else gets its name with
+# spaces for underscores and a capital letter.
+COLUMN_NAMES = {
+    "grp": "Group", "n": "Reviews", "is_new": "New", "shift": "Shift", "shift_z": "Shift (z-score)",
+    "avg_stars": "Avg stars", "first_review_at": "First review", "period": "Period",
+    "negative_share": "Negative share", "neutral_share": "Neutral share", "positive_share": "Positive share",
+    "baseline_negative_share": "Usual negative share",
+    "p_negative": "P(negative)", "p_neutral": "P(neutral)", "p_positive": "P(positive)",
+    "model_id": "Model", "name": "Name", "kind": "Kind", "is_champion": "Champion", "test_n": "Test reviews",
+    "accuracy": "Accuracy", "macro_f1": "Macro-F1", "val_macro_f1": "Validation macro-F1", "ece": "Calibration error",
+    "f1_negative": "F1 negative", "f1_neutral": "F1 neutral", "f1_positive": "F1 positive",
+    "round": "Round", "round_id": "Round", "created_at": "Created", "finished_at": "Finished", "started_at": "Started",
+    "review_id": "Review ID", "text": "Review", "stars": "Stars", "label": "Label", "source": "Source",
+    "restaurant_name": "Restaurant", "neighborhood": "Neighbourhood", "count": "Count", "reason": "Reason",
+    "epoch": "Epoch", "step": "Step", "train_loss": "Training loss", "val_loss": "Validation loss",
+    "val_accuracy": "Validation accuracy", "run_id": "Run", "term": "Term", "z": "z-score",
+    "negative_count": "Negative reviews", "positive_count": "Positive reviews",
+    "challenger_macro_f1": "Challenger macro-F1", "champion_macro_f1": "Champion macro-F1",
+    "delta_macro_f1": "Macro-F1 gain", "label_efficiency": "Macro-F1 gain per label", "actor": "By",
+    "import_id": "Import", "accepted": "Accepted", "rejected": "Rejected", "updated": "Updated",
+    "model_a_label": "Model A says", "model_b_label": "Model B says", "current_label": "Current label",
+}
+_SHARES = {"negative_share", "neutral_share", "positive_share", "baseline_negative_share",
+           "p_negative", "p_neutral", "p_positive"}
+_SCORES = {"accuracy", "macro_f1", "val_macro_f1", "ece", "f1_negative", "f1_neutral", "f1_positive", "val_accuracy",
+           "challenger_macro_f1", "champion_macro_f1", "delta_macro_f1", "train_loss", "val_loss"}
+_DATES = {"period", "first_review_at"}
+_TIMES = {"created_at", "finished_at", "started_at"}
+
+
+def column_name(column: str) -> str:
+    """The heading shown for a frame column."""
+    return COLUMN_NAMES.get(column) or column.replace("_", " ").capitalize()
+
+
+def column_config(frame: pd.DataFrame, **overrides) -> dict:
+    """st.column_config for every column of ``frame``: human headings, shares as percentages,
+    scores to three decimals, stars and epochs as integers, review text wide; ``overrides``
+    (column -> heading or column config) win."""
+    config = {}
+    for column in frame.columns:
+        name = column_name(str(column))
+        if column in _SHARES:
+            config[column] = st.column_config.NumberColumn(name, format="percent")
+        elif column in _SCORES:
+            config[column] = st.column_config.NumberColumn(name, format="%.3f")
+        elif column in ("stars", "epoch", "n", "test_n", "round", "round_id"):
+            config[column] = st.column_config.NumberColumn(name, format="%d")
+        elif column in _DATES:
+            config[column] = st.column_config.DateColumn(name, format="YYYY-MM-DD")
+        elif column in _TIMES:
+            config[column] = st.column_config.DatetimeColumn(name, format="YYYY-MM-DD HH:mm")
+        elif column == "text":
+            config[column] = st.column_config.TextColumn(name, width="large")
+        else:
+            config[column] = name
+    for column, value in overrides.items():
+        config[column] = value
+    return config
+
+
+def table(frame: pd.DataFrame, *, texts: bool = False, **kwargs):
+    """st.dataframe of ``frame`` that fits the page: human headings (``column_config(frame)`` plus
+    any given), no index, page width; ``texts=True`` also puts review text first and wraps it whole."""
+    config = column_config(frame, **kwargs.pop("column_config", {}))
+    if texts and "text" in frame.columns:
+        frame = frame[["text", *[c for c in frame.columns if c != "text"]]]
+        kwargs.setdefault("row_height", review_row_height(frame["text"]))
+    kwargs.setdefault("hide_index", True)
+    kwargs.setdefault("width", "stretch")
+    return st.dataframe(frame, column_config=config, **kwargs)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from store import jobs as job_store
 from store.actors import Actor, audit, require
-from store.db import connect, resolve_db_path, transaction
+from store.db import connect, on_lock_wait, resolve_db_path, set_lock_timeout, transaction
 from store.errors import TastebudError
 
 # kind -> "module:function"; imported lazily so the dashboard does not load torch to list jobs.
@@ -39,6 +39,9 @@ JOB_KINDS: dict[str, str] = {
     "demo-finetune": "pipeline.demo:run_finetune_job",
 }
 PERMISSION_FOR_KIND = {"train": "train", "retrain": "train", "score": "score", "flag": "flag.create", "demo-pipeline": "train", "demo-data": "import", "monitor": "score", "demo-finetune": "train"}
+# How long a job waits for a store another process holds (an import commits in chunks, so waits are short
+# but may repeat): far longer than an interactive command, which gives up after TASTEBUD_LOCK_TIMEOUT.
+JOB_LOCK_TIMEOUT_S = float(os.environ.get("TASTEBUD_JOB_LOCK_TIMEOUT", "3600"))
 # Seconds between progress writes: often enough for a live panel, rare enough not to contend for the lock.
 PROGRESS_INTERVAL_S = 1.0
 
@@ -126,7 +129,14 @@ def start_job(db: str | os.PathLike | None, kind: str, params: dict, actor: Acto
 
 
 def run_job(db: str | os.PathLike | None, job_id: str) -> dict:
-    """Run a recorded job in this process (the body of ``tastebud job-run``)."""
+    """Run a recorded job in this process (the body of ``tastebud job-run``).
+
+    A job that finds the store busy waits (up to ``JOB_LOCK_TIMEOUT_S``) and says so in its log
+    instead of failing after the interactive timeout.
+    """
+    set_lock_timeout(JOB_LOCK_TIMEOUT_S)
+    on_lock_wait(lambda path: print(
+        f"[{time.strftime('%H:%M:%S')}] waiting for the store: another process is writing to it", flush=True))
     with connect(db, read_only=True) as con:
         job = job_store.get_job(con, job_id)
     if job is None:

@@ -44,3 +44,15 @@ TERMS_BLOCK_ROWS = 2048
 TERMS_MIN_BLOCKS = 40
 # A term must occur at least this many times in the sample to be ranked.
 TERMS_MIN_COUNT = 5
+
+# --- review dates as the reads see them ---
+# Only a direct write can store an infinite, BC or year-9999 review date (the importer rejects them as
+# date_out_of_range); reads treat dates outside this range as missing, so one odd row can neither
+# break a chart nor stretch its date range over millennia.
+READ_DATE_MIN = "1900-01-01"
+READ_DATE_MAX = "2200-01-01"
+# ``reviews`` with implausible dates read as NULL; use it in place of the table in read queries.
+DATED_REVIEWS_SQL = (
+    "(SELECT * REPLACE (CASE WHEN created_at >= TIMESTAMP '" + READ_DATE_MIN + "' AND created_at < TIMESTAMP '"
+    + READ_DATE_MAX + "' THEN created_at END AS created_at) FROM reviews)"
+)

@@ -7,6 +7,13 @@ short-lived connection, retries DuckDB's lock error with jittered backoff up to 
 deadline, and always closes. Heavy compute (training, scoring) happens with no
 connection open; only its reads and result writes do.
 
+Long writers (an import) commit in bounded chunks; between two chunks they pause briefly
+when another process is waiting (:func:`hand_off`), so it gets in within a chunk's time.
+A waiting process says so by touching ``<store>.waiting`` while it retries, and polls at
+most every ``MAX_POLL_S``. A store that cannot be opened or read as a database (damaged,
+not a DuckDB file, a directory, no permission) is reported as one sentence
+(:class:`StoreDamagedError`, :class:`StoreAccessError`), never as DuckDB's traceback.
+
 Inside one process DuckDB refuses a second connection to the same file with a
 different ``read_only`` setting, and Streamlit serves sessions from threads, so a
 process-wide lock serialises this process's connections.
@@ -24,14 +31,78 @@ from pathlib import Path
 
 import duckdb
 
-from store.errors import StoreBusyError, StoreMissingError
+from store.errors import StoreAccessError, StoreBusyError, StoreDamagedError, StoreMissingError
+from store.printable import printable
 
 DEFAULT_DB_FILENAME = "tastebud.duckdb"
 ENV_DB = "TASTEBUD_DB"
 # How long a caller waits for another process's lock before giving up (seconds).
 DEFAULT_LOCK_TIMEOUT_S = float(os.environ.get("TASTEBUD_LOCK_TIMEOUT", "60"))
+# Longest sleep between two tries for a locked store: a waiter notices a released lock this fast.
+MAX_POLL_S = 0.1
+# A long writer pauses this long between chunks when someone waits: over twice the longest poll.
+HANDOFF_S = 0.25
+# A waiting marker touched this recently means a process is still waiting.
+WAITING_FRESH_S = 2.0
+# DuckDB's messages when a file is not a readable database, lower-cased (the open or a read fails).
+_DAMAGE_MARKERS = (
+    "not a valid duckdb database file",
+    "corrupt database file",
+    "could not read enough bytes",
+    "checksum",
+    "is a directory",
+    "failed to read database header",
+    "serialization error",
+    "invalid block",
+)
 
 _process_lock = threading.RLock()
+# Called once per connection attempt that finds the store locked (e.g. a job logging "waiting for the store").
+_wait_handlers: list = []
+
+
+def on_lock_wait(handler) -> None:
+    """Call ``handler(path)`` whenever a connection has to wait for another process's lock.
+
+    Example:
+        >>> on_lock_wait(lambda path: print("waiting for the store"))  # doctest: +SKIP
+    """
+    _wait_handlers.append(handler)
+
+
+def set_lock_timeout(seconds: float) -> None:
+    """Change how long this process's connections wait for another process's lock (jobs wait long)."""
+    global DEFAULT_LOCK_TIMEOUT_S
+    DEFAULT_LOCK_TIMEOUT_S = float(seconds)
+
+
+def waiting_marker(path: str | os.PathLike | None = None) -> Path:
+    """The file a process touches while it waits for the store's lock."""
+    return Path(f"{resolve_db_path(path)}.waiting")
+
+
+def _announce_wait(db: Path) -> None:
+    try:
+        marker = waiting_marker(db)
+        marker.touch()
+    except OSError:
+        pass  # a read-only folder: the writer then simply does not pause for this waiter
+
+
+def hand_off(path: str | os.PathLike | None = None) -> bool:
+    """Between the chunks of a long write: pause if another process is waiting for the store.
+
+    Returns:
+        Whether it paused.
+    """
+    try:
+        age = time.time() - waiting_marker(path).stat().st_mtime
+    except OSError:
+        return False
+    if age > WAITING_FRESH_S:
+        return False
+    time.sleep(HANDOFF_S)
+    return True
 
 
 def resolve_db_path(path: str | os.PathLike | None = None) -> Path:
@@ -45,6 +116,60 @@ def resolve_db_path(path: str | os.PathLike | None = None) -> Path:
 def _is_lock_error(exc: Exception) -> bool:
     text = str(exc)
     return "Could not set lock" in text or "Conflicting lock" in text
+
+
+def store_error(db: Path, exc: BaseException, *, opening: bool) -> Exception | None:
+    """The one-line error for a store DuckDB could not open (``opening``) or read, or None for other errors.
+
+    Example:
+        >>> store_error(Path("x.duckdb"), duckdb.IOException("... not a valid DuckDB database file!"), opening=True)
+        StoreDamagedError('x.duckdb is not a tastebud store: it is not a DuckDB database file')
+    """
+    shown = printable(db, max_chars=300)
+    text = str(exc)
+    lowered = text.lower()
+    if opening and (isinstance(exc, PermissionError) or "permission denied" in lowered):
+        return StoreAccessError(f"permission denied: cannot open the store {shown}")
+    if opening and (db.is_dir() or "is a directory" in lowered):
+        return StoreDamagedError(f"{shown} is not a tastebud store: it is a directory")
+    if "not a valid duckdb database file" in lowered:
+        if db.exists() and db.stat().st_size == 0:
+            return StoreDamagedError(f"{shown} is not a tastebud store: the file is empty (0 bytes)")
+        return StoreDamagedError(f"{shown} is not a tastebud store: it is not a DuckDB database file")
+    # An internal error while opening means DuckDB could not make sense of the file; during a query
+    # it may be a DuckDB bug, so only the known damage messages count then.
+    if (opening and isinstance(exc, duckdb.InternalException)) or (
+        isinstance(exc, (duckdb.IOException, duckdb.SerializationException)) and any(m in lowered for m in _DAMAGE_MARKERS)
+    ):
+        return StoreDamagedError(f"the store {shown} is damaged: {_damage_detail(db, text)}")
+    return None
+
+
+def _damage_detail(db: Path, text: str) -> str:
+    lowered = text.lower()
+    if "could not read enough bytes" in lowered:
+        return "the file is shorter than its contents need (truncated)"
+    if "checksum" in lowered:
+        return "a block's checksum does not match its contents (corrupted)"
+    first = (text.strip().splitlines() or ["unknown error"])[0].replace(str(db), "the file")
+    for prefix in ("IO Error: ", "Serialization Error: ", "INTERNAL Error: "):
+        first = first.removeprefix(prefix)
+    return printable(first, max_chars=160)
+
+
+def _not_a_store(con: duckdb.DuckDBPyConnection, db: Path) -> StoreDamagedError | None:
+    """The error for an existing DuckDB file without tastebud's tables, or None."""
+    try:
+        tables = dict(con.execute(
+            "SELECT table_name, 1 FROM information_schema.tables WHERE table_name IN ('schema_migrations', 'reviews')"
+        ).fetchall())
+    except duckdb.Error:
+        return None
+    if "schema_migrations" in tables:
+        return None
+    return StoreDamagedError(
+        f"{printable(db, max_chars=300)} is not a tastebud store: it is a DuckDB file without tastebud's tables"
+    )
 
 
 @contextmanager
@@ -67,27 +192,44 @@ def connect(
     """
     db = resolve_db_path(path)
     if read_only and not db.exists():
-        raise StoreMissingError(f"no store at {db}: run `tastebud init` or `tastebud demo-data` first")
+        raise StoreMissingError(f"no store at {printable(db, max_chars=300)}: run `tastebud init` or `tastebud demo-data` first")
     deadline = time.monotonic() + (DEFAULT_LOCK_TIMEOUT_S if timeout_s is None else timeout_s)
-    delay = 0.02
+    delay, waited = 0.01, False
     with _process_lock:
         while True:
             try:
                 con = duckdb.connect(str(db), read_only=read_only)
                 break
-            except duckdb.IOException as exc:
-                if not _is_lock_error(exc):
-                    raise
+            except (duckdb.Error, OSError) as exc:
+                if not (isinstance(exc, duckdb.IOException) and _is_lock_error(exc)):
+                    error = store_error(db, exc, opening=True)
+                    if error is None:
+                        raise
+                    raise error from None
                 if time.monotonic() >= deadline:
+                    # No path or PID of the other process: this sentence reaches dashboard users.
                     raise StoreBusyError(
-                        f"the store {db} stayed locked by another process; try again when it finishes"
-                    ) from exc
+                        f"the store {printable(db, max_chars=300)} is busy: another process kept it locked; "
+                        "try again when it finishes"
+                    ) from None
+                _announce_wait(db)
+                if not waited:
+                    waited = True
+                    for handler in list(_wait_handlers):
+                        handler(db)
                 time.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 0.5)
+                delay = min(delay * 2, MAX_POLL_S / 1.5)
         try:
             # No progress bar: it would draw into CLI output and job logs.
             con.execute("SET enable_progress_bar = false")
             yield con
+        except duckdb.Error as exc:
+            damaged = store_error(db, exc, opening=False)
+            if damaged is None and isinstance(exc, duckdb.CatalogException):
+                damaged = _not_a_store(con, db)
+            if damaged is not None:
+                raise damaged from None
+            raise
         finally:
             con.close()
 
@@ -102,6 +244,9 @@ def transaction(
         try:
             yield con
         except BaseException:
-            con.execute("ROLLBACK")
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # the original error says more (a damaged store may fail the rollback too)
             raise
         con.execute("COMMIT")

@@ -15,3 +15,11 @@ class StoreBusyError(TastebudError):
 
 class PermissionDeniedError(TastebudError):
     """The actor's role does not allow the requested write."""
+
+
+class StoreDamagedError(TastebudError):
+    """The store file cannot be read as a database: truncated, corrupted, or not a DuckDB file at all."""
+
+
+class StoreAccessError(TastebudError):
+    """The operating system refused access to the store file (permissions)."""

@@ -9,11 +9,13 @@ relabeled (resolved) or a labeler dismisses them; an undo can put them back.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import date, datetime
 
 import duckdb
 import pandas as pd
 
+from store.constants import DATED_REVIEWS_SQL, LABELS
 from store.labels import fetch_current_labels
 
 FLAG_REASONS: tuple[str, ...] = (
@@ -23,6 +25,7 @@ FLAG_REASONS: tuple[str, ...] = (
     "label_issue",
     "emerging_term",
     "sarcasm",
+    "text_changed",  # a re-import changed the text of a human-labeled review; its label was retracted
 )
 FLAG_STATUSES: tuple[str, ...] = ("open", "resolved", "dismissed")
 FLAG_COLUMNS: tuple[str, ...] = ("review_id", "reason", "priority", "model_id", "term", "detail")
@@ -191,6 +194,38 @@ def set_flag_status(con: duckdb.DuckDBPyConnection, flag_ids: list[int], status:
     )
 
 
+def flag_for_relabel(
+    con: duckdb.DuckDBPyConnection, review_ids: list[str], *, reason: str, priority: float, detail: dict | None = None
+) -> int:
+    """Open a flag of ``reason`` on each review that has no open flag of that reason yet.
+
+    Unlike :func:`insert_flags` a review may be flagged again after an earlier such flag was
+    closed: each text change of a labeled review needs its own relabel. Call inside a transaction.
+
+    Returns:
+        How many flags were opened.
+
+    Example:
+        >>> flag_for_relabel(con, ["r1"], reason="text_changed", priority=1.0)  # doctest: +SKIP
+        1
+    """
+    if reason not in FLAG_REASONS:
+        raise ValueError(f"unknown flag reason {reason!r}")
+    if not review_ids:
+        return 0
+    return len(con.execute(
+        """
+        INSERT INTO flags (review_id, reason, priority, detail, status, created_at)
+        SELECT r.review_id, ?, ?, ?::JSON, 'open', ? FROM reviews r
+        WHERE r.review_id IN (SELECT unnest(?::VARCHAR[]))
+          AND NOT EXISTS (SELECT 1 FROM flags f WHERE f.review_id = r.review_id AND f.reason = ? AND f.status = 'open')
+        RETURNING flag_id
+        """,
+        [reason, float(priority), None if detail is None else json.dumps(detail, default=str), datetime.now(),
+         list(review_ids), reason],
+    ).fetchall())
+
+
 # --- reads for the flagging run ------------------------------------------------------------
 
 
@@ -198,11 +233,11 @@ def fetch_flag_inputs(con: duckdb.DuckDBPyConnection, model_id: str) -> pd.DataF
     """Every review ``model_id`` scored, without text: review_id, stars, created_at, split,
     label and label_source (current), p_negative, p_neutral, p_positive."""
     return con.execute(
-        """
+        f"""
         SELECT r.review_id, r.stars, r.created_at, s.split, l.label, l.source AS label_source,
                p.p_negative, p.p_neutral, p.p_positive
         FROM predictions p
-        JOIN reviews r USING (review_id)
+        JOIN {DATED_REVIEWS_SQL} r USING (review_id)
         LEFT JOIN splits s USING (review_id)
         LEFT JOIN current_labels l USING (review_id)
         WHERE p.model_id = ?
@@ -255,8 +290,8 @@ def fetch_texts_between(
     """review_id, text, created_at of reviews with start <= created_at < end (either bound open),
     at most ``limit`` of them: a deterministic pseudo-random sample (by a seeded hash of the id)."""
     return con.execute(
-        """
-        SELECT review_id, text, created_at FROM reviews
+        f"""
+        SELECT review_id, text, created_at FROM {DATED_REVIEWS_SQL}
         WHERE created_at IS NOT NULL
           AND (?::TIMESTAMP IS NULL OR created_at >= ?::TIMESTAMP)
           AND (?::TIMESTAMP IS NULL OR created_at < ?::TIMESTAMP)
@@ -269,7 +304,175 @@ def fetch_texts_between(
 
 def newest_review_time(con: duckdb.DuckDBPyConnection) -> datetime | None:
     """created_at of the newest review (None when no review has a date)."""
-    return con.execute("SELECT max(created_at) FROM reviews").fetchone()[0]
+    return con.execute(f"SELECT max(created_at) FROM {DATED_REVIEWS_SQL}").fetchone()[0]
+
+
+# --- the relabel queue with search and filters ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """What a labeler narrows the open-flag queue to; an empty field does not filter.
+
+    ``text`` matches case-insensitively anywhere in the review; ``label`` is the review's current
+    label; ``start``/``end`` bound the review's date (inclusive days).
+    """
+
+    reasons: tuple[str, ...] = ()
+    text: str = ""
+    restaurants: tuple[str, ...] = ()
+    neighborhoods: tuple[str, ...] = ()
+    term: str = ""
+    labels: tuple[str, ...] = ()
+    stars: tuple[int, ...] = ()
+    start: date | None = None
+    end: date | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.reasons) - set(FLAG_REASONS)
+        if unknown:
+            raise ValueError(f"unknown flag reasons: {sorted(unknown)}")
+        bad_labels = set(self.labels) - set(LABELS)
+        if bad_labels:
+            raise ValueError(f"unknown labels: {sorted(bad_labels)}; expected {', '.join(LABELS)}")
+        bad_stars = [s for s in self.stars if s not in (1, 2, 3, 4, 5)]
+        if bad_stars:
+            raise ValueError(f"stars are 1 to 5, got {bad_stars}")
+        if self.start and self.end and self.start > self.end:
+            raise ValueError(f"the date range starts ({self.start}) after it ends ({self.end})")
+
+
+_QUEUE_WHERE = """
+    f.status = 'open'
+    AND (len(?::VARCHAR[]) = 0 OR f.reason IN (SELECT unnest(?::VARCHAR[])))
+    AND (?::VARCHAR = '' OR r.text ILIKE '%' || ?::VARCHAR || '%' ESCAPE '\\')
+    AND (len(?::VARCHAR[]) = 0 OR r.restaurant_name IN (SELECT unnest(?::VARCHAR[])))
+    AND (len(?::VARCHAR[]) = 0 OR r.neighborhood IN (SELECT unnest(?::VARCHAR[])))
+    AND (?::VARCHAR = '' OR lower(f.term) = lower(?::VARCHAR))
+    AND (len(?::INTEGER[]) = 0 OR r.stars IN (SELECT unnest(?::INTEGER[])))
+    AND (?::DATE IS NULL OR r.created_at >= ?::DATE)
+    AND (?::DATE IS NULL OR r.created_at < ?::DATE + INTERVAL 1 DAY)
+"""
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _queue_params(flt: QueueFilter) -> list:
+    reasons, restaurants, neighborhoods = list(flt.reasons), list(flt.restaurants), list(flt.neighborhoods)
+    text, term, stars = _like_escape(flt.text.strip()), flt.term.strip(), [int(s) for s in flt.stars]
+    return [reasons, reasons, text, text, restaurants, restaurants, neighborhoods, neighborhoods, term, term,
+            stars, stars, flt.start, flt.start, flt.end, flt.end]
+
+
+def _matching_flags(con: duckdb.DuckDBPyConnection, flt: QueueFilter) -> pd.DataFrame:
+    """flag_id, review_id, priority of every open flag matching ``flt`` but its label filter."""
+    if not (flt.text.strip() or flt.restaurants or flt.neighborhoods or flt.stars or flt.start or flt.end):
+        # Nothing asks about the review: the open flags alone answer (no scan of the reviews).
+        reasons = list(flt.reasons)
+        return con.execute(
+            """
+            SELECT flag_id, review_id, priority FROM flags
+            WHERE status = 'open' AND (len(?::VARCHAR[]) = 0 OR reason IN (SELECT unnest(?::VARCHAR[])))
+              AND (?::VARCHAR = '' OR lower(term) = lower(?::VARCHAR))
+            """,
+            [reasons, reasons, flt.term.strip(), flt.term.strip()],
+        ).df()
+    return con.execute(
+        f"SELECT f.flag_id, f.review_id, f.priority FROM flags f JOIN reviews r USING (review_id) WHERE {_QUEUE_WHERE}",
+        _queue_params(flt),
+    ).df()
+
+
+def search_flag_queue(con: duckdb.DuckDBPyConnection, flt: QueueFilter, *, limit: int = 50) -> tuple[pd.DataFrame, int]:
+    """The highest-priority open flags matching ``flt``, with their review, the flagging model's
+    prediction and the current label, and how many flags match in all.
+
+    Filters run in SQL over the open flags (a few thousand rows, whatever the store size); the
+    current label is looked up for the matching reviews only.
+
+    Args:
+        con: any connection.
+        flt: the labeler's search and filters.
+        limit: most rows returned.
+
+    Returns:
+        (page, total). The page has flag_id, review_id, reason, priority, term, detail, text, stars,
+        restaurant_name, neighborhood, review_created_at, model_id, model_label, p_negative,
+        p_neutral, p_positive, current_label, current_label_source; highest priority first.
+
+    Example:
+        >>> page, total = search_flag_queue(con, QueueFilter(text="grits", stars=(5,)), limit=10)  # doctest: +SKIP
+    """
+    matching = _matching_flags(con, flt)
+    current: dict[str, tuple[str, str]] = {}
+    if flt.labels and not matching.empty:
+        current = fetch_current_labels(con, matching["review_id"].drop_duplicates().tolist())
+        keep = matching["review_id"].map(lambda r: current.get(r, (None, None))[0]).isin(flt.labels)
+        matching = matching[keep]
+    total = len(matching)
+    chosen = matching.sort_values(["priority", "flag_id"], ascending=[False, True]).head(int(limit))
+    flag_ids = chosen["flag_id"].astype(int).tolist()
+    review_ids = chosen["review_id"].drop_duplicates().tolist() or [None]
+    # One placeholder per id: DuckDB then filters the reviews and predictions scans by id before
+    # reading their other columns, instead of hashing every review (1M reviews: ~10x faster).
+    marks = ", ".join("?" * len(review_ids))
+    page = con.execute(
+        f"""
+        SELECT f.flag_id, f.review_id, f.reason, f.priority, f.term, f.detail,
+               r.text, r.stars, r.restaurant_name, r.neighborhood, r.created_at AS review_created_at, f.model_id,
+               p.label AS model_label, p.p_negative, p.p_neutral, p.p_positive
+        FROM (SELECT * FROM flags WHERE flag_id IN (SELECT unnest(?::BIGINT[]))) f
+        JOIN (SELECT * FROM reviews WHERE review_id IN ({marks})) r ON r.review_id = f.review_id
+        LEFT JOIN (SELECT * FROM predictions WHERE review_id IN ({marks})) p
+               ON p.model_id = f.model_id AND p.review_id = f.review_id
+        ORDER BY f.priority DESC, f.flag_id
+        """,
+        [flag_ids, *review_ids, *review_ids],
+    ).df()
+    missing = [r for r in page["review_id"].drop_duplicates() if r not in current]
+    current.update(fetch_current_labels(con, missing))
+    page["current_label"] = page["review_id"].map(lambda r: current.get(r, (None, None))[0])
+    page["current_label_source"] = page["review_id"].map(lambda r: current.get(r, (None, None))[1])
+    return page, total
+
+
+def fetch_queue_filter_options(con: duckdb.DuckDBPyConnection) -> dict:
+    """Choices for the queue filters, from the open flags only: {"restaurants", "neighborhoods",
+    "terms", "first", "last"} (sorted names; first/last review dates, None without flags).
+
+    Example:
+        >>> fetch_queue_filter_options(con)["terms"][:2]  # doctest: +SKIP
+        ['krog district', 'oat milk']
+    """
+    rows = con.execute(
+        """
+        SELECT list(DISTINCT r.restaurant_name) FILTER (WHERE r.restaurant_name IS NOT NULL),
+               list(DISTINCT r.neighborhood) FILTER (WHERE r.neighborhood IS NOT NULL),
+               list(DISTINCT f.term) FILTER (WHERE f.term IS NOT NULL),
+               min(r.created_at)::DATE, max(r.created_at)::DATE
+        FROM flags f JOIN reviews r USING (review_id) WHERE f.status = 'open'
+        """
+    ).fetchone()
+    return {"restaurants": sorted(rows[0] or []), "neighborhoods": sorted(rows[1] or []),
+            "terms": sorted(rows[2] or []), "first": rows[3], "last": rows[4]}
+
+
+def fetch_matching_review_ids(con: duckdb.DuckDBPyConnection, flt: QueueFilter) -> list[str]:
+    """Distinct reviews with an open flag matching ``flt``, highest priority first (what a bulk
+    relabel of "everything matching" touches).
+
+    Example:
+        >>> fetch_matching_review_ids(con, QueueFilter(reasons=("label_issue",)))[:2]  # doctest: +SKIP
+        ['r17', 'r4']
+    """
+    matching = _matching_flags(con, flt)
+    if flt.labels and not matching.empty:
+        current = fetch_current_labels(con, matching["review_id"].drop_duplicates().tolist())
+        matching = matching[matching["review_id"].map(lambda r: current.get(r, (None, None))[0]).isin(flt.labels)]
+    ranked = matching.groupby("review_id", as_index=False)["priority"].max()
+    return ranked.sort_values(["priority", "review_id"], ascending=[False, True])["review_id"].tolist()
 
 
 def oldest_review_time(con: duckdb.DuckDBPyConnection) -> datetime | None:

@@ -1,173 +1,137 @@
-"""Model health over time: the weekly numbers behind it, their stored snapshot, and emerging-term scans.
+"""Verify a store: it opens, every table reads back in full, the schema is current, nothing is orphaned.
 
-The statistics (drift, thresholds) are computed in :mod:`pipeline.monitor.health`; this
-module only reads the counts and texts they need and stores what came out.
+``tastebud check`` prints this; the dashboard runs the cheap part (:func:`ensure_store`) before
+every page so a damaged file shows one sentence instead of a traceback or stale numbers.
 """
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import duckdb
-import pandas as pd
 
-from store.constants import LABELS, STARS_LABEL_SQL
+from store.db import connect, resolve_db_path
+from store.errors import StoreDamagedError
+from store.migrations import applied_versions, latest_version
+from store.printable import printable
 
-HEALTH_COLUMNS: tuple[str, ...] = (
-    "period", "n", "star_agreement", "n_human", "human_agreement", "mean_confidence", "low_confidence_share",
-    "share_negative", "share_neutral", "share_positive", "class_mix_js", "class_mix_p", "unseen_term_share",
-)  # fmt: skip
+# Tables whose rows belong to a review; a row whose review is gone is an orphan.
+_REVIEW_CHILDREN: tuple[str, ...] = ("labels", "splits", "predictions", "flags")
 
 
-def fetch_weekly_prediction_stats(
-    con: duckdb.DuckDBPyConnection, model_id: str, *, low_confidence_prob: float
-) -> pd.DataFrame:
-    """Per week of review date: the model's predictions against stars and human labels, and its confidence.
+@dataclass
+class StoreCheck:
+    """What :func:`check_store` found; ``problems`` empty means healthy."""
+
+    path: str
+    schema_version: int | None = None
+    latest_version: int = field(default_factory=latest_version)
+    tables: dict[str, int] = field(default_factory=dict)
+    orphans: dict[str, int] = field(default_factory=dict)
+    duplicate_review_ids: int = 0
+    reviews_without_split: int = 0
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "healthy": self.healthy}
+
+
+def ensure_store(path: str | os.PathLike | None = None) -> None:
+    """Raise the one-line error when the store cannot be opened as a tastebud store; cheap (one open).
+
+    Raises:
+        StoreMissingError, StoreDamagedError, StoreAccessError, StoreBusyError.
+
+    Example:
+        >>> ensure_store("tastebud.duckdb")  # doctest: +SKIP
+    """
+    db = resolve_db_path(path)
+    with connect(db, read_only=True) as con:
+        if not applied_versions(con):
+            raise StoreDamagedError(
+                f"{printable(db, max_chars=300)} is not a tastebud store: it is a DuckDB file without tastebud's tables"
+            )
+
+
+def check_store(path: str | os.PathLike | None = None) -> StoreCheck:
+    """Read every table in full (DuckDB verifies each block's checksum), compare the schema with the
+    newest migration, and count orphans and duplicate review ids.
+
+    Raises:
+        TastebudError: the store cannot be opened at all (missing, damaged, not a store, no permission).
 
     Returns:
-        period (Timestamp), n, n_stars, star_agree (count), n_human, human_agree (count),
-        mean_confidence, low_confidence (count of top probability below ``low_confidence_prob``),
-        pred_negative, pred_neutral, pred_positive; sorted by period.
+        The findings; ``healthy`` is False when anything is damaged or inconsistent.
+
+    Example:
+        >>> check_store("tastebud.duckdb").healthy  # doctest: +SKIP
+        True
     """
-    stars_label = STARS_LABEL_SQL.format(col="r.stars")
-    return con.execute(
-        f"""
-        WITH human AS (SELECT review_id, label FROM current_labels WHERE source = 'human')
-        SELECT date_trunc('week', r.created_at)::TIMESTAMP AS period, count(*) AS n,
-               count(r.stars) AS n_stars,
-               count(*) FILTER (WHERE r.stars IS NOT NULL AND p.label = {stars_label}) AS star_agree,
-               count(h.label) AS n_human, count(*) FILTER (WHERE p.label = h.label) AS human_agree,
-               avg(greatest(p.p_negative, p.p_neutral, p.p_positive)) AS mean_confidence,
-               count(*) FILTER (WHERE greatest(p.p_negative, p.p_neutral, p.p_positive) < ?) AS low_confidence,
-               count(*) FILTER (WHERE p.label = 'negative') AS pred_negative,
-               count(*) FILTER (WHERE p.label = 'neutral') AS pred_neutral,
-               count(*) FILTER (WHERE p.label = 'positive') AS pred_positive
-        FROM reviews r JOIN predictions p USING (review_id) LEFT JOIN human h USING (review_id)
-        WHERE p.model_id = ? AND r.created_at IS NOT NULL
-        GROUP BY 1 ORDER BY 1
-        """,
-        [float(low_confidence_prob), model_id],
-    ).df()
+    db = resolve_db_path(path)
+    ensure_store(db)
+    result = StoreCheck(path=str(Path(db).resolve()))
+    with connect(db, read_only=True) as con:
+        versions = applied_versions(con)
+        result.schema_version = max(versions)
+        if result.schema_version > result.latest_version:
+            result.problems.append(
+                f"schema version {result.schema_version} is newer than this tastebud knows ({result.latest_version})"
+            )
+        elif result.schema_version < result.latest_version:
+            result.warnings.append(
+                f"schema version {result.schema_version} is behind {result.latest_version}: run `tastebud init`"
+            )
+        tables = [t for (t,) in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() ORDER BY 1"
+        ).fetchall()]
+        for table in tables:
+            result.tables[table] = _read_in_full(con, table, result)
+        if "reviews" in result.tables:
+            _check_reviews(con, result)
+    return result
 
 
-def fetch_training_label_mix(con: duckdb.DuckDBPyConnection, model_id: str) -> tuple[dict[str, int], str]:
-    """The class mix a model's predictions are expected to follow, and where it came from.
-
-    A trained model: the class counts it was trained on (its recorded train label counts, else
-    the train split's current labels). A baseline was never trained, and its own bias (VADER
-    calls much of everything neutral) is not drift: its reference is its own predicted mix on
-    the train split.
-
-    Returns:
-        ({label: count}, "training labels" | "train-split labels" | "its predictions on the train split").
-    """
-    row = con.execute("SELECT label_counts, kind FROM models WHERE model_id = ?", [model_id]).fetchone()
-    if row and row[1] == "baseline":
-        found = dict(con.execute(
-            """
-            SELECT p.label, count(*) FROM splits s JOIN predictions p USING (review_id)
-            WHERE s.split = 'train' AND p.model_id = ? GROUP BY 1
-            """,
-            [model_id],
-        ).fetchall())
-        return {label: int(found.get(label, 0)) for label in LABELS}, "its predictions on the train split"
-    counts = json.loads(row[0]) if row and row[0] else {}
-    train = counts.get("train") if isinstance(counts, dict) else None
-    if train and all(label in train for label in LABELS):
-        return {label: int(train[label]) for label in LABELS}, "training labels"
-    found = dict(
-        con.execute(
-            "SELECT l.label, count(*) FROM splits s JOIN current_labels l USING (review_id) WHERE s.split = 'train' GROUP BY 1"
-        ).fetchall()
-    )
-    return {label: int(found.get(label, 0)) for label in LABELS}, "train-split labels"
-
-
-def fetch_training_texts(con: duckdb.DuckDBPyConnection, *, limit: int) -> list[str]:
-    """Texts of (a deterministic sample of at most ``limit``) train-split reviews."""
-    rows = con.execute(
-        """
-        SELECT r.text FROM reviews r JOIN splits s USING (review_id)
-        WHERE s.split = 'train' ORDER BY hash(r.review_id) LIMIT ?
-        """,
-        [int(limit)],
-    ).fetchall()
-    return [t for (t,) in rows]
-
-
-def fetch_weekly_texts(con: duckdb.DuckDBPyConnection, model_id: str, *, per_week: int) -> pd.DataFrame:
-    """period, text of the reviews ``model_id`` scored: a deterministic sample of at most ``per_week`` per week."""
-    return con.execute(
-        """
-        SELECT date_trunc('week', r.created_at)::TIMESTAMP AS period, r.text
-        FROM reviews r JOIN predictions p USING (review_id)
-        WHERE p.model_id = ? AND r.created_at IS NOT NULL
-        QUALIFY row_number() OVER (PARTITION BY date_trunc('week', r.created_at) ORDER BY hash(r.review_id)) <= ?
-        """,
-        [model_id, int(per_week)],
-    ).df()
-
-
-def replace_model_health(con: duckdb.DuckDBPyConnection, model_id: str, health: pd.DataFrame) -> int:
-    """Replace ``model_id``'s stored weekly health with ``health`` (columns HEALTH_COLUMNS); returns rows written."""
-    missing = set(HEALTH_COLUMNS) - set(health.columns)
-    if missing:
-        raise ValueError(f"health frame lacks columns: {sorted(missing)}")
-    frame = health[list(HEALTH_COLUMNS)].assign(model_id=model_id, computed_at=datetime.now())
-    frame["period"] = pd.to_datetime(frame["period"]).dt.date
-    con.execute("DELETE FROM model_health WHERE model_id = ?", [model_id])
-    con.register("_health", frame)
+def _read_in_full(con: duckdb.DuckDBPyConnection, table: str, result: StoreCheck) -> int:
+    """Row count of ``table`` after hashing every value of it (forces every block to be read and verified)."""
+    quoted = '"' + table.replace('"', '""') + '"'
     try:
-        cols = ", ".join(["model_id", *HEALTH_COLUMNS, "computed_at"])
-        con.execute(f"INSERT INTO model_health ({cols}) SELECT {cols} FROM _health")
-    finally:
-        con.unregister("_health")
-    return len(frame)
+        return con.execute(f"SELECT count(*), sum(hash(t)) FROM {quoted} t").fetchone()[0]
+    except duckdb.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        result.problems.append(f"table {printable(table)} cannot be read: {printable(first, max_chars=160)}")
+        return -1
 
 
-def fetch_model_health(con: duckdb.DuckDBPyConnection, model_id: str) -> pd.DataFrame:
-    """The stored weekly health of ``model_id`` (HEALTH_COLUMNS plus computed_at), oldest week first."""
-    cols = ", ".join([*HEALTH_COLUMNS, "computed_at"])
-    return con.execute(f"SELECT {cols} FROM model_health WHERE model_id = ? ORDER BY period", [model_id]).df()
-
-
-def record_term_scan(con: duckdb.DuckDBPyConnection, scan: dict) -> int:
-    """Store what one emerging-term search saw and found; returns its scan_id.
-
-    Args:
-        scan: model_id, window_start, window_end, recent_docs, prior_docs, terms (list of dicts),
-            flagged (reviews flagged), outcome (one sentence: what was found, or why nothing).
-    """
-    return con.execute(
-        """
-        INSERT INTO term_scans (model_id, window_start, window_end, recent_docs, prior_docs, terms, flagged, outcome, created_at)
-        VALUES (?, ?, ?, ?, ?, ?::JSON, ?, ?, ?) RETURNING scan_id
-        """,
-        [scan.get("model_id"), scan.get("window_start"), scan.get("window_end"), int(scan["recent_docs"]),
-         int(scan["prior_docs"]), json.dumps(scan.get("terms") or [], default=str), int(scan.get("flagged", 0)),
-         scan["outcome"], datetime.now()],
+def _check_reviews(con: duckdb.DuckDBPyConnection, result: StoreCheck) -> None:
+    for table in _REVIEW_CHILDREN:
+        if result.tables.get(table, -1) < 0:
+            continue
+        n = con.execute(
+            f"SELECT count(*) FROM {table} c WHERE NOT EXISTS (SELECT 1 FROM reviews r WHERE r.review_id = c.review_id)"
+        ).fetchone()[0]
+        result.orphans[table] = n
+        if n:
+            result.problems.append(f"{n:,} {table} row(s) belong to reviews that are not in the store")
+    result.duplicate_review_ids = con.execute(
+        "SELECT count(*) FROM (SELECT review_id FROM reviews GROUP BY 1 HAVING count(*) > 1)"
     ).fetchone()[0]
+    if result.duplicate_review_ids:
+        result.problems.append(f"{result.duplicate_review_ids:,} review id(s) are stored more than once")
+    if result.tables.get("splits", -1) >= 0:
+        result.reviews_without_split = con.execute(
+            "SELECT count(*) FROM reviews r WHERE NOT EXISTS (SELECT 1 FROM splits s WHERE s.review_id = r.review_id)"
+        ).fetchone()[0]
+        if result.reviews_without_split:
+            # An import killed between two chunks leaves these; the next import assigns them.
+            result.warnings.append(
+                f"{result.reviews_without_split:,} review(s) have no split yet (re-run the interrupted import)"
+            )
 
 
-def list_term_scans(con: duckdb.DuckDBPyConnection, *, limit: int = 10) -> pd.DataFrame:
-    """Emerging-term scans newest first: scan_id, model_id, window_start, window_end, recent_docs,
-    prior_docs, terms (list of dicts), flagged, outcome, created_at."""
-    frame = con.execute(
-        "SELECT * FROM term_scans ORDER BY created_at DESC, scan_id DESC LIMIT ?", [int(limit)]
-    ).df()
-    frame["terms"] = [json.loads(t) if isinstance(t, str) else t for t in frame["terms"]]
-    return frame
-
-
-def fetch_test_predictions(con: duckdb.DuckDBPyConnection, model_id: str) -> pd.DataFrame:
-    """review_id, text, label (current), p_negative, p_neutral, p_positive of ``model_id`` on the test split."""
-    return con.execute(
-        """
-        SELECT r.review_id, r.text, l.label, p.p_negative, p.p_neutral, p.p_positive
-        FROM splits s JOIN reviews r USING (review_id) JOIN current_labels l USING (review_id)
-             JOIN predictions p ON p.review_id = r.review_id AND p.model_id = ?
-        WHERE s.split = 'test'
-        """,
-        [model_id],
-    ).df()

@@ -32,10 +32,12 @@ REJECT_REASONS: tuple[str, ...] = (
     "invalid_utf8",  # the row's bytes are not valid UTF-8
     "malformed_row",  # CSV/TSV record the reader could not split (column count, stray or unterminated quote)
     "malformed_json",  # JSON Lines line that is not a JSON object
-    "empty_text",  # text missing or only whitespace
+    "text_not_string",  # the text value is a number, binary, list or object, not a string
+    "empty_text",  # text missing, or nothing left after removing NUL characters and whitespace
     "text_too_long",  # text longer than the importer's character limit
     "missing_id",  # the file has an id column but this row's id is empty
     "invalid_date",  # date present but not ISO 8601
+    "date_out_of_range",  # date before the earliest or after the latest plausible date (infinite, BC, year 9999)
     "stars_not_numeric",  # stars present but not a number
     "stars_out_of_range",  # stars not a whole number from 1 to 5
     "unknown_label",  # label present but not one the importer accepts
@@ -67,6 +69,9 @@ class Staged:
     columns: list[str]  # the file's column names (or JSON keys), by position c0, c1, ...
     rows: int  # data rows read, including malformed ones
     kind: str  # "table" (CSV/TSV/Parquet: one column per field) or "json" (one line per row)
+    # Per column, the kind of value a typed file (Parquet) holds when it is not a string ("float",
+    # "binary", "list"...); None for string columns and for CSV/TSV/JSON Lines (typed per value).
+    non_string: tuple[str | None, ...] = ()
 
 
 # --------------------------------------------------------------------------- staging
@@ -243,7 +248,31 @@ def stage_arrow(mem: duckdb.DuckDBPyConnection, table: pa.Table) -> Staged:
         mem.unregister("_arrow_in")
     mem.execute("CREATE OR REPLACE TABLE _parse_rejects (_row BIGINT, reason VARCHAR, detail VARCHAR, raw VARCHAR)")
     _number_rows(mem, 1, [])
-    return Staged(columns=columns, rows=table.num_rows, kind="table")
+    kinds = tuple(_arrow_value_kind(f.type) for f in table.schema)
+    return Staged(columns=columns, rows=table.num_rows, kind="table", non_string=kinds)
+
+
+def _arrow_value_kind(kind: pa.DataType) -> str | None:
+    """None for a string column, else a short name of what it holds, for reject details."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_null(kind) or (
+        hasattr(pa.types, "is_string_view") and pa.types.is_string_view(kind)
+    ):
+        return None
+    checks = (
+        (pa.types.is_floating, "float"),
+        (pa.types.is_integer, "integer"),
+        (pa.types.is_boolean, "boolean"),
+        (pa.types.is_decimal, "decimal"),
+        (lambda t: pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t),
+         "binary"),
+        (lambda t: pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t), "list"),
+        (pa.types.is_struct, "struct"),
+        (pa.types.is_map, "map"),
+        (lambda t: pa.types.is_temporal(t), "date/time"),
+    )
+    return next((name for check, name in checks if check(kind)), str(kind))
 
 
 # --------------------------------------------------------------------------- validation
@@ -263,9 +292,24 @@ def _field_sql(staged: Staged, mapping: dict[str, int | None]) -> tuple[str, dic
         else:
             parts.append(f"c{index} AS {field}")
     if staged.kind == "json":
-        extract = "SELECT _row, json_extract_string(line, $pointers::VARCHAR[]) AS _v FROM _staged"
-        return f"SELECT _row, {', '.join(parts)} FROM ({extract})", {"pointers": pointers}
-    return f"SELECT _row, {', '.join(parts)} FROM _staged", {}
+        # The JSON type of the text value (a number or an array is not a review text).
+        text_pointer = "/" + staged.columns[mapping["text"]].replace("~", "~0").replace("/", "~1")
+        extract = (
+            "SELECT _row, json_extract_string(line, $pointers::VARCHAR[]) AS _v, "
+            "json_type(line, $text_pointer::VARCHAR) AS _text_type FROM _staged"
+        )
+        return (
+            f"SELECT _row, {', '.join(parts)}, {_JSON_KIND_SQL} AS text_kind FROM ({extract})",
+            {"pointers": pointers, "text_pointer": text_pointer},
+        )
+    kind = staged.non_string[mapping["text"]] if staged.non_string else None
+    return f"SELECT _row, {', '.join(parts)}, $text_kind::VARCHAR AS text_kind FROM _staged", {"text_kind": kind}
+
+
+# JSON value types that are not a string, named as in reject details (NULL: a string or no value).
+_JSON_KIND_SQL = """CASE _text_type WHEN 'DOUBLE' THEN 'float' WHEN 'BIGINT' THEN 'integer'
+    WHEN 'UBIGINT' THEN 'integer' WHEN 'BOOLEAN' THEN 'boolean' WHEN 'ARRAY' THEN 'list'
+    WHEN 'OBJECT' THEN 'object' END"""
 
 
 def _raw_sql(staged: Staged) -> tuple[str, list]:
@@ -277,6 +321,8 @@ def _raw_sql(staged: Staged) -> tuple[str, list]:
     return f"json_object({pairs})::VARCHAR", list(staged.columns)
 
 
+# A text must hold at least one character that is not whitespace, a control or a format character.
+_VISIBLE_RE = r"[^\s\p{Z}\p{Cc}\p{Cf}]"
 # An explicit UTC offset ("Z", "+02:00") after a time: such dates go through TIMESTAMPTZ, because a
 # plain TIMESTAMP cast would silently drop the offset; the rest take the much cheaper plain cast.
 _OFFSET_RE = r":\d\d(\.\d+)?\s*([zZ]|[+-]\d\d(:?\d\d)?)$"
@@ -301,6 +347,8 @@ def validate_staged(
     *,
     label_map: dict[str, str],
     max_text_chars: int,
+    min_date: datetime,
+    max_date: datetime,
 ) -> dict[str, int]:
     """Check every staged row in one pass; failures join ``_parse_rejects``, the rest are fetched as valid.
 
@@ -310,13 +358,16 @@ def validate_staged(
         mapping: canonical field -> position in ``staged.columns`` (None: not in the file).
         label_map: lower-cased accepted label spellings -> canonical label.
         max_text_chars: longest text accepted.
+        min_date, max_date: dates before ``min_date`` or at/after ``max_date`` (UTC) are
+            ``date_out_of_range``, as are infinite ones.
 
     Returns:
         Rejected rows per reason (parse rejects included), only reasons that occurred.
 
     Example:
         >>> mapping = {"text": 1, "review_id": 0}
-        >>> validate_staged(mem, staged, mapping, label_map={}, max_text_chars=20000)  # doctest: +SKIP
+        >>> validate_staged(mem, staged, mapping, label_map={}, max_text_chars=20000,  # doctest: +SKIP
+        ...                 min_date=datetime(1990, 1, 1), max_date=datetime(2030, 1, 1))
         {'empty_text': 2}
     """
     fields_sql, field_params = _field_sql(staged, mapping)
@@ -340,7 +391,8 @@ def validate_staged(
         CREATE OR REPLACE TABLE _verdicts AS
         WITH f AS ({fields_sql}),
         p AS (
-            SELECT f._row, {review_id} AS review_id, f.text,
+            SELECT f._row, {review_id} AS review_id, f.text_kind,
+                   CASE WHEN contains(f.text, chr(0)) THEN replace(f.text, chr(0), '') ELSE f.text END AS text,
                    {date} AS date_raw, {stars} AS stars_raw,
                    nullif(lower(trim(f.label)), '') AS label_raw,
                    {restaurant} AS restaurant_id, {name} AS restaurant_name, {hood} AS neighborhood
@@ -357,10 +409,13 @@ def validate_staged(
         r AS (
             SELECT q.*,
                 CASE
-                    WHEN q.text IS NULL OR NOT regexp_matches(q.text, '\\S') THEN 'empty_text'
+                    WHEN q.text_kind IS NOT NULL AND q.text IS NOT NULL THEN 'text_not_string'
+                    WHEN q.text IS NULL OR NOT regexp_matches(q.text, '{_VISIBLE_RE}') THEN 'empty_text'
                     WHEN strlen(q.text) > $max::BIGINT AND length(q.text) > $max::BIGINT THEN 'text_too_long'
                     WHEN q.review_id IS NULL THEN 'missing_id'
                     WHEN q.date_raw IS NOT NULL AND q.created_at IS NULL THEN 'invalid_date'
+                    WHEN q.created_at < $min_date::TIMESTAMP OR q.created_at >= $max_date::TIMESTAMP
+                        OR isinf(q.created_at) THEN 'date_out_of_range'
                     WHEN q.stars_raw IS NOT NULL AND (q.stars_num IS NULL OR isnan(q.stars_num))
                         THEN 'stars_not_numeric'
                     WHEN q.stars_num IS NOT NULL AND q.stars_num NOT IN (1, 2, 3, 4, 5) THEN 'stars_out_of_range'
@@ -371,23 +426,29 @@ def validate_staged(
         SELECT _row, reason, review_id, restaurant_id, restaurant_name, neighborhood, created_at,
                CASE WHEN reason IS NULL THEN stars_num::TINYINT END AS stars, text, label,
                CASE reason
-                   WHEN 'empty_text' THEN 'text is empty'
+                   WHEN 'text_not_string' THEN 'text is a ' || text_kind || ' value, not a string'
+                   WHEN 'empty_text' THEN 'text is empty (nothing left after removing NUL characters and whitespace)'
                    WHEN 'text_too_long' THEN 'text has ' || length(text) || ' characters; the limit is ' || $max
                    WHEN 'missing_id' THEN 'the id column is empty on this row'
-                   WHEN 'invalid_date' THEN 'date ' || to_json(date_raw) || ' is not an ISO 8601 date or date-time'
-                   WHEN 'stars_not_numeric' THEN 'stars ' || to_json(stars_raw) || ' is not a number'
-                   WHEN 'stars_out_of_range' THEN 'stars ' || to_json(stars_raw) || ' is not a whole number from 1 to 5'
-                   WHEN 'unknown_label' THEN 'label ' || to_json(label_raw) || ' is not an accepted label'
+                   WHEN 'invalid_date' THEN 'date ' || '"' || left(date_raw, 60) || '"' || ' is not an ISO 8601 date or date-time'
+                   WHEN 'date_out_of_range' THEN 'date ' || '"' || left(date_raw, 60) || '"' || ' is outside '
+                        || strftime($min_date::TIMESTAMP, '%Y-%m-%d') || ' .. '
+                        || strftime($max_date::TIMESTAMP - INTERVAL 1 DAY, '%Y-%m-%d')
+                        || ' (widen with --min-date/--max-date)'
+                   WHEN 'stars_not_numeric' THEN 'stars ' || '"' || left(stars_raw, 60) || '"' || ' is not a number'
+                   WHEN 'stars_out_of_range' THEN 'stars ' || '"' || left(stars_raw, 60) || '"' || ' is not a whole number from 1 to 5'
+                   WHEN 'unknown_label' THEN 'label ' || '"' || left(label_raw, 60) || '"' || ' is not an accepted label'
                END AS detail
         FROM r
         """,
-        {**field_params, "max": max_text_chars},
+        {**field_params, "max": max_text_chars, "min_date": min_date, "max_date": max_date},
     )
-    # Later rows repeating an accepted id are rejected; the first occurrence wins.
+    # Later rows repeating an accepted id are rejected; the first occurrence wins. Values are quoted raw
+    # (cut to 60 characters): whoever shows a detail escapes it with store.printable.printable.
     mem.execute(
         """
         UPDATE _verdicts AS v SET reason = 'duplicate_id',
-               detail = 'id ' || to_json(v.review_id) || ' already accepted at row ' || r.first_row
+               detail = 'id "' || left(v.review_id, 60) || '" already accepted at row ' || r.first_row
         FROM (
             SELECT review_id, min(_row) AS first_row FROM _verdicts WHERE reason IS NULL
             GROUP BY review_id HAVING count(*) > 1

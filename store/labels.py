@@ -82,3 +82,47 @@ def fetch_current_labels(con: duckdb.DuckDBPyConnection, review_ids: list[str]) 
         f"SELECT review_id, label, source FROM current_labels WHERE review_id IN ({placeholders})", list(review_ids)
     ).fetchall()
     return {review_id: (label, source) for review_id, label, source in rows}
+
+
+def retract_human_labels(
+    con: duckdb.DuckDBPyConnection, review_ids: list[str] | pa.Array, *, reason: str, by: str
+) -> list[str]:
+    """Retract every standing human label of ``review_ids`` (history is kept, ``current_labels`` skips them).
+
+    Call inside a transaction.
+
+    Args:
+        review_ids: reviews whose human labels stop counting.
+        reason: why, stored on the retraction (e.g. ``text_changed``).
+        by: who or what retracted them.
+
+    Returns:
+        The reviews that had a standing human label, sorted.
+
+    Example:
+        >>> retract_human_labels(con, ["r1"], reason="text_changed", by="import")  # doctest: +SKIP
+        ['r1']
+    """
+    ids = pa.array(review_ids, pa.string()) if not isinstance(review_ids, pa.Array) else review_ids
+    if len(ids) == 0:
+        return []
+    con.register("_retract_ids", pa.table({"review_id": ids}))
+    try:
+        rows = con.execute(
+            """
+            INSERT INTO label_retractions (label_id, action_id, retracted_by, retracted_at, reason)
+            SELECT l.label_id, NULL, ?, ?, ? FROM labels l
+            WHERE l.source = 'human' AND l.review_id IN (SELECT review_id FROM _retract_ids)
+              AND NOT EXISTS (SELECT 1 FROM label_retractions x WHERE x.label_id = l.label_id)
+            RETURNING label_id
+            """,
+            [by, datetime.now(), reason],
+        ).fetchall()
+        if not rows:
+            return []
+        return [r for (r,) in con.execute(
+            "SELECT DISTINCT review_id FROM labels WHERE label_id IN (SELECT unnest(?::BIGINT[])) ORDER BY 1",
+            [[label_id for (label_id,) in rows]],
+        ).fetchall()]
+    finally:
+        con.unregister("_retract_ids")

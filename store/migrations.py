@@ -273,6 +273,19 @@ def _ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def _refuse_foreign_database(con: duckdb.DuckDBPyConnection) -> None:
+    """Never add tastebud's tables to someone else's DuckDB file."""
+    tables = [t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()]
+    if tables and "schema_migrations" not in tables:
+        from store.errors import StoreDamagedError
+
+        name = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchone()
+        from store.printable import printable
+
+        shown = printable(name[0], max_chars=300) if name and name[0] else "this database"
+        raise StoreDamagedError(f"{shown} is not a tastebud store: it is a DuckDB file without tastebud's tables")
+
+
 def applied_versions(con: duckdb.DuckDBPyConnection) -> list[int]:
     """Versions recorded in the store, ascending (empty for a new file)."""
     exists = con.execute(
@@ -294,6 +307,7 @@ def migrate(con: duckdb.DuckDBPyConnection, *, target: int | None = None) -> lis
     Returns:
         The versions applied by this call (empty when the store was current).
     """
+    _refuse_foreign_database(con)
     _ensure_ledger(con)
     done = set(applied_versions(con))
     newest_known = latest_version()
@@ -468,6 +482,23 @@ def _m050(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(_CURRENT_LABELS_M040)
 
 
+# --- import safety: versions 60-69 ----------------------------------------------------------
+
+
+@migration(60, "label_retraction_reasons")
+def _m060(con: duckdb.DuckDBPyConnection) -> None:
+    # A label can now be retracted without a relabel action: a re-import that changes the text
+    # of a human-labeled review retracts that label (reason 'text_changed'), since nobody read
+    # the new text. Earlier retractions all came from undo.
+    con.execute(
+        """
+        ALTER TABLE label_retractions ALTER COLUMN action_id DROP NOT NULL;
+        ALTER TABLE label_retractions ADD COLUMN reason VARCHAR;
+        UPDATE label_retractions SET reason = 'undo';
+        """
+    )
+
+
 # --- sign-in and sessions: versions 71-79 -------------------------------------------------
 
 
@@ -492,6 +523,40 @@ def _m071(con: duckdb.DuckDBPyConnection) -> None:
             username   VARCHAR NOT NULL,
             revoked_at TIMESTAMP NOT NULL,
             expires_at TIMESTAMP NOT NULL
+        );
+        """
+    )
+
+
+# --- dashboard / relabel queue: versions 81-89 --------------------------------------------
+
+
+@migration(81, "label_comments")
+def _m081(con: duckdb.DuckDBPyConnection) -> None:
+    # A labeler's note on a relabel ("sarcasm", "mixed: food great, service awful"), kept with
+    # the label row it explains. Its own table keeps labels' column list, which bulk copies rely on.
+    con.execute(
+        """
+        CREATE TABLE label_comments (
+            label_id   BIGINT PRIMARY KEY,
+            comment    VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        );
+        """
+    )
+
+
+@migration(82, "labeling_guidelines")
+def _m082(con: duckdb.DuckDBPyConnection) -> None:
+    # The labeling guidelines (markdown), versioned: each save appends; the newest row is current.
+    con.execute(
+        """
+        CREATE SEQUENCE guideline_version_seq;
+        CREATE TABLE labeling_guidelines (
+            version    BIGINT PRIMARY KEY DEFAULT nextval('guideline_version_seq'),
+            body       VARCHAR NOT NULL,
+            author     VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
         );
         """
     )

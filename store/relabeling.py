@@ -26,6 +26,21 @@ from store.rounds import next_round_number
 
 # Most review ids one bulk relabel may touch: a guard against relabeling a whole store by mistake.
 MAX_BULK_RELABEL = 10_000
+# Up to this many ids are bound one placeholder each (a scan filter); more go through a list join.
+_PLACEHOLDER_IDS = 500
+# Longest comment a labeler may attach to a relabel (characters).
+MAX_COMMENT_CHARS = 2_000
+
+
+def _clean_comment(comment: str | None) -> str | None:
+    if comment is None:
+        return None
+    if not isinstance(comment, str):
+        raise TastebudError("a label comment must be text")
+    comment = comment.strip()
+    if len(comment) > MAX_COMMENT_CHARS:
+        raise TastebudError(f"a label comment is limited to {MAX_COMMENT_CHARS:,} characters, got {len(comment):,}")
+    return comment or None
 
 
 def _check_label(label: str) -> None:
@@ -59,8 +74,13 @@ def _add_items(con: duckdb.DuckDBPyConnection, action_id: int, items: list[dict]
 
 def _apply_relabels(con: duckdb.DuckDBPyConnection, actor: Actor, review_ids: list[str], label: str,
                     round_: int | None) -> tuple[int, list[dict], dict]:
-    known = {r for (r,) in con.execute(
-        "SELECT review_id FROM reviews WHERE review_id IN (SELECT unnest(?::VARCHAR[]))", [review_ids]).fetchall()}
+    if len(review_ids) <= _PLACEHOLDER_IDS:  # filtered in the scan, not hashed against every review
+        marks = ", ".join("?" * len(review_ids))
+        known = {r for (r,) in con.execute(
+            f"SELECT review_id FROM reviews WHERE review_id IN ({marks})", list(review_ids)).fetchall()}
+    else:
+        known = {r for (r,) in con.execute(
+            "SELECT review_id FROM reviews WHERE review_id IN (SELECT unnest(?::VARCHAR[]))", [review_ids]).fetchall()}
     missing = [r for r in review_ids if r not in known]
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
@@ -92,6 +112,7 @@ def relabel(
     *,
     flag_id: int | None = None,
     round: int | None = None,
+    comment: str | None = None,
 ) -> dict:
     """Give ``review_id`` a human label and resolve its open flags.
 
@@ -102,6 +123,7 @@ def relabel(
         label: negative, neutral or positive.
         flag_id: the flag being worked on, if any (must belong to the review).
         round: the round the label feeds (default: the next retrain round).
+        comment: the labeler's note, stored with the label (at most :data:`MAX_COMMENT_CHARS`).
 
     Returns:
         {"action_id", "review_id", "label", "previous_label", "previous_source", "resolved_flags"}.
@@ -112,11 +134,20 @@ def relabel(
     """
     require(actor, "relabel")
     _check_label(label)
+    comment = _clean_comment(comment)
     if flag_id is not None:
         flag = get_flag(con, flag_id)
         if flag is None or flag["review_id"] != review_id:
             raise TastebudError(f"flag {flag_id} is not a flag of review {review_id}")
     action_id, resolved, before = _apply_relabels(con, actor, [review_id], label, round)
+    if comment:
+        con.execute(
+            """
+            INSERT INTO label_comments (label_id, comment, created_at)
+            SELECT label_id, ?, ? FROM relabel_action_items WHERE action_id = ? AND label_id IS NOT NULL
+            """,
+            [comment, datetime.now(), action_id],
+        )
     previous = before.get(review_id, (None, None))
     result = {
         "action_id": action_id,
@@ -126,7 +157,7 @@ def relabel(
         "previous_source": previous[1],
         "resolved_flags": [r["flag_id"] for r in resolved],
     }
-    audit(con, actor, "relabel", target=review_id, detail={**result, "flag_id": flag_id})
+    audit(con, actor, "relabel", target=review_id, detail={**result, "flag_id": flag_id, "comment": comment})
     return result
 
 
@@ -205,13 +236,46 @@ def undo_last_action(con: duckdb.DuckDBPyConnection, actor: Actor) -> dict | Non
     ).fetchone()
     if row is None:
         return None
-    target, kind = row
+    return _undo(con, actor, *row)
+
+
+def undo_action(con: duckdb.DuckDBPyConnection, actor: Actor, action_id: int) -> dict:
+    """Reverse one of ``actor``'s own relabels, bulk relabels or dismissals, however old, as
+    :func:`undo_last_action` does for the newest.
+
+    Raises:
+        TastebudError: the action does not exist, is someone else's, is an undo, or was undone already.
+
+    Example:
+        >>> undo_action(con, Actor("ana", "labeler"), 41)["undid_action_id"]  # doctest: +SKIP
+        41
+    """
+    require(actor, "relabel")
+    row = con.execute(
+        """
+        SELECT a.actor, a.kind,
+               EXISTS (SELECT 1 FROM relabel_actions u WHERE u.kind = 'undo' AND u.undoes = a.action_id)
+        FROM relabel_actions a WHERE a.action_id = ?
+        """,
+        [int(action_id)],
+    ).fetchone()
+    if row is None or row[1] == "undo":
+        raise TastebudError(f"no relabel or dismissal {action_id}")
+    owner, kind, undone = row
+    if owner != actor.name:
+        raise TastebudError(f"action {action_id} is {owner}'s; you can undo only your own")
+    if undone:
+        raise TastebudError(f"action {action_id} was undone already")
+    return _undo(con, actor, int(action_id), kind)
+
+
+def _undo(con: duckdb.DuckDBPyConnection, actor: Actor, target: int, kind: str) -> dict:
     undo_id = _new_action(con, actor, "undo", undoes=target)
     now = datetime.now()
     retracted = con.execute(
         """
-        INSERT INTO label_retractions (label_id, action_id, retracted_by, retracted_at)
-        SELECT i.label_id, ?, ?, ? FROM relabel_action_items i
+        INSERT INTO label_retractions (label_id, action_id, retracted_by, retracted_at, reason)
+        SELECT i.label_id, ?, ?, ?, 'undo' FROM relabel_action_items i
         WHERE i.action_id = ? AND i.label_id IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM label_retractions x WHERE x.label_id = i.label_id)
         RETURNING label_id
@@ -246,12 +310,12 @@ def undo_last_action(con: duckdb.DuckDBPyConnection, actor: Actor) -> dict | Non
 
 
 def fetch_label_history(con: duckdb.DuckDBPyConnection, review_id: str) -> pd.DataFrame:
-    """Every label row of a review, oldest first, with whether and by whom it was retracted."""
+    """Every label row of a review, oldest first, with its comment and whether, by whom and why (undo, text_changed) it was retracted."""
     return con.execute(
         """
-        SELECT l.label_id, l.label, l.source, l.labeler, l.created_at, l.round,
-               x.retracted_by, x.retracted_at
-        FROM labels l LEFT JOIN label_retractions x USING (label_id)
+        SELECT l.label_id, l.label, l.source, l.labeler, l.created_at, l.round, c.comment,
+               x.retracted_by, x.retracted_at, x.reason AS retraction_reason
+        FROM labels l LEFT JOIN label_retractions x USING (label_id) LEFT JOIN label_comments c USING (label_id)
         WHERE l.review_id = ? ORDER BY l.label_id
         """,
         [review_id],
@@ -293,3 +357,48 @@ def relabel_progress(con: duckdb.DuckDBPyConnection) -> dict:
         "next_round_labels": waiting,
         "by_labeler": by_labeler,
     }
+
+
+def fetch_recent_actions(con: duckdb.DuckDBPyConnection, actor_name: str, *, limit: int = 20) -> pd.DataFrame:
+    """``actor_name``'s newest relabels and dismissals, whether undone or not, newest first.
+
+    Returns:
+        action_id, kind ("relabel" or "dismiss"), created_at, reviews (how many), label (the label
+        given; None for a dismissal), comment, review_id and text (of the first review), undone (bool).
+
+    Example:
+        >>> fetch_recent_actions(con, "ana", limit=5)["kind"].tolist()  # doctest: +SKIP
+        ['relabel', 'dismiss', 'relabel']
+    """
+    actions = con.execute(
+        """
+        WITH mine AS (
+            SELECT action_id, kind, created_at FROM relabel_actions
+            WHERE actor = ? AND kind IN ('relabel', 'dismiss')
+            ORDER BY action_id DESC LIMIT ?
+        ), items AS (
+            SELECT i.action_id, count(DISTINCT i.review_id) AS reviews, min(i.review_id) AS review_id,
+                   min(i.label_id) AS label_id
+            FROM relabel_action_items i WHERE i.action_id IN (SELECT action_id FROM mine)
+            GROUP BY i.action_id
+        )
+        SELECT m.action_id, m.kind, m.created_at, i.reviews, i.label_id, c.comment, i.review_id,
+               EXISTS (SELECT 1 FROM relabel_actions u WHERE u.kind = 'undo' AND u.undoes = m.action_id) AS undone
+        FROM mine m
+        JOIN items i USING (action_id)
+        LEFT JOIN label_comments c ON c.label_id = i.label_id
+        ORDER BY m.action_id DESC
+        """,
+        [actor_name, int(limit)],
+    ).df()
+    review_ids = actions["review_id"].drop_duplicates().tolist()
+    texts, labels = {}, {}
+    if review_ids:
+        # One placeholder per id: the reviews and labels scans are then filtered by id (the labels
+        # one through its review_id index) rather than joined in full.
+        marks = ", ".join("?" * len(review_ids))
+        texts = dict(con.execute(f"SELECT review_id, text FROM reviews WHERE review_id IN ({marks})", review_ids).fetchall())
+        labels = dict(con.execute(f"SELECT label_id, label FROM labels WHERE review_id IN ({marks})", review_ids).fetchall())
+    actions["text"] = actions["review_id"].map(texts)
+    actions["label"] = actions["label_id"].map(lambda i: labels.get(int(i)) if pd.notna(i) else None)
+    return actions[["action_id", "kind", "created_at", "reviews", "label", "comment", "review_id", "text", "undone"]]

@@ -28,6 +28,8 @@ class UpsertCounts:
     inserted: int
     updated: int
     unchanged: int
+    # Updated reviews whose text changed (not only stars, date or restaurant), sorted.
+    text_changed: tuple[str, ...] = ()
 
 
 def _as_relation_frame(batch: pa.Table | pd.DataFrame) -> pa.Table:
@@ -81,8 +83,10 @@ def upsert_reviews(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFram
         con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE _incoming AS
-            SELECT {_INCOMING_COLUMNS} FROM _incoming_raw
-            WHERE review_id::VARCHAR IN (SELECT review_id FROM reviews)
+            SELECT {_INCOMING_COLUMNS.replace("review_id::VARCHAR AS review_id", "n.review_id::VARCHAR AS review_id")}
+            FROM (SELECT * EXCLUDE (review_id), review_id::VARCHAR AS review_id FROM _incoming_raw) n
+            -- an inner join (ids are unique on both sides) lets DuckDB hash the batch, not the whole store
+            JOIN (SELECT review_id FROM reviews) r ON r.review_id = n.review_id
             """
         )
         now = datetime.now()
@@ -92,7 +96,14 @@ def upsert_reviews(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFram
             FROM _incoming i JOIN reviews r USING (review_id)
             """
         ).fetchone()
+        text_changed: tuple[str, ...] = ()
         if updated:
+            text_changed = tuple(r for (r,) in con.execute(
+                """
+                SELECT i.review_id FROM _incoming i JOIN reviews r USING (review_id)
+                WHERE r.content_hash <> i.content_hash ORDER BY 1
+                """
+            ).fetchall())
             con.execute(
                 f"""
                 UPDATE reviews AS r SET
@@ -107,7 +118,7 @@ def upsert_reviews(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFram
         inserted = con.execute(
             f"""
             INSERT INTO reviews
-            WITH fresh AS (SELECT n.* FROM _incoming_raw n ANTI JOIN reviews r ON r.review_id = n.review_id::VARCHAR),
+            WITH fresh AS (SELECT n.* FROM _incoming_raw n ANTI JOIN _incoming m ON m.review_id = n.review_id::VARCHAR),
             i AS (SELECT {_INCOMING_COLUMNS} FROM fresh)
             SELECT i.review_id, i.restaurant_id, i.restaurant_name, i.neighborhood, i.created_at,
                    i.stars, i.text, i.source, i.content_hash, ?::TIMESTAMP, NULL
@@ -118,7 +129,7 @@ def upsert_reviews(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFram
     finally:
         con.unregister("_incoming_raw")
     con.execute("DROP TABLE _incoming")
-    return UpsertCounts(inserted=inserted, updated=updated, unchanged=matched - updated)
+    return UpsertCounts(inserted=inserted, updated=updated, unchanged=matched - updated, text_changed=text_changed)
 
 
 def count_reviews(con: duckdb.DuckDBPyConnection) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import duckdb
 import pandas as pd
 
-from store.constants import LABEL_SOURCES, LABELS, SPLITS
+from store.constants import DATED_REVIEWS_SQL, LABEL_SOURCES, LABELS, SPLITS
 
 
 def store_stats(con: duckdb.DuckDBPyConnection) -> dict:
@@ -50,7 +50,7 @@ def fetch_overview(con: duckdb.DuckDBPyConnection) -> dict:
         >>> fetch_overview(con)["reviews"]  # doctest: +SKIP
         3000
     """
-    reviews, first, last = con.execute("SELECT count(*), min(created_at), max(created_at) FROM reviews").fetchone()
+    reviews, first, last = con.execute(f"SELECT count(*), min(created_at), max(created_at) FROM {DATED_REVIEWS_SQL}").fetchone()
     by_source = dict(con.execute("SELECT source, count(*) FROM current_labels GROUP BY 1").fetchall())
     human_rows = con.execute("SELECT count(*) FROM labels WHERE source = 'human'").fetchone()[0]
     predictions = con.execute(
@@ -110,8 +110,8 @@ def fetch_review_volume(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         >>> fetch_review_volume(con).head(1)  # doctest: +SKIP
     """
     return con.execute(
-        """
+        f"""
         SELECT date_trunc('month', created_at)::DATE AS month, source, count(*) AS n
-        FROM reviews WHERE created_at IS NOT NULL GROUP BY ALL ORDER BY 1, 2
+        FROM {DATED_REVIEWS_SQL} WHERE created_at IS NOT NULL GROUP BY ALL ORDER BY 1, 2
         """
     ).df()

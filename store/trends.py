@@ -16,6 +16,7 @@ import duckdb
 import pandas as pd
 
 from store.constants import (
+    DATED_REVIEWS_SQL,
     LABELS,
     NEW_RESTAURANT_AFTER_DAYS,
     NEW_RESTAURANT_GAP_FACTOR,
@@ -164,7 +165,7 @@ def fetch_filter_options(con: duckdb.DuckDBPyConnection) -> dict:
     rows = con.execute(
         f"""
         SELECT {GROUPINGS['restaurant']}, {GROUPINGS['neighborhood']}, count(*), min(r.created_at), max(r.created_at)
-        FROM reviews r GROUP BY ALL
+        FROM {DATED_REVIEWS_SQL} r GROUP BY ALL
         """
     ).fetchall()
     by_restaurant: dict[str, int] = {}
@@ -263,7 +264,7 @@ def fetch_trend_summary(
     sql = f"""
         WITH base AS (
             SELECT date_trunc('{grain}', r.created_at)::DATE AS period, {group} AS grp, r.stars, s.label
-            FROM reviews r JOIN {relation} s USING (review_id)
+            FROM {DATED_REVIEWS_SQL} r JOIN {relation} s USING (review_id)
             WHERE r.created_at IS NOT NULL AND {where}
         ), agg AS (
             SELECT period, grp, GROUPING(period, grp) AS level, count(*) AS n,
@@ -311,7 +312,7 @@ def fetch_trend_summary(
         WITH g AS (
             SELECT {group} AS grp, min(r.created_at) AS first_review_at, max(r.created_at) AS last_review_at,
                    count(*) AS n
-            FROM reviews r WHERE r.created_at IS NOT NULL GROUP BY 1
+            FROM {DATED_REVIEWS_SQL} r WHERE r.created_at IS NOT NULL GROUP BY 1
         )
         SELECT grp, first_review_at,
                epoch(first_review_at - min(first_review_at) OVER ()) / 86400.0
@@ -365,7 +366,7 @@ def fetch_selection_reviews(
     sql = f"""
         SELECT r.review_id, r.created_at, r.restaurant_name, r.neighborhood, r.stars, s.label,
                s.p_negative, s.p_neutral, s.p_positive, r.text
-        FROM reviews r JOIN {relation} s USING (review_id)
+        FROM {DATED_REVIEWS_SQL} r JOIN {relation} s USING (review_id)
         WHERE {where} AND (?::VARCHAR IS NULL OR s.label = ?)
         ORDER BY r.created_at DESC, r.review_id
         LIMIT ?

@@ -19,7 +19,10 @@ from pathlib import Path
 import pytest
 
 from dashboard_seed import ACCOUNTS, seed_dashboard_store, write_secrets
+from dashboard.views import review_row_height
+from store import jobs as job_store
 from store.db import connect
+from store.flags import QueueFilter, search_flag_queue
 from store.labels import current_label
 from store.schema import init_store
 
@@ -30,14 +33,16 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
+# Height of a dataframe's header row (px), to click into its cells.
+HEADER_PX = 35
 # Generous per-step waits; the whole test stays bounded by the timeout mark.
-STEP_MS = 20_000
+STEP_MS = 45_000
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.timeout(180),  # each test takes 40-90 s on a loaded 2-core machine
+    pytest.mark.timeout(300),  # each test takes 40-200 s on a loaded 2-core machine
     pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is not installed (apt-get install chromium)"),
 ]
 
@@ -97,7 +102,7 @@ def _open_url(page, base: str, path: str = "") -> None:
     # A URL that is no page for this session first shows Streamlit's "Page not found" notice.
     notice = page.get_by_role("dialog")
     try:
-        notice.wait_for(timeout=1500)
+        notice.wait_for(timeout=6000)
         page.keyboard.press("Escape")
         notice.wait_for(state="hidden", timeout=STEP_MS)
     except playwright_api.TimeoutError:
@@ -148,13 +153,17 @@ def test_labeler_relabels_in_a_real_browser_and_a_viewer_is_kept_out(server):
             _open(page, "Hard cases", "04-labeler-hard-cases")
 
             first = info["flag_review_ids"][0]
+            _assert_label_buttons(page, suggested=True)
             page.get_by_role("button", name="Negative").click()
             page.get_by_text("Labeled negative.").wait_for(timeout=STEP_MS)
             _settle(page)
+            _assert_no_help_and_review_above_the_fold(page)
             page.screenshot(path=str(ARTIFACTS / "05-labeler-after-relabel.png"), full_page=True)
             with connect(db, read_only=True) as con:
                 label = current_label(con, first)
             assert (label["label"], label["source"], label["labeler"]) == ("negative", "human", "lena")
+            _hard_cases_keys_filters_recent_and_ticks(page, db, info)
+            _trend_bar_click_picks_the_period(page)
 
             viewer = browser.new_page(viewport={"width": 1400, "height": 2200})
             _sign_in(viewer, base, "vera")
@@ -217,3 +226,158 @@ def test_sign_in_survives_reloads_in_an_httponly_cookie_and_reloads_do_not_reset
     with connect(db, read_only=True) as con:
         actions = [a for (a,) in con.execute("SELECT action FROM audit_log WHERE action LIKE 'sign%' ORDER BY audit_id").fetchall()]
     assert actions == ["sign_in.succeeded", "sign_out"] + ["sign_in.failed"] * 5 + ["sign_in.throttled"]
+
+
+def _heading(page) -> str:
+    return page.locator("h3").filter(has_text="· flag").first.inner_text(timeout=STEP_MS)
+
+
+def _assert_no_help_and_review_above_the_fold(page) -> None:
+    """No Streamlit help block (what "magic" rendered) and the next review starts within the first screen."""
+    assert page.locator("[data-testid='stHelp']").count() == 0
+    assert "DeltaGenerator" not in page.locator("[data-testid='stMain']").inner_text()
+    top = page.locator("h3").filter(has_text="· flag").first.bounding_box()["y"]
+    assert top < 900, f"the next review starts {top:.0f} px down"
+
+
+def _assert_label_buttons(page, *, suggested: bool) -> None:
+    """Three distinct label colours (red, grey, green), the suggested one outlined."""
+    styles = {
+        label: page.locator(f".st-key-label-{label} button").evaluate(
+            "b => [getComputedStyle(b).backgroundColor, getComputedStyle(b).outlineStyle]")
+        for label in ("negative", "neutral", "positive")
+    }
+    assert [styles[label][0] for label in ("negative", "neutral", "positive")] == [
+        "rgb(214, 39, 40)", "rgb(158, 158, 158)", "rgb(44, 160, 44)"]
+    outlined = [label for label, (_, outline) in styles.items() if outline == "solid"]
+    assert len(outlined) == (1 if suggested else 0), styles
+
+
+def _press(page, key: str) -> None:
+    """Press a shortcut key with no text field focused, and wait for the next review."""
+    before = _heading(page)
+    page.locator("h1").first.click()  # focus leaves any text input
+    page.keyboard.press(key)
+    page.wait_for_function(
+        "old => { const h = [...document.querySelectorAll('h3')].find(e => e.textContent.includes('· flag'));"
+        " return h && h.textContent !== old; }", arg=before, timeout=STEP_MS)
+    _settle(page)
+    _assert_no_help_and_review_above_the_fold(page)
+
+
+def _hard_cases_keys_filters_recent_and_ticks(page, db, info) -> None:
+    second, third = info["flag_review_ids"][1:3]
+    _press(page, "2")  # keyboard: neutral
+    with connect(db, read_only=True) as con:
+        assert current_label(con, second)["label"] == "neutral"
+    _press(page, "d")  # dismiss
+    _press(page, "u")  # undo the dismissal: the flag is back
+    page.screenshot(path=str(ARTIFACTS / "08-labeler-after-keys.png"), full_page=True)
+
+    # The guidelines are one click away.
+    page.get_by_role("button", name="Labeling guidelines").click()
+    page.get_by_text("No guidelines written yet").wait_for(timeout=STEP_MS)
+    page.keyboard.press("Escape")
+
+    # Search: only reviews containing the text.
+    with connect(db, read_only=True) as con:
+        text = con.execute("SELECT text FROM reviews WHERE review_id = ?", [third]).fetchone()[0]
+    word = max(text.split(), key=len).strip(".,!")
+    page.get_by_role("textbox", name="Text contains").fill(word)
+    page.keyboard.press("Enter")
+    _settle(page)
+    shown = page.locator("h3").filter(has_text="· flag").first.locator("xpath=following::*[@data-testid='stText'][1]")
+    assert word.lower() in shown.inner_text().lower()
+    page.screenshot(path=str(ARTIFACTS / "09-labeler-search.png"), full_page=True)
+    page.get_by_role("textbox", name="Text contains").fill("")
+    page.keyboard.press("Enter")
+    _settle(page)
+
+    # My recent labels: undo the first relabel of this session (not the newest).
+    page.get_by_text("My recent labels").click()
+    undo_buttons = page.locator("[class*='st-key-undo-action-'] button")
+    undo_buttons.last.wait_for(timeout=STEP_MS)
+    page.screenshot(path=str(ARTIFACTS / "10-labeler-recent-labels.png"), full_page=True)
+    undo_buttons.last.click()
+    page.get_by_text("Undid it:").wait_for(timeout=STEP_MS)
+    _settle(page)
+    with connect(db, read_only=True) as con:
+        assert current_label(con, info["flag_review_ids"][0])["source"] == "stars"
+        assert current_label(con, second)["label"] == "neutral"
+
+    # Tick two rows of "Up next", confirm, relabel them as one batch, then undo the batch.
+    grid = page.locator("[data-testid='stDataFrame']").last
+    grid.scroll_into_view_if_needed()
+    box = grid.bounding_box()
+    with connect(db, read_only=True) as con:
+        queue, _ = search_flag_queue(con, QueueFilter(), limit=50)
+    row_height = review_row_height(queue["text"].iloc[1:])  # as the page sizes the rows of "Up next"
+    for row in (0, 1):  # the checkbox sits in the middle of the first column's cell
+        page.mouse.click(box["x"] + 37, box["y"] + HEADER_PX + row_height * (row + 0.5))
+        page.wait_for_timeout(300)
+    page.keyboard.press("Escape")
+    _settle(page)
+    # The grid's overlay layer may cover the row below it: send the clicks to the elements themselves.
+    page.get_by_role("checkbox", name=re.compile("Yes, label the 2 ticked")).dispatch_event("click")
+    _settle(page)
+    page.get_by_role("button", name="Relabel 2 ticked").dispatch_event("click")
+    page.get_by_text("Labeled 2 reviews negative.").wait_for(timeout=STEP_MS)
+    _settle(page)
+    page.screenshot(path=str(ARTIFACTS / "11-labeler-batch.png"), full_page=True)
+    with connect(db, read_only=True) as con:
+        batch = con.execute("SELECT count(*) FROM current_labels WHERE source = 'human' AND labeler = 'lena'").fetchone()[0]
+    page.get_by_role("button", name="Undo the batch").click()
+    page.get_by_text("Undid it: 2 label(s) taken back").wait_for(timeout=STEP_MS)
+    _settle(page)
+    with connect(db, read_only=True) as con:
+        after = con.execute("SELECT count(*) FROM current_labels WHERE source = 'human' AND labeler = 'lena'").fetchone()[0]
+    assert batch - after == 2
+
+
+def _trend_bar_click_picks_the_period(page) -> None:
+    _open(page, "Sentiment trends", "12-trends-before-click")
+    assert page.get_by_text(re.compile("Showing the newest 200 reviews for")).count() == 0
+    bar = page.locator("[data-testid='stPlotlyChart']").first.locator("g.barlayer g.point path").nth(60)
+    bar.wait_for(timeout=STEP_MS)
+    box = bar.bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    # The click picks that week in the "Period" box, and its reviews are listed.
+    page.get_by_text(re.compile(r"Showing the newest 200 reviews for: week of \d{4}-\d{2}-\d{2}")).wait_for(timeout=STEP_MS)
+    _settle(page)
+    page.screenshot(path=str(ARTIFACTS / "13-trends-bar-clicked.png"), full_page=True)
+
+
+def test_training_panel_follows_each_new_job_without_help_blocks(server):
+    base, db, _ = server
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2200})
+            _sign_in(page, base, "dario")
+            _open(page, "Training", "20-training")
+            newest = None
+            for button, kind in (("Score new reviews", "score"), ("Flag hard cases", "flag")):
+                page.get_by_role("button", name=button).click()
+                page.get_by_text(re.compile(f"Started {kind} job {kind}-")).wait_for(timeout=STEP_MS)
+                _settle(page)
+                with connect(db, read_only=True) as con:
+                    newest = job_store.list_jobs(con)["job_id"].iloc[0]
+                assert newest.startswith(kind)
+                # The live panel follows the job just started, whatever was watched before.
+                page.get_by_role("heading", name=re.compile(f"{kind} job {newest}")).wait_for(timeout=STEP_MS)
+                assert page.locator("[data-testid='stHelp']").count() == 0
+                page.screenshot(path=str(ARTIFACTS / f"21-training-started-{kind}.png"), full_page=True)
+            cancel = page.get_by_role("button", name="Cancel")
+            if cancel.count():
+                cancel.click()
+                page.get_by_text(f"Asked job {newest} to stop.").wait_for(timeout=STEP_MS)
+                _settle(page)
+                assert page.locator("[data-testid='stHelp']").count() == 0
+            # With no click, the panel reaches the job's end: the page refreshes itself while a job runs.
+            page.get_by_role("heading", name=re.compile(f"flag job {newest}: (failed|cancelled|succeeded)")).wait_for(
+                timeout=90_000)
+            _settle(page)
+            page.screenshot(path=str(ARTIFACTS / "22-training-job-ended.png"), full_page=True)
+        finally:
+            browser.close()

@@ -64,7 +64,7 @@ def test_lock_timeout_is_a_clear_error(store_path):
     env = dict(os.environ, PYTHONPATH=str(REPO))
     child = subprocess.Popen([sys.executable, "-c", code, str(store_path)], stdout=subprocess.PIPE, text=True, env=env)
     assert child.stdout.readline().strip() == "locked"
-    with pytest.raises(StoreBusyError, match="stayed locked"):
+    with pytest.raises(StoreBusyError, match="is busy: another process kept it locked; try again when it finishes"):
         with connect(store_path, timeout_s=0.5):
             pass
     child.wait(timeout=30)

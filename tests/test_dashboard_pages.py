@@ -3,6 +3,7 @@ that the write actions change the store."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -10,7 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 from dashboard.views import md
@@ -20,6 +23,7 @@ from store import jobs as job_store
 from store import models as model_store
 from store.db import connect, transaction
 from store.labels import current_label
+from store.relabeling import fetch_label_history, fetch_recent_actions
 from store.schema import init_store
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
@@ -46,6 +50,37 @@ def secrets() -> dict:
     return account_secrets()
 
 
+@pytest.fixture(autouse=True)
+def magic_on():
+    """Pages are tested with Streamlit "magic" on, as a bare `streamlit run` elsewhere might have it:
+    a bare expression statement on any page then shows up as a help block, which `settled` refuses."""
+    before = st_config.get_option("runner.magicEnabled")
+    st_config.set_option("runner.magicEnabled", True)
+    yield
+    st_config.set_option("runner.magicEnabled", before)
+
+
+def settled(at: AppTest) -> AppTest:
+    """``at`` after a run: no exception and no help block (the DeltaGenerator docs magic renders)."""
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.get("help"), [h.name for h in at.get("help")]
+    for table in at.dataframe:
+        assert not raw_headings(table), raw_headings(table)
+    return at
+
+
+def raw_headings(table) -> list[str]:
+    """Columns a table shows under their raw frame name (grp, is_new, p_negative...) rather than a heading."""
+    config = json.loads(table.proto.columns or "{}")
+    shown = [str(c) for c in table.value.columns]
+    order = list(table.proto.column_order)
+    if order:
+        shown = [c for c in shown if c in order]
+    return [c for c in shown
+            if not config.get(c, {}).get("hidden") and not config.get(c, {}).get("label")
+            and (c == c.lower() and ("_" in c or c in ("grp", "n", "z")))]
+
+
 def open_screen(secrets: dict, username: str, screen: str) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.secrets["accounts"] = secrets
@@ -53,9 +88,9 @@ def open_screen(secrets: dict, username: str, screen: str) -> AppTest:
     at.text_input[0].input(username)
     at.text_input[1].input(ACCOUNTS[username][1])
     at.button[0].click().run()
+    settled(at)
     at.switch_page(f"screens/{screen}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return settled(at)
 
 
 def _texts(at: AppTest) -> str:
@@ -82,6 +117,7 @@ def test_trends_default_view_and_drilldown(store, secrets):
         "Download the trend (CSV)", "Download the restaurant breakdown (CSV)"]
     assert {"By restaurant", "Reviews behind the numbers"} <= {s.value for s in at.subheader}
     assert "New since the store's first reviews: Krog District" in [c.value for c in at.caption]
+    assert at.selectbox(key="trend-period").format_func(at.selectbox(key="trend-period").value).startswith("All periods")
     # Pick a period: its reviews appear.
     at.selectbox(key="trend-period").select_index(3).run()
     assert not at.exception
@@ -118,6 +154,7 @@ def test_relabel_skip_dismiss_and_undo_change_the_store(store, secrets):
     at = open_screen(secrets, "lena", "hard_cases")
     assert at.text[0].value == _text(db, first)  # the highest-priority flag comes first
     at.button(key="label-negative").click().run()
+    settled(at)
     assert not at.exception
     label = _current(db, first)
     assert (label["label"], label["source"], label["labeler"]) == ("negative", "human", "lena")
@@ -126,10 +163,13 @@ def test_relabel_skip_dismiss_and_undo_change_the_store(store, secrets):
     at.button(key="skip").click().run()  # skipping writes nothing
     assert _current(db, second)["source"] == "stars"
     at.button(key="dismiss").click().run()
+    settled(at)
     assert _flag_status(db, third) == "dismissed"
     at.button(key="undo").click().run()
+    settled(at)
     assert _flag_status(db, third) == "open"
     at.button(key="undo").click().run()
+    settled(at)
     assert _current(db, first)["source"] == "stars"
 
 
@@ -146,6 +186,7 @@ def test_bulk_relabel_of_a_filtered_set(store, secrets):
     at.radio(key="bulk-label").set_value("neutral").run()
     at.checkbox(key="bulk-confirm").check().run()
     at.button(key="bulk-go").click().run()
+    settled(at)
     assert not at.exception
     for review_id in targets:
         assert _current(db, review_id)["label"] == "neutral"
@@ -183,6 +224,7 @@ def test_training_shows_a_running_job_live_and_cancels_it(store, secrets, sleepe
     assert any(p.value == 40 or p.value == 0.4 for p in at.get("progress"))
     assert at.get("plotly_chart")  # the run's per-epoch curve
     at.button(key=f"cancel-{job_id}").click().run()
+    settled(at)
     assert sleeper.wait(timeout=10) is not None  # SIGTERM reached the job's process group
     with connect(db, read_only=True) as con:
         assert job_store.get_job(con, job_id)["cancel_requested"]
@@ -196,10 +238,12 @@ def test_training_offers_to_promote_a_finished_model(store, secrets):
     at = open_screen(secrets, "dario", "training")
     assert "New model against the champion" in [s.value for s in at.subheader]
     at.button(key="promote").click().run()
+    settled(at)
     assert not at.exception
     with connect(db, read_only=True) as con:
         assert model_store.get_champion(con)["model_id"] == BASELINE
     at.button(key="rollback").click().run()
+    settled(at)
     with connect(db, read_only=True) as con:
         assert model_store.get_champion(con)["model_id"] == CHAMPION
 
@@ -217,6 +261,7 @@ def test_training_form_rejects_bad_settings_and_starts_a_job(store, secrets):
     at.text_input[1].input("2e-5, 5e-5")
     at.number_input[2].set_value(1)  # epochs
     at.button[0].click().run()
+    settled(at)
     assert not at.exception
     with connect(db, read_only=True) as con:
         jobs = job_store.list_jobs(con)
@@ -225,8 +270,26 @@ def test_training_form_rejects_bad_settings_and_starts_a_job(store, secrets):
     assert job["params"]["sweep"] == {"learning_rate": [2e-5, 5e-5]}
     assert any(job["job_id"] in s.value for s in at.subheader)  # the live panel follows the new job
     at.button(key=f"cancel-{job['job_id']}").click().run()
+    settled(at)
     ended = wait_for_job(db, job["job_id"], timeout_s=60)
     assert ended["status"] in ("cancelled", "failed")
+
+    # A second job started here takes over the panel (the job selectbox moves to it).
+    at.button(key="start-flag").click().run()
+    settled(at)
+    with connect(db, read_only=True) as con:
+        newest = job_store.list_jobs(con)["job_id"].iloc[0]
+    assert newest != job["job_id"]
+    assert at.selectbox(key="training-job-select").value == newest
+    assert any(newest in s.value for s in at.subheader)
+    if wait_for_job_quietly(db, newest) is None:  # still flagging: stop it rather than wait
+        at.button(key=f"cancel-{newest}").click().run()
+        wait_for_job(db, newest, timeout_s=60)
+    # Picking another job by hand sticks across reruns.
+    at.selectbox(key="training-job-select").set_value(job["job_id"]).run()
+    at.run()
+    assert at.selectbox(key="training-job-select").value == job["job_id"]
+    assert any(job["job_id"] in s.value for s in settled(at).subheader)
 
 
 def test_data_page_imports_an_upload_with_its_reject_report(store, secrets):
@@ -236,11 +299,20 @@ def test_data_page_imports_an_upload_with_its_reject_report(store, secrets):
     at.get("file_uploader")[0].upload("my reviews.csv", csv, "text/csv")
     at.run()
     at.button(key="import-go").click().run()
+    settled(at)
     assert not at.exception
     assert any("2 new" in s.value and "2 rejected" in s.value for s in at.success)
     with connect(db, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM reviews WHERE review_id IN ('u1', 'u4')").fetchone()[0] == 2
     assert "Imports" in [s.value for s in at.subheader]
+
+
+def wait_for_job_quietly(db: Path, job_id: str, timeout_s: float = 5.0):
+    """The job once it ended within ``timeout_s``, else None (it is still running)."""
+    try:
+        return wait_for_job(db, job_id, timeout_s=timeout_s)
+    except Exception:
+        return None
 
 
 def _text(db: Path, review_id: str) -> str:
@@ -268,6 +340,7 @@ def test_comparison_tries_a_review_on_a_loaded_model(store, secrets):
     at.multiselect(key="compare-models").set_value(["baseline-vader", CHAMPION]).run()
     at.text_area(key="try-text").input("Absolutely wonderful, the best grits I have ever had!")
     at.button[[b.label for b in at.button].index("Predict")].click().run()
+    settled(at)
     assert not at.exception
     results = [d.value for d in at.dataframe if "label" in d.value.columns and "model_id" in d.value.columns]
     assert results and results[0].set_index("model_id").loc["baseline-vader", "label"] == "positive"
@@ -283,3 +356,113 @@ def test_names_from_the_data_are_escaped_in_markdown_text(store, secrets):
     captions = [c.value for c in at.caption if c.value.startswith("New since")]
     assert captions == ["New since the store's first reviews: \\*\\*Krog\\*\\* \\[win\\]\\(http\\:"
                         "//evil\\.example\\) \\:red\\[x\\]"]
+
+
+def _markdowns(at: AppTest) -> list[str]:
+    return [m.value for m in at.markdown]
+
+
+def test_hard_cases_explain_the_flag_and_search_narrows_the_queue(store, secrets):
+    db, info = store
+    at = open_screen(secrets, "lena", "hard_cases")
+    why = [m for m in at.markdown if m.value.startswith("**Why flagged:**")]
+    assert len(why) == 1 and why[0].help  # the numbers are on hover
+    assert ("unsure between" in why[0].value) or ("contradict the text" in why[0].value)
+    assert any(m.startswith("Suggested label: **") for m in _markdowns(at))
+    assert any("Finding the words" in c.value or "No word highlights" in c.value for c in at.caption)
+    third = _text(db, info["flag_review_ids"][2])
+    at.text_input(key="hq-text").input(third).run()
+    assert at.text[0].value == third
+    assert at.progress[0].proto.text.endswith(" match the filters")
+    at.text_input(key="hq-text").input("").run()
+    with connect(db, read_only=True) as con:
+        stars = con.execute("SELECT stars FROM reviews WHERE review_id = ?", [info["flag_review_ids"][1]]).fetchone()[0]
+    label = _current(db, info["flag_review_ids"][1])["label"]
+    at.multiselect(key="hq-stars").set_value([stars]).run()
+    at.multiselect(key="hq-labels").set_value([label]).run()
+    assert f"Stars: {stars} " in settled(at).text[1].value and f"current label: {label} " in at.text[1].value
+    at.text_input(key="hq-text").input("zzqx-matches-nothing").run()
+    assert any(i.value == "No open flags here." for i in settled(at).info)
+
+
+def test_comment_recent_labels_and_undo_of_any_one(store, secrets):
+    db, info = store
+    first, second = info["flag_review_ids"][:2]
+    at = open_screen(secrets, "lena", "hard_cases")
+    at.text_input(key="relabel-comment").input("sarcastic")
+    at.button(key="label-negative").click().run()
+    assert [s.value for s in settled(at).success] == ["Labeled negative. Comment saved."]
+    assert at.text_input(key="relabel-comment").value == ""  # cleared for the next review
+    at.button(key="label-positive").click().run()
+    with connect(db, read_only=True) as con:
+        history = fetch_label_history(con, first)
+        actions = fetch_recent_actions(con, "lena")
+    assert history["comment"].dropna().tolist() == ["sarcastic"]
+    older = int(actions["action_id"].iloc[-1])
+    at.button(key=f"undo-action-{older}").click().run()
+    settled(at)
+    assert _current(db, first)["source"] == "stars"  # the older label is undone...
+    assert _current(db, second)["label"] == "positive"  # ...the newer one stands
+    assert at.button(key=f"undo-action-{older}").disabled
+
+
+def test_ticked_rows_are_bulk_relabeled_after_confirmation_and_undone_as_one(store, secrets):
+    db, info = store
+    at = open_screen(secrets, "lena", "hard_cases")
+    editor = at.data_editor[0]
+    shown = editor.value
+    assert shown.columns[:2].tolist() == ["pick", "text"]
+    at.session_state[editor.key] = {"edited_rows": {0: {"pick": True}, 2: {"pick": True}}, "added_rows": [],
+                                    "deleted_rows": []}
+    at.run()
+    ticked = [shown["review_id"].iloc[0], shown["review_id"].iloc[2]]
+    assert at.button(key="tick-go").disabled  # not confirmed yet
+    at.radio(key="tick-label").set_value("neutral").run()
+    at.checkbox(key="tick-confirm").check().run()
+    at.button(key="tick-go").click().run()
+    assert [s.value for s in settled(at).success] == ["Labeled 2 reviews neutral."]
+    assert [(_current(db, r)["label"], _current(db, r)["source"]) for r in ticked] == [("neutral", "human")] * 2
+    assert _current(db, info["flag_review_ids"][0])["source"] == "stars"  # the current review was not ticked
+    at.button(key="undo-batch").click().run()
+    settled(at)
+    assert [_current(db, r)["source"] for r in ticked] == ["stars", "stars"]
+
+
+def test_guidelines_written_on_the_data_page_are_one_click_away_for_labelers(store, secrets):
+    db, _ = store
+    at = open_screen(secrets, "lena", "hard_cases")
+    assert any("No guidelines written yet" in i.value for i in at.info)
+    dario = open_screen(secrets, "dario", "data")
+    dario.text_area(key="guidelines-text").input("# House rules\n\nSarcasm is **negative**.")
+    dario.button(key="guidelines-save").click().run()
+    assert [s.value for s in settled(dario).success][-1] == "Saved as version 1."
+    dario.text_area(key="guidelines-text").input("   ")
+    dario.button(key="guidelines-save").click().run()
+    assert any("cannot be empty" in e.value for e in settled(dario).error)
+    at = open_screen(secrets, "lena", "hard_cases")
+    assert "# House rules\n\nSarcasm is **negative**." in _markdowns(at)
+
+
+def test_word_highlights_come_from_the_flagging_model(store, secrets):
+    import time
+
+    from pipeline.models.baselines import register_baselines
+    from store.actors import Actor
+    from store.flags import insert_flags
+
+    db, _ = store
+    register_baselines(db, actor=Actor("dario", "data_scientist"), include=("vader",), evaluate=False)
+    with transaction(db) as con:
+        review_id, text = con.execute("SELECT review_id, text FROM reviews ORDER BY review_id LIMIT 1").fetchone()
+        con.execute("UPDATE reviews SET text = ? WHERE review_id = ?", ["The soup was cold and the waiter rude <b>", review_id])
+        insert_flags(con, pd.DataFrame({"review_id": [review_id], "reason": ["low_confidence"], "priority": [2.0],
+                                        "model_id": ["baseline-vader"]}))
+    at = open_screen(secrets, "lena", "hard_cases")
+    deadline = time.monotonic() + 30
+    while not at.get("html") or all("review-text" not in h.proto.body for h in at.get("html")):
+        assert time.monotonic() < deadline, "no highlights within 30 s"
+        time.sleep(0.2)
+        at.run()
+    body = next(h.proto.body for h in at.get("html") if "review-text" in h.proto.body)
+    assert "&lt;b&gt;" in body and "<b>" not in body  # escaped
+    assert 'rude</span>' in body or 'rude\n</span>' in body

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.demo import build_demo_store, demo_is_ready, finetune_demo, finetune_pending
-from store import health as health_store
+from store import model_health as health_store
 from store.alerts import list_alerts
 from store.db import connect
 from store.flags import count_open_flags_by_reason

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.models.baselines import VADER_ID, ZEROSHOT_ID, fit_scale, infer_label_map, parse_label_map, register_baselines
+from pipeline.models.baselines import TFIDF_ID, VADER_ID, ZEROSHOT_ID, fit_scale, infer_label_map, parse_label_map, register_baselines
 from pipeline.evaluation.evaluator import compute_slices, evaluate_file, evaluate_model
 from pipeline.models.predictors import VADER_THRESHOLD, VaderPredictor, load_predictor, map_label_probabilities
 from store import models as model_store
@@ -181,7 +181,7 @@ def test_register_baselines_and_a_user_hf_model(store_path, tmp_path):
         store_path, actor=cli_actor(), hf_model=str(hf_dir),
         label_map=parse_label_map("LABEL_0=negative,LABEL_1=neutral,LABEL_2=positive"),
     )
-    assert ids == [VADER_ID, ZEROSHOT_ID, "baseline-hf-hf"]
+    assert ids == [VADER_ID, ZEROSHOT_ID, TFIDF_ID, "baseline-hf-hf"]
     with connect(store_path, read_only=True) as con:
         listed = model_store.list_models(con).set_index("model_id")
         zeroshot = model_store.get_model(con, ZEROSHOT_ID)
@@ -194,7 +194,7 @@ def test_register_baselines_and_a_user_hf_model(store_path, tmp_path):
     # Registering again refreshes in place instead of duplicating.
     register_baselines(store_path, actor=cli_actor(), evaluate=False)
     with connect(store_path, read_only=True) as con:
-        assert len(model_store.list_models(con)) == 3
+        assert len(model_store.list_models(con)) == 4
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from pipeline.monitor.health import compute_health, health_alerts, run_monitor
 from pipeline.monitor.kpis import latest_complete_period, period_kpis
 from pipeline.monitor.shifts import ShiftSettings, biggest_movers, detect_shifts, marked_shifts
 from store import alerts as alert_store
-from store import health as health_store
+from store import model_health as health_store
 from store import models as model_store
 from store import predictions as prediction_store
 from store.actors import Actor

@@ -16,6 +16,7 @@ from store.splits import assign_splits, split_counts
 
 EXPECTED_TABLES = {
     "schema_migrations", "reviews", "labels", "splits", "imports", "import_rejects", "models", "promotions",
+    "label_comments", "labeling_guidelines",
     "training_runs", "epoch_metrics", "evaluations", "evaluation_slices", "predictions", "flags", "jobs", "audit_log",
     "sign_in_throttle", "revoked_sessions",
 }  # fmt: skip

@@ -15,13 +15,12 @@ if models.empty:
     st.info("No models yet. Train one on the Training page, or register the baselines with `tastebud baselines`.")
     st.stop()
 
-metric_columns = ["accuracy", "macro_f1"] + [f"{m}_{label}" for label in LABELS for m in ("precision", "recall", "f1")]
-shown = ["name", "kind", "model_id", "is_champion", "test_n", *metric_columns, "val_macro_f1", "round", "created_at"]
+# Per-class precision and recall would push the table past the page; F1 per class stays.
+metric_columns = ["accuracy", "macro_f1", *(f"f1_{label}" for label in LABELS)]
+shown = ["name", "kind", "is_champion", "test_n", *metric_columns, "ece", "round", "created_at"]
 st.subheader("Every model on the frozen test set")
-st.dataframe(
-    models[[c for c in shown if c in models]], hide_index=True,
-    column_config={c: st.column_config.NumberColumn(c.replace("_", " "), format="%.3f") for c in metric_columns},
-)
+views.table(models[[c for c in shown if c in models]],
+            column_config={c: st.column_config.NumberColumn(views.column_name(c), format="%.3f") for c in metric_columns})
 
 ranked = models.sort_values(["is_champion", "macro_f1"], ascending=[False, False], na_position="last")
 chosen = st.multiselect(
@@ -53,7 +52,7 @@ if chosen:
         st.caption("No slice metrics stored for these models.")
     else:
         table = slices.pivot_table(index=["slice_kind", "slice_value", "n"], columns="model_id", values="macro_f1")
-        st.dataframe(table.reset_index(), hide_index=True)
+        views.table(table.reset_index(), column_config={"slice_kind": "Slice by", "slice_value": "Slice", "n": "Test reviews"})
     monitoring.local_reference_section(ctx.db, chosen)
 
 with st.expander("Try a review on the chosen models"), st.form("try-form"):
@@ -69,7 +68,7 @@ with st.expander("Try a review on the chosen models"), st.form("try-form"):
             rows.append({"model_id": model_id, "label": LABELS[int(probs.argmax())],
                          **{label: float(p) for label, p in zip(LABELS, probs)}})
         if rows:
-            st.dataframe(pd.DataFrame(rows), hide_index=True, column_config=views.percent_columns(list(LABELS)))
+            views.table(pd.DataFrame(rows), column_config={**views.percent_columns(list(LABELS)), "label": "Predicted"})
 
 st.subheader("Where two models disagree")
 scored = data["scored"]["model_id"].tolist()
@@ -85,18 +84,23 @@ else:
     total = int(agreement.values.sum())
     agreed = int(sum(agreement.loc[label, label] for label in LABELS))
     st.caption(f"{views.md(model_a)} (rows) and {views.md(model_b)} (columns) agree on {agreed:,} of {total:,} reviews.")
-    st.dataframe(agreement)
-    st.dataframe(disagreements, hide_index=True, column_config={"text": st.column_config.TextColumn(width="large")})
+    views.table(agreement.rename(index=lambda r: f"A: {r}", columns=lambda c: f"B: {c}"), hide_index=False)
+    views.table(disagreements, texts=True)
 
 st.subheader("Retraining rounds")
 rounds = data["rounds"]
 if rounds.empty:
     st.caption("No retraining rounds yet.")
 else:
-    st.dataframe(rounds.drop(columns=["detail"], errors="ignore"), hide_index=True)
-    st.line_chart(rounds.sort_values("round_id"), x="round_id", y=["challenger_macro_f1", "champion_macro_f1"])
+    round_columns = ["round_id", "status", "model_id", "promoted", "human_labels_train", "test_n", "champion_macro_f1",
+                     "challenger_macro_f1", "delta_macro_f1", "label_efficiency", "started_at"]
+    views.table(rounds[[c for c in round_columns if c in rounds]])
+    ordered = rounds.sort_values("round_id")
+    st.line_chart(ordered.rename(columns=views.column_name), x="Round", y=["Challenger macro-F1", "Champion macro-F1"],
+                  x_label="retraining round", y_label="test macro-F1", color=[views.GROUP_COLORS[0], views.GROUP_COLORS[2]])
     st.caption("Label efficiency = test macro-F1 gained per human label added to training.")
-    st.bar_chart(rounds.sort_values("round_id"), x="round_id", y="label_efficiency")
+    st.bar_chart(ordered, x="round_id", y="label_efficiency", x_label="retraining round",
+                 y_label="macro-F1 gain per human label", color=views.GROUP_COLORS[0])
 
 st.subheader("Promotions")
-st.dataframe(data["promotions"], hide_index=True)
+views.table(data["promotions"])

@@ -7,9 +7,23 @@ from dashboard import limits, reads, views
 from dashboard.page_setup import setup_page
 from pipeline.data.importer import ColumnMapping, import_reviews
 from pipeline.jobs import runs_dir
+from pipeline.loop import relabel as relabeling
 from store.errors import TastebudError
+from store.guidelines import MAX_GUIDELINES_CHARS
 
 FORMATS = ["csv", "tsv", "jsonl", "json", "parquet"]
+# What the guidelines editor starts from before anyone has written guidelines.
+GUIDELINES_TEMPLATE = """# Labeling guidelines
+
+Label what the review's text says about the visit, not the stars.
+
+- **Negative**: the reviewer would not come back, or the main point is a complaint.
+- **Neutral**: mixed or factual; praise and complaints weigh about the same.
+- **Positive**: the reviewer liked it overall, even with a small complaint.
+
+Sarcasm counts as what it means ("great, another 45-minute wait" is negative).
+Add a comment when a case was hard to decide.
+"""
 
 ctx = setup_page("Data", "import")
 
@@ -44,8 +58,11 @@ report = st.session_state.get("import-report")
 if report:
     st.success(f"Import {report['import_id']}: {report['accepted']:,} new, {report['updated']:,} updated, "
                f"{report['unchanged']:,} unchanged, {report['rejected']:,} rejected, {report['labels_added']:,} labels added.")
+    if report.get("relabel_needed"):
+        st.warning(f"{report['relabel_needed']:,} updated texts had human labels: retracted and flagged for "
+                   "relabeling (Hard cases, reason text_changed).")
     if report["rejected_by_reason"]:
-        st.dataframe({"reason": list(report["rejected_by_reason"]), "rows": list(report["rejected_by_reason"].values())},
+        st.dataframe({"Reason": list(report["rejected_by_reason"]), "Rows": list(report["rejected_by_reason"].values())},
                      hide_index=True)
 
 st.subheader("Store")
@@ -58,19 +75,39 @@ cols[2].metric("Unlabeled", f"{stats['unlabeled']:,}")
 cols[3].metric("Splits (train/val/test)", " / ".join(f"{stats['splits'][s]:,}" for s in ("train", "val", "test")))
 left, right = st.columns(2)
 left.markdown("**Current labels by class**")
-left.dataframe({"label": list(stats["labels"]), "count": list(stats["labels"].values())}, hide_index=True)
+left.dataframe({"Label": list(stats["labels"]), "Reviews": list(stats["labels"].values())}, hide_index=True)
 right.markdown("**Current labels by source**")
-right.dataframe({"source": list(stats["label_sources"]), "count": list(stats["label_sources"].values())}, hide_index=True)
+right.dataframe({"Source": list(stats["label_sources"]), "Reviews": list(stats["label_sources"].values())}, hide_index=True)
 if not data["volume"].empty:
-    st.bar_chart(data["volume"], x="month", y="n", color="source")
+    volume = data["volume"].pivot_table(index="month", columns="source", values="n", aggfunc="sum", fill_value=0)
+    st.bar_chart(volume, x_label="month", y_label="reviews",
+                 color=[views.GROUP_COLORS[i % len(views.GROUP_COLORS)] for i in range(volume.shape[1])])
 
 st.subheader("Imports")
 imports = data["imports"]
 if imports.empty:
     st.caption("Nothing imported yet.")
 else:
-    st.dataframe(imports, hide_index=True)
+    views.table(imports)
     with_rejects = imports[imports["rejected"] > 0]["import_id"].tolist()
     if with_rejects:
         chosen = st.selectbox("Rejected rows of import", with_rejects, key="rejects-import")
-        st.dataframe(reads.import_rejects(ctx.db, int(chosen)), hide_index=True)
+        views.table(reads.import_rejects(ctx.db, int(chosen)))
+
+st.subheader("Labeling guidelines")
+st.caption("Markdown that labelers open from the Hard cases page. Each save keeps the previous versions.")
+guide = reads.guidelines(ctx.db)
+if guide:
+    st.caption(f"Current: version {guide['version']} by {views.md(guide['author'])}, "
+               f"{guide['created_at']:%Y-%m-%d %H:%M}.")
+edit_tab, preview_tab = st.tabs(["Edit", "Preview"])
+body = edit_tab.text_area("Guidelines (markdown)", value=guide["body"] if guide else GUIDELINES_TEMPLATE, height=320,
+                          key="guidelines-text", max_chars=MAX_GUIDELINES_CHARS)
+preview_tab.markdown(body)
+if edit_tab.button("Save the guidelines", key="guidelines-save", type="primary"):
+    try:
+        version = relabeling.save_guidelines(ctx.db, ctx.actor, body)
+    except TastebudError as exc:
+        st.error(views.md(exc))
+    else:
+        st.success(f"Saved as version {version}.")

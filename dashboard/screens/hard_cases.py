@@ -4,19 +4,26 @@ import streamlit as st
 from dashboard import reads, views
 from dashboard.page_setup import setup_page
 from pipeline.loop import relabel as relabeling
+from pipeline.models.attribution import WordAttribution
 from store.constants import LABELS
 from store.errors import TastebudError
-from store.flags import FLAG_REASONS
+from store.flags import FLAG_REASONS, QueueFilter
+from store.relabeling import MAX_COMMENT_CHARS
 
 # Flags fetched per rerun: the current item plus the upcoming ones shown below it.
 QUEUE_WINDOW = 50
+# Upcoming reviews whose word highlights are computed ahead, while the labeler reads the current one.
+PREFETCH = 3
+# Seconds between checks for the current review's word highlights while they are computed.
+HIGHLIGHT_POLL_S = 1.0
+RECENT_LABELS = 10
 SHORTCUTS = {"negative": "1", "neutral": "2", "positive": "3"}
 
 ctx = setup_page("Hard cases", "relabel")
 skipped: set = st.session_state.setdefault("hard-cases-skipped", set())
 
 
-def _run(action, success: str) -> None:
+def _run(action, success) -> None:
     # Button callbacks: they receive the ids shown when the button was drawn, so a queue that
     # changed meanwhile (another labeler) can never redirect a click to a different review.
     try:
@@ -24,11 +31,16 @@ def _run(action, success: str) -> None:
     except TastebudError as exc:
         st.session_state["hard-cases-message"] = ("error", str(exc))
         return
-    st.session_state["hard-cases-message"] = ("success", success if result is not None else "Nothing to undo.")
+    text = success(result) if callable(success) else success
+    st.session_state["hard-cases-message"] = ("success", text if result is not None else "Nothing to undo.")
 
 
 def _relabel(review_id: str, flag_id: int, label: str) -> None:
-    _run(lambda: relabeling.relabel(ctx.db, ctx.actor, review_id, label, flag_id=flag_id), f"Labeled {label}.")
+    comment = st.session_state.get("relabel-comment") or None
+    _run(lambda: relabeling.relabel(ctx.db, ctx.actor, review_id, label, flag_id=flag_id, comment=comment),
+         f"Labeled {label}." + (" Comment saved." if comment else ""))
+    if st.session_state["hard-cases-message"][0] == "success":
+        st.session_state["relabel-comment"] = ""
 
 
 def _dismiss(flag_id: int) -> None:
@@ -39,25 +51,113 @@ def _undo() -> None:
     _run(lambda: relabeling.undo_last(ctx.db, ctx.actor), "Undid your last action.")
 
 
-def _bulk(reasons: tuple[str, ...], label: str) -> None:
-    review_ids = reads.open_flag_review_ids(ctx.db, reasons)
-    _run(lambda: relabeling.bulk_relabel(ctx.db, ctx.actor, review_ids, label), f"Labeled {len(review_ids):,} reviews {label}.")
-    st.session_state["bulk-confirm"] = False
+def _undo_action(action_id: int) -> None:
+    _run(lambda: relabeling.undo_action(ctx.db, ctx.actor, action_id),
+         lambda r: f"Undid it: {r['retracted_labels']:,} label(s) taken back, {r['reopened_flags']:,} flag(s) reopened.")
+    st.session_state.pop("hard-cases-batch", None)
 
 
-reasons = st.multiselect("Reasons", FLAG_REASONS, key="hard-cases-reasons",
-                         format_func=lambda r: r.replace("_", " "))
-data = reads.flag_queue(ctx.db, tuple(reasons), QUEUE_WINDOW)
+def _bulk(review_ids: tuple[str, ...], label: str, confirm_key: str) -> None:
+    def run():
+        result = relabeling.bulk_relabel(ctx.db, ctx.actor, list(review_ids), label)
+        st.session_state["hard-cases-batch"] = (result["action_id"], result["relabeled"], label)
+        return result
+
+    _run(run, lambda r: f"Labeled {r['relabeled']:,} reviews {label}.")
+    st.session_state[confirm_key] = False
+
+
+def _bulk_matching(flt: QueueFilter, label: str) -> None:
+    _bulk(tuple(reads.matching_review_ids(ctx.db, flt)), label, "bulk-confirm")
+
+
+def _queue_filter() -> QueueFilter:
+    # From the filter widgets' state, so the page reads the store once, before drawing them.
+    state = st.session_state
+    dates = tuple(state.get("hq-dates") or ())
+    start, end = (dates + (None, None))[:2]
+    return QueueFilter(reasons=tuple(state.get("hard-cases-reasons") or ()), text=state.get("hq-text") or "",
+                       restaurants=tuple(state.get("hq-restaurants") or ()),
+                       neighborhoods=tuple(state.get("hq-neighborhoods") or ()), term=state.get("hq-term") or "",
+                       labels=tuple(state.get("hq-labels") or ()), stars=tuple(state.get("hq-stars") or ()),
+                       start=start, end=end or start)
+
+
+flt = _queue_filter()
+data = reads.hard_cases(ctx.db, flt, QUEUE_WINDOW, ctx.actor.name, RECENT_LABELS)
+
+# --- guidelines, one click away ---
+guide = data["guidelines"]
+with st.popover("Labeling guidelines", icon=":material/menu_book:"):
+    if guide:
+        st.markdown(guide["body"])
+        st.caption(f"Version {guide['version']} by {views.md(guide['author'])}, "
+                   f"{pd.Timestamp(guide['created_at']):%Y-%m-%d}.")
+    else:
+        st.info("No guidelines written yet. A data scientist can write them on the Data page.")
+
+# --- search and filters (all applied in the store) ---
+options = data["options"]
+s1, s2 = st.columns([3, 2])
+s1.text_input("Text contains", key="hq-text", placeholder="e.g. grits, oat milk, waited")
+s2.multiselect("Reasons", FLAG_REASONS, key="hard-cases-reasons", format_func=views.REASON_NAMES.get)
+with st.expander("More filters: restaurant, neighbourhood, term, label, stars, dates"):
+    m1, m2, m3 = st.columns(3)
+    m1.multiselect("Restaurant", options["restaurants"], key="hq-restaurants")
+    m2.multiselect("Neighbourhood", options["neighborhoods"], key="hq-neighborhoods")
+    m3.selectbox("Term", [None, *options["terms"]], key="hq-term", format_func=lambda t: "any" if t is None else t)
+    m4, m5, m6 = st.columns(3)
+    m4.multiselect("Current label", LABELS, key="hq-labels")
+    m5.multiselect("Stars", [1, 2, 3, 4, 5], key="hq-stars")
+    m6.date_input("Review dates", value=(), min_value=options["first"], max_value=options["last"], key="hq-dates")
 status = data["status"]
 done = status["resolved"] + status["dismissed"]
 total = done + status["open"]
 st.progress(done / total if total else 0.0,
             text=f"{done:,} of {total:,} flags handled ({status['resolved']:,} relabeled, "
-                 f"{status['dismissed']:,} dismissed) · {status['open']:,} open")
+                 f"{status['dismissed']:,} dismissed) · {status['open']:,} open · {data['total']:,} match the filters")
 
-message = st.session_state.pop("hard-cases-message", None)
-if message:
-    st.error(views.md(message[1])) if message[0] == "error" else st.success(message[1])
+views.show_message(st.session_state.pop("hard-cases-message", None))
+batch = st.session_state.get("hard-cases-batch")
+if batch:
+    st.button(f"Undo the batch ({batch[1]:,} reviews labeled {batch[2]})", key="undo-batch",
+              on_click=_undo_action, args=(batch[0],), icon=":material/undo:")
+
+
+def _review_text(model_id, review_id: str, text: str, *, live: bool = False) -> None:
+    result = reads.word_attribution(ctx.db, model_id, review_id, text) if model_id else "no model scored it"
+    if live and result is not None:
+        st.rerun()  # ready: redraw the page once, without this polling fragment
+    if isinstance(result, WordAttribution):
+        st.html(views.highlighted_review_html(result))
+        st.caption(f"Shaded: the words that moved the model toward {result.label} (without them it is less sure; "
+                   "hover a word for how much). Blue: words that pulled the other way.")
+        return
+    st.text(text)  # plain text: a review can never inject markdown or HTML
+    if result is None:
+        st.caption("Finding the words that drove the model's call...")
+    else:
+        st.caption(f"No word highlights: {views.md(result)}")
+
+
+_review_text_live = st.fragment(run_every=HIGHLIGHT_POLL_S)(_review_text)
+
+
+def _recent_labels() -> None:
+    with st.expander("My recent labels"):
+        recent = data["recent"]
+        if recent.empty:
+            st.caption("You have not labeled anything yet.")
+        for row in recent.itertuples():
+            c1, c2, c3 = st.columns([7, 3, 1.3], vertical_alignment="center")
+            c1.text(row.text if row.reviews == 1 else f"{row.reviews:,} reviews, the first: {row.text}")
+            what = f"labeled {row.label}" if row.kind == "relabel" else "dismissed the flag"
+            when = f"{pd.Timestamp(row.created_at):%H:%M}"
+            c2.text(f"{what} at {when}" + (f"\n“{row.comment}”" if isinstance(row.comment, str) else "")
+                    + ("\n(undone)" if row.undone else ""))
+            c3.button("Undo", key=f"undo-action-{row.action_id}", disabled=bool(row.undone),
+                      on_click=_undo_action, args=(int(row.action_id),))
+
 
 queue = data["queue"]
 pending = queue[~queue["flag_id"].isin(skipped)]
@@ -67,28 +167,43 @@ if pending.empty:
         skipped.clear()
         st.rerun()
     st.button("Undo my last action", key="undo-empty", on_click=_undo, shortcut="u")
+    _recent_labels()
     st.stop()
 
 item = pending.iloc[0]
-st.subheader(f"Flag {item['flag_id']}: {item['reason'].replace('_', ' ')}")
+suggested = views.suggested_label(item)
+st.html(views.label_button_css(suggested))
+st.subheader(f"{views.REASON_NAMES.get(item['reason'], item['reason'])} · flag {item['flag_id']}")
 info, probs = st.columns([3, 2])
+model_id = item["model_id"] if isinstance(item["model_id"], str) else None
 with info:
-    st.text(item["text"])  # plain text: a review can never inject markdown or HTML
+    ready = model_id is None or reads.word_attribution(ctx.db, model_id, item["review_id"], item["text"]) is not None
+    if ready:
+        _review_text(model_id, item["review_id"], item["text"])
+    else:
+        _review_text_live(model_id, item["review_id"], item["text"], live=True)
     stars = int(item["stars"]) if pd.notna(item["stars"]) else "none"
-    st.text(f"Stars: {stars}   ·   current label: {item['current_label']} "
-            f"({item['current_label_source']})   ·   restaurant: {item['restaurant_name']}")
-    st.text(f"Why flagged: {item['reason'].replace('_', ' ')} (priority {item['priority']:.2f})"
-            + (f", term {item['term']!r}" if item["term"] else "") + views.flag_detail(item["detail"]))
+    st.text(f"Stars: {stars}   ·   current label: {item['current_label']} ({item['current_label_source']})"
+            f"   ·   restaurant: {item['restaurant_name']}"
+            + (f"   ·   {pd.Timestamp(item['review_created_at']):%Y-%m-%d}" if pd.notna(item["review_created_at"]) else ""))
+    why, numbers = views.why_flagged(item)
+    st.markdown(f"**Why flagged:** {views.md(why)}", help=views.md(numbers) if numbers else None)
 with probs:
     if pd.notna(item["model_label"]):
         st.text(f"Model {item['model_id']} says {item['model_label']}")
         for label in LABELS:
             value = float(item[f"p_{label}"])
             st.progress(value, text=f"{label} {value:.0%}")
+    if suggested:
+        st.markdown(f"Suggested label: **{suggested}** (outlined below)")
+reads.prefetch_attributions(ctx.db, [(r.model_id, r.review_id, r.text) for r in pending.iloc[1:1 + PREFETCH].itertuples()
+                                     if isinstance(r.model_id, str)])
 
+st.text_input("Comment (optional, saved with your label)", key="relabel-comment", max_chars=MAX_COMMENT_CHARS,
+              placeholder="e.g. sarcastic; mixed: food great, service slow")
 cols = st.columns(6)
 for col, label in zip(cols, LABELS):
-    col.button(label.capitalize(), key=f"label-{label}", shortcut=SHORTCUTS[label], type="primary",
+    col.button(label.capitalize(), key=f"label-{label}", shortcut=SHORTCUTS[label],
                on_click=_relabel, args=(item["review_id"], int(item["flag_id"]), label), width="stretch")
 cols[3].button("Skip", key="skip", shortcut="s", on_click=skipped.add, args=(item["flag_id"],), width="stretch")
 cols[4].button("Dismiss", key="dismiss", shortcut="d", on_click=_dismiss, args=(int(item["flag_id"]),),
@@ -96,14 +211,47 @@ cols[4].button("Dismiss", key="dismiss", shortcut="d", on_click=_dismiss, args=(
 cols[5].button("Undo", key="undo", shortcut="u", on_click=_undo, width="stretch", help="Undo your last action.")
 st.caption("Keys: 1 negative · 2 neutral · 3 positive · S skip · D dismiss · U undo")
 
-with st.expander("Bulk relabel"):
-    in_filter = sum(data["by_reason"][r] for r in (reasons or FLAG_REASONS))
-    st.write(f"{in_filter:,} open flags match the reason filter.")
-    bulk_label = st.radio("Give them all the label", LABELS, horizontal=True, key="bulk-label")
-    confirm = st.checkbox(f"Yes, label all {in_filter:,} of them {bulk_label}", key="bulk-confirm")
-    st.button("Relabel all", disabled=not confirm or in_filter == 0, key="bulk-go",
-              on_click=_bulk, args=(tuple(reasons), bulk_label))
+_recent_labels()
 
 st.subheader("Up next")
-st.dataframe(pending[["flag_id", "priority", "reason", "stars", "model_label", "current_label", "text"]].iloc[1:],
-             hide_index=True, column_config={"text": st.column_config.TextColumn(width="large")})
+upcoming = pending.iloc[1:].reset_index(drop=True)
+if upcoming.empty:
+    st.caption("Nothing else matches the filters.")
+else:
+    table = pd.DataFrame({
+        "pick": False, "text": upcoming["text"], "reason": upcoming["reason"].map(views.REASON_NAMES),
+        "stars": upcoming["stars"], "model_label": upcoming["model_label"], "current_label": upcoming["current_label"],
+        "priority": upcoming["priority"], "review_id": upcoming["review_id"],
+    })
+    # Ticks belong to the rows shown: a queue that changed gets a fresh editor (no tick lands on another review).
+    editor_key = f"up-next-{hash(tuple(upcoming['flag_id']))}"
+    edited = st.data_editor(
+        table, hide_index=True, key=editor_key, width="stretch", row_height=views.review_row_height(table["text"]),
+        disabled=["text", "reason", "stars", "model_label", "current_label", "priority"],
+        column_order=["pick", "text", "reason", "stars", "model_label", "current_label", "priority"],
+        column_config={
+            "pick": st.column_config.CheckboxColumn("Tick", width="small"),
+            "text": st.column_config.TextColumn("Review", width="large"),
+            "reason": st.column_config.TextColumn("Why flagged", width="small"),
+            "stars": st.column_config.NumberColumn("Stars", format="%d ★", width="small"),
+            "model_label": st.column_config.TextColumn("Model says", width="small"),
+            "current_label": st.column_config.TextColumn("Current label", width="small"),
+            "priority": st.column_config.ProgressColumn("Priority", min_value=0.0, max_value=1.0, format="%.2f",
+                                                        width="small"),
+        },
+    )
+    ticked = tuple(dict.fromkeys(edited.loc[edited["pick"], "review_id"]))
+    with st.container(border=True):
+        t1, t2, t3 = st.columns([3, 4, 2], vertical_alignment="bottom")
+        tick_label = t1.radio("Label the ticked reviews", LABELS, horizontal=True, key="tick-label")
+        tick_confirm = t2.checkbox(f"Yes, label the {len(ticked):,} ticked review(s) {tick_label}", key="tick-confirm",
+                                   disabled=not ticked)
+        t3.button(f"Relabel {len(ticked):,} ticked", key="tick-go", disabled=not (tick_confirm and ticked),
+                  on_click=_bulk, args=(ticked, tick_label, "tick-confirm"), width="stretch")
+
+with st.expander("Bulk relabel everything matching the filters"):
+    st.write(f"{data['total']:,} open flags match the filters.")
+    bulk_label = st.radio("Give them all the label", LABELS, horizontal=True, key="bulk-label")
+    confirm = st.checkbox(f"Yes, label all {data['total']:,} of them {bulk_label}", key="bulk-confirm")
+    st.button("Relabel all", disabled=not confirm or data["total"] == 0, key="bulk-go",
+              on_click=_bulk_matching, args=(flt, bulk_label))

@@ -79,13 +79,13 @@ with left:
         st.write("Nothing scored yet.")
     else:
         st.write(f"{pd.Timestamp(data['last_scored_at']):%Y-%m-%d %H:%M}")
-        st.dataframe(data["predictions"], hide_index=True, width="stretch")
+        views.table(data["predictions"], column_config={"n": "Predictions"})
 with right:
     st.subheader("Labels by source")
-    st.dataframe(views.counts_frame(data["labels_by_source"], "source"), hide_index=True, width="stretch")
+    views.table(views.counts_frame(data["labels_by_source"], "source"), column_config={"count": "Reviews"})
     st.subheader("Open flags by reason")
     if data["open_flags"]:
-        st.dataframe(views.counts_frame(data["open_flags"], "reason"), hide_index=True, width="stretch")
+        views.table(views.counts_frame(data["open_flags"], "reason"), column_config={"count": "Open flags"})
     else:
         st.write("No open flags.")
 
@@ -93,4 +93,4 @@ st.subheader("Recent jobs")
 if data["jobs"].empty:
     st.write("No jobs have run yet.")
 else:
-    st.dataframe(views.jobs_frame(data["jobs"]), hide_index=True, width="stretch")
+    st.dataframe(views.jobs_frame(data["jobs"]), hide_index=True, width="stretch", column_config=views.JOB_COLUMNS)

@@ -10,6 +10,8 @@ from store.errors import TastebudError
 
 # Seconds between refreshes of the live job panel while a job runs.
 LIVE_REFRESH_S = 2.0
+# Seconds between refreshes of "Recent jobs" while nothing runs (a job may start from the CLI).
+IDLE_REFRESH_S = 15.0
 RETRAIN, TRAIN = "Retraining round (adds the new human labels, compares with the champion)", "Training run or sweep"
 
 ctx = setup_page("Training", "train")
@@ -37,9 +39,7 @@ def _act(action, success: str) -> None:
         st.session_state["training-message"] = ("success", success)
 
 
-message = st.session_state.pop("training-message", None)
-if message:
-    st.error(views.md(message[1])) if message[0] == "error" else st.success(message[1])
+views.show_message(st.session_state.pop("training-message", None))
 
 form_col, side_col = st.columns([3, 2])
 with form_col, st.form("train-form"):
@@ -93,14 +93,19 @@ with side_col:
 recent = reads.recent_jobs(ctx.db)
 active = recent[recent["status"].isin(["queued", "running"])]
 choices = recent["job_id"].tolist()
-# Which job to watch comes from the jobs table (an active one first), so it survives reloads and restarts.
-default_job = st.session_state.get("training-watch")
-if default_job not in choices:
-    default_job = active["job_id"].iloc[0] if len(active) else (choices[0] if choices else None)
-if default_job is None:
+# Which job to watch: the one just started here, else the one picked, else an active one (from the
+# jobs table, so it survives reloads and restarts). A keyed selectbox ignores index= once drawn,
+# so the choice is moved through its state before it is drawn.
+watch = st.session_state.get("training-watch")
+if watch not in choices:
+    watch = st.session_state.get("training-job-select")
+if watch not in choices:
+    watch = active["job_id"].iloc[0] if len(active) else (choices[0] if choices else None)
+if watch is None:
     st.info("No jobs yet.")
     st.stop()
-watched = st.selectbox("Job", choices, index=choices.index(default_job), key="training-job-select",
+st.session_state["training-job-select"] = watch
+watched = st.selectbox("Job", choices, key="training-job-select",
                        on_change=lambda: st.session_state.update({"training-watch": st.session_state["training-job-select"]}))
 
 
@@ -122,7 +127,7 @@ def live_panel(job_id: str) -> None:
         st.error(views.md(job["error"]))
     if not panel["epochs"].empty:
         st.plotly_chart(views.epoch_figure(panel["epochs"], title="Per-epoch metrics"), key=f"live-epochs-{job_id}")
-        st.dataframe(panel["epochs"], hide_index=True)
+        views.table(panel["epochs"])
     st.code(panel["log"] or "(no log output yet)", language=None)
 
 
@@ -139,12 +144,20 @@ if new_model:
     champion_id = champion["model_id"] if champion else None
     compared = models[models["model_id"].isin([new_model, champion_id])]
     columns = ["model_id", "name", "is_champion", "accuracy", "macro_f1", "f1_negative", "f1_neutral", "f1_positive", "ece"]
-    st.dataframe(compared[[c for c in columns if c in compared]], hide_index=True)
+    views.table(compared[[c for c in columns if c in compared]])
     if new_model != champion_id:
         st.button(f"Promote {new_model}", type="primary", key="promote",
                   on_click=_act, args=(lambda: registry.promote(ctx.db, new_model, ctx.actor), f"Promoted {new_model}."))
 
-st.subheader("Recent jobs")
-st.dataframe(views.jobs_frame(recent), hide_index=True)
 if not pd.isna(job.get("finished_at")):
     st.caption(f"Job {watched} finished {pd.Timestamp(job['finished_at']):%Y-%m-%d %H:%M:%S}.")
+
+
+@st.fragment(run_every=LIVE_REFRESH_S if len(active) else IDLE_REFRESH_S)
+def recent_jobs_table() -> None:
+    st.subheader("Recent jobs")
+    st.dataframe(views.jobs_frame(reads.recent_jobs(ctx.db)), hide_index=True, width="stretch",
+                 column_config=views.JOB_COLUMNS)
+
+
+recent_jobs_table()

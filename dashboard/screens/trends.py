@@ -10,6 +10,7 @@ from store.trends import GRAINS, ReviewFilter, period_bounds
 from store.constants import LABELS
 
 LABELS_CHOICE = "Current labels (no model)"
+ALL_PERIODS = "all"  # the period choice meaning no period (a keyed selectbox set to None shows no choice at all)
 # How many groups the comparison chart preselects (those with shifts or newly opened first).
 DEFAULT_COMPARED_GROUPS = 5
 
@@ -63,10 +64,10 @@ if trend.empty:
 
 # --- overall trend ---
 event = st.plotly_chart(
-    views.share_trend_figure(trend, title=f"Sentiment share per {grain}"),
+    views.share_trend_figure(trend, title=f"Sentiment share per {grain}", grain=grain),
     on_select="rerun", selection_mode="points", key="trend-chart",
 )
-st.plotly_chart(views.count_trend_figure(trend), key="count-chart")
+st.plotly_chart(views.count_trend_figure(trend, grain=grain), key="count-chart")
 st.download_button("Download the trend (CSV)", trend.to_csv(index=False), "sentiment_trend.csv", "text/csv")
 
 # --- sudden shifts ---
@@ -81,12 +82,10 @@ if marked.empty:
     st.write("None in this selection.")
 else:
     marked = marked.assign(shift=marked["sentiment_shift"].fillna(marked["volume_shift"]))
-    st.dataframe(
+    views.table(
         marked[["period", "by", "grp", "shift", "n", "negative_share", "baseline_share", "baseline_mean_n", "q"]],
-        hide_index=True, column_config={**views.percent_columns(["negative_share", "baseline_share"]),
-                                        "period": st.column_config.DateColumn("period", format="YYYY-MM-DD"),
-                                        "baseline_mean_n": st.column_config.NumberColumn("usual reviews", format="%.1f"),
-                                        "q": st.column_config.NumberColumn("q (FDR)", format="%.2g")},
+        column_config={"grp": "Group", "baseline_mean_n": st.column_config.NumberColumn("Usual reviews", format="%.1f"),
+                       "q": st.column_config.NumberColumn("q (FDR)", format="%.2g")},
     )
 
 # --- by restaurant / neighborhood ---
@@ -101,11 +100,11 @@ compared = st.multiselect(f"Compare {by}s over time", breakdown["grp"].tolist(),
                           key=f"trend-compare-{by}")
 if compared:
     st.plotly_chart(monitoring.group_shift_figure(detected, by, compared, grain=grain), key="group-chart")
-table = st.dataframe(
-    breakdown, hide_index=True, on_select="rerun", selection_mode="single-row", key=f"trend-breakdown-{by}",
-    column_config={**views.percent_columns(["negative_share", "neutral_share", "positive_share"]),
-                   "avg_stars": st.column_config.NumberColumn("avg stars", format="%.2f"),
-                   "first_review_at": st.column_config.DateColumn("first review", format="YYYY-MM-DD")},
+table = views.table(
+    breakdown, on_select="rerun", selection_mode="single-row", key=f"trend-breakdown-{by}",
+    column_config={"grp": by.capitalize(), "avg_stars": st.column_config.NumberColumn("Avg stars", format="%.2f ★"),
+                   "is_new": st.column_config.CheckboxColumn("New", help="First reviewed after the store's first week"),
+                   "negative": "Negative", "neutral": "Neutral", "positive": "Positive"},
 )
 st.download_button(f"Download the {by} breakdown (CSV)", breakdown.to_csv(index=False), f"sentiment_by_{by}.csv", "text/csv")
 
@@ -113,11 +112,20 @@ st.download_button(f"Download the {by} breakdown (CSV)", breakdown.to_csv(index=
 st.subheader("Reviews behind the numbers")
 periods = [p.date() for p in pd.to_datetime(trend["period"])]
 clicked = [pd.Timestamp(p["x"]).date() for p in (event.selection.points if event else []) if p.get("x")]
+# A keyed selectbox ignores index= once drawn, so a new click on a bar moves it through its state;
+# only a click that changed since the last run does, so picking a period by hand sticks.
+click = clicked[0] if clicked else None
+if click != st.session_state.get("trend-period-click"):
+    st.session_state["trend-period-click"] = click
+    if click in periods:
+        st.session_state["trend-period"] = click
+if st.session_state.get("trend-period") not in periods:
+    st.session_state["trend-period"] = ALL_PERIODS  # another grain or date range: the old period is gone
 period_choice = st.selectbox(
-    "Period", [None, *periods], key="trend-period",
-    index=periods.index(clicked[0]) + 1 if clicked and clicked[0] in periods else 0,
-    format_func=lambda p: "All periods (click a bar to pick one)" if p is None else f"{grain} of {p:%Y-%m-%d}",
+    "Period", [ALL_PERIODS, *periods], key="trend-period",
+    format_func=lambda p: "All periods (click a bar to pick one)" if p == ALL_PERIODS else f"{grain} of {p:%Y-%m-%d}",
 )
+period_choice = None if period_choice == ALL_PERIODS else period_choice
 selected_rows = table.selection.rows if table else []
 group_choice = breakdown["grp"].iloc[selected_rows[0]] if selected_rows else None
 label_choice = st.segmented_control("Label", LABELS, key="trend-label")
@@ -133,7 +141,7 @@ else:
     parts = [f"{grain} of {period_choice:%Y-%m-%d}" if period_choice else None, group_choice, label_choice]
     st.caption("Showing the newest 200 reviews for: " + ", ".join(views.md(p) for p in parts if p))
     reviews = reads.selection_reviews(ctx.db, source, drill, label_choice, 200)
-    st.dataframe(reviews, hide_index=True, column_config={"text": st.column_config.TextColumn("text", width="large")})
+    views.table(reviews, texts=True)
     st.download_button("Download these reviews (CSV)", reviews.to_csv(index=False), "reviews.csv", "text/csv")
 
 # --- distinguishing terms ---
@@ -148,9 +156,11 @@ else:
     neg_col, pos_col = st.columns(2)
     columns = ["term", "negative_count", "positive_count", "z"]
     neg_col.markdown("**Negative-leaning**")
-    neg_col.dataframe(terms[terms["side"] == "negative"][columns], hide_index=True)
+    with neg_col:
+        views.table(terms[terms["side"] == "negative"][columns])
     pos_col.markdown("**Positive-leaning**")
-    pos_col.dataframe(terms[terms["side"] == "positive"].sort_values("z")[columns], hide_index=True)
+    with pos_col:
+        views.table(terms[terms["side"] == "positive"].sort_values("z")[columns])
 
 # --- for data scientists: is the model still fit for this data? ---
 st.divider()

@@ -8,6 +8,7 @@ import typer
 
 from pipeline.cli.app import app, db_path, emit_json, normalize_argv
 from store.errors import TastebudError
+from store.printable import printable_message
 
 # Command modules register themselves on ``app`` when imported.
 from pipeline.cli import data as cli_data  # noqa: E402,F401
@@ -35,7 +36,8 @@ def main() -> None:
     try:
         app(args=normalize_argv(sys.argv[1:]))
     except TastebudError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # Messages may quote a user's file or path: escaped, so no control byte reaches the terminal.
+        print(f"error: {printable_message(str(exc))}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

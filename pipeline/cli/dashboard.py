@@ -33,7 +33,7 @@ SERVER_PATH = APP_PATH.with_name("server.py")
 
 
 def dashboard_command(*, host: str, port: int, secrets: Path | None) -> list[str]:
-    """argv that serves the dashboard with ``streamlit run`` (headless, no usage statistics); the store
+    """argv that serves the dashboard with ``streamlit run`` (headless, no usage statistics, no "magic"); the store
     comes from ``$TASTEBUD_DB``.
 
     Example:
@@ -45,7 +45,10 @@ def dashboard_command(*, host: str, port: int, secrets: Path | None) -> list[str
         "--server.address", host, "--server.port", str(port), "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer",
         # Users see a generic message for an unexpected error; the traceback goes to the server log.
+        # No Streamlit "magic": a bare expression on a page is never rendered, whatever the working directory.
         "--client.showErrorDetails", "none", "--runner.magicEnabled", "false",
+        # Blue accent: red and green mean negative and positive only (as in .streamlit/config.toml).
+        "--theme.primaryColor", "#2563eb",
     ]
     if secrets is not None:
         argv += ["--secrets.files", str(secrets)]

@@ -34,3 +34,30 @@ def stats_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON."))
     typer.echo("splits    " + "   ".join(f"{k} {v:,}" for k, v in stats["splits"].items()))
     for split, counts in stats["labels_by_split"].items():
         typer.echo(f"  {split:<6}  " + "   ".join(f"{k} {v:,}" for k, v in counts.items()))
+
+
+@app.command("check")
+def check_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Verify the store: every table read in full, schema version, orphans, counts. Exit 0 healthy, 2 damaged."""
+    from store.health import check_store
+
+    result = check_store(db_path())
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        typer.echo(f"store {result.path}: {'healthy' if result.healthy else 'DAMAGED'}")
+        typer.echo(f"  schema     version {result.schema_version} (latest {result.latest_version})")
+        readable = {t: n for t, n in result.tables.items() if n >= 0}
+        typer.echo(f"  tables     {len(readable)} of {len(result.tables)} read in full, "
+                   f"{sum(readable.values()):,} rows")
+        for table in ("reviews", "labels", "splits", "predictions", "flags", "imports"):
+            if table in readable:
+                typer.echo(f"    {table:<12}{readable[table]:>12,}")
+        orphans = ", ".join(f"{t} {n:,}" for t, n in result.orphans.items() if n) or "none"
+        typer.echo(f"  orphans    {orphans}")
+        for line in result.problems:
+            typer.echo(f"  problem: {line}")
+        for line in result.warnings:
+            typer.echo(f"  warning: {line}")
+    if not result.healthy:
+        raise typer.Exit(2)

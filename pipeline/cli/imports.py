@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import typer
 
 from pipeline.cli.app import app, db_path, emit_json
 from pipeline.data.importer import FORMATS, NUMERIC_LABEL_SCHEMES, ColumnMapping, ImportReport, import_reviews
+from store.errors import TastebudError
+from store.printable import printable
 
 
 @app.command("import")
@@ -24,6 +28,10 @@ def import_cmd(
     numeric_labels: str = typer.Option(
         None, "--numeric-labels", help=f"Accept numeric labels: {', '.join(NUMERIC_LABEL_SCHEMES)}."
     ),
+    min_date: str = typer.Option(
+        None, "--min-date", help="Earliest plausible review date, YYYY-MM-DD (default 1990-01-01)."
+    ),
+    max_date: str = typer.Option(None, "--max-date", help="Latest plausible review date, YYYY-MM-DD (default tomorrow, UTC)."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Import reviews; bad rows are kept in import_rejects. Exit 1 when no row was imported."""
@@ -38,7 +46,8 @@ def import_cmd(
         neighborhood=neighborhood,
     )
     report = import_reviews(
-        db_path(), path, fmt=fmt, columns=mapping, source=source, numeric_labels=numeric_labels
+        db_path(), path, fmt=fmt, columns=mapping, source=source, numeric_labels=numeric_labels,
+        min_date=_parse_date(min_date, "--min-date"), max_date=_parse_date(max_date, "--max-date"),
     )
     if as_json:
         emit_json(report.to_dict())
@@ -48,12 +57,21 @@ def import_cmd(
         raise typer.Exit(1)
 
 
+def _parse_date(value: str | None, flag: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise TastebudError(f"{flag} {printable(value)!r} is not a date (YYYY-MM-DD)") from None
+
+
 def _print_report(r: ImportReport) -> None:
     typer.echo(
-        f"import {r.import_id}: {r.path} ({r.format}, {r.rows:,} rows) "
+        f"import {r.import_id}: {printable(r.path, max_chars=300)} ({r.format}, {r.rows:,} rows) "
         f"parsed in {r.parse_seconds:.2f} s, written in {r.write_seconds:.2f} s"
     )
-    mapped = ", ".join(f"{k}={v}" for k, v in r.columns.items() if v is not None)
+    mapped = ", ".join(f"{k}={printable(v, max_chars=40)}" for k, v in r.columns.items() if v is not None)
     typer.echo(f"  columns    {mapped}")
     typer.echo(f"  accepted   {r.accepted:>10,}  (new reviews)")
     typer.echo(f"  updated    {r.updated:>10,}")
@@ -62,11 +80,14 @@ def _print_report(r: ImportReport) -> None:
     for reason, n in r.rejected_by_reason.items():
         typer.echo(f"    {reason:<20}{n:>8,}")
     for rej in r.first_rejects[:5]:
-        typer.echo(f"    row {rej['row_number']}: {rej['reason']}: {rej['detail']}")
+        typer.echo(f"    row {rej['row_number']}: {rej['reason']}: {printable(rej['detail'], max_chars=120)}")
     if r.rejected:
         typer.echo(f"  all rejects: import_rejects where import_id = {r.import_id}")
     source = f" (source {r.label_source})" if r.label_source else " (no stars or label column)"
     typer.echo(f"  labels     {r.labels_added:>10,}  added{source}")
     typer.echo("  splits     " + "  ".join(f"{k} {v:,}" for k, v in r.splits.items()) + "  (new assignments)")
+    if r.relabel_needed:
+        typer.echo(f"  {r.relabel_needed:,} updated text{'s' if r.relabel_needed != 1 else ''} had human labels: "
+                   "retracted and flagged for relabeling (reason text_changed)")
     if not r.imported_anything:
         typer.echo("nothing imported: every row was rejected" if r.rows else "nothing imported: the file has no rows")

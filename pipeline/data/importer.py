@@ -3,9 +3,16 @@
 The whole file is parsed and validated before the store is touched: it is read into a
 private in-memory DuckDB, every value as text, its columns mapped to review fields (by
 flags or by common names), and each row checked once, set-based (see
-:mod:`store.imports` for the checks and their order). Then one short write transaction
-records the import, its rejected rows, the reviews (new, changed, unchanged), their
-labels and frozen splits: all of it commits, or none of it does.
+:mod:`store.imports` for the checks and their order). Then the rows are written in chunks
+of ``CHUNK_ROWS``, each its own short transaction (reviews, labels, frozen splits), with a
+pause between chunks when another process waits, so none waits longer than one chunk. Each
+chunk commits whole or not at all, and writing is idempotent, so an import killed halfway
+is finished by running it again: nothing is duplicated.
+
+A re-import that changes the text of a review a person labeled retracts that human label
+(reason ``text_changed``; the history is kept) and flags the review for relabeling
+(``text_changed``): a label must never silently move to a text nobody read. The review
+keeps its frozen split.
 
 Bad rows never stop good ones and are never dropped silently: each one lands in
 ``import_rejects`` with its row number and reason.
@@ -22,7 +29,15 @@ Labels:
       4-5 positive; a review without stars stays unlabeled.
 
 Dates are ISO 8601 (``2012-06-16``, ``2012-06-16 21:07:00``, ``2012-06-16T21:07:00Z``,
-with an optional UTC offset, stored as UTC). A file without an id column gets ids
+with an optional UTC offset, stored as UTC). Parseable but implausible dates (``infinity``,
+BC dates, ``9999-12-31``) are ``date_out_of_range``: by default a date must lie between
+1990-01-01 and tomorrow (UTC); ``min_date``/``max_date`` move those bounds.
+
+Texts lose their NUL characters; a text with nothing visible left is ``empty_text``, and a
+text value that is not a string (a Parquet binary or float column, a JSON number or array)
+is ``text_not_string``. A file whose bytes are a zip, gzip, PDF or other binary container is
+refused as a whole. Everything quoted back from a file passes through
+:func:`store.printable.printable`. A file without an id column gets ids
 hashed from the restaurant id and the text, so re-importing it changes nothing.
 """
 
@@ -31,8 +46,9 @@ from __future__ import annotations
 import csv
 import os
 import time
+from itertools import zip_longest
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -42,14 +58,40 @@ import pyarrow.compute as pc
 
 from store import imports as staging
 from store.actors import Actor, audit, cli_actor, require
-from store.db import transaction
+from pipeline.loop.thresholds import TEXT_CHANGED_PRIORITY
+from store.db import hand_off, transaction
 from store.errors import TastebudError
-from store.labels import append_labels
+from store.flags import flag_for_relabel
+from store.labels import append_labels, retract_human_labels
+from store.printable import printable
 from store.reviews import REVIEW_FIELDS, upsert_reviews
 from store.schema import init_store
-from store.splits import assign_splits
+from store.splits import assign_splits, count_split_strata
 
 FORMATS: tuple[str, ...] = ("csv", "tsv", "jsonl", "parquet")
+# How each format is named in messages.
+FORMAT_NAMES = {"csv": "CSV", "tsv": "TSV", "jsonl": "JSON Lines", "parquet": "Parquet"}
+# Earliest plausible review date by default (online reviews do not predate it); the latest is tomorrow, UTC.
+DEFAULT_MIN_DATE = date(1990, 1, 1)
+# Leading bytes of binary files that are never review tables, with what to call them.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"PK\x03\x04", "a zip archive"),
+    (b"PK\x05\x06", "a zip archive"),
+    (b"\x1f\x8b", "a gzip file"),
+    (b"BZh", "a bzip2 file"),
+    (b"\xfd7zXZ\x00", "an xz file"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7z archive"),
+    (b"\x28\xb5\x2f\xfd", "a zstd file"),
+    (b"Rar!\x1a\x07", "a rar archive"),
+    (b"%PDF-", "a PDF document"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "an old Office document"),
+    (b"SQLite format 3\x00", "an SQLite database"),
+    (b"\x7fELF", "an executable"),
+    (b"PAR1", "a Parquet file"),
+)
 _EXTENSIONS = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -62,6 +104,9 @@ _EXTENSIONS = {
 }
 # Longest review text accepted, in characters; longer rows are rejected as text_too_long.
 MAX_TEXT_CHARS = 20_000
+# Reviews (or rejects) per write transaction: about a second of lock on a 1M-review store, so
+# other writers (a score job, a relabel on the dashboard) wait at most that long.
+CHUNK_ROWS = 50_000
 
 # File column names recognised per field (compared lower-cased, spaces and dashes as underscores), first match wins.
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
@@ -139,6 +184,12 @@ class ImportReport:
     parse_seconds: float
     write_seconds: float
     first_rejects: list[dict] = field(default_factory=list)
+    # Updated reviews whose text changed while a person's label stood on them: that label was
+    # retracted and the review flagged (text_changed) for relabeling.
+    relabel_needed: int = 0
+    relabel_needed_ids: list[str] = field(default_factory=list)
+    chunks: int = 0
+    longest_chunk_seconds: float = 0.0
 
     @property
     def imported_anything(self) -> bool:
@@ -178,7 +229,7 @@ def map_columns(names: list[str], mapping: ColumnMapping | None = None) -> dict[
                 (normalised.index(a) for a in COLUMN_ALIASES[f.name] if a in normalised), None
             )
     if chosen["text"] is None:
-        shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
+        shown = _shown_columns(names)
         raise TastebudError(f"no text column found (columns: {shown or 'none'}); name it with --text COLUMN")
     return chosen
 
@@ -192,8 +243,14 @@ def _find_explicit(names: list[str], normalised: list[str], wanted: str, field_n
         return names.index(wanted)
     if _normalise(wanted) in normalised:
         return normalised.index(_normalise(wanted))
-    shown = ", ".join(names[:20]) + (" ..." if len(names) > 20 else "")
-    raise TastebudError(f"column {wanted!r} ({_FLAGS[field_name]}) is not in the file (columns: {shown})")
+    raise TastebudError(
+        f"column {printable(wanted)!r} ({_FLAGS[field_name]}) is not in the file (columns: {_shown_columns(names)})"
+    )
+
+
+def _shown_columns(names: list[str]) -> str:
+    """The first 20 column names, escaped and cut, for messages."""
+    return ", ".join(printable(n, max_chars=40) for n in names[:20]) + (" ..." if len(names) > 20 else "")
 
 
 def label_spellings(numeric_labels: str | None = None) -> dict[str, str]:
@@ -221,6 +278,8 @@ def import_reviews(
     source: str | None = None,
     numeric_labels: str | None = None,
     actor: Actor | None = None,
+    min_date: date | None = None,
+    max_date: date | None = None,
 ) -> ImportReport:
     """Import one file of reviews into the store (created if missing); see the module doc for the rules.
 
@@ -232,6 +291,8 @@ def import_reviews(
         source: ``reviews.source`` for these rows; default the file name.
         numeric_labels: accept numeric labels by this scheme (see ``NUMERIC_LABEL_SCHEMES``).
         actor: who imports (needs the ``import`` permission); default the CLI operator.
+        min_date, max_date: the plausible date window, both days included (default
+            1990-01-01 .. tomorrow, UTC); other dates are ``date_out_of_range``.
 
     Returns:
         The counts: accepted (new), updated, unchanged, rejected by reason, labels, splits.
@@ -249,10 +310,11 @@ def import_reviews(
     file = _check_file(Path(path))
     fmt = _resolve_format(file, fmt)
     spellings = label_spellings(numeric_labels)
+    window = date_window(min_date, max_date)
     source = source or file.name
     started = datetime.now()
     t0 = time.perf_counter()
-    mapping, staged, valid, rejects, by_reason = _parse_and_validate(file, fmt, columns, source, spellings)
+    mapping, staged, valid, rejects, by_reason = _parse_and_validate(file, fmt, columns, source, spellings, window)
     t1 = time.perf_counter()
     label_source = "import" if mapping["label"] is not None else "stars" if mapping["stars"] is not None else None
     report = _write(db, file, fmt, started, valid, rejects, label_source, actor)
@@ -278,6 +340,8 @@ def parse_reviews_file(
     fmt: str | None = None,
     columns: ColumnMapping | None = None,
     numeric_labels: str | None = None,
+    min_date: date | None = None,
+    max_date: date | None = None,
 ) -> tuple[pa.Table, pa.Table, str | None]:
     """Parse and validate a file exactly as :func:`import_reviews` does, without touching any store.
 
@@ -293,25 +357,49 @@ def parse_reviews_file(
     """
     file = _check_file(Path(path))
     fmt = _resolve_format(file, fmt)
-    mapping, _, valid, rejects, _ = _parse_and_validate(file, fmt, columns, file.name, label_spellings(numeric_labels))
+    mapping, _, valid, rejects, _ = _parse_and_validate(
+        file, fmt, columns, file.name, label_spellings(numeric_labels), date_window(min_date, max_date)
+    )
     label_source = "import" if mapping["label"] is not None else "stars" if mapping["stars"] is not None else None
     label = valid["label" if label_source == "import" else "stars_label"] if label_source else pa.nulls(valid.num_rows, pa.string())
     rows = valid.select(list(REVIEW_FIELDS)).append_column("label", label)
     return rows, rejects, label_source
 
 
+def date_window(min_date: date | None = None, max_date: date | None = None) -> tuple[datetime, datetime]:
+    """The plausible review dates as [start, end) datetimes: ``min_date`` .. ``max_date``, both days included.
+
+    Defaults: 1990-01-01 and tomorrow (UTC).
+
+    Raises:
+        TastebudError: the window is empty.
+
+    Example:
+        >>> date_window(date(2000, 1, 1), date(2000, 12, 31))
+        (datetime.datetime(2000, 1, 1, 0, 0), datetime.datetime(2001, 1, 1, 0, 0))
+    """
+    low = min_date or DEFAULT_MIN_DATE
+    high = max_date or (datetime.now(timezone.utc).date() + timedelta(days=1))
+    if low > high:
+        raise TastebudError(f"--min-date {low.isoformat()} is after --max-date {high.isoformat()}")
+    start = datetime(low.year, low.month, low.day)
+    end = datetime(high.year, high.month, high.day) + timedelta(days=1) if high < date.max else datetime.max
+    return start, end
+
+
 def _check_file(path: Path) -> Path:
+    shown = printable(path, max_chars=300)
     if not path.exists():
-        raise TastebudError(f"no such file: {path}")
+        raise TastebudError(f"no such file: {shown}")
     if not path.is_file():
-        raise TastebudError(f"not a file: {path}")
+        raise TastebudError(f"not a file: {shown}")
     try:
         with open(path, "rb") as f:
             f.read(1)
     except OSError as exc:
-        raise TastebudError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise TastebudError(f"cannot read {shown}: {exc.strerror or exc}") from None
     if path.stat().st_size == 0:
-        raise TastebudError(f"{path} is empty")
+        raise TastebudError(f"{shown} is empty")
     return path.resolve()
 
 
@@ -319,25 +407,62 @@ def _resolve_format(path: Path, fmt: str | None) -> str:
     if fmt is not None:
         fmt = fmt.lower()
         if fmt not in FORMATS:
-            raise TastebudError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-        return fmt
-    detected = _EXTENSIONS.get(path.suffix.lower())
-    if detected is None:
-        raise TastebudError(
-            f"cannot tell the format of {path.name} from its extension; pass --format {'|'.join(FORMATS)}"
-        )
-    return detected
+            raise TastebudError(f"unknown format {printable(fmt)!r}; choose one of {', '.join(FORMATS)}")
+    else:
+        fmt = _EXTENSIONS.get(path.suffix.lower())
+        if fmt is None:
+            raise TastebudError(
+                f"cannot tell the format of {printable(path.name)} from its extension; "
+                f"pass --format {'|'.join(FORMATS)}"
+            )
+    _refuse_binary(path, fmt)
+    return fmt
+
+
+def _refuse_binary(path: Path, fmt: str) -> None:
+    """Refuse a file whose leading bytes say it is a binary container (or, for text formats, any binary)."""
+    with open(path, "rb") as f:
+        head = f.read(8192)
+    what = next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+    name = printable(path.name)
+    if fmt == "parquet":
+        if what != "a Parquet file":
+            raise TastebudError(f"{name} is {what + ', not Parquet' if what else 'not a Parquet file (no PAR1 header)'}")
+        return
+    if what is None and head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        what = "UTF-16 text (save it as UTF-8)"
+    elif what is None and _looks_binary(head):
+        what = "a binary file"
+    if what is not None:
+        hint = "; pass --format parquet" if what == "a Parquet file" else ""
+        raise TastebudError(f"{name} is {what}, not {FORMAT_NAMES[fmt]}{hint}")
+
+
+def _looks_binary(head: bytes) -> bool:
+    """More than 10% control bytes (other than tab, newlines, form feed and ESC) in the first 8 KiB."""
+    if not head:
+        return False
+    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13, 27))
+    return controls > len(head) // 10
 
 
 def _parse_and_validate(
-    file: Path, fmt: str, columns: ColumnMapping | None, source: str, spellings: dict[str, str]
+    file: Path,
+    fmt: str,
+    columns: ColumnMapping | None,
+    source: str,
+    spellings: dict[str, str],
+    window: tuple[datetime, datetime],
 ) -> tuple[dict[str, int | None], staging.Staged, pa.Table, pa.Table, dict[str, int]]:
     """Stage, map and check the file on a private in-memory DuckDB; no store connection is open."""
     mem = staging.open_staging()
     try:
         staged = _stage(mem, file, fmt)
         mapping = map_columns(staged.columns, columns)
-        by_reason = staging.validate_staged(mem, staged, mapping, label_map=spellings, max_text_chars=MAX_TEXT_CHARS)
+        by_reason = staging.validate_staged(
+            mem, staged, mapping, label_map=spellings, max_text_chars=MAX_TEXT_CHARS,
+            min_date=window[0], max_date=window[1],
+        )
         return mapping, staged, staging.fetch_valid(mem, source=source), staging.fetch_staged_rejects(mem), by_reason
     finally:
         mem.close()
@@ -355,15 +480,23 @@ def _stage(mem: duckdb.DuckDBPyConnection, file: Path, fmt: str) -> staging.Stag
             )
         if fmt == "jsonl":
             if _first_byte(file) == b"[":
-                raise TastebudError(f"{file.name} is a JSON array; import JSON Lines (one object per line)")
+                raise TastebudError(f"{printable(file.name)} is a JSON array; import JSON Lines (one object per line)")
             return staging.stage_json_lines(mem, str(file), newline=_sniff_newline(file))
         return staging.stage_arrow(mem, _read_parquet(file))
     except duckdb.Error as exc:
-        raise TastebudError(f"cannot read {file.name} as {fmt}: {_first_line(exc)}") from None
+        raise TastebudError(f"cannot read {printable(file.name)} as {FORMAT_NAMES[fmt]}: {_reader_detail(exc, fmt)}") from None
 
 
 def _first_line(exc: Exception) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return printable((str(exc).strip().splitlines() or [type(exc).__name__])[0], max_chars=200)
+
+
+def _reader_detail(exc: Exception, fmt: str) -> str:
+    """The reader's complaint, without naming the CSV reader that JSON Lines files also go through."""
+    detail = _first_line(exc)
+    if fmt == "jsonl":
+        detail = detail.replace("CSV file", "file").replace("CSV", "line reader").replace("csv", "line reader")
+    return detail
 
 
 def _first_byte(file: Path) -> bytes:
@@ -388,11 +521,11 @@ def _read_header(file: Path, delimiter: str) -> list[str]:
         try:
             header = next(csv.reader(f, delimiter=delimiter))
         except StopIteration:
-            raise TastebudError(f"{file.name} is empty") from None
+            raise TastebudError(f"{printable(file.name)} is empty") from None
         except csv.Error as exc:
-            raise TastebudError(f"cannot read the header of {file.name}: {exc}") from None
+            raise TastebudError(f"cannot read the header of {printable(file.name)}: {printable(exc)}") from None
     if not any(h.strip() for h in header):
-        raise TastebudError(f"{file.name} has no header row")
+        raise TastebudError(f"{printable(file.name)} has no header row")
     return [h.strip() for h in header]
 
 
@@ -434,7 +567,7 @@ def _read_parquet(file: Path) -> pa.Table:
     try:
         return pq.read_table(file)
     except (pa.ArrowException, OSError) as exc:
-        raise TastebudError(f"cannot read {file.name} as parquet: {_first_line(exc)}") from None
+        raise TastebudError(f"cannot read {printable(file.name)} as Parquet: {_first_line(exc)}") from None
 
 
 def _write(
@@ -447,40 +580,100 @@ def _write(
     label_source: str | None,
     actor: Actor,
 ) -> dict:
-    """The one write transaction: import row, rejects, reviews, labels, splits, counts, audit."""
-    labels = _label_rows(valid, label_source)
+    """Write in chunks, each one transaction: rejects, then reviews with their labels, retractions, flags
+    and splits. The import row goes with the first chunk, its counts and the audit row with the last,
+    so an import of one chunk is all-or-nothing as a whole."""
     reviews = valid.select(list(REVIEW_FIELDS))
     init_store(db)
-    with transaction(db) as con:
-        import_id = staging.start_import(con, path=str(file), fmt=fmt, started_at=started)
-        staging.append_rejects(con, import_id, str(file), rejects)
-        counts = upsert_reviews(con, reviews)
-        labels_added = append_labels(con, labels) if labels.num_rows else 0
-        splits = assign_splits(con)
-        staging.finish_import(
-            con,
-            import_id,
-            accepted=counts.inserted,
-            updated=counts.updated,
-            unchanged=counts.unchanged,
-            rejected=rejects.num_rows,
-        )
-        audit(
-            con,
-            actor,
-            "import",
-            target=str(file),
-            detail={"import_id": import_id, "accepted": counts.inserted, "updated": counts.updated,
-                    "unchanged": counts.unchanged, "rejected": rejects.num_rows},
-        )
+    # Step k writes the k-th chunk of rejects and the k-th chunk of reviews (either may be absent).
+    steps = list(zip_longest(range(0, rejects.num_rows, CHUNK_ROWS), range(0, max(reviews.num_rows, 1), CHUNK_ROWS)))
+    totals = {"accepted": 0, "updated": 0, "unchanged": 0, "labels_added": 0}
+    splits = {"train": 0, "val": 0, "test": 0}
+    relabel: list[str] = []
+    timer, import_id = _ChunkTimer(), None
+    # Several chunks: the split counts per stratum are read once and kept up to date here, so each
+    # chunk reads only its own reviews' labels instead of every label in the store.
+    strata = None
+    for i, (reject_offset, review_offset) in enumerate(steps):
+        if i:
+            hand_off(db)  # let a process waiting for the store in between two chunks
+        chunk_relabel: list[str] = []
+        with timer, transaction(db) as con:
+            if import_id is None:
+                import_id = staging.start_import(con, path=str(file), fmt=fmt, started_at=started)
+                if len(steps) > 1:
+                    strata = count_split_strata(con)
+            if reject_offset is not None:
+                staging.append_rejects(con, import_id, str(file), rejects.slice(reject_offset, CHUNK_ROWS))
+            if review_offset is not None:
+                chunk_relabel = _write_reviews(con, import_id, file, valid.slice(review_offset, CHUNK_ROWS),
+                                               label_source, actor, totals, splits, strata, review_offset == 0)
+            if i == len(steps) - 1:
+                _finish(con, import_id, file, actor, totals, rejects.num_rows, len(relabel) + len(chunk_relabel))
+        relabel.extend(chunk_relabel)
     return {
         "import_id": import_id,
-        "accepted": counts.inserted,
-        "updated": counts.updated,
-        "unchanged": counts.unchanged,
-        "labels_added": labels_added,
+        **totals,
         "splits": splits,
+        "relabel_needed": len(relabel),
+        "relabel_needed_ids": sorted(relabel)[:100],
+        "chunks": timer.count,
+        "longest_chunk_seconds": round(timer.longest, 3),
     }
+
+
+def _write_reviews(
+    con: duckdb.DuckDBPyConnection,
+    import_id: int,
+    file: Path,
+    chunk: pa.Table,
+    label_source: str | None,
+    actor: Actor,
+    totals: dict[str, int],
+    splits: dict[str, int],
+    strata: dict[str, dict[str, int]] | None,
+    first: bool,
+) -> list[str]:
+    """One chunk of accepted rows; returns the reviews whose human label was retracted (text changed)."""
+    counts = upsert_reviews(con, chunk.select(list(REVIEW_FIELDS)))
+    retracted = retract_human_labels(con, list(counts.text_changed), reason="text_changed", by=actor.name)
+    flag_for_relabel(con, retracted, reason="text_changed", priority=TEXT_CHANGED_PRIORITY,
+                     detail={"import_id": import_id, "file": str(file)})
+    labels = _label_rows(chunk, label_source)
+    added = append_labels(con, labels) if labels.num_rows else 0
+    # The first chunk also assigns reviews an earlier, interrupted import left without a split.
+    ids = chunk["review_id"] if strata is not None and not first else None
+    for split, n in assign_splits(con, strata=strata, review_ids=ids).items():
+        splits[split] += n
+    for key, n in (("accepted", counts.inserted), ("updated", counts.updated),
+                   ("unchanged", counts.unchanged), ("labels_added", added)):
+        totals[key] += n
+    return retracted
+
+
+def _finish(
+    con: duckdb.DuckDBPyConnection, import_id: int, file: Path, actor: Actor, totals: dict[str, int],
+    rejected: int, relabel_needed: int,
+) -> None:
+    staging.finish_import(con, import_id, accepted=totals["accepted"], updated=totals["updated"],
+                          unchanged=totals["unchanged"], rejected=rejected)
+    audit(con, actor, "import", target=str(file),
+          detail={"import_id": import_id, "accepted": totals["accepted"], "updated": totals["updated"],
+                  "unchanged": totals["unchanged"], "rejected": rejected, "relabel_needed": relabel_needed})
+
+
+class _ChunkTimer:
+    """Times each write transaction (the time the store's lock is held)."""
+
+    def __init__(self) -> None:
+        self.count, self.longest, self._t0 = 0, 0.0, 0.0
+
+    def __enter__(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        self.count += 1
+        self.longest = max(self.longest, time.perf_counter() - self._t0)
 
 
 def _label_rows(valid: pa.Table, label_source: str | None) -> pa.Table:

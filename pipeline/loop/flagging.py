@@ -48,7 +48,7 @@ from store.flags import (
     newest_review_time,
     oldest_review_time,
 )
-from store.health import record_term_scan
+from store.model_health import record_term_scan
 from store.predictions import scored_model_ids
 
 DbPath = str | os.PathLike | None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from store import guidelines as guideline_store
 from store import relabeling
 from store.actors import Actor
 from store.db import transaction
@@ -15,7 +16,8 @@ from store.db import transaction
 DbPath = str | os.PathLike | None
 
 
-def relabel(db: DbPath, actor: Actor, review_id: str, label: str, *, flag_id: int | None = None) -> dict:
+def relabel(db: DbPath, actor: Actor, review_id: str, label: str, *, flag_id: int | None = None,
+            comment: str | None = None) -> dict:
     """Give one review a human label (resolving its open flags).
 
     Args:
@@ -24,6 +26,7 @@ def relabel(db: DbPath, actor: Actor, review_id: str, label: str, *, flag_id: in
         review_id: the review.
         label: negative, neutral or positive.
         flag_id: the flag being worked on, if any.
+        comment: the labeler's note, stored with the label.
 
     Returns:
         See :func:`store.relabeling.relabel`.
@@ -32,7 +35,7 @@ def relabel(db: DbPath, actor: Actor, review_id: str, label: str, *, flag_id: in
         >>> relabel("t.duckdb", Actor("ana", "labeler"), "r1", "negative")  # doctest: +SKIP
     """
     with transaction(db) as con:
-        return relabeling.relabel(con, actor, review_id, label, flag_id=flag_id)
+        return relabeling.relabel(con, actor, review_id, label, flag_id=flag_id, comment=comment)
 
 
 def bulk_relabel(db: DbPath, actor: Actor, review_ids: list[str], label: str) -> dict:
@@ -64,3 +67,24 @@ def undo_last(db: DbPath, actor: Actor) -> dict | None:
     """
     with transaction(db) as con:
         return relabeling.undo_last_action(con, actor)
+
+
+def undo_action(db: DbPath, actor: Actor, action_id: int) -> dict:
+    """Undo one of ``actor``'s own earlier actions (see :func:`store.relabeling.undo_action`).
+
+    Example:
+        >>> undo_action("t.duckdb", Actor("ana", "labeler"), 41)  # doctest: +SKIP
+    """
+    with transaction(db) as con:
+        return relabeling.undo_action(con, actor, action_id)
+
+
+def save_guidelines(db: DbPath, actor: Actor, body: str) -> int:
+    """Store new labeling guidelines (markdown) as the current version; returns its version number.
+
+    Example:
+        >>> save_guidelines("t.duckdb", Actor("dario", "data_scientist"), "# Rules")  # doctest: +SKIP
+        1
+    """
+    with transaction(db) as con:
+        return guideline_store.save_guidelines(con, actor, body)

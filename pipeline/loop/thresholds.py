@@ -68,6 +68,10 @@ EMERGING_MAX_PRIOR_DOCS = 50_000
 # At most this many recent reviews are read for term counting.
 EMERGING_MAX_RECENT_DOCS = 50_000
 
+# --- text changed on re-import ------------------------------------------------------------------------
+# A human label was retracted because its text changed: nobody has read the new text, so it goes first.
+TEXT_CHANGED_PRIORITY = 1.0
+
 # --- queue size ------------------------------------------------------------------------------------
 # New flags per reason per run at most, highest priority first, so one noisy reason cannot swamp the queue.
 MAX_NEW_FLAGS_PER_REASON = 200

@@ -1,1 +1,1 @@
-"""Models: loading saved classifiers, truncation, batched inference, the predictors, and baselines."""
+"""Models: loading saved classifiers, truncation, batched inference, the predictors, baselines, and word attributions."""

@@ -30,7 +30,7 @@ from scipy.spatial.distance import jensenshannon
 from pipeline.monitor import thresholds as T
 from pipeline.monitor.shifts import ShiftSettings, detect_shifts, marked_shifts
 from store import alerts as alert_store
-from store import health as health_store
+from store import model_health as health_store
 from store.constants import LABELS
 from store.db import connect, transaction
 from store.errors import TastebudError
@@ -88,7 +88,7 @@ def compute_health(db: DbPath, model_id: str) -> pd.DataFrame:
     """The weekly health numbers of ``model_id`` from its stored predictions.
 
     Returns:
-        One row per week with ``store.health.HEALTH_COLUMNS``; human_agreement is NaN where a
+        One row per week with ``store.model_health.HEALTH_COLUMNS``; human_agreement is NaN where a
         week has fewer than ``HEALTH_MIN_HUMAN_LABELS`` human labels.
 
     Example:

@@ -17,7 +17,7 @@ import pandas as pd
 from pipeline.evaluation.metrics import compute_classification_metrics
 from store.constants import LABEL_TO_ID
 from store.db import connect
-from store.health import fetch_test_predictions
+from store.model_health import fetch_test_predictions
 
 # Places and institutions a local reader knows; whole-phrase, case-insensitive.
 LOCAL_REFERENCES: tuple[str, ...] = (

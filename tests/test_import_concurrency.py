@@ -1,0 +1,156 @@
+"""A long import shares the store: it commits in chunks, so a concurrent writer in another real
+process (a score-like prediction writer) gets in between chunks instead of waiting for the whole
+import; a SIGKILLed import is finished by running it again, without duplicates (issue 9, section 6)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from store.db import connect, transaction
+from store.health import check_store
+from store.predictions import write_predictions
+
+ROWS = 60_000
+CHUNK = 6_000
+# Runs the real importer in its own process, with small chunks so a modest file takes several.
+IMPORTER = """
+import json, sys
+import pipeline.data.importer as importer
+importer.CHUNK_ROWS = int(sys.argv[3])
+report = importer.import_reviews(sys.argv[1], sys.argv[2])
+print(json.dumps({"accepted": report.accepted, "unchanged": report.unchanged, "chunks": report.chunks,
+                  "longest_chunk_seconds": report.longest_chunk_seconds}), flush=True)
+"""
+
+
+def _csv(path: Path, rows: int = ROWS) -> Path:
+    lines = ["review_id,business_id,date,stars,text"]
+    lines += [f"c{i},b{i % 50},2021-{1 + i % 12:02d}-{1 + i % 28:02d},{1 + i % 5},"
+              f"review {i} of the tacos and the slow service at place {i % 50}" for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _start_import(db: Path, csv: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", IMPORTER, str(db), str(csv), str(CHUNK)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _score_some(db: Path, model_id: str) -> tuple[float, int]:
+    """Write predictions for up to 200 unscored reviews, as a score job does; returns (seconds waited, reviews seen)."""
+    t0 = time.monotonic()
+    with transaction(db, timeout_s=30) as con:
+        waited = time.monotonic() - t0
+        seen = con.execute("SELECT count(*) FROM reviews").fetchone()[0]
+        ids = [r for (r,) in con.execute(
+            "SELECT review_id FROM reviews r WHERE NOT EXISTS (SELECT 1 FROM predictions p "
+            "WHERE p.model_id = ? AND p.review_id = r.review_id) LIMIT 200", [model_id]).fetchall()]
+        if ids:
+            write_predictions(con, model_id, pd.DataFrame({
+                "review_id": ids, "p_negative": 0.2, "p_neutral": 0.3, "p_positive": 0.5, "label": "positive"}))
+    return waited, seen
+
+
+def test_long_import_does_not_starve_a_concurrent_writer(store_path, tmp_path):
+    csv = _csv(tmp_path / "big.csv")
+    proc = _start_import(store_path, csv)
+    waits, seen = [], set()
+    while proc.poll() is None:
+        waited, n = _score_some(store_path, "m-concurrent")
+        waits.append(waited)
+        seen.add(n)
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    assert report["accepted"] == ROWS and report["chunks"] == ROWS // CHUNK
+    # The writer got in between the import's chunks (it saw a partly imported store) ...
+    assert any(0 < n < ROWS for n in seen), sorted(seen)
+    # ... and never waited for more than a chunk or two.
+    assert max(waits) < max(5.0, 3 * report["longest_chunk_seconds"]), (max(waits), report)
+    result = check_store(store_path)
+    assert result.healthy and result.tables["reviews"] == ROWS and result.reviews_without_split == 0, result
+
+
+def test_killed_import_resumes_without_duplicates(store_path, tmp_path):
+    csv = _csv(tmp_path / "big.csv")
+    proc = _start_import(store_path, csv)
+    deadline = time.monotonic() + 120
+    n = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        with connect(store_path, read_only=True) as con:
+            n = con.execute("SELECT count(*) FROM reviews").fetchone()[0]
+        if n >= 2 * CHUNK:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the import finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 0 < n < ROWS
+    with connect(store_path, read_only=True) as con:
+        partial = con.execute("SELECT count(*) FROM reviews").fetchone()[0]
+        # Every committed chunk is whole: reviews, labels and splits together.
+        assert partial % CHUNK == 0
+        assert con.execute("SELECT count(*) FROM splits").fetchone()[0] == partial
+        assert con.execute("SELECT count(*) FROM labels").fetchone()[0] == partial
+    rerun = _start_import(store_path, csv)
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    report = json.loads(out)
+    assert (report["accepted"], report["unchanged"]) == (ROWS - partial, partial)
+    result = check_store(store_path)
+    assert result.healthy and result.duplicate_review_ids == 0, result
+    assert result.tables["reviews"] == ROWS and result.tables["splits"] == ROWS and result.tables["labels"] == ROWS
+
+
+LOCK_HOLDER = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("locked", flush=True)
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def test_job_that_finds_the_store_busy_waits_and_says_so(store_path, monkeypatch):
+    from pipeline.jobs import start_job, tail_log, wait_for_job
+    from store.actors import cli_actor
+
+    # Interactive commands in the job's process would give up after 1 s; jobs wait.
+    monkeypatch.setenv("TASTEBUD_LOCK_TIMEOUT", "1")
+    job_id = start_job(store_path, "demo-data", {"rows": 300, "seed": 1}, cli_actor())
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(store_path), "4"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.wait(timeout=30)
+    job = wait_for_job(store_path, job_id, timeout_s=120)
+    log = tail_log(job["log_path"], lines=200)
+    assert job["status"] == "succeeded", log
+    assert "waiting for the store: another process is writing to it" in log
+
+
+def test_chunked_import_keeps_stratified_split_proportions(store_path, tmp_path, monkeypatch):
+    import pipeline.data.importer as importer
+
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 700)
+    report = importer.import_reviews(store_path, _csv(tmp_path / "mid.csv", rows=5_000))
+    assert report.chunks == 8 and sum(report.splits.values()) == 5_000
+    with connect(store_path, read_only=True) as con:
+        rows = con.execute(
+            "SELECT l.label, s.split, count(*) FROM splits s JOIN current_labels l USING (review_id) GROUP BY ALL"
+        ).fetchall()
+        assert con.execute("SELECT count(DISTINCT review_id), count(*) FROM splits").fetchone() == (5_000, 5_000)
+    per_label: dict[str, dict[str, int]] = {}
+    for label, split, n in rows:
+        per_label.setdefault(label, {})[split] = n
+    for label, counts in per_label.items():
+        total = sum(counts.values())
+        for split, fraction in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
+            assert abs(counts.get(split, 0) - fraction * total) <= 1, (label, counts)
