@@ -143,7 +143,7 @@ def alerts_table(alerts: pd.DataFrame, *, limit: int = 15) -> None:
         st.caption("No open alerts.")
         return
     shown = alerts.head(limit)[["period", "kind", "message", "created_at"]]
-    st.dataframe(shown, hide_index=True, width="stretch", column_config={
+    views.table(shown, column_config={
         "period": st.column_config.DateColumn("week", format="YYYY-MM-DD"),
         "message": st.column_config.TextColumn("alert", width="large"),
         "created_at": st.column_config.DatetimeColumn("raised", format="YYYY-MM-DD HH:mm")})
@@ -218,7 +218,7 @@ def health_section(db: Path) -> None:
                    f"-{T.HEALTH_MAX_STAR_AGREEMENT_DROP:.0%} and low confidence +{T.HEALTH_MAX_LOW_CONFIDENCE_RISE:.0%} "
                    "against the median week.")
         st.plotly_chart(health_figure(health), key="health-chart")
-        st.dataframe(health.drop(columns=["computed_at"]), hide_index=True, column_config={
+        views.table(health.drop(columns=["computed_at"]), column_config={
             **views.percent_columns(["star_agreement", "human_agreement", "low_confidence_share", "share_negative",
                                      "share_neutral", "share_positive", "unseen_term_share"]),
             "period": st.column_config.DateColumn("week", format="YYYY-MM-DD")})
@@ -272,7 +272,9 @@ def local_reference_section(db: Path, model_ids: list[str]) -> None:
     table = _local_slice(db, tuple(model_ids))
     st.caption("Test reviews naming an Atlanta place (" + ", ".join(LOCAL_REFERENCES[:6]) + ", ...) against the rest, "
                "from each model's stored predictions.")
-    st.dataframe(table, hide_index=True, column_config=views.percent_columns(["accuracy"]))
+    views.table(table, column_config={"model_id": "Model", "slice": "Slice", "n": "Test reviews",
+                                      "accuracy": st.column_config.NumberColumn("Accuracy", format="percent"),
+                                      "macro_f1": st.column_config.NumberColumn("Macro-F1", format="%.3f")})
 
 
 @_cached
