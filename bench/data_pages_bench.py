@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.data.demo_data import generate_reviews, load_demo_data  # noqa: E402
 from pipeline.data.export import export_bytes, export_table  # noqa: E402
-from pipeline.data.importer import import_reviews  # noqa: E402
 from pipeline.data.preview import dry_run  # noqa: E402
 from pipeline.jobs import start_job, wait_for_job  # noqa: E402
 from store.actors import cli_actor  # noqa: E402

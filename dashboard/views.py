@@ -248,6 +248,7 @@ REASON_NAMES = {
     "rating_contradicts_text": "Stars contradict text",
     "label_issue": "Label may be wrong",
     "emerging_term": "New term",
+    "sarcasm": "Sarcasm candidate",
     "text_changed": "Text changed after labeling",
 }
 

@@ -45,9 +45,12 @@ JOB_KINDS: dict[str, str] = {
     "demo-data": "pipeline.data.demo_data:run_job",
     "evaluate": "pipeline.evaluation.evaluator:run_job",
     "import": "pipeline.data.import_job:run_job",
+    "monitor": "pipeline.monitor.health:run_job",
+    "demo-finetune": "pipeline.demo:run_finetune_job",
 }
-PERMISSION_FOR_KIND = {"train": "train", "retrain": "train", "score": "score", "flag": "flag.create", "demo-pipeline": "train", "demo-data": "import", "evaluate": "train",
-                      "import": "import"}
+PERMISSION_FOR_KIND = {"train": "train", "retrain": "train", "score": "score", "flag": "flag.create", "demo-pipeline": "train",
+                      "demo-data": "import", "evaluate": "train", "import": "import", "monitor": "score",
+                      "demo-finetune": "train"}
 # Seconds between progress writes: often enough for a live panel, rare enough not to contend for the lock.
 PROGRESS_INTERVAL_S = 1.0
 
@@ -178,7 +181,14 @@ def run_job(db: str | os.PathLike | None, job_id: str) -> dict:
 def _run_recorded(db, job_id: str, body: Callable[[], dict], reporter: JobReporter) -> dict:
     """Run ``body`` as job ``job_id`` and record how it ended (SIGTERM and Ctrl+C become a cancel)."""
 
+    owner = os.getpid()
+
     def _on_term(signum, frame):
+        if os.getpid() != owner:
+            # A forked worker (cleanlab's multiprocessing pool in flagging) inherited this handler; its
+            # pool ends it with SIGTERM. Raising here would leave the pool's queue lock held and hang
+            # the job: exit as SIGTERM's default would.
+            os._exit(128 + signum)
         raise JobCancelled(f"job {job_id} received signal {signum}")
 
     # Signal handlers can only be set from the main thread (tests may run jobs elsewhere).

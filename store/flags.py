@@ -24,6 +24,7 @@ FLAG_REASONS: tuple[str, ...] = (
     "rating_contradicts_text",
     "label_issue",
     "emerging_term",
+    "sarcasm",
     "text_changed",  # a re-import changed the text of a human-labeled review; its label was retracted
 )
 FLAG_STATUSES: tuple[str, ...] = ("open", "resolved", "dismissed")
@@ -478,6 +479,11 @@ def fetch_matching_review_ids(con: duckdb.DuckDBPyConnection, flt: QueueFilter) 
         matching = matching[matching["review_id"].map(lambda r: current.get(r, (None, None))[0]).isin(flt.labels)]
     ranked = matching.groupby("review_id", as_index=False)["priority"].max()
     return ranked.sort_values(["priority", "review_id"], ascending=[False, True])["review_id"].tolist()
+
+
+def oldest_review_time(con: duckdb.DuckDBPyConnection) -> datetime | None:
+    """created_at of the oldest review (None when no review has a date)."""
+    return con.execute(f"SELECT min(created_at) FROM {DATED_REVIEWS_SQL}").fetchone()[0]
 
 
 def count_flags_by_status(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

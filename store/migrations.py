@@ -617,6 +617,78 @@ def _m102(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+# --- monitoring: versions 111-119 ---------------------------------------------------------
+
+
+@migration(111, "alerts")
+def _m111(con: duckdb.DuckDBPyConnection) -> None:
+    # One alert per (kind, metric, subject, period): re-running the monitor never repeats one,
+    # and an acknowledged alert stays acknowledged.
+    con.execute(
+        """
+        CREATE SEQUENCE alert_id_seq;
+        CREATE TABLE alerts (
+            alert_id        BIGINT PRIMARY KEY DEFAULT nextval('alert_id_seq'),
+            kind            VARCHAR NOT NULL CHECK (kind IN ('model_health', 'sentiment_shift', 'volume_shift')),
+            metric          VARCHAR NOT NULL,
+            subject         VARCHAR NOT NULL,
+            period          DATE,
+            value           DOUBLE,
+            threshold       DOUBLE,
+            message         VARCHAR NOT NULL,
+            detail          JSON,
+            status          VARCHAR NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'acknowledged')),
+            created_at      TIMESTAMP NOT NULL,
+            acknowledged_at TIMESTAMP,
+            acknowledged_by VARCHAR,
+            UNIQUE (kind, metric, subject, period)
+        );
+        """
+    )
+
+
+@migration(112, "model_health_and_term_scans")
+def _m112(con: duckdb.DuckDBPyConnection) -> None:
+    # Weekly health of a model, recomputed by `tastebud monitor` (vocabulary drift reads every
+    # review's text, too slow for a page). term_scans keeps what each emerging-term search found,
+    # also when it found nothing and why.
+    con.execute(
+        """
+        CREATE TABLE model_health (
+            model_id             VARCHAR NOT NULL,
+            period               DATE NOT NULL,
+            n                    BIGINT NOT NULL,
+            star_agreement       DOUBLE,
+            n_human              BIGINT NOT NULL,
+            human_agreement      DOUBLE,
+            mean_confidence      DOUBLE,
+            low_confidence_share DOUBLE,
+            share_negative       DOUBLE,
+            share_neutral        DOUBLE,
+            share_positive       DOUBLE,
+            class_mix_js         DOUBLE,
+            class_mix_p          DOUBLE,
+            unseen_term_share    DOUBLE,
+            computed_at          TIMESTAMP NOT NULL,
+            PRIMARY KEY (model_id, period)
+        );
+        CREATE SEQUENCE term_scan_id_seq;
+        CREATE TABLE term_scans (
+            scan_id      BIGINT PRIMARY KEY DEFAULT nextval('term_scan_id_seq'),
+            model_id     VARCHAR,
+            window_start TIMESTAMP,
+            window_end   TIMESTAMP,
+            recent_docs  BIGINT NOT NULL,
+            prior_docs   BIGINT NOT NULL,
+            terms        JSON NOT NULL,
+            flagged      BIGINT NOT NULL,
+            outcome      VARCHAR NOT NULL,
+            created_at   TIMESTAMP NOT NULL
+        );
+        """
+    )
+
+
 # --- dashboard jobs, live training and comparison: versions 121-129 ------------------------
 
 

@@ -17,6 +17,12 @@ from store.schema import init_store
 
 # Every table of a fully migrated store and its columns, in order (a new migration updates this).
 SCHEMA: dict[str, list[tuple[str, str]]] = {
+    "alerts": [
+        ("alert_id", "BIGINT"), ("kind", "VARCHAR"), ("metric", "VARCHAR"), ("subject", "VARCHAR"),
+        ("period", "DATE"), ("value", "DOUBLE"), ("threshold", "DOUBLE"), ("message", "VARCHAR"), ("detail", "JSON"),
+        ("status", "VARCHAR"), ("created_at", "TIMESTAMP"), ("acknowledged_at", "TIMESTAMP"),
+        ("acknowledged_by", "VARCHAR"),
+    ],
     "audit_log": [
         ("audit_id", "BIGINT"), ("actor", "VARCHAR"), ("role", "VARCHAR"), ("action", "VARCHAR"),
         ("target", "VARCHAR"), ("detail", "JSON"), ("created_at", "TIMESTAMP"),
@@ -73,6 +79,13 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
         ("macro_f1", "DOUBLE"), ("accuracy", "DOUBLE"), ("test_n", "INTEGER"), ("test_snapshot", "VARCHAR"),
         ("params", "JSON"), ("created_at", "TIMESTAMP"),
     ],
+    "model_health": [
+        ("model_id", "VARCHAR"), ("period", "DATE"), ("n", "BIGINT"), ("star_agreement", "DOUBLE"),
+        ("n_human", "BIGINT"), ("human_agreement", "DOUBLE"), ("mean_confidence", "DOUBLE"),
+        ("low_confidence_share", "DOUBLE"), ("share_negative", "DOUBLE"), ("share_neutral", "DOUBLE"),
+        ("share_positive", "DOUBLE"), ("class_mix_js", "DOUBLE"), ("class_mix_p", "DOUBLE"),
+        ("unseen_term_share", "DOUBLE"), ("computed_at", "TIMESTAMP"),
+    ],
     "models": [
         ("model_id", "VARCHAR"), ("kind", "VARCHAR"), ("name", "VARCHAR"), ("base_model", "VARCHAR"),
         ("path", "VARCHAR"), ("params", "JSON"), ("data_snapshot", "JSON"), ("round", "INTEGER"),
@@ -126,6 +139,11 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
     "step_losses": [
         ("run_id", "VARCHAR"), ("step", "BIGINT"), ("epoch", "DOUBLE"), ("loss", "DOUBLE"),
         ("learning_rate", "DOUBLE"), ("created_at", "TIMESTAMP"),
+    ],
+    "term_scans": [
+        ("scan_id", "BIGINT"), ("model_id", "VARCHAR"), ("window_start", "TIMESTAMP"), ("window_end", "TIMESTAMP"),
+        ("recent_docs", "BIGINT"), ("prior_docs", "BIGINT"), ("terms", "JSON"), ("flagged", "BIGINT"),
+        ("outcome", "VARCHAR"), ("created_at", "TIMESTAMP"),
     ],
     "training_runs": [
         ("run_id", "VARCHAR"), ("model_id", "VARCHAR"), ("job_id", "VARCHAR"), ("sweep_id", "VARCHAR"),

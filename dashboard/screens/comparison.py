@@ -3,7 +3,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from dashboard import limits, model_views, reads, views
+from dashboard import limits, model_views, monitoring, reads, views
 from dashboard.page_setup import setup_page
 from pipeline import jobs
 from store.constants import LABELS
@@ -106,6 +106,7 @@ if chosen:
         if not show_small:
             table = table[table["Test reviews (n)"] >= model_views.MIN_SLICE_N]
         st.dataframe(model_views.grey_small_slices(table), hide_index=True, width="stretch")
+    monitoring.local_reference_section(ctx.db, chosen)
 
 with st.expander("Try a review on the chosen models"), st.form("try-form"):
     text = limits.text_area("Review text", key="try-text", placeholder="Oh great, another 45-minute wait for lukewarm grits.")

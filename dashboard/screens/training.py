@@ -1,6 +1,6 @@
 import streamlit as st
 
-from dashboard import forms, limits, model_views, reads, views
+from dashboard import forms, limits, model_views, monitoring, reads, views
 from dashboard.page_setup import setup_page
 from pipeline import jobs
 from pipeline.loop import registry
@@ -16,6 +16,7 @@ RETRAIN, TRAIN = "Retraining round (adds the new human labels, compares with the
 WATCH = "training-job-select"
 
 ctx = setup_page("Training", "train")
+monitoring.retrain_banner(ctx.db, ctx.actor)
 defaults = TrainConfig()
 
 

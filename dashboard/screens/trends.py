@@ -3,7 +3,8 @@ import dataclasses
 import pandas as pd
 import streamlit as st
 
-from dashboard import reads, views
+from dashboard import monitoring, reads, views
+from pipeline.monitor.shifts import marked_shifts
 from dashboard.page_setup import setup_page
 from store.trends import GRAINS, ReviewFilter, period_bounds
 from store.constants import LABELS
@@ -19,7 +20,8 @@ if choices["first"] is None:
     st.info("The store has no dated reviews yet.")
     st.stop()
 
-# --- filters ---
+# --- filters (a link from Overview's movers preselects a restaurant or neighbourhood) ---
+monitoring.apply_trend_query_params("trend-restaurants", "trend-neighborhoods", choices)
 scored = choices["scored_models"]
 champion_id = choices["champion_id"]
 model_options = ([champion_id] if champion_id else []) + [m for m in scored["model_id"] if m != champion_id]
@@ -69,14 +71,21 @@ st.plotly_chart(views.count_trend_figure(trend, grain=grain), key="count-chart")
 st.download_button("Download the trend (CSV)", trend.to_csv(index=False), "sentiment_trend.csv", "text/csv")
 
 # --- sudden shifts ---
-shifts = summary.shifts()
-st.subheader("Sudden shifts in negative share")
-if shifts.empty:
+detected = monitoring.shifts(ctx.db, model_id, flt, grain)
+marked = marked_shifts(detected)
+st.subheader("Sudden shifts by restaurant and neighbourhood")
+st.caption(f"Each group's {grain} against its own previous {monitoring.T.SHIFT_BASELINE_PERIODS[grain]} {grain}s: "
+           "beta-binomial test of the negative share, negative-binomial test of the volume, Benjamini-Hochberg "
+           f"FDR {monitoring.T.SHIFT_FDR:.0%} over every group and period; a sentiment shift must also move "
+           f"{monitoring.T.SHIFT_MIN_DELTA:.0%} and a volume shift at least double or halve.")
+if marked.empty:
     st.write("None in this selection.")
 else:
+    marked = marked.assign(shift=marked["sentiment_shift"].fillna(marked["volume_shift"]))
     views.table(
-        shifts[["period", "grp", "shift", "n", "negative_share", "baseline_negative_share", "shift_z"]],
-        column_config={"grp": by.capitalize(), "shift_z": st.column_config.NumberColumn("Shift (z-score)", format="%.1f")},
+        marked[["period", "by", "grp", "shift", "n", "negative_share", "baseline_share", "baseline_mean_n", "q"]],
+        column_config={"grp": "Group", "baseline_mean_n": st.column_config.NumberColumn("Usual reviews", format="%.1f"),
+                       "q": st.column_config.NumberColumn("q (FDR)", format="%.2g")},
     )
 
 # --- by restaurant / neighborhood ---
@@ -85,12 +94,12 @@ breakdown = summary.breakdown
 new_groups = breakdown.loc[breakdown["is_new"] == True, "grp"].tolist()  # noqa: E712 (nullable column)
 if new_groups:
     st.caption("New since the store's first reviews: " + ", ".join(views.md(g) for g in new_groups))
-shifted = shifts.loc[shifts["grp"] != "(whole selection)", "grp"].drop_duplicates().tolist()
+shifted = marked.loc[marked["by"] == by, "grp"].drop_duplicates().tolist() if len(marked) else []
 default_compare = list(dict.fromkeys(shifted + new_groups + breakdown["grp"].tolist()))[:DEFAULT_COMPARED_GROUPS]
 compared = st.multiselect(f"Compare {by}s over time", breakdown["grp"].tolist(), default=default_compare,
                           key=f"trend-compare-{by}")
 if compared:
-    st.plotly_chart(views.group_trend_figure(summary.group_trend, compared, grain=grain), key="group-chart")
+    st.plotly_chart(monitoring.group_shift_figure(detected, by, compared, grain=grain), key="group-chart")
 table = views.table(
     breakdown, on_select="rerun", selection_mode="single-row", key=f"trend-breakdown-{by}",
     column_config={"grp": by.capitalize(), "avg_stars": st.column_config.NumberColumn("Avg stars", format="%.2f ★"),
@@ -152,3 +161,7 @@ else:
     pos_col.markdown("**Positive-leaning**")
     with pos_col:
         views.table(terms[terms["side"] == "positive"].sort_values("z")[columns])
+
+# --- for data scientists: is the model still fit for this data? ---
+st.divider()
+monitoring.health_section(ctx.db)

@@ -56,6 +56,44 @@ def dashboard_command(*, host: str, port: int, secrets: Path | None) -> list[str
     return argv
 
 
+def start_dashboard(db: Path, *, host: str = "localhost", port: int = 8501, secrets: Path | None = None) -> subprocess.Popen:
+    """Start serving the dashboard on ``db`` in a child process and return it (see :func:`serve_dashboard`)."""
+    db = Path(db).resolve()
+    if not db.exists():
+        raise TastebudError(f"no store at {db}: run `tastebud demo-data` or `tastebud import` first")
+    if secrets is not None and not Path(secrets).is_file():
+        raise TastebudError(f"no secrets file at {secrets}")
+    env = dict(os.environ, **{ENV_DB: str(db)})
+    # The app imports store/ and pipeline/; make them importable however tastebud was installed.
+    root = str(APP_PATH.parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return subprocess.Popen(dashboard_command(host=host, port=port, secrets=secrets), env=env)
+
+
+def wait_until_answering(url: str, proc: subprocess.Popen, *, timeout_s: float = 120.0) -> float:
+    """Poll Streamlit's health endpoint until it answers; returns the seconds waited.
+
+    Raises:
+        TastebudError: the server exited, or did not answer within ``timeout_s``.
+    """
+    import time
+    import urllib.error
+    import urllib.request
+
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if proc.poll() is not None:
+            raise TastebudError(f"the dashboard exited with code {proc.returncode} before answering (port in use?)")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.status == 200:
+                    return time.monotonic() - started
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    raise TastebudError(f"the dashboard did not answer at {url} within {timeout_s:.0f}s")
+
+
 def serve_dashboard(db: Path, *, host: str = "localhost", port: int = 8501, secrets: Path | None = None) -> int:
     """Serve the dashboard on ``db`` in the foreground until it stops; returns streamlit's exit code.
 
@@ -68,16 +106,12 @@ def serve_dashboard(db: Path, *, host: str = "localhost", port: int = 8501, secr
     Example:
         >>> serve_dashboard(Path("demo.duckdb"), secrets=Path("demo-secrets.toml"))  # doctest: +SKIP
     """
-    db = Path(db).resolve()
-    if not db.exists():
-        raise TastebudError(f"no store at {db}: run `tastebud demo-data` or `tastebud import` first")
-    if secrets is not None and not Path(secrets).is_file():
-        raise TastebudError(f"no secrets file at {secrets}")
-    env = dict(os.environ, **{ENV_DB: str(db)})
-    # The app imports store/ and pipeline/; make them importable however tastebud was installed.
-    root = str(APP_PATH.parents[1])  # the checkout: dashboard/app.py sits one folder below it
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    child = subprocess.Popen(dashboard_command(host=host, port=port, secrets=secrets), env=env)
+    proc = start_dashboard(db, host=host, port=port, secrets=secrets)
+    return wait_dashboard(proc)
+
+
+def wait_dashboard(child: subprocess.Popen) -> int:
+    """Wait for a started dashboard to stop; SIGTERM/SIGINT are passed on to it. Returns its exit code."""
 
     def forward(signum, frame):
         # Pass SIGTERM/SIGINT on to Streamlit and keep waiting: this process ends when its child does,

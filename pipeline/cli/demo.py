@@ -46,33 +46,51 @@ def demo_cmd(
     epochs: int = typer.Option(QUICK_TRAIN["epochs"], "--epochs", min=1, help="Epochs of the first fine-tuning."),
     base_model: str = typer.Option(
         None, "--base-model", help="HF id or local path to fine-tune first (default: the packaged MiniLM encoder)."),
+    finetune: bool = typer.Option(True, "--finetune/--no-finetune",
+                                  help="Fine-tune a first model in the background once the dashboard answers."),
 ) -> None:
-    """First run: demo data, baselines, a quick fine-tuned champion, scores, flags — then the dashboard."""
-    from pipeline.cli.dashboard import serve_dashboard
-    from pipeline.demo import build_demo_store, demo_files, demo_is_ready, ensure_demo_accounts
+    """First run: demo data, baselines, scores, flags, alerts, then the dashboard; the fine-tune follows in the background."""
+    from pipeline.cli.dashboard import start_dashboard, wait_dashboard, wait_until_answering
+    from pipeline.demo import (build_demo_store, demo_files, demo_is_ready, ensure_demo_accounts, finetune_pending,
+                               start_finetune)
 
+    started = time.perf_counter()
     db = db_path().resolve()
     if rebuild or not demo_is_ready(db):
-        typer.echo(f"building the demo store at {db} (a few minutes on CPU)...")
-        summary = build_demo_store(db, rows=rows, seed=seed, train={"epochs": epochs, "base_model": base_model})
+        typer.echo(f"building the demo store at {db} (about a minute on CPU)...")
+        summary = build_demo_store(db, rows=rows, seed=seed)
         f1 = summary["champion_macro_f1"]
         typer.echo(
             f"demo store ready: {summary['reviews']:,} reviews, champion {summary['champion']}"
             + (f" (test macro-F1 {f1:.3f})" if f1 is not None else "")
-            + f", {summary['scored']:,} reviews scored; steps took {summary['seconds']}"
+            + f", {summary['scored']:,} reviews scored, {sum(summary['flags'].values())} flags, "
+            f"{summary['alerts']} alerts; steps took {summary['seconds']}"
         )
     else:
         typer.echo(f"demo store at {db} is ready (use --rebuild to run the steps again)")
     logins = ensure_demo_accounts(db)
     secrets_file, logins_file = demo_files(db)
     url = f"http://{host}:{port}"
-    typer.echo(f"\ndashboard: {url}")
+    proc = None
+    if launch:
+        proc = start_dashboard(db, host=host, port=port, secrets=secrets_file)
+        try:
+            wait_until_answering(url, proc)
+        except BaseException:
+            proc.terminate()
+            raise
+        typer.echo(f"\ndashboard: {url} (answering {time.perf_counter() - started:.0f}s after the demo started)")
+    else:
+        typer.echo(f"\ndashboard (start it with `tastebud demo` or `tastebud dashboard`): {url}")
     if logins:
         for (username, password), role in zip(logins.items(), ("viewer", "labeler", "data scientist")):
             typer.echo(f"  {role:<15} user {username:<20} password {password}")
         typer.echo(f"(shown once; the logins are kept in {logins_file}, readable by you only)")
     else:
         typer.echo(f"sign in with a demo account from {logins_file} (passwords are not printed again)")
-    if not launch:
-        return
-    raise typer.Exit(serve_dashboard(db, host=host, port=port, secrets=secrets_file))
+    if finetune and finetune_pending(db):
+        job_id = start_finetune(db, train={"epochs": epochs, "base_model": base_model})
+        typer.echo(f"fine-tuning a first model in the background: job {job_id} (progress on Overview and Training); "
+                   "it is promoted, scored and flagged when it beats the baseline")
+    if proc is not None:
+        raise typer.Exit(wait_dashboard(proc))

@@ -25,6 +25,7 @@ reason before (open, resolved or dismissed), or already labeled by a person, is 
 from __future__ import annotations
 
 import math
+import re
 from datetime import timedelta
 
 import numpy as np
@@ -45,8 +46,10 @@ from store.flags import (
     fetch_texts_between,
     insert_flags,
     newest_review_time,
+    oldest_review_time,
 )
 from store.models import get_model
+from store.model_health import record_term_scan
 from store.predictions import scored_model_ids
 
 PROB_COLUMNS = ["p_negative", "p_neutral", "p_positive"]
@@ -131,6 +134,56 @@ def find_rating_contradictions(inputs: pd.DataFrame) -> pd.DataFrame:
         for s, p in zip(stars[hit], opposite[hit])
     ]
     return _candidates(inputs["review_id"][hit], "rating_contradicts_text", opposite[hit], details)
+
+
+_IRONY = re.compile("|".join([
+    r"\b(?:oh|ah|well|gee),? (?:great|wonderful|fantastic|perfect|joy|wow|sure|lovely|brilliant)\b",
+    r"\bjust what (?:i|we) (?:wanted|needed|was hoping for|were hoping for)\b",
+    r"\bif you (?:enjoy|like|love) (?:being|waiting|paying|eating)\b",
+    r"\bsaid no ?(?:one|body)\b", r"\b(?:10|ten) out of (?:10|ten)\b", r"\byeah,? right\b",
+    r"\bthanks for nothing\b", r"\bwhat a (?:treat|joy|delight|surprise)\b",
+    r"\b(?:sure|of course),? (?:i|we) (?:love|adore|enjoy)\b", r"\bimpressive,? really\b",
+    r"\b(?:truly|real) (?:a )?(?:culinary )?masterpiece\b", r"(?:^|\s)/s\b",
+]), re.IGNORECASE)
+
+
+def irony_markers(text: str) -> list[str]:
+    """The irony markers in ``text`` (stock sarcastic phrasings: "oh great", "just what I wanted", ...).
+
+    Example:
+        >>> irony_markers("Oh great, another 45-minute wait. Just what I wanted.")
+        ['Oh great', 'Just what I wanted']
+    """
+    return [m.group(0).strip() for m in _IRONY.finditer(text or "")]
+
+
+def find_sarcasm(inputs: pd.DataFrame, texts: pd.DataFrame) -> pd.DataFrame:
+    """Sarcasm candidates: a 1-2 star review whose text carries irony markers and reads positive to the model.
+
+    "Reads positive" means the model gives the positive class at least ``SARCASM_MIN_POSITIVE_PROB``
+    (praise words fooled it) or ranks it above negative. The stars say what the reviewer meant; the
+    markers say why the words say otherwise.
+
+    Args:
+        inputs: review_id, stars, p_* (the champion's predictions).
+        texts: review_id, text of the candidate reviews.
+
+    Returns:
+        Flag candidates; priority = p_positive, raised by 0.1 per extra marker (capped at 1).
+    """
+    stars = pd.to_numeric(inputs["stars"], errors="coerce")
+    low = inputs[(stars <= T.CONTRADICTION_NEGATIVE_MAX_STARS)
+                 & ((inputs["p_positive"] >= T.SARCASM_MIN_POSITIVE_PROB) | (inputs["p_positive"] > inputs["p_negative"]))]
+    if low.empty:
+        return _candidates([], "sarcasm", [], [])
+    merged = low.merge(texts[["review_id", "text"]], on="review_id")
+    markers = [irony_markers(t) for t in merged["text"]]
+    hit = np.array([bool(m) for m in markers])
+    rows = merged[hit]
+    priority = np.minimum(1.0, rows["p_positive"].to_numpy(dtype=float) + 0.1 * (np.array([len(m) for m in markers])[hit] - 1))
+    details = [{"stars": int(s), "p_positive": round(float(p), 4), "markers": m}
+               for s, p, m in zip(rows["stars"], rows["p_positive"], [m for m in markers if m])]
+    return _candidates(rows["review_id"], "sarcasm", priority, details)
 
 
 def rank_label_issues(frame: pd.DataFrame, pred_probs: np.ndarray, source: str) -> pd.DataFrame:
@@ -223,13 +276,24 @@ def find_label_issues(inputs: pd.DataFrame, train_texts: pd.DataFrame | None) ->
     return (pd.concat(parts, ignore_index=True) if parts else _candidates([], "label_issue", [], [])), notes
 
 
-def find_emerging_terms(recent: pd.DataFrame, prior: pd.DataFrame, inputs: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
-    """Terms whose share of recent reviews jumped, on whose reviews the model is unsure.
+def find_emerging_terms(
+    recent: pd.DataFrame, prior: pd.DataFrame, inputs: pd.DataFrame, *, stats: dict | None = None,
+    skip_terms: frozenset[str] = frozenset(),
+) -> tuple[pd.DataFrame, list[dict]]:
+    """Terms whose share of recent reviews jumped, on whose reviews the model is unsure or that are wholly new.
+
+    A significant, lifted term is chosen when the model's mean uncertainty on its reviews reaches
+    ``EMERGING_MIN_MEAN_UNCERTAINTY``, or when it is novel: at most ``EMERGING_NOVEL_MAX_PRIOR``
+    earlier reviews used it and at least ``EMERGING_NOVEL_MIN_COUNT`` recent ones do (a new place
+    or dish is worth a look even where the model sounds sure: it never learned the name).
 
     Args:
         recent: review_id, text of the recent window.
         prior: review_id, text of (a sample of) the reviews before it.
         inputs: review_id and p_* of scored reviews (uncertainty comes from these).
+        stats: if given, filled with counts saying how far terms got (tested, significant, lifted,
+            too_sure, chosen), so a run that found nothing can say why.
+        skip_terms: terms already chosen (e.g. in another window).
 
     Returns:
         (flag candidates: for each chosen term its least certain recent reviews, priority = that
@@ -244,6 +308,8 @@ def find_emerging_terms(recent: pd.DataFrame, prior: pd.DataFrame, inputs: pd.Da
     from sklearn.feature_extraction.text import CountVectorizer
 
     empty = _candidates([], "emerging_term", [], [])
+    stats = stats if stats is not None else {}
+    stats.update(tested=0, significant=0, lifted=0, too_sure=0, chosen=0)
     if len(recent) < T.EMERGING_MIN_RECENT_COUNT or prior.empty:
         return empty, []
     vectorizer = CountVectorizer(
@@ -264,6 +330,8 @@ def find_emerging_terms(recent: pd.DataFrame, prior: pd.DataFrame, inputs: pd.Da
     p_value = poisson.sf(recent_df - 1, prior_share * len(recent))
     names = vectorizer.get_feature_names_out()
     significant = p_value <= T.EMERGING_FAMILY_ALPHA / len(names)
+    stats.update(tested=len(names), significant=int(significant.sum()),
+                 lifted=int((significant & (lift >= T.EMERGING_MIN_LIFT)).sum()))
     unc = recent[["review_id"]].merge(inputs[["review_id", *PROB_COLUMNS]], on="review_id", how="left")
     u = np.where(unc["p_negative"].notna(), uncertainty(np.nan_to_num(_probs(unc))), np.nan)
     scored = ~np.isnan(u)
@@ -274,14 +342,16 @@ def find_emerging_terms(recent: pd.DataFrame, prior: pd.DataFrame, inputs: pd.Da
     for j in np.lexsort((-ngram_len, -lift)):
         if lift[j] < T.EMERGING_MIN_LIFT or len(terms) >= T.EMERGING_MAX_TERMS:
             break
-        if not significant[j]:
+        if not significant[j] or str(names[j]) in skip_terms:
             continue
         docs = recent_x[:, j].nonzero()[0]
         docs = docs[scored[docs]]
         if len(docs) < T.EMERGING_MIN_RECENT_COUNT:
             continue
         mean_u = float(u[docs].mean())
-        if mean_u < T.EMERGING_MIN_MEAN_UNCERTAINTY:
+        novel = prior_df[j] <= T.EMERGING_NOVEL_MAX_PRIOR and recent_df[j] >= T.EMERGING_NOVEL_MIN_COUNT
+        if mean_u < T.EMERGING_MIN_MEAN_UNCERTAINTY and not novel:
+            stats["too_sure"] += 1
             continue
         doc_set = set(docs.tolist())
         # "krog", "district" and "krog district" are one story: keep the first (highest lift) of
@@ -292,12 +362,73 @@ def find_emerging_terms(recent: pd.DataFrame, prior: pd.DataFrame, inputs: pd.Da
         term = str(names[j])
         terms.append({"term": term, "recent_count": int(recent_df[j]), "prior_count": int(prior_df[j]),
                       "lift": round(float(lift[j]), 2), "p_value": float(f"{p_value[j]:.3g}"),
-                      "mean_uncertainty": round(mean_u, 4)})
+                      "mean_uncertainty": round(mean_u, 4), "novel": bool(novel)})
         sample = docs[np.argsort(-u[docs], kind="stable")[: T.EMERGING_SAMPLE_PER_TERM]]
         details = [{k2: v for k2, v in terms[-1].items() if k2 != "term"}] * len(sample)
         parts.append(_candidates(recent["review_id"].to_numpy()[sample], "emerging_term", u[sample], details,
                                  terms=[term] * len(sample)))
+    stats["chosen"] = len(terms)
     return (pd.concat(parts, ignore_index=True) if parts else empty), terms
+
+
+def emerging_windows(newest, oldest) -> list[tuple]:
+    """(start, end) windows of ``EMERGING_WINDOW_DAYS`` ending at ``newest``, stepping back at most
+    ``EMERGING_LOOKBACK_WINDOWS`` times but never starting before ``oldest`` + one window (each needs
+    earlier reviews to compare with); oldest window first."""
+    step = timedelta(days=T.EMERGING_WINDOW_DAYS)
+    windows, end = [], newest + timedelta(seconds=1)
+    while len(windows) < T.EMERGING_LOOKBACK_WINDOWS and end - step > oldest + step or not windows:
+        windows.append((end - step, end))
+        end -= step
+    return windows[::-1]
+
+
+def scan_emerging_terms(db: DbPath, inputs: pd.DataFrame) -> tuple[pd.DataFrame, list[dict], dict]:
+    """Look for emerging terms in each recent window against everything before it.
+
+    A store imported in one go never had its recent window at the time a term appeared; scanning
+    back ``EMERGING_LOOKBACK_WINDOWS`` windows finds it where it began (e.g. a food hall opening
+    ten months before the newest review). A term is reported once, in its earliest window.
+
+    Returns:
+        (flag candidates, terms found (each with its window), the scan record: windows, counts and
+        an ``outcome`` sentence saying what was found, or why nothing).
+    """
+    empty = _candidates([], "emerging_term", [], [])
+    with connect(db, read_only=True) as con:
+        newest, oldest = newest_review_time(con), oldest_review_time(con)
+    if newest is None:
+        return empty, [], {"recent_docs": 0, "prior_docs": 0, "terms": [], "outcome": "no dated reviews to scan"}
+    parts, terms, totals, recent_docs, prior_docs = [], [], {}, 0, 0
+    windows = emerging_windows(newest, oldest)
+    for start, end in windows:
+        with connect(db, read_only=True) as con:
+            recent = fetch_texts_between(con, start, end, limit=T.EMERGING_MAX_RECENT_DOCS)
+            prior = fetch_texts_between(con, None, start, limit=T.EMERGING_MAX_PRIOR_DOCS)
+        stats: dict = {}
+        found, new_terms = find_emerging_terms(recent, prior, inputs, stats=stats,
+                                               skip_terms=frozenset(t["term"] for t in terms))
+        for key, value in stats.items():
+            totals[key] = totals.get(key, 0) + value
+        recent_docs, prior_docs = recent_docs + len(recent), max(prior_docs, len(prior))
+        terms += [{**t, "window_start": f"{start:%Y-%m-%d}", "window_end": f"{end:%Y-%m-%d}"} for t in new_terms]
+        parts.append(found)
+    if terms:
+        outcome = "found " + "; ".join(
+            f"{t['term']!r} ({t['recent_count']} reviews from {t['window_start']}, {t['prior_count']} before)" for t in terms)
+    elif not totals.get("tested"):
+        outcome = (f"nothing: no term reached {T.EMERGING_MIN_RECENT_COUNT} reviews in a window, or there were no "
+                   "earlier reviews to compare with")
+    elif not totals.get("lifted"):
+        outcome = (f"nothing: of {totals['tested']:,} terms tested none rose {T.EMERGING_MIN_LIFT:g}x above its earlier "
+                   f"rate with family-wise p <= {T.EMERGING_FAMILY_ALPHA:g}")
+    else:
+        outcome = (f"nothing: {totals['lifted']} terms rose significantly, but the model was sure of their reviews "
+                   f"(mean uncertainty below {T.EMERGING_MIN_MEAN_UNCERTAINTY:g}) and none was wholly new")
+    parts = [p for p in parts if not p.empty]
+    scan = {"window_start": windows[0][0], "window_end": windows[-1][1], "recent_docs": recent_docs,
+            "prior_docs": prior_docs, "terms": terms, "outcome": outcome, "windows": len(windows), "counts": totals}
+    return (pd.concat(parts, ignore_index=True) if parts else empty), terms, scan
 
 
 def _drop_known(candidates: pd.DataFrame, known: set[tuple[str, str]], cap: int) -> pd.DataFrame:
@@ -370,6 +501,14 @@ def flag(
         found["disagreement"] = _candidates(pairs["review_id"], "disagreement", pairs["distance"], details)
         notes["disagreement"] = f"compared with {len(others)} other scored models" if others else \
             "no other model has stored predictions: score a challenger or baseline to compare"
+    if "sarcasm" in reasons:
+        stars = pd.to_numeric(open_inputs["stars"], errors="coerce")
+        low = open_inputs[(stars <= T.CONTRADICTION_NEGATIVE_MAX_STARS)
+                          & ((open_inputs["p_positive"] >= T.SARCASM_MIN_POSITIVE_PROB)
+                             | (open_inputs["p_positive"] > open_inputs["p_negative"]))]
+        with connect(db, read_only=True) as con:
+            texts = fetch_review_texts(con, low["review_id"].tolist()) if len(low) else pd.DataFrame(columns=["review_id", "text"])
+        found["sarcasm"] = find_sarcasm(low, texts)
     reporter.progress(0.3, "looking for label issues")
     if "label_issue" in reasons:
         train_ids = open_inputs.loc[(open_inputs["split"] == "train") & open_inputs["label"].notna(), "review_id"]
@@ -379,21 +518,17 @@ def flag(
             train_texts = fetch_review_texts(con, train_ids.tolist()) if len(train_ids) else None
         found["label_issue"], notes["label_issue"] = find_label_issues(open_inputs, train_texts)
     reporter.progress(0.7, "looking for emerging terms")
+    scan = None
     if "emerging_term" in reasons:
-        with connect(db, read_only=True) as con:
-            newest = newest_review_time(con)
-            if newest is None:
-                recent = prior = pd.DataFrame(columns=["review_id", "text"])
-            else:
-                start = newest - timedelta(days=T.EMERGING_WINDOW_DAYS)
-                recent = fetch_texts_between(con, start, None, limit=T.EMERGING_MAX_RECENT_DOCS)
-                prior = fetch_texts_between(con, None, start, limit=T.EMERGING_MAX_PRIOR_DOCS)
-        found["emerging_term"], terms = find_emerging_terms(recent, prior, open_inputs)
+        found["emerging_term"], terms, scan = scan_emerging_terms(db, open_inputs)
+        notes["emerging_term"] = scan["outcome"]
     batch = {reason: _drop_known(found[reason], known[reason], T.MAX_NEW_FLAGS_PER_REASON) for reason in found}
     inserted = {}
     with transaction(db) as con:
         for reason, candidates in batch.items():
             inserted[reason] = insert_flags(con, candidates.assign(model_id=model_id)) if len(candidates) else 0
+        if scan is not None:
+            record_term_scan(con, {**scan, "model_id": model_id, "flagged": inserted.get("emerging_term", 0)})
     reporter.progress(1.0, f"{sum(inserted.values())} new flags", force=True)
     return {
         "model_id": model_id,

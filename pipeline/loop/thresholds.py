@@ -23,6 +23,11 @@ CONTRADICTION_NEGATIVE_MAX_STARS = 2
 # The model must give the opposite class at least this probability: confident, not merely unsure.
 CONTRADICTION_MIN_OPPOSITE_PROB = 0.70
 
+# --- sarcasm ---------------------------------------------------------------------------------------
+# A 1-2 star review with irony markers is a sarcasm candidate when the model gives "positive" at least
+# this probability (or ranks it above "negative"): the praise words fooled it.
+SARCASM_MIN_POSITIVE_PROB = 0.40
+
 # --- likely label errors (cleanlab) -----------------------------------------------------------
 # Folds of the cross-validated TF-IDF + logistic regression that gives out-of-sample
 # probabilities for train rows (the champion trained on them, so its own are overconfident).
@@ -47,6 +52,13 @@ EMERGING_SMOOTHING = 1.0
 EMERGING_FAMILY_ALPHA = 0.01
 # The model's mean uncertainty (1 - top-2 margin) on the term's recent reviews must reach this.
 EMERGING_MIN_MEAN_UNCERTAINTY = 0.50
+# A term at most this many earlier reviews used, now in at least EMERGING_NOVEL_MIN_COUNT recent ones,
+# is new to the model (a place or dish it never learned) and is flagged even where the model sounds sure.
+EMERGING_NOVEL_MAX_PRIOR = 0
+EMERGING_NOVEL_MIN_COUNT = 10
+# Windows scanned per run at most, the newest first (a store imported at once never
+# had its "recent" window when a term first appeared); each is compared with everything before it.
+EMERGING_LOOKBACK_WINDOWS = 6
 # At most this many terms per flagging run, the highest scoring first.
 EMERGING_MAX_TERMS = 10
 # Flag this many of each term's reviews: the ones the model is least sure about.

@@ -1,0 +1,1 @@
+"""Monitoring: sentiment and volume shifts per group, the champion's health over time, and alerts."""
