@@ -26,7 +26,7 @@ from store.shifts import fetch_group_period_counts, fetch_period_totals, newest_
 from store.trends import SentimentSource
 
 ADMIN = Actor("test-admin", "admin")
-# The acceptance bound stated in bench/results/monitor.md: on the default demo stream at week grain,
+# The acceptance bound stated in bench/RESULTS.md (round 3, monitoring): on the default demo stream at week grain,
 # at most this many group-weeks outside the scripted collapse are flagged (measured: 0).
 MAX_OTHER_FLAGGED_WEEKS = 2
 

@@ -1,6 +1,6 @@
 """Batched inference for sequence classifiers, on a CPU or a GPU.
 
-What makes it fast (measured in bench/RESULTS.md, "Scoring", and bench/results/gpu.md):
+What makes it fast (measured in bench/RESULTS.md, "Scoring", and its round 3 GPU sections):
 
 - Texts are tokenized once by the fast tokenizer into one flat token array with per-text
   offsets (:func:`encode_texts`); this step holds no model and can run in another thread

@@ -35,7 +35,7 @@ _BASE_VALUES = {"head": "cls", "class_weighting": "balanced", "max_length": DEFA
                 "layer_lr_decay": 1.0, "learning_rate": DEFAULT_LEARNING_RATE, "lr_schedule": "linear",
                 "epochs": DEFAULT_EPOCHS, "ensemble": False, "head_lr_multiplier": 1.0}
 
-# Candidate recipes measured by bench/quality_bench.py (bench/results/quality.md): name -> options that
+# Candidate recipes measured by bench/quality_bench.py (bench/RESULTS.md, round 3): name -> options that
 # differ from the base values above. ``tastebud train --recipe NAME`` and the benchmark both read this table.
 RECIPES: dict[str, dict] = {
     "baseline": {},  # the recipe before issue 13: [CLS] head, balanced class weights, 128 tokens
