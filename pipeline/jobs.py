@@ -46,11 +46,12 @@ JOB_KINDS: dict[str, str] = {
     "evaluate": "pipeline.evaluation.evaluator:run_job",
     "import": "pipeline.data.import_job:run_job",
     "monitor": "pipeline.monitor.health:run_job",
+    "score-ray": "pipeline.scale.ray_score:run_job",
     "demo-finetune": "pipeline.demo:run_finetune_job",
 }
 PERMISSION_FOR_KIND = {"train": "train", "retrain": "train", "score": "score", "flag": "flag.create", "demo-pipeline": "train",
                       "demo-data": "import", "evaluate": "train", "import": "import", "monitor": "score",
-                      "demo-finetune": "train"}
+                      "demo-finetune": "train", "score-ray": "score"}
 # Seconds between progress writes: often enough for a live panel, rare enough not to contend for the lock.
 PROGRESS_INTERVAL_S = 1.0
 

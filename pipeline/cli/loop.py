@@ -53,9 +53,12 @@ def score_cmd(
     parse_shard(shard)  # reject a bad --shard before starting anything
     if ray and shard:
         raise TastebudError("--ray and --shard do not mix: Ray splits the work across its workers itself")
+    if background and ray:
+        _background("score-ray", {"model_id": model, "rescore_all": rescore_all, "address": ray}, as_json)
+        return
     if background:
         _background("score", {"model_id": model, "rescore_all": rescore_all, "shard": shard,
-                              "chunk_size": chunk_size, "ray": ray}, as_json)
+                              "chunk_size": chunk_size}, as_json)
         return
     params = {"model_id": model, "rescore_all": rescore_all, "shard": shard, "chunk_size": chunk_size, "ray": ray}
     if ray:

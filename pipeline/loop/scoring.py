@@ -308,13 +308,7 @@ def score(
 
 
 def run_job(db: DbPath, params: dict, reporter: JobReporter) -> dict:
-    """Job kind "score": params model_id, rescore_all, shard ("i/N"), chunk_size, ray (all optional)."""
-    if params.get("ray"):
-        from pipeline.scale.ray_score import score_on_ray
-
-        address = params["ray"]
-        return score_on_ray(db, model_id=params.get("model_id"), address=None if address == "local" else address,
-                            rescore_all=bool(params.get("rescore_all", False)), reporter=reporter)
+    """Job kind "score": params model_id, rescore_all, shard ("i/N"), chunk_size (all optional)."""
     return score(
         db,
         model_id=params.get("model_id"),

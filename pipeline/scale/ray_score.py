@@ -21,11 +21,13 @@ import shutil
 import socket
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
 
 from pipeline.jobs import JobReporter
+from pipeline.loop.scoring import resolve_model_id
 from store.db import connect, transaction
 from store.errors import TastebudError
 from store.exchange import export_pending_reviews, ingest_predictions, read_prediction_file
@@ -152,10 +154,6 @@ def score_on_ray(
         >>> score_on_ray("tastebud.duckdb")["scored"]  # doctest: +SKIP
         120000
     """
-    from datetime import datetime
-
-    from pipeline.loop.scoring import resolve_model_id
-
     reporter = reporter or JobReporter(db, None)
     resolved = resolve_model_id(db, model_id)
     with connect(db, read_only=True) as con:
@@ -199,6 +197,13 @@ def score_on_ray(
     return {"model_id": resolved, "scored": scored, "pending_at_start": pending, "replicas": count,
             "seconds": round(seconds, 2), "reviews_per_s": round(scored / seconds, 1) if seconds > 0 else None,
             "export_s": round(export_s, 2), "ingest_s": round(ingest_s, 2)}
+
+
+def run_job(db, params: dict, reporter: JobReporter) -> dict:
+    """Job kind "score-ray": params model_id, rescore_all, address (None or "local": a local instance)."""
+    address = params.get("address")
+    return score_on_ray(db, model_id=params.get("model_id"), address=None if address in (None, "local") else address,
+                        rescore_all=bool(params.get("rescore_all", False)), reporter=reporter)
 
 
 def ingest_prediction_dir(db, model_id: str, directory: str | Path) -> int:
