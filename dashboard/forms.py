@@ -13,6 +13,8 @@ from typing import Any
 
 import streamlit as st
 
+from dashboard.limits import MAX_FIELD_CHARS
+
 from pipeline.train.config import TrainConfig, config_fields, field_type
 
 # Smallest step a float input offers (learning rates live around 1e-5..1e-3).
@@ -64,7 +66,7 @@ def _widget(f: dataclasses.Field, default: Any, key: str) -> Any:
     if kind is bool:
         return st.checkbox(label, value=bool(default), help=help_text, key=widget_key)
     if kind is str:
-        return st.text_input(label, value=default or "", help=help_text, key=widget_key)
+        return st.text_input(label, value=default or "", help=help_text, key=widget_key, max_chars=MAX_FIELD_CHARS)
     if kind is int:
         low = 0 if f.default is None else int(meta["min"] if meta["min"] is not None else 0)
         high = None if meta["max"] is None else int(meta["max"])

@@ -12,7 +12,7 @@ from datetime import datetime
 import duckdb
 import pandas as pd
 
-from store.constants import LABELS, STARS_LABEL_SQL
+from store.constants import DATED_REVIEWS_SQL, LABELS, STARS_LABEL_SQL
 
 HEALTH_COLUMNS: tuple[str, ...] = (
     "period", "n", "star_agreement", "n_human", "human_agreement", "mean_confidence", "low_confidence_share",
@@ -43,7 +43,7 @@ def fetch_weekly_prediction_stats(
                count(*) FILTER (WHERE p.label = 'negative') AS pred_negative,
                count(*) FILTER (WHERE p.label = 'neutral') AS pred_neutral,
                count(*) FILTER (WHERE p.label = 'positive') AS pred_positive
-        FROM reviews r JOIN predictions p USING (review_id) LEFT JOIN human h USING (review_id)
+        FROM {DATED_REVIEWS_SQL} r JOIN predictions p USING (review_id) LEFT JOIN human h USING (review_id)
         WHERE p.model_id = ? AND r.created_at IS NOT NULL
         GROUP BY 1 ORDER BY 1
         """,
@@ -99,9 +99,9 @@ def fetch_training_texts(con: duckdb.DuckDBPyConnection, *, limit: int) -> list[
 def fetch_weekly_texts(con: duckdb.DuckDBPyConnection, model_id: str, *, per_week: int) -> pd.DataFrame:
     """period, text of the reviews ``model_id`` scored: a deterministic sample of at most ``per_week`` per week."""
     return con.execute(
-        """
+        f"""
         SELECT date_trunc('week', r.created_at)::TIMESTAMP AS period, r.text
-        FROM reviews r JOIN predictions p USING (review_id)
+        FROM {DATED_REVIEWS_SQL} r JOIN predictions p USING (review_id)
         WHERE p.model_id = ? AND r.created_at IS NOT NULL
         QUALIFY row_number() OVER (PARTITION BY date_trunc('week', r.created_at) ORDER BY hash(r.review_id)) <= ?
         """,

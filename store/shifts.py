@@ -12,6 +12,7 @@ from datetime import date
 import duckdb
 import pandas as pd
 
+from store.constants import DATED_REVIEWS_SQL
 from store.trends import GROUPINGS, ReviewFilter, SentimentSource, _check_grain, _filter_clause, _sentiment_relation
 
 
@@ -51,7 +52,7 @@ def fetch_group_period_counts(
         WITH base AS (
             SELECT date_trunc('{grain}', r.created_at)::TIMESTAMP AS period, r.restaurant_name, r.restaurant_id,
                    r.neighborhood, r.stars, s.label
-            FROM reviews r JOIN {relation} s USING (review_id)
+            FROM {DATED_REVIEWS_SQL} r JOIN {relation} s USING (review_id)
             WHERE r.created_at IS NOT NULL AND {where}
         )
         SELECT "by", grp, period, count(*) AS n, count(*) FILTER (WHERE label = 'negative') AS negative,
@@ -75,7 +76,7 @@ def fetch_period_totals(
     sql = f"""
         SELECT date_trunc('{grain}', r.created_at)::TIMESTAMP AS period, count(*) AS n,
                count(*) FILTER (WHERE s.label = 'negative') AS negative, avg(r.stars) AS avg_stars
-        FROM reviews r JOIN {relation} s USING (review_id)
+        FROM {DATED_REVIEWS_SQL} r JOIN {relation} s USING (review_id)
         WHERE r.created_at IS NOT NULL
         GROUP BY 1 ORDER BY 1
     """
@@ -84,5 +85,5 @@ def fetch_period_totals(
 
 def newest_review_date(con: duckdb.DuckDBPyConnection) -> date | None:
     """The day of the newest dated review (None for an empty store)."""
-    newest = con.execute("SELECT max(created_at) FROM reviews").fetchone()[0]
+    newest = con.execute(f"SELECT max(created_at) FROM {DATED_REVIEWS_SQL}").fetchone()[0]
     return newest.date() if newest is not None else None

@@ -36,15 +36,17 @@ def test_every_config_field_is_an_option_with_its_help_and_default(command):
     assert options["recipe"].opts == ["--recipe"]
 
 
-def test_cli_values_reach_the_config_and_bad_ones_name_the_field(monkeypatch):
+def test_cli_values_reach_the_config_and_bad_ones_name_the_field(monkeypatch, store_path):
+    # A foreground retrain records a job row, so it needs a store.
+    db = ["--db", str(store_path)]
     seen = {}
     monkeypatch.setattr(pipeline.loop.rounds, "retrain", lambda db, config, **_: seen.setdefault("config", config))
     runner = CliRunner()
-    result = runner.invoke(app, ["retrain", "--lr", "3e-5", "--truncation", "head", "--patience", "0", "--json"])
+    result = runner.invoke(app, [*db, "retrain", "--lr", "3e-5", "--truncation", "head", "--patience", "0", "--json"])
     assert seen.pop("config") == TrainConfig(learning_rate=3e-5, truncation="head", early_stopping_patience=0), result.output
-    result = runner.invoke(app, ["retrain", "--recipe", "mean-sqrt-prior", "--epochs", "1", "--no-calibrate"])
+    result = runner.invoke(app, [*db, "retrain", "--recipe", "mean-sqrt-prior", "--epochs", "1", "--no-calibrate"])
     assert seen.pop("config") == TrainConfig.from_recipe("mean-sqrt-prior", epochs=1, calibrate=False), result.output
-    bad = runner.invoke(app, ["train", "--warmup-ratio", "1.5"])
+    bad = runner.invoke(app, [*db, "train", "--warmup-ratio", "1.5"])
     assert isinstance(bad.exception, TastebudError) and str(bad.exception) == "warmup_ratio must be in [0, 1)"
 
 

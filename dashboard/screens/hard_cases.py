@@ -1,7 +1,7 @@
 import pandas as pd
 import streamlit as st
 
-from dashboard import reads, views
+from dashboard import limits, reads, views
 from dashboard.page_setup import setup_page
 from pipeline.loop import relabel as relabeling
 from pipeline.models.attribution import WordAttribution
@@ -99,7 +99,7 @@ with st.popover("Labeling guidelines", icon=":material/menu_book:"):
 # --- search and filters (all applied in the store) ---
 options = data["options"]
 s1, s2 = st.columns([3, 2])
-s1.text_input("Text contains", key="hq-text", placeholder="e.g. grits, oat milk, waited")
+limits.text_input("Text contains", key="hq-text", placeholder="e.g. grits, oat milk, waited", where=s1)
 s2.multiselect("Reasons", FLAG_REASONS, key="hard-cases-reasons", format_func=views.reason_name)
 with st.expander("More filters: restaurant, neighbourhood, term, label, stars, dates"):
     m1, m2, m3 = st.columns(3)
