@@ -22,6 +22,7 @@ from dashboard_seed import ACCOUNTS, BASELINE, CHAMPION, account_secrets, seed_d
 from pipeline import jobs as jobs_module
 from pipeline.jobs import wait_for_job
 from store.actors import Actor
+from store import training_runs as run_store
 from store import jobs as job_store
 from store import models as model_store
 from store.db import connect, transaction
@@ -319,8 +320,6 @@ def sleeper():
 
 
 def test_training_shows_a_running_job_live_and_cancels_it(store, secrets, sleeper):
-    from store import training_runs as run_store
-
     db, _ = store
     with transaction(db) as con:
         job_id = job_store.create_job(con, "train", {"epochs": 3}, "dario")
@@ -358,9 +357,9 @@ def test_cancelled_job_reads_cancelled_by_and_offers_resume_from_a_checkpoint(st
         job_store.mark_started(con, job_id, pid=1, log_path=None)
         job_store.request_cancel(con, job_id, "ana")
         job_store.finish_job(con, job_id, "cancelled", error=f"job {job_id} received signal 15")
-        model_store.create_run(con, run_id="run-cut", config={"epochs": 3}, checkpoint_dir=str(run_dir / "checkpoints"),
+        run_store.create_run(con, run_id="run-cut", config={"epochs": 3}, checkpoint_dir=str(run_dir / "checkpoints"),
                                pid=1, host="test", proc_start=None, job_id=job_id)
-        model_store.finish_run(con, "run-cut", "cancelled", error="JobCancelled")
+        run_store.finish_run(con, "run-cut", "cancelled", error="JobCancelled")
     at = open_screen(secrets, "dario", "training")
     assert "Cancelled by ana." in [i.value for i in at.info]
     assert not [e.value for e in at.error]  # a cancel is not an error
@@ -380,9 +379,9 @@ def test_sweep_shows_every_trial_with_the_winner_marked(store, secrets):
     with transaction(db) as con:
         job_id = job_store.create_job(con, "train", {"sweep": {"learning_rate": [1e-5, 1e-4]}}, "dario")
         for run_id, lr, f1, model_id in (("run-a", 1e-5, 0.61, None), ("run-b", 1e-4, 0.72, BASELINE)):
-            model_store.create_run(con, run_id=run_id, config={"learning_rate": lr}, checkpoint_dir="/nonexistent/c",
+            run_store.create_run(con, run_id=run_id, config={"learning_rate": lr}, checkpoint_dir="/nonexistent/c",
                                    pid=1, host="test", proc_start=None, job_id=job_id, sweep_id="sweep-x")
-            model_store.finish_run(con, run_id, "succeeded", model_id=model_id,
+            run_store.finish_run(con, run_id, "succeeded", model_id=model_id,
                                    result={"val_metrics": {"macro_f1": f1}, "duration_s": 42.0})
         job_store.finish_job(con, job_id, "succeeded", result={"model_id": BASELINE})
     at = open_screen(secrets, "dario", "training")

@@ -75,7 +75,8 @@ def dry_run(
     spellings = importer.label_spellings(numeric_labels)
     with tempfile.TemporaryDirectory(prefix="tastebud-preview-") as tmp:
         checked = _head(file, fmt, Path(tmp)) if head_only else file
-        mapping, staged, valid, rejects, by_reason = importer._parse_and_validate(checked, fmt, columns, file.name, spellings)
+        mapping, staged, valid, rejects, by_reason = importer._parse_and_validate(checked, fmt, columns, file.name, spellings,
+                                                                               importer.date_window())
     label_source = "import" if mapping["label"] is not None else "stars" if mapping["stars"] is not None else None
     label = (valid["label" if label_source == "import" else "stars_label"] if label_source
              else pa.nulls(valid.num_rows, pa.string()))
