@@ -237,6 +237,6 @@ def test_slice_intervals_curves_and_reliability_bins():
 
 
 def macro_f1(truth, predicted):
-    from pipeline.loop.rounds import macro_f1_from_labels
+    from pipeline.evaluation.metrics import macro_f1 as metrics_macro_f1
 
-    return macro_f1_from_labels(truth, predicted)
+    return metrics_macro_f1(np.asarray(truth), np.asarray(predicted))

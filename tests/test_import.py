@@ -288,7 +288,7 @@ def test_failed_write_leaves_store_unchanged(store_path, tmp_path, monkeypatch):
     def explode(con, **kwargs):
         raise RuntimeError("disk full while assigning splits")
 
-    monkeypatch.setattr("store.reviews.assign_splits", explode)
+    monkeypatch.setattr("pipeline.data.importer.assign_splits", explode)
     with pytest.raises(RuntimeError, match="disk full"):
         import_reviews(store_path, _write(tmp_path / "mixed.csv", CSV_MIXED))
     assert _table_counts(store_path) == before
