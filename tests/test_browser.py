@@ -186,7 +186,7 @@ def test_labeler_relabels_in_a_real_browser_and_a_viewer_is_kept_out(server):
             browser.close()
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_data_scientist_promotes_with_a_reason_and_imports_in_the_background(server, tmp_path):
     from dashboard_seed import BASELINE
     from store import jobs as job_store
