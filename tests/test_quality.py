@@ -257,10 +257,10 @@ def test_comparison_uses_only_baselines_on_the_same_test_snapshot(filled_store):
     # refresh re-evaluates a stale baseline on today's test split (a real one: VADER).
     register_baselines(filled_store, actor=cli_actor(), include=("vader",), evaluate=False)
     with connect(filled_store, read_only=True) as con:
-        assert model_store.fetch_latest_evaluation(con, "baseline-vader") is None
+        assert evaluation_store.fetch_latest_evaluation(con, "baseline-vader") is None
     compare_with_best_baseline(filled_store, "ft-new")
     with connect(filled_store, read_only=True) as con:
-        assert model_store.fetch_latest_evaluation(con, "baseline-vader")["n"] > 0
+        assert evaluation_store.fetch_latest_evaluation(con, "baseline-vader")["n"] > 0
     with pytest.raises(TastebudError, match="has no test evaluation"):
         compare_with_best_baseline(filled_store, "nothing-here")
 

@@ -23,9 +23,9 @@ def test_every_variable_is_read():
     settings = current_settings({
         "TASTEBUD_DB": "/data/s.duckdb", "TASTEBUD_LOCK_TIMEOUT": "2.5", "TASTEBUD_MODELS_DIR": "/m",
         "TASTEBUD_SECRETS": "/s.toml", "TASTEBUD_DEVICE": "CPU", "TASTEBUD_CPU_THREADS": "3", "TASTEBUD_CPU_BF16": "no",
-        "TASTEBUD_COMPILE": "yes",
+        "TASTEBUD_COMPILE": "yes", "TASTEBUD_JOB_LOCK_TIMEOUT": "90",
     })
-    assert settings == Settings(db=Path("/data/s.duckdb"), lock_timeout_s=2.5, models_dir=Path("/m"),
+    assert settings == Settings(db=Path("/data/s.duckdb"), lock_timeout_s=2.5, job_lock_timeout_s=90.0, models_dir=Path("/m"),
                                 secrets=Path("/s.toml"), device="cpu", cpu_threads=3, cpu_bf16=False,
                                 compile=True)
     assert current_settings({"TASTEBUD_CPU_BF16": "1"}).cpu_bf16 is True
