@@ -84,8 +84,9 @@ def seed_dashboard_store(db: Path, *, rows: int = 1500, flags: int = 12) -> dict
     snapshot = current_test_snapshot(db)["test_snapshot"]
     probs = {CHAMPION: _probabilities(truth, 0.85, rng), BASELINE: _probabilities(truth, 0.6, rng)}
     with transaction(db) as con:
-        for model_id, kind in ((CHAMPION, "finetuned"), (BASELINE, "baseline")):
-            model_store.register_model(con, model_id=model_id, kind=kind, name=model_id, status="ready")
+        # The baseline is a real VADER row (as `tastebud baseline` registers it), so a job that scores with it works.
+        for model_id, kind, params in ((CHAMPION, "finetuned", None), (BASELINE, "baseline", {"predictor": "vader"})):
+            model_store.register_model(con, model_id=model_id, kind=kind, name=model_id, status="ready", params=params)
             frame = pd.DataFrame(probs[model_id], columns=["p_negative", "p_neutral", "p_positive"])
             prediction_store.write_predictions(con, model_id, frame.assign(review_id=truth_table["review_id"]))
             evaluation_store.insert_evaluation(

@@ -278,3 +278,31 @@ def current_label_of(db: Path, review_id: str) -> tuple[str, str] | None:
     with connect(db, read_only=True) as con:
         row = current_label(con, review_id)
     return None if row is None else (row["label"], row["source"])
+
+
+def _import_job_with_champion(store_path: Path, tmp_path: Path, params: dict | None) -> dict:
+    from pipeline.data import import_job
+    from pipeline.jobs import JobReporter
+    from store import models as model_store
+    from store.db import transaction
+
+    with transaction(store_path) as con:
+        model_store.register_model(con, model_id="champ", kind="baseline", name="champ", params=params)
+        model_store.promote_model(con, Actor("dario", "data_scientist"), "champ", reason="test")
+    path = _write(tmp_path / "in.csv", "review_id,text,stars\nj1,Lovely brunch,5\nj2,Cold grits,1\n")
+    return import_job.run_job(store_path, {"path": str(path), "score_after": True,
+                                           "columns": {"text": "text", "review_id": "review_id", "stars": "stars"}},
+                              JobReporter(store_path, None, echo=lambda line: None))
+
+
+def test_the_import_job_scores_what_came_in_with_the_champion(store_path, tmp_path):
+    result = _import_job_with_champion(store_path, tmp_path, {"predictor": "vader"})
+    assert (result["accepted"], result["scored"]) == (2, 2)
+    assert result["after"].startswith("scored 2 reviews")
+
+
+def test_a_champion_that_cannot_score_keeps_the_import_and_says_why(store_path, tmp_path):
+    result = _import_job_with_champion(store_path, tmp_path, None)  # a row with no "predictor": cannot be loaded
+    assert result["accepted"] == 2 and result["scored"] is None
+    assert "scoring afterwards failed" in result["after"] and "no \"predictor\" entry" in result["warning"]
+    assert _count(store_path, "reviews") == 2

@@ -151,6 +151,8 @@ def import_status(job_id: str) -> None:
         st.success(f"Import {report['import_id']}: {report['accepted']:,} new, {report['updated']:,} updated, "
                    f"{report['unchanged']:,} unchanged, {report['rejected']:,} rejected, "
                    f"{report['labels_added']:,} labels added; {report['after']}.")
+        if report.get("warning"):
+            st.warning(views.md(f"The reviews are in the store but were not scored: {report['warning']}"))
         if report["rejected_by_reason"]:
             st.dataframe(views.counts_frame(report["rejected_by_reason"], "reason").rename(
                 columns={"reason": "Reason", "count": "Rows"}), hide_index=True)

@@ -48,12 +48,19 @@ def run_job(db, params: dict, reporter: JobReporter) -> dict:
         from pipeline.loop.scoring import score
 
         reporter.progress(0.5, f"scoring {changed:,} new or changed reviews", force=True)
-        scored = score(db, reporter=SpanReporter(reporter, 0.5, 0.9))
-        reporter.progress(0.9, "flagging hard cases", force=True)
-        flagged = flag(db, reporter=SpanReporter(reporter, 0.9, 1.0))
-        result.update(scored=scored.get("scored"), flagged=sum((flagged.get("inserted") or {}).values()),
-                      after=f"scored {scored.get('scored', 0):,} reviews and queued "
-                            f"{sum((flagged.get('inserted') or {}).values()):,} flags")
+        try:
+            scored = score(db, reporter=SpanReporter(reporter, 0.5, 0.9))
+            reporter.progress(0.9, "flagging hard cases", force=True)
+            flagged = flag(db, reporter=SpanReporter(reporter, 0.9, 1.0))
+        except TastebudError as exc:
+            # The import is committed and stays; what failed is the step after it, and the report says so
+            # (the reviews are scored by the next `tastebud score`) instead of hiding the import behind a failure.
+            result["after"] = f"imported, but scoring afterwards failed: {exc}"
+            result["warning"] = str(exc)
+        else:
+            result.update(scored=scored.get("scored"), flagged=sum((flagged.get("inserted") or {}).values()),
+                          after=f"scored {scored.get('scored', 0):,} reviews and queued "
+                                f"{sum((flagged.get('inserted') or {}).values()):,} flags")
     reporter.log(result["after"])
     reporter.progress(1.0, f"import {report.import_id} done; {result['after']}", force=True)
     return result

@@ -99,6 +99,9 @@ def predictor_from_row(model: dict, *, device=None) -> Predictor:
         # Each member's registry row is kept inside the ensemble's params, so it loads without the store.
         members = [(predictor_from_row(m["row"], device=device), float(m["weight"])) for m in params["members"]]
         return EnsemblePredictor(model["model_id"], members)
+    if kind is None:
+        raise TastebudError(f"model {model['model_id']} (kind {model['kind']!r}) does not say how to load it: its params "
+                            "have no \"predictor\" entry. Register it again with `tastebud baseline` or `tastebud train`.")
     raise TastebudError(f"model {model['model_id']} has unknown predictor kind {kind!r}")
 
 
