@@ -26,7 +26,6 @@ from store.models import get_champion
 
 # A first model that trains in a minute or two on 2 CPU cores: demo reviews are short
 # (~45 tokens), so 96 tokens truncate nothing; 2,400 examples x 2 epochs is enough to beat VADER.
-QUICK_TRAIN = {"epochs": 2, "max_train_examples": 2400, "max_length": 96, "batch_size": 32, "name": "demo-quick"}
 DEMO_ROLES = ("viewer", "labeler", "data_scientist")
 # Baselines before the dashboard starts (seconds on a CPU) and in the background job (an encoder pass).
 FAST_BASELINES = ("vader", "tfidf")
@@ -174,7 +173,7 @@ def finetune_demo(db, *, reporter: JobReporter | None = None, train: dict | None
     """
     from pipeline.loop.scoring import score
     from pipeline.models.baselines import register_baselines
-    from pipeline.train.config import TrainConfig
+    from pipeline.train.config import QUICK_TRAIN, TrainConfig
     from pipeline.train.run import train as train_model
 
     reporter = reporter or JobReporter(db, None)

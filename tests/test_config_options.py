@@ -72,3 +72,16 @@ def test_form_widgets_follow_the_config_fields():
     at.button[0].click().run()
     expected = dataclasses.replace(TrainConfig(epochs=2), learning_rate=3e-5)
     assert at.session_state["config"] == expected
+
+
+def test_the_cli_starts_without_the_model_stack():
+    """Every `tastebud` command pays the CLI's import time: torch, transformers, evaluate and sklearn are
+    imported by the commands that use them, not by the command table (`tastebud jobs` must not take 6 s)."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "transformers", "evaluate", "sklearn", "streamlit")
+    probe = f"import sys, pipeline.cli; print(','.join(m for m in {heavy!r} if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == ""

@@ -120,20 +120,25 @@ time.sleep(float(sys.argv[2]))
 
 
 def test_job_that_finds_the_store_busy_waits_and_says_so(store_path, monkeypatch):
-    from pipeline.jobs import start_job, tail_log, wait_for_job
-    from store.actors import cli_actor
+    from store import jobs as job_store
+    from tests.conftest import cli_cmd
 
     # Interactive commands in the job's process would give up after 1 s; jobs wait.
     monkeypatch.setenv("TASTEBUD_LOCK_TIMEOUT", "1")
-    job_id = start_job(store_path, "demo-data", {"rows": 300, "seed": 1}, cli_actor())
+    with transaction(store_path) as con:
+        job_id = job_store.create_job(con, "demo-data", {"rows": 300, "seed": 1}, "tester")
+    # The writer holds the store before the job's process starts, so the job must find it busy.
     holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(store_path), "4"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
+    job = subprocess.run(cli_cmd("--db", str(store_path), "job-run", job_id), capture_output=True, text=True,
+                         timeout=120)
     holder.wait(timeout=30)
-    job = wait_for_job(store_path, job_id, timeout_s=120)
-    log = tail_log(job["log_path"], lines=200)
-    assert job["status"] == "succeeded", log
-    assert "waiting for the store: another process is writing to it" in log
+    assert job.returncode == 0, job.stdout + job.stderr
+    assert "waiting for the store: another process is writing to it" in job.stdout
+    with connect(store_path, read_only=True) as con:
+        assert job_store.get_job(con, job_id)["status"] == "succeeded"
+        assert con.execute("SELECT count(*) FROM reviews").fetchone() == (300,)
 
 
 def test_chunked_import_keeps_stratified_split_proportions(store_path, tmp_path, monkeypatch):

@@ -8,7 +8,7 @@ import typer
 
 from pipeline.cli.app import app, db_path, emit_json
 from pipeline.data.demo_data import DEFAULT_ROWS, DEFAULT_SEED, load_demo_data
-from pipeline.demo import QUICK_TRAIN
+from pipeline.train.config import QUICK_TRAIN
 
 
 @app.command("demo-data")

@@ -55,6 +55,8 @@ RECIPES: dict[str, dict] = {
 # THE DEFAULT RECIPE of `tastebud train`, the Training page and jobs: change this one line to move the default
 # to another row of RECIPES (only when bench/quality_bench.py shows a win larger than the fold std).
 DEFAULT_RECIPE = "baseline"
+# The demo's first fine-tune: small enough to finish in a few minutes on a 2-core CPU (TrainConfig overrides).
+QUICK_TRAIN = {"epochs": 2, "max_train_examples": 2400, "max_length": 96, "batch_size": 32, "name": "demo-quick"}
 _DEFAULTS = {**_BASE_VALUES, **RECIPES[DEFAULT_RECIPE]}
 TRUNCATIONS = ("head", "head_tail")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
