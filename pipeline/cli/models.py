@@ -60,8 +60,13 @@ def train_cmd(
         job_id = start_job(db_path(), "train", params, actor)
         emit_json({"job_id": job_id}) if as_json else typer.echo(job_id)
         return
-    from pipeline.jobs import run_foreground
+    from pipeline.jobs import JobReporter, run_foreground
     from pipeline.train import run as training
+    from pipeline.train.records import is_store_writer
+
+    if not is_store_writer():  # torchrun / accelerate launch: rank 0 records the job; the other ranks only train
+        training.train(db_path(), config, reporter=JobReporter(db_path(), None, echo=lambda line: None), actor=actor)
+        return
 
     def body(reporter) -> dict:
         if grid:

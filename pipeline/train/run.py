@@ -52,7 +52,7 @@ def train(
     actor: Actor | None = None,
     promote_if_better: bool = False,
     round_id: int | None = None,
-) -> str:
+) -> str | None:
     """Fine-tune, register and evaluate one model; returns its model id.
 
     Args:
@@ -68,7 +68,8 @@ def train(
             None names it by the newest label round it was trained on.
 
     Returns:
-        The registered model id.
+        The registered model id; None on a rank other than 0 of a ``torchrun`` / ``accelerate launch``
+        run (rank 0 alone records the run and registers the model; the others only train).
 
     Example:
         >>> train("store.duckdb", TrainConfig(epochs=1))  # doctest: +SKIP
