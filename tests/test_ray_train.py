@@ -14,7 +14,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from pipeline.jobs import run_foreground  # noqa: E402
+from pipeline.jobs import JobReporter, run_foreground  # noqa: E402
 from pipeline.scale.ray_train import train_on_ray  # noqa: E402
 from store import jobs as job_store  # noqa: E402
 from store import models as model_store  # noqa: E402
@@ -91,3 +91,42 @@ def test_cli_unreachable_ray_address_is_one_line_and_exit_code_2(store_path):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "the Ray cluster at 127.0.0.1:9 does not answer" in lines[0]
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint(local_ray, store_path, tiny_base):
+    import os
+    import signal
+    import threading
+
+    import psutil
+
+    fill_store(store_path, rows=400)
+    killed: list[int] = []
+
+    def kill_a_worker_after_the_first_checkpoint():
+        deadline = time.monotonic() + 80
+        while time.monotonic() < deadline:
+            # A checkpoint's folder appears while Ray still copies it in: wait for its last file, then for
+            # Ray to register it.
+            if any((store_path.parent / "runs" / "training").glob("*/ray/*/checkpoint_*/state.json")):
+                time.sleep(1.5)
+                for proc in psutil.process_iter(["pid", "cmdline"]):
+                    if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
+                        os.kill(proc.info["pid"], signal.SIGKILL)
+                        killed.append(proc.info["pid"])
+                        return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_a_worker_after_the_first_checkpoint)
+    killer.start()
+    lines: list[str] = []
+    model_id = train_on_ray(store_path, tiny_config(tiny_base, epochs=3), workers=2,
+                            reporter=JobReporter(store_path, None, echo=lines.append))
+    killer.join()
+    assert killed, "no Ray Train worker was seen to kill"
+    assert any(line.endswith(", from checkpoint") for line in lines), "the restarted workers did not resume from a checkpoint"
+    with connect(store_path, read_only=True) as con:
+        models = model_store.list_models(con)
+        epochs = con.execute("SELECT epoch FROM epoch_metrics ORDER BY epoch").fetchall()
+    assert list(models[models["kind"] == "finetuned"]["model_id"]) == [model_id]
+    assert epochs == [(1.0,), (2.0,), (3.0,)]
