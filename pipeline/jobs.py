@@ -47,11 +47,12 @@ JOB_KINDS: dict[str, str] = {
     "import": "pipeline.data.import_job:run_job",
     "monitor": "pipeline.monitor.health:run_job",
     "score-ray": "pipeline.scale.ray_score:run_job",
+    "train-ray": "pipeline.scale.ray_train:run_job",
     "demo-finetune": "pipeline.demo:run_finetune_job",
 }
 PERMISSION_FOR_KIND = {"train": "train", "retrain": "train", "score": "score", "flag": "flag.create", "demo-pipeline": "train",
                       "demo-data": "import", "evaluate": "train", "import": "import", "monitor": "score",
-                      "demo-finetune": "train", "score-ray": "score"}
+                      "demo-finetune": "train", "score-ray": "score", "train-ray": "train"}
 # Seconds between progress writes: often enough for a live panel, rare enough not to contend for the lock.
 PROGRESS_INTERVAL_S = 1.0
 

@@ -7,6 +7,7 @@ import re
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -351,3 +352,35 @@ def test_cli_train_says_what_is_wrong_with_the_base_model(filled_store, tmp_path
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: --base-model {tmp_path / 'missing'}: no such directory"
     assert not (filled_store.parent / "runs" / "training").exists()
+
+
+def test_only_rank_0_of_a_distributed_launch_writes_the_store(monkeypatch):
+    from pipeline.train.records import NullRecorder, is_store_writer
+
+    monkeypatch.delenv("RANK", raising=False)
+    assert is_store_writer()
+    monkeypatch.setenv("RANK", "0")
+    assert is_store_writer()
+    monkeypatch.setenv("RANK", "1")
+    assert not is_store_writer()
+    NullRecorder().epoch({"epoch": 1.0})  # writes nothing, needs no store
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_register_one_model_and_each_epoch_once(filled_store, tiny_base):
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "pipeline.cli", "--db", str(filled_store),
+         "train", "--base-model", tiny_base, "--epochs", "2", "--batch-size", "8", "--max-length", "32",
+         "--learning-rate", "5e-4", "--patience", "0", "--device", "cpu", "--precision", "fp32"],
+        capture_output=True, text=True, env={**SUBPROCESS_ENV, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert time.monotonic() - started < 60
+    with connect(filled_store, read_only=True) as con:
+        models = model_store.list_models(con)
+        runs = run_store.list_runs(con)
+        epochs = con.execute("SELECT epoch FROM epoch_metrics ORDER BY epoch").fetchall()
+        jobs = job_store.list_jobs(con)
+    assert len(models[models["kind"] == "finetuned"]) == 1 and len(runs) == 1 and len(jobs) == 1
+    assert epochs == [(1.0,), (2.0,)]
+    assert "/22 " in done.stderr + done.stdout  # 11 steps an epoch: each rank trains half of the 161 reviews

@@ -25,6 +25,12 @@ def train_cmd(
     promote_if_better: bool = typer.Option(
         False, "--promote-if-better",
         help="Promote when a paired bootstrap on the current test split backs the gain over the champion (as retrain)."),
+    ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                            help="Train data-parallel on a Ray cluster (HOST:PORT, ray://HOST:PORT or auto); "
+                                 "without an address, on a local Ray instance. Only this process writes the store."),
+    workers: int = typer.Option(None, "--workers", min=1, help="With --ray: data-parallel workers (default 2)."),
+    gpus_per_worker: float = typer.Option(None, "--gpus-per-worker", min=0,
+                                          help="With --ray: GPUs per worker (default 0: CPUs, gloo)."),
     background: bool = typer.Option(False, "--background", help="Run as a background job and print its id."),
     as_json: bool = typer.Option(False, "--json", help="Print the model id and metrics as JSON."),
 ) -> None:
@@ -35,7 +41,14 @@ def train_cmd(
         raise TastebudError(str(exc)) from exc
     if grid and resume:
         raise TastebudError("--sweep and --resume cannot be combined")
+    if ray is None and (workers is not None or gpus_per_worker is not None):
+        raise TastebudError("--workers and --gpus-per-worker need --ray [ADDRESS]")
+    if ray is not None and (grid or resume):
+        raise TastebudError("--ray trains one new run: it does not combine with --sweep or --resume")
     actor = cli_actor()
+    if ray is not None:
+        _train_on_ray(config, ray, workers or 2, gpus_per_worker or 0, promote_if_better, background, as_json)
+        return
     if background:
         from pipeline.jobs import start_job
 
@@ -47,8 +60,13 @@ def train_cmd(
         job_id = start_job(db_path(), "train", params, actor)
         emit_json({"job_id": job_id}) if as_json else typer.echo(job_id)
         return
-    from pipeline.jobs import run_foreground
+    from pipeline.jobs import JobReporter, run_foreground
     from pipeline.train import run as training
+    from pipeline.train.records import is_store_writer
+
+    if not is_store_writer():  # torchrun / accelerate launch: rank 0 records the job; the other ranks only train
+        training.train(db_path(), config, reporter=JobReporter(db_path(), None, echo=lambda line: None), actor=actor)
+        return
 
     def body(reporter) -> dict:
         if grid:
@@ -61,6 +79,36 @@ def train_cmd(
               **({"resume": run_id or True} if resume else {})}
     # With --json, stdout carries only the JSON document; progress lines go to stderr.
     result = run_foreground(db_path(), "train", params, actor, body, echo=lambda line: typer.echo(line, err=as_json))
+    _print_trained(result, as_json)
+
+
+def _train_on_ray(config: TrainConfig, address: str, workers: int, gpus_per_worker: float, promote_if_better: bool,
+                  background: bool, as_json: bool) -> None:
+    """``train --ray``: a foreground or background "train-ray" job."""
+    from pipeline.cli.app import LOCAL_RAY
+    from pipeline.jobs import run_foreground, start_job
+    from pipeline.scale.ray_score import check_address
+
+    if address != LOCAL_RAY:
+        check_address(address)  # one line and exit code 2 now, not after the data is read
+    params = {**config.to_dict(), "workers": workers, "address": address, "gpus_per_worker": gpus_per_worker,
+              "promote_if_better": promote_if_better}
+    if background:
+        job_id = start_job(db_path(), "train-ray", params, cli_actor())
+        emit_json({"job_id": job_id}) if as_json else typer.echo(job_id)
+        return
+    from pipeline.scale.ray_train import train_on_ray
+
+    def body(reporter) -> dict:
+        return {"model_id": train_on_ray(db_path(), config, workers=workers, address=None if address == LOCAL_RAY else address,
+                                         gpus_per_worker=gpus_per_worker, reporter=reporter, actor=cli_actor(),
+                                         promote_if_better=promote_if_better)}
+
+    result = run_foreground(db_path(), "train-ray", params, cli_actor(), body, echo=lambda line: typer.echo(line, err=as_json))
+    _print_trained(result, as_json)
+
+
+def _print_trained(result: dict, as_json: bool) -> None:
     model_id = result.pop("model_id")
     with connect(db_path(), read_only=True) as con:
         from store.evaluations import fetch_latest_evaluation

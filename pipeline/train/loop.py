@@ -6,9 +6,10 @@ AMX and on recent GPUs), checkpoints and exact resume for free. What tastebud ad
 
 - a class-weighted cross-entropy for the imbalanced star-derived labels (validation
   loss stays unweighted, so it reads as the model's real fit);
-- a callback that, after each epoch's validation, writes the epoch row to the store in
-  a short transaction, keeps the best weights by validation macro-F1 in the run
-  directory, stops after ``early_stopping_patience`` epochs without improvement, and
+- a callback that, after each epoch's validation, hands the epoch row to a recorder
+  (:mod:`pipeline.train.records`: the store, written by one process only), keeps the best
+  weights by validation macro-F1 in the run directory (rank 0), stops after
+  ``early_stopping_patience`` epochs without improvement (every rank decides alike), and
   reports progress (which raises :class:`JobCancelled` when the job was cancelled).
 """
 
@@ -49,9 +50,8 @@ from pipeline.train.state import (
     TrainingData,
     Trial,
 )
-from store import training_runs as run_store
+from pipeline.train.records import NullRecorder, StoreRecorder, is_store_writer
 from store.constants import LABEL_TO_ID, LABELS
-from store.db import transaction
 from store.errors import TastebudError
 
 # A validation macro-F1 must beat the best so far by more than this to count as better.
@@ -60,11 +60,27 @@ MIN_IMPROVEMENT = 1e-4
 LOG_LINES = 10
 
 
-def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporter, span: tuple[float, float]) -> None:
+def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporter, span: tuple[float, float],
+                   recorder=None, checkpoint: str | Path | None = None, callbacks: tuple = (), wrap=None) -> None:
     """Run the Trainer loop for ``trial`` (a :class:`pipeline.train.state.Trial`); fills its results.
 
-    The best weights and the tokenizer end up in ``trial.run_dir / "best"``.
+    The best weights and the tokenizer end up in ``trial.run_dir / "best"`` (written by rank 0 only
+    when the loop runs in several processes).
+
+    Args:
+        db: the store (unused when ``recorder`` is given).
+        trial: the run; ``trial.resuming`` continues from its newest checkpoint.
+        data: train and validation frames.
+        reporter: console and log lines (its ``console`` asks for a progress bar).
+        span: the part of the job's progress this loop fills.
+        recorder: where records go (default: the store when :func:`pipeline.train.records.is_store_writer`,
+            else nowhere; see :mod:`pipeline.train.records`).
+        checkpoint: a Trainer checkpoint to resume from (default: the run's newest when resuming).
+        callbacks: more Trainer callbacks (Ray Train's checkpoint reporting).
+        wrap: ``wrap(trainer) -> trainer`` before training (Ray Train's ``prepare_trainer``).
     """
+    if recorder is None:
+        recorder = StoreRecorder(db, trial.run_id, reporter) if is_store_writer() else NullRecorder()
 
     cfg = trial.config
     info = resolve_device(cfg.device)
@@ -76,7 +92,8 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
     model, tokenizer = load_classifier(cfg.base_model or default_base_model(), head=cfg.head)
     defaults = device_defaults(info)
     best_dir = trial.run_dir / BEST_DIR
-    tokenizer.save_pretrained(best_dir)
+    if is_store_writer():
+        tokenizer.save_pretrained(best_dir)
     train_set = _encode(tokenizer, data.train, cfg)
     val_set = _encode(tokenizer, data.val, cfg)
     console = reporter.console
@@ -115,7 +132,7 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
     )
     meter = _Meter()
     val_scorer = _ValScorer()
-    callback = _RunCallback(db, trial, meter, reporter, span, console, best_dir, trial.run_dir / STATE_FILE, val_scorer)
+    callback = _RunCallback(trial, meter, recorder, span, console, best_dir, trial.run_dir / STATE_FILE, val_scorer)
     trainer = _WeightedTrainer(
         model=model,
         args=args,
@@ -124,7 +141,7 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
         processing_class=tokenizer,
         data_collator=PadCollator(tokenizer.pad_token_id or 0, defaults.pad_multiple),
         compute_metrics=val_scorer,
-        callbacks=[callback],
+        callbacks=[callback, *callbacks],
         class_weights=_class_weights(data.train["label"], cfg.class_weighting),
         meter=meter,
         layer_lr_decay=cfg.layer_lr_decay,
@@ -134,8 +151,12 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
     if console:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(_QuietProgressCallback())
-    checkpoint = _last_checkpoint(trial.run_dir / CHECKPOINT_DIR) if trial.resuming else None
-    reporter.log(
+    if wrap is not None:
+        trainer = wrap(trainer)
+    if checkpoint is None and trial.resuming:
+        checkpoint = _last_checkpoint(trial.run_dir / CHECKPOINT_DIR)
+    checkpoint = Path(checkpoint) if checkpoint else None
+    recorder.log(
         f"fine-tuning {cfg.base_model or 'the packaged all-MiniLM-L6-v2'} on {info.name}, {precision}, "
         f"lr {cfg.learning_rate:g}, batch {cfg.batch_size}x{cfg.grad_accum}, {cfg.epochs} epochs, "
         f"max_length {cfg.max_length} ({cfg.truncation}), {cfg.head} head, {cfg.class_weighting} class weights"
@@ -144,7 +165,7 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
     )
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    if not (best_dir / "config.json").exists():
+    if trainer.is_world_process_zero() and not (best_dir / "config.json").exists():
         raise TastebudError("training ended without a validation pass; nothing to register")
     state = callback.state
     trial.val_metrics = state["best_metrics"]
@@ -153,10 +174,11 @@ def fit_classifier(db, trial: Trial, data: TrainingData, *, reporter: JobReporte
     trial.duration_s = round(callback.elapsed_before + time.perf_counter() - started, 2)
     # Where the weights really were (the device's name alone would not show a run that fell back to the CPU).
     trial.throughput = {**meter.throughput(cfg.max_length), "weights_on": str(next(trainer.model.parameters()).device)}
-    trial.adjustment = _adjust_best(trial, data, reporter)
+    # Files of the run directory are rank 0's (the others may have no copy of it).
+    trial.adjustment = _adjust_best(trial, data, recorder) if trainer.is_world_process_zero() else {}
 
 
-def _adjust_best(trial: Trial, data: TrainingData, reporter: JobReporter) -> dict:
+def _adjust_best(trial: Trial, data: TrainingData, reporter) -> dict:
     """Fit temperature / class offsets on the best epoch's validation logits and bake them into the best weights.
 
     Done once per run: a marker file keeps a resumed run from adjusting already adjusted weights.
@@ -423,9 +445,9 @@ class _QuietProgressCallback(ProgressCallback):
 class _RunCallback(TrainerCallback):
     """Epoch records, best-weights tracking, early stopping and progress for one run."""
 
-    def __init__(self, db, trial, meter: _Meter, reporter: JobReporter, span, console: bool, best_dir: Path, state_path: Path,
+    def __init__(self, trial, meter: _Meter, recorder, span, console: bool, best_dir: Path, state_path: Path,
                  val_scorer: _ValScorer):
-        self.db, self.trial, self.meter, self.reporter, self.val_scorer = db, trial, meter, reporter, val_scorer
+        self.trial, self.meter, self.recorder, self.val_scorer = trial, meter, recorder, val_scorer
         self.span, self.console, self.best_dir, self.state_path = span, console, best_dir, state_path
         self.patience = trial.config.early_stopping_patience
         self.state = json.loads(state_path.read_text()) if state_path.exists() else {
@@ -449,16 +471,14 @@ class _RunCallback(TrainerCallback):
         fraction = state.global_step / max(1, state.max_steps)
         lo, hi = self.span
         epoch = state.epoch or 0.0
-        self.reporter.progress(lo + (hi - lo) * fraction, f"epoch {epoch:.2f}/{args.num_train_epochs:g}, step {state.global_step}/{state.max_steps}")
+        self.recorder.progress(lo + (hi - lo) * fraction, f"epoch {epoch:.2f}/{args.num_train_epochs:g}, step {state.global_step}/{state.max_steps}")
         if not self.console and state.global_step % max(1, args.logging_steps) == 0:
-            self.reporter.log(f"step {state.global_step}/{state.max_steps} (epoch {epoch:.2f})")
+            self.recorder.log(f"step {state.global_step}/{state.max_steps} (epoch {epoch:.2f})")
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         # The Trainer's running training loss at each logged step feeds the live loss chart.
         if logs and logs.get("loss") is not None:
-            with transaction(self.db) as con:
-                run_store.record_step_loss(con, self.trial.run_id, step=int(state.global_step), epoch=state.epoch,
-                                           loss=float(logs["loss"]), learning_rate=logs.get("learning_rate"))
+            self.recorder.step_loss(int(state.global_step), state.epoch, float(logs["loss"]), logs.get("learning_rate"))
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
         metrics = metrics or {}
@@ -471,18 +491,21 @@ class _RunCallback(TrainerCallback):
             "val_accuracy": metrics.get("eval_accuracy"),
             "val_macro_f1": metrics.get("eval_macro_f1"),
         }
-        with transaction(self.db) as con:
-            run_store.record_epoch(con, self.trial.run_id, **row)
+        self.recorder.epoch(row)
         # A resumed run repeats the epoch it was killed in: forget what that epoch said before.
         history = [h for h in self.state["history"] if h["epoch"] < epoch] + [row]
         best_before = max((h["val_macro_f1"] for h in history[:-1]), default=None)
         stale_best = self.state["best_epoch"] is not None and self.state["best_epoch"] >= epoch
         improved = best_before is None or row["val_macro_f1"] > best_before + MIN_IMPROVEMENT or stale_best
-        if improved:
+        # Every rank keeps the same history (validation metrics are gathered across ranks), so all
+        # take the same early-stopping decision; only rank 0 writes the run directory's files.
+        writes = state.is_world_process_zero
+        if improved and writes:
             model.save_pretrained(self.best_dir)
             if self.val_scorer.last_logits is not None:
                 with open(self.trial.run_dir / VAL_LOGITS_FILE, "wb") as f:
                     np.savez(f, logits=self.val_scorer.last_logits, labels=self.val_scorer.last_labels)
+        if improved:
             self.state["best_epoch"] = epoch
             self.state["best_metrics"] = {
                 "epoch": epoch, "loss": row["val_loss"],
@@ -491,15 +514,16 @@ class _RunCallback(TrainerCallback):
             }
         self.state["history"] = history
         self.state["elapsed_s"] = self.elapsed_before + time.perf_counter() - self._fit_started
-        self._write_state()
+        if writes:
+            self._write_state()
         since_best = sum(1 for h in history if h["epoch"] > self.state["best_epoch"])
-        self.reporter.log(
+        self.recorder.log(
             f"epoch {epoch:g}: train loss {_fmt(row['train_loss'])}, val loss {_fmt(row['val_loss'])}, "
             f"val accuracy {_fmt(row['val_accuracy'])}, val macro-F1 {_fmt(row['val_macro_f1'])}"
             + (" (best)" if improved else f" (best {self.state['best_metrics'].get('macro_f1', 0):.4f} at epoch {self.state['best_epoch']:g})")
         )
         if self.patience and since_best >= self.patience:
-            self.reporter.log(f"early stopping: no better validation macro-F1 for {since_best} epoch(s)")
+            self.recorder.log(f"early stopping: no better validation macro-F1 for {since_best} epoch(s)")
             control.should_training_stop = True
 
     def _write_state(self) -> None:

@@ -26,6 +26,7 @@ import pandas as pd
 from pipeline.jobs import JobCancelled, JobReporter, pid_alive, process_start_token, runs_dir
 from pipeline.models.loading import METADATA_FILE, check_base_model, default_base_model, models_dir
 from pipeline.train.config import TrainConfig
+from pipeline.train.records import is_store_writer
 from pipeline.train.state import BEST_DIR, CHECKPOINT_DIR, DATA_FILE, Trial, TrainingData
 from store import evaluations as evaluation_store
 from store import labels as label_store
@@ -51,7 +52,7 @@ def train(
     actor: Actor | None = None,
     promote_if_better: bool = False,
     round_id: int | None = None,
-) -> str:
+) -> str | None:
     """Fine-tune, register and evaluate one model; returns its model id.
 
     Args:
@@ -67,7 +68,8 @@ def train(
             None names it by the newest label round it was trained on.
 
     Returns:
-        The registered model id.
+        The registered model id; None on a rank other than 0 of a ``torchrun`` / ``accelerate launch``
+        run (rank 0 alone records the run and registers the model; the others only train).
 
     Example:
         >>> train("store.duckdb", TrainConfig(epochs=1))  # doctest: +SKIP
@@ -76,6 +78,25 @@ def train(
     actor = actor or cli_actor()
     require(actor, "train")
     reporter = reporter or JobReporter(db, None)
+    writer = is_store_writer()
+    trial = data = None
+    if writer:
+        trial, data = prepare_run(db, config, reporter=reporter, resume=resume, round_id=round_id)
+    if _world_size() > 1:  # torchrun / accelerate launch: every rank trains the run rank 0 created
+        trial, data = _share_from_rank0((trial, data))
+    _fit(db, trial, data, reporter=reporter, span=(0.0, 0.9))
+    if not writer:
+        return None
+    return finish_run(db, trial, data, actor=actor, reporter=reporter, promote_if_better=promote_if_better)
+
+
+def prepare_run(db, config: TrainConfig, *, reporter: JobReporter, resume: bool | str = False,
+                round_id: int | None = None) -> tuple[Trial, TrainingData]:
+    """Record a new run (or restart an interrupted one) and read its data: what every way of training starts with.
+
+    Returns:
+        (trial, data); the run row is in the store, its data snapshot in its run directory.
+    """
     reap_dead_runs(db)
     if resume:
         trial = _resume_trial(db, None if resume is True else str(resume), reporter)
@@ -86,7 +107,12 @@ def train(
         trial = _new_trial(db, config, data, reporter=reporter)
     if round_id is not None:
         data.round = int(round_id)
-    _fit(db, trial, data, reporter=reporter, span=(0.0, 0.9))
+    return trial, data
+
+
+def finish_run(db, trial: Trial, data: TrainingData, *, actor: Actor, reporter: JobReporter,
+               promote_if_better: bool = False) -> str:
+    """Register the run's best weights (``trial.run_dir / "best"``) as one model, evaluate it; returns its id."""
     model_id = _register(db, trial, data, actor)
     _after_registration(db, model_id, actor, reporter, promote_if_better, data=data if trial.config.ensemble else None)
     return model_id
@@ -302,12 +328,14 @@ def _resume_trial(db, run_id: str | None, reporter: JobReporter) -> Trial:
     )
 
 
-def _fit(db, trial: Trial, data: TrainingData, *, reporter: JobReporter, span: tuple[float, float]) -> None:
-    """Train one run, recording its outcome; interrupted runs are marked cancelled or failed."""
-    from pipeline.train.loop import fit_classifier  # loads torch and transformers: `tastebud models` never needs them
+def _fit(db, trial: Trial, data: TrainingData, *, reporter: JobReporter, span: tuple[float, float], fit=None) -> None:
+    """Train one run (with ``fit``, default the local loop), recording its outcome; interrupted runs are
+    marked cancelled or failed (by the store writer only)."""
+    if fit is None:
+        from pipeline.train.loop import fit_classifier as fit  # loads torch and transformers: `tastebud models` never needs them
 
     try:
-        fit_classifier(db, trial, data, reporter=reporter, span=span)
+        fit(db, trial, data, reporter=reporter, span=span)
     except (JobCancelled, KeyboardInterrupt) as exc:
         _mark_ended(db, trial.run_id, "cancelled", f"{type(exc).__name__}: {exc}")
         raise
@@ -317,6 +345,8 @@ def _fit(db, trial: Trial, data: TrainingData, *, reporter: JobReporter, span: t
 
 
 def _mark_ended(db, run_id: str, status: str, error: str) -> None:
+    if not is_store_writer():
+        return
     try:
         with transaction(db, timeout_s=30) as con:
             run_store.finish_run(con, run_id, status, error=error)
@@ -400,6 +430,23 @@ def _after_registration(db, model_id: str, actor: Actor, reporter: JobReporter, 
         for mid in compared:
             reporter.log(compare_with_best_baseline(db, mid)["line"])
     reporter.progress(1.0, f"registered {model_id}", force=True)
+
+
+def _world_size() -> int:
+    """Processes in this launch: ``torchrun`` / ``accelerate launch`` set ``WORLD_SIZE``."""
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def _share_from_rank0(value):
+    """Rank 0's ``value`` on every rank (joins the launch's process group; the Trainer reuses it)."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _short(metrics: dict) -> dict:
