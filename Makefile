@@ -7,7 +7,7 @@ demo:
 	.venv/bin/tastebud demo
 
 test:
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -n auto --dist loadfile
 
 bench:
 	.venv/bin/python bench/import_bench.py

@@ -24,6 +24,25 @@ def store_path(tmp_path: Path) -> Path:
     return db
 
 
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """A local Ray instance with 2 CPUs for one test module.
+
+    Under pytest-xdist the modules that use it take turns (an exclusive file lock beside the workers'
+    temporary folders), so two Ray instances never fight over the same two cores.
+    """
+    import fcntl
+
+    ray = pytest.importorskip("ray")
+    with open(tmp_path_factory.getbasetemp().parent / "local-ray.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+
+
 def seed_reviews(db: Path, frame: pd.DataFrame, *, label_source: str = "stars") -> None:
     """Insert reviews (review_id, text, optional stars/label/...) with labels and splits."""
     frame = frame.copy()

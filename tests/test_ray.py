@@ -32,13 +32,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
     return save_tiny_classifier(tmp_path_factory.mktemp("tiny") / "model")
 

@@ -29,13 +29,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory) -> str:
     return make_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
 
