@@ -661,6 +661,24 @@ def test_comment_recent_labels_and_undo_of_any_one(store, secrets):
     assert at.button(key=f"undo-action-{older}").disabled
 
 
+def test_a_label_that_cannot_be_written_says_why_and_gives_the_comment_back(store, secrets):
+    """A key press draws the next review first and writes after it: a write that fails must still be seen."""
+    db, info = store
+    first, second = info["flag_review_ids"][:2]
+    at = open_screen(secrets, "lena", "hard_cases")
+    at.text_input(key="relabel-comment").input("looks sarcastic")
+    with transaction(db) as con:  # the review goes away while the labeler reads it
+        con.execute("DELETE FROM reviews WHERE review_id = ?", [first])
+    at.button(key="label-negative").click().run()
+    assert not at.exception
+    assert [e.value.replace("\\", "") for e in at.error] == [f"no such review: {first}"]  # shown markdown-escaped
+    assert at.text_input(key="relabel-comment").value == "looks sarcastic"
+    assert at.text[0].value == _text(db, second)
+    at.button(key="label-positive").click().run()
+    assert [s.value for s in settled(at).success] == ["Labeled positive. Comment saved."]
+    assert _current(db, second)["label"] == "positive"
+
+
 def test_ticked_rows_are_bulk_relabeled_after_confirmation_and_undone_as_one(store, secrets):
     db, info = store
     at = open_screen(secrets, "lena", "hard_cases")

@@ -21,6 +21,10 @@ SHORTCUTS = {"negative": "1", "neutral": "2", "positive": "3"}
 
 ctx = setup_page("Hard cases", "relabel")
 skipped: set = st.session_state.setdefault("hard-cases-skipped", set())
+# Labels given but not yet written: (review_id, flag_id, label, comment), oldest first (see _relabel).
+pending_writes: list = st.session_state.setdefault("hard-cases-pending", [])
+if "hard-cases-restore-comment" in st.session_state:
+    st.session_state["relabel-comment"] = st.session_state.pop("hard-cases-restore-comment")
 
 
 def _run(action, success) -> None:
@@ -36,28 +40,56 @@ def _run(action, success) -> None:
 
 
 def _relabel(review_id: str, flag_id: int, label: str) -> None:
-    comment = st.session_state.get("relabel-comment") or None
-    _run(lambda: relabeling.relabel(ctx.db, ctx.actor, review_id, label, flag_id=flag_id, comment=comment),
-         f"Labeled {label}." + (" Comment saved." if comment else ""))
-    if st.session_state["hard-cases-message"][0] == "success":
-        st.session_state["relabel-comment"] = ""
+    # Queued, not written: the page draws the next review first and writes right after it (the labeler's
+    # key press must not wait for the store). Several quick presses queue several labels, written in order.
+    if any(queued[1] == flag_id for queued in pending_writes):
+        return  # a second press on a review already queued (the page had not redrawn yet)
+    pending_writes.append((review_id, flag_id, label, st.session_state.get("relabel-comment") or None))
+    st.session_state["relabel-comment"] = ""
+
+
+def _write_pending() -> None:
+    """Write the queued labels, oldest first; the last outcome becomes the page's message.
+
+    Each label leaves the queue before its write, and nothing between the two can stop the script, so a
+    rerun that interrupts this page never writes a label twice; one it interrupts before the write finds
+    the label still queued and writes it. Every other action writes the queue first, so undo never
+    overtakes a label the labeler already gave.
+    """
+    while pending_writes:
+        review_id, flag_id, label, comment = pending_writes.pop(0)
+        _run(lambda: relabeling.relabel(ctx.db, ctx.actor, review_id, label, flag_id=flag_id, comment=comment),
+             f"Labeled {label}." + (" Comment saved." if comment else ""))
+        if comment and st.session_state["hard-cases-message"][0] == "error":
+            st.session_state["hard-cases-restore-comment"] = comment  # given back on the next run
+
+
+def _write_pending_and_redraw() -> None:
+    if pending_writes:
+        _write_pending()
+        st.rerun()  # counts, recent labels and the queue as the store now has them
 
 
 def _dismiss(flag_id: int) -> None:
+    _write_pending()
     _run(lambda: relabeling.dismiss_flag(ctx.db, ctx.actor, flag_id), "Flag dismissed: the current label stands.")
 
 
 def _undo() -> None:
+    _write_pending()
     _run(lambda: relabeling.undo_last(ctx.db, ctx.actor), "Undid your last action.")
 
 
 def _undo_action(action_id: int) -> None:
+    _write_pending()
     _run(lambda: relabeling.undo_action(ctx.db, ctx.actor, action_id),
          lambda r: f"Undid it: {r['retracted_labels']:,} label(s) taken back, {r['reopened_flags']:,} flag(s) reopened.")
     st.session_state.pop("hard-cases-batch", None)
 
 
 def _bulk(review_ids: tuple[str, ...], label: str, confirm_key: str) -> None:
+    _write_pending()
+
     def run():
         result = relabeling.bulk_relabel(ctx.db, ctx.actor, list(review_ids), label)
         st.session_state["hard-cases-batch"] = (result["action_id"], result["relabeled"], label)
@@ -160,8 +192,9 @@ def _recent_labels() -> None:
 
 
 queue = data["queue"]
-pending = queue[~queue["flag_id"].isin(skipped)]
+pending = queue[~queue["flag_id"].isin(skipped | {queued[1] for queued in pending_writes})]
 if pending.empty:
+    _write_pending_and_redraw()
     st.info("No open flags here." if queue.empty else "You skipped every flag in view; clear skips to see them again.")
     if skipped and st.button("Clear skips"):
         skipped.clear()
@@ -210,6 +243,7 @@ cols[4].button("Dismiss", key="dismiss", shortcut="d", on_click=_dismiss, args=(
                width="stretch", help="The current label is right; close the flag.")
 cols[5].button("Undo", key="undo", shortcut="u", on_click=_undo, width="stretch", help="Undo your last action.")
 st.caption("Keys: 1 negative · 2 neutral · 3 positive · S skip · D dismiss · U undo")
+_write_pending_and_redraw()  # the next review is on screen: now write the label that brought it
 
 _recent_labels()
 
