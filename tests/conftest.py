@@ -43,6 +43,21 @@ def local_ray(tmp_path_factory):
             ray.shutdown()
 
 
+def sigkill_process_named(marker: str, killed: list[int]) -> bool:
+    """SIGKILL the first process whose command line holds ``marker`` (a Ray actor's or worker's class name),
+    noting its pid in ``killed``; False when there is none yet."""
+    import signal
+
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if marker in " ".join(proc.info["cmdline"] or []):
+            os.kill(proc.info["pid"], signal.SIGKILL)
+            killed.append(proc.info["pid"])
+            return True
+    return False
+
+
 def seed_reviews(db: Path, frame: pd.DataFrame, *, label_source: str = "stars") -> None:
     """Insert reviews (review_id, text, optional stars/label/...) with labels and splits."""
     frame = frame.copy()

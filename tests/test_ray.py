@@ -6,7 +6,6 @@ Runs on a local Ray instance with 2 CPUs (the `ray` extra); skipped where Ray is
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -24,7 +23,7 @@ from store.db import connect, transaction  # noqa: E402
 from store.errors import TastebudError  # noqa: E402
 from store.exchange import export_pending_reviews  # noqa: E402
 from store.predictions import count_predictions, fetch_predictions  # noqa: E402
-from tests.conftest import REPO_ROOT, cli_cmd, seed_reviews  # noqa: E402
+from tests.conftest import REPO_ROOT, cli_cmd, seed_reviews, sigkill_process_named  # noqa: E402
 from tests.test_scoring import _reviews  # noqa: E402
 from tests.tiny_model import save_tiny_classifier  # noqa: E402
 
@@ -72,19 +71,13 @@ def test_ray_scoring_matches_local_scoring_and_reruns_score_nothing(local_ray, t
 
 
 def test_a_killed_worker_is_retried_and_the_store_ends_complete(local_ray, store_path, tiny_model_dir, tmp_path):
-    import psutil
 
     _store_with_champion(store_path, tiny_model_dir, 1500)
     killed: list[int] = []
 
     def kill_first_actor():
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not killed:
-            for proc in psutil.process_iter(["pid", "cmdline"]):
-                if "ScoreActor" in " ".join(proc.info["cmdline"] or []):
-                    os.kill(proc.info["pid"], signal.SIGKILL)
-                    killed.append(proc.info["pid"])
-                    return
+        while time.monotonic() < deadline and not sigkill_process_named("ScoreActor", killed):
             time.sleep(0.05)
 
     killer = threading.Thread(target=kill_first_actor)

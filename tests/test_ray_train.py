@@ -22,7 +22,7 @@ from store import training_runs as run_store  # noqa: E402
 from store.actors import cli_actor  # noqa: E402
 from store.db import connect  # noqa: E402
 from store.errors import TastebudError  # noqa: E402
-from conftest import REPO_ROOT, cli_cmd  # noqa: E402
+from conftest import REPO_ROOT, cli_cmd, sigkill_process_named  # noqa: E402
 from training_helpers import SUBPROCESS_ENV, fill_store, make_tiny_bert, single_thread, tiny_config  # noqa: E402,F401
 
 pytestmark = pytest.mark.slow
@@ -91,7 +91,6 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(local_ray, store_path,
     import signal
     import threading
 
-    import psutil
 
     fill_store(store_path, rows=400)
     killed: list[int] = []
@@ -103,11 +102,8 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(local_ray, store_path,
             # Ray to register it.
             if any((store_path.parent / "runs" / "training").glob("*/ray/*/checkpoint_*/state.json")):
                 time.sleep(1.5)
-                for proc in psutil.process_iter(["pid", "cmdline"]):
-                    if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
-                        os.kill(proc.info["pid"], signal.SIGKILL)
-                        killed.append(proc.info["pid"])
-                        return
+                if sigkill_process_named("RayTrainWorker", killed):
+                    return
             time.sleep(0.05)
 
     killer = threading.Thread(target=kill_a_worker_after_the_first_checkpoint)

@@ -1,3 +1,5 @@
+from functools import partial
+
 import pandas as pd
 import streamlit as st
 
@@ -58,7 +60,7 @@ def _write_pending() -> None:
     """
     while pending_writes:
         review_id, flag_id, label, comment = pending_writes.pop(0)
-        _run(lambda: relabeling.relabel(ctx.db, ctx.actor, review_id, label, flag_id=flag_id, comment=comment),
+        _run(partial(relabeling.relabel, ctx.db, ctx.actor, review_id, label, flag_id=flag_id, comment=comment),
              f"Labeled {label}." + (" Comment saved." if comment else ""))
         if comment and st.session_state["hard-cases-message"][0] == "error":
             st.session_state["hard-cases-restore-comment"] = comment  # given back on the next run
