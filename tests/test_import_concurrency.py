@@ -25,6 +25,7 @@ IMPORTER = """
 import json, sys
 import pipeline.data.importer as importer
 importer.CHUNK_ROWS = int(sys.argv[3])
+importer.CHUNK_TARGET_S = 1e9  # fixed-size chunks, so the tests can count them (sizing by time: its own test)
 report = importer.import_reviews(sys.argv[1], sys.argv[2])
 print(json.dumps({"accepted": report.accepted, "unchanged": report.unchanged, "chunks": report.chunks,
                   "longest_chunk_seconds": report.longest_chunk_seconds}), flush=True)
@@ -145,6 +146,7 @@ def test_chunked_import_keeps_stratified_split_proportions(store_path, tmp_path,
     import pipeline.data.importer as importer
 
     monkeypatch.setattr(importer, "CHUNK_ROWS", 700)
+    monkeypatch.setattr(importer, "CHUNK_TARGET_S", 1e9)
     report = importer.import_reviews(store_path, _csv(tmp_path / "mid.csv", rows=5_000))
     assert report.chunks == 8 and sum(report.splits.values()) == 5_000
     with connect(store_path, read_only=True) as con:
@@ -159,3 +161,23 @@ def test_chunked_import_keeps_stratified_split_proportions(store_path, tmp_path,
         total = sum(counts.values())
         for split, fraction in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
             assert abs(counts.get(split, 0) - fraction * total) <= 1, (label, counts)
+
+
+def test_chunks_are_sized_by_time(store_path, tmp_path, monkeypatch):
+    import pipeline.data.importer as importer
+
+    # Every chunk takes longer than the target, so after the first each has the fewest rows allowed.
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 3_000)
+    monkeypatch.setattr(importer, "FIRST_CHUNK_ROWS", 3_000)
+    monkeypatch.setattr(importer, "MIN_CHUNK_ROWS", 500)
+    monkeypatch.setattr(importer, "CHUNK_TARGET_S", 1e-6)
+    report = importer.import_reviews(store_path, _csv(tmp_path / "mid.csv", rows=6_000))
+    assert (report.chunks, report.accepted, sum(report.splits.values())) == (1 + 3_000 // 500, 6_000, 6_000)
+    result = check_store(store_path)
+    assert result.healthy and result.duplicate_review_ids == 0, result
+    assert result.tables["reviews"] == result.tables["splits"] == result.tables["labels"] == 6_000
+    # Fast chunks grow back to CHUNK_ROWS: a re-import with a generous target takes two chunks.
+    monkeypatch.setattr(importer, "CHUNK_TARGET_S", 1e9)
+    again = importer.import_reviews(store_path, tmp_path / "mid.csv")
+    assert (again.chunks, again.accepted, again.unchanged) == (2, 0, 6_000)
+
