@@ -114,7 +114,7 @@ def test_killed_import_resumes_without_duplicates(store_path, tmp_path):
 
 LOCK_HOLDER = """
 import sys, time, duckdb
-con = duckdb.connect(sys.argv[1])
+con = duckdb.connect(sys.argv[1], read_only=len(sys.argv) > 3 and sys.argv[3] == "read-only")
 print("locked", flush=True)
 time.sleep(float(sys.argv[2]))
 """
@@ -181,3 +181,36 @@ def test_chunks_are_sized_by_time(store_path, tmp_path, monkeypatch):
     again = importer.import_reviews(store_path, tmp_path / "mid.csv")
     assert (again.chunks, again.accepted, again.unchanged) == (2, 0, 6_000)
 
+
+def test_waiting_job_shows_in_jobs_list_while_it_waits(store_path):
+    from pipeline.jobs import get_job, job_status_path, list_jobs
+    from store import jobs as job_store
+    from tests.conftest import cli_cmd
+
+    with transaction(store_path) as con:
+        job_id = job_store.create_job(con, "demo-data", {"rows": 200, "seed": 1}, "tester")
+    # A long read-only reader (an export, a dashboard query) keeps writers out but lets `tastebud jobs` read.
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(store_path), "8", "read-only"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    job = subprocess.Popen(cli_cmd("--db", str(store_path), "job-run", job_id), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    status = job_status_path(store_path, job_id)
+    deadline = time.monotonic() + 60
+    while not status.exists() and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.05)
+    assert status.exists(), "the job never recorded that it waits"
+    listed = subprocess.run(cli_cmd("--db", str(store_path), "jobs"), capture_output=True, text=True, timeout=60)
+    rows = list_jobs(store_path).to_dict("records")
+    holder.wait(timeout=30)
+    out, _ = job.communicate(timeout=120)
+    assert job.returncode == 0, out
+    assert listed.returncode == 0, listed.stderr
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(job_id))
+    assert "waiting for the store since " in line, listed.stdout
+    assert rows[0]["message"].startswith("waiting for the store since ") and rows[0]["waiting_since"] is not None
+    # Once in, the job removes its status file and the row speaks for itself again.
+    assert not status.exists()
+    done = get_job(store_path, job_id)
+    assert done["status"] == "succeeded" and done["waiting_since"] is None
+    assert not (done["message"] or "").startswith("waiting for the store")
