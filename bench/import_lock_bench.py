@@ -59,8 +59,8 @@ def probe_while(proc: subprocess.Popen, db: Path) -> dict:
             "load_avg_1m": round(os.getloadavg()[0], 1)}
 
 
-def measure(code: Path, csv: Path, workdir: Path) -> dict:
-    db = workdir / f"store-{code.name}.duckdb"
+def measure(code: Path, csv: Path, workdir: Path, run: int = 0) -> dict:
+    db = workdir / f"store-{run}-{code.name}.duckdb"  # a fresh store per run, even when a checkout repeats
     env = {**os.environ, "PYTHONPATH": str(code)}
     subprocess.run([sys.executable, "-m", "pipeline.cli", "--db", str(db), "init"], env=env, check=True,
                    capture_output=True, cwd=code)
@@ -103,8 +103,8 @@ def main() -> None:
         csv = args.csv or work / "reviews.csv"
         if not args.csv:
             generate_csv(csv, args.rows)
-        for code in args.code or [REPO]:
-            print(json.dumps(measure(code.resolve(), csv, work)), flush=True)
+        for run, code in enumerate(args.code or [REPO]):
+            print(json.dumps(measure(code.resolve(), csv, work, run)), flush=True)
 
 
 if __name__ == "__main__":
