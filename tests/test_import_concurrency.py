@@ -190,7 +190,7 @@ def test_waiting_job_shows_in_jobs_list_while_it_waits(store_path):
     with transaction(store_path) as con:
         job_id = job_store.create_job(con, "demo-data", {"rows": 200, "seed": 1}, "tester")
     # A long read-only reader (an export, a dashboard query) keeps writers out but lets `tastebud jobs` read.
-    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(store_path), "8", "read-only"],
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(store_path), "120", "read-only"],
                               stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "locked"
     job = subprocess.Popen(cli_cmd("--db", str(store_path), "job-run", job_id), stdout=subprocess.PIPE,
@@ -202,6 +202,7 @@ def test_waiting_job_shows_in_jobs_list_while_it_waits(store_path):
     assert status.exists(), "the job never recorded that it waits"
     listed = subprocess.run(cli_cmd("--db", str(store_path), "jobs"), capture_output=True, text=True, timeout=60)
     rows = list_jobs(store_path).to_dict("records")
+    holder.kill()  # the reader is done: the job gets the store
     holder.wait(timeout=30)
     out, _ = job.communicate(timeout=120)
     assert job.returncode == 0, out
