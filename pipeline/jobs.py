@@ -194,8 +194,9 @@ def start_job(db: str | os.PathLike | None, kind: str, params: dict, actor: Acto
 def run_job(db: str | os.PathLike | None, job_id: str) -> dict:
     """Run a recorded job in this process (the body of ``tastebud job-run``).
 
-    A job that finds the store busy waits (up to ``TASTEBUD_JOB_LOCK_TIMEOUT``, 1 h by default) and says so in its log
-    instead of failing after the interactive timeout.
+    A job that finds the store busy waits (up to ``TASTEBUD_JOB_LOCK_TIMEOUT``, 1 h by default) instead of failing
+    after the interactive timeout, and says so in its log and its status file (:func:`job_status_path`), which
+    ``tastebud jobs`` and the dashboard read as "waiting for the store since HH:MM:SS".
     """
     set_lock_timeout(current_settings().job_lock_timeout_s)
     reporter = JobReporter(db, job_id, echo=lambda line: print(line, flush=True))
