@@ -36,8 +36,9 @@ PROBE_INTERVAL_S = 0.005
 
 
 def probe_while(proc: subprocess.Popen, db: Path) -> dict:
-    """Open/close ``db`` read-write in a loop until ``proc`` exits; the longest gap between two successful opens."""
-    last_ok, longest, opens, failures = time.monotonic(), 0.0, 0, 0
+    """Open/close ``db`` read-write in a loop until ``proc`` exits; the gaps between two successful opens
+    (longest, 95th percentile, how many over 2 s) and the 1-minute load average at the end."""
+    last_ok, opens, failures, gaps = time.monotonic(), 0, 0, []
     waiting = Path(f"{db}.waiting")
     while proc.poll() is None:
         try:
@@ -48,15 +49,18 @@ def probe_while(proc: subprocess.Popen, db: Path) -> dict:
             waiting.touch()  # as tastebud's own connections do while they wait (store.db.waiting_marker)
         else:
             now = time.monotonic()
-            longest = max(longest, now - last_ok)
+            gaps.append(now - last_ok)
             last_ok, opens = now, opens + 1
         time.sleep(PROBE_INTERVAL_S)
-    longest = max(longest, time.monotonic() - last_ok)  # a hold that lasted until the import exited
-    return {"longest_wait_s": round(longest, 2), "probe_opens": opens, "probe_refusals": failures}
+    gaps.append(time.monotonic() - last_ok)  # a hold that lasted until the import exited
+    gaps.sort()
+    return {"longest_wait_s": round(gaps[-1], 2), "p95_wait_s": round(gaps[int(0.95 * (len(gaps) - 1))], 2),
+            "waits_over_2s": sum(g > 2.0 for g in gaps), "probe_opens": opens, "probe_refusals": failures,
+            "load_avg_1m": round(os.getloadavg()[0], 1)}
 
 
-def measure(code: Path, csv: Path, workdir: Path) -> dict:
-    db = workdir / f"store-{code.name}.duckdb"
+def measure(code: Path, csv: Path, workdir: Path, run: int = 0) -> dict:
+    db = workdir / f"store-{run}-{code.name}.duckdb"  # a fresh store per run, even when a checkout repeats
     env = {**os.environ, "PYTHONPATH": str(code)}
     subprocess.run([sys.executable, "-m", "pipeline.cli", "--db", str(db), "init"], env=env, check=True,
                    capture_output=True, cwd=code)
@@ -69,9 +73,23 @@ def measure(code: Path, csv: Path, workdir: Path) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"import failed: {err}")
     report = json.loads(out)
-    return {"code": str(code), "rows": report["rows"], "accepted": report["accepted"],
+    return {**_store_shape(db), "code": str(code), "rows": report["rows"], "accepted": report["accepted"],
             "import_wall_s": round(time.monotonic() - t0, 1), "parse_s": report["parse_seconds"],
-            "write_s": report["write_seconds"], "chunks": report.get("chunks", 1), **result}
+            "write_s": report["write_seconds"], "chunks": report.get("chunks", 1),
+            "longest_chunk_s": report.get("longest_chunk_seconds"), **result}
+
+
+def _store_shape(db: Path) -> dict:
+    """Size, reviews' row groups and one full scan of the texts: what fewer, smaller merges cost readers."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        groups = con.execute("SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('reviews')").fetchone()[0]
+        t0 = time.perf_counter()
+        con.execute("SELECT sum(length(text)) FROM reviews").fetchone()
+        scan = time.perf_counter() - t0
+    finally:
+        con.close()
+    return {"store_mb": round(db.stat().st_size / 2**20), "review_row_groups": groups, "text_scan_s": round(scan, 2)}
 
 
 def main() -> None:
@@ -85,8 +103,8 @@ def main() -> None:
         csv = args.csv or work / "reviews.csv"
         if not args.csv:
             generate_csv(csv, args.rows)
-        for code in args.code or [REPO]:
-            print(json.dumps(measure(code.resolve(), csv, work)), flush=True)
+        for run, code in enumerate(args.code or [REPO]):
+            print(json.dumps(measure(code.resolve(), csv, work, run)), flush=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from pipeline.jobs import tail_log
+from pipeline.jobs import note_store_waits, tail_log
 from pipeline.models.predictors import load_predictor
 from store import agreement as agreement_store
 from store import evaluations as evaluation_store
@@ -87,6 +87,7 @@ def overview(db: Path) -> dict:
             evaluation_store.fetch_latest_evaluation(con, data["champion"]["model_id"]) if data["champion"] else None
         )
         data["jobs"] = job_store.list_jobs(con, limit=10)
+    data["jobs"] = note_store_waits(db, data["jobs"])
     return data
 
 
@@ -231,7 +232,7 @@ def predictor(db: Path, model_id: str):
 def job_panel(db: Path, job_id: str) -> dict | None:
     """A job row (with elapsed_s, eta_s), its training runs as trials, their epoch metrics and step losses,
     and its log tail; never cached (the live panel polls it)."""
-    from pipeline.jobs import job_timing
+    from pipeline.jobs import job_timing, note_store_wait
 
     with connect(db, read_only=True) as con:
         job = job_store.get_job(con, job_id)
@@ -241,6 +242,7 @@ def job_panel(db: Path, job_id: str) -> dict | None:
         trials = run_store.fetch_job_trials(con, job_id)
         losses = run_store.fetch_job_step_losses(con, job_id)
     job["elapsed_s"], job["eta_s"] = job_timing(job)
+    note_store_wait(db, job)
     return {"job": job, "epochs": epochs, "trials": trials, "losses": losses,
             "log": tail_log(job.get("log_path"), lines=30)}
 

@@ -9,13 +9,17 @@ request is a flag in the store plus SIGTERM to the job's process group; a job wh
 process died without reporting is marked failed whenever job state is read (:func:`list_jobs`,
 :func:`get_job`, every dashboard page): a job's process is identified by its pid *and* its start
 time (:func:`process_start_token`), so a pid the OS has since given to another process does not
-keep a dead job looking alive. Foreground ``train``/``score``/``flag``/``retrain`` record a job
+keep a dead job looking alive. A job that waits for another process's lock on the store cannot
+say so in its row, so it says so in a small status file beside its log (:func:`job_status_path`),
+and every read of job state shows "waiting for the store since HH:MM:SS" while that file is
+newer than the row. Foreground ``train``/``score``/``flag``/``retrain`` record a job
 row too (:func:`run_foreground`), so ``tastebud jobs`` and the dashboard see them.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 import subprocess
@@ -32,7 +36,7 @@ import pandas as pd
 from store import jobs as job_store
 from store.actors import Actor, audit, require
 from store.settings import current_settings
-from store.db import connect, on_lock_wait, resolve_db_path, set_lock_timeout, transaction
+from store.db import connect, on_lock_wait, on_lock_wait_over, resolve_db_path, set_lock_timeout, transaction
 from store.errors import TastebudError
 
 # kind -> "module:function"; imported lazily so the dashboard does not load torch to list jobs.
@@ -66,6 +70,24 @@ def runs_dir(db: str | os.PathLike | None) -> Path:
     return resolve_db_path(db).resolve().parent / "runs"
 
 
+def job_status_path(db: str | os.PathLike | None, job_id: str) -> Path:
+    """The status file beside a job's log; it exists while the job waits for the store.
+
+    Example:
+        >>> job_status_path("/data/t.duckdb", "score-1").name
+        'score-1.status'
+    """
+    return runs_dir(db) / "jobs" / f"{job_id}.status"
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
 class JobReporter:
     """Progress and log lines from inside a running job.
 
@@ -97,6 +119,20 @@ class JobReporter:
             cancelled = job_store.update_progress(con, self.job_id, fraction, message)
         if cancelled:
             raise JobCancelled(f"job {self.job_id} was cancelled")
+
+
+    def waiting_for_store(self, path=None) -> None:
+        """Say that the job waits for another process's lock: in the log, and in the job's status file
+        (the job's row cannot be written while the store is locked)."""
+        self._echo(f"[{time.strftime('%H:%M:%S')}] waiting for the store: another process is writing to it")
+        if self.job_id is not None:
+            since = datetime.now().isoformat(timespec="seconds")
+            _write_atomically(job_status_path(self.db, self.job_id), json.dumps({"waiting_for_store_since": since}))
+
+    def store_wait_over(self, path=None) -> None:
+        """The wait for the store ended: the status file goes."""
+        if self.job_id is not None:
+            job_status_path(self.db, self.job_id).unlink(missing_ok=True)
 
 
 class SpanReporter(JobReporter):
@@ -158,12 +194,14 @@ def start_job(db: str | os.PathLike | None, kind: str, params: dict, actor: Acto
 def run_job(db: str | os.PathLike | None, job_id: str) -> dict:
     """Run a recorded job in this process (the body of ``tastebud job-run``).
 
-    A job that finds the store busy waits (up to ``TASTEBUD_JOB_LOCK_TIMEOUT``, 1 h by default) and says so in its log
-    instead of failing after the interactive timeout.
+    A job that finds the store busy waits (up to ``TASTEBUD_JOB_LOCK_TIMEOUT``, 1 h by default) instead of failing
+    after the interactive timeout, and says so in its log and its status file (:func:`job_status_path`), which
+    ``tastebud jobs`` and the dashboard read as "waiting for the store since HH:MM:SS".
     """
     set_lock_timeout(current_settings().job_lock_timeout_s)
-    on_lock_wait(lambda path: print(
-        f"[{time.strftime('%H:%M:%S')}] waiting for the store: another process is writing to it", flush=True))
+    reporter = JobReporter(db, job_id, echo=lambda line: print(line, flush=True))
+    on_lock_wait(reporter.waiting_for_store)
+    on_lock_wait_over(reporter.store_wait_over)
     with connect(db, read_only=True) as con:
         job = job_store.get_job(con, job_id)
     if job is None:
@@ -175,7 +213,6 @@ def run_job(db: str | os.PathLike | None, job_id: str) -> dict:
         job_store.mark_started(con, job_id, pid=os.getpid(), log_path=job.get("log_path"),
                                proc_start=process_start_token(os.getpid()))
 
-    reporter = JobReporter(db, job_id)
     reporter.log(f"job {job_id} ({job['kind']}) started with {job['params']}")
     return _run_recorded(db, job_id, lambda: fn(db, job["params"] or {}, reporter), reporter)
 
@@ -351,7 +388,53 @@ def list_jobs(db: str | os.PathLike | None, *, limit: int = 20, active_only: boo
     timing = [job_timing(row, now=now) for row in frame.to_dict("records")]
     frame["elapsed_s"] = [t[0] for t in timing]
     frame["eta_s"] = [t[1] for t in timing]
-    return frame
+    return note_store_waits(db, frame)
+
+
+def store_wait_since(db: str | os.PathLike | None, job: dict) -> datetime | None:
+    """Since when an active job waits for the store, or None: its status file says so and is newer
+    than the row's last update (a file left by a killed job, or older than progress written since,
+    does not count).
+
+    Example:
+        >>> store_wait_since("t.duckdb", {"job_id": "score-1", "status": "running"})  # doctest: +SKIP
+        datetime.datetime(2026, 11, 26, 23, 59, 1)
+    """
+    if job.get("status") not in job_store.ACTIVE_STATUSES:
+        return None
+    path = job_status_path(db, job["job_id"])
+    try:
+        written = path.stat().st_mtime
+        since = datetime.fromisoformat(json.loads(path.read_text())["waiting_for_store_since"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    updates = [job.get(k) for k in ("heartbeat_at", "started_at", "created_at")]
+    updated = max((pd.Timestamp(t).timestamp() for t in updates if t is not None and not pd.isna(t)), default=0.0)
+    return since if written >= updated else None
+
+
+def note_store_waits(db: str | os.PathLike | None, jobs: pd.DataFrame) -> pd.DataFrame:
+    """Jobs (rows of the jobs table) with ``waiting_since`` set, and the message saying
+    "waiting for the store since HH:MM:SS", for those that wait for the store now."""
+    jobs = jobs.copy()
+    waits = [store_wait_since(db, row) for row in jobs.to_dict("records")]
+    jobs["waiting_since"] = waits
+    if "message" in jobs:
+        jobs["message"] = [_wait_message(w) if w is not None else m for w, m in zip(waits, jobs["message"])]
+    return jobs
+
+
+def note_store_wait(db: str | os.PathLike | None, job: dict) -> dict:
+    """One job row with ``waiting_since`` and the message, as :func:`note_store_waits` does."""
+    since = store_wait_since(db, job)
+    job["waiting_since"] = since
+    if since is not None:
+        job["message"] = _wait_message(since)
+    return job
+
+
+def _wait_message(since: datetime) -> str:
+    return f"waiting for the store since {since:%H:%M:%S}"
 
 
 def get_job(db: str | os.PathLike | None, job_id: str) -> dict | None:
@@ -361,6 +444,7 @@ def get_job(db: str | os.PathLike | None, job_id: str) -> dict | None:
         job = job_store.get_job(con, job_id)
     if job is not None:
         job["elapsed_s"], job["eta_s"] = job_timing(job)
+        note_store_wait(db, job)
     return job
 
 

@@ -104,7 +104,7 @@ def list_jobs(
     return con.execute(
         """
         SELECT job_id, kind, status, actor, progress, message, error, cancelled_by, created_at, started_at,
-               finished_at, pid, log_path
+               finished_at, heartbeat_at, pid, log_path
         FROM jobs
         WHERE (? IS NULL OR kind = ?) AND (NOT ? OR status IN ('queued', 'running'))
         ORDER BY created_at DESC LIMIT ?

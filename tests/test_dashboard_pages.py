@@ -117,6 +117,23 @@ def test_overview(store, secrets):
     assert {"Champion model", "Labels by source", "Open flags by reason", "Recent jobs"} <= {s.value for s in at.subheader}
 
 
+def test_overview_shows_a_job_waiting_for_the_store(store, secrets):
+    db, _ = store
+    with transaction(db) as con:  # a running job whose process is this one, alive
+        job_id = job_store.create_job(con, "score", {}, "tester")
+        job_store.mark_started(con, job_id, pid=os.getpid(), log_path=None,
+                               proc_start=jobs_module.process_start_token(os.getpid()))
+    reporter = jobs_module.JobReporter(db, job_id, echo=lambda line: None)
+    reporter.waiting_for_store()  # what the job's process does when its connection finds the store locked
+    try:
+        at = open_screen(secrets, "vera", "overview")
+        recent = next(d.value for d in at.dataframe if "job_id" in d.value.columns).set_index("job_id")
+        assert recent.loc[job_id, "message"].startswith("waiting for the store since ")
+    finally:
+        reporter.store_wait_over()
+        with transaction(db) as con:
+            job_store.finish_job(con, job_id, "succeeded", result={})
+
 def test_overview_shows_a_sigkilled_job_as_failed(store, secrets):
     from pipeline.jobs import start_job
     from store.actors import cli_actor

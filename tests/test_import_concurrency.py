@@ -25,6 +25,7 @@ IMPORTER = """
 import json, sys
 import pipeline.data.importer as importer
 importer.CHUNK_ROWS = int(sys.argv[3])
+importer.CHUNK_TARGET_S = 1e9  # fixed-size chunks, so the tests can count them (sizing by time: its own test)
 report = importer.import_reviews(sys.argv[1], sys.argv[2])
 print(json.dumps({"accepted": report.accepted, "unchanged": report.unchanged, "chunks": report.chunks,
                   "longest_chunk_seconds": report.longest_chunk_seconds}), flush=True)
@@ -113,7 +114,7 @@ def test_killed_import_resumes_without_duplicates(store_path, tmp_path):
 
 LOCK_HOLDER = """
 import sys, time, duckdb
-con = duckdb.connect(sys.argv[1])
+con = duckdb.connect(sys.argv[1], read_only=len(sys.argv) > 3 and sys.argv[3] == "read-only")
 print("locked", flush=True)
 time.sleep(float(sys.argv[2]))
 """
@@ -145,6 +146,7 @@ def test_chunked_import_keeps_stratified_split_proportions(store_path, tmp_path,
     import pipeline.data.importer as importer
 
     monkeypatch.setattr(importer, "CHUNK_ROWS", 700)
+    monkeypatch.setattr(importer, "CHUNK_TARGET_S", 1e9)
     report = importer.import_reviews(store_path, _csv(tmp_path / "mid.csv", rows=5_000))
     assert report.chunks == 8 and sum(report.splits.values()) == 5_000
     with connect(store_path, read_only=True) as con:
@@ -159,3 +161,57 @@ def test_chunked_import_keeps_stratified_split_proportions(store_path, tmp_path,
         total = sum(counts.values())
         for split, fraction in (("train", 0.8), ("val", 0.1), ("test", 0.1)):
             assert abs(counts.get(split, 0) - fraction * total) <= 1, (label, counts)
+
+
+def test_chunks_are_sized_by_time(store_path, tmp_path, monkeypatch):
+    import pipeline.data.importer as importer
+
+    # Every chunk takes longer than the target, so after the first each has the fewest rows allowed.
+    monkeypatch.setattr(importer, "CHUNK_ROWS", 3_000)
+    monkeypatch.setattr(importer, "FIRST_CHUNK_ROWS", 3_000)
+    monkeypatch.setattr(importer, "MIN_CHUNK_ROWS", 500)
+    monkeypatch.setattr(importer, "CHUNK_TARGET_S", 1e-6)
+    report = importer.import_reviews(store_path, _csv(tmp_path / "mid.csv", rows=6_000))
+    assert (report.chunks, report.accepted, sum(report.splits.values())) == (1 + 3_000 // 500, 6_000, 6_000)
+    result = check_store(store_path)
+    assert result.healthy and result.duplicate_review_ids == 0, result
+    assert result.tables["reviews"] == result.tables["splits"] == result.tables["labels"] == 6_000
+    # Fast chunks grow back to CHUNK_ROWS: a re-import with a generous target takes two chunks.
+    monkeypatch.setattr(importer, "CHUNK_TARGET_S", 1e9)
+    again = importer.import_reviews(store_path, tmp_path / "mid.csv")
+    assert (again.chunks, again.accepted, again.unchanged) == (2, 0, 6_000)
+
+
+def test_waiting_job_shows_in_jobs_list_while_it_waits(store_path):
+    from pipeline.jobs import get_job, job_status_path, list_jobs
+    from store import jobs as job_store
+    from tests.conftest import cli_cmd
+
+    with transaction(store_path) as con:
+        job_id = job_store.create_job(con, "demo-data", {"rows": 200, "seed": 1}, "tester")
+    # A long read-only reader (an export, a dashboard query) keeps writers out but lets `tastebud jobs` read.
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(store_path), "120", "read-only"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    job = subprocess.Popen(cli_cmd("--db", str(store_path), "job-run", job_id), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    status = job_status_path(store_path, job_id)
+    deadline = time.monotonic() + 60
+    while not status.exists() and time.monotonic() < deadline and job.poll() is None:
+        time.sleep(0.05)
+    assert status.exists(), "the job never recorded that it waits"
+    listed = subprocess.run(cli_cmd("--db", str(store_path), "jobs"), capture_output=True, text=True, timeout=60)
+    rows = list_jobs(store_path).to_dict("records")
+    holder.kill()  # the reader is done: the job gets the store
+    holder.wait(timeout=30)
+    out, _ = job.communicate(timeout=120)
+    assert job.returncode == 0, out
+    assert listed.returncode == 0, listed.stderr
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(job_id))
+    assert "waiting for the store since " in line, listed.stdout
+    assert rows[0]["message"].startswith("waiting for the store since ") and rows[0]["waiting_since"] is not None
+    # Once in, the job removes its status file and the row speaks for itself again.
+    assert not status.exists()
+    done = get_job(store_path, job_id)
+    assert done["status"] == "succeeded" and done["waiting_since"] is None
+    assert not (done["message"] or "").startswith("waiting for the store")

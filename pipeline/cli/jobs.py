@@ -45,7 +45,7 @@ def jobs_cmd(
 
     frame = list_jobs(_existing_store(), limit=limit, active_only=active)
     columns = ["job_id", "kind", "status", "actor", "progress", "elapsed_s", "eta_s", "message", "error",
-               "cancelled_by", "created_at", "started_at", "finished_at", "pid", "log_path"]
+               "cancelled_by", "created_at", "started_at", "finished_at", "pid", "log_path", "waiting_since"]
     rows = frame[columns].to_dict("records")
     if as_json:
         emit_json([{k: (None if _missing(v) else v) for k, v in row.items()} for row in rows])

@@ -4,8 +4,9 @@ The whole file is parsed and validated before the store is touched: it is read i
 private in-memory DuckDB, every value as text, its columns mapped to review fields (by
 flags or by common names), and each row checked once, set-based (see
 :mod:`store.imports` for the checks and their order). Then the rows are written in chunks
-of ``CHUNK_ROWS``, each its own short transaction (reviews, labels, frozen splits), with a
-pause between chunks when another process waits, so none waits longer than one chunk. Each
+sized to hold the store for about ``CHUNK_TARGET_S`` (at most ``CHUNK_ROWS`` rows), each its own
+short transaction (reviews, labels, frozen splits), with a pause between chunks when another
+process waits, so none waits longer than about one chunk. Each
 chunk commits whole or not at all, and writing is idempotent, so an import killed halfway
 is finished by running it again: nothing is duplicated.
 
@@ -46,7 +47,6 @@ from __future__ import annotations
 import csv
 import os
 import time
-from itertools import zip_longest
 from dataclasses import asdict, dataclass, field, fields
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -59,7 +59,7 @@ import pyarrow.compute as pc
 from store import imports as staging
 from store.actors import Actor, audit, cli_actor, require
 from pipeline.loop.thresholds import TEXT_CHANGED_PRIORITY
-from store.db import hand_off, transaction
+from store.db import hand_off, skip_row_group_merges, transaction
 from store.errors import TastebudError
 from store.flags import flag_for_relabel
 from store.labels import append_labels, retract_human_labels
@@ -104,9 +104,17 @@ _EXTENSIONS = {
 }
 # Longest review text accepted, in characters; longer rows are rejected as text_too_long.
 MAX_TEXT_CHARS = 20_000
-# Reviews (or rejects) per write transaction: about a second of lock on a 1M-review store, so
-# other writers (a score job, a relabel on the dashboard) wait at most that long.
+# Most reviews (or rejects) per write transaction. Chunks are sized by time, not only by rows:
+# each chunk's size follows from how long the previous one held the store, aiming at
+# CHUNK_TARGET_S, so other writers (a score job, a relabel on the dashboard) wait about that
+# long at most, however loaded the machine or large the store.
 CHUNK_ROWS = 50_000
+# Rows of the first chunk (at most CHUNK_ROWS): small, since nothing is known yet about the pace.
+FIRST_CHUNK_ROWS = 10_000
+# Fewest rows per chunk: below this, per-transaction costs (open, checkpoint) dominate.
+MIN_CHUNK_ROWS = 2_000
+# Seconds one chunk's transaction (body, commit, checkpoint on close) should hold the store's lock.
+CHUNK_TARGET_S = 1.0
 
 # File column names recognised per field (compared lower-cased, spaces and dashes as underscores), first match wins.
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
@@ -582,43 +590,50 @@ def _write(
 ) -> dict:
     """Write in chunks, each one transaction: rejects, then reviews with their labels, retractions, flags
     and splits. The import row goes with the first chunk, its counts and the audit row with the last,
-    so an import of one chunk is all-or-nothing as a whole."""
-    reviews = valid.select(list(REVIEW_FIELDS))
+    so an import of one chunk is all-or-nothing as a whole. Chunk sizes follow :class:`_ChunkSizer`."""
     init_store(db)
-    # Step k writes the k-th chunk of rejects and the k-th chunk of reviews (either may be absent).
-    steps = list(zip_longest(range(0, rejects.num_rows, CHUNK_ROWS), range(0, max(reviews.num_rows, 1), CHUNK_ROWS)))
     totals = {"accepted": 0, "updated": 0, "unchanged": 0, "labels_added": 0}
     splits = {"train": 0, "val": 0, "test": 0}
     relabel: list[str] = []
-    timer, import_id = _ChunkTimer(), None
+    sizer, import_id = _ChunkSizer(), None
     # Several chunks: the split counts per stratum are read once and kept up to date here, so each
     # chunk reads only its own reviews' labels instead of every label in the store.
     strata = None
-    for i, (reject_offset, review_offset) in enumerate(steps):
-        if i:
+    # Chunk k writes the next `rows` rejects and the next `rows` reviews (either may be used up).
+    review_offset = reject_offset = 0
+    while True:
+        rows = sizer.rows
+        last = review_offset + rows >= valid.num_rows and reject_offset + rows >= rejects.num_rows
+        if import_id is not None:
             hand_off(db)  # let a process waiting for the store in between two chunks
         chunk_relabel: list[str] = []
-        with timer, transaction(db) as con:
+        with transaction(db) as con:
+            sizer.start()
+            skip_row_group_merges(con)  # a merge rewrites up to ~123k earlier rows inside this chunk's hold
             if import_id is None:
                 import_id = staging.start_import(con, path=str(file), fmt=fmt, started_at=started)
-                if len(steps) > 1:
+                if not last:
                     strata = count_split_strata(con)
-            if reject_offset is not None:
-                staging.append_rejects(con, import_id, str(file), rejects.slice(reject_offset, CHUNK_ROWS))
-            if review_offset is not None:
-                chunk_relabel = _write_reviews(con, import_id, file, valid.slice(review_offset, CHUNK_ROWS),
+            if reject_offset < rejects.num_rows:
+                staging.append_rejects(con, import_id, str(file), rejects.slice(reject_offset, rows))
+            if review_offset < valid.num_rows or review_offset == 0:
+                chunk_relabel = _write_reviews(con, import_id, file, valid.slice(review_offset, rows),
                                                label_source, actor, totals, splits, strata, review_offset == 0)
-            if i == len(steps) - 1:
+            if last:
                 _finish(con, import_id, file, actor, totals, rejects.num_rows, len(relabel) + len(chunk_relabel))
+        sizer.stop(rows)
         relabel.extend(chunk_relabel)
+        review_offset, reject_offset = review_offset + rows, reject_offset + rows
+        if last:
+            break
     return {
         "import_id": import_id,
         **totals,
         "splits": splits,
         "relabel_needed": len(relabel),
         "relabel_needed_ids": sorted(relabel)[:100],
-        "chunks": timer.count,
-        "longest_chunk_seconds": round(timer.longest, 3),
+        "chunks": sizer.count,
+        "longest_chunk_seconds": round(sizer.longest, 3),
     }
 
 
@@ -662,18 +677,25 @@ def _finish(
                   "unchanged": totals["unchanged"], "rejected": rejected, "relabel_needed": relabel_needed})
 
 
-class _ChunkTimer:
-    """Times each write transaction (the time the store's lock is held)."""
+class _ChunkSizer:
+    """Times each chunk's hold of the store (from the open connection to after commit and close) and
+    sizes the next chunk to take about ``CHUNK_TARGET_S`` at the pace of the last one, between
+    ``MIN_CHUNK_ROWS`` and ``CHUNK_ROWS``. A lock wait before the open is not counted: it says
+    nothing about this import's pace."""
 
     def __init__(self) -> None:
+        self.rows = min(FIRST_CHUNK_ROWS, CHUNK_ROWS)
         self.count, self.longest, self._t0 = 0, 0.0, 0.0
 
-    def __enter__(self) -> None:
+    def start(self) -> None:
         self._t0 = time.perf_counter()
 
-    def __exit__(self, *exc) -> None:
+    def stop(self, rows: int) -> None:
+        held = time.perf_counter() - self._t0
         self.count += 1
-        self.longest = max(self.longest, time.perf_counter() - self._t0)
+        self.longest = max(self.longest, held)
+        paced = int(rows * CHUNK_TARGET_S / max(held, 1e-3))
+        self.rows = max(min(MIN_CHUNK_ROWS, CHUNK_ROWS), min(CHUNK_ROWS, paced))
 
 
 def _label_rows(valid: pa.Table, label_source: str | None) -> pa.Table:
