@@ -109,17 +109,22 @@ def _wait_over(db: Path) -> None:
         handler(db)
 
 
+def writer_waiting(path: str | os.PathLike | None = None) -> bool:
+    """Whether another process is waiting for the store right now (its marker is fresh)."""
+    try:
+        age = time.time() - waiting_marker(path).stat().st_mtime
+    except OSError:
+        return False
+    return age <= WAITING_FRESH_S
+
+
 def hand_off(path: str | os.PathLike | None = None) -> bool:
     """Between the chunks of a long write: pause if another process is waiting for the store.
 
     Returns:
         Whether it paused.
     """
-    try:
-        age = time.time() - waiting_marker(path).stat().st_mtime
-    except OSError:
-        return False
-    if age > WAITING_FRESH_S:
+    if not writer_waiting(path):
         return False
     time.sleep(HANDOFF_S)
     return True
@@ -272,14 +277,23 @@ def transaction(
     path: DbPath = None, *, timeout_s: float | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-write connection inside BEGIN/COMMIT; rolled back on any exception."""
-    with connect(path, timeout_s=timeout_s) as con:
-        con.execute("BEGIN TRANSACTION")
+    with connect(path, timeout_s=timeout_s) as con, begin(con):
+        yield con
+
+
+@contextmanager
+def begin(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """One transaction on an open read-write connection: BEGIN ... COMMIT, rolled back on any exception.
+
+    For a writer that commits several transactions on one connection (see :func:`writer_waiting`).
+    """
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
         try:
-            yield con
-        except BaseException:
-            try:
-                con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass  # the original error says more (a damaged store may fail the rollback too)
-            raise
-        con.execute("COMMIT")
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # the original error says more (a damaged store may fail the rollback too)
+        raise
+    con.execute("COMMIT")

@@ -55,7 +55,7 @@ def export_pending_reviews(
     reader = con.execute(
         f"SELECT r.review_id, r.text {_PENDING_SQL} ORDER BY r.review_id",
         [model_id, since, since, *shard_params(None)],
-    ).fetch_record_batch(_EXPORT_BATCH_ROWS)
+    ).to_arrow_reader(_EXPORT_BATCH_ROWS)
     files: list[str] = []
     writer: pq.ParquetWriter | None = None
     in_file = rows = 0

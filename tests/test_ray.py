@@ -112,6 +112,33 @@ def test_ingesting_the_same_prediction_shards_twice_adds_nothing(store_path, tin
     assert _duplicates(store_path) == 0
 
 
+def test_ingest_keeps_one_connection_until_another_writer_waits(store_path, tmp_path, tiny_model_dir, monkeypatch):
+    import pandas as pd
+
+    import pipeline.scale.ray_score as ray_score
+    from store.db import waiting_marker
+
+    _store_with_champion(store_path, tiny_model_dir, 30)
+    with connect(store_path, read_only=True) as con:
+        exported = export_pending_reviews(con, "tiny", tmp_path / "in", rows_per_file=10)
+    out = tmp_path / "out"
+    out.mkdir()
+    for i, path in enumerate(exported["files"]):
+        ids = pd.read_parquet(path)["review_id"]
+        pd.DataFrame({"review_id": ids, "p_negative": 0.2, "p_neutral": 0.3, "p_positive": 0.5}).to_parquet(
+            out / f"p{i}.parquet")
+    opened = []
+    real_connect = ray_score.connect
+    monkeypatch.setattr(ray_score, "connect", lambda *a, **k: (opened.append(1), real_connect(*a, **k))[1])
+    assert ingest_prediction_dir(store_path, "tiny", out) == 30
+    assert len(opened) == 1  # nobody waiting: the three shards share one connection
+    opened.clear()
+    waiting_marker(store_path).touch()  # another process says it waits for the store
+    assert ingest_prediction_dir(store_path, "tiny", out) == 30
+    assert len(opened) == 3  # the store is given up after every shard
+    assert _duplicates(store_path) == 0
+
+
 def test_an_address_that_does_not_answer_is_one_line_and_exit_code_2(store_path, tiny_model_dir):
     _store_with_champion(store_path, tiny_model_dir, 5)
     with pytest.raises(TastebudError, match="does not answer"):
