@@ -91,19 +91,25 @@ def test_a_killed_worker_is_retried_and_the_store_ends_complete(local_ray, store
     assert _duplicates(store_path) == 0
 
 
-def test_ingesting_the_same_prediction_shards_twice_adds_nothing(store_path, tiny_model_dir, tmp_path):
+def _prediction_shards(store_path, tiny_model_dir, tmp_path, rows: int, per_file: int):
+    """A store with ``rows`` reviews and a champion, and prediction shards for all of them as a cluster returns them."""
     import pandas as pd
 
-    _store_with_champion(store_path, tiny_model_dir, 50)
+    _store_with_champion(store_path, tiny_model_dir, rows)
     with connect(store_path, read_only=True) as con:
-        exported = export_pending_reviews(con, "tiny", tmp_path / "in", rows_per_file=20)
-    assert exported["rows"] == 50 and len(exported["files"]) == 3
+        exported = export_pending_reviews(con, "tiny", tmp_path / "in", rows_per_file=per_file)
+    assert exported["rows"] == rows and len(exported["files"]) == -(-rows // per_file)
     out = tmp_path / "out"
     out.mkdir()
     for i, path in enumerate(exported["files"]):
         ids = pd.read_parquet(path)["review_id"]
         pd.DataFrame({"review_id": ids, "p_negative": 0.2, "p_neutral": 0.3, "p_positive": 0.5}).to_parquet(
             out / f"p{i}.parquet")
+    return out
+
+
+def test_ingesting_the_same_prediction_shards_twice_adds_nothing(store_path, tiny_model_dir, tmp_path):
+    out = _prediction_shards(store_path, tiny_model_dir, tmp_path, 50, 20)
     assert ingest_prediction_dir(store_path, "tiny", out) == 50
     assert ingest_prediction_dir(store_path, "tiny", out) == 50  # rewritten in place, not added
     with connect(store_path, read_only=True) as con:
@@ -113,20 +119,10 @@ def test_ingesting_the_same_prediction_shards_twice_adds_nothing(store_path, tin
 
 
 def test_ingest_keeps_one_connection_until_another_writer_waits(store_path, tmp_path, tiny_model_dir, monkeypatch):
-    import pandas as pd
-
     import pipeline.scale.ray_score as ray_score
     from store.db import waiting_marker
 
-    _store_with_champion(store_path, tiny_model_dir, 30)
-    with connect(store_path, read_only=True) as con:
-        exported = export_pending_reviews(con, "tiny", tmp_path / "in", rows_per_file=10)
-    out = tmp_path / "out"
-    out.mkdir()
-    for i, path in enumerate(exported["files"]):
-        ids = pd.read_parquet(path)["review_id"]
-        pd.DataFrame({"review_id": ids, "p_negative": 0.2, "p_neutral": 0.3, "p_positive": 0.5}).to_parquet(
-            out / f"p{i}.parquet")
+    out = _prediction_shards(store_path, tiny_model_dir, tmp_path, 30, 10)
     opened = []
     real_connect = ray_score.connect
     monkeypatch.setattr(ray_score, "connect", lambda *a, **k: (opened.append(1), real_connect(*a, **k))[1])
