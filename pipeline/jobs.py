@@ -224,7 +224,7 @@ def _run_recorded(db, job_id: str, body: Callable[[], dict], reporter: JobReport
 
     def _on_term(signum, frame):
         if os.getpid() != owner:
-            # A forked worker (cleanlab's multiprocessing pool in flagging) inherited this handler; its
+            # A forked worker (a library's multiprocessing pool) inherited this handler; its
             # pool ends it with SIGTERM. Raising here would leave the pool's queue lock held and hang
             # the job: exit as SIGTERM's default would.
             os._exit(128 + signum)

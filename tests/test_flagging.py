@@ -64,6 +64,7 @@ from pipeline.loop.flagging import (  # noqa: E402
     find_label_issues,
     find_low_confidence,
     find_rating_contradictions,
+    rank_label_issues,
 )
 from store.flags import fetch_disagreements  # noqa: E402
 from store.predictions import write_predictions  # noqa: E402
@@ -258,3 +259,20 @@ def test_flag_needs_scored_reviews(store_path, tmp_path):
         model_store.promote_model(con, cli_actor(), "m")
     with pytest.raises(TastebudError, match="model m has scored no reviews yet: run `tastebud score` first"):
         flag(store_path)
+
+
+def test_label_issue_ranking_never_forks(monkeypatch):
+    """A fork taken while a job's other threads hold a lock can hang the child forever (an import job hung at
+    "flagging" that way): cleanlab must run in this process."""
+    import os
+
+    def no_fork():
+        raise AssertionError("flagging forked a process")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    rng = np.random.default_rng(0)
+    labels = rng.choice(["negative", "neutral", "positive"], 3000)
+    probs = rng.dirichlet([1, 1, 1], 3000)
+    frame = pd.DataFrame({"review_id": [f"r{i}" for i in range(3000)], "label": labels})
+    ranked = rank_label_issues(frame, probs, "test")
+    assert len(ranked) > 0

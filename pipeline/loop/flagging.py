@@ -204,7 +204,10 @@ def rank_label_issues(frame: pd.DataFrame, pred_probs: np.ndarray, source: str) 
     from cleanlab.rank import get_label_quality_scores
 
     labels = frame["label"].map(LABEL_TO_ID).to_numpy()
-    issues = find_label_issues(labels, pred_probs, return_indices_ranked_by="self_confidence")
+    # n_jobs=1: cleanlab's default forks a process pool, and a fork taken while the job's other threads
+    # (DuckDB, torch, the scoring stages) hold a lock can leave the child stuck on it forever: an import
+    # job hung at "flagging" in CI that way. One process is fast enough for the flag queue's sizes.
+    issues = find_label_issues(labels, pred_probs, return_indices_ranked_by="self_confidence", n_jobs=1)
     quality = get_label_quality_scores(labels, pred_probs, method="self_confidence")
     rows = frame.iloc[issues]
     details = [
