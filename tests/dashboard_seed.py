@@ -42,6 +42,37 @@ def account_secrets() -> dict:
     }
 
 
+APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+
+
+def private_copy(seeded: Path, tmp_path: Path, monkeypatch) -> Path:
+    """A copy of a module's seeded store that this test alone writes to, made the dashboard's store."""
+    import shutil
+
+    copy = tmp_path / "store.duckdb"
+    shutil.copy(seeded, copy)
+    monkeypatch.setenv("TASTEBUD_DB", str(copy))
+    return copy
+
+
+def signed_in(username: str, screen: str | None = None, *, query: dict | None = None):
+    """An AppTest of the dashboard with ``username`` signed in (password from ACCOUNTS), on ``screen`` if given."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.secrets["accounts"] = account_secrets()
+    at.run()
+    at.text_input[0].input(username)
+    at.text_input[1].input(ACCOUNTS[username][1])
+    at.button[0].click().run()
+    for key, value in (query or {}).items():
+        at.query_params[key] = value
+    if screen:
+        at.switch_page(f"screens/{screen}.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 def write_secrets(path: Path) -> Path:
     """Write a secrets.toml with :data:`ACCOUNTS` (for a real ``streamlit run``)."""
     lines = []

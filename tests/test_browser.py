@@ -371,11 +371,14 @@ def _hard_cases_keys_filters_recent_and_ticks(page, db, info) -> None:
     row_height = review_row_height(queue["text"].iloc[1:])  # as the page sizes the rows of "Up next"
     for row in (0, 1):  # the checkbox sits in the middle of the first column's cell
         page.mouse.click(box["x"] + 37, box["y"] + HEADER_PX + row_height * (row + 0.5))
-        page.wait_for_timeout(300)
+        # Each tick reruns the page: the next click must wait for it, or it lands on a grid being redrawn.
+        _settle(page)
     page.keyboard.press("Escape")
     _settle(page)
+    confirm = page.get_by_role("checkbox", name=re.compile("Yes, label the 2 ticked"))
+    confirm.wait_for(state="attached", timeout=STEP_MS)
     # The grid's overlay layer may cover the row below it: send the clicks to the elements themselves.
-    page.get_by_role("checkbox", name=re.compile("Yes, label the 2 ticked")).dispatch_event("click")
+    confirm.dispatch_event("click")
     _settle(page)
     page.get_by_role("button", name="Relabel 2 ticked").dispatch_event("click")
     page.get_by_text("Labeled 2 reviews negative.").wait_for(timeout=STEP_MS)

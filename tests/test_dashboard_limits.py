@@ -3,20 +3,18 @@ visible note, predictions bounded in time, one in flight and a rate per session.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from dashboard_seed import ACCOUNTS, CHAMPION, account_secrets, seed_dashboard_store
+from dashboard_seed import APP, CHAMPION, account_secrets, private_copy, seed_dashboard_store, signed_in
 from streamlit.testing.v1 import AppTest
 
 from dashboard import limits, reads
 from pipeline.data.importer import MAX_TEXT_CHARS
 from store.schema import init_store
 
-APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 SCREENS = ("overview", "trends", "comparison", "hard_cases", "training", "data")
 
 
@@ -29,10 +27,7 @@ def seeded(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def store(seeded, tmp_path, monkeypatch) -> Path:
-    copy = tmp_path / "store.duckdb"
-    shutil.copy(seeded, copy)
-    monkeypatch.setenv("TASTEBUD_DB", str(copy))
-    return copy
+    return private_copy(seeded, tmp_path, monkeypatch)
 
 
 class _SlowModel:
@@ -48,15 +43,7 @@ class _SlowModel:
 
 
 def _signed_in(screen: str, username: str = "dario") -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.secrets["accounts"] = account_secrets()
-    at.run()
-    at.text_input[0].input(username)
-    at.text_input[1].input(ACCOUNTS[username][1])
-    at.button[0].click().run()
-    at.switch_page(f"screens/{screen}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return signed_in(username, screen)
 
 
 def _predict(at: AppTest, text: str) -> AppTest:

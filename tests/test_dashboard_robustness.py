@@ -4,7 +4,6 @@ every page renders without a traceback; a store that cannot be read is one sente
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +11,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard_seed import ACCOUNTS, account_secrets, seed_dashboard_store
+from dashboard_seed import private_copy, seed_dashboard_store, signed_in
 from store.db import connect, transaction
 from store.schema import init_store
 
-APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 SCREENS = (("vera", "overview"), ("vera", "trends"), ("vera", "comparison"),
            ("dario", "hard_cases"), ("dario", "training"), ("dario", "data"))
 
@@ -30,20 +28,11 @@ def seeded(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def store(seeded, tmp_path, monkeypatch) -> Path:
-    copy = tmp_path / "store.duckdb"
-    shutil.copy(seeded, copy)
-    monkeypatch.setenv("TASTEBUD_DB", str(copy))
-    return copy
+    return private_copy(seeded, tmp_path, monkeypatch)
 
 
 def _signed_in(username: str) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.secrets["accounts"] = account_secrets()
-    at.run()
-    at.text_input[0].input(username)
-    at.text_input[1].input(ACCOUNTS[username][1])
-    at.button[0].click().run()
-    return at
+    return signed_in(username)
 
 
 def _seed_odd_rows(db: Path) -> None:

@@ -3,21 +3,19 @@ health on Sentiment trends, the retrain banner on Training, the local-references
 
 from __future__ import annotations
 
-import shutil
 from datetime import date
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from dashboard_seed import ACCOUNTS, CHAMPION, account_secrets, seed_dashboard_store
+from dashboard_seed import CHAMPION, private_copy, seed_dashboard_store, signed_in
 from pipeline.monitor.health import run_monitor
 from store import alerts as alert_store
 from store import jobs as job_store
 from store.db import connect, transaction
 from store.schema import init_store
 
-APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
 ALERT = {"kind": "model_health", "metric": "class_mix_js", "subject": CHAMPION, "period": date(2026, 10, 19),
          "value": 0.31, "threshold": 0.2, "message": "week of 2026-10-19: predicted class mix drifted (test alert)"}
 
@@ -34,24 +32,11 @@ def monitored(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def store(monitored, tmp_path, monkeypatch) -> Path:
-    copy = tmp_path / "store.duckdb"
-    shutil.copy(monitored, copy)
-    monkeypatch.setenv("TASTEBUD_DB", str(copy))
-    return copy
+    return private_copy(monitored, tmp_path, monkeypatch)
 
 
 def open_screen(username: str, screen: str, *, query: dict | None = None) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.secrets["accounts"] = account_secrets()
-    at.run()
-    at.text_input[0].input(username)
-    at.text_input[1].input(ACCOUNTS[username][1])
-    at.button[0].click().run()
-    for key, value in (query or {}).items():
-        at.query_params[key] = value
-    at.switch_page(f"screens/{screen}.py").run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    return signed_in(username, screen, query=query)
 
 
 def test_overview_puts_kpis_movers_and_alerts_first(store):
