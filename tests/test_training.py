@@ -113,9 +113,7 @@ def test_head_tail_truncation_keeps_opening_and_ending(tiny_base):
 
 
 def test_tiny_bert_trains_registers_and_evaluates(filled_store, tiny_base):
-    started = time.monotonic()
     model_id = train(filled_store, tiny_config(tiny_base), reporter=RecordingReporter(filled_store))
-    assert time.monotonic() - started < 60
 
     with connect(filled_store, read_only=True) as con:
         model = model_store.get_model(con, model_id)
@@ -281,10 +279,8 @@ def test_background_job_reports_progress_and_cli_json(filled_store, tiny_base, m
 
 @pytest.mark.slow
 def test_real_packaged_encoder_fine_tunes_a_few_steps(filled_store):
-    started = time.monotonic()
     cfg = TrainConfig(epochs=1, batch_size=16, max_length=48, max_train_examples=64, early_stopping_patience=0)
     model_id = train(filled_store, cfg, reporter=RecordingReporter(filled_store))
-    assert time.monotonic() - started < 60
     with connect(filled_store, read_only=True) as con:
         model = model_store.get_model(con, model_id)
         evaluation = evaluation_store.fetch_latest_evaluation(con, model_id)
@@ -368,14 +364,12 @@ def test_only_rank_0_of_a_distributed_launch_writes_the_store(monkeypatch):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_register_one_model_and_each_epoch_once(filled_store, tiny_base):
-    started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "pipeline.cli", "--db", str(filled_store),
          "train", "--base-model", tiny_base, "--epochs", "2", "--batch-size", "8", "--max-length", "32",
          "--learning-rate", "5e-4", "--patience", "0", "--device", "cpu", "--precision", "fp32"],
         capture_output=True, text=True, env={**SUBPROCESS_ENV, "OMP_NUM_THREADS": "1"}, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert time.monotonic() - started < 60
     with connect(filled_store, read_only=True) as con:
         models = model_store.list_models(con)
         runs = run_store.list_runs(con)
