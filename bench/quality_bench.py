@@ -200,7 +200,6 @@ def run_baselines(bench: Bench, db, dataset: str, fold: int, methods: list[str],
 
 
 def run_recipe(bench: Bench, db, dataset: str, fold: int, recipe: str) -> None:
-    from pipeline.models.ensemble import ensemble_id_for
     from pipeline.train.run import train
     from store.db import connect
     from store.evaluations import fetch_latest_evaluation
@@ -208,12 +207,14 @@ def run_recipe(bench: Bench, db, dataset: str, fold: int, recipe: str) -> None:
 
     config = TrainConfig.from_recipe(recipe, seed=42 + fold, **({"device": bench.device} if bench.device else {}), **bench.overrides)
     started = time.monotonic()
-    model_id = train(db, config)
+    product = train(db, config)  # the ensemble's id when the recipe builds one
     seconds = time.monotonic() - started
     with connect(db, read_only=True) as con:
-        model = get_model(con, model_id)
-        metrics = fetch_latest_evaluation(con, model_id)
-        ensemble = fetch_latest_evaluation(con, ensemble_id_for(model_id)) if config.ensemble else None
+        model = get_model(con, product)
+        ensemble = fetch_latest_evaluation(con, product) if model["kind"] == "ensemble" else None
+        if ensemble:
+            model = get_model(con, model["params"]["members"][0]["model_id"])
+        metrics = fetch_latest_evaluation(con, model["model_id"])
     extra = _finetune_extra(model, config)
     bench.add(_record(dataset, fold, f"recipe:{recipe}", metrics, **extra), f"{dataset}/recipe:{recipe}", seconds)
     if ensemble:  # its time is part of the recipe's run above

@@ -209,11 +209,11 @@ def test_mean_head_recipe_trains_calibrates_builds_an_ensemble_and_compares(fill
     reporter = RecordingReporter(filled_store)
     config = tiny_config(tiny_base, head="mean", class_weighting="sqrt", prior_adjust=True, ensemble=True,
                          layer_lr_decay=0.8, lr_schedule="cosine", epochs=1)
-    model_id = train(filled_store, config, reporter=reporter)
-    ens_id = ensemble_id_for(model_id)
+    ens_id = train(filled_store, config, reporter=reporter)  # the run's product is the ensemble
     with connect(filled_store, read_only=True) as con:
-        model = model_store.get_model(con, model_id)
         ensemble = model_store.get_model(con, ens_id)
+        model_id = ensemble["params"]["members"][0]["model_id"]
+        model = model_store.get_model(con, model_id)
         ens_eval = evaluation_store.fetch_latest_evaluation(con, ens_id)
     meta = read_metadata(model["path"])
     assert meta["head"] == "mean" and (Path(model["path"]) / HEAD_FILE).is_file()
@@ -223,7 +223,8 @@ def test_mean_head_recipe_trains_calibrates_builds_an_ensemble_and_compares(fill
     # before adjusting, the fit sees exactly the best epoch's validation macro-F1.
     assert calibration["val_macro_f1_before"] == pytest.approx(model["val_metrics"]["macro_f1"], abs=1e-6)
     assert calibration == model["params"]["calibration"]
-    assert ensemble["kind"] == "ensemble" and ens_eval["n"] > 0
+    assert ensemble["kind"] == "ensemble" and ens_eval["n"] > 0 and ens_id == ensemble_id_for(model_id)
+    assert model["kind"] == "finetuned" and ensemble["duration_s"] >= model["duration_s"]
     weights = [m["weight"] for m in ensemble["params"]["members"]]
     assert sum(weights) == pytest.approx(1.0) and ensemble["params"]["members"][0]["model_id"] == model_id
     probs = load_predictor(filled_store, ens_id).predict_proba(["Amazing tacos", "Rude waiter, cold soup"])
@@ -233,6 +234,29 @@ def test_mean_head_recipe_trains_calibrates_builds_an_ensemble_and_compares(fill
     assert "warning: only" in lines and "(at least 500 recommended" in lines  # 300 demo reviews: every class is short
     assert f"{model_id} " in lines and "the best baseline" in lines and "on the same" in lines
     assert f"{ens_id} " in lines and "validation ECE" in lines
+
+
+def test_cli_train_with_the_ensemble_recipe_reports_and_promotes_the_ensemble(filled_store, tiny_base):
+    import subprocess
+
+    from conftest import cli_cmd
+    from training_helpers import SUBPROCESS_ENV
+
+    done = subprocess.run(
+        cli_cmd("--db", str(filled_store), "train", "--recipe", "ensemble", "--base-model", tiny_base, "--epochs", "1",
+                "--batch-size", "8", "--max-length", "32", "--precision", "fp32", "--promote-if-better", "--json"),
+        capture_output=True, text=True, env=SUBPROCESS_ENV, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    ens_id, ft_id = result["model_id"], result["finetuned_id"]
+    assert ens_id.startswith("ens-") and ft_id.startswith("ft-")
+    assert result["metrics"]["n"] > 0 and result["throughput"]["examples"] > 0  # the member's training figures
+    with connect(filled_store, read_only=True) as con:
+        champion = model_store.get_champion(con)
+        kinds = dict(con.execute("SELECT model_id, kind FROM models").fetchall())
+    # The first model of a store becomes champion: the run's product, not its member.
+    assert champion["model_id"] == ens_id and kinds == {ft_id: "finetuned", ens_id: "ensemble"}
+    assert f"{ens_id}: promoted: first model" in done.stderr
 
 
 def test_comparison_uses_only_baselines_on_the_same_test_snapshot(filled_store):

@@ -116,11 +116,17 @@ def _print_trained(result: dict, as_json: bool) -> None:
 
         model = get_model(con, model_id)
         metrics = fetch_latest_evaluation(con, model_id)
+        # An ensemble (the default recipe's product) carries its fine-tuned member's training figures.
+        members = (model["params"] or {}).get("members") or [] if model["kind"] == "ensemble" else []
+        finetuned = get_model(con, members[0]["model_id"]) if members else model
     if as_json:
-        emit_json({"model_id": model_id, "val_metrics": model["val_metrics"], "metrics": metrics,
-                   "throughput": model["params"].get("throughput"), "duration_s": model["duration_s"], **result})
+        extra = {"finetuned_id": finetuned["model_id"]} if members else {}
+        emit_json({"model_id": model_id, **extra, "val_metrics": model["val_metrics"], "metrics": metrics,
+                   "throughput": (finetuned["params"] or {}).get("throughput"), "duration_s": model["duration_s"], **result})
         return
-    typer.echo(f"registered {model_id} ({model['name']}) in {model['duration_s']:.0f}s on {model['device']}")
+    typer.echo(f"registered {model_id} ({model['name']}) in {model['duration_s'] or 0:.0f}s on {model['device']}")
+    if members:
+        typer.echo("  " + " + ".join(f"{m['weight']:g} x {m['model_id']}" for m in members))
     if metrics:
         typer.echo(f"test accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   n={metrics['n']}")
 

@@ -11,6 +11,7 @@ its registry row holds each member's row, so it loads without reading the store.
 from __future__ import annotations
 
 import shutil
+import time
 
 import numpy as np
 
@@ -87,6 +88,7 @@ def register_ensemble(db, finetuned_id: str, train, val, *, actor: Actor, report
     ens_id = ensemble_id_for(finetuned_id)
     folder = models_dir(db) / ens_id
     labels = val["label"].map(LABEL_TO_ID).to_numpy(dtype=np.int64)
+    started = time.monotonic()
     try:
         tfidf = tfidf_row(folder / "tfidf", train, val, model_id=f"{ens_id}-tfidf")
         tfidf["kind"], tfidf["status"] = "baseline", "ready"
@@ -104,6 +106,8 @@ def register_ensemble(db, finetuned_id: str, train, val, *, actor: Actor, report
                 path=str(folder), params={"predictor": "ensemble", "members": members, "weight_fitted_on": len(labels)},
                 data_snapshot=member.get("data_snapshot"), round=member.get("round") or 0,
                 label_counts=member.get("label_counts"), device=member.get("device"), val_metrics=val_metrics,
+                # What it took to make: the member's training and this fit.
+                duration_s=(member.get("duration_s") or 0.0) + time.monotonic() - started,
             )
             audit(con, actor, "model.register", target=ens_id, detail={"kind": "ensemble", "members": [finetuned_id]})
     except BaseException:

@@ -68,7 +68,8 @@ def train(
             None names it by the newest label round it was trained on.
 
     Returns:
-        The registered model id; None on a rank other than 0 of a ``torchrun`` / ``accelerate launch``
+        The registered model id (the ensemble's when ``config.ensemble`` builds one, the default recipe's
+        case: see :func:`finish_run`); None on a rank other than 0 of a ``torchrun`` / ``accelerate launch``
         run (rank 0 alone records the run and registers the model; the others only train).
 
     Example:
@@ -112,10 +113,16 @@ def prepare_run(db, config: TrainConfig, *, reporter: JobReporter, resume: bool 
 
 def finish_run(db, trial: Trial, data: TrainingData, *, actor: Actor, reporter: JobReporter,
                promote_if_better: bool = False) -> str:
-    """Register the run's best weights (``trial.run_dir / "best"``) as one model, evaluate it; returns its id."""
+    """Register the run's best weights (``trial.run_dir / "best"``) as one model and evaluate it; with
+    ``config.ensemble`` also register its ensemble with TF-IDF + LR.
+
+    Returns:
+        The run's product: the ensemble's id when the config builds one (the model that is promoted,
+        compared and reported), else the fine-tuned model's.
+    """
     model_id = _register(db, trial, data, actor)
-    _after_registration(db, model_id, actor, reporter, promote_if_better, data=data if trial.config.ensemble else None)
-    return model_id
+    return _after_registration(db, model_id, actor, reporter, promote_if_better,
+                               data=data if trial.config.ensemble else None)
 
 
 def sweep(
@@ -173,7 +180,8 @@ def sweep(
         if trial is not best:
             shutil.rmtree(trial.run_dir, ignore_errors=True)
     reporter.log(f"sweep {sweep_id}: best trial {best.run_id} (val macro-F1 {best.val_metrics['macro_f1']:.4f})")
-    _after_registration(db, model_id, actor, reporter, promote_if_better, data=data if best.config.ensemble else None)
+    model_id = _after_registration(db, model_id, actor, reporter, promote_if_better,
+                                   data=data if best.config.ensemble else None)
     for row in summary:
         row["best"] = row["run_id"] == best.run_id
     return {"sweep_id": sweep_id, "model_id": model_id, "trials": summary}
@@ -399,9 +407,10 @@ def _warn_readiness(data: TrainingData, reporter: JobReporter) -> None:
 
 
 def _after_registration(db, model_id: str, actor: Actor, reporter: JobReporter, promote_if_better: bool,
-                        *, data: TrainingData | None = None) -> None:
-    """Evaluate, promote by the retrain rule when asked, build the ensemble when the config asks (``data``
-    given), compare with the baselines."""
+                        *, data: TrainingData | None = None) -> str:
+    """Evaluate the new model; build its ensemble when the config asks (``data`` given); promote the
+    run's product by the retrain rule when asked; compare with the best baseline. Returns the product's id
+    (the ensemble's when built: bench/RESULTS.md, issue 13, measured it above the fine-tuned model alone)."""
     # Imported here: evaluation loads torch and `evaluate`, which `tastebud models` (reap_dead_runs) never needs.
     from pipeline.evaluation.comparison import compare_with_best_baseline
     from pipeline.evaluation.evaluator import current_test_evaluation
@@ -409,10 +418,6 @@ def _after_registration(db, model_id: str, actor: Actor, reporter: JobReporter, 
 
     reporter.progress(0.92, f"evaluating {model_id} on the test split", force=True)
     try:
-        if promote_if_better:
-            # Scores the new model (and a champion whose stored evaluation is stale) on the current
-            # test split and stores those evaluations, so the one below is usually already current.
-            reporter.log(promote_when_better(db, model_id, actor)["message"])
         result = current_test_evaluation(db, model_id)
     except TastebudError as exc:  # e.g. an empty test split: the model stays registered, unevaluated
         reporter.log(f"{model_id} was not evaluated: {exc}")
@@ -426,10 +431,15 @@ def _after_registration(db, model_id: str, actor: Actor, reporter: JobReporter, 
         reporter.progress(0.95, "fitting the ensemble with TF-IDF + LR on validation", force=True)
         compared.append(register_ensemble(db, model_id, data.train, data.val, actor=actor, reporter=reporter,
                                           evaluate=result is not None))
+    product = compared[-1]
+    if promote_if_better:
+        # Scores the product (and a champion whose stored evaluation is stale) on the current test split.
+        reporter.log(promote_when_better(db, product, actor)["message"])
     if result is not None:
         for mid in compared:
             reporter.log(compare_with_best_baseline(db, mid)["line"])
-    reporter.progress(1.0, f"registered {model_id}", force=True)
+    reporter.progress(1.0, f"registered {product}", force=True)
+    return product
 
 
 def _world_size() -> int:
