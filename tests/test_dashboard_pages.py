@@ -471,7 +471,10 @@ def test_training_form_rejects_bad_settings_and_its_job_trains_a_model(store, se
     assert ended["params"]["sweep"] == {"learning_rate": [2e-3]}
     assert (ended["params"]["epochs"], ended["params"]["max_train_examples"]) == (1, 60)
     with connect(db, read_only=True) as con:
-        model = model_store.get_model(con, ended["result"]["model_id"])
+        product = model_store.get_model(con, ended["result"]["model_id"])
+        # The default recipe hands on the ensemble; its fine-tuned member carries the form's settings.
+        model = model_store.get_model(con, product["params"]["members"][0]["model_id"])
+    assert product["kind"] == "ensemble" and product["status"] == "ready"
     assert model["status"] == "ready" and model["params"]["learning_rate"] == 2e-3
 
     # A second job started here takes over the panel (the job selectbox moves to it).

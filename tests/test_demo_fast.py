@@ -47,8 +47,9 @@ def test_background_finetune_adds_zero_shot_and_a_model_promoted_only_if_better(
         models = list_models(con)
         champion = get_champion(con)["model_id"]
         scored = con.execute("SELECT count(*) FROM predictions WHERE model_id = 'baseline-zeroshot-minilm'").fetchone()[0]
-    assert set(models["kind"]) == {"baseline", "finetuned"} and scored == 800
-    assert outcome["promoted"] == (champion == outcome["model_id"])
+    # The default recipe: the fine-tune and its ensemble with TF-IDF + LR, which is the challenger.
+    assert set(models["kind"]) == {"baseline", "finetuned", "ensemble"} and scored == 800
+    assert outcome["model_id"].startswith("ens-") and outcome["promoted"] == (champion == outcome["model_id"])
     assert not finetune_pending(db)
 
 

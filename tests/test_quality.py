@@ -225,6 +225,9 @@ def test_mean_head_recipe_trains_calibrates_builds_an_ensemble_and_compares(fill
     assert calibration == model["params"]["calibration"]
     assert ensemble["kind"] == "ensemble" and ens_eval["n"] > 0 and ens_id == ensemble_id_for(model_id)
     assert model["kind"] == "finetuned" and ensemble["duration_s"] >= model["duration_s"]
+    ens_calibration = ensemble["params"]["calibration"]
+    assert ens_calibration["n_val"] > 0 and ens_calibration["val_ece_after"] <= ens_calibration["val_ece_before"]
+    assert load_predictor(filled_store, ens_id).temperature == ens_calibration["temperature"]
     weights = [m["weight"] for m in ensemble["params"]["members"]]
     assert sum(weights) == pytest.approx(1.0) and ensemble["params"]["members"][0]["model_id"] == model_id
     probs = load_predictor(filled_store, ens_id).predict_proba(["Amazing tacos", "Rude waiter, cold soup"])
@@ -257,6 +260,36 @@ def test_cli_train_with_the_ensemble_recipe_reports_and_promotes_the_ensemble(fi
     # The first model of a store becomes champion: the run's product, not its member.
     assert champion["model_id"] == ens_id and kinds == {ft_id: "finetuned", ens_id: "ensemble"}
     assert f"{ens_id}: promoted: first model" in done.stderr
+
+
+def test_the_ensemble_temperature_changes_confidence_never_the_label():
+    from pipeline.models.ensemble import calibrate_mixture
+    from pipeline.models.predictors import EnsemblePredictor
+
+    class Fixed:
+        def __init__(self, probs):
+            self.probs = np.array(probs, dtype=np.float64)
+
+        def predict_proba(self, texts):
+            return np.repeat(self.probs[None, :], len(texts), axis=0)
+
+    members = [(Fixed([0.6, 0.3, 0.1]), 0.5), (Fixed([0.3, 0.5, 0.2]), 0.5)]
+    plain = EnsemblePredictor("e", members).predict_proba(["a", "b"])
+    sharp = EnsemblePredictor("e", members, temperature=0.5).predict_proba(["a", "b"])
+    assert np.allclose(plain[0], [0.45, 0.4, 0.15], atol=1e-6)
+    assert sharp[0].argmax() == plain[0].argmax() == 0 and sharp[0].max() > plain[0].max()
+    assert np.allclose(sharp.sum(axis=1), 1, atol=1e-5)
+    with pytest.raises(TastebudError, match="invalid temperature"):
+        EnsemblePredictor("e", members, temperature=0.0)
+    # Under-confident mixtures (right 90% of the time at ~0.5 confidence) are sharpened on validation.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 600)
+    guess = np.where(rng.random(600) < 0.9, labels, (labels + 1) % 3)
+    mixed = np.full((600, 3), 0.25)
+    mixed[np.arange(600), guess] = 0.5
+    fitted = calibrate_mixture(mixed, labels)
+    assert fitted["temperature_applied"] and fitted["temperature"] < 1
+    assert fitted["val_ece_after"] < fitted["val_ece_before"] / 3
 
 
 def test_comparison_uses_only_baselines_on_the_same_test_snapshot(filled_store):

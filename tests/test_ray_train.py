@@ -87,35 +87,35 @@ def test_cli_unreachable_ray_address_is_one_line_and_exit_code_2(store_path):
 def test_a_killed_worker_resumes_from_the_last_checkpoint(local_ray, store_path, tiny_base):
     import threading
 
-    fill_store(store_path, rows=400)
+    fill_store(store_path, rows=800)
     killed: list[int] = []
     training_over = threading.Event()
+    checkpoints = store_path.parent / "runs" / "training"
 
-    def kill_a_worker_after_the_first_checkpoint():
-        # No wall-clock deadline: on a loaded machine the first checkpoint can take minutes; the loop ends
-        # when the worker is killed or the training returns.
+    def kill_a_worker_in_the_third_epoch():
+        # Once a second checkpoint has appeared, the first one's report has returned (reports are barriers
+        # taken in order), so Ray has it; the kill then lands a second into the third of five epochs. No
+        # wall-clock deadline: on a loaded machine epochs take longer, and the loop ends with the training.
         while not training_over.is_set():
-            # A checkpoint's folder appears while Ray still copies it in: wait for its last file, then for
-            # Ray to register it.
-            if any((store_path.parent / "runs" / "training").glob("*/ray/*/checkpoint_*/state.json")):
-                time.sleep(1.5)
+            if len(list(checkpoints.glob("*/ray/*/checkpoint_*/state.json"))) >= 2:
+                time.sleep(1.0)
                 if sigkill_process_named("RayTrainWorker", killed):
                     return
             time.sleep(0.05)
 
-    killer = threading.Thread(target=kill_a_worker_after_the_first_checkpoint)
+    killer = threading.Thread(target=kill_a_worker_in_the_third_epoch)
     killer.start()
     lines: list[str] = []
     try:
-        model_id = train_on_ray(store_path, tiny_config(tiny_base, epochs=3), workers=2,
+        model_id = train_on_ray(store_path, tiny_config(tiny_base, epochs=5), workers=2,
                                 reporter=JobReporter(store_path, None, echo=lines.append))
     finally:
         training_over.set()
         killer.join()
     assert killed, "no Ray Train worker was seen to kill"
-    assert any(line.endswith(", from checkpoint") for line in lines), "the restarted workers did not resume from a checkpoint"
+    assert any(line.endswith(", from checkpoint") for line in lines), "\n".join(["the restarted workers did not resume from a checkpoint:", *lines])
     with connect(store_path, read_only=True) as con:
         models = model_store.list_models(con)
         epochs = con.execute("SELECT epoch FROM epoch_metrics ORDER BY epoch").fetchall()
     assert list(models[models["kind"] == "finetuned"]["model_id"]) == [model_id]
-    assert epochs == [(1.0,), (2.0,), (3.0,)]
+    assert epochs == [(float(e),) for e in range(1, 6)]

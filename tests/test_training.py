@@ -269,7 +269,9 @@ def test_background_job_reports_progress_and_cli_json(filled_store, tiny_base, m
     )
     assert out.returncode == 0, out.stderr
     payload = json.loads(out.stdout)
-    assert payload["model_id"].startswith("ft-") and 0 <= payload["metrics"]["macro_f1"] <= 1
+    # The default recipe's product is the ensemble of the fine-tuned model and TF-IDF + LR.
+    assert payload["model_id"].startswith("ens-") and payload["finetuned_id"].startswith("ft-")
+    assert 0 <= payload["metrics"]["macro_f1"] <= 1
     with connect(filled_store, read_only=True) as con:
         foreground = job_store.get_job(con, job_store.list_jobs(con)["job_id"].iloc[0])
     # A foreground run records its job row too (the README says so): no log file, succeeded, with its model.

@@ -35,8 +35,10 @@ def fill_store(db: Path, rows: int = 200, seed: int = 3) -> None:
 
 def tiny_config(base: str, **overrides) -> TrainConfig:
     """A config that trains the tiny model in about a second."""
+    # ensemble=False: these tests are about the fine-tune itself (its run's product is the fine-tuned
+    # model); the default recipe's ensemble has its own tests in test_quality.py.
     values = dict(base_model=base, epochs=2, batch_size=8, max_length=32, learning_rate=5e-4,
-                  early_stopping_patience=0, eval_batch_size=32, device="cpu", precision="fp32")
+                  early_stopping_patience=0, eval_batch_size=32, device="cpu", precision="fp32", ensemble=False)
     values.update(overrides)
     return TrainConfig(**values)
 

@@ -59,6 +59,27 @@ def fit_weight(probs_a: np.ndarray, probs_b: np.ndarray, labels: np.ndarray) -> 
     return best[1], best[2]
 
 
+def calibrate_mixture(mixed: np.ndarray, labels: np.ndarray) -> dict:
+    """A temperature on the log of the mixed validation probabilities, kept when it lowers validation ECE.
+
+    Averaging two models' probabilities pulls them toward each other's doubts, and TF-IDF + LR is fitted
+    with balanced class weights: the mixture's confidences need their own calibration (measured: test ECE
+    0.144 uncalibrated on Yelp, against 0.082 for the calibrated fine-tuned member), or the low-confidence
+    flags would not mean what they say. A temperature never changes the predicted label.
+
+    Returns:
+        The :class:`pipeline.evaluation.calibration.Adjustment` as a dict (``temperature`` 1.0 when not applied).
+
+    Example:
+        >>> calibrate_mixture(np.array([[0.5, 0.3, 0.2], [0.2, 0.5, 0.3]]), np.array([0, 1]))["temperature"] < 1
+        True
+    """
+    from pipeline.evaluation.calibration import fit_adjustment
+
+    logits = np.log(np.clip(np.asarray(mixed, dtype=np.float64), 1e-12, 1.0))
+    return fit_adjustment(logits, labels, calibrate=True, prior_adjust=False).to_dict()
+
+
 def register_ensemble(db, finetuned_id: str, train, val, *, actor: Actor, reporter=None, evaluate: bool = True) -> str:
     """Fit TF-IDF + LR on ``train``, fit the ensemble weight on ``val``, register and evaluate the ensemble.
 
@@ -96,6 +117,7 @@ def register_ensemble(db, finetuned_id: str, train, val, *, actor: Actor, report
         encoder_probs = predictor_from_row(member).predict_proba(texts)
         tfidf_probs = predictor_from_row(tfidf).predict_proba(texts)
         weight, val_metrics = fit_weight(encoder_probs, tfidf_probs, labels)
+        calibration = calibrate_mixture(weight * encoder_probs + (1 - weight) * tfidf_probs, labels)
         members = [
             {"model_id": finetuned_id, "weight": weight, "row": {k: member.get(k) for k in _MEMBER_KEYS}},
             {"model_id": tfidf["model_id"], "weight": round(1 - weight, 6), "row": {k: tfidf.get(k) for k in _MEMBER_KEYS}},
@@ -103,7 +125,8 @@ def register_ensemble(db, finetuned_id: str, train, val, *, actor: Actor, report
         with transaction(db) as con:
             model_store.register_model(
                 con, model_id=ens_id, kind="ensemble", name=f"{member['name']} + TF-IDF", base_model=member["base_model"],
-                path=str(folder), params={"predictor": "ensemble", "members": members, "weight_fitted_on": len(labels)},
+                path=str(folder), params={"predictor": "ensemble", "members": members, "weight_fitted_on": len(labels),
+                                         "calibration": calibration},
                 data_snapshot=member.get("data_snapshot"), round=member.get("round") or 0,
                 label_counts=member.get("label_counts"), device=member.get("device"), val_metrics=val_metrics,
                 # What it took to make: the member's training and this fit.
@@ -115,7 +138,8 @@ def register_ensemble(db, finetuned_id: str, train, val, *, actor: Actor, report
         raise
     if reporter:
         reporter.log(f"ensemble {ens_id}: {weight:g} x {finetuned_id} + {1 - weight:g} x TF-IDF + LR "
-                     f"(val macro-F1 {val_metrics['macro_f1']:.4f})")
+                     f"(val macro-F1 {val_metrics['macro_f1']:.4f}); validation ECE {calibration['val_ece_before']:.4f} -> "
+                     f"{calibration['val_ece_after']:.4f} (temperature {calibration['temperature']:.2f})")
     if evaluate:
         from pipeline.evaluation.evaluator import evaluate_model
 

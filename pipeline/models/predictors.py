@@ -98,7 +98,8 @@ def predictor_from_row(model: dict, *, device=None) -> Predictor:
     if kind == "ensemble":
         # Each member's registry row is kept inside the ensemble's params, so it loads without the store.
         members = [(predictor_from_row(m["row"], device=device), float(m["weight"])) for m in params["members"]]
-        return EnsemblePredictor(model["model_id"], members)
+        temperature = float(((params.get("calibration") or {}).get("temperature")) or 1.0)
+        return EnsemblePredictor(model["model_id"], members, temperature=temperature)
     if kind is None:
         raise TastebudError(f"model {model['model_id']} (kind {model['kind']!r}) does not say how to load it: its params "
                             "have no \"predictor\" entry. Register it again with `tastebud baseline` or `tastebud train`.")
@@ -306,15 +307,18 @@ class TfidfPredictor:
 
 
 class EnsemblePredictor:
-    """A weighted average of member predictors' probabilities (weights fitted on validation, summing to 1)."""
+    """A weighted average of member predictors' probabilities (weights fitted on validation, summing to 1),
+    sharpened or softened by a temperature fitted on validation (``softmax(log p / T)``; 1 leaves it as is)."""
 
-    def __init__(self, model_id: str, members: Sequence[tuple[Predictor, float]]):
+    def __init__(self, model_id: str, members: Sequence[tuple[Predictor, float]], *, temperature: float = 1.0):
         if not members:
             raise TastebudError(f"ensemble {model_id} has no members")
         total = sum(w for _, w in members)
         if total <= 0 or any(w < 0 for _, w in members):
             raise TastebudError(f"ensemble {model_id} has invalid weights {[w for _, w in members]}")
-        self.model_id = model_id
+        if not temperature > 0:
+            raise TastebudError(f"ensemble {model_id} has an invalid temperature {temperature!r}")
+        self.model_id, self.temperature = model_id, float(temperature)
         self.members = [(p, w / total) for p, w in members]
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -322,6 +326,8 @@ class EnsemblePredictor:
         for predictor, weight in self.members:
             if weight > 0:
                 out += weight * predictor.predict_proba(texts)
+        if self.temperature != 1.0 and len(out):
+            out = _softmax(np.log(np.clip(out, 1e-12, 1.0)) / self.temperature)
         return out.astype(np.float32)
 
 
