@@ -151,8 +151,10 @@ class TrainConfig:
         "macro-F1 (baked into the saved head).", label="Fit class offsets on validation")
     calibrate: bool = _option(True, "Fit a softmax temperature on validation; kept when it lowers validation ECE.",
                               label="Calibrate (temperature scaling)")
-    ensemble: bool = _option(_DEFAULTS["ensemble"], "Also register an ensemble of this model and TF-IDF + LR, "
-                             "weights fitted on validation.", label="Also register a TF-IDF ensemble")
+    ensemble: bool = _option(_DEFAULTS["ensemble"], "Also register an ensemble of the fine-tuned model and TF-IDF + "
+                             "LR (weight and temperature fitted on validation) and hand it on as the run's model: "
+                             "reported, promoted and judged by retrain. Off: the fine-tuned model alone.",
+                             label="Ensemble with TF-IDF + LR (the run's model)")
 
     def __post_init__(self) -> None:
         for f in fields(self):
