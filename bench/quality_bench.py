@@ -200,6 +200,7 @@ def run_baselines(bench: Bench, db, dataset: str, fold: int, methods: list[str],
 
 
 def run_recipe(bench: Bench, db, dataset: str, fold: int, recipe: str) -> None:
+    from pipeline.models.ensemble import finetuned_member
     from pipeline.train.run import train
     from store.db import connect
     from store.evaluations import fetch_latest_evaluation
@@ -211,9 +212,10 @@ def run_recipe(bench: Bench, db, dataset: str, fold: int, recipe: str) -> None:
     seconds = time.monotonic() - started
     with connect(db, read_only=True) as con:
         model = get_model(con, product)
-        ensemble = fetch_latest_evaluation(con, product) if model["kind"] == "ensemble" else None
-        if ensemble:
-            model = get_model(con, model["params"]["members"][0]["model_id"])
+        member_id = finetuned_member(model)
+        ensemble = fetch_latest_evaluation(con, product) if member_id else None
+        if member_id:
+            model = get_model(con, member_id)
         metrics = fetch_latest_evaluation(con, model["model_id"])
     extra = _finetune_extra(model, config)
     if ensemble and RECIPES[recipe].get("ensemble"):

@@ -202,7 +202,7 @@ def test_tfidf_is_a_registered_baseline(filled_store):
 
 def test_mean_head_recipe_trains_calibrates_builds_an_ensemble_and_compares(filled_store, tiny_base):
     from pipeline.models.baselines import register_baselines
-    from pipeline.models.ensemble import ensemble_id_for
+    from pipeline.models.ensemble import ensemble_id_for, finetuned_member
     from pipeline.models.predictors import load_predictor
 
     register_baselines(filled_store, actor=cli_actor(), include=("vader", "tfidf"))
@@ -212,7 +212,7 @@ def test_mean_head_recipe_trains_calibrates_builds_an_ensemble_and_compares(fill
     ens_id = train(filled_store, config, reporter=reporter)  # the run's product is the ensemble
     with connect(filled_store, read_only=True) as con:
         ensemble = model_store.get_model(con, ens_id)
-        model_id = ensemble["params"]["members"][0]["model_id"]
+        model_id = finetuned_member(ensemble)
         model = model_store.get_model(con, model_id)
         ens_eval = evaluation_store.fetch_latest_evaluation(con, ens_id)
     meta = read_metadata(model["path"])
@@ -260,6 +260,26 @@ def test_cli_train_with_the_ensemble_recipe_reports_and_promotes_the_ensemble(fi
     # The first model of a store becomes champion: the run's product, not its member.
     assert champion["model_id"] == ens_id and kinds == {ft_id: "finetuned", ens_id: "ensemble"}
     assert f"{ens_id}: promoted: first model" in done.stderr
+
+
+def test_a_product_that_cannot_be_judged_stays_registered_and_says_why(filled_store, tiny_base):
+    from pipeline.loop.registry import promote
+    from pipeline.models.baselines import register_baselines
+    from pipeline.models.ensemble import finetuned_member
+
+    register_baselines(filled_store, actor=cli_actor(), include=("vader",), evaluate=False)
+    promote(filled_store, "baseline-vader", cli_actor())
+    with transaction(filled_store) as con:  # no labeled test review: the promotion rule cannot judge
+        con.execute("DELETE FROM labels WHERE review_id IN (SELECT review_id FROM splits WHERE split = 'test')")
+    reporter = RecordingReporter(filled_store)
+    ens_id = train(filled_store, tiny_config(tiny_base, ensemble=True, epochs=1), reporter=reporter, promote_if_better=True)
+    with connect(filled_store, read_only=True) as con:
+        ensemble = model_store.get_model(con, ens_id)
+        champion = model_store.get_champion(con)["model_id"]
+    assert ensemble["kind"] == "ensemble" and ensemble["status"] == "ready" and finetuned_member(ensemble)
+    assert champion == "baseline-vader"
+    lines = "\n".join(reporter.lines)
+    assert "was not evaluated" in lines and f"{ens_id} was not promoted: " in lines
 
 
 def test_the_ensemble_temperature_changes_confidence_never_the_label():

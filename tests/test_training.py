@@ -286,7 +286,8 @@ def test_real_packaged_encoder_fine_tunes_a_few_steps(filled_store):
     with connect(filled_store, read_only=True) as con:
         model = model_store.get_model(con, model_id)
         evaluation = evaluation_store.fetch_latest_evaluation(con, model_id)
-    assert model["data_snapshot"]["n_train"] == 64
+    # The default recipe hands on the ensemble, named after its fine-tuned member.
+    assert model["kind"] == "ensemble" and model["data_snapshot"]["n_train"] == 64
     assert "all-MiniLM-L6-v2" in model["name"] or model["name"].startswith("minilm")
     assert evaluation["n"] > 0
 

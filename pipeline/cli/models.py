@@ -109,6 +109,8 @@ def _train_on_ray(config: TrainConfig, address: str, workers: int, gpus_per_work
 
 
 def _print_trained(result: dict, as_json: bool) -> None:
+    from pipeline.models.ensemble import finetuned_member
+
     model_id = result.pop("model_id")
     with connect(db_path(), read_only=True) as con:
         from store.evaluations import fetch_latest_evaluation
@@ -117,16 +119,16 @@ def _print_trained(result: dict, as_json: bool) -> None:
         model = get_model(con, model_id)
         metrics = fetch_latest_evaluation(con, model_id)
         # An ensemble (the default recipe's product) carries its fine-tuned member's training figures.
-        members = (model["params"] or {}).get("members") or [] if model["kind"] == "ensemble" else []
-        finetuned = get_model(con, members[0]["model_id"]) if members else model
+        member_id = finetuned_member(model)
+        finetuned = get_model(con, member_id) if member_id else model
     if as_json:
-        extra = {"finetuned_id": finetuned["model_id"]} if members else {}
+        extra = {"finetuned_id": member_id} if member_id else {}
         emit_json({"model_id": model_id, **extra, "val_metrics": model["val_metrics"], "metrics": metrics,
                    "throughput": (finetuned["params"] or {}).get("throughput"), "duration_s": model["duration_s"], **result})
         return
     typer.echo(f"registered {model_id} ({model['name']}) in {model['duration_s'] or 0:.0f}s on {model['device']}")
-    if members:
-        typer.echo("  " + " + ".join(f"{m['weight']:g} x {m['model_id']}" for m in members))
+    if member_id:
+        typer.echo("  " + " + ".join(f"{m['weight']:g} x {m['model_id']}" for m in model["params"]["members"]))
     if metrics:
         typer.echo(f"test accuracy {metrics['accuracy']:.4f}   macro-F1 {metrics['macro_f1']:.4f}   n={metrics['n']}")
 

@@ -34,6 +34,17 @@ def ensemble_id_for(finetuned_id: str) -> str:
     return "ens-" + finetuned_id.removeprefix("ft-")
 
 
+def finetuned_member(model: dict) -> str | None:
+    """The id of the fine-tuned member of an ensemble's registry row (its first member); None for any other model.
+
+    Example:
+        >>> finetuned_member({"kind": "ensemble", "params": {"members": [{"model_id": "ft-1"}, {"model_id": "t"}]}})
+        'ft-1'
+    """
+    members = (model.get("params") or {}).get("members") or [] if model.get("kind") == "ensemble" else []
+    return members[0]["model_id"] if members else None
+
+
 def fit_weight(probs_a: np.ndarray, probs_b: np.ndarray, labels: np.ndarray) -> tuple[float, dict]:
     """The weight ``w`` of ``probs_a`` in ``w * a + (1 - w) * b`` maximising validation macro-F1
     (ties: lower log-loss, then the larger ``w``).

@@ -434,7 +434,10 @@ def _after_registration(db, model_id: str, actor: Actor, reporter: JobReporter, 
     product = compared[-1]
     if promote_if_better:
         # Scores the product (and a champion whose stored evaluation is stale) on the current test split.
-        reporter.log(promote_when_better(db, product, actor)["message"])
+        try:
+            reporter.log(promote_when_better(db, product, actor)["message"])
+        except TastebudError as exc:  # e.g. a champion but no labeled test review: the models stay registered
+            reporter.log(f"{product} was not promoted: {exc}")
     if result is not None:
         for mid in compared:
             reporter.log(compare_with_best_baseline(db, mid)["line"])
