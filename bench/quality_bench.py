@@ -371,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], help="Override any TrainConfig option: name=value (repeatable).")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--work", type=Path, default=Path("/tmp/tastebud_quality_bench"), help="Scratch folder for fold stores.")
+    parser.add_argument("--keep", action="store_true",
+                        help="Keep each fold's store and trained models under --work (for post-hoc analysis).")
     parser.add_argument("--out", type=Path, default=Path("/tmp/tastebud_quality_bench/out"))
     args = parser.parse_args(argv)
 
@@ -426,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"skip recipe {recipe} fold {fold}: deadline", flush=True)
                 continue
             _guard(bench, name, fold, f"recipe:{recipe}", lambda: run_recipe(bench, store_for(fold), name, fold, recipe))
-        for fold in list(stores):
+        for fold in [] if args.keep else list(stores):
             shutil.rmtree(args.work / f"{name}-fold{fold}", ignore_errors=True)
     header = (f"Quality bench {datetime.now():%Y-%m-%d %H:%M}: datasets {[n for n, _ in present]}, {args.folds} folds "
               f"({args.scheme}), device {args.device or 'auto'}, max_train {args.max_train}, rows {args.rows}, overrides {overrides}, "
