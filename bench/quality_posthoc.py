@@ -104,6 +104,33 @@ def fold_rows(db: Path) -> tuple[dict, dict | None, pd.DataFrame]:
     return finetuned, tfidf, reviews
 
 
+def review_windows(token_ids: list[list[int]], cls: int, sep: int, window: int = WINDOW):
+    """Consecutive windows of at most ``window`` tokens covering each text, the last one ending at the text's end
+    (so it may overlap the one before), each wrapped in [CLS] ... [SEP].
+
+    Returns:
+        (windows, owner: text index of each window, index of each text's first window, of its last window).
+
+    Example:
+        >>> windows, owner, heads, lasts = review_windows([[1, 2, 3, 4, 5], [6]], 0, 9, window=2)
+        >>> windows
+        [[0, 1, 2, 9], [0, 3, 4, 9], [0, 4, 5, 9], [0, 6, 9]]
+        >>> owner.tolist(), heads.tolist(), lasts.tolist()
+        ([0, 0, 0, 1], [0, 3], [2, 3])
+    """
+    windows, owner, heads = [], [], []
+    for i, ids in enumerate(token_ids):
+        starts = list(range(0, max(1, len(ids) - window + 1), window))
+        if starts[-1] + window < len(ids):
+            starts.append(len(ids) - window)
+        heads.append(len(windows))
+        for start in starts:
+            windows.append([cls, *ids[start:start + window], sep])
+            owner.append(i)
+    lasts = np.r_[np.asarray(heads[1:], dtype=np.int64) - 1, len(windows) - 1]
+    return windows, np.asarray(owner, dtype=np.int64), np.asarray(heads, dtype=np.int64), lasts
+
+
 def window_views(predictor, texts: list[str]) -> dict[str, np.ndarray]:
     """Probabilities of each text read as: its first window ("head"), every consecutive window with the last one
     ending at the text's end, averaged as probabilities ("winmean") or logits ("winlogit"), and the mean of the
@@ -113,21 +140,12 @@ def window_views(predictor, texts: list[str]) -> dict[str, np.ndarray]:
     from pipeline.models.inference import EncodedTexts, predict_encoded
 
     tokenizer = predictor.tokenizer
-    cls, sep, pad = tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id
-    windows, owner, heads = [], [], []
-    for i, ids in enumerate(tokenizer(texts, truncation=False, add_special_tokens=False)["input_ids"]):
-        starts = list(range(0, max(1, len(ids) - WINDOW + 1), WINDOW))
-        if starts[-1] + WINDOW < len(ids):
-            starts.append(len(ids) - WINDOW)
-        heads.append(len(windows))
-        for s in starts:
-            windows.append([cls, *ids[s:s + WINDOW], sep])
-            owner.append(i)
-    probs = predict_encoded(predictor.model, EncodedTexts.from_lists(windows, pad), batch_size=64, device=predictor.device)
+    ids = tokenizer(texts, truncation=False, add_special_tokens=False)["input_ids"]
+    windows, owner, heads, lasts = review_windows(ids, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    probs = predict_encoded(predictor.model, EncodedTexts.from_lists(windows, tokenizer.pad_token_id), batch_size=64,
+                            device=predictor.device)
     logits = np.log(np.clip(probs, 1e-12, 1.0))
-    owner = np.asarray(owner)
     count = np.bincount(owner, minlength=len(texts))[:, None]
-    lasts = np.r_[np.asarray(heads[1:]) - 1, len(windows) - 1]
     summed = np.zeros((len(texts), probs.shape[1]))
     np.add.at(summed, owner, probs)
     summed_logits = np.zeros_like(summed)

@@ -462,3 +462,40 @@ def test_bench_folds_are_stratified_and_disjoint():
     kfold = quality_bench.fold_assignments(labels, scheme="kfold", folds=3)
     tests = [set(np.flatnonzero(s == "test")) for s in kfold]
     assert not (tests[0] & tests[1]) and sum(len(t) for t in tests) == 100
+
+
+def test_posthoc_windows_cover_each_review_and_views_agree_on_short_ones(tiny_base):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import quality_posthoc
+
+    from pipeline.device import resolve_device
+    from pipeline.models.predictors import ClassifierPredictor
+
+    ids = [list(range(100, 100 + n)) for n in (0, 5, 126, 127, 300)]
+    windows, owner, heads, lasts = quality_posthoc.review_windows(ids, 1, 2)
+    for i, text in enumerate(ids):
+        mine = [w[1:-1] for w, o in zip(windows, owner) if o == i]
+        assert all(w[0] == 1 and w[-1] == 2 for w in windows)
+        assert all(len(w) <= quality_posthoc.WINDOW for w in mine)
+        assert sorted(set(t for w in mine for t in w)) == text  # every token of the review is read
+        assert mine[0] == text[:quality_posthoc.WINDOW] and mine[-1] == text[-quality_posthoc.WINDOW:]
+        assert windows[heads[i]][1:-1] == mine[0] and windows[lasts[i]][1:-1] == mine[-1]
+    assert [int((owner == i).sum()) for i in range(len(ids))] == [1, 1, 1, 2, 3]
+
+    predictor = ClassifierPredictor("tiny", tiny_base, max_length=128, truncation="head_tail", device=resolve_device("cpu"))
+    texts = ["Great tacos, slow service.", "The food was fine. " * 60]
+    views = quality_posthoc.window_views(predictor, texts)
+    for probs in views.values():
+        assert probs.shape == (2, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    # one window: every way of reading the short review is the same reading
+    assert all(np.allclose(views[k][0], views["head"][0], atol=1e-5) for k in ("winmean", "winlogit", "win2"))
+
+
+def test_posthoc_ordinal_thresholds_recover_ordered_classes():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import quality_posthoc
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    score = labels + rng.normal(0, 0.1, 300)
+    assert (quality_posthoc.ordinal_thresholds(score, labels, score) == labels).mean() > 0.99
