@@ -31,13 +31,14 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality_bench import build_store, data_dirs, find_dataset, fold_assignments, load_dataset  # noqa: E402
 
+from pipeline.evaluation.calibration import softmax  # noqa: E402
 from pipeline.evaluation.metrics import compute_classification_metrics  # noqa: E402
 from pipeline.models.ensemble import fit_weight  # noqa: E402
+from pipeline.models.tfidf import C_GRID, fit_tfidf  # noqa: E402
 from store.constants import LABEL_TO_ID  # noqa: E402
 
 # Tokens of review text per window (128 with [CLS] and [SEP]: the default max_length).
 WINDOW = 126
-C_GRID = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def yelp_frame(data_dir: str | None = None) -> pd.DataFrame:
@@ -88,19 +89,18 @@ def windows_store(fold: int, work: Path, data_dir: str | None) -> None:
 def fold_rows(db: Path) -> tuple[dict, dict | None, pd.DataFrame]:
     """(fine-tuned row, TF-IDF member row or None, val+test reviews) of a fold store's latest model."""
     from store.db import connect
-    from store.models import get_model
+    from store.models import get_model, list_models
+    from store.reviews import fetch_labeled_split
 
     with connect(db, read_only=True) as con:
-        ensemble = con.execute("SELECT model_id FROM models WHERE kind = 'ensemble' ORDER BY created_at DESC LIMIT 1").fetchone()
-        if ensemble:
-            members = get_model(con, ensemble[0])["params"]["members"]
+        ensembles = list_models(con, kind="ensemble")  # newest first
+        if len(ensembles):
+            members = get_model(con, ensembles["model_id"].iloc[0])["params"]["members"]
             finetuned, tfidf = members[0]["row"], members[1]["row"]
         else:
-            latest = con.execute("SELECT model_id FROM models WHERE kind = 'finetuned' ORDER BY created_at DESC LIMIT 1").fetchone()
-            finetuned, tfidf = get_model(con, latest[0]), None
-        reviews = con.execute("""
-            SELECT r.review_id, r.text, s.split, l.label FROM reviews r JOIN splits s USING (review_id)
-            JOIN labels l USING (review_id) WHERE s.split IN ('val', 'test') ORDER BY r.review_id""").fetchdf()
+            finetuned, tfidf = get_model(con, list_models(con, kind="finetuned")["model_id"].iloc[0]), None
+        reviews = pd.concat([fetch_labeled_split(con, split).assign(split=split) for split in ("val", "test")],
+                            ignore_index=True)
     return finetuned, tfidf, reviews
 
 
@@ -135,8 +135,6 @@ def window_views(predictor, texts: list[str]) -> dict[str, np.ndarray]:
     """Probabilities of each text read as: its first window ("head"), every consecutive window with the last one
     ending at the text's end, averaged as probabilities ("winmean") or logits ("winlogit"), and the mean of the
     first and last window ("win2")."""
-    import torch
-
     from pipeline.models.inference import EncodedTexts, predict_encoded
 
     tokenizer = predictor.tokenizer
@@ -150,8 +148,7 @@ def window_views(predictor, texts: list[str]) -> dict[str, np.ndarray]:
     np.add.at(summed, owner, probs)
     summed_logits = np.zeros_like(summed)
     np.add.at(summed_logits, owner, logits)
-    winlogit = torch.softmax(torch.from_numpy(summed_logits / count), dim=1).numpy()
-    return {"head": probs[heads], "winmean": summed / count, "winlogit": winlogit,
+    return {"head": probs[heads], "winmean": summed / count, "winlogit": softmax(summed_logits / count),
             "win2": (probs[heads] + probs[lasts]) / 2}
 
 
@@ -174,17 +171,24 @@ def probs(fold: int, work: Path, out: Path) -> None:
 
 # --- mix -------------------------------------------------------------------------------------------------------
 
-def fit_lr(train_x, train_y, val_x, val_y, *, class_weight="balanced"):
-    """Logistic regression with C chosen by validation macro-F1 (as pipeline.models.tfidf does)."""
+def fit_lr(train_x, train_y, val_x, val_y, *, class_weight="balanced", to_classes=lambda p: p):
+    """Logistic regression with C from the product's grid chosen by validation macro-F1, as
+    :func:`pipeline.models.tfidf.fit_tfidf` does, for the variants it cannot express (other features, other
+    class weights, star targets read as 3 classes through ``to_classes``). Returns (model, C)."""
     from sklearn.linear_model import LogisticRegression
 
     best = None
     for c in C_GRID:
         model = LogisticRegression(C=c, class_weight=class_weight, max_iter=3000).fit(train_x, train_y)
-        f1 = macro_f1(model.predict_proba(val_x), val_y)
+        f1 = macro_f1(to_classes(model.predict_proba(val_x)), val_y)
         if best is None or f1 > best[0]:
             best = (f1, c, model)
     return best[2], best[1]
+
+
+def stars_to_classes(p: np.ndarray) -> np.ndarray:
+    """5-star probabilities summed to negative (1-2), neutral (3), positive (4-5)."""
+    return np.stack([p[:, 0] + p[:, 1], p[:, 2], p[:, 3] + p[:, 4]], axis=1)
 
 
 def mix(fold: int, probs_file: Path, views: list[str] | None, data_dir: str | None) -> None:
@@ -202,25 +206,28 @@ def mix(fold: int, probs_file: Path, views: list[str] | None, data_dir: str | No
     y = frame["label"].map(LABEL_TO_ID)
 
     def member(vectorizer, *, refit=False, class_weight="balanced"):
-        x = vectorizer.fit_transform(frame.loc[train_ids, "text"])
-        model, c = fit_lr(x, y[train_ids], vectorizer.transform(frame.loc[ids[is_val], "text"]), val_y, class_weight=class_weight)
-        val_p = model.predict_proba(vectorizer.transform(frame.loc[ids[is_val], "text"]))
-        test_p = model.predict_proba(vectorizer.transform(frame.loc[ids[~is_val], "text"]))
-        if refit:  # the weight is still fitted on the train-only model's validation probabilities
+        from sklearn.linear_model import LogisticRegression
+
+        x_va = vectorizer.fit(frame.loc[train_ids, "text"]).transform(frame.loc[ids[is_val], "text"])
+        model, c = fit_lr(vectorizer.transform(frame.loc[train_ids, "text"]), y[train_ids], x_va, val_y, class_weight=class_weight)
+        val_p = model.predict_proba(x_va)
+        if refit:  # C as chosen on validation; the weight is still fitted on the train-only model's val probabilities
             both = list(train_ids) + list(ids[is_val])
-            again = TfidfVectorizer(**vectorizer.get_params())
-            model = _refit(again, frame, both, y, c, class_weight)  # C as chosen on validation
-            test_p = model.predict_proba(again.transform(frame.loc[ids[~is_val], "text"]))
-        return val_p, test_p
+            vectorizer = TfidfVectorizer(**vectorizer.get_params()).fit(frame.loc[both, "text"])
+            model = LogisticRegression(C=c, class_weight=class_weight, max_iter=3000).fit(
+                vectorizer.transform(frame.loc[both, "text"]), y[both])
+        return val_p, model.predict_proba(vectorizer.transform(frame.loc[ids[~is_val], "text"]))
 
     def report(name, a, b):
         w, val = fit_weight(a[is_val], b[0], val_y)
         print(f"{name:22s} alone {macro_f1(a[~is_val], test_y):.4f} | mixed w={w:.2f} val {val['macro_f1']:.4f} "
               f"test {macro_f1(w * a[~is_val] + (1 - w) * b[1], test_y):.4f}", flush=True)
 
-    word = lambda: TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)  # noqa: E731
-    base = member(word())
-    print(f"tfidf (word 1-2) alone {macro_f1(base[1], test_y):.4f}")
+    product_tfidf = fit_tfidf(frame.loc[train_ids, "text"].tolist(), y[train_ids].to_numpy(),
+                              frame.loc[ids[is_val], "text"].tolist(), val_y)
+    base = tuple(product_tfidf.predict_proba(frame.loc[part, "text"].tolist()) for part in (ids[is_val], ids[~is_val]))
+    print(f"tfidf (the product's, C={product_tfidf.c:g}) alone {macro_f1(base[1], test_y):.4f}")
+    word = lambda: TfidfVectorizer(**product_tfidf.vectorizer.get_params())  # noqa: E731
     for view in views or [k for k in data.files if k not in ("review_id", "label", "is_val", "tfidf")]:
         report(view, data[view], base)
     product = data["product"]
@@ -228,12 +235,6 @@ def mix(fold: int, probs_file: Path, views: list[str] | None, data_dir: str | No
     report("product + tfidf no cw", product, member(word(), class_weight=None))
     report("product + char 2-5", product, member(TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2,
                                                                   sublinear_tf=True, max_features=300_000)))
-
-
-def _refit(vectorizer, frame, ids, y, c, class_weight):
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(C=c, class_weight=class_weight, max_iter=3000).fit(vectorizer.fit_transform(frame.loc[ids, "text"]), y[ids])
 
 
 # --- tfidf-variants --------------------------------------------------------------------------------------------
@@ -256,7 +257,6 @@ def tfidf_variants(folds: int, data_dir: str | None) -> None:
     """TF-IDF + LR as the product fits it, against ordinal readings of the same features: thresholds on
     P(positive) - P(negative), a 5-class LR on the stars (probabilities summed to 3 classes, or its expected star
     cut at two thresholds), and ridge regression on the stars cut at two thresholds."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import Ridge
     from sklearn.metrics import f1_score
 
@@ -266,16 +266,15 @@ def tfidf_variants(folds: int, data_dir: str | None) -> None:
     for k, split in enumerate(fold_assignments(frame["label"], scheme="repeated", folds=folds)):
         split = split.to_numpy()
         tr, va, te = split == "train", split == "val", split == "test"
-        vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
-        x_tr, x_va, x_te = vectorizer.fit_transform(texts[tr]), vectorizer.transform(texts[va]), vectorizer.transform(texts[te])
+        product = fit_tfidf(texts[tr].tolist(), y[tr], texts[va].tolist(), y[va])
+        vectorizer = product.vectorizer  # the variants read the product's own features
+        x_tr, x_va, x_te = vectorizer.transform(texts[tr]), vectorizer.transform(texts[va]), vectorizer.transform(texts[te])
         f1 = lambda pred: f1_score(y[te], pred, average="macro")  # noqa: E731
-        lr = fit_lr(x_tr, y[tr], x_va, y[va])[0]
-        p_va, p_te = lr.predict_proba(x_va), lr.predict_proba(x_te)
+        p_va, p_te = product.predict_proba(texts[va].tolist()), product.predict_proba(texts[te].tolist())
         scores.setdefault("LR (the product's)", []).append(f1(p_te.argmax(1)))
         scores.setdefault("LR, ordinal thresholds", []).append(f1(ordinal_thresholds(p_va[:, 2] - p_va[:, 0], y[va], p_te[:, 2] - p_te[:, 0])))
-        five = _fit_stars(x_tr, stars[tr], x_va, y[va])
-        collapse = lambda p: np.stack([p[:, 0] + p[:, 1], p[:, 2], p[:, 3] + p[:, 4]], axis=1)  # noqa: E731
-        scores.setdefault("5-star LR, summed", []).append(f1(collapse(five.predict_proba(x_te)).argmax(1)))
+        five = fit_lr(x_tr, stars[tr], x_va, y[va], to_classes=stars_to_classes)[0]
+        scores.setdefault("5-star LR, summed", []).append(f1(stars_to_classes(five.predict_proba(x_te)).argmax(1)))
         expected = lambda x: five.predict_proba(x) @ np.arange(1, 6)  # noqa: E731
         scores.setdefault("5-star LR, expected star cut", []).append(f1(ordinal_thresholds(expected(x_va), y[va], expected(x_te))))
         best = max((Ridge(alpha=a).fit(x_tr, stars[tr]) for a in (0.3, 1.0, 3.0, 10.0)),
@@ -284,19 +283,6 @@ def tfidf_variants(folds: int, data_dir: str | None) -> None:
         print(f"fold {k}: " + ", ".join(f"{name} {v[-1]:.4f}" for name, v in scores.items()), flush=True)
     for name, values in scores.items():
         print(f"{name:30s} {np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.4f}  {np.round(values, 4).tolist()}")
-
-
-def _fit_stars(x_tr, stars_tr, x_va, y_va):
-    from sklearn.linear_model import LogisticRegression
-
-    best = None
-    for c in C_GRID:
-        model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(x_tr, stars_tr)
-        p = model.predict_proba(x_va)
-        f1 = macro_f1(np.stack([p[:, 0] + p[:, 1], p[:, 2], p[:, 3] + p[:, 4]], axis=1), y_va)
-        if best is None or f1 > best[0]:
-            best = (f1, model)
-    return best[1]
 
 
 def main(argv: list[str] | None = None) -> int:
