@@ -543,23 +543,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("windows-store", help="Train a fold on head and tail windows of long reviews.")
-    p.add_argument("fold", type=int)
-    p.add_argument("--work", type=Path, required=True)
-    p = sub.add_parser("probs", help="Val/test probabilities of a kept fold's latest fine-tuned model, several views.")
-    p.add_argument("fold", type=int)
-    p.add_argument("--work", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p = sub.add_parser("mix", help="Views alone and mixed with TF-IDF + LR; TF-IDF member variants.")
-    p.add_argument("fold", type=int)
+
+    def fold_command(name: str, help: str, *, work: bool = True):
+        command = sub.add_parser(name, help=help)
+        command.add_argument("fold", type=int)
+        if work:
+            command.add_argument("--work", type=Path, required=True)
+        return command
+
+    fold_command("windows-store", "Train a fold on head and tail windows of long reviews.")
+    fold_command("probs", "Val/test probabilities of a kept fold's latest fine-tuned model, several views.").add_argument(
+        "--out", type=Path, required=True)
+    p = fold_command("mix", "Views alone and mixed with TF-IDF + LR; TF-IDF member variants.", work=False)
     p.add_argument("--probs", type=Path, required=True)
     p.add_argument("--views", default=None, help="Comma-separated views (default: all in the file).")
-    p = sub.add_parser("members", help="Other second members and mixing rules for a kept fold's fine-tuned model.")
-    p.add_argument("fold", type=int)
-    p.add_argument("--work", type=Path, required=True)
-    p = sub.add_parser("residual", help="Train a fold's fine-tune as TF-IDF + LR's residual (product of experts).")
-    p.add_argument("fold", type=int)
-    p.add_argument("--work", type=Path, required=True)
+    fold_command("members", "Other second members and mixing rules for a kept fold's fine-tuned model.")
+    fold_command("residual", "Train a fold's fine-tune as TF-IDF + LR's residual (product of experts).")
     p = sub.add_parser("tfidf-variants", help="TF-IDF + LR against ordinal and star-target variants.")
     p.add_argument("--folds", type=int, default=3)
     args = parser.parse_args(argv)
