@@ -35,7 +35,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality_bench import build_store, data_dirs, find_dataset, fold_assignments, load_dataset  # noqa: E402
 
-from pipeline.evaluation.calibration import softmax  # noqa: E402
+from pipeline.evaluation.calibration import log_loss, softmax  # noqa: E402
 from pipeline.evaluation.metrics import compute_classification_metrics  # noqa: E402
 from pipeline.models.ensemble import fit_weight  # noqa: E402
 from pipeline.models.tfidf import C_GRID, fit_tfidf  # noqa: E402
@@ -309,7 +309,8 @@ def frozen_embeddings(texts: list[str]) -> np.ndarray:
 
 
 def nll(probs: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))))
+    """Log-loss of probabilities, by the project's :func:`pipeline.evaluation.calibration.log_loss` (as fit_weight)."""
+    return log_loss(np.log(np.clip(probs, 1e-12, 1.0)), labels)
 
 
 def mixing_rules(a: np.ndarray, b: np.ndarray, is_val: np.ndarray, labels: np.ndarray) -> dict[str, tuple[float, float]]:
@@ -368,17 +369,16 @@ def members(fold: int, work: Path, data_dir: str | None) -> None:
     rows = position[reviews["review_id"].astype(str)].to_numpy()  # the fold store's val+test order in the frame
     is_val, labels = split[rows] == "val", y_all[rows]
     train = split == "train"
-    train_texts, texts = frame["text"][train].tolist(), reviews["text"].tolist()
-    val_texts = [t for t, v in zip(texts, is_val) if v]
+    texts = reviews["text"].to_numpy()
+    train_texts, val_texts, test_texts = frame["text"][train].to_numpy(), texts[is_val], texts[~is_val]
 
     predictor = predictor_from_row(finetuned)
-    window_p, owner, _, _ = window_probs(predictor, texts)
-    reads = {"head+tail": predictor.predict_proba(texts),
+    window_p, owner, _, _ = window_probs(predictor, texts.tolist())
+    reads = {"head+tail": predictor.predict_proba(texts.tolist()),
              "windows": softmax(per_text_mean(np.log(np.clip(window_p, 1e-12, 1.0)), owner, len(texts)))}
-    tfidf = fit_tfidf(train_texts, y_all[train], val_texts, labels[is_val]).predict_proba(texts)
+    tfidf = fit_tfidf(train_texts.tolist(), y_all[train], val_texts.tolist(), labels[is_val]).predict_proba(texts.tolist())
     nb = np.zeros_like(tfidf)
-    nb[is_val], nb[~is_val] = nb_lr(frame["text"][train].to_numpy(), y_all[train], np.asarray(val_texts),
-                                    labels[is_val], np.asarray([t for t, v in zip(texts, is_val) if not v]))
+    nb[is_val], nb[~is_val] = nb_lr(train_texts, y_all[train], val_texts, labels[is_val], test_texts)
     embedded = frozen_embeddings(frame["text"].tolist())
     emb_lr, _ = fit_lr(embedded[train], y_all[train], embedded[rows][is_val], labels[is_val])
     frozen = emb_lr.predict_proba(embedded[rows])

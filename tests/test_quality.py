@@ -531,7 +531,8 @@ def test_posthoc_window_stack_uses_window_statistics():
     sys.path.insert(0, str(ROOT / "bench"))
     import quality_posthoc
 
-    # two windows per review; a neutral review has one negative and one positive window, which its mean alone hides
+    # two windows per review, a neutral one has a negative and a positive window; both members are flat (1/3 each),
+    # so only what the stacker reads from the windows can tell the classes apart (chance would be ~0.33)
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 400)
     first = np.where(y == 2, 2, 0)
