@@ -18,7 +18,7 @@ from store.migrations import applied_versions, latest_version
 from store.printable import printable
 
 # Tables whose rows belong to a review; a row whose review is gone is an orphan.
-_REVIEW_CHILDREN: tuple[str, ...] = ("labels", "splits", "predictions", "flags")
+_REVIEW_CHILDREN: tuple[str, ...] = ("labels", "splits", "predictions", "flags", "aspect_labels", "aspect_predictions")
 
 
 @dataclass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 import duckdb
 
@@ -730,3 +731,84 @@ def _m123(con: duckdb.DuckDBPyConnection) -> None:
         ALTER TABLE evaluation_slices ADD COLUMN f1_ci_high DOUBLE;
         """
     )
+
+
+# --- aspects: versions 130-139 ------------------------------------------------------------------
+
+
+@migration(130, "aspects")
+def _m130(con: duckdb.DuckDBPyConnection) -> None:
+    # Aspects: what a review says about the food, the service, the price, the place.
+    # - `aspects` is the store's configurable set (SemEval-2014's five categories to start; a store
+    #   may add its own, e.g. "wait"). `position` orders them on pages and in a model's heads.
+    # - `aspect_labels` is append-only like `labels`: the current polarity of (review, aspect) is the
+    #   newest human row, else the newest imported row. 'absent' says the review does not speak of
+    #   the aspect (a correction of a false detection); 'conflict' is SemEval's fourth class
+    #   (mentioned, both ways), counted as a mention and left out of polarity training and metrics.
+    # - `aspect_predictions`: one row per (model, review, aspect) with the probability that the
+    #   aspect is mentioned and its polarity probabilities given it is, plus the character span of
+    #   the sentence that carried it most (the sentence shown behind a dashboard cell).
+    # - `models.task` tells a review-sentiment model from an aspect model: each task has its own
+    #   champion (promotions replay per task).
+    con.execute(
+        """
+        CREATE TABLE aspects (
+            aspect      VARCHAR PRIMARY KEY,
+            description VARCHAR,
+            position    INTEGER NOT NULL,
+            builtin     BOOLEAN NOT NULL DEFAULT false,
+            created_by  VARCHAR,
+            created_at  TIMESTAMP NOT NULL
+        );
+        CREATE SEQUENCE aspect_label_id_seq;
+        CREATE TABLE aspect_labels (
+            aspect_label_id BIGINT PRIMARY KEY DEFAULT nextval('aspect_label_id_seq'),
+            review_id       VARCHAR NOT NULL,
+            aspect          VARCHAR NOT NULL,
+            polarity        VARCHAR NOT NULL
+                            CHECK (polarity IN ('absent', 'negative', 'neutral', 'positive', 'conflict')),
+            source          VARCHAR NOT NULL CHECK (source IN ('import', 'human')),
+            labeler         VARCHAR,
+            created_at      TIMESTAMP NOT NULL,
+            round           INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX aspect_labels_review_idx ON aspect_labels (review_id);
+        CREATE VIEW current_aspect_labels AS
+        SELECT review_id, aspect, polarity, source, labeler, created_at, round
+        FROM aspect_labels
+        QUALIFY row_number() OVER (
+            PARTITION BY review_id, aspect
+            ORDER BY (source = 'human') DESC, created_at DESC, aspect_label_id DESC
+        ) = 1;
+        CREATE TABLE aspect_predictions (
+            model_id       VARCHAR NOT NULL,
+            review_id      VARCHAR NOT NULL,
+            aspect         VARCHAR NOT NULL,
+            p_present      REAL NOT NULL,
+            p_negative     REAL NOT NULL,
+            p_neutral      REAL NOT NULL,
+            p_positive     REAL NOT NULL,
+            polarity       VARCHAR NOT NULL,
+            evidence_start INTEGER,
+            evidence_end   INTEGER,
+            scored_at      TIMESTAMP NOT NULL,
+            PRIMARY KEY (model_id, review_id, aspect)
+        );
+        ALTER TABLE models ADD COLUMN task VARCHAR DEFAULT 'sentiment';
+        """
+    )
+    now = datetime.now()
+    con.executemany(
+        "INSERT INTO aspects (aspect, description, position, builtin, created_by, created_at) VALUES (?, ?, ?, true, 'tastebud', ?)",
+        [(name, text, i, now) for i, (name, text) in enumerate(_SEMEVAL_ASPECTS)],
+    )
+
+
+# SemEval-2014 Task 4's restaurant categories, the default aspect set.
+_SEMEVAL_ASPECTS: tuple[tuple[str, str], ...] = (
+    ("food", "the food and drink: taste, quality, portions, menu"),
+    ("service", "the staff and the service: friendliness, attention, speed, waits"),
+    ("price", "prices and value for money"),
+    ("ambience", "the place: decor, noise, crowds, space, atmosphere"),
+    ("anecdotes/miscellaneous", "the visit as a whole and everything else"),
+)

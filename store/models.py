@@ -18,10 +18,13 @@ from store.json_fields import decode_json_fields, dumps_json
 
 # "ensemble": a weighted combination of registered models (migration 101 allows it).
 MODEL_KINDS = ("finetuned", "baseline", "ensemble")
+# What a model predicts: one label per review ("sentiment") or the aspects a review speaks of and their
+# polarity ("aspects", migration 130). Each task has its own champion.
+MODEL_TASKS = ("sentiment", "aspects")
 _JSON_FIELDS = ("params", "data_snapshot", "label_counts", "val_metrics")
 _MODEL_COLUMNS = (
     "model_id", "kind", "name", "base_model", "path", "params", "data_snapshot", "round",
-    "label_counts", "device", "duration_s", "val_metrics", "status", "created_at",
+    "label_counts", "device", "duration_s", "val_metrics", "status", "created_at", "task",
 )
 
 
@@ -41,6 +44,7 @@ def register_model(
     duration_s: float | None = None,
     val_metrics: dict | None = None,
     status: str = "ready",
+    task: str = "sentiment",
 ) -> str:
     """Insert a model row, or replace the row of the same id (baselines are re-registered in place).
 
@@ -55,20 +59,22 @@ def register_model(
     """
     if kind not in MODEL_KINDS:
         raise ValueError(f"model kind must be one of {MODEL_KINDS}, got {kind!r}")
+    if task not in MODEL_TASKS:
+        raise ValueError(f"model task must be one of {MODEL_TASKS}, got {task!r}")
     con.execute(
         """
         INSERT INTO models (model_id, kind, name, base_model, path, params, data_snapshot, round, label_counts,
-                            device, duration_s, val_metrics, status, created_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                            device, duration_s, val_metrics, status, created_at, task)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         ON CONFLICT (model_id) DO UPDATE SET
             kind = excluded.kind, name = excluded.name, base_model = excluded.base_model, path = excluded.path,
             params = excluded.params, data_snapshot = excluded.data_snapshot, round = excluded.round,
             label_counts = excluded.label_counts, device = excluded.device, duration_s = excluded.duration_s,
-            val_metrics = excluded.val_metrics, status = excluded.status
+            val_metrics = excluded.val_metrics, status = excluded.status, task = excluded.task
         """,
         [
             model_id, kind, name, base_model, path, dumps_json(params), dumps_json(data_snapshot), int(round),
-            dumps_json(label_counts), device, duration_s, dumps_json(val_metrics), status, datetime.now(),
+            dumps_json(label_counts), device, duration_s, dumps_json(val_metrics), status, datetime.now(), task,
         ],
     )
     return model_id
@@ -82,8 +88,13 @@ def get_model(con: duckdb.DuckDBPyConnection, model_id: str) -> dict | None:
     return decode_json_fields(dict(zip(_MODEL_COLUMNS, row)), _JSON_FIELDS)
 
 
-def list_models(con: duckdb.DuckDBPyConnection, *, kind: str | None = None) -> pd.DataFrame:
-    """Every model with its latest test-split metrics and whether it is the champion.
+def list_models(
+    con: duckdb.DuckDBPyConnection, *, kind: str | None = None, task: str | None = "sentiment"
+) -> pd.DataFrame:
+    """Every model of a task with its latest test-split metrics and whether it is the champion.
+
+    ``task`` is "sentiment" (review-level models, the default), "aspects", or None for both; with
+    None, ``is_champion`` marks each task's own champion.
 
     Columns: model_id, kind, name, base_model, status, round, device, duration_s, created_at,
     val_macro_f1, test_n, accuracy, macro_f1, macro_precision, macro_recall, ece,
@@ -117,23 +128,32 @@ def list_models(con: duckdb.DuckDBPyConnection, *, kind: str | None = None) -> p
                e.created_at AS evaluated_at,
                json_extract_string(e.metrics, '$.test_snapshot') AS test_snapshot
         FROM models m LEFT JOIN latest e USING (model_id)
-        WHERE ? IS NULL OR m.kind = ?
+        WHERE (? IS NULL OR m.kind = ?) AND (? IS NULL OR coalesce(m.task, 'sentiment') = ?)
         ORDER BY m.created_at DESC, m.model_id
         """,
-        [kind, kind],
+        [kind, kind, task, task],
     ).df()
-    champion = _champion_stack(con)
-    frame["is_champion"] = frame["model_id"] == (champion[-1] if champion else None)
+    champions = {stack[-1] for t in (MODEL_TASKS if task is None else (task,)) if (stack := _champion_stack(con, t))}
+    frame["is_champion"] = frame["model_id"].isin(champions)
     return frame
 
 
 # ---------------------------------------------------------------- champion
 
 
-def _champion_stack(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Replay promotions: a promotion pushes its model, a rollback pops the top."""
+def _champion_stack(con: duckdb.DuckDBPyConnection, task: str = "sentiment") -> list[str]:
+    """Replay one task's promotions: a promotion pushes its model, a rollback pops the top."""
+    if task not in MODEL_TASKS:
+        raise ValueError(f"model task must be one of {MODEL_TASKS}, got {task!r}")
     stack: list[str] = []
-    for action, model_id in con.execute("SELECT action, model_id FROM promotions ORDER BY promotion_id").fetchall():
+    rows = con.execute(
+        """
+        SELECT p.action, p.model_id FROM promotions p LEFT JOIN models m USING (model_id)
+        WHERE coalesce(m.task, 'sentiment') = ? ORDER BY p.promotion_id
+        """,
+        [task],
+    ).fetchall()
+    for action, model_id in rows:
         if action == "promote":
             stack.append(model_id)
         elif stack:
@@ -141,30 +161,32 @@ def _champion_stack(con: duckdb.DuckDBPyConnection) -> list[str]:
     return stack
 
 
-def fetch_champion_stack(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Champions in effect, oldest first (the last is the champion; a rollback returns to the one before).
+def fetch_champion_stack(con: duckdb.DuckDBPyConnection, task: str = "sentiment") -> list[str]:
+    """Champions of a task in effect, oldest first (the last is the champion; a rollback returns to the one
+    before).
 
     Example:
         >>> len(fetch_champion_stack(con)) >= 2  # something to roll back to  # doctest: +SKIP
     """
-    return _champion_stack(con)
+    return _champion_stack(con, task)
 
 
-def get_champion(con: duckdb.DuckDBPyConnection) -> dict | None:
-    """The current champion's model row, or None when nothing was ever promoted.
+def get_champion(con: duckdb.DuckDBPyConnection, task: str = "sentiment") -> dict | None:
+    """The current champion's model row of a task ("sentiment" or "aspects"), or None when nothing was ever
+    promoted for it.
 
     Example:
         >>> get_champion(con)["model_id"]  # doctest: +SKIP
         'ft-20261125-101500-1a2b'
     """
-    stack = _champion_stack(con)
+    stack = _champion_stack(con, task)
     return get_model(con, stack[-1]) if stack else None
 
 
 def promote_model(
     con: duckdb.DuckDBPyConnection, actor: Actor, model_id: str, *, reason: str | None = None
 ) -> dict:
-    """Make ``model_id`` the champion. Call inside a transaction.
+    """Make ``model_id`` the champion of its task. Call inside a transaction.
 
     Raises:
         PermissionDeniedError: the actor may not promote.
@@ -179,7 +201,7 @@ def promote_model(
         raise TastebudError(f"no model {model_id!r}; see `tastebud models`")
     if model["status"] != "ready":
         raise TastebudError(f"model {model_id} is {model['status']}, only a ready model can be promoted")
-    stack = _champion_stack(con)
+    stack = _champion_stack(con, model.get("task") or "sentiment")
     previous = stack[-1] if stack else None
     if previous == model_id:
         raise TastebudError(f"{model_id} is already the champion")
@@ -188,8 +210,11 @@ def promote_model(
     return row
 
 
-def rollback_champion(con: duckdb.DuckDBPyConnection, actor: Actor, *, reason: str | None = None) -> dict:
-    """Return the champion to the one before the current (pop the promotion stack). Call inside a transaction.
+def rollback_champion(
+    con: duckdb.DuckDBPyConnection, actor: Actor, *, reason: str | None = None, task: str = "sentiment"
+) -> dict:
+    """Return a task's champion to the one before the current (pop its promotion stack). Call inside a
+    transaction.
 
     Raises:
         PermissionDeniedError: the actor may not promote.
@@ -199,9 +224,10 @@ def rollback_champion(con: duckdb.DuckDBPyConnection, actor: Actor, *, reason: s
         The promotions row written (``model_id`` is the restored champion).
     """
     require(actor, "promote")
-    stack = _champion_stack(con)
+    stack = _champion_stack(con, task)
     if len(stack) < 2:
-        raise TastebudError("there is no previous champion to roll back to")
+        what = "champion" if task == "sentiment" else f"{task} champion"
+        raise TastebudError(f"there is no previous {what} to roll back to")
     current, restored = stack[-1], stack[-2]
     row = _insert_promotion(con, restored, current, "rollback", actor, reason)
     audit(con, actor, "model.rollback", target=restored, detail={"from": current, "reason": reason})

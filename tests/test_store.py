@@ -17,6 +17,19 @@ from store.schema import init_store
 
 # Every table of a fully migrated store and its columns, in order (a new migration updates this).
 SCHEMA: dict[str, list[tuple[str, str]]] = {
+    "aspect_labels": [
+        ("aspect_label_id", "BIGINT"), ("review_id", "VARCHAR"), ("aspect", "VARCHAR"), ("polarity", "VARCHAR"),
+        ("source", "VARCHAR"), ("labeler", "VARCHAR"), ("created_at", "TIMESTAMP"), ("round", "INTEGER"),
+    ],
+    "aspect_predictions": [
+        ("model_id", "VARCHAR"), ("review_id", "VARCHAR"), ("aspect", "VARCHAR"), ("p_present", "FLOAT"),
+        ("p_negative", "FLOAT"), ("p_neutral", "FLOAT"), ("p_positive", "FLOAT"), ("polarity", "VARCHAR"),
+        ("evidence_start", "INTEGER"), ("evidence_end", "INTEGER"), ("scored_at", "TIMESTAMP"),
+    ],
+    "aspects": [
+        ("aspect", "VARCHAR"), ("description", "VARCHAR"), ("position", "INTEGER"), ("builtin", "BOOLEAN"),
+        ("created_by", "VARCHAR"), ("created_at", "TIMESTAMP"),
+    ],
     "alerts": [
         ("alert_id", "BIGINT"), ("kind", "VARCHAR"), ("metric", "VARCHAR"), ("subject", "VARCHAR"),
         ("period", "DATE"), ("value", "DOUBLE"), ("threshold", "DOUBLE"), ("message", "VARCHAR"), ("detail", "JSON"),
@@ -90,7 +103,7 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
         ("model_id", "VARCHAR"), ("kind", "VARCHAR"), ("name", "VARCHAR"), ("base_model", "VARCHAR"),
         ("path", "VARCHAR"), ("params", "JSON"), ("data_snapshot", "JSON"), ("round", "INTEGER"),
         ("label_counts", "JSON"), ("device", "VARCHAR"), ("duration_s", "DOUBLE"), ("val_metrics", "JSON"),
-        ("status", "VARCHAR"), ("created_at", "TIMESTAMP"),
+        ("status", "VARCHAR"), ("created_at", "TIMESTAMP"), ("task", "VARCHAR"),
     ],
     "predictions": [
         ("model_id", "VARCHAR"), ("review_id", "VARCHAR"), ("p_negative", "FLOAT"), ("p_neutral", "FLOAT"),
@@ -152,7 +165,7 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
         ("proc_start", "VARCHAR"), ("result", "JSON"),
     ],
 }
-VIEWS = {"current_labels"}
+VIEWS = {"current_labels", "current_aspect_labels"}
 
 
 def _tables(con) -> set[str]:
