@@ -26,6 +26,7 @@ FLAG_REASONS: tuple[str, ...] = (
     "emerging_term",
     "sarcasm",
     "text_changed",  # a re-import changed the text of a human-labeled review; its label was retracted
+    "aspect_disagreement",  # the aspect model hears an aspect the review's overall label contradicts
 )
 FLAG_STATUSES: tuple[str, ...] = ("open", "resolved", "dismissed")
 FLAG_COLUMNS: tuple[str, ...] = ("review_id", "reason", "priority", "model_id", "term", "detail")
@@ -273,6 +274,24 @@ def fetch_disagreements(
         ORDER BY c.review_id
         """,
         [list(other_model_ids), model_id, min_distance],
+    ).df()
+
+
+def fetch_aspect_flag_inputs(
+    con: duckdb.DuckDBPyConnection, aspect_model_id: str, *, min_p_present: float
+) -> pd.DataFrame:
+    """An aspect model's predictions with p_present at least ``min_p_present``, leaving out reviews whose
+    aspects a person annotated (settled): review_id, aspect, p_present, p_negative, p_neutral,
+    p_positive, polarity; ordered by review and the store's aspect order."""
+    return con.execute(
+        """
+        SELECT p.review_id, p.aspect, p.p_present, p.p_negative, p.p_neutral, p.p_positive, p.polarity
+        FROM aspect_predictions p JOIN aspects a USING (aspect)
+        WHERE p.model_id = ? AND p.p_present >= ?
+          AND NOT EXISTS (SELECT 1 FROM current_aspect_labels l WHERE l.review_id = p.review_id AND l.source = 'human')
+        ORDER BY p.review_id, a.position, p.aspect
+        """,
+        [aspect_model_id, float(min_p_present)],
     ).df()
 
 

@@ -47,7 +47,7 @@ def test_insert_flags_never_duplicates_nor_reopens(small_db):
     with connect(small_db, read_only=True) as con:
         assert count_open_flags_by_reason(con) == {
             "low_confidence": 0, "disagreement": 0, "rating_contradicts_text": 0, "label_issue": 1, "emerging_term": 2,
-            "text_changed": 0, "sarcasm": 0,
+            "text_changed": 0, "sarcasm": 0, "aspect_disagreement": 0,
         }
 
 

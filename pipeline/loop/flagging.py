@@ -17,6 +17,8 @@ Five reasons, each from stored predictions of the champion (score first):
   (smoothed lift, minimum count, and a Poisson tail test against the earlier rate,
   Bonferroni-corrected over every term tested) on whose reviews the model is unsure, e.g. a new food hall;
   a few of each term's least certain reviews are flagged and the term recorded.
+- ``aspect_disagreement``: the aspect champion's predictions contradict the review's overall label
+  (a positive review with a confidently negative service mention; a negative one praising everything).
 
 Thresholds live in :mod:`pipeline.loop.thresholds`. Flags are only added: a review flagged for a
 reason before (open, resolved or dismissed), or already labeled by a person, is skipped.
@@ -39,6 +41,7 @@ from store.db import DbPath, connect, transaction
 from store.errors import TastebudError
 from store.flags import (
     FLAG_REASONS,
+    fetch_aspect_flag_inputs,
     fetch_disagreements,
     fetch_flag_inputs,
     fetch_flagged_keys,
@@ -48,7 +51,8 @@ from store.flags import (
     newest_review_time,
     oldest_review_time,
 )
-from store.models import get_model
+from store.aspects import MENTION_THRESHOLD
+from store.models import get_champion, get_model
 from store.model_health import record_term_scan
 from store.predictions import scored_model_ids
 
@@ -434,6 +438,84 @@ def scan_emerging_terms(db: DbPath, inputs: pd.DataFrame) -> tuple[pd.DataFrame,
     return (pd.concat(parts, ignore_index=True) if parts else empty), terms, scan
 
 
+def find_aspect_disagreements(inputs: pd.DataFrame, aspects: pd.DataFrame, aspect_model_id: str) -> pd.DataFrame:
+    """Reviews whose aspects contradict their overall label: a positive review with an aspect the aspect
+    model confidently hears as negative (great food, slow service, labeled positive), or a negative review
+    whose every mentioned aspect is positive. A negative review that praises the food but not the service
+    is not flagged: that is what a negative review usually is.
+
+    The overall label is the review's current label (stars, import), else the sentiment model's call;
+    neutral reviews are mixed by nature and never flagged here.
+
+    Args:
+        inputs: review_id, label, label_source, p_negative, p_neutral, p_positive (the flag run's inputs).
+        aspects: review_id, aspect, p_present, p_negative, p_neutral, p_positive, polarity of the aspect
+            model's mentioned aspects.
+        aspect_model_id: the aspect model (kept in each flag's detail).
+
+    Returns:
+        Flag candidates; priority = the most confident contradicting aspect's p_present * p_polarity.
+
+    Example:
+        >>> find_aspect_disagreements(inputs, aspects, "asp-1").detail[0]["against"]  # doctest: +SKIP
+        [{'aspect': 'service', 'polarity': 'negative', 'confidence': 0.88}]
+    """
+    empty = _candidates([], "aspect_disagreement", [], [])
+    if inputs.empty or aspects.empty:
+        return empty
+    labeled = inputs["label"].notna()
+    predicted = np.asarray(LABELS, dtype=object)[_probs(inputs).argmax(axis=1)]
+    overall = pd.DataFrame({"review_id": inputs["review_id"], "overall": inputs["label"].where(labeled, predicted),
+                            "overall_from": inputs["label_source"].where(labeled, "prediction")})
+    frame = aspects[aspects["polarity"].isin(("negative", "neutral", "positive"))].merge(overall, on="review_id")
+    opposite = frame["overall"].map({"positive": "negative", "negative": "positive"})
+    frame["confidence"] = frame["p_present"] * np.where(
+        opposite == "negative", frame["p_negative"], np.where(opposite == "positive", frame["p_positive"], 0.0))
+    frame["against"] = (frame["polarity"] == opposite) & (frame["confidence"] >= T.ASPECT_DISAGREEMENT_MIN_CONFIDENCE)
+    # A negative review is contradicted only when nothing it mentions is negative or neutral.
+    backed = (frame["polarity"] != opposite).groupby(frame["review_id"]).transform("any")
+    hits = frame[frame["against"] & ((frame["overall"] == "positive") | ~backed)]
+    if hits.empty:
+        return empty
+    mentioned = frame[frame["review_id"].isin(hits["review_id"])].groupby("review_id")
+    mentioned = {r: dict(zip(g["aspect"], g["polarity"])) for r, g in mentioned}
+    ids, priority, details = [], [], []
+    for review_id, group in hits.groupby("review_id", sort=True):
+        group = group.sort_values("confidence", ascending=False)
+        ids.append(review_id)
+        priority.append(float(group["confidence"].iloc[0]))
+        details.append({
+            "aspect_model_id": aspect_model_id, "overall": group["overall"].iloc[0],
+            "overall_from": group["overall_from"].iloc[0],
+            "against": [{"aspect": a, "polarity": p, "confidence": round(float(c), 4)}
+                        for a, p, c in zip(group["aspect"], group["polarity"], group["confidence"])],
+            "aspects": mentioned[review_id],
+        })
+    return _candidates(ids, "aspect_disagreement", priority, details)
+
+
+def scan_aspect_disagreements(db: DbPath, inputs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Aspect disagreements from the aspect champion's stored predictions (see :func:`find_aspect_disagreements`).
+
+    Reviews whose aspects a person annotated are settled and left out.
+
+    Returns:
+        (flag candidates, a note saying what was compared, or why nothing was).
+    """
+    empty = _candidates([], "aspect_disagreement", [], [])
+    with connect(db, read_only=True) as con:
+        champion = get_champion(con, task="aspects")
+        if champion is None:
+            return empty, "no aspect model is promoted: train one with `tastebud train --task aspects`"
+        aspect_model_id = champion["model_id"]
+        aspects = fetch_aspect_flag_inputs(con, aspect_model_id, min_p_present=MENTION_THRESHOLD)
+    if aspects.empty:
+        return empty, f"aspect model {aspect_model_id} has no mentioned aspects stored: run `tastebud score`"
+    found = find_aspect_disagreements(inputs, aspects, aspect_model_id)
+    return found, (f"aspects of {aspects['review_id'].nunique():,} reviews from {aspect_model_id} compared with "
+                   "their overall label")
+
+
 def _drop_known(candidates: pd.DataFrame, known: set[tuple[str, str]], cap: int) -> pd.DataFrame:
     """Remove candidates flagged before, then keep the ``cap`` highest priorities."""
     if candidates.empty:
@@ -520,6 +602,8 @@ def flag(
         with connect(db, read_only=True) as con:
             train_texts = fetch_review_texts(con, train_ids.tolist()) if len(train_ids) else None
         found["label_issue"], notes["label_issue"] = find_label_issues(open_inputs, train_texts)
+    if "aspect_disagreement" in reasons:
+        found["aspect_disagreement"], notes["aspect_disagreement"] = scan_aspect_disagreements(db, open_inputs)
     reporter.progress(0.7, "looking for emerging terms")
     scan = None
     if "emerging_term" in reasons:

@@ -72,6 +72,11 @@ EMERGING_MAX_RECENT_DOCS = 50_000
 # A human label was retracted because its text changed: nobody has read the new text, so it goes first.
 TEXT_CHANGED_PRIORITY = 1.0
 
+# --- aspects against the overall label ---------------------------------------------------------------
+# An aspect counts against a review's overall label when the aspect model is this sure the review speaks of
+# it and of the opposite polarity: p_present * p_polarity (e.g. 0.9 * 0.8).
+ASPECT_DISAGREEMENT_MIN_CONFIDENCE = 0.7
+
 # --- queue size ------------------------------------------------------------------------------------
 # New flags per reason per run at most, highest priority first, so one noisy reason cannot swamp the queue.
 MAX_NEW_FLAGS_PER_REASON = 200
