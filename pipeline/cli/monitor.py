@@ -23,12 +23,17 @@ def monitor_cmd(
         return
     found = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(result["alerts_found"].items())) or "nothing"
     typer.echo(f"checked {result['weeks']} weeks of {result['model_id']}: {found} found, {result['alerts_new']} new alerts")
+    aspects = result.get("aspects")
+    if aspects:
+        found = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(aspects["alerts_found"].items())) or "nothing"
+        typer.echo(f"aspects of {aspects['model_id']}: {found} found, {aspects['alerts_new']} new alerts")
 
 
 @app.command("alerts")
 def alerts_cmd(
     show_all: bool = typer.Option(False, "--all", help="Also list acknowledged alerts."),
     kind: str = typer.Option(None, "--kind", help="Only this kind: model_health, sentiment_shift, volume_shift."),
+    aspect: str = typer.Option(None, "--aspect", help="Only aspect alerts about this aspect (e.g. service)."),
     ack: list[int] = typer.Option(None, "--ack", help="Acknowledge this alert id (repeatable)."),
     limit: int = typer.Option(50, "--limit", min=1, help="List at most this many."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -46,7 +51,10 @@ def alerts_cmd(
         return
     try:
         with connect(db_path(), read_only=True) as con:
-            alerts = list_alerts(con, status=None if show_all else "open", kind=kind, limit=limit)
+            if aspect is None:
+                alerts = list_alerts(con, status=None if show_all else "open", kind=kind, limit=limit)
+            else:
+                alerts = _aspect_alerts(con, aspect, status=None if show_all else "open", kind=kind, limit=limit)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--kind") from None
     if as_json:
@@ -58,3 +66,19 @@ def alerts_cmd(
     for row in alerts.itertuples(index=False):
         status = "" if row.status == "open" else f" [{row.status}]"
         typer.echo(f"#{row.alert_id:<5} {row.kind:<16} {row.message}{status}")
+
+
+def _aspect_alerts(con, aspect: str, *, status: str | None, kind: str | None, limit: int):
+    """The aspect monitor's alerts about one aspect (of one kind when given)."""
+    from store.alerts import ALERT_KINDS
+    from store.aspect_trends import list_aspect_alerts
+    from store.aspects import aspect_names, check_aspects, normalize_aspect_name
+
+    if kind is not None and kind not in ALERT_KINDS:
+        raise typer.BadParameter(f"unknown alert kind {kind!r}; expected one of {', '.join(ALERT_KINDS)}",
+                                 param_hint="--kind")
+    if check_aspects(con, [aspect]):
+        raise typer.BadParameter(f"unknown aspect {aspect.strip().lower()!r}; known: {', '.join(aspect_names(con))}",
+                                 param_hint="--aspect")
+    alerts = list_aspect_alerts(con, aspect=normalize_aspect_name(aspect), status=status, limit=limit)
+    return alerts if kind is None else alerts[alerts["kind"] == kind]

@@ -27,6 +27,7 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from pipeline.monitor import thresholds as T
+from pipeline.monitor.aspect_shifts import run_aspect_monitor
 from pipeline.monitor.shifts import ShiftSettings, detect_shifts, marked_shifts
 from store import alerts as alert_store
 from store import model_health as health_store
@@ -237,10 +238,12 @@ def run_monitor(db: DbPath, *, model_id: str | None = None, reporter=None) -> di
     """Recompute the champion's (or ``model_id``'s) weekly health, store it, and raise new alerts.
 
     Shifts are detected at week grain with default settings on the same model's predictions
-    (the current labels when it has none).
+    (the current labels when it has none). When an aspect model is champion, its per-aspect shifts
+    are looked for too (:func:`pipeline.monitor.aspect_shifts.run_aspect_monitor`).
 
     Returns:
-        {"model_id", "weeks", "alerts_new", "alerts_found": {kind: n}, "shifts": n}.
+        {"model_id", "weeks", "alerts_new", "alerts_found": {kind: n}, "shifts": n, "aspects": the
+        aspect monitor's result or None}.
 
     Example:
         >>> run_monitor("tastebud.duckdb")["alerts_new"]  # doctest: +SKIP
@@ -269,10 +272,12 @@ def run_monitor(db: DbPath, *, model_id: str | None = None, reporter=None) -> di
     by_kind: dict[str, int] = {}
     for alert in found:
         by_kind[alert["kind"]] = by_kind.get(alert["kind"], 0) + 1
+    # Per-aspect shifts when an aspect model is champion (None otherwise).
+    aspects = run_aspect_monitor(db, reporter=reporter)
     if reporter is not None:
-        reporter.progress(1.0, f"{new} new alerts", force=True)
+        reporter.progress(1.0, f"{new + (aspects['alerts_new'] if aspects else 0)} new alerts", force=True)
     return {"model_id": model_id, "weeks": len(health), "alerts_new": new, "alerts_found": by_kind,
-            "shifts": int(len(marked_shifts(shifts)))}
+            "shifts": int(len(marked_shifts(shifts))), "aspects": aspects}
 
 
 def run_job(db: DbPath, params: dict, reporter) -> dict:
