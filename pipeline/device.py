@@ -1,10 +1,16 @@
 """The compute device and precision, decided once.
 
-Nothing else in tastebud calls ``torch.cuda.is_available()``. On CPU, bf16 autocast is
-used only where the processor has native bf16 matrix units (AMX, or AVX512-BF16 at
-least): there it scores several times faster than fp32; elsewhere bf16 is emulated and
-slower, so we stay in fp32. ``TASTEBUD_CPU_BF16=0/1`` overrides the detection;
-``TASTEBUD_CPU_THREADS=N`` caps the CPU threads.
+Nothing else in tastebud calls ``torch.cuda.is_available()``. How a CPU scores is decided
+here, from its flags, never assumed (bench/RESULTS.md, "scoring" and issue 22):
+
+- AMX bf16 tiles: bf16 weights (several times fp32; faster than int8 there too).
+- No AMX but AVX2 (every x86 server CPU since 2013, e.g. AMD EPYC): the encoder's Linear
+  layers are quantized to int8 (dynamic, per-channel weights), which fbgemm runs on AVX2
+  integer units about twice as fast as fp32; bf16 would be emulated and slower.
+- Anything else (no AVX2, ARM): fp32.
+
+``TASTEBUD_CPU_BF16=0/1`` and ``TASTEBUD_CPU_INT8=0/1`` override the detection (bf16 wins
+when both are on); ``TASTEBUD_CPU_THREADS=N`` caps the CPU threads.
 
 :func:`device_defaults` holds every size that depends on the device (scoring batches and
 token budgets, chunk sizes, data-loader workers, pinned memory), so tuning for a new kind
@@ -29,6 +35,8 @@ class DeviceInfo:
     autocast_dtype: torch.dtype | None  # dtype for torch.autocast at inference, None for fp32
     train_precision: str  # "bf16", "fp16" or "fp32" for training
     threads: int
+    # CPU scoring copies get int8 Linear layers (dynamic quantization); see prepare_for_inference.
+    int8_linear: bool = False
 
     @property
     def torch_device(self) -> torch.device:
@@ -51,6 +59,23 @@ def cpu_has_amx_bf16() -> bool:
     """True when the CPU has AMX bf16 tiles (``TASTEBUD_CPU_BF16`` overrides)."""
     override = current_settings().cpu_bf16
     return override if override is not None else "amx_bf16" in _cpu_flags()
+
+
+@lru_cache(maxsize=1)
+def cpu_has_int8_gemm() -> bool:
+    """True when int8 dynamic quantization runs fast here: x86 with AVX2 and a PyTorch built
+    with the fbgemm engine (``TASTEBUD_CPU_INT8`` overrides)."""
+    override = current_settings().cpu_int8
+    if override is not None:
+        return override
+    # fbgemm's int8 kernels need AVX2; without it (or on ARM, where we have not measured
+    # qnnpack) int8 is no gain and fp32 stays. A future PyTorch without torch.ao's dynamic
+    # quantization (deprecated there) falls back to fp32 the same way.
+    try:
+        from torch.ao.quantization import quantize_dynamic  # noqa: F401
+    except ImportError:
+        return False
+    return "avx2" in _cpu_flags() and "fbgemm" in torch.backends.quantized.supported_engines
 
 
 def _cpu_threads() -> int:
@@ -98,14 +123,17 @@ def resolve_device(prefer: str | None = None) -> DeviceInfo:
     threads = _cpu_threads()
     torch.set_num_threads(threads)
     amx = cpu_has_amx_bf16()
+    # On AMX bf16 beats int8 (bench/RESULTS.md, "scoring"): int8 only where bf16 is off.
+    int8 = not amx and cpu_has_int8_gemm()
     return DeviceInfo(
         device="cpu",
-        name=f"CPU ({threads} threads{', AMX bf16' if amx else ''})",
+        name=f"CPU ({threads} threads{', AMX bf16' if amx else ''}{', int8 Linear' if int8 else ''})",
         autocast_dtype=torch.bfloat16 if amx else None,
         # bf16 autocast training on AMX: 1.6x (idle machine) to 2x (busy) the fp32 step rate,
         # and the same validation/test macro-F1 within noise (bench/RESULTS.md, "bf16 training").
         train_precision="bf16" if amx else "fp32",
         threads=threads,
+        int8_linear=int8,
     )
 
 

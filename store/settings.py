@@ -24,6 +24,7 @@ ENV_SECRETS = "TASTEBUD_SECRETS"
 ENV_DEVICE = "TASTEBUD_DEVICE"
 ENV_CPU_THREADS = "TASTEBUD_CPU_THREADS"
 ENV_CPU_BF16 = "TASTEBUD_CPU_BF16"
+ENV_CPU_INT8 = "TASTEBUD_CPU_INT8"
 ENV_COMPILE = "TASTEBUD_COMPILE"
 
 DEFAULT_DB_FILENAME = "tastebud.duckdb"
@@ -49,6 +50,7 @@ class Settings:
         cpu_threads: cap on CPU threads (``TASTEBUD_CPU_THREADS``).
         cpu_bf16: whether the CPU may use bf16 (``TASTEBUD_CPU_BF16``; None: detect).
         compile: torch.compile the scoring model (``TASTEBUD_COMPILE``; off unless 1/true/yes).
+        cpu_int8: whether CPU scoring may quantize Linear layers to int8 (``TASTEBUD_CPU_INT8``; None: detect).
     """
 
     db: Path
@@ -60,6 +62,7 @@ class Settings:
     cpu_threads: int | None
     cpu_bf16: bool | None
     compile: bool
+    cpu_int8: bool | None = None
 
 
 def current_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -83,6 +86,7 @@ def current_settings(environ: Mapping[str, str] | None = None) -> Settings:
         cpu_threads=_cpu_threads(env.get(ENV_CPU_THREADS)),
         cpu_bf16=None if env.get(ENV_CPU_BF16) is None else env[ENV_CPU_BF16].strip().lower() not in _FALSE,
         compile=env.get(ENV_COMPILE, "").strip().lower() in ("1", "true", "yes"),
+        cpu_int8=None if env.get(ENV_CPU_INT8) is None else env[ENV_CPU_INT8].strip().lower() not in _FALSE,
     )
 
 

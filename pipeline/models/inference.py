@@ -17,6 +17,8 @@ What makes it fast (measured in bench/RESULTS.md, "Scoring", and its round 3 GPU
 - ``torch.inference_mode`` and, where :mod:`pipeline.device` says the hardware has it,
   bf16: autocast for a model we must not change, or the weights themselves cast to bf16
   by :func:`prepare_for_inference` for a scoring copy (cheaper: no per-call weight casts).
+  On a CPU without AMX, :func:`prepare_for_inference` quantizes a scoring copy's encoder
+  Linear layers to int8 instead (:func:`quantize_linear_int8`).
   BERT runs with PyTorch's fused scaled-dot-product attention (transformers' "sdpa").
 """
 
@@ -129,14 +131,66 @@ def token_budget_batches(
 _batches = token_budget_batches
 
 
+def quantize_linear_int8(model):
+    """Replace the encoder's ``nn.Linear`` layers of ``model`` by dynamically quantized int8 ones, in place.
+
+    Weights are quantized once, per output channel (symmetric); activations are quantized per
+    forward pass from their observed range, and every other layer (embeddings, LayerNorm,
+    attention softmax) stays fp32. The pooler and classification head stay fp32 too: they run
+    once per text, so int8 would save nothing there, and the head's few weights decide the label.
+    Per-channel weights are what keep the labels: with one scale per matrix (PyTorch's default),
+    agreement with fp32 dropped to 97% on Yelp reviews (bench/RESULTS.md, "scoring"). We use
+    PyTorch's own dynamic quantization (fbgemm kernels) rather than another runtime: ONNX Runtime
+    was measured in bench/scoring_bench.py (issue 22) and is not needed for the gain.
+
+    Args:
+        model: a ``*ForSequenceClassification`` model in fp32, on the CPU.
+
+    Returns:
+        The same model object.
+
+    Example:
+        >>> quantize_linear_int8(load_classifier(path)[0])  # doctest: +SKIP
+    """
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    encoder = _encoder_of(model)
+    if encoder is None:
+        raise ValueError(f"cannot find the encoder layers of {type(model).__name__} to quantize")
+    # PyTorch marks torch.ao.quantization deprecated in favour of torchao, whose int8 CPU path
+    # needs torch.compile to be fast; pipeline.device only picks int8 where quantize_dynamic exists.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, message=".*quantize_per_channel.*")
+        quantize_dynamic(encoder, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+    return model
+
+
+def _encoder_of(model):
+    """The transformer layer stack of a ``*ForSequenceClassification`` model (BERT-like ``.encoder``)."""
+    base = getattr(model, getattr(model, "base_model_prefix", ""), None) or getattr(model, "base_model", None)
+    return getattr(base, "encoder", None) or getattr(base, "transformer", None)
+
+
+def is_int8_quantized(model) -> bool:
+    """True when ``model`` holds dynamically quantized int8 Linear layers."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    return any(isinstance(m, DynamicLinear) for m in model.modules())
+
+
 def prepare_for_inference(model, device: DeviceInfo | None = None, *, cast_weights: bool = True):
     """Move ``model`` to the device in eval mode, casting its weights to bf16/fp16 where the device
-    runs reduced precision natively. Changes ``model`` in place: use it on a scoring copy only.
+    runs reduced precision natively, or quantizing its encoder's Linear layers to int8 on a CPU
+    where :mod:`pipeline.device` chose int8 (no AMX, AVX2). Changes ``model`` in place: use it on a
+    scoring copy only.
 
     Args:
         model: a ``*ForSequenceClassification`` model.
         device: where to run (default: :func:`resolve_device`).
-        cast_weights: cast to the device's autocast dtype (False keeps fp32 and relies on autocast).
+        cast_weights: cast or quantize as the device prefers (False keeps fp32 and relies on autocast).
 
     Returns:
         The same model object (or its torch.compile wrapper when the device defaults ask for it).
@@ -148,6 +202,8 @@ def prepare_for_inference(model, device: DeviceInfo | None = None, *, cast_weigh
     model = model.to(info.torch_device).eval()
     if cast_weights and info.autocast_dtype is not None:
         model = model.to(info.autocast_dtype)
+    elif cast_weights and info.int8_linear and info.device == "cpu" and not is_int8_quantized(model):
+        model = quantize_linear_int8(model)
     if device_defaults(info).compile:
         model = torch.compile(model, dynamic=True)
     return model
@@ -166,8 +222,10 @@ def predict_encoded(
     device: DeviceInfo | None = None,
     autocast: bool = True,
     max_batch_tokens: int | None = None,
+    logits: bool = False,
 ) -> np.ndarray:
-    """Class probabilities of already tokenized texts, in input order, shape (n, num_labels), float32.
+    """Class probabilities of already tokenized texts, in input order, shape (n, num_labels), float32
+    (the raw output logits with ``logits=True``: an aspect model's outputs are not one distribution).
 
     Args:
         model: a ``*ForSequenceClassification`` model (fp32, or cast by :func:`prepare_for_inference`).
@@ -204,9 +262,9 @@ def predict_encoded(
             if on_gpu and defaults.pin_memory:
                 ids_t, mask_t, idx_t = ids_t.pin_memory(), mask_t.pin_memory(), idx_t.pin_memory()
             ids_t, mask_t, idx_t = (t.to(dev, non_blocking=on_gpu) for t in (ids_t, mask_t, idx_t))
-            logits = model(input_ids=ids_t, attention_mask=mask_t).logits
+            output = model(input_ids=ids_t, attention_mask=mask_t).logits.float()
             # Results stay on the device; the host waits once, below.
-            out.index_copy_(0, idx_t, torch.softmax(logits.float(), dim=-1))
+            out.index_copy_(0, idx_t, output if logits else torch.softmax(output, dim=-1))
     return out.cpu().numpy()
 
 

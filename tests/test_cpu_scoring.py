@@ -1,0 +1,109 @@
+"""How a CPU scores (issue 22): bf16 where there is AMX, int8 Linear layers where there is AVX2 but no AMX,
+fp32 otherwise; decided from the CPU's flags in pipeline/device.py, overridable by environment variables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import pipeline.device as device
+from pipeline.models.inference import is_int8_quantized, predict_proba, prepare_for_inference, quantize_linear_int8
+from pipeline.models.loading import load_classifier
+from pipeline.models.predictors import ClassifierPredictor
+from store.settings import current_settings
+from tests.test_scoring import _reviews
+from tests.tiny_model import save_tiny_classifier
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    return save_tiny_classifier(tmp_path_factory.mktemp("tiny-cpu") / "model")
+
+
+def _clear_device_caches():
+    for cached in (device.cpu_has_amx_bf16, device.cpu_has_int8_gemm, device.resolve_device):
+        cached.cache_clear()
+
+
+@pytest.fixture
+def cpu_with(monkeypatch):
+    """Pretend the CPU has these /proc/cpuinfo flags (and no TASTEBUD_CPU_* overrides); caches cleared around."""
+    for name in ("TASTEBUD_CPU_BF16", "TASTEBUD_CPU_INT8", "TASTEBUD_DEVICE"):
+        monkeypatch.delenv(name, raising=False)
+    _clear_device_caches()
+
+    def pretend(*flags: str):
+        monkeypatch.setattr(device, "_cpu_flags", lambda: set(flags))
+        _clear_device_caches()
+        return device.resolve_device("cpu")
+
+    yield pretend
+    monkeypatch.undo()
+    _clear_device_caches()
+
+
+def test_settings_read_the_int8_override():
+    assert current_settings({}).cpu_int8 is None
+    assert current_settings({"TASTEBUD_CPU_INT8": "0"}).cpu_int8 is False
+    assert current_settings({"TASTEBUD_CPU_INT8": "1"}).cpu_int8 is True
+
+
+def test_each_kind_of_cpu_gets_its_own_precision(cpu_with):
+    # AMD EPYC / older Intel: AVX2, no AMX -> int8 Linear layers, no autocast
+    epyc = cpu_with("sse4_2", "avx", "avx2", "fma")
+    assert epyc.int8_linear and epyc.autocast_dtype is None and "int8" in epyc.name
+    # Sapphire Rapids: AMX bf16 wins over int8 (no loss on the AMX path)
+    spr = cpu_with("avx2", "avx512f", "amx_bf16", "amx_int8", "amx_tile")
+    assert spr.autocast_dtype == torch.bfloat16 and not spr.int8_linear
+    # no AVX2 (old x86, or flags we cannot read): fp32
+    old = cpu_with("sse4_2")
+    assert old.autocast_dtype is None and not old.int8_linear
+    assert device.device_defaults(epyc) == device.device_defaults(old)  # batch sizes do not change with precision
+
+
+def test_environment_overrides_the_detection(cpu_with, monkeypatch):
+    monkeypatch.setenv("TASTEBUD_CPU_INT8", "0")
+    assert not cpu_with("avx2").int8_linear
+    monkeypatch.setenv("TASTEBUD_CPU_INT8", "1")
+    assert cpu_with("sse4_2").int8_linear
+    monkeypatch.setenv("TASTEBUD_CPU_BF16", "1")  # both asked for: bf16
+    forced = cpu_with("avx2")
+    assert forced.autocast_dtype == torch.bfloat16 and not forced.int8_linear
+
+
+def test_int8_copy_quantizes_the_encoder_only_and_keeps_the_predictions(tiny_model_dir, cpu_with):
+    int8_cpu = cpu_with("avx2")
+    fp32_model, tokenizer = load_classifier(tiny_model_dir)
+    model = prepare_for_inference(load_classifier(tiny_model_dir)[0], int8_cpu)
+    assert is_int8_quantized(model) and not is_int8_quantized(fp32_model)
+    assert type(model.classifier) is torch.nn.Linear  # the head stays fp32
+    assert all(type(m) is not torch.nn.Linear for m in model.bert.encoder.modules())
+    texts = _reviews(60, seed=3)["text"].tolist()
+    fp32 = predict_proba(fp32_model.eval(), tokenizer, texts, device=cpu_with("sse4_2"))
+    int8 = predict_proba(model, tokenizer, texts, device=int8_cpu)
+    assert int8.shape == (60, 3) and int8.dtype == np.float32
+    np.testing.assert_allclose(int8.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(int8, fp32, atol=2e-2)
+    # cast_weights=False keeps the model fp32 (a reference, or a model we must not change)
+    assert not is_int8_quantized(prepare_for_inference(load_classifier(tiny_model_dir)[0], int8_cpu, cast_weights=False))
+    # a second prepare does not quantize twice
+    assert prepare_for_inference(model, int8_cpu) is model
+
+
+def test_classifier_predictor_scores_with_int8_where_the_device_says_so(tiny_model_dir, cpu_with):
+    texts = _reviews(30, seed=5)["text"].tolist()
+    int8 = ClassifierPredictor("m", str(tiny_model_dir), device=cpu_with("avx2"))
+    fp32 = ClassifierPredictor("m", str(tiny_model_dir), device=cpu_with("sse4_2"))
+    assert is_int8_quantized(int8.model) and not is_int8_quantized(fp32.model)
+    np.testing.assert_allclose(int8.predict_proba(texts), fp32.predict_proba(texts), atol=2e-2)
+
+
+def test_quantizing_a_model_without_an_encoder_says_so():
+    class Plain(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 3)
+
+    with pytest.raises(ValueError, match="cannot find the encoder layers of Plain"):
+        quantize_linear_int8(Plain())
