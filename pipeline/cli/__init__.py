@@ -19,6 +19,7 @@ from pipeline.cli import models as cli_models  # noqa: E402,F401
 from pipeline.cli import loop as cli_loop  # noqa: E402,F401
 from pipeline.cli import jobs as cli_jobs  # noqa: E402,F401
 from pipeline.cli import monitor as cli_monitor  # noqa: E402,F401
+from pipeline.cli import aspects as cli_aspects  # noqa: E402,F401
 
 
 @app.command("job-run", hidden=True)

@@ -1,0 +1,161 @@
+"""`tastebud aspects`: the store's aspect set (list, add, remove), importing aspect labels, a review's aspect labels."""
+
+from __future__ import annotations
+
+import typer
+
+from pipeline.cli.app import app, db_path, emit_json
+from pipeline.data.aspect_import import FORMATS, AspectImportReport, import_aspect_labels
+from store.actors import cli_actor
+from store.aspects import (
+    ASPECT_LABEL_VALUES,
+    add_aspect,
+    aspect_label_counts,
+    count_annotated_reviews,
+    current_review_aspects,
+    fetch_aspect_label_history,
+    list_aspects,
+    normalize_aspect_name,
+    remove_aspect,
+)
+from store.db import connect, transaction
+from store.errors import StoreMissingError, TastebudError
+from store.printable import printable
+from store.reviews import fetch_reviews
+from store.schema import init_store
+
+aspects_app = typer.Typer(
+    help="Aspects (food, service, price, ...): the store's set, aspect label import, a review's aspect labels.",
+    no_args_is_help=True,
+)
+app.add_typer(aspects_app, name="aspects")
+
+
+@aspects_app.command("list")
+def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The store's aspects with their current label counts (mentions, and per polarity)."""
+    with connect(db_path(), read_only=True) as con:
+        aspects = list_aspects(con)
+        counts = aspect_label_counts(con)
+        annotated = count_annotated_reviews(con)
+    per = counts.groupby(["aspect", "polarity"])["n"].sum() if not counts.empty else None
+    rows = []
+    for a in aspects.itertuples():
+        by_polarity = {p: int(per.get((a.aspect, p), 0)) if per is not None else 0 for p in ASPECT_LABEL_VALUES}
+        rows.append({"aspect": a.aspect, "builtin": bool(a.builtin), "description": a.description,
+                     "mentions": sum(n for p, n in by_polarity.items() if p != "absent"), "labels": by_polarity})
+    if as_json:
+        emit_json({"annotated_reviews": annotated, "aspects": rows})
+        return
+    typer.echo(f"{'ASPECT':<26}{'MENTIONS':>9}" + "".join(f"{p.upper():>10}" for p in ASPECT_LABEL_VALUES)
+               + "  DESCRIPTION")
+    for r in rows:
+        mark = "" if r["builtin"] else " *"
+        typer.echo(f"{printable(r['aspect'] + mark, max_chars=25):<26}{r['mentions']:>9,}"
+                   + "".join(f"{r['labels'][p]:>10,}" for p in ASPECT_LABEL_VALUES)
+                   + f"  {printable(r["description"] or "", max_chars=90)}")
+    typer.echo(f"{annotated:,} aspect-annotated reviews (* added to this store)")
+
+
+@aspects_app.command("add")
+def add_cmd(
+    name: str = typer.Argument(..., help="The new aspect, e.g. wait (lower-cased, spaces collapsed)."),
+    description: str = typer.Option(None, "--description", help="What the aspect covers, shown to labelers."),
+) -> None:
+    """Add an aspect to the store's set."""
+    db, _ = init_store(db_path())
+    with transaction(db) as con:
+        added = add_aspect(con, cli_actor(), name, description=description)
+    typer.echo(f"added aspect {printable(added)!r}")
+
+
+@aspects_app.command("remove")
+def remove_cmd(name: str = typer.Argument(..., help="An aspect this store added and never labeled.")) -> None:
+    """Remove an aspect the store added that has no labels (built-in and labeled aspects stay)."""
+    db = db_path()
+    if not db.exists():
+        raise StoreMissingError(f"no store at {printable(db, max_chars=300)}")
+    with transaction(db) as con:
+        remove_aspect(con, cli_actor(), name)
+    typer.echo(f"removed aspect {printable(normalize_aspect_name(name))!r}")
+
+
+@aspects_app.command("import")
+def import_cmd(
+    path: str = typer.Argument(..., help="CSV/TSV/JSON Lines (review_id, aspect, polarity[, text, labeler]) "
+                                         "or SemEval-2014 XML."),
+    fmt: str = typer.Option(None, "--format", help=f"One of {', '.join(FORMATS)} (default: from the extension "
+                                                   "or the content)."),
+    create_aspects: bool = typer.Option(False, "--create-aspects",
+                                        help="Add aspect names the store does not know instead of rejecting them."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Import aspect labels; bad rows are kept in import_rejects. Exit 1 when no row was imported."""
+    report = import_aspect_labels(db_path(), path, fmt=fmt, create_aspects=create_aspects, actor=cli_actor())
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        _print_report(report)
+    if not report.imported_anything:
+        raise typer.Exit(1)
+
+
+@aspects_app.command("labels")
+def labels_cmd(
+    review_id: str = typer.Argument(..., help="The review."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """A review's current aspect labels and their history (oldest first)."""
+    with connect(db_path(), read_only=True) as con:
+        review = fetch_reviews(con, [review_id])
+        if review.empty:
+            raise TastebudError(f"no review {printable(review_id)!r}")
+        current = current_review_aspects(con, review_id)
+        history = fetch_aspect_label_history(con, review_id)
+    if as_json:
+        emit_json({"review_id": review_id, "text": review["text"].iloc[0],
+                   "current": {a: {"polarity": p, "source": s} for a, (p, s) in current.items()},
+                   "history": history.to_dict("records")})
+        return
+    typer.echo(f"review {printable(review_id)}: {printable(review['text'].iloc[0], max_chars=200)}")
+    if not current:
+        typer.echo("  no aspect labels (not aspect-annotated)")
+        return
+    typer.echo("  current (aspects not listed are absent)")
+    for aspect, (polarity, source) in current.items():
+        typer.echo(f"    {printable(aspect, max_chars=40):<26}{polarity:<10}({source})")
+    typer.echo("  history")
+    for h in history.itertuples():
+        who = f" by {printable(h.labeler, max_chars=40)}" if isinstance(h.labeler, str) else ""
+        typer.echo(f"    {h.created_at:%Y-%m-%d %H:%M:%S}  {printable(h.aspect, max_chars=40):<26}"
+                   f"{h.polarity:<10}{h.source}{who}")
+
+
+def _print_report(r: AspectImportReport) -> None:
+    typer.echo(
+        f"import {r.import_id}: {printable(r.path, max_chars=300)} ({r.format}, {r.rows:,} rows) "
+        f"read in {r.parse_seconds:.2f} s, written in {r.write_seconds:.2f} s"
+    )
+    mapped = ", ".join(f"{k}={printable(v, max_chars=40)}" for k, v in r.columns.items() if v is not None)
+    typer.echo(f"  columns    {mapped}")
+    typer.echo(f"  labels     {r.labels_added:>10,}  added")
+    typer.echo(f"  unchanged  {r.labels_unchanged:>10,}  (already stored)")
+    if r.repeated:
+        typer.echo(f"  repeated   {r.repeated:>10,}  (same review, aspect and polarity as an earlier row: imported once)")
+    if r.absent_added:
+        typer.echo(f"  absent     {r.absent_added:>10,}  (aspects re-imported reviews no longer list)")
+    typer.echo(f"  reviews    {r.reviews_annotated:>10,}  annotated, {r.reviews_created:,} created (source "
+               f"{printable(r.source, max_chars=60)})")
+    if r.aspects_created:
+        typer.echo(f"  aspects    added {', '.join(printable(a, max_chars=40) for a in r.aspects_created)}")
+    typer.echo(f"  rejected   {r.rejected:>10,}")
+    for reason, n in r.rejected_by_reason.items():
+        typer.echo(f"    {reason:<22}{n:>8,}")
+    for rej in r.first_rejects[:5]:
+        typer.echo(f"    row {rej['row_number']}: {rej['reason']}: {printable(rej['detail'], max_chars=160)}")
+    if r.rejected:
+        typer.echo(f"  all rejects: import_rejects where import_id = {r.import_id}")
+    if r.reviews_created:
+        typer.echo("  splits     " + "  ".join(f"{k} {v:,}" for k, v in r.splits.items()) + "  (new assignments)")
+    if not r.imported_anything:
+        typer.echo("nothing imported: every row was rejected" if r.rows else "nothing imported: the file has no rows")
