@@ -53,7 +53,7 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) 
         mark = "" if r["builtin"] else " *"
         typer.echo(f"{printable(r['aspect'] + mark, max_chars=25):<26}{r['mentions']:>9,}"
                    + "".join(f"{r['labels'][p]:>10,}" for p in ASPECT_LABEL_VALUES)
-                   + f"  {printable(r["description"] or "", max_chars=90)}")
+                   + f"  {printable(r['description'] or '', max_chars=90)}")
     typer.echo(f"{annotated:,} aspect-annotated reviews (* added to this store)")
 
 
