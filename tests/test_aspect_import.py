@@ -315,3 +315,16 @@ def test_real_semeval_train_xml(store_path):
     assert aspects == {"food": 1232, "anecdotes/miscellaneous": 1130, "service": 597, "ambience": 431, "price": 321}
     again = import_aspect_labels(store_path, path, actor=ADMIN)
     assert (again.labels_added, again.absent_added, again.reviews_created, again.labels_unchanged) == (0, 0, 0, 3711)
+
+
+def test_chunked_write_gives_the_same_store(store_path, tmp_path, monkeypatch):
+    for name in ("CHUNK_ROWS", "FIRST_CHUNK_ROWS", "MIN_CHUNK_ROWS"):
+        monkeypatch.setattr(f"pipeline.data.importer.{name}", 2)
+    _seed(store_path)
+    report = import_aspect_labels(store_path, _write(tmp_path / "labels.csv", CSV_MIXED), actor=ADMIN)
+    assert report.chunks > 3
+    assert _rejects(store_path, report.import_id) == CSV_MIXED_REJECTS
+    assert _current(store_path) == CSV_MIXED_LABELS
+    assert (report.reviews_created, report.splits["train"] + report.splits["val"] + report.splits["test"]) == (1, 1)
+    with connect(store_path, read_only=True) as con:
+        assert pd.notna(list_imports(con).iloc[0]["finished_at"])
