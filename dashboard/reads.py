@@ -275,6 +275,14 @@ def hard_cases(db: Path, flt, limit: int, actor_name: str, recent: int) -> dict:
 
 
 @_cached
+def review_aspects(db: Path, review_id: str) -> dict:
+    """One queued review's aspects: the store's aspects, its current aspect labels and the aspect
+    champion's predictions (see store.relabeling.fetch_review_aspects)."""
+    with connect(db, read_only=True) as con:
+        return relabeling_store.fetch_review_aspects(con, review_id)
+
+
+@_cached
 def guidelines(db: Path) -> dict | None:
     """The current labeling guidelines (None when never written)."""
     from store.guidelines import get_guidelines

@@ -250,6 +250,7 @@ REASON_NAMES = {
     "emerging_term": "New term",
     "sarcasm": "Sarcasm candidate",
     "text_changed": "Text changed after labeling",
+    "aspect_disagreement": "Aspects disagree with the label",
 }
 
 
@@ -310,6 +311,18 @@ def why_flagged(row) -> tuple[str, str]:
         if "lift" in detail:
             numbers += (f" {detail.get('recent_count', '?')} recent vs {detail.get('prior_count', '?')} earlier reviews"
                         f" (lift {detail['lift']}); mean uncertainty {detail.get('mean_uncertainty', float('nan')):.2f}.")
+    elif reason == "aspect_disagreement":
+        against = [a for a in detail.get("against", []) if isinstance(a, dict)]
+        heard = ", ".join(f"{a.get('aspect')} {a.get('polarity')}" for a in against) or "an aspect the other way"
+        overall, source = detail.get("overall", "?"), detail.get("overall_from")
+        text = (f"The review is {overall} overall"
+                + (f" ({'the model says so' if source == 'prediction' else f'{source} label'})" if source else "")
+                + f", but the aspect model hears {heard}. Check its aspects below, then its overall label.")
+        aspects = detail.get("aspects")
+        if isinstance(aspects, dict) and aspects:
+            numbers += " Aspects heard: " + ", ".join(f"{a} {p}" for a, p in aspects.items()) + "."
+        numbers += "".join(f" {a.get('aspect')}: {float(a['confidence']):.0%} sure." for a in against
+                           if isinstance(a.get("confidence"), (int, float)))
     elif reason == "text_changed":
         text = ("A re-import changed this review's text after a person labeled it; that label no longer counts. "
                 "Read the new text and label it again.")
@@ -317,6 +330,30 @@ def why_flagged(row) -> tuple[str, str]:
         text = f"Flagged as {reason.replace('_', ' ')}."
     numbers += f" Priority {float(row['priority']):.2f}." if pd.notna(row.get("priority")) else ""
     return text, numbers.strip()
+
+
+def aspect_evidence_html(predictions: pd.DataFrame) -> str:
+    """The aspects a model hears in one review as an HTML table: aspect, polarity (in its label's colour),
+    how sure (p_present x p_polarity), and the evidence sentence highlighted in the polarity's colour.
+    ``predictions``: aspect, polarity, p_present, p_negative, p_neutral, p_positive, evidence. Every piece
+    is escaped."""
+    heard = predictions[predictions["polarity"].isin(LABELS)]
+    heard = heard.assign(sure=[float(r.p_present) * float(getattr(r, f"p_{r.polarity}")) for r in heard.itertuples()])
+    rows = []
+    for row in heard.sort_values("sure", ascending=False).itertuples():
+        rgb = _rgb(LABEL_COLORS[row.polarity])
+        evidence = html.escape(row.evidence) if isinstance(row.evidence, str) and row.evidence.strip() else "—"
+        rows.append(
+            f"<tr><td><b>{html.escape(str(row.aspect))}</b></td>"
+            f'<td style="color: {LABEL_COLORS[row.polarity]}; font-weight: 600">{row.polarity}</td>'
+            f'<td title="mentioned {float(row.p_present):.0%}">{row.sure:.0%}</td>'
+            f'<td><span style="background: rgba({rgb[0]},{rgb[1]},{rgb[2]},0.22); border-radius: 3px; padding: 0 2px">'
+            f"{evidence}</span></td></tr>")
+    if not rows:
+        return '<div data-testid="aspect-evidence">The aspect model hears no aspect in this review.</div>'
+    return ('<table data-testid="aspect-evidence" style="border-collapse: collapse; width: 100%">'
+            "<tr><th align=left>Aspect</th><th align=left>Model hears</th><th align=left>Sure</th>"
+            "<th align=left>Evidence</th></tr>" + "".join(rows) + "</table>")
 
 
 def highlighted_review_html(attribution) -> str:

@@ -18,10 +18,12 @@ import duckdb
 import pandas as pd
 
 from store.actors import Actor, audit, require
+from store.aspects import aspect_names, current_review_aspects, fetch_aspect_predictions, set_review_aspects
 from store.constants import LABELS
 from store.errors import TastebudError
 from store.flags import get_flag, resolve_open_flags, set_flag_status
 from store.labels import fetch_current_labels
+from store.models import get_champion
 from store.rounds import next_round_number
 
 # Most review ids one bulk relabel may touch: a guard against relabeling a whole store by mistake.
@@ -307,6 +309,74 @@ def _undo(con: duckdb.DuckDBPyConnection, actor: Actor, target: int, kind: str) 
     }
     audit(con, actor, "relabel.undo", target=str(target), detail={**result, "review_ids": review_ids[:100]})
     return result
+
+
+def relabel_aspects(con: duckdb.DuckDBPyConnection, actor: Actor, review_id: str, polarities: dict[str, str]) -> dict:
+    """A labeler's aspect correction of one review (see :func:`store.aspects.set_review_aspects`): the
+    aspects given get these polarities, the others keep theirs (absent when the review had no annotation).
+
+    The rows are human aspect labels of the next round (the next aspect training reads them) and the
+    change is audited. Review-level labels and flags are untouched: the review's overall label is a
+    separate decision (relabel or dismiss).
+
+    Raises:
+        PermissionDeniedError: the actor may not relabel.
+        TastebudError: no aspect given, unknown review, aspect or polarity.
+
+    Returns:
+        {"review_id", "written" (label rows appended; 0 when the person confirmed their own labels),
+        "aspects" (aspect -> polarity now), "previous" (aspect -> polarity before, annotated aspects only)}.
+
+    Example:
+        >>> relabel_aspects(con, Actor("ana", "labeler"), "r1", {"service": "negative"})["written"]  # doctest: +SKIP
+        1
+    """
+    require(actor, "relabel")
+    if not polarities:
+        raise TastebudError("give at least one aspect and its polarity, e.g. service=negative")
+    previous = {a: p for a, (p, _) in current_review_aspects(con, review_id).items()}
+    written = set_review_aspects(con, actor, review_id, polarities, round=next_round_number(con))
+    now = {a: p for a, (p, _) in current_review_aspects(con, review_id).items()}
+    return {"review_id": review_id, "written": written, "aspects": now, "previous": previous}
+
+
+def fetch_review_aspects(con: duckdb.DuckDBPyConnection, review_id: str) -> dict:
+    """What the labeler's queue shows of one review's aspects: the store's aspects, the review's current
+    aspect labels and the aspect champion's predictions with their evidence sentences.
+
+    Returns:
+        {"aspects": [names in display order], "labels": {aspect: (polarity, source)} (empty when not
+        annotated), "model_id": the aspect champion or None, "predictions": DataFrame (aspect, polarity,
+        p_present, p_negative, p_neutral, p_positive, evidence_start, evidence_end, evidence; empty
+        without a champion or when it has not scored the review)}.
+
+    Example:
+        >>> fetch_review_aspects(con, "r1")["model_id"]  # doctest: +SKIP
+        'asp-20261201-0930'
+    """
+    champion = get_champion(con, task="aspects")
+    model_id = champion["model_id"] if champion else None
+    predictions = fetch_aspect_predictions(con, model_id, [review_id]) if model_id else pd.DataFrame()
+    if predictions.empty:
+        predictions = pd.DataFrame(columns=["aspect", "polarity", "p_present", "p_negative", "p_neutral", "p_positive",
+                                            "evidence_start", "evidence_end", "evidence"])
+    return {"aspects": aspect_names(con), "labels": current_review_aspects(con, review_id), "model_id": model_id,
+            "predictions": predictions.drop(columns=["review_id", "scored_at"], errors="ignore")}
+
+
+def aspect_choices(view: dict) -> dict[str, str]:
+    """The polarity each aspect's choice starts at: the review's current aspect labels when it is annotated
+    (an aspect without a label is absent), else the aspect model's predictions, else absent.
+
+    Example:
+        >>> aspect_choices({"aspects": ["food", "service"], "labels": {},
+        ...                 "predictions": pd.DataFrame({"aspect": ["service"], "polarity": ["negative"]})})
+        {'food': 'absent', 'service': 'negative'}
+    """
+    if view["labels"]:
+        return {a: view["labels"].get(a, ("absent", None))[0] for a in view["aspects"]}
+    predicted = dict(zip(view["predictions"]["aspect"], view["predictions"]["polarity"]))
+    return {a: predicted.get(a, "absent") for a in view["aspects"]}
 
 
 def relabel_progress(con: duckdb.DuckDBPyConnection) -> dict:

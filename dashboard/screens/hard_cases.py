@@ -10,7 +10,8 @@ from pipeline.models.attribution import WordAttribution
 from store.constants import LABELS
 from store.errors import TastebudError
 from store.flags import FLAG_REASONS, QueueFilter
-from store.relabeling import MAX_COMMENT_CHARS
+from store.aspects import ASPECT_LABEL_VALUES
+from store.relabeling import MAX_COMMENT_CHARS, aspect_choices
 
 # Flags fetched per rerun: the current item plus the upcoming ones shown below it.
 QUEUE_WINDOW = 50
@@ -103,6 +104,48 @@ def _bulk(review_ids: tuple[str, ...], label: str, confirm_key: str) -> None:
 
 def _bulk_matching(flt: QueueFilter, label: str) -> None:
     _bulk(tuple(reads.matching_review_ids(ctx.db, flt)), label, "bulk-confirm")
+
+
+def _aspect_key(review_id: str, aspect: str) -> str:
+    return f"aspect-{review_id}-{aspect}"  # per review: the next review's choices start from its own labels
+
+
+def _save_aspects(review_id: str, aspects: tuple[str, ...]) -> None:
+    _write_pending()
+    chosen = {aspect: st.session_state[_aspect_key(review_id, aspect)] for aspect in aspects}
+    _run(lambda: relabeling.relabel_aspects(ctx.db, ctx.actor, review_id, chosen),
+         lambda r: f"Saved the aspects: {r['written']:,} changed." if r["written"] else "Aspects confirmed: nothing changed.")
+
+
+def _aspects_panel(item) -> None:
+    """The aspect model's reading of the review (evidence highlighted) and a correction per aspect."""
+    review_id = item["review_id"]
+    view = reads.review_aspects(ctx.db, review_id)
+    predictions = view["predictions"]
+    heard = predictions[predictions["polarity"] != "absent"]
+    summary = ", ".join(f"{a} {p}" for a, p in zip(heard["aspect"], heard["polarity"]))
+    with st.expander("Aspects" + (f": the aspect model hears {summary}" if summary else ""),
+                     expanded=item["reason"] == "aspect_disagreement"):
+        if view["model_id"] is None:
+            st.caption("No aspect model yet (a data scientist trains one on the Training page); "
+                       "your aspect labels train the first one.")
+        elif predictions.empty:
+            st.caption(f"The aspect model {views.md(view['model_id'])} has not scored this review yet.")
+        else:
+            st.html(views.aspect_evidence_html(predictions))
+            st.caption(f"From the aspect model {views.md(view['model_id'])}. Sure: how sure it is that the review "
+                       "speaks of the aspect and of that polarity. Evidence: the sentence that carried the aspect most.")
+        start = aspect_choices(view)
+        with st.form(f"aspects-form-{review_id}", border=False):
+            for aspect in view["aspects"]:
+                st.radio(aspect, ASPECT_LABEL_VALUES, index=ASPECT_LABEL_VALUES.index(start[aspect]),
+                         key=_aspect_key(review_id, aspect), horizontal=True)
+            st.form_submit_button("Save aspects", key="save-aspects", on_click=_save_aspects,
+                                  args=(review_id, tuple(view["aspects"])))
+        origin = ("its current aspect labels" if view["labels"] else
+                  "the aspect model's reading" if not predictions.empty else "absent everywhere")
+        st.caption(f"The choices start from {origin}. Saving keeps the review here and leaves its flag open: "
+                   "then give its overall label (or dismiss).")
 
 
 def _queue_filter() -> QueueFilter:
@@ -247,6 +290,7 @@ cols[5].button("Undo", key="undo", shortcut="u", on_click=_undo, width="stretch"
 st.caption("Keys: 1 negative · 2 neutral · 3 positive · S skip · D dismiss · U undo")
 _write_pending_and_redraw()  # the next review is on screen: now write the label that brought it
 
+_aspects_panel(item)
 _recent_labels()
 
 st.subheader("Up next")

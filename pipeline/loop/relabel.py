@@ -35,6 +35,20 @@ def relabel(db: DbPath, actor: Actor, review_id: str, label: str, *, flag_id: in
         return relabeling.relabel(con, actor, review_id, label, flag_id=flag_id, comment=comment)
 
 
+def relabel_aspects(db: DbPath, actor: Actor, review_id: str, polarities: dict[str, str]) -> dict:
+    """Correct one review's aspects (aspect -> absent/negative/neutral/positive/conflict); the aspects not
+    given keep theirs.
+
+    Returns:
+        See :func:`store.relabeling.relabel_aspects`.
+
+    Example:
+        >>> relabel_aspects("t.duckdb", Actor("ana", "labeler"), "r1", {"service": "negative"})  # doctest: +SKIP
+    """
+    with transaction(db) as con:
+        return relabeling.relabel_aspects(con, actor, review_id, polarities)
+
+
 def bulk_relabel(db: DbPath, actor: Actor, review_ids: list[str], label: str) -> dict:
     """Give many reviews the same human label as one undoable action.
 

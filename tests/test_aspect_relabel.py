@@ -1,0 +1,192 @@
+"""Aspect corrections in the labeler's queue: the store verb, its starting choices, and the hard-cases page."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from dashboard_seed import CHAMPION, private_copy, seed_dashboard_store, signed_in
+from pipeline.loop import relabel as rl
+from store import aspects as aspect_store
+from store import models as model_store
+from store.actors import Actor
+from store.db import connect, transaction
+from store.errors import PermissionDeniedError, TastebudError
+from store.flags import insert_flags
+from store.labels import current_label
+from store.relabeling import aspect_choices, fetch_review_aspects
+from store.rounds import next_round_number
+from store.schema import init_store
+from tests.conftest import seed_reviews
+
+ADMIN = Actor("ana", "admin")
+LENA = Actor("lena", "labeler")
+ASPECT_MODEL = "aspects-seed"
+
+
+def _predict(con, review_id: str, text: str) -> None:
+    """The aspect model hears good food (first sentence) and a negative service (the rest) in ``text``."""
+    cut = text.find(". ") + 1 or len(text)
+    aspect_store.write_aspect_predictions(con, ASPECT_MODEL, pd.DataFrame([
+        {"review_id": review_id, "aspect": "food", "p_present": 0.95, "p_negative": 0.05, "p_neutral": 0.05,
+         "p_positive": 0.9, "evidence_start": 0, "evidence_end": cut},
+        {"review_id": review_id, "aspect": "service", "p_present": 0.9, "p_negative": 0.8, "p_neutral": 0.1,
+         "p_positive": 0.1, "evidence_start": min(cut + 1, len(text)), "evidence_end": len(text)},
+        {"review_id": review_id, "aspect": "price", "p_present": 0.1, "p_negative": 0.3, "p_neutral": 0.4,
+         "p_positive": 0.3, "evidence_start": None, "evidence_end": None},
+    ]))
+
+
+# --- the store verb ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def db(store_path):
+    seed_reviews(store_path, pd.DataFrame({
+        "review_id": ["r1", "r2"], "stars": [5, 4], "label": ["positive", "positive"],
+        "text": ["The brisket was perfect. Our server forgot us twice.", "Lovely patio."],
+    }))
+    with transaction(store_path) as con:
+        model_store.register_model(con, model_id=ASPECT_MODEL, kind="finetuned", name=ASPECT_MODEL,
+                                   status="ready", task="aspects")
+        model_store.promote_model(con, ADMIN, ASPECT_MODEL)
+        _predict(con, "r1", "The brisket was perfect. Our server forgot us twice.")
+    return store_path
+
+
+def test_choices_start_from_the_predictions_then_from_the_labels(db):
+    with connect(db, read_only=True) as con:
+        view = fetch_review_aspects(con, "r1")
+        unscored = fetch_review_aspects(con, "r2")
+    assert view["model_id"] == ASPECT_MODEL and view["labels"] == {}
+    evidence = view["predictions"].set_index("aspect")["evidence"].to_dict()
+    assert evidence["food"] == "The brisket was perfect." and evidence["service"] == "Our server forgot us twice."
+    assert aspect_choices(view) == {"food": "positive", "service": "negative", "price": "absent", "ambience": "absent",
+                                    "anecdotes/miscellaneous": "absent"}
+    assert unscored["predictions"].empty and set(aspect_choices(unscored).values()) == {"absent"}
+
+    result = rl.relabel_aspects(db, LENA, "r1", {"food": "positive", "service": "negative", "Price": "neutral"})
+    assert result["written"] == 3 and result["previous"] == {}
+    assert result["aspects"] == {"food": "positive", "service": "negative", "price": "neutral"}
+    with connect(db, read_only=True) as con:
+        view = fetch_review_aspects(con, "r1")
+        history = aspect_store.fetch_aspect_label_history(con, "r1")
+        audit = con.execute("SELECT actor, action, target FROM audit_log WHERE action = 'aspect.relabel'").fetchall()
+        split = aspect_store.fetch_aspect_split(con, None)
+        round_now = next_round_number(con)
+    # Once annotated, the labels decide every choice (an aspect without one is absent, not the model's).
+    assert aspect_choices(view)["price"] == "neutral" and aspect_choices(view)["ambience"] == "absent"
+    assert set(history["labeler"]) == {"lena"} and set(history["round"]) == {round_now}
+    assert audit == [("lena", "aspect.relabel", "r1")]
+    # they are labels the next aspect training reads
+    assert split.set_index("review_id").loc["r1", ["food", "service", "price", "ambience"]].tolist() == [
+        "positive", "negative", "neutral", "absent"]
+
+
+def test_a_correction_appends_and_keeps_the_history(db):
+    rl.relabel_aspects(db, LENA, "r1", {"service": "negative"})
+    again = rl.relabel_aspects(db, LENA, "r1", {"service": "negative"})
+    assert again["written"] == 0  # confirmed, nothing new
+    changed = rl.relabel_aspects(db, LENA, "r1", {"service": "conflict"})
+    assert changed["written"] == 1 and changed["previous"]["service"] == "negative"
+    with connect(db, read_only=True) as con:
+        history = aspect_store.fetch_aspect_label_history(con, "r1")
+        label = current_label(con, "r1")
+    assert history[history["aspect"] == "service"]["polarity"].tolist() == ["negative", "conflict"]
+    assert (label["label"], label["source"]) == ("positive", "stars")  # the overall label is untouched
+
+
+def test_bad_corrections_say_why_and_write_nothing(db):
+    with pytest.raises(TastebudError, match="unknown aspects: parking; known: food, service"):
+        rl.relabel_aspects(db, LENA, "r1", {"parking": "negative"})
+    with pytest.raises(TastebudError, match="unknown aspect polarities \\['awful'\\]"):
+        rl.relabel_aspects(db, LENA, "r1", {"food": "awful"})
+    with pytest.raises(TastebudError, match="no review 'nope'"):
+        rl.relabel_aspects(db, LENA, "nope", {"food": "positive"})
+    with pytest.raises(TastebudError, match="at least one aspect"):
+        rl.relabel_aspects(db, LENA, "r1", {})
+    with pytest.raises(PermissionDeniedError):
+        rl.relabel_aspects(db, Actor("vic", "viewer"), "r1", {"food": "positive"})
+    with connect(db, read_only=True) as con:
+        assert aspect_store.count_annotated_reviews(con) == 0
+
+
+# --- the hard-cases page -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    db, _ = init_store(tmp_path_factory.mktemp("aspect-queue") / "store.duckdb")
+    seed_dashboard_store(db, rows=600, flags=4)
+    with transaction(db) as con:
+        review_id, text = con.execute(
+            "SELECT review_id, text FROM reviews WHERE review_id NOT IN (SELECT review_id FROM flags) "
+            "ORDER BY review_id LIMIT 1").fetchone()
+        model_store.register_model(con, model_id=ASPECT_MODEL, kind="finetuned", name=ASPECT_MODEL,
+                                   status="ready", task="aspects")
+        model_store.promote_model(con, ADMIN, ASPECT_MODEL)
+        _predict(con, review_id, text)
+        detail = {"aspect_model_id": ASPECT_MODEL, "overall": "positive", "overall_from": "stars",
+                  "against": [{"aspect": "service", "polarity": "negative", "confidence": 0.72}],
+                  "aspects": {"food": "positive", "service": "negative"}}
+        insert_flags(con, pd.DataFrame({"review_id": [review_id], "reason": ["aspect_disagreement"], "priority": [5.0],
+                                        "model_id": [CHAMPION], "detail": [detail]}))
+    return db, review_id, text
+
+
+def _aspect_flag_status(db, review_id) -> str:
+    with connect(db, read_only=True) as con:
+        return con.execute("SELECT status FROM flags WHERE review_id = ? AND reason = 'aspect_disagreement'",
+                           [review_id]).fetchone()[0]
+
+
+def test_the_queue_shows_the_aspects_and_takes_a_correction(seeded, tmp_path, monkeypatch):
+    db = private_copy(seeded[0], tmp_path, monkeypatch)
+    _, review_id, text = seeded
+    at = signed_in("lena", "hard_cases")
+    assert at.text[0].value == text  # the aspect flag comes first, its review shown as before
+    why = next(m.value for m in at.markdown if m.value.startswith("**Why flagged:**"))
+    assert "positive overall" in why and "hears service negative" in why
+    expander = next(e for e in at.expander if e.label.startswith("Aspects"))
+    assert expander.label == "Aspects: the aspect model hears food positive, service negative"
+    assert expander.proto.expanded  # open for an aspect flag
+    body = next(h.proto.body for h in at.get("html") if "aspect-evidence" in h.proto.body)
+    assert ">service</b>" in body and "72%" in body  # 0.9 present x 0.8 negative
+    first_sentence = text[: text.find(". ") + 1]
+    assert first_sentence.replace("'", "&#x27;") in body
+    # the choices start from the model's reading
+    choices = {r.label: r.value for r in at.radio if r.key and r.key.startswith(f"aspect-{review_id}-")}
+    assert choices == {"food": "positive", "service": "negative", "price": "absent", "ambience": "absent",
+                       "anecdotes/miscellaneous": "absent"}
+
+    at.radio(key=f"aspect-{review_id}-food").set_value("neutral")
+    at.radio(key=f"aspect-{review_id}-ambience").set_value("negative")
+    at.button(key="save-aspects").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [s.value for s in at.success] == ["Saved the aspects: 5 changed."]
+    with connect(db, read_only=True) as con:
+        labels = aspect_store.current_review_aspects(con, review_id)
+    assert labels == {"food": ("neutral", "human"), "service": ("negative", "human"), "price": ("absent", "human"),
+                      "ambience": ("negative", "human"), "anecdotes/miscellaneous": ("absent", "human")}
+    # The review stays for its overall label; that flow is the same as before and closes the flag.
+    assert at.text[0].value == text and _aspect_flag_status(db, review_id) == "open"
+    at.button(key="label-positive").click().run()
+    assert not at.exception
+    with connect(db, read_only=True) as con:
+        label = current_label(con, review_id)
+    assert (label["label"], label["source"], label["labeler"]) == ("positive", "human", "lena")
+    assert _aspect_flag_status(db, review_id) == "resolved"
+
+
+def test_other_flags_keep_the_aspects_folded_and_start_from_absent(seeded, tmp_path, monkeypatch):
+    db = private_copy(seeded[0], tmp_path, monkeypatch)
+    _, review_id, _ = seeded
+    at = signed_in("lena", "hard_cases")
+    at.button(key="skip").click().run()  # past the aspect flag, to a review no aspect model scored
+    assert not at.exception
+    assert at.text[0].value != seeded[2]
+    expander = next(e for e in at.expander if e.label.startswith("Aspects"))
+    assert expander.label == "Aspects" and not expander.proto.expanded
+    assert any("has not scored this review yet" in c.value for c in at.caption)
+    shown = [r for r in at.radio if r.key and r.key.startswith("aspect-") and not r.key.startswith(f"aspect-{review_id}-")]
+    assert {r.value for r in shown} == {"absent"} and len(shown) == 5
