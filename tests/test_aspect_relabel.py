@@ -190,3 +190,30 @@ def test_other_flags_keep_the_aspects_folded_and_start_from_absent(seeded, tmp_p
     assert any("has not scored this review yet" in c.value for c in at.caption)
     shown = [r for r in at.radio if r.key and r.key.startswith("aspect-") and not r.key.startswith(f"aspect-{review_id}-")]
     assert {r.value for r in shown} == {"absent"} and len(shown) == 5
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def test_aspects_set_from_the_command_line(db, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    monkeypatch.setenv("TASTEBUD_DB", str(db))
+    run = CliRunner().invoke(app, ["aspects", "set", "r1", "Food=positive", "service=negative", "--as", "lee"])
+    assert run.exit_code == 0, run.output
+    assert run.output.strip() == ("r1: food absent -> positive, service absent -> negative; 2 aspect label(s) written")
+    again = CliRunner().invoke(app, ["aspects", "set", "r1", "service=conflict", "--json"])
+    assert again.exit_code == 0, again.output
+    assert '"previous": {' in again.output and '"service": "conflict"' in again.output
+    with connect(db, read_only=True) as con:
+        labels = aspect_store.current_review_aspects(con, "r1")
+        labelers = set(aspect_store.fetch_aspect_label_history(con, "r1")["labeler"])
+    assert labels == {"food": ("positive", "human"), "service": ("conflict", "human")}
+    assert "lee" in labelers
+    for args, message in ((["r1", "food"], "give ASPECT=POLARITY"), (["r1", "food=good"], "unknown aspect polarities"),
+                          (["r1", "food=positive", "FOOD=negative"], "is given twice"),
+                          (["r1", "parking=negative"], "unknown aspects: parking")):
+        bad = CliRunner().invoke(app, ["aspects", "set", *args])
+        assert bad.exit_code != 0 and message in f"{bad.output}{bad.exception}", bad.output

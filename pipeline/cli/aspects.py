@@ -131,6 +131,39 @@ def labels_cmd(
                    f"{h.polarity:<10}{h.source}{who}")
 
 
+@aspects_app.command("set")
+def set_cmd(
+    review_id: str = typer.Argument(..., help="The review."),
+    assignments: list[str] = typer.Argument(
+        ..., help="ASPECT=POLARITY pairs, e.g. food=positive service=negative; polarity is absent, negative, "
+                  "neutral, positive or conflict."),
+    person: str = typer.Option(None, "--as", help="Record the labels under this labeler's name."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Correct a review's aspects: those given get these polarities, the others keep theirs (absent when the
+    review had no aspect labels). The labels are human ones for the next aspect training; history is kept."""
+    from pipeline.loop.relabel import relabel_aspects
+    from store.actors import Actor
+
+    polarities: dict[str, str] = {}
+    for item in assignments:
+        aspect, sep, polarity = item.rpartition("=")
+        if not sep or not aspect.strip() or not polarity.strip():
+            raise TastebudError(f"give ASPECT=POLARITY (e.g. service=negative), got {printable(item, max_chars=60)!r}")
+        if aspect.strip().lower() in polarities:
+            raise TastebudError(f"aspect {printable(aspect.strip(), max_chars=40)!r} is given twice")
+        polarities[aspect.strip().lower()] = polarity.strip().lower()
+    actor = Actor(name=person, role="labeler") if person else cli_actor()
+    result = relabel_aspects(db_path(), actor, review_id, polarities)
+    if as_json:
+        emit_json(result)
+        return
+    changes = [f"{printable(a, max_chars=40)} {result['previous'].get(a, 'absent')} -> {p}"
+               for a, p in result["aspects"].items() if result["previous"].get(a, "absent") != p]
+    typer.echo(f"{printable(review_id)}: " + (", ".join(changes) if changes else "no change")
+               + f"; {result['written']} aspect label(s) written")
+
+
 def _print_report(r: AspectImportReport) -> None:
     typer.echo(
         f"import {r.import_id}: {printable(r.path, max_chars=300)} ({r.format}, {r.rows:,} rows) "
