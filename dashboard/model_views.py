@@ -301,3 +301,46 @@ def rounds_table(rounds: pd.DataFrame) -> pd.DataFrame:
         "Macro-F1 change": rounds["delta_macro_f1"],
         "Decision": rounds["decision"],
     })
+
+
+# --- aspect models (the comparison page's aspect section) -------------------------------------
+
+# Score columns of aspect_models_table (three decimals).
+ASPECT_SCORES = ("Detection micro-F1", "Detection precision", "Detection recall", "Polarity accuracy",
+                 "Polarity macro-F1")
+
+
+def aspect_models_table(models: pd.DataFrame, evaluations: dict, names: dict[str, str]) -> pd.DataFrame:
+    """One row per aspect model: its test detection and polarity scores (from the evaluation's metrics
+    layout: detection.micro_*, polarity.accuracy / macro_f1), champion starred; blank when not evaluated."""
+    rows = []
+    for model in models.to_dict("records"):
+        evaluation = evaluations.get(model["model_id"]) or {}
+        detection, polarity = evaluation.get("detection") or {}, evaluation.get("polarity") or {}
+        rows.append({
+            "Model": names.get(model["model_id"], model["model_id"]),
+            "Champion": "★" if model["is_champion"] else "",
+            "Kind": model["kind"],
+            "Test reviews (n)": evaluation.get("n"),
+            "Detection micro-F1": detection.get("micro_f1"),
+            "Detection precision": detection.get("micro_precision"),
+            "Detection recall": detection.get("micro_recall"),
+            "Polarity accuracy": polarity.get("accuracy"),
+            "Polarity macro-F1": polarity.get("macro_f1"),
+        })
+    return pd.DataFrame(rows)
+
+
+def aspect_metrics_table(metrics: dict) -> pd.DataFrame:
+    """Per aspect: detection precision, recall, F1 and support, polarity accuracy, macro-F1 and n (empty
+    when the metrics hold no per-aspect scores)."""
+    detection = (metrics.get("detection") or {}).get("per_aspect") or {}
+    polarity = (metrics.get("polarity") or {}).get("per_aspect") or {}
+    rows = []
+    for aspect in dict.fromkeys([*detection, *polarity]):
+        det, pol = detection.get(aspect) or {}, polarity.get(aspect) or {}
+        rows.append({"Aspect": aspect, "Detection precision": det.get("precision"),
+                     "Detection recall": det.get("recall"), "Detection F1": det.get("f1"), "Support": det.get("support"),
+                     "Polarity accuracy": pol.get("accuracy"), "Polarity macro-F1": pol.get("macro_f1"),
+                     "Polarity n": pol.get("n")})
+    return pd.DataFrame(rows)

@@ -7,6 +7,7 @@ from __future__ import annotations
 PAGES: tuple[tuple[str, str, str, str, str], ...] = (
     ("overview.py", "Overview", ":material/dashboard:", "read", "Insights"),
     ("trends.py", "Sentiment trends", ":material/trending_up:", "read", "Insights"),
+    ("aspects.py", "Aspects", ":material/category:", "read", "Insights"),
     ("comparison.py", "Model comparison", ":material/compare_arrows:", "read", "Insights"),
     ("hard_cases.py", "Hard cases", ":material/rule:", "relabel", "Work"),
     ("training.py", "Training", ":material/model_training:", "train", "Work"),

@@ -106,8 +106,44 @@ _COUNTS_SQL = """
     count(*) FILTER (WHERE polarity = 'neutral') AS neutral,
     count(*) FILTER (WHERE polarity = 'positive') AS positive
 """
-# Aspects in the store's display order; an aspect a model predicts that the store no longer lists goes last.
-_ORDER_SQL = "LEFT JOIN aspects a USING (aspect) ORDER BY {first}coalesce(a.position, 1e9), s.aspect"
+# The groupings one scan can feed, and the level (2 x GROUPING(restaurant) + GROUPING(period)) of their rows.
+_SETS = {"table": ("(aspect)", 3), "matrix": ("(restaurant, aspect)", 1), "trend": ("(aspect, period)", 2)}
+
+
+def _aggregate(con: duckdb.DuckDBPyConnection, model_id: str, flt: ReviewFilter, parts: tuple[str, ...],
+               grain: str = "week", aspects: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Counts, shares and intervals of the groupings ``parts`` (keys of ``_SETS``) in one scan of the
+    selection's predictions, aspects in the store's order (one the store no longer lists last)."""
+    grain = _check_grain(grain)
+    where, params = _filter_clause(flt)
+    sets = ", ".join(_SETS[part][0] for part in parts)
+    # GROUPING() takes grouped columns only: a column no set groups by reads as aggregated (1).
+    by_restaurant, by_period = "matrix" in parts, "trend" in parts
+    level = f"{'2 * GROUPING(restaurant)' if by_restaurant else '2'} + {'GROUPING(period)' if by_period else '1'}"
+    sql = f"""
+        WITH s AS (
+            SELECT aspect, {'restaurant' if by_restaurant else 'NULL::VARCHAR AS restaurant'},
+                   {'period' if by_period else 'NULL::TIMESTAMP AS period'}, {level} AS level, {_COUNTS_SQL}
+            FROM (SELECT *, date_trunc('{grain}', created_at)::TIMESTAMP AS period FROM ({_scored_sql(where)}))
+            WHERE ?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], aspect)
+            GROUP BY GROUPING SETS ({sets})
+        )
+        SELECT s.* FROM s LEFT JOIN aspects a USING (aspect)
+        -- undated reviews count in the tables, not in the trend
+        WHERE NOT (s.level = 2 AND s.period IS NULL)
+        ORDER BY s.level, s.restaurant, coalesce(a.position, 1e9), s.aspect, s.period
+    """
+    chosen = list(aspects) if aspects is not None else None
+    frame = con.execute(sql, [model_id, *params, chosen, chosen]).df()
+    keys = {"table": ["aspect"], "matrix": ["restaurant", "aspect"], "trend": ["aspect", "period"]}
+    out = {}
+    for part in parts:
+        rows = frame[frame["level"] == _SETS[part][1]][[*keys[part], *_COUNT_COLUMNS]]
+        if part == "trend":  # by aspect (store order, kept from the query), then period
+            rows = rows.assign(_order=pd.factorize(rows["aspect"])[0]).sort_values(["_order", "period"],
+                                                                                   kind="stable").drop(columns="_order")
+        out[part] = _with_shares(rows).reset_index(drop=True)
+    return out
 
 
 def fetch_aspect_table(
@@ -131,14 +167,32 @@ def fetch_aspect_table(
         >>> t = fetch_aspect_table(con, "aspects-1", ReviewFilter(restaurants=("Magnolia Table",)))  # doctest: +SKIP
         >>> t.set_index("aspect").loc["service", ["mentions", "negative_share"]]  # doctest: +SKIP
     """
-    where, params = _filter_clause(flt)
-    keys = "restaurant, aspect" if by_restaurant else "aspect"
-    sql = f"""
-        WITH s AS (SELECT {keys}, {_COUNTS_SQL} FROM ({_scored_sql(where)}) GROUP BY {keys})
-        SELECT s.* FROM s {_ORDER_SQL.format(first="s.restaurant, " if by_restaurant else "")}
+    part = "matrix" if by_restaurant else "table"
+    return _aggregate(con, model_id, flt, (part,))[part]
+
+
+def fetch_aspect_summary(
+    con: duckdb.DuckDBPyConnection,
+    model_id: str,
+    flt: ReviewFilter = ReviewFilter(),
+    *,
+    grain: str = "week",
+    by_restaurant: bool = False,
+) -> dict[str, pd.DataFrame]:
+    """What an aspect page shows of a selection, in one scan: the aspect table, the per-restaurant table
+    (``by_restaurant``) and the trend per aspect and period.
+
+    Returns:
+        {"table": :func:`fetch_aspect_table`, "matrix": its ``by_restaurant`` form (empty unless
+        asked for), "trend": :func:`fetch_aspect_trend` at ``grain``}.
+
+    Example:
+        >>> fetch_aspect_summary(con, "aspects-1", grain="month")["trend"].head(1)  # doctest: +SKIP
     """
-    frame = con.execute(sql, [model_id, *params]).df()
-    return _with_shares(frame).reset_index(drop=True)
+    parts = ("table", "matrix", "trend") if by_restaurant else ("table", "trend")
+    out = _aggregate(con, model_id, flt, parts, grain)
+    out.setdefault("matrix", _with_shares(pd.DataFrame(columns=["restaurant", "aspect", *_COUNT_COLUMNS])))
+    return out
 
 
 def fetch_aspect_evidence(
@@ -215,20 +269,7 @@ def fetch_aspect_trend(
     Example:
         >>> fetch_aspect_trend(con, "aspects-1", grain="month").head(1)  # doctest: +SKIP
     """
-    grain = _check_grain(grain)
-    where, params = _filter_clause(flt)
-    sql = f"""
-        WITH s AS (
-            SELECT aspect, date_trunc('{grain}', created_at)::TIMESTAMP AS period, {_COUNTS_SQL}
-            FROM ({_scored_sql(where)})
-            WHERE created_at IS NOT NULL AND (?::VARCHAR[] IS NULL OR list_contains(?::VARCHAR[], aspect))
-            GROUP BY ALL
-        )
-        SELECT s.* FROM s {_ORDER_SQL.format(first="")}, s.period
-    """
-    chosen = list(aspects) if aspects is not None else None
-    frame = con.execute(sql, [model_id, *params, chosen, chosen]).df()
-    return _with_shares(frame).reset_index(drop=True)
+    return _aggregate(con, model_id, flt, ("trend",), grain, aspects)["trend"]
 
 
 def fetch_aspect_group_period_counts(

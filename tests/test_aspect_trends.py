@@ -14,6 +14,7 @@ from store import aspects as aspect_store
 from store.aspect_trends import (
     fetch_aspect_evidence,
     fetch_aspect_group_period_counts,
+    fetch_aspect_summary,
     fetch_aspect_table,
     fetch_aspect_trend,
     resolve_aspect_model,
@@ -159,3 +160,26 @@ def test_trend_per_aspect_and_week_shows_the_service_collapse(store_path):
     assert int(week["n"].iloc[0]) == int(service.loc[collapse, "mentions"])
     assert int(week["negative"].iloc[0]) == int(service.loc[collapse, "negative"])
     assert week["restaurant_id"].iloc[0] == "r-magnolia"
+
+
+def test_one_scan_summary_matches_the_separate_reads_and_undated_reviews_count_only_in_tables(small_store):
+    seed_reviews(small_store, pd.DataFrame({"review_id": ["u1"], "restaurant_name": ["Krog District"],
+                                            "text": ["Slow service."], "stars": [2]}))
+    with transaction(small_store) as con:
+        aspect_store.write_aspect_predictions(con, "am", pd.DataFrame([
+            _row("u1", "food", 0.1), _row("u1", "service", 0.9, "negative", span=(0, 13)),
+            _row("u1", "ambience", 0.1)]))
+    with connect(small_store, read_only=True) as con:
+        summary = fetch_aspect_summary(con, "am", grain="month", by_restaurant=True)
+        table = fetch_aspect_table(con, "am")
+        matrix = fetch_aspect_table(con, "am", by_restaurant=True)
+        trend = fetch_aspect_trend(con, "am", grain="month")
+        alone = fetch_aspect_summary(con, "am")
+    pd.testing.assert_frame_equal(summary["table"], table)
+    pd.testing.assert_frame_equal(summary["matrix"], matrix)
+    pd.testing.assert_frame_equal(summary["trend"], trend)
+    assert alone["matrix"].empty and "negative_low" in alone["matrix"].columns
+    service = table.set_index("aspect").loc["service"]
+    assert (service["reviews"], service["negative"]) == (5, 3)  # u1 has no date and still counts here...
+    assert trend[trend["aspect"] == "service"]["reviews"].sum() == 4  # ...but in no period
+    assert trend["period"].tolist() == [pd.Timestamp("2026-01-01")] * 3

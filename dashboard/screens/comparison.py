@@ -3,7 +3,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from dashboard import limits, model_views, monitoring, reads, views
+from dashboard import aspect_views, limits, model_views, monitoring, reads, views
 from dashboard.page_setup import setup_page
 from pipeline import jobs
 from store.constants import LABELS
@@ -174,3 +174,6 @@ st.dataframe(promotions, hide_index=True, width="stretch",
              column_config={"created_at": st.column_config.DatetimeColumn("When", format="YYYY-MM-DD HH:mm"),
                             "action": "Action", "model_id": "Champion after", "previous_model_id": "Champion before",
                             "actor": "By", "reason": st.column_config.TextColumn("Reason", width="large")})
+
+# --- the other task: aspect models (detection and polarity per aspect) ---
+aspect_views.aspect_models_section(ctx.db)

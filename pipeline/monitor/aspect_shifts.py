@@ -19,6 +19,8 @@ Each run is one Benjamini-Hochberg family over all aspects, restaurants and week
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 
 import pandas as pd
@@ -56,10 +58,21 @@ def detect_aspect_shifts(counts: pd.DataFrame, settings: ShiftSettings = ShiftSe
     missing = {"by", "grp", "period", "n", "negative", "reviews"} - set(counts.columns)
     if missing:
         raise ValueError(f"aspect counts lack columns: {sorted(missing)}")
-    sentiment = detect_shifts(counts[["by", "grp", "period", "n", "negative"]], settings, newest=newest)
+    # Counts of mentions and reviews are not tested for volume (the mention-share test speaks for a surge):
+    # left in, their p-values would join the one Benjamini-Hochberg family and loosen the others' bar.
+    settings = dataclasses.replace(settings, volume_min_mean=math.inf)
+    sentiment = detect_shifts(_testable(counts, "n", settings)[["by", "grp", "period", "n", "negative"]], settings,
+                              newest=newest)
     share = counts[["by", "grp", "period"]].assign(n=counts["reviews"], negative=counts["n"])
-    mentions = detect_shifts(share, settings, newest=newest)
+    mentions = detect_shifts(_testable(share, "n", settings), settings, newest=newest)
     return sentiment, mentions
+
+
+def _testable(counts: pd.DataFrame, column: str, settings: ShiftSettings) -> pd.DataFrame:
+    """The series with enough ``column`` in all to ever be tested (a baseline and a period): a restaurant
+    that mentions "price" twice a year costs the detector time and can never shift."""
+    totals = counts.groupby(["by", "grp"])[column].transform("sum")
+    return counts[totals >= settings.min_baseline_reviews + settings.min_reviews]
 
 
 def aspect_shift_alerts(sentiment: pd.DataFrame, mentions: pd.DataFrame, ids: dict[str, str] | None = None

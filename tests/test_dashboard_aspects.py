@@ -1,0 +1,161 @@
+"""The Aspects page and the comparison page's aspect section (AppTest, signed-in sessions): what shows
+without an aspect model, the aspect table with intervals, the sentences behind a cell, trends, the
+restaurant's open aspect alerts."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit import config as st_config
+
+from dashboard_seed import private_copy, seed_dashboard_store, signed_in
+from store import alerts as alert_store
+from store.db import connect, transaction
+from store.schema import init_store
+from tests.aspect_seed import ASPECT_MODEL, register_aspect_model, seed_aspects_on_store
+from tests.test_dashboard_pages import settled
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    db, _ = init_store(tmp_path_factory.mktemp("aspects") / "store.duckdb")
+    seed_dashboard_store(db, rows=1200, flags=0)
+    seed_aspects_on_store(db)
+    return db
+
+
+@pytest.fixture
+def store(seeded, tmp_path, monkeypatch):
+    return private_copy(seeded, tmp_path, monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def magic_on():
+    """As in test_dashboard_pages: a stray expression statement on the page would show as a help block."""
+    before = st_config.get_option("runner.magicEnabled")
+    st_config.set_option("runner.magicEnabled", True)
+    yield
+    st_config.set_option("runner.magicEnabled", before)
+
+
+def _open(screen: str, username: str = "vera"):
+    return settled(signed_in(username, screen))
+
+
+def _frame_with(at, column: str):
+    return next(d.value for d in at.dataframe if column in d.value.columns)
+
+
+def test_without_an_aspect_model_the_page_says_what_to_do(tmp_path, monkeypatch):
+    db, _ = init_store(tmp_path / "store.duckdb")
+    monkeypatch.setenv("TASTEBUD_DB", str(db))
+    at = _open("aspects")
+    assert [t.value for t in at.title] == ["Aspects"]
+    [info] = [i.value for i in at.info]
+    assert "No aspect model yet" in info and "tastebud train --task aspects" in info and "Training page" in info
+    assert not at.get("plotly_chart") and not at.dataframe
+    with transaction(db) as con:  # a champion that has not scored anything yet
+        register_aspect_model(con, "am-unscored")
+    at = _open("aspects")
+    [info] = [i.value for i in at.info]
+    assert "has not scored any reviews yet" in info and "tastebud score" in info
+    assert not at.get("plotly_chart")
+
+
+def test_all_restaurants_show_the_aspect_table_trends_and_the_restaurant_matrix(store):
+    at = _open("aspects")
+    assert not at.warning and not at.info
+    subheaders = [s.value for s in at.subheader]
+    assert subheaders[0] == "What reviews say about each aspect: all restaurants"
+    assert {"The review sentences behind a cell", "Aspects over time: all restaurants", "Open aspect alerts",
+            "Negative share of each aspect's mentions by restaurant"} <= set(subheaders)
+    table = _frame_with(at, "Share of reviews")
+    assert table["Aspect"].tolist() == ["food", "service", "price", "ambience", "anecdotes/miscellaneous"]
+    with connect(store, read_only=True) as con:
+        food_mentions = con.execute("SELECT count(*) FROM aspect_predictions WHERE model_id = ? AND aspect = 'food' "
+                                    "AND polarity <> 'absent'", [ASPECT_MODEL]).fetchone()[0]
+    food = table.set_index("Aspect").loc["food"]
+    assert food["Mentions"] == food_mentions
+    assert food["Negative"] + food["Neutral"] + food["Positive"] == food_mentions
+    low, high = (float(x.rstrip("%")) / 100 for x in food["Negative 95% CI"].split("–"))
+    assert low <= food["Negative share"] <= high and high - low < 0.2
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert len(specs) == 2 and "Negative share of each aspect" in specs[1]
+    matrix = _frame_with(at, "Restaurant")
+    assert "Magnolia Table" in matrix["Restaurant"].tolist() and "food" in matrix.columns
+    # The sentences behind the most mentioned aspect, every opinion.
+    sentences = _frame_with(at, "evidence")
+    assert len(sentences) > 0 and (sentences["p_present"] >= 0.5).all()
+    assert all(text.startswith(sentence) for sentence, text in zip(sentences["evidence"], sentences["text"]))
+    assert any(c.value.startswith("Newest ") for c in at.caption)
+    assert [d.label for d in at.get("download_button")] == ["Download the aspect table (CSV)"]
+
+
+def test_one_restaurant_a_cell_and_its_sentences(store):
+    at = _open("aspects")
+    at.selectbox(key="aspect-restaurant").set_value("Magnolia Table").run()
+    settled(at)
+    assert at.subheader[0].value == "What reviews say about each aspect: Magnolia Table"
+    assert not any("Negative share of each aspect's mentions by restaurant" == s.value for s in at.subheader)
+    at.selectbox(key="aspect-cell-aspect").set_value("service").run()
+    at.segmented_control(key="aspect-cell-polarity").set_value("negative").run()
+    settled(at)
+    assert not at.warning
+    sentences = _frame_with(at, "evidence")
+    assert len(sentences) > 0
+    assert set(sentences["restaurant"]) == {"Magnolia Table"} and set(sentences["polarity"]) == {"negative"}
+    assert (sentences["stars"] <= 2).all()  # the seed's negative mentions come from 1-2 star reviews
+    assert sentences["created_at"].is_monotonic_decreasing
+    table = _frame_with(at, "Share of reviews").set_index("Aspect")
+    assert len(sentences) == min(table.loc["service", "Negative"], 100)
+    at.radio(key="aspect-cell-order").set_value("confident").run()
+    settled(at)
+    assert any(c.value.startswith("Most confident ") for c in at.caption)
+
+
+def test_a_clicked_cell_picks_the_aspect_and_opinion(store):
+    at = _open("aspects")
+    at.session_state["aspect-table"] = {"selection": {"rows": [], "columns": [], "cells": [[1, "Positive"]]}}
+    at.run()
+    settled(at)
+    assert at.selectbox(key="aspect-cell-aspect").value == "service"
+    assert at.segmented_control(key="aspect-cell-polarity").value == "positive"
+    assert set(_frame_with(at, "evidence")["polarity"]) == {"positive"}
+
+
+def test_the_restaurant_s_open_aspect_alerts_are_listed_and_marked(store):
+    message = ("service at Magnolia Table turned negative in week 37 (2025-09-08): 62% negative of 24 mentions "
+               "vs 12% before")
+    with transaction(store) as con:
+        alert_store.raise_alerts(con, [{
+            "kind": "sentiment_shift", "metric": "aspect_negative_share",
+            "subject": "aspect:service@restaurant:Magnolia Table", "period": "2025-09-08", "value": 0.62,
+            "threshold": 0.12, "message": message,
+            "detail": {"aspect": "service", "restaurant_id": "r1", "restaurant_name": "Magnolia Table"},
+        }])
+    at = _open("aspects")
+    at.selectbox(key="aspect-restaurant").set_value("Magnolia Table").run()
+    settled(at)
+    alerts = _frame_with(at, "message")
+    assert alerts["message"].tolist() == [message]
+    assert at.multiselect(key="aspect-trend-aspects").value[0] == "service"  # an alerted aspect is drawn first
+    assert "turned negative in week 37" in at.get("plotly_chart")[1].proto.spec  # its week marked on the trend
+    at.selectbox(key="aspect-restaurant").set_value("Krog District").run()
+    settled(at)
+    assert not any("message" in d.value.columns for d in at.dataframe)
+    assert any(m.value.startswith("None: no aspect has turned negative") for m in at.markdown)
+
+
+def test_comparison_lists_aspect_models_with_their_scores(store):
+    at = _open("comparison")
+    subheaders = [s.value for s in at.subheader]
+    assert subheaders[0] == "Every model on the frozen test set"  # the sentiment part comes first, unchanged
+    assert subheaders[-1] == "Aspect models on their test set"
+    models = _frame_with(at, "Detection micro-F1")
+    assert models["Model"].tolist() == [ASPECT_MODEL] and models["Champion"].tolist() == ["★"]
+    assert models["Detection micro-F1"].iloc[0] == pytest.approx(0.86)
+    assert models["Polarity accuracy"].iloc[0] == pytest.approx(0.82)
+    sentiment = _frame_with(at, "Macro-F1")
+    assert ASPECT_MODEL not in sentiment["Model"].tolist()
+    per_aspect = _frame_with(at, "Detection F1")
+    assert per_aspect["Aspect"].tolist()[:2] == ["food", "service"]
+    assert any('"polarity"' in c.proto.spec or "polarity" in c.proto.spec for c in at.get("plotly_chart"))
