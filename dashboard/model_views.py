@@ -321,7 +321,7 @@ def aspect_models_table(models: pd.DataFrame, evaluations: dict, names: dict[str
             "Model": names.get(model["model_id"], model["model_id"]),
             "Champion": "★" if model["is_champion"] else "",
             "Kind": model["kind"],
-            "Test reviews (n)": evaluation.get("n"),
+            "Test reviews (n)": evaluation.get("n") or model.get("test_n"),
             "Detection micro-F1": detection.get("micro_f1"),
             "Detection precision": detection.get("micro_precision"),
             "Detection recall": detection.get("micro_recall"),
