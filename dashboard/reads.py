@@ -65,16 +65,16 @@ def _cached(fn):
 
 
 @_cached
-def champion(db: Path) -> dict | None:
+def champion(db: Path, task: str = "sentiment") -> dict | None:
     with connect(db, read_only=True) as con:
-        return model_store.get_champion(con)
+        return model_store.get_champion(con, task)
 
 
 @_cached
-def champion_stack(db: Path) -> list[str]:
-    """Champions in effect, oldest first (a rollback needs two)."""
+def champion_stack(db: Path, task: str = "sentiment") -> list[str]:
+    """Champions of a task in effect, oldest first (a rollback needs two)."""
     with connect(db, read_only=True) as con:
-        return model_store.fetch_champion_stack(con)
+        return model_store.fetch_champion_stack(con, task)
 
 
 @_cached

@@ -53,10 +53,14 @@ JOB_KINDS: dict[str, str] = {
     "score-ray": "pipeline.scale.ray_score:run_job",
     "train-ray": "pipeline.scale.ray_train:run_job",
     "demo-finetune": "pipeline.demo:run_finetune_job",
+    "demo-aspects": "pipeline.demo:run_aspects_job",
+    "train_aspects": "pipeline.aspects.train:run_job",
+    "score_aspects": "pipeline.aspects.scoring:run_job",
 }
 PERMISSION_FOR_KIND = {"train": "train", "retrain": "train", "score": "score", "flag": "flag.create", "demo-pipeline": "train",
                       "demo-data": "import", "evaluate": "train", "import": "import", "monitor": "score",
-                      "demo-finetune": "train", "score-ray": "score", "train-ray": "train"}
+                      "demo-finetune": "train", "demo-aspects": "train", "score-ray": "score", "train-ray": "train",
+                      "train_aspects": "train", "score_aspects": "score"}
 # Seconds between progress writes: often enough for a live panel, rare enough not to contend for the lock.
 PROGRESS_INTERVAL_S = 1.0
 

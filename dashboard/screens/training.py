@@ -4,6 +4,7 @@ from dashboard import forms, limits, model_views, monitoring, reads, views
 from dashboard.page_setup import setup_page
 from pipeline import jobs
 from pipeline.loop import registry
+from pipeline.aspects.train import ASPECT_DEFAULTS
 from pipeline.train.config import TrainConfig
 from pipeline.train.state import resumable_run
 from store.errors import TastebudError
@@ -84,6 +85,31 @@ with side_col:
               help=f"Returns to {stack[-2]}." if len(stack) >= 2 else "Nothing to roll back to: only one champion so far.",
               on_click=_act, args=(lambda: registry.rollback(ctx.db, ctx.actor, reason="rolled back from the Training page"),
                                    "Rolled back."))
+    st.subheader("Aspect model")
+    st.caption("Which aspects (food, service, price, place…) a review speaks of, and how: trained on the aspect "
+               "labels (imported with `tastebud aspects import`, or corrected on the Hard cases page).")
+    aspect_champion = reads.champion(ctx.db, "aspects")
+    aspect_stack = reads.champion_stack(ctx.db, "aspects")
+    st.text(f"{aspect_champion['name']}  ({aspect_champion['model_id']})" if aspect_champion else "none yet")
+    with st.form("aspect-train-form"):
+        a_left, a_right = st.columns(2)
+        aspect_epochs = a_left.number_input("Epochs", min_value=1, max_value=50, value=ASPECT_DEFAULTS["epochs"])
+        aspect_lr = a_right.number_input("Learning rate", min_value=1e-6, max_value=1e-2,
+                                         value=ASPECT_DEFAULTS["learning_rate"], format="%.1e")
+        aspect_promote = st.checkbox("Promote if it beats the aspect champion on the test split", value=True,
+                                     help="A paired bootstrap on the test split must back the gain. The store's "
+                                          "first aspect model is promoted regardless.")
+        if st.form_submit_button("Train an aspect model"):
+            _start("train_aspects", {"epochs": int(aspect_epochs), "learning_rate": float(aspect_lr),
+                                     "promote_if_better": aspect_promote})
+            st.rerun()
+    st.button("Score aspects of new reviews", key="start-score-aspects", disabled=aspect_champion is None,
+              on_click=_start, args=("score_aspects", {}),
+              help=None if aspect_champion else "Train an aspect model first.")
+    st.button("Roll back the aspect champion", disabled=len(aspect_stack) < 2, key="rollback-aspects",
+              on_click=_act, args=(lambda: registry.rollback(ctx.db, ctx.actor, task="aspects",
+                                                             reason="rolled back from the Training page"),
+                                   "Rolled back the aspect champion."))
 
 recent = reads.recent_jobs(ctx.db)
 active = recent[recent["status"].isin(["queued", "running"])]

@@ -44,36 +44,104 @@ def score_cmd(
     ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]",
                             help="Score on a Ray cluster (HOST:PORT, ray://HOST:PORT or auto); "
                                  "without an address, on a local Ray instance sized to this machine."),
+    storage: str = typer.Option(None, "--storage", metavar="PATH_OR_URI",
+                                help="With --ray: where the review shards go, reachable from every node (an NFS path, "
+                                     "s3://..., gs://...; default: a temporary directory on this machine)."),
+    task: str = typer.Option(None, "--task",
+                             help="sentiment, aspects or all (default: all: the review champion, then the aspect "
+                                  "champion when there is one; with --model, that model's task)."),
     background: bool = typer.Option(False, "--background", help="Run as a background job and print its id."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Score the reviews the champion (or --model) has not scored yet; resumable and idempotent."""
+    """Score the reviews the champion (or --model) has not scored yet, and fill the aspect champion's aspect
+    predictions; resumable and idempotent."""
     from pipeline.loop.scoring import parse_shard, score
 
     parse_shard(shard)  # reject a bad --shard before starting anything
+    tasks = _score_tasks(task, model)
+    if tasks == ["aspects"]:
+        _score_aspects(model, rescore_all, shard, chunk_size, background, as_json)
+        return
     if ray and shard:
         raise TastebudError("--ray and --shard do not mix: Ray splits the work across its workers itself")
+    if storage and not ray:
+        raise TastebudError("--storage needs --ray [ADDRESS]")
     if background and ray:
-        _background("score-ray", {"model_id": model, "rescore_all": rescore_all, "address": ray}, as_json)
+        _background("score-ray", {"model_id": model, "rescore_all": rescore_all, "address": ray, "storage": storage},
+                    as_json)
         return
     if background:
         _background("score", {"model_id": model, "rescore_all": rescore_all, "shard": shard,
                               "chunk_size": chunk_size}, as_json)
+        if "aspects" in tasks:  # a second job: each has its own progress, log and cancel
+            _score_aspects(None, rescore_all, shard, chunk_size, True, as_json)
         return
-    params = {"model_id": model, "rescore_all": rescore_all, "shard": shard, "chunk_size": chunk_size, "ray": ray}
+    params = {"model_id": model, "rescore_all": rescore_all, "shard": shard, "chunk_size": chunk_size, "ray": ray,
+              "storage": storage}
     if ray:
         from pipeline.scale.ray_score import score_on_ray
 
         body = lambda reporter: score_on_ray(db_path(), model_id=model, address=None if ray == LOCAL_RAY else ray,  # noqa: E731
-                                             rescore_all=rescore_all, reporter=reporter)
+                                             rescore_all=rescore_all, reporter=reporter, storage=storage)
     else:
         body = lambda reporter: score(db_path(), model_id=model, rescore_all=rescore_all, shard=shard,  # noqa: E731
                                       reporter=reporter, chunk_size=chunk_size or None)
     result = _foreground("score", params, as_json, body)
+    if "aspects" in tasks:
+        # The aspect champion's predictions, in the same command (locally: Ray scoring covers review sentiment).
+        result = {**result, "aspects": _score_aspects(None, rescore_all, shard, chunk_size, False, as_json, quiet=True)}
     if as_json:
         emit_json(result)
     else:
         typer.echo(f"scored {result['scored']:,} reviews with {result['model_id']} in {result['seconds']:.1f}s")
+        if result.get("aspects"):
+            a = result["aspects"]
+            typer.echo(f"aspects: scored {a['scored']:,} reviews with {a['model_id']} in {a['seconds']:.1f}s")
+
+
+def _score_tasks(task: str | None, model: str | None) -> list[str]:
+    """Which tasks `score` runs: the one asked for, the given model's, or both (aspects only when there is an
+    aspect champion)."""
+    from store.models import get_champion, get_model
+
+    if task not in (None, "sentiment", "aspects", "all"):
+        raise TastebudError(f"--task must be sentiment, aspects or all, got {task!r}")
+    with connect(db_path(), read_only=True) as con:
+        if model is not None:
+            row = get_model(con, model)
+            if row is None:
+                raise TastebudError(f"no model {model!r} in the store (see `tastebud models`)")
+            own = row.get("task") or "sentiment"
+            if task not in (None, "all", own):
+                raise TastebudError(f"{model} is a {own} model; --task {task} does not apply to it")
+            return [own]
+        has_sentiment = get_champion(con) is not None
+        has_aspects = get_champion(con, "aspects") is not None
+    if task == "aspects" and not has_aspects:
+        raise TastebudError("there is no aspect champion yet: train one with `tastebud train --task aspects`")
+    if task in ("sentiment", "aspects"):
+        return [task]
+    # "all": what has a champion; with neither, review scoring says what to do.
+    return [t for t, has in (("sentiment", has_sentiment), ("aspects", has_aspects)) if has] or ["sentiment"]
+
+
+def _score_aspects(model: str | None, rescore_all: bool, shard: str | None, chunk_size: int | None, background: bool,
+                   as_json: bool, *, quiet: bool = False) -> dict | None:
+    params = {"model_id": model, "rescore_all": rescore_all, "shard": shard, "chunk_size": chunk_size}
+    if background:
+        _background("score_aspects", params, as_json)
+        return None
+    from pipeline.aspects.scoring import score_aspects
+
+    result = _foreground("score_aspects", params, as_json, lambda reporter: score_aspects(
+        db_path(), model_id=model, rescore_all=rescore_all, shard=shard, reporter=reporter, chunk_size=chunk_size or None))
+    if quiet:
+        return result
+    if as_json:
+        emit_json(result)
+    else:
+        typer.echo(f"aspects: scored {result['scored']:,} reviews with {result['model_id']} in {result['seconds']:.1f}s")
+    return result
 
 
 @app.command("flag")

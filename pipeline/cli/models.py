@@ -19,6 +19,10 @@ from store.errors import TastebudError
 @with_train_config
 def train_cmd(
     config: TrainConfig,
+    given_options: dict,
+    task: str = typer.Option("sentiment", "--task",
+                             help="sentiment (one label per review) or aspects (food, service, price, place...: "
+                                  "which a review speaks of and how; trained on aspect labels)."),
     sweep: list[str] = typer.Option(None, "--sweep", help="name=v1,v2 (repeatable); trains every combination."),
     resume: bool = typer.Option(False, "--resume", help="Continue the newest interrupted run from its last checkpoint."),
     run_id: str = typer.Option(None, "--run", help="With --resume: the run to continue."),
@@ -31,23 +35,33 @@ def train_cmd(
     workers: int = typer.Option(None, "--workers", min=1, help="With --ray: data-parallel workers (default 2)."),
     gpus_per_worker: float = typer.Option(None, "--gpus-per-worker", min=0,
                                           help="With --ray: GPUs per worker (default 0: CPUs, gloo)."),
+    storage: str = typer.Option(None, "--storage", metavar="PATH_OR_URI",
+                                help="With --ray: where checkpoints and the data shards go, reachable from every node "
+                                     "(an NFS path, s3://..., gs://...; default: the run's directory on this machine)."),
     background: bool = typer.Option(False, "--background", help="Run as a background job and print its id."),
     as_json: bool = typer.Option(False, "--json", help="Print the model id and metrics as JSON."),
 ) -> None:
-    """Fine-tune a 3-label sentiment model on the train split, validate each epoch, register and evaluate it."""
+    """Fine-tune a 3-label sentiment model (or, with --task aspects, an aspect model) on the train split,
+    validate each epoch, register and evaluate it."""
     try:
         grid = parse_sweep(sweep or [])
     except ValueError as exc:
         raise TastebudError(str(exc)) from exc
+    if task not in ("sentiment", "aspects"):
+        raise TastebudError(f"--task must be sentiment or aspects, got {task!r}")
+    if task == "aspects":
+        _train_aspects(given_options, grid, resume, ray, promote_if_better, background, as_json)
+        return
     if grid and resume:
         raise TastebudError("--sweep and --resume cannot be combined")
-    if ray is None and (workers is not None or gpus_per_worker is not None):
-        raise TastebudError("--workers and --gpus-per-worker need --ray [ADDRESS]")
-    if ray is not None and (grid or resume):
-        raise TastebudError("--ray trains one new run: it does not combine with --sweep or --resume")
+    if ray is None and (workers is not None or gpus_per_worker is not None or storage is not None):
+        raise TastebudError("--workers, --gpus-per-worker and --storage need --ray [ADDRESS]")
+    if ray is not None and grid:
+        raise TastebudError("--ray trains one run: it does not combine with --sweep")
     actor = cli_actor()
     if ray is not None:
-        _train_on_ray(config, ray, workers or 2, gpus_per_worker or 0, promote_if_better, background, as_json)
+        _train_on_ray(config, ray, workers or 2, gpus_per_worker or 0, promote_if_better, background, as_json,
+                      storage=storage, resume=run_id or resume)
         return
     if background:
         from pipeline.jobs import start_job
@@ -82,9 +96,67 @@ def train_cmd(
     _print_trained(result, as_json)
 
 
+def _train_aspects(given: dict, grid: dict, resume: bool, ray: str | None, promote_if_better: bool, background: bool,
+                   as_json: bool) -> None:
+    """``train --task aspects``: the aspect defaults with the options given on top."""
+    from pipeline.aspects.train import aspect_train_config
+
+    if given.get("recipe"):
+        raise TastebudError("--recipe names review-sentiment recipes; aspect training takes the options directly")
+    if resume:
+        raise TastebudError("--resume continues review-sentiment runs; an aspect run is short: start a new one")
+    if ray is not None:
+        raise TastebudError("--ray trains review-sentiment models; aspect models train locally (or on a GPU machine)")
+    try:
+        config = aspect_train_config(**given)
+    except ValueError as exc:
+        raise TastebudError(str(exc)) from exc
+    params = {**config.to_dict(), "promote_if_better": promote_if_better, **({"sweep": grid} if grid else {})}
+    if background:
+        from pipeline.jobs import start_job
+
+        job_id = start_job(db_path(), "train_aspects", params, cli_actor())
+        emit_json({"job_id": job_id}) if as_json else typer.echo(job_id)
+        return
+    from pipeline.aspects import train as aspect_training
+    from pipeline.jobs import run_foreground
+
+    def body(reporter) -> dict:
+        if grid:
+            return aspect_training.sweep_aspects(db_path(), config, grid, reporter=reporter, actor=cli_actor(),
+                                                 promote_if_better=promote_if_better)
+        return {"model_id": aspect_training.train_aspects(db_path(), config, reporter=reporter, actor=cli_actor(),
+                                                          promote_if_better=promote_if_better)}
+
+    result = run_foreground(db_path(), "train_aspects", params, cli_actor(), body,
+                            echo=lambda line: typer.echo(line, err=as_json))
+    _print_trained_aspects(result, as_json)
+
+
+def _print_trained_aspects(result: dict, as_json: bool) -> None:
+    from pipeline.aspects.metrics import headline
+    from store.evaluations import fetch_latest_evaluation
+    from store.models import get_champion, get_model
+
+    model_id = result.pop("model_id")
+    with connect(db_path(), read_only=True) as con:
+        model = get_model(con, model_id)
+        metrics = fetch_latest_evaluation(con, model_id)
+        champion = get_champion(con, "aspects")
+    is_champion = champion is not None and champion["model_id"] == model_id
+    if as_json:
+        emit_json({"model_id": model_id, "task": "aspects", "val_metrics": model["val_metrics"], "metrics": metrics,
+                   "champion": is_champion, "duration_s": model["duration_s"], **result})
+        return
+    typer.echo(f"registered aspect model {model_id} ({model['name']}) in {model['duration_s'] or 0:.0f}s on "
+               f"{model['device']}" + ("; it is the aspect champion" if is_champion else ""))
+    if metrics:
+        typer.echo(f"test ({metrics['n']} annotated reviews): {headline(metrics)}")
+
+
 def _train_on_ray(config: TrainConfig, address: str, workers: int, gpus_per_worker: float, promote_if_better: bool,
-                  background: bool, as_json: bool) -> None:
-    """``train --ray``: a foreground or background "train-ray" job."""
+                  background: bool, as_json: bool, *, storage: str | None, resume: bool | str) -> None:
+    """``train --ray``: a foreground or background "train-ray" job (``--resume``: a run whose driver was killed)."""
     from pipeline.cli.app import LOCAL_RAY
     from pipeline.jobs import run_foreground, start_job
     from pipeline.scale.ray_score import check_address
@@ -92,7 +164,7 @@ def _train_on_ray(config: TrainConfig, address: str, workers: int, gpus_per_work
     if address != LOCAL_RAY:
         check_address(address)  # one line and exit code 2 now, not after the data is read
     params = {**config.to_dict(), "workers": workers, "address": address, "gpus_per_worker": gpus_per_worker,
-              "promote_if_better": promote_if_better}
+              "promote_if_better": promote_if_better, "storage": storage, **({"resume": resume} if resume else {})}
     if background:
         job_id = start_job(db_path(), "train-ray", params, cli_actor())
         emit_json({"job_id": job_id}) if as_json else typer.echo(job_id)
@@ -102,7 +174,7 @@ def _train_on_ray(config: TrainConfig, address: str, workers: int, gpus_per_work
     def body(reporter) -> dict:
         return {"model_id": train_on_ray(db_path(), config, workers=workers, address=None if address == LOCAL_RAY else address,
                                          gpus_per_worker=gpus_per_worker, reporter=reporter, actor=cli_actor(),
-                                         promote_if_better=promote_if_better)}
+                                         promote_if_better=promote_if_better, storage=storage, resume=resume)}
 
     result = run_foreground(db_path(), "train-ray", params, cli_actor(), body, echo=lambda line: typer.echo(line, err=as_json))
     _print_trained(result, as_json)
@@ -150,6 +222,15 @@ def evaluate_cmd(
     """Evaluate a model on the frozen test split (stored) or on an external labeled file (--data, same columns as import)."""
     if data is None and any(v is not None for v in (text, label, stars, restaurant, restaurant_name, fmt, numeric_labels)):
         raise TastebudError("column options (--text, --label, ...) only apply with --data FILE")
+    if _task_of(model_id) == "aspects":
+        if terms or any(v is not None for v in (text, label, stars, restaurant, restaurant_name, fmt, numeric_labels)):
+            raise TastebudError("an aspect model is evaluated on the test split or on --data FILE "
+                                "(an aspect label file: CSV/TSV/JSONL with text, or SemEval XML); no column or --term options")
+        from pipeline.aspects.evaluation import evaluate_aspects
+
+        result = evaluate_aspects(db_path(), model_id, data=data)
+        emit_json(result) if as_json else _print_aspect_evaluation(result)
+        return
     from pipeline.evaluation.evaluator import evaluate_file, evaluate_model
 
     if data is not None:
@@ -163,6 +244,34 @@ def evaluate_cmd(
         emit_json(result)
         return
     _print_evaluation(result)
+
+
+def _task_of(model_id: str) -> str:
+    from store.models import get_model
+
+    with connect(db_path(), read_only=True) as con:
+        model = get_model(con, model_id)
+    if model is None:
+        raise TastebudError(f"no model {model_id!r}; see `tastebud models` (aspect models: `tastebud models --task aspects`)")
+    return model.get("task") or "sentiment"
+
+
+def _print_aspect_evaluation(result: dict) -> None:
+    det, pol = result["detection"], result["polarity"]
+    typer.echo(f"{result['model_id']} on {result['dataset']} ({result['n']} annotated reviews)")
+    typer.echo(f"detection  micro P {det['micro_precision']:.4f}   R {det['micro_recall']:.4f}   F1 {det['micro_f1']:.4f}")
+    typer.echo(f"polarity   accuracy {_num(pol['accuracy'])}   macro-F1 {_num(pol['macro_f1'])}   "
+               f"({pol['n']} mentions with a polarity; conflict set aside)")
+    typer.echo(f"{'aspect':<26}{'det P':>8}{'det R':>8}{'det F1':>8}{'mentions':>9}{'pol acc':>9}{'pol F1':>8}{'n':>6}")
+    for aspect, d in det["per_aspect"].items():
+        p = pol["per_aspect"][aspect]
+        typer.echo(f"{aspect[:25]:<26}{d['precision']:>8.3f}{d['recall']:>8.3f}{d['f1']:>8.3f}{d['support']:>9}"
+                   f"{_short(p['accuracy']):>9}{_short(p['macro_f1']):>8}{p['n']:>6}")
+    if pol.get("confusion"):
+        labels = pol["confusion"]["labels"]
+        typer.echo("polarity confusion (rows true, columns predicted): " + "  ".join(labels))
+        for label, row in zip(labels, pol["confusion"]["matrix"]):
+            typer.echo(f"  {label:<10}" + "".join(f"{v:>9}" for v in row))
 
 
 def _print_evaluation(result: dict) -> None:
@@ -215,20 +324,26 @@ def models_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print JSON with metrics."),
     history: bool = typer.Option(False, "--history", help="Show the promotion history instead."),
     runs: bool = typer.Option(False, "--runs", help="Show recent training runs instead."),
+    task: str = typer.Option("sentiment", "--task", help="sentiment (review models) or aspects (aspect models)."),
 ) -> None:
     """The champion and challengers with their test metrics."""
+    if task not in ("sentiment", "aspects"):
+        raise TastebudError(f"--task must be sentiment or aspects, got {task!r}")
     from pipeline.train.run import reap_dead_runs
     from store.models import list_models, promotion_history
     from store.training_runs import list_runs
 
     reap_dead_runs(db_path())
     with connect(db_path(), read_only=True) as con:
-        frame = promotion_history(con) if history else list_runs(con) if runs else list_models(con)
+        frame = promotion_history(con) if history else list_runs(con) if runs else list_models(con, task=task)
     if as_json:
         emit_json(frame.to_dict("records"))
         return
     if frame.empty:
         typer.echo("no promotions yet" if history else "no training runs yet" if runs else "no models yet: run `tastebud train` or `tastebud baselines`")
+        return
+    if task == "aspects" and not (history or runs):
+        _print_aspect_models(frame)
         return
     if history or runs:
         cols = (["promotion_id", "action", "model_id", "previous_model_id", "actor", "reason", "created_at"] if history
@@ -246,6 +361,17 @@ def models_cmd(
     has_champion = bool(frame["is_champion"].any())
     typer.echo("* champion; metrics are on the test split" if has_champion else
                "no champion yet (`tastebud promote MODEL`); metrics are on the test split")
+
+
+def _print_aspect_models(frame) -> None:
+    typer.echo(f"  {'model_id':<30}{'name':<30}{'status':<8}{'val score':>10}{'det F1':>8}{'pol acc':>9}{'test n':>8}")
+    for row in frame.to_dict("records"):
+        mark = "*" if row["is_champion"] else " "
+        # For aspect models the registry's macro_f1 column is the detection micro-F1, accuracy the polarity accuracy.
+        typer.echo(f"{mark} {row['model_id']:<30}{str(row['name'])[:29]:<30}{row['status']:<8}"
+                   f"{_short(row['val_macro_f1']):>10}{_short(row['macro_f1']):>8}{_short(row['accuracy']):>9}"
+                   f"{'-' if row['test_n'] is None or row['test_n'] != row['test_n'] else int(row['test_n']):>8}")
+    typer.echo("* aspect champion; det F1 = detection micro-F1 and pol acc = polarity accuracy on the test split")
 
 
 def _short(value) -> str:
@@ -268,12 +394,15 @@ def promote_cmd(
 @app.command("rollback")
 def rollback_cmd(
     reason: str = typer.Option(None, "--reason", help="Why (kept in the history)."),
+    task: str = typer.Option("sentiment", "--task", help="sentiment (review models) or aspects (the aspect champion)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Return the champion to the previous one."""
+    """Return the champion (of review sentiment, or of aspects with --task aspects) to the previous one."""
     from pipeline.loop.registry import rollback
 
-    row = rollback(db_path(), cli_actor(), reason=reason)
+    if task not in ("sentiment", "aspects"):
+        raise TastebudError(f"--task must be sentiment or aspects, got {task!r}")
+    row = rollback(db_path(), cli_actor(), reason=reason, task=task)
     emit_json(row) if as_json else typer.echo(f"champion: {row['model_id']} (rolled back from {row['previous_model_id']})")
 
 

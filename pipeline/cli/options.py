@@ -64,14 +64,16 @@ def build_config(given: dict[str, Any], recipe: str | None = None) -> TrainConfi
 
 def with_train_config(command: Callable[..., Any]) -> Callable[..., Any]:
     """Give ``command`` ``--recipe`` and one CLI option per TrainConfig field; it receives the result as
-    ``config: TrainConfig``.
+    ``config: TrainConfig``, and, when it has a ``given_options`` parameter, the options the user gave
+    (``recipe`` included when given) as a dict, so it can apply other defaults to the rest.
 
     Example:
         >>> @app.command("train")  # doctest: +SKIP
         ... @with_train_config
         ... def train_cmd(config: TrainConfig, background: bool = typer.Option(False, "--background")): ...
     """
-    own = [p for p in inspect.signature(command).parameters.values() if p.name != "config"]
+    own = [p for p in inspect.signature(command).parameters.values() if p.name not in ("config", "given_options")]
+    wants_given = "given_options" in inspect.signature(command).parameters
     derived = config_parameters()
     names = {p.name for p in derived}
     clash = names & {p.name for p in own}
@@ -82,9 +84,11 @@ def with_train_config(command: Callable[..., Any]) -> Callable[..., Any]:
     def run(**kwargs: Any) -> Any:
         recipe = kwargs.pop("recipe")
         given = {name: value for name in names - {"recipe"} if (value := kwargs.pop(name)) is not None}
+        if wants_given:
+            kwargs["given_options"] = {**given, **({"recipe": recipe} if recipe else {})}
         return command(config=build_config(given, recipe), **kwargs)
 
-    hints = {k: v for k, v in get_type_hints(command).items() if k not in ("config", "return")}
+    hints = {k: v for k, v in get_type_hints(command).items() if k not in ("config", "given_options", "return")}
     run.__signature__ = inspect.Signature(  # training options first in --help, then the command's own
         derived + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY, annotation=hints.get(p.name, p.annotation)) for p in own]
     )

@@ -255,6 +255,27 @@ def import_aspect_labels(
     )
 
 
+def read_aspect_file(path: str | os.PathLike, aspects: list[str], *, fmt: str | None = None) -> tuple[pd.DataFrame, int]:
+    """Read and check an aspect label file without a store: what ``tastebud evaluate MODEL --data FILE`` reads.
+
+    Rows are checked as an import would check them against a store that knows ``aspects`` and no review,
+    so every kept row carries its review's text.
+
+    Returns:
+        (labels: review_id, text, aspect, polarity; how many rows were left out, with any reason).
+    """
+    file = _check_file(Path(path))
+    fmt = resolve_aspect_format(file, fmt)
+    rows = read_semeval_xml(file) if fmt == "semeval-xml" else _read_table(file, fmt)[0]
+    plan = _check_rows(rows, known_aspects=aspects, create_aspects=False, stored_texts={}, source=file.name,
+                       complete=fmt == "semeval-xml")
+    frame = pd.DataFrame(
+        [(r.review_id, plan.new_reviews[r.review_id], r.aspect, r.polarity) for r in plan.labels],
+        columns=["review_id", "text", "aspect", "polarity"],
+    )
+    return frame, len(plan.rejects)
+
+
 def resolve_aspect_format(file: Path, fmt: str | None) -> str:
     """The file's format: ``fmt`` checked, else from the extension, else from its first bytes; binary
     files and archives are refused as a whole.

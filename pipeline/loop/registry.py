@@ -31,12 +31,12 @@ def promote(db, model_id: str, actor: Actor, *, reason: str | None = None) -> di
         return model_store.promote_model(con, actor, model_id, reason=reason)
 
 
-def rollback(db, actor: Actor, *, reason: str | None = None) -> dict:
-    """Return the champion to the previous one (undoing the latest promotion still in effect).
+def rollback(db, actor: Actor, *, reason: str | None = None, task: str = "sentiment") -> dict:
+    """Return a task's champion to the previous one (undoing the latest promotion still in effect).
 
     Example:
         >>> rollback("store.duckdb", cli_actor())["model_id"]  # doctest: +SKIP
         'baseline-vader'
     """
     with transaction(db) as con:
-        return model_store.rollback_champion(con, actor, reason=reason)
+        return model_store.rollback_champion(con, actor, reason=reason, task=task)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -67,6 +69,28 @@ def _probability_table(review_ids: pa.Array, probs: np.ndarray) -> pa.Table:
     probs = np.ascontiguousarray(probs, dtype=np.float32)
     return pa.table({"review_id": review_ids, "p_negative": probs[:, 0], "p_neutral": probs[:, 1],
                      "p_positive": probs[:, 2]})
+
+
+@dataclass(frozen=True)
+class ScoringSink:
+    """Where a scoring run finds the reviews a model still lacks and stores what the model said.
+
+    :data:`REVIEW_PREDICTIONS` (review sentiment, the default) and the aspect model's
+    (:mod:`pipeline.aspects.scoring`) share the reader / model / writer stages of :func:`score_with`.
+    """
+
+    count_pending: Callable  # (con, model_id, *, shard, since) -> int
+    fetch_chunk: Callable  # (con, model_id, *, after, limit, shard, since) -> pa.Table (review_id, text)
+    to_table: Callable  # (review_ids: pa.Array, output) -> table with one row per review
+    write: Callable  # (con, model_id, table) -> rows written
+
+
+REVIEW_PREDICTIONS = ScoringSink(
+    count_pending=count_pending,
+    fetch_chunk=lambda con, model_id, **kw: fetch_pending_chunk(con, model_id, as_arrow=True, **kw),
+    to_table=_probability_table,
+    write=write_predictions,
+)
 
 
 class _Stage(threading.Thread):
@@ -135,6 +159,7 @@ def score_with(
     shard: tuple[int, int] | None = None,
     reporter: JobReporter | None = None,
     chunk_size: int | None = None,
+    sink: ScoringSink = REVIEW_PREDICTIONS,
 ) -> dict:
     """Score every review ``model_id`` still lacks (or all, with ``rescore_all``) with ``predictor``.
 
@@ -151,6 +176,7 @@ def score_with(
         shard: (i, N): only reviews whose id hashes to shard i of N.
         reporter: progress and cancellation (default: print-only).
         chunk_size: reviews per read/compute/write cycle (default: the device's, 2,048 on a CPU).
+        sink: what is pending and where results go (default: review predictions).
 
     Returns:
         {"model_id", "scored", "pending_at_start", "shard", "seconds", "reviews_per_s", "chunk_size", "commits"}.
@@ -166,7 +192,7 @@ def score_with(
     since = datetime.now() if rescore_all else None
     started = time.perf_counter()
     with connect(db, read_only=True) as con:
-        pending = count_pending(con, model_id, shard=shard, since=since)
+        pending = sink.count_pending(con, model_id, shard=shard, since=since)
     reporter.log(f"scoring {pending:,} reviews with {model_id}" + (f" (shard {shard[0]}/{shard[1]})" if shard else ""))
     reporter.progress(0.0, f"0/{pending:,} reviews scored", force=True)
     tokenize = getattr(predictor, "encode", None) if hasattr(predictor, "predict_encoded") else None
@@ -179,8 +205,7 @@ def score_with(
         after = None
         while not stop.is_set():
             with connect(db, read_only=True) as con:
-                chunk = fetch_pending_chunk(con, model_id, after=after, limit=chunk_size, shard=shard, since=since,
-                                            as_arrow=True)
+                chunk = sink.fetch_chunk(con, model_id, after=after, limit=chunk_size, shard=shard, since=since)
             if chunk.num_rows == 0:
                 break
             after = chunk["review_id"][-1].as_py()
@@ -207,7 +232,7 @@ def score_with(
                 tables.append(more)
             with transaction(db) as con:
                 for table in tables:
-                    write_predictions(con, model_id, table)
+                    sink.write(con, model_id, table)
             written["rows"] += sum(len(t) for t in tables)
             written["commits"] += 1
             if done:
@@ -223,7 +248,7 @@ def score_with(
                 break
             review_ids, payload = item
             probs = predictor.predict_encoded(payload) if tokenize else predictor.predict_proba(payload)
-            table = _probability_table(review_ids, probs)
+            table = sink.to_table(review_ids, probs)
             _put_while_alive(to_write, table, writer)
             done = written["rows"]
             reporter.progress(min(1.0, done / max(pending, 1)), f"{done:,}/{pending:,} reviews scored")

@@ -1,0 +1,111 @@
+"""Aspect quality on SemEval-2014 restaurants (train v2): repeated splits, ours vs TF-IDF + LR in one run.
+
+Each fold holds out a random 20% of the shared train sentences as its test set and 10% of the rest as
+validation, trains the product's aspect model (:func:`pipeline.aspects.fit.fit_aspects`, the options
+``tastebud train --task aspects`` uses by default unless overridden here) and the TF-IDF + LR baseline on
+the same sentences, and prints detection micro-F1 and polarity accuracy (3-way, conflict set aside) for
+both. The official SemEval test set is not here; these figures estimate it.
+
+    PYTHONPATH=. python bench/aspect_bench.py --folds 3 [--epochs N --lr X --batch-size N] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.aspects.baseline import TfidfAspects  # noqa: E402
+from pipeline.aspects.fit import fit_aspects, predict_aspects  # noqa: E402
+from pipeline.aspects.metrics import aspect_metrics, headline  # noqa: E402
+from pipeline.aspects.model import TARGET_OF  # noqa: E402
+from pipeline.aspects.train import aspect_train_config  # noqa: E402
+from pipeline.device import resolve_device  # noqa: E402
+from pipeline.models.loading import default_base_model  # noqa: E402
+from store.aspects import DEFAULT_ASPECTS  # noqa: E402
+
+DATA = Path(os.environ.get("TASTEBUD_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def load_semeval() -> tuple[list[str], np.ndarray]:
+    path = DATA / "semeval2014_restaurants" / "aspect_categories.csv"
+    if not path.exists():
+        sys.exit(f"no SemEval data at {path}")
+    rows = pd.read_csv(path, dtype={"sentence_id": str})
+    rows = rows[rows["split"] == "train"]
+    wide = rows.pivot_table(index=["sentence_id", "text"], columns="category", values="polarity", aggfunc="first")
+    wide = wide.reindex(columns=list(DEFAULT_ASPECTS)).astype(object).fillna("absent").reset_index()
+    targets = np.stack([wide[a].map(TARGET_OF).to_numpy() for a in DEFAULT_ASPECTS], axis=1).astype(np.int64)
+    return wide["text"].tolist(), targets
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--first-fold", type=int, default=0)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--max-length", type=int)
+    parser.add_argument("--head", choices=("mean", "cls"))
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    texts, targets = load_semeval()
+    overrides = {k: v for k, v in {"epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
+                                   "max_length": args.max_length, "head": args.head}.items() if v is not None}
+    config = aspect_train_config(**overrides)
+    aspects = list(DEFAULT_ASPECTS)
+    info = resolve_device(config.device)
+    print(f"SemEval-2014 restaurants train: {len(texts)} sentences; device {info.name}; load {os.getloadavg()}")
+    print(f"config: {config.head} head, lr {config.learning_rate:g}, batch {config.batch_size}, epochs {config.epochs}, "
+          f"max_length {config.max_length}, patience {config.early_stopping_patience}")
+    results = []
+    for fold in range(args.first_fold, args.first_fold + args.folds):
+        rng = np.random.default_rng(1000 + fold)
+        order = rng.permutation(len(texts))
+        n_test = len(texts) // 5
+        test, rest = order[:n_test], order[n_test:]
+        n_val = len(rest) // 10
+        val, train = rest[:n_val], rest[n_val:]
+        pick = lambda idx: [texts[i] for i in idx]  # noqa: E731
+        t0 = time.perf_counter()
+        baseline = TfidfAspects(aspects).fit(pick(train), targets[train])
+        b_m, b_pol = baseline.predict(pick(test))
+        base = aspect_metrics(targets[test], b_m, b_pol, aspects)
+        t_base = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fitted = fit_aspects(pick(train), targets[train], pick(val), targets[val], aspects, config,
+                             base_model=default_base_model(), log=lambda m: print("  " + m, flush=True))
+        t_fit = time.perf_counter() - t0
+        p_m, p_pol, _ = predict_aspects(fitted.model, fitted.tokenizer, pick(test), max_length=config.max_length)
+        ours = aspect_metrics(targets[test], p_m, p_pol, aspects)
+        print(f"fold {fold}: ours     {headline(ours)}  [{t_fit:.0f} s]")
+        print(f"fold {fold}: tfidf+lr {headline(base)}  [{t_base:.0f} s]", flush=True)
+        results.append({"fold": fold, "n_train": len(train), "n_val": len(val), "n_test": len(test),
+                        "ours": {"detection_f1": ours["detection"]["micro_f1"],
+                                 "polarity_accuracy": ours["polarity"]["accuracy"],
+                                 "polarity_macro_f1": ours["polarity"]["macro_f1"], "seconds": round(t_fit, 1),
+                                 "threshold": fitted.threshold, "epochs": len(fitted.history)},
+                        "tfidf": {"detection_f1": base["detection"]["micro_f1"],
+                                  "polarity_accuracy": base["polarity"]["accuracy"],
+                                  "polarity_macro_f1": base["polarity"]["macro_f1"], "seconds": round(t_base, 1)}})
+    for who in ("ours", "tfidf"):
+        for key in ("detection_f1", "polarity_accuracy", "polarity_macro_f1"):
+            values = np.array([r[who][key] for r in results])
+            print(f"{who:6s} {key:18s} {values.mean():.4f} ± {values.std(ddof=1) if len(values) > 1 else 0:.4f}  "
+                  f"({', '.join(f'{v:.4f}' for v in values)})")
+    print(f"load average at the end: {os.getloadavg()}")
+    if args.json:
+        args.json.write_text(json.dumps({"config": config.to_dict(), "results": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
