@@ -1,10 +1,11 @@
 """`tastebud demo`: a fresh install to a working dashboard on a demo store within two minutes on CPU.
 
-First the fast part, in the foreground: synthetic reviews, the fast baselines (VADER, TF-IDF +
+First the fast part, in the foreground: synthetic reviews (with a share of their aspects as labels), the fast baselines (VADER, TF-IDF +
 LR; the better one becomes the first champion), their scores, hard-case flags and the monitor's health
 and alerts, so every page has something to show. Then the dashboard starts, and a quickly
 fine-tuned model trains (after the zero-shot baseline is scored) as a background job whose progress the dashboard shows; when it
-beats the baseline it is promoted, and the store is scored, flagged and monitored again.
+beats the baseline it is promoted, and the store is scored, flagged and monitored again. A first aspect
+model trains after it, as its own background job ("demo-aspects"), and scores the store when it is done.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ DEMO_ROLES = ("viewer", "labeler", "data_scientist")
 FAST_BASELINES = ("vader", "tfidf")
 SLOW_BASELINES = ("zeroshot",)
 DEMO_ACTOR = Actor("demo-setup", "admin")
+# The first aspect model, trained in the background after the review model: demo sentences are short
+# (a segment is one sentence, ~12 tokens), so 48 tokens cut nothing; 3 epochs on at most 1,500 reviews.
+DEMO_ASPECT_TRAIN: dict = {"epochs": 3, "max_length": 48, "max_train_examples": 1500}
+# Seconds between looks at the job the aspect training waits for.
+WAIT_POLL_S = 5.0
 
 
 def demo_files(db) -> tuple[Path, Path]:
@@ -215,6 +221,90 @@ def start_finetune(db, train: dict | None = None) -> str:
 def run_finetune_job(db, params: dict, reporter: JobReporter) -> dict:
     """Job kind "demo-finetune": ``params`` may hold ``train`` overrides."""
     return finetune_demo(db, reporter=reporter, train=params.get("train"))
+
+
+def train_demo_aspects(db, *, reporter: JobReporter | None = None, train: dict | None = None,
+                       after: str | None = None) -> dict:
+    """Train the demo's first aspect model on the aspect labels the demo data imported, then score every
+    review with it and flag aspect disagreements (:func:`pipeline.loop.flagging.find_aspect_disagreements`).
+
+    The first aspect model of a store becomes the aspect champion; a later one only when it is better.
+
+    Args:
+        db: the demo store.
+        reporter: progress sink (default: console).
+        train: TrainConfig overrides on top of the aspect defaults and :data:`DEMO_ASPECT_TRAIN`.
+        after: a job to let finish first (the review model's fine-tune: two trainings at once halve each
+            other's speed on a small CPU).
+
+    Returns:
+        {"model_id", "promoted", "champion"}, plus "scored" and "flags" when it was promoted.
+
+    Example:
+        >>> train_demo_aspects("demo.duckdb")["promoted"]  # doctest: +SKIP
+        True
+    """
+    from pipeline.aspects.scoring import score_aspects
+    from pipeline.aspects.train import aspect_train_config, train_aspects
+    from pipeline.jobs import SpanReporter
+    from pipeline.loop.flagging import flag
+
+    reporter = reporter or JobReporter(db, None)
+    if after:
+        _wait_for_job(db, after, reporter)
+    config = aspect_train_config(**{**DEMO_ASPECT_TRAIN, **{k: v for k, v in (train or {}).items() if v is not None}})
+    reporter.progress(0.0, "demo: training the first aspect model", force=True)
+    model_id = train_aspects(db, config, reporter=SpanReporter(reporter, 0.0, 0.8), actor=DEMO_ACTOR,
+                             promote_if_better=True)
+    with connect(db, read_only=True) as con:
+        champion = get_champion(con, task="aspects")
+    champion_id = champion["model_id"] if champion else None
+    outcome = {"model_id": model_id, "promoted": champion_id == model_id, "champion": champion_id}
+    if champion_id == model_id:
+        reporter.log(f"demo: {model_id} is the aspect champion; scoring the reviews with it, flagging disagreements")
+        scored = score_aspects(db, model_id=model_id, reporter=SpanReporter(reporter, 0.8, 0.95))
+        flags = flag(db, reasons=["aspect_disagreement"], reporter=SpanReporter(reporter, 0.95, 1.0))
+        outcome |= {"scored": scored.get("scored"), "flags": flags["inserted"]}
+    return outcome
+
+
+def _wait_for_job(db, job_id: str, reporter: JobReporter) -> None:
+    """Wait until ``job_id`` has ended, however it ended, saying so in this job's progress."""
+    from pipeline.jobs import get_job
+    from store.jobs import ACTIVE_STATUSES
+
+    while (job := get_job(db, job_id)) is not None and job["status"] in ACTIVE_STATUSES:
+        reporter.progress(0.0, f"demo: waiting for job {job_id} (the review model's fine-tune) to finish")
+        time.sleep(WAIT_POLL_S)
+
+
+def aspects_pending(db) -> bool:
+    """True when the demo store has aspect labels but no aspect model, and no demo aspect job is queued or running."""
+    from store import jobs as job_store
+    from store.aspects import count_annotated_reviews
+    from store.models import list_models
+
+    if not resolve_db_path(db).exists():
+        return False
+    with connect(db, read_only=True) as con:
+        models = list_models(con, task="aspects")
+        active = job_store.list_jobs(con, kind="demo-aspects", active_only=True)
+        annotated = count_annotated_reviews(con)
+    has_model = not models.empty and bool((models["status"] == "ready").any())
+    return annotated > 0 and not has_model and active.empty
+
+
+def start_aspects(db, *, after: str | None = None, train: dict | None = None) -> str:
+    """Start :func:`train_demo_aspects` as a background job (after job ``after``, if given); returns its id."""
+    from pipeline.jobs import start_job
+
+    return start_job(db, "demo-aspects", {"after": after, "train": {k: v for k, v in (train or {}).items() if v is not None}},
+                     DEMO_ACTOR)
+
+
+def run_aspects_job(db, params: dict, reporter: JobReporter) -> dict:
+    """Job kind "demo-aspects": ``params`` may hold ``after`` (a job id) and ``train`` overrides."""
+    return train_demo_aspects(db, reporter=reporter, train=params.get("train"), after=params.get("after"))
 
 
 def run_job(db, params: dict, reporter: JobReporter) -> dict:

@@ -26,7 +26,8 @@ def demo_data_cmd(
         return
     typer.echo(
         f"demo reviews: {result['inserted']:,} new, {result['updated']:,} updated, {result['unchanged']:,} unchanged "
-        f"({result['labels_added']:,} star labels) into {db_path()} in {result['seconds']}s"
+        f"({result['labels_added']:,} star labels, {result['aspect_labels_added']:,} aspect labels) into {db_path()} "
+        f"in {result['seconds']}s"
     )
     ev = result["events"]
     typer.echo(
@@ -47,12 +48,13 @@ def demo_cmd(
     base_model: str = typer.Option(
         None, "--base-model", help="HF id or local path to fine-tune first (default: the packaged MiniLM encoder)."),
     finetune: bool = typer.Option(True, "--finetune/--no-finetune",
-                                  help="Fine-tune a first model in the background once the dashboard answers."),
+                                  help="Fine-tune a first model, then a first aspect model, in the background once "
+                                       "the dashboard answers."),
 ) -> None:
     """First run: demo data, baselines, scores, flags, alerts, then the dashboard; the fine-tune follows in the background."""
     from pipeline.cli.dashboard import start_dashboard, wait_dashboard, wait_until_answering
-    from pipeline.demo import (build_demo_store, demo_files, demo_is_ready, ensure_demo_accounts, finetune_pending,
-                               start_finetune)
+    from pipeline.demo import (aspects_pending, build_demo_store, demo_files, demo_is_ready, ensure_demo_accounts,
+                               finetune_pending, start_aspects, start_finetune)
 
     started = time.perf_counter()
     db = db_path().resolve()
@@ -88,9 +90,14 @@ def demo_cmd(
         typer.echo(f"(shown once; the logins are kept in {logins_file}, readable by you only)")
     else:
         typer.echo(f"sign in with a demo account from {logins_file} (passwords are not printed again)")
+    finetune_job = None
     if finetune and finetune_pending(db):
-        job_id = start_finetune(db, train={"epochs": epochs, "base_model": base_model})
+        job_id = finetune_job = start_finetune(db, train={"epochs": epochs, "base_model": base_model})
         typer.echo(f"fine-tuning a first model in the background: job {job_id} (progress on Overview and Training); "
                    "it is promoted, scored and flagged when it beats the baseline")
+    if finetune and aspects_pending(db):
+        job_id = start_aspects(db, after=finetune_job, train={"base_model": base_model})
+        typer.echo(f"then a first aspect model (food, service, price, ambience): job {job_id}; it scores every review "
+                   "and flags reviews whose aspects disagree with their label")
     if proc is not None:
         raise typer.Exit(wait_dashboard(proc))

@@ -196,3 +196,81 @@ FOOD_HALL_TEXT: dict[str, tuple[str, ...]] = {
         "Great idea, terrible execution: Krog District is overcrowded and loud.",
     ),
 }
+
+# Said of Krog District beside its main sentence: praise of the food for reviews that curse the crowds,
+# and the crowds for reviews that praise the food (the hall is loved for one and hated for the other).
+FOOD_HALL_VARIETY: tuple[str, ...] = (
+    "The food itself is great, there is something from every corner of the world.",
+    "Every stall we tried was delicious.",
+    "The dumplings and the tacos alone are worth it.",
+)
+FOOD_HALL_CROWDS: tuple[str, ...] = (
+    "Go on a weekday: weekends are a crush of people.",
+    "Good luck finding a seat at lunch.",
+    "It gets so crowded you can barely move between the stalls.",
+)
+
+# --- aspects --------------------------------------------------------------------------------------
+# What each phrase says about which aspect (SemEval-2014's restaurant categories), so the generator
+# knows every review's true aspects from the phrases it joined. A phrase speaks of its pool's aspect
+# (POOL_ASPECTS) with the sentiment it is filed under (a flat pool's: FLAT_POOL_SENTIMENT), unless
+# ASPECT_TAGS lists it: a food sentence that also complains about the price, a local reference that is
+# about the wait, sarcasm about the service.
+MISC = "anecdotes/miscellaneous"
+POOL_ASPECTS: dict[str, str] = {
+    "OPENERS": MISC, "FOOD": "food", "SERVICE": "service", "AMBIENCE": "ambience", "LOCAL": MISC, "CLOSERS": MISC,
+    "FOOD_HALL_TEXT": "food", "COLLAPSE": "service", "FOOD_HALL_VARIETY": "food", "FOOD_HALL_CROWDS": "ambience",
+}
+FLAT_POOL_SENTIMENT: dict[str, str] = {
+    "SARCASM": "negative", "COLLAPSE": "negative", "FOOD_HALL_VARIETY": "positive", "FOOD_HALL_CROWDS": "negative",
+}
+ASPECT_TAGS: dict[str, tuple[tuple[str, str], ...]] = {
+    # food sentences that speak of the price too
+    "The {dish} was decent for the price.": (("food", "neutral"), ("price", "positive")),
+    "The {dish} was dry and overpriced.": (("food", "negative"), ("price", "negative")),
+    # local references that are about the wait, the crowd or the place
+    "The wait was worse than the DMV on Memorial Drive.": (("service", "negative"),),
+    "Slower than the Downtown Connector at 5pm.": (("service", "negative"),),
+    "Felt like waiting for a MARTA train that never comes.": (("service", "negative"),),
+    "More chaotic than Ponce City Market on a Saturday.": (("ambience", "negative"),),
+    "Better than anything at Ponce City Market.": (("food", "positive"),),
+    "Parking is like any other spot near Ponce City Market.": (("ambience", "neutral"),),
+    # sarcasm: negative about what it pretends to praise
+    "Oh great, another 45-minute wait for lukewarm {dish}. Just what I wanted.":
+        (("service", "negative"), ("food", "negative")),
+    "Loved paying twenty dollars for {dish} that tasted like cardboard. Truly a culinary masterpiece.":
+        (("price", "negative"), ("food", "negative")),
+    "Fantastic service, if you enjoy being ignored for an hour.": (("service", "negative"),),
+    "Wow, what a treat: soggy {dish} and a server who vanished. Ten out of ten.":
+        (("food", "negative"), ("service", "negative")),
+    "Best {dish} ever, said nobody after eating here.": (("food", "negative"),),
+    "Amazing how they manage to make {dish} this bland. Impressive, really.": (("food", "negative"),),
+    "Sure, I love sticky tables and cold {dish}. Perfect date night.": (("ambience", "negative"), ("food", "negative")),
+    "Five-star experience at the DMV on Memorial Drive was quicker than this.": (("service", "negative"),),
+    # the food hall: its variety is the food, its crowds the place
+    "Krog District: great variety, but expect crowds on weekends.": (("food", "positive"), ("ambience", "negative")),
+    "Checked out the new food hall, Krog District. Interesting, will need a few visits to decide.": ((MISC, "neutral"),),
+    "Krog District is a zoo on weekends. Couldn't find a seat anywhere.": (("ambience", "negative"),),
+    "The crowds at Krog District are unbearable, waited 30 minutes at every stall.":
+        (("ambience", "negative"), ("service", "negative")),
+    "Krog District is too packed to enjoy, lines everywhere and nowhere to sit.": (("ambience", "negative"),),
+    "Great idea, terrible execution: Krog District is overcrowded and loud.": (("ambience", "negative"),),
+}
+
+
+def phrase_aspects(pool: str, template: str, sentiment: str | None = None) -> tuple[tuple[str, str], ...]:
+    """The (aspect, polarity) pairs a phrase of ``pool`` speaks of (``sentiment``: the key it is filed
+    under; flat pools have their own).
+
+    Example:
+        >>> phrase_aspects("FOOD", "The {dish} was dry and overpriced.", "negative")
+        (('food', 'negative'), ('price', 'negative'))
+        >>> phrase_aspects("SERVICE", "Service was fine.", "neutral")
+        (('service', 'neutral'),)
+    """
+    if template in ASPECT_TAGS:
+        return ASPECT_TAGS[template]
+    polarity = FLAT_POOL_SENTIMENT.get(pool, sentiment)
+    if pool not in POOL_ASPECTS or polarity is None:
+        raise KeyError(f"phrase of pool {pool} has no aspect tag: {template!r}")
+    return ((POOL_ASPECTS[pool], polarity),)
