@@ -121,7 +121,7 @@ def seeded(tmp_path_factory):
     with transaction(db) as con:
         review_id, text = con.execute(
             "SELECT review_id, text FROM reviews WHERE review_id NOT IN (SELECT review_id FROM flags) "
-            "ORDER BY review_id LIMIT 1").fetchone()
+            "AND review_id NOT IN (SELECT review_id FROM aspect_labels) ORDER BY review_id LIMIT 1").fetchone()
         model_store.register_model(con, model_id=ASPECT_MODEL, kind="finetuned", name=ASPECT_MODEL,
                                    status="ready", task="aspects")
         model_store.promote_model(con, ADMIN, ASPECT_MODEL)
@@ -178,7 +178,7 @@ def test_the_queue_shows_the_aspects_and_takes_a_correction(seeded, tmp_path, mo
     assert _aspect_flag_status(db, review_id) == "resolved"
 
 
-def test_other_flags_keep_the_aspects_folded_and_start_from_absent(seeded, tmp_path, monkeypatch):
+def test_other_flags_keep_the_aspects_folded_and_start_from_the_labels(seeded, tmp_path, monkeypatch):
     db = private_copy(seeded[0], tmp_path, monkeypatch)
     _, review_id, _ = seeded
     at = signed_in("lena", "hard_cases")
@@ -188,8 +188,15 @@ def test_other_flags_keep_the_aspects_folded_and_start_from_absent(seeded, tmp_p
     expander = next(e for e in at.expander if e.label.startswith("Aspects"))
     assert expander.label == "Aspects" and not expander.proto.expanded
     assert any("has not scored this review yet" in c.value for c in at.caption)
-    shown = [r for r in at.radio if r.key and r.key.startswith("aspect-") and not r.key.startswith(f"aspect-{review_id}-")]
-    assert {r.value for r in shown} == {"absent"} and len(shown) == 5
+    shown = {r.key.rsplit("-", 1)[-1]: r.value for r in at.radio
+             if r.key and r.key.startswith("aspect-") and not r.key.startswith(f"aspect-{review_id}-")}
+    with connect(db, read_only=True) as con:
+        other = con.execute("SELECT review_id FROM reviews WHERE text = ?", [at.text[0].value]).fetchone()[0]
+        view = fetch_review_aspects(con, other)
+    # the demo imported aspect labels for half its reviews: an annotated one starts from them, the others from absent
+    expected = aspect_choices(view)
+    assert shown == {a.rsplit("-", 1)[-1]: p for a, p in expected.items()} and len(shown) == 5
+    assert set(expected.values()) != {"absent"} if view["labels"] else set(expected.values()) == {"absent"}
 
 
 # --- the command line --------------------------------------------------------------------------

@@ -124,7 +124,7 @@ def _aspects_panel(item) -> None:
     predictions = view["predictions"]
     heard = predictions[predictions["polarity"] != "absent"]
     summary = ", ".join(f"{a} {p}" for a, p in zip(heard["aspect"], heard["polarity"]))
-    with st.expander("Aspects" + (f": the aspect model hears {summary}" if summary else ""),
+    with st.expander("Aspects" + (f": the aspect model hears {views.md(summary)}" if summary else ""),
                      expanded=item["reason"] == "aspect_disagreement"):
         if view["model_id"] is None:
             st.caption("No aspect model yet (a data scientist trains one on the Training page); "
@@ -138,7 +138,7 @@ def _aspects_panel(item) -> None:
         start = aspect_choices(view)
         with st.form(f"aspects-form-{review_id}", border=False):
             for aspect in view["aspects"]:
-                st.radio(aspect, ASPECT_LABEL_VALUES, index=ASPECT_LABEL_VALUES.index(start[aspect]),
+                st.radio(views.md(aspect), ASPECT_LABEL_VALUES, index=ASPECT_LABEL_VALUES.index(start[aspect]),
                          key=_aspect_key(review_id, aspect), horizontal=True)
             st.form_submit_button("Save aspects", key="save-aspects", on_click=_save_aspects,
                                   args=(review_id, tuple(view["aspects"])))
