@@ -15,13 +15,14 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from pipeline.jobs import JobCancelled, JobReporter  # noqa: E402
 from pipeline.loop.scoring import score  # noqa: E402
-from pipeline.scale.ray_score import check_address, ingest_prediction_dir, score_on_ray  # noqa: E402
+from pipeline.scale.ray_score import RAY_BATCH_ROWS, check_address, ingest_rows, ingest_stream, score_on_ray  # noqa: E402
 from store import models as model_store  # noqa: E402
 from store.actors import cli_actor  # noqa: E402
 from store.db import connect, transaction  # noqa: E402
 from store.errors import TastebudError  # noqa: E402
-from store.exchange import export_pending_reviews  # noqa: E402
+from store.exchange import EXPORT_ROWS_PER_FILE, export_pending_reviews  # noqa: E402
 from store.predictions import count_predictions, fetch_predictions  # noqa: E402
 from tests.conftest import REPO_ROOT, cli_cmd, seed_reviews, sigkill_process_named  # noqa: E402
 from tests.test_scoring import _reviews  # noqa: E402
@@ -56,8 +57,14 @@ def test_ray_scoring_matches_local_scoring_and_reruns_score_nothing(local_ray, t
     for db in (ray_db, local_db):
         _store_with_champion(db, tiny_model_dir, 400)
 
-    result = score_on_ray(ray_db, work_dir=tmp_path / "work")
+    shared = tmp_path / "shared"  # a local directory standing in for shared storage (NFS)
+    lines: list[str] = []
+    result = score_on_ray(ray_db, storage=str(shared), reporter=JobReporter(ray_db, None, echo=lines.append))
+    # No address: a local instance, which says plainly that local scoring is faster on this machine, and why.
+    assert any("note: --ray without an address runs a local Ray instance on this machine's 2 CPUs. Local scoring "
+               "(without --ray) is faster here" in line for line in lines), lines
     assert result["scored"] == result["pending_at_start"] == 400 and result["replicas"] == 2
+    assert list(shared.iterdir()) == []  # the run's shards are removed from the storage afterwards
     assert score(local_db)["scored"] == 400
     with connect(ray_db, read_only=True) as a, connect(local_db, read_only=True) as b:
         on_ray, local = fetch_predictions(a, "tiny"), fetch_predictions(b, "tiny")
@@ -70,7 +77,7 @@ def test_ray_scoring_matches_local_scoring_and_reruns_score_nothing(local_ray, t
     assert _duplicates(ray_db) == 0
 
 
-def test_a_killed_worker_is_retried_and_the_store_ends_complete(local_ray, store_path, tiny_model_dir, tmp_path):
+def test_a_killed_worker_is_retried_and_the_store_ends_complete(local_ray, store_path, tiny_model_dir):
 
     _store_with_champion(store_path, tiny_model_dir, 1500)
     killed: list[int] = []
@@ -82,7 +89,7 @@ def test_a_killed_worker_is_retried_and_the_store_ends_complete(local_ray, store
 
     killer = threading.Thread(target=kill_first_actor)
     killer.start()
-    result = score_on_ray(store_path, work_dir=tmp_path / "work")
+    result = score_on_ray(store_path)
     killer.join()
     assert killed, "no Ray scoring actor was seen to kill"
     assert result["scored"] == 1500
@@ -91,48 +98,65 @@ def test_a_killed_worker_is_retried_and_the_store_ends_complete(local_ray, store
     assert _duplicates(store_path) == 0
 
 
-def _prediction_shards(store_path, tiny_model_dir, tmp_path, rows: int, per_file: int):
-    """A store with ``rows`` reviews and a champion, and prediction shards for all of them as a cluster returns them."""
-    import pandas as pd
+def _prediction_batches(store_path, tiny_model_dir, rows: int, per_batch: int) -> list:
+    """A store with ``rows`` reviews and a champion, and prediction batches for all of them as the cluster streams them."""
+    import pyarrow as pa
 
     _store_with_champion(store_path, tiny_model_dir, rows)
-    with connect(store_path, read_only=True) as con:
-        exported = export_pending_reviews(con, "tiny", tmp_path / "in", rows_per_file=per_file)
-    assert exported["rows"] == rows and len(exported["files"]) == -(-rows // per_file)
-    out = tmp_path / "out"
-    out.mkdir()
-    for i, path in enumerate(exported["files"]):
-        ids = pd.read_parquet(path)["review_id"]
-        pd.DataFrame({"review_id": ids, "p_negative": 0.2, "p_neutral": 0.3, "p_positive": 0.5}).to_parquet(
-            out / f"p{i}.parquet")
-    return out
+    ids = [f"rev{i:05d}" for i in range(rows)]
+    return [pa.table({"review_id": ids[i:i + per_batch], "p_negative": [0.2] * len(ids[i:i + per_batch]),
+                      "p_neutral": [0.3] * len(ids[i:i + per_batch]), "p_positive": [0.5] * len(ids[i:i + per_batch])})
+            for i in range(0, rows, per_batch)]
 
 
-def test_ingesting_the_same_prediction_shards_twice_adds_nothing(store_path, tiny_model_dir, tmp_path):
-    out = _prediction_shards(store_path, tiny_model_dir, tmp_path, 50, 20)
-    assert ingest_prediction_dir(store_path, "tiny", out) == 50
-    assert ingest_prediction_dir(store_path, "tiny", out) == 50  # rewritten in place, not added
+def test_storing_the_same_prediction_batches_twice_adds_nothing(store_path, tiny_model_dir, tmp_path):
+    batches = _prediction_batches(store_path, tiny_model_dir, 50, 20)
+    reporter = JobReporter(store_path, None, echo=lambda line: None)
+    assert ingest_stream(store_path, "tiny", iter(batches), reporter=reporter, pending=50) == 50
+    assert ingest_stream(store_path, "tiny", iter(batches), reporter=reporter, pending=50) == 50  # rewritten, not added
     with connect(store_path, read_only=True) as con:
         assert count_predictions(con, "tiny") == 50
         assert export_pending_reviews(con, "tiny", tmp_path / "again")["rows"] == 0
     assert _duplicates(store_path) == 0
 
 
-def test_ingest_keeps_one_connection_until_another_writer_waits(store_path, tmp_path, tiny_model_dir, monkeypatch):
-    import pipeline.scale.ray_score as ray_score
-    from store.db import waiting_marker
+class _CancelAfter(JobReporter):
+    """A reporter whose job is cancelled once ``n`` progress reports were made."""
 
-    out = _prediction_shards(store_path, tiny_model_dir, tmp_path, 30, 10)
-    opened = []
-    real_connect = ray_score.connect
-    monkeypatch.setattr(ray_score, "connect", lambda *a, **k: (opened.append(1), real_connect(*a, **k))[1])
-    assert ingest_prediction_dir(store_path, "tiny", out) == 30
-    assert len(opened) == 1  # nobody waiting: the three shards share one connection
-    opened.clear()
-    waiting_marker(store_path).touch()  # another process says it waits for the store
-    assert ingest_prediction_dir(store_path, "tiny", out) == 30
-    assert len(opened) == 3  # the store is given up after every shard
+    def __init__(self, db, n: int):
+        super().__init__(db, None, echo=lambda line: None)
+        self.n, self.reports = n, []
+
+    def progress(self, fraction, message=None, *, force=False):
+        self.reports.append(fraction)
+        if len(self.reports) >= self.n:
+            raise JobCancelled("cancelled by the test")
+
+
+def test_a_cancel_between_batches_keeps_what_was_stored_and_closes_the_stream(store_path, tiny_model_dir):
+    batches = _prediction_batches(store_path, tiny_model_dir, 60, 20)
+    closed = []
+
+    def stream():
+        try:
+            yield from batches
+        finally:
+            closed.append(True)  # what stops Ray Data's execution and releases its actors
+
+    reporter = _CancelAfter(store_path, 2)
+    with pytest.raises(JobCancelled):
+        ingest_stream(store_path, "tiny", stream(), reporter=reporter, pending=60)
+    assert closed == [True]
+    assert reporter.reports == [pytest.approx(20 / 60), pytest.approx(40 / 60)]
+    with connect(store_path, read_only=True) as con:
+        assert count_predictions(con, "tiny") == 40  # two whole batches, nothing of the third
     assert _duplicates(store_path) == 0
+
+
+def test_ingest_batches_grow_with_the_run_up_to_one_exported_shard():
+    assert ingest_rows(1_000) == RAY_BATCH_ROWS
+    assert ingest_rows(400_000) == 20_000
+    assert ingest_rows(10_000_000) == EXPORT_ROWS_PER_FILE
 
 
 def test_an_address_that_does_not_answer_is_one_line_and_exit_code_2(store_path, tiny_model_dir):
@@ -149,6 +173,9 @@ def test_an_address_that_does_not_answer_is_one_line_and_exit_code_2(store_path,
     mixed = subprocess.run(cli_cmd("--db", str(store_path), "score", "--ray", "--shard", "0/2", "--json"), env=env,
                            capture_output=True, text=True, timeout=120)
     assert mixed.returncode == 2 and "--ray and --shard do not mix" in mixed.stderr
+    alone = subprocess.run(cli_cmd("--db", str(store_path), "score", "--storage", "/mnt/shared"), env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 2 and alone.stderr.strip().splitlines() == ["error: --storage needs --ray [ADDRESS]"]
 
 
 def test_bare_ray_flag_means_a_local_instance():

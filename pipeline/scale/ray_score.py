@@ -2,16 +2,21 @@
 
 What a run does:
 1. The reviews the model still lacks leave the store as Parquet shards (:mod:`store.exchange`),
-   chosen exactly as local scoring chooses them.
-2. Ray Data reads the shards and runs the model in actor replicas: one per GPU when the cluster has
+   chosen exactly as local scoring chooses them, written under ``--storage`` (a path or URI every
+   node reaches: :mod:`pipeline.scale.storage`) or, on a one-node cluster or a local instance, to
+   this machine's disk.
+2. Ray Data streams the shards through the model in actor replicas: one per GPU when the cluster has
    GPUs, else one per CPU slot. Each actor builds the model once, through the same predictor factory
    as local scoring (same batching, truncation and precision), from model files shipped through
    Ray's object store, so workers need no access to this machine's disk.
-3. The prediction shards come back and are ingested in bulk, one short transaction per shard.
+3. The predictions stream back to this process, which stores them batch by batch (one short
+   transaction each) and reports progress after each, so the job's row shows progress and an ETA
+   and a cancel takes effect between two batches. Neither direction holds the reviews in this
+   process's memory: it grows with the batch size, not with the number of reviews.
 
-A worker that dies is restarted by Ray and its batch retried; a run that fails as a whole leaves the
-store as it was (nothing is ingested before the cluster finishes), and a rerun scores only what is
-still missing. Ingesting is idempotent, so nothing is ever duplicated.
+A worker that dies is restarted by Ray and its batch retried. A run that stops (failure, cancel)
+keeps what it stored, as local scoring does, and a rerun scores only what is still missing;
+ingesting is idempotent (the predictions key), so nothing is ever duplicated.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import shutil
 import socket
 import tempfile
 import time
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -28,19 +34,18 @@ import pandas as pd
 
 from pipeline.jobs import JobReporter
 from pipeline.loop.scoring import resolve_model_id
-from store.db import begin, connect, hand_off, writer_waiting
+from pipeline.scale.storage import RunStorage, check_client_storage, require_shared_storage
+from store.db import begin, connect, hand_off
 from store.errors import TastebudError
-from store.exchange import export_pending_reviews, ingest_predictions, read_prediction_file
+from store.exchange import EXPORT_ROWS_PER_FILE, export_pending_reviews, ingest_predictions
 from store.models import get_model
 
 # Seconds to wait for a Ray head that was named by address before calling it unreachable.
 CONNECT_TIMEOUT_S = 10
 # Reviews per Ray Data batch handed to one actor call (the predictor batches further inside).
 RAY_BATCH_ROWS = 2048
-# CPU share that Ray Data's file listing, read and write tasks ask for (they only move bytes).
+# CPU share that Ray Data's file listing and read tasks ask for (they only move bytes).
 IO_TASK_CPUS = 0.25
-# Seconds one connection ingests prediction shards before it lets other writers in (see ingest_prediction_dir).
-INGEST_HOLD_S = 1.0
 
 
 def check_address(address: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -68,17 +73,26 @@ def connect_ray(address: str | None):
 
     if address:
         check_address(address)
-    if ray.is_initialized():
-        return ray
-    kwargs = {"address": address} if address else {"include_dashboard": False}
-    try:
-        ray.init(logging_level="ERROR", log_to_driver=False, **kwargs)
-    except (ConnectionError, RuntimeError, TimeoutError) as exc:
-        raise TastebudError(f"could not join the Ray cluster at {address or 'a new local instance'}: {exc}") from None
+    if not ray.is_initialized():
+        kwargs = {"address": address} if address else {"include_dashboard": False}
+        try:
+            ray.init(logging_level="ERROR", log_to_driver=False, **kwargs)
+        except (ConnectionError, RuntimeError, TimeoutError) as exc:
+            raise TastebudError(f"could not join the Ray cluster at {address or 'a new local instance'}: {exc}") from None
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # tastebud reports progress itself (job rows, console)
     context.print_on_execution_start = False
     return ray
+
+
+def note_local_instance(ray, reporter: JobReporter, work: str) -> None:
+    """Say plainly, when ``--ray`` names no cluster, that the local way is faster on this machine, and why."""
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    hardware = f"{int(resources.get('CPU', 0))} CPUs" + (f" and {gpus} GPU(s)" if gpus else "")
+    reporter.log(f"note: --ray without an address runs a local Ray instance on this machine's {hardware}. "
+                 f"Local {work} (without --ray) is faster here: it uses the same hardware without Ray's start-up, "
+                 "worker processes and Parquet round trip. --ray pays off with the address of a cluster.")
 
 
 def _model_files(path: str) -> dict[str, bytes]:
@@ -135,10 +149,16 @@ def score_on_ray(
     address: str | None = None,
     rescore_all: bool = False,
     reporter: JobReporter | None = None,
-    work_dir: str | Path | None = None,
+    storage: str | None = None,
     replicas: int | None = None,
 ) -> dict:
-    """Score what ``model_id`` (default: the champion) still lacks on a Ray cluster and ingest the results.
+    """Score what ``model_id`` (default: the champion) still lacks on a Ray cluster, storing results as they come.
+
+    The reviews leave the store as Parquet shards under ``storage``; Ray Data reads them, the actors score
+    them, and the predictions stream back to this process, which stores them in batches (each its own
+    transaction) and reports progress after each. A cancel (the job's row, SIGTERM, Ctrl+C) stops the
+    stream: what was stored stays (complete predictions, as local scoring leaves them), Ray Data's
+    actors are released, and a rerun scores only the rest.
 
     Args:
         db: the store.
@@ -146,11 +166,13 @@ def score_on_ray(
         address: a Ray address (``HOST:PORT``, ``ray://HOST:PORT``, ``auto``); None starts a local instance.
         rescore_all: rescore every review, as ``tastebud score --all``.
         reporter: progress and cancellation.
-        work_dir: where the Parquet shards go (default: a temporary directory, removed afterwards).
+        storage: a path or URI every node reaches (NFS, ``s3://``, ``gs://``) for the review shards;
+            default: a temporary directory on this machine, which a cluster of several nodes refuses.
         replicas: number of model replicas (default: one per GPU, else one per CPU slot).
 
     Returns:
-        {"model_id", "scored", "pending_at_start", "replicas", "seconds", "reviews_per_s", "export_s", "ingest_s"}.
+        {"model_id", "scored", "pending_at_start", "replicas", "seconds", "reviews_per_s", "export_s",
+        "stream_s"} (``stream_s``: scoring and storing, which overlap).
 
     Example:
         >>> score_on_ray("tastebud.duckdb")["scored"]  # doctest: +SKIP
@@ -160,73 +182,87 @@ def score_on_ray(
     resolved = resolve_model_id(db, model_id)
     with connect(db, read_only=True) as con:
         row = get_model(con, resolved)
+    check_client_storage(address, storage)
     started = time.perf_counter()
     since = datetime.now() if rescore_all else None
     ray = connect_ray(address)
-    owned = work_dir is None
-    root = Path(work_dir or tempfile.mkdtemp(prefix="tastebud-ray-"))
+    require_shared_storage(ray, bool(storage), "scoring")
+    name = f"score-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    scratch = Path(tempfile.mkdtemp(prefix="tastebud-ray-"))
+    area = RunStorage.at(storage, name) if storage else RunStorage.at(str(scratch), name, shared=False)
+    if address is None:
+        note_local_instance(ray, reporter, "scoring")
+    count, per_actor = _replicas(ray)
+    count = replicas or count
     try:
-        in_dir, out_dir = root / "reviews", root / "predictions"
-        for d in (in_dir, out_dir):
-            shutil.rmtree(d, ignore_errors=True)
         with connect(db, read_only=True) as con:
-            exported = export_pending_reviews(con, resolved, in_dir, since=since)
+            exported = _export(con, resolved, area, scratch / "reviews", since)
         export_s = time.perf_counter() - started
         pending = exported["rows"]
-        reporter.log(f"scoring {pending:,} reviews with {resolved} on Ray")
+        reporter.log(f"scoring {pending:,} reviews with {resolved} on Ray ({count} replicas"
+                     + (f", shards in {area.uri()})" if storage else ")"))
         reporter.progress(0.0, f"0/{pending:,} reviews scored", force=True)
-        count, per_actor = _replicas(ray)
-        count = replicas or count
+        stream_started = time.perf_counter()
+        scored = 0
         if pending:
             files = _model_files(row["path"]) if row.get("path") and os.path.isdir(row["path"]) else None
-            ds = ray.data.read_parquet(str(in_dir), num_cpus=IO_TASK_CPUS,
+            ds = ray.data.read_parquet(area.uri("reviews"), num_cpus=IO_TASK_CPUS,
                                        override_num_blocks=max(count, len(exported["files"])))
             ds = ds.map_batches(
                 ScoreActor, fn_constructor_kwargs={"model_row": row, "files": files,
                                                    "cpu_threads": None if "num_gpus" in per_actor else 1}, batch_format="pandas",
                 batch_size=RAY_BATCH_ROWS, compute=ray.data.ActorPoolStrategy(size=count), **per_actor,
             )
-            ds.write_parquet(str(out_dir), ray_remote_args={"num_cpus": IO_TASK_CPUS})
-        reporter.progress(0.9, f"{pending:,} reviews scored on Ray; storing them", force=True)
-        ingest_started = time.perf_counter()
-        scored = ingest_prediction_dir(db, resolved, out_dir) if pending else 0
-        ingest_s = time.perf_counter() - ingest_started
+            batches = ds.iter_batches(batch_size=ingest_rows(pending), batch_format="pyarrow", prefetch_batches=1)
+            scored = ingest_stream(db, resolved, batches, reporter=reporter, pending=pending)
+        stream_s = time.perf_counter() - stream_started
     finally:
-        if owned:
-            shutil.rmtree(root, ignore_errors=True)
+        area.remove()
+        shutil.rmtree(scratch, ignore_errors=True)
     seconds = time.perf_counter() - started
     reporter.progress(1.0, f"{scored:,} reviews scored", force=True)
     return {"model_id": resolved, "scored": scored, "pending_at_start": pending, "replicas": count,
             "seconds": round(seconds, 2), "reviews_per_s": round(scored / seconds, 1) if seconds > 0 else None,
-            "export_s": round(export_s, 2), "ingest_s": round(ingest_s, 2)}
+            "export_s": round(export_s, 2), "stream_s": round(stream_s, 2)}
+
+
+def _export(con, model_id: str, area: RunStorage, scratch: Path, since: datetime | None) -> dict:
+    """The pending reviews as Parquet shards in ``area``/reviews (written locally first when the storage is remote)."""
+    local = area.local_dir("reviews")
+    exported = export_pending_reviews(con, model_id, local or scratch, since=since)
+    if local is None and exported["rows"]:
+        area.upload(scratch, "reviews")
+    return exported
+
+
+def ingest_rows(pending: int) -> int:
+    """Predictions per stored batch: about 20 progress steps a run, from one actor batch up to one exported shard."""
+    return min(EXPORT_ROWS_PER_FILE, max(RAY_BATCH_ROWS, -(-pending // 20)))
+
+
+def ingest_stream(db, model_id: str, batches, *, reporter: JobReporter, pending: int) -> int:
+    """Store prediction batches (Arrow tables) as they arrive, one short transaction each, reporting progress.
+
+    A cancel raises out of ``reporter.progress`` between two batches; closing the stream then stops
+    Ray Data's execution and releases its actors. Returns how many predictions were stored.
+    """
+    stored = 0
+    try:
+        for table in batches:
+            with connect(db) as con, begin(con):
+                stored += ingest_predictions(con, model_id, table)
+            hand_off(db)
+            reporter.progress(min(stored / max(pending, 1), 0.99), f"{stored:,}/{pending:,} reviews scored")
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+    return stored
 
 
 def run_job(db, params: dict, reporter: JobReporter) -> dict:
-    """Job kind "score-ray": params model_id, rescore_all, address (None or "local": a local instance)."""
+    """Job kind "score-ray": params model_id, rescore_all, address (None or "local": a local instance), storage."""
     address = params.get("address")
     return score_on_ray(db, model_id=params.get("model_id"), address=None if address in (None, "local") else address,
-                        rescore_all=bool(params.get("rescore_all", False)), reporter=reporter)
-
-
-def ingest_prediction_dir(db, model_id: str, directory: str | Path) -> int:
-    """Ingest every ``*.parquet`` prediction shard under ``directory``, each shard its own transaction.
-
-    Consecutive shards share one connection for up to ``INGEST_HOLD_S`` (reopening the store for each
-    shard cost a third of the ingest: 187k rows/s against 287k at 1M rows), and give the store up at
-    once when another process waits for it, so no writer waits longer than that. Idempotent: ingesting
-    the same shards again rewrites the same rows and adds none; a kill loses at most the open shard.
-    """
-    paths = sorted(Path(directory).rglob("*.parquet"))
-    written = done = 0
-    while done < len(paths):
-        with connect(db) as con:
-            opened = time.perf_counter()
-            while done < len(paths):
-                table = read_prediction_file(paths[done])
-                with begin(con):
-                    written += ingest_predictions(con, model_id, table)
-                done += 1
-                if time.perf_counter() - opened > INGEST_HOLD_S or writer_waiting(db):
-                    break
-        hand_off(db)
-    return written
+                        rescore_all=bool(params.get("rescore_all", False)), reporter=reporter,
+                        storage=params.get("storage"))
