@@ -71,10 +71,14 @@ def _cli(store_path, *args) -> subprocess.CompletedProcess:
                           cwd=REPO_ROOT, env=SUBPROCESS_ENV, timeout=60)
 
 
-def test_cli_workers_without_ray_is_one_line_error(store_path):
-    done = _cli(store_path, "--workers", "2")
+def test_cli_ray_options_without_ray_are_one_line_errors(store_path):
+    for option in (["--workers", "2"], ["--storage", "/mnt/shared"]):
+        done = _cli(store_path, *option)
+        assert done.returncode != 0
+        assert done.stderr.strip().splitlines() == ["error: --workers, --gpus-per-worker and --storage need --ray [ADDRESS]"]
+    done = _cli(store_path, "--ray", "--sweep", "lr=1e-4,3e-4")
     assert done.returncode != 0
-    assert done.stderr.strip().splitlines() == ["error: --workers and --gpus-per-worker need --ray [ADDRESS]"]
+    assert done.stderr.strip().splitlines() == ["error: --ray trains one run: it does not combine with --sweep"]
 
 
 def test_cli_unreachable_ray_address_is_one_line_and_exit_code_2(store_path):

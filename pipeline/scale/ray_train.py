@@ -32,11 +32,12 @@ import time
 from pathlib import Path
 
 from pipeline.jobs import JobCancelled, JobReporter
-from pipeline.scale.ray_score import connect_ray
+from pipeline.scale.ray_score import connect_ray, note_local_instance
+from pipeline.scale.storage import RunStorage, check_client_storage, require_shared_storage
 from pipeline.train.config import TrainConfig
 from pipeline.train.records import NullRecorder, StoreRecorder
 from pipeline.train.run import _fit, _job_actor, finish_run, prepare_run
-from pipeline.train.state import BEST_DIR, STATE_FILE, VAL_LOGITS_FILE, Trial, TrainingData
+from pipeline.train.state import BEST_DIR, DATA_FILE, STATE_FILE, VAL_LOGITS_FILE, Trial, TrainingData
 from store.actors import Actor, cli_actor, require
 from store.errors import TastebudError
 
@@ -49,6 +50,14 @@ MAX_FAILURES = 2
 # Inside a Ray checkpoint: the Trainer's checkpoint, and the run's outcome (final report only).
 HF_CHECKPOINT = "checkpoint"
 RESULT_FILE = "result.json"
+# In the run directory: the run's Ray settings (storage, workers, GPUs), read again by a resumed driver.
+RAY_SETUP_FILE = "ray.json"
+# Under the run's storage folder: the run's data snapshot (train and validation rows, a ``split`` column).
+DATA_DIR = "data"
+# Rows per batch a worker pulls while reading the data.
+DATA_BATCH_ROWS = 10_000
+# CPU share of Ray Data's read tasks (reading Parquet only moves bytes).
+DATA_READ_CPUS = 0.25
 
 
 def train_on_ray(
@@ -62,6 +71,8 @@ def train_on_ray(
     actor: Actor | None = None,
     promote_if_better: bool = False,
     max_failures: int = MAX_FAILURES,
+    storage: str | None = None,
+    resume: bool | str = False,
 ) -> str:
     """Fine-tune on ``workers`` Ray Train workers, register and evaluate one model; returns its id.
 
@@ -75,6 +86,12 @@ def train_on_ray(
         actor: needs "train".
         promote_if_better: as in :func:`pipeline.train.run.train`.
         max_failures: worker-group restarts from the last checkpoint before giving up.
+        storage: where checkpoints and the data shards go, a path or URI every node reaches (NFS,
+            ``s3://``, ``gs://``: :mod:`pipeline.scale.storage`); default ``RUN_DIR/ray`` on this machine,
+            which a cluster of several nodes refuses.
+        resume: True continues the newest interrupted run (a killed or cancelled driver) from its last
+            checkpoint in its storage, a run id continues that run; its own config, workers and storage
+            are kept (``storage`` may name where the storage is mounted now).
 
     Returns:
         The registered model id.
@@ -90,29 +107,64 @@ def train_on_ray(
     actor = actor or cli_actor()
     require(actor, "train")
     reporter = reporter or JobReporter(db, None)
+    if storage:
+        RunStorage.at(storage, "check")  # a bad URI fails before anything is recorded
+    elif not resume:
+        check_client_storage(address, storage)
     ray = connect_ray(address)
-    trial, data = prepare_run(db, config, reporter=reporter)
-    fit = functools.partial(_fit_on_ray, ray=ray, workers=workers, gpus_per_worker=gpus_per_worker,
-                            max_failures=max_failures)
+    if address is None:
+        note_local_instance(ray, reporter, "training")
+    if not resume:  # before the run is recorded (a resumed run's storage is known after)
+        require_shared_storage(ray, bool(storage), "training")
+    trial, data = prepare_run(db, config, reporter=reporter, resume=resume)
+    setup = _ray_setup(trial, storage=storage, workers=workers, gpus_per_worker=gpus_per_worker, resuming=bool(resume))
+    area = _run_storage(trial, setup)
+    require_shared_storage(ray, area.shared, "training")
+    fit = functools.partial(_fit_on_ray, ray=ray, workers=setup["workers"], gpus_per_worker=setup["gpus_per_worker"],
+                            max_failures=max_failures, area=area)
     _fit(db, trial, data, reporter=reporter, span=(0.0, 0.9), fit=fit)
     return finish_run(db, trial, data, actor=actor, reporter=reporter, promote_if_better=promote_if_better)
 
 
+def _ray_setup(trial: Trial, *, storage: str | None, workers: int, gpus_per_worker: float, resuming: bool) -> dict:
+    """The run's Ray settings, kept in its directory (``ray.json``) so that a restarted driver finds its storage."""
+    path = trial.run_dir / RAY_SETUP_FILE
+    if resuming:
+        if not path.exists():
+            raise TastebudError(f"run {trial.run_id} was not trained on Ray: resume it with `tastebud train --resume`")
+        setup = json.loads(path.read_text())
+        if storage:
+            setup["storage"] = storage
+        return setup
+    setup = {"storage": storage, "workers": workers, "gpus_per_worker": gpus_per_worker}
+    path.write_text(json.dumps(setup))
+    return setup
+
+
+def _run_storage(trial: Trial, setup: dict) -> RunStorage:
+    """Where the run's checkpoints and data shards go: ``--storage/RUN_ID``, or ``RUN_DIR/ray/RUN_ID`` on this machine."""
+    if setup["storage"]:
+        return RunStorage.at(setup["storage"], trial.run_id)
+    return RunStorage.at(str(trial.run_dir / "ray"), trial.run_id, shared=False)
+
+
 def run_job(db, params: dict, reporter: JobReporter) -> dict:
     """Job kind "train-ray": ``TrainConfig.to_dict()`` plus "workers", "address" (None or "local": a local
-    instance), "gpus_per_worker" and "promote_if_better"."""
+    instance), "gpus_per_worker", "promote_if_better", "storage" and "resume" (True or a run id)."""
     params = dict(params or {})
     workers = int(params.pop("workers", 2))
     address = params.pop("address", None)
     gpus = float(params.pop("gpus_per_worker", 0) or 0)
     promote = bool(params.pop("promote_if_better", False))
+    storage = params.pop("storage", None)
+    resume = params.pop("resume", False)
     try:
         config = TrainConfig.from_dict(params)
     except ValueError as exc:
         raise TastebudError(f"bad training parameters: {exc}") from exc
     model_id = train_on_ray(db, config, workers=workers, address=None if address in (None, "local") else address,
                             gpus_per_worker=gpus, reporter=reporter, actor=_job_actor(db, reporter.job_id),
-                            promote_if_better=promote)
+                            promote_if_better=promote, storage=storage, resume=resume)
     return {"model_id": model_id}
 
 
@@ -120,32 +172,41 @@ def run_job(db, params: dict, reporter: JobReporter) -> dict:
 
 
 def _fit_on_ray(db, trial: Trial, data: TrainingData, *, reporter: JobReporter, span: tuple[float, float], ray,
-                workers: int, gpus_per_worker: float, max_failures: int) -> None:
+                workers: int, gpus_per_worker: float, max_failures: int, area: RunStorage) -> None:
     """Run the loop on the workers; fills ``trial`` and puts the best weights in ``trial.run_dir / "best"``."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     here = ray.get_runtime_context().get_node_id()
     relay = ray.remote(_Relay).options(
         num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=here, soft=False)).remote()
+    _share_data(trial, area)
+    # Read once, by Ray Data's tasks into the object store (not into this process), before the workers
+    # take the CPUs; every worker then iterates the whole of it (the Trainer's sampler gives each rank
+    # its share of every epoch, as with torchrun). The frames never travel in the loop's config.
+    dataset = ray.data.read_parquet(area.uri(DATA_DIR), num_cpus=DATA_READ_CPUS).materialize()
     trainer = TorchTrainer(
         _train_worker,
-        train_loop_config={"relay": relay, "run_id": trial.run_id, "config": trial.config.to_dict(),
-                           "train": data.train, "val": data.val, "span": span},
+        train_loop_config={"relay": relay, "run_id": trial.run_id, "config": trial.config.to_dict(), "span": span},
+        datasets={DATA_DIR: dataset},
+        dataset_config=DataConfig(datasets_to_split=[]),
         torch_config=TorchConfig(backend="nccl" if gpus_per_worker else "gloo"),
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus_per_worker),
                                      resources_per_worker={"GPU": gpus_per_worker} if gpus_per_worker else None),
-        run_config=RunConfig(name=trial.run_id, storage_path=str((trial.run_dir / "ray").resolve()),
+        run_config=RunConfig(name=trial.run_id, storage_path=area.root,
                              failure_config=FailureConfig(max_failures=max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
     reporter.log(f"training run {trial.run_id} on {workers} Ray worker(s)"
-                 + (f", {gpus_per_worker:g} GPU each" if gpus_per_worker else " (CPU, gloo)"))
+                 + (f", {gpus_per_worker:g} GPU each" if gpus_per_worker else " (CPU, gloo)")
+                 + f"; checkpoints in {area.uri()}")
     drain = _Drain(ray, relay, StoreRecorder(db, trial.run_id, reporter))
     drain.start()
     try:
         result = trainer.fit()
+    except JobCancelled:
+        raise
     except Exception as exc:
         if drain.cancelled:
             raise JobCancelled(f"job {reporter.job_id} was cancelled") from None
@@ -165,7 +226,17 @@ def _fit_on_ray(db, trial: Trial, data: TrainingData, *, reporter: JobReporter, 
     for name, value in outcome.items():
         setattr(trial, name, value)
     trial.throughput = {**trial.throughput, "workers": workers}
-    shutil.rmtree(trial.run_dir / "ray", ignore_errors=True)
+    area.remove()  # the model is in the run directory now; checkpoints and shards are no longer needed
+
+
+def _share_data(trial: Trial, area: RunStorage) -> None:
+    """The run's data snapshot (train and validation, with a ``split`` column) copied under ``area``/data,
+    where Ray Data reads it for the workers."""
+    local = area.local_dir(DATA_DIR)
+    if local is not None:
+        shutil.copy2(trial.run_dir / DATA_FILE, local / DATA_FILE)
+    else:
+        area.upload(trial.run_dir / DATA_FILE, DATA_DIR, DATA_FILE)
 
 
 class _Relay:
@@ -286,6 +357,19 @@ def _copy_run_files(source: Path, target: Path) -> None:
             shutil.copy2(source / name, target / name)
 
 
+def _read_data() -> TrainingData:
+    """This worker's copy of the run's data, streamed from the object store by Ray Data, in review order
+    (every rank must hold the same rows in the same order for the Trainer's sampler to share them out)."""
+    import pandas as pd
+    import ray.train
+
+    batches = ray.train.get_dataset_shard(DATA_DIR).iter_batches(batch_format="pandas", batch_size=DATA_BATCH_ROWS)
+    frame = pd.concat(list(batches), ignore_index=True).sort_values("review_id", ignore_index=True)
+    cols = ["review_id", "text", "label"]
+    return TrainingData(train=frame.loc[frame["split"] == "train", cols].reset_index(drop=True),
+                        val=frame.loc[frame["split"] == "val", cols].reset_index(drop=True))
+
+
 def _train_worker(loop_config: dict) -> None:
     """One Ray Train worker: the local training loop on this worker's shard, in a local run directory."""
     import ray.train
@@ -306,7 +390,7 @@ def _train_worker(loop_config: dict) -> None:
         resume_from = folder / HF_CHECKPOINT
     trial = Trial(run_id=loop_config["run_id"], config=TrainConfig.from_dict(loop_config["config"]), run_dir=run_dir,
                   resuming=restored is not None)
-    data = TrainingData(train=loop_config["train"], val=loop_config["val"])
+    data = _read_data()
     recorder = _RelayRecorder(relay) if rank == 0 else NullRecorder()
     fit_classifier(None, trial, data, reporter=JobReporter(None, None, console=False), span=loop_config["span"],
                    recorder=recorder, checkpoint=resume_from, callbacks=(_checkpoint_reporter(),), wrap=prepare_trainer)
