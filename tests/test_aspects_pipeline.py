@@ -179,3 +179,18 @@ def test_targets_from_a_wide_frame():
     frame = pd.DataFrame({"review_id": ["a", "b"], "text": ["x", "y"], "food": ["positive", "conflict"],
                           "service": ["absent", "negative"]})
     assert targets_from_frame(frame, ["food", "service", "price"]).tolist() == [[3, 0, -100], [4, 1, -100]]
+
+
+def test_int8_scoring_copy_of_a_mean_pool_model(tiny_base):
+    """Where pipeline.device picks int8 (AVX2, no AMX), a mean-pooled model's encoder is quantized too."""
+    from pipeline.aspects.fit import load_aspect_model
+    from pipeline.models.inference import is_int8_quantized, quantize_linear_int8
+
+    model, _ = load_aspect_model(tiny_base, ["food", "service"], head="mean")
+    ids = torch.randint(5, 1000, (3, 12))
+    mask = torch.ones_like(ids)
+    before = model(input_ids=ids, attention_mask=mask).logits
+    quantize_linear_int8(model)
+    assert is_int8_quantized(model) and isinstance(model.classifier, torch.nn.Linear)
+    after = model(input_ids=ids, attention_mask=mask).logits
+    assert after.shape == before.shape == (3, 8) and torch.allclose(before, after, atol=0.2)

@@ -46,6 +46,17 @@ def test_demo_builds_the_whole_loop_then_finds_it_ready(tmp_path):
     assert scored[champion["model_id"]] == 300 and scored["baseline-vader"] == 300
     assert sum(splits.values()) == 300 and splits["train"] == 240 and min(splits.values()) >= 25
     assert {champion["model_id"], "baseline-vader", tuned[0]["model_id"]} <= evaluated
+    # Then the first aspect model trains in its own background job, becomes the aspect champion and scores
+    # every review (waited for here too: no job outlives the test).
+    aspects_job = jobs[jobs["kind"] == "demo-aspects"]
+    assert len(aspects_job) == 1
+    ended = wait_for_job(db, aspects_job["job_id"].iloc[0], timeout_s=300)
+    assert ended["status"] == "succeeded", ended["error"]
+    with connect(db, read_only=True) as con:
+        aspect_champion = get_champion(con, "aspects")
+        aspect_scored = con.execute("SELECT count(DISTINCT review_id) FROM aspect_predictions WHERE model_id = ?",
+                                    [aspect_champion["model_id"]]).fetchone()[0]
+    assert aspect_champion["params"]["base_model"] == str(tiny) and aspect_scored == 300
     accounts = tomllib.loads((tmp_path / "demo-secrets.toml").read_text())["accounts"]
     assert {a["role"] for a in accounts.values()} == {"viewer", "labeler", "data_scientist"}
 

@@ -169,8 +169,11 @@ def quantize_linear_int8(model):
 
 
 def _encoder_of(model):
-    """The transformer layer stack of a ``*ForSequenceClassification`` model (BERT-like ``.encoder``)."""
+    """The transformer layer stack of a ``*ForSequenceClassification`` model (BERT-like ``.encoder``), or of a
+    :class:`pipeline.models.heads.MeanPoolClassifier` (whose ``encoder`` is the whole pre-trained model)."""
     base = getattr(model, getattr(model, "base_model_prefix", ""), None) or getattr(model, "base_model", None)
+    if base is None and hasattr(getattr(model, "encoder", None), "config"):
+        base = model.encoder
     return getattr(base, "encoder", None) or getattr(base, "transformer", None)
 
 
