@@ -288,10 +288,17 @@ def fetch_aspect_split(
         """,
         [split, split],
     ).df()
+    return wide_labels(long, names)
+
+
+def wide_labels(long: pd.DataFrame, aspects: list[str]) -> pd.DataFrame:
+    """Long aspect labels (review_id, text, aspect, polarity) as one row per review with a column per aspect;
+    an aspect a review has no row for is "absent" (annotations are complete), one outside ``aspects`` is dropped.
+    """
     if long.empty:
-        return pd.DataFrame(columns=["review_id", "text", *names])
+        return pd.DataFrame(columns=["review_id", "text", *aspects])
     wide = long.pivot_table(index=["review_id", "text"], columns="aspect", values="polarity", aggfunc="first")
-    wide = wide.reindex(columns=names).astype(object).fillna("absent").reset_index()
+    wide = wide.reindex(columns=list(aspects)).astype(object).fillna("absent").reset_index()
     wide.columns.name = None
     return wide
 

@@ -106,12 +106,7 @@ def read_labeled_file(path: str | Path, aspects: list[str]) -> pd.DataFrame:
     from pipeline.data.aspect_import import read_aspect_file
 
     rows, _ = read_aspect_file(path, aspects)
-    if rows.empty:
-        return pd.DataFrame(columns=["review_id", "text", *aspects])
-    wide = rows.pivot_table(index=["review_id", "text"], columns="aspect", values="polarity", aggfunc="first")
-    wide = wide.reindex(columns=aspects).astype(object).fillna("absent").reset_index()
-    wide.columns.name = None
-    return wide
+    return aspect_store.wide_labels(rows, aspects)
 
 
 def bootstrap_gain(targets: np.ndarray, new: tuple, old: tuple, aspects: list[str], *, n_boot: int = 1000,
