@@ -315,6 +315,7 @@ def compare(model_dir: str | None, n: int, seed: int, methods: list[str], *, dev
                           macro_f1=f1_score(y, result["pred"], average="macro"),
                           reviews_per_s=result["n"] / result["seconds"])
             results.append(result)
+            _note_agreement(results)
             _write_json(json_out, _report(device, precision, n, results))  # a run killed for time keeps what it measured
             print(f"  round {round_no + 1}/{rounds} {method}: {result['reviews_per_s']:.1f} reviews/s "
                   f"(load {load_before:.1f})", flush=True)
@@ -322,10 +323,7 @@ def compare(model_dir: str | None, n: int, seed: int, methods: list[str], *, dev
     results = [r for r in results if "error" not in r]
     if not results:
         raise SystemExit("every method failed")
-    reference_name = next((m for m in REFERENCES if any(r["method"] == m for r in results)), None)
-    reference = next((r["pred"] for r in results if r["method"] == reference_name), None)
-    for r in results:
-        r["agree_ref"] = float((np.array(r["pred"]) == np.array(reference)).mean()) if reference is not None else None
+    reference_name = _note_agreement(results)
     print()
     print(f"model: {model_dir or 'packaged MiniLM encoder + fresh random head (macro-F1 meaningless)'}")
     print(f"data: {n} reviews from {DATA.name} (seed {seed}), truncation {max_length} tokens, "
@@ -354,6 +352,17 @@ def compare(model_dir: str | None, n: int, seed: int, methods: list[str], *, dev
         print(f"{r['method']} (round {r['round'] + 1}): FAILED")
     _write_json(json_out, _report(device, precision, n, results + failed, summary))
     return results + failed
+
+
+def _note_agreement(results: list[dict]) -> str | None:
+    """Set each result's ``agree_ref`` (share of argmaxes equal to the reference's); returns the reference's name."""
+    import numpy as np
+
+    reference_name = next((m for m in REFERENCES if any(r["method"] == m for r in results)), None)
+    reference = next((r["pred"] for r in results if r["method"] == reference_name), None)
+    for r in results:
+        r["agree_ref"] = float((np.array(r["pred"]) == np.array(reference)).mean()) if reference is not None else None
+    return reference_name
 
 
 def summarize(results: list[dict]) -> dict[str, dict]:

@@ -3,6 +3,8 @@ fp32 otherwise; decided from the CPU's flags in pipeline/device.py, overridable 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -49,38 +51,45 @@ def test_settings_read_the_int8_override():
     assert current_settings({"TASTEBUD_CPU_INT8": "1"}).cpu_int8 is True
 
 
-def test_each_kind_of_cpu_gets_its_own_precision(cpu_with):
-    # AMD EPYC / older Intel: AVX2, no AMX -> int8 Linear layers, no autocast
+@pytest.mark.parametrize("int8_by_default", [False, True])
+def test_each_kind_of_cpu_gets_its_own_precision(cpu_with, monkeypatch, int8_by_default):
+    monkeypatch.setattr(device, "INT8_BY_DEFAULT", int8_by_default)
+    # AMD EPYC / older Intel: AVX2, no AMX -> fp32, or int8 Linear layers where int8 is the default
     epyc = cpu_with("sse4_2", "avx", "avx2", "fma")
-    assert epyc.int8_linear and epyc.autocast_dtype is None and "int8" in epyc.name
-    # Sapphire Rapids: AMX bf16 wins over int8 (no loss on the AMX path)
+    assert device.cpu_has_int8_gemm() and epyc.autocast_dtype is None
+    assert epyc.int8_linear == int8_by_default and ("int8" in epyc.name) == int8_by_default
+    # Sapphire Rapids: AMX bf16, never int8 (no change on the AMX path)
     spr = cpu_with("avx2", "avx512f", "amx_bf16", "amx_int8", "amx_tile")
     assert spr.autocast_dtype == torch.bfloat16 and not spr.int8_linear
-    # no AVX2 (old x86, or flags we cannot read): fp32
+    # no AVX2 (old x86, or flags we cannot read): fp32 whatever the default
     old = cpu_with("sse4_2")
-    assert old.autocast_dtype is None and not old.int8_linear
+    assert not device.cpu_has_int8_gemm() and old.autocast_dtype is None and not old.int8_linear
     assert device.device_defaults(epyc) == device.device_defaults(old)  # batch sizes do not change with precision
 
 
 def test_environment_overrides_the_detection(cpu_with, monkeypatch):
+    monkeypatch.setattr(device, "INT8_BY_DEFAULT", True)
     monkeypatch.setenv("TASTEBUD_CPU_INT8", "0")
     assert not cpu_with("avx2").int8_linear
+    monkeypatch.setattr(device, "INT8_BY_DEFAULT", False)
     monkeypatch.setenv("TASTEBUD_CPU_INT8", "1")
-    assert cpu_with("sse4_2").int8_linear
+    assert cpu_with("avx2").int8_linear
+    assert cpu_with("sse4_2").int8_linear  # asked for explicitly: obeyed
     monkeypatch.setenv("TASTEBUD_CPU_BF16", "1")  # both asked for: bf16
     forced = cpu_with("avx2")
     assert forced.autocast_dtype == torch.bfloat16 and not forced.int8_linear
 
 
 def test_int8_copy_quantizes_the_encoder_only_and_keeps_the_predictions(tiny_model_dir, cpu_with):
-    int8_cpu = cpu_with("avx2")
+    fp32_cpu = cpu_with("avx2")
+    int8_cpu = replace(fp32_cpu, int8_linear=True)
     fp32_model, tokenizer = load_classifier(tiny_model_dir)
     model = prepare_for_inference(load_classifier(tiny_model_dir)[0], int8_cpu)
     assert is_int8_quantized(model) and not is_int8_quantized(fp32_model)
     assert type(model.classifier) is torch.nn.Linear  # the head stays fp32
     assert all(type(m) is not torch.nn.Linear for m in model.bert.encoder.modules())
     texts = _reviews(60, seed=3)["text"].tolist()
-    fp32 = predict_proba(fp32_model.eval(), tokenizer, texts, device=cpu_with("sse4_2"))
+    fp32 = predict_proba(fp32_model.eval(), tokenizer, texts, device=fp32_cpu)
     int8 = predict_proba(model, tokenizer, texts, device=int8_cpu)
     assert int8.shape == (60, 3) and int8.dtype == np.float32
     np.testing.assert_allclose(int8.sum(axis=1), 1.0, atol=1e-5)
@@ -93,8 +102,9 @@ def test_int8_copy_quantizes_the_encoder_only_and_keeps_the_predictions(tiny_mod
 
 def test_classifier_predictor_scores_with_int8_where_the_device_says_so(tiny_model_dir, cpu_with):
     texts = _reviews(30, seed=5)["text"].tolist()
-    int8 = ClassifierPredictor("m", str(tiny_model_dir), device=cpu_with("avx2"))
-    fp32 = ClassifierPredictor("m", str(tiny_model_dir), device=cpu_with("sse4_2"))
+    fp32_cpu = cpu_with("avx2")
+    int8 = ClassifierPredictor("m", str(tiny_model_dir), device=replace(fp32_cpu, int8_linear=True))
+    fp32 = ClassifierPredictor("m", str(tiny_model_dir), device=fp32_cpu)
     assert is_int8_quantized(int8.model) and not is_int8_quantized(fp32.model)
     np.testing.assert_allclose(int8.predict_proba(texts), fp32.predict_proba(texts), atol=2e-2)
 

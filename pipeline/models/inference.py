@@ -17,8 +17,8 @@ What makes it fast (measured in bench/RESULTS.md, "Scoring", and its round 3 GPU
 - ``torch.inference_mode`` and, where :mod:`pipeline.device` says the hardware has it,
   bf16: autocast for a model we must not change, or the weights themselves cast to bf16
   by :func:`prepare_for_inference` for a scoring copy (cheaper: no per-call weight casts).
-  On a CPU without AMX, :func:`prepare_for_inference` quantizes a scoring copy's encoder
-  Linear layers to int8 instead (:func:`quantize_linear_int8`).
+  Where :mod:`pipeline.device` chooses int8 (opt-in on a CPU without AMX), :func:`prepare_for_inference`
+  quantizes a scoring copy's encoder Linear layers instead (:func:`quantize_linear_int8`).
   BERT runs with PyTorch's fused scaled-dot-product attention (transformers' "sdpa").
 """
 
@@ -139,9 +139,9 @@ def quantize_linear_int8(model):
     attention softmax) stays fp32. The pooler and classification head stay fp32 too: they run
     once per text, so int8 would save nothing there, and the head's few weights decide the label.
     Per-channel weights are what keep the labels: with one scale per matrix (PyTorch's default),
-    agreement with fp32 dropped to 97% on Yelp reviews (bench/RESULTS.md, "scoring"). We use
-    PyTorch's own dynamic quantization (fbgemm kernels) rather than another runtime: ONNX Runtime
-    was measured in bench/scoring_bench.py (issue 22) and is not needed for the gain.
+    macro-F1 fell 0.041 on Yelp reviews, against 0.005 per-channel (bench/RESULTS.md, issue 22). We
+    use PyTorch's own dynamic quantization (fbgemm kernels) rather than ONNX Runtime: its int8
+    graph took 1.5x the CPU seconds of this one in bench/scoring_bench.py (issue 22).
 
     Args:
         model: a ``*ForSequenceClassification`` model in fp32, on the CPU.
@@ -187,7 +187,7 @@ def is_int8_quantized(model) -> bool:
 def prepare_for_inference(model, device: DeviceInfo | None = None, *, cast_weights: bool = True):
     """Move ``model`` to the device in eval mode, casting its weights to bf16/fp16 where the device
     runs reduced precision natively, or quantizing its encoder's Linear layers to int8 on a CPU
-    where :mod:`pipeline.device` chose int8 (no AMX, AVX2). Changes ``model`` in place: use it on a
+    where :mod:`pipeline.device` chose int8 (no AMX, ``TASTEBUD_CPU_INT8=1``). Changes ``model`` in place: use it on a
     scoring copy only.
 
     Args:
