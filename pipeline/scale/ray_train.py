@@ -392,6 +392,11 @@ def _train_worker(loop_config: dict) -> None:
                   resuming=restored is not None)
     data = _read_data()
     recorder = _RelayRecorder(relay) if rank == 0 else NullRecorder()
+    if rank == 0 and (run_dir / STATE_FILE).exists():  # restored from a checkpoint
+        # The epochs the checkpoint holds, recorded again: a driver killed before it drained the relay
+        # never wrote them (epoch rows are keyed by epoch, so rows it did write are only replaced).
+        for row in json.loads((run_dir / STATE_FILE).read_text()).get("history", []):
+            recorder.epoch(row)
     fit_classifier(None, trial, data, reporter=JobReporter(None, None, console=False), span=loop_config["span"],
                    recorder=recorder, checkpoint=resume_from, callbacks=(_checkpoint_reporter(),), wrap=prepare_trainer)
     if rank == 0:
