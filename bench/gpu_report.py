@@ -47,6 +47,13 @@ def render(step: str, status: str, seconds: float, result) -> list[str]:
                                          "outside_training_s", "weights_on", "val_macro_f1", "test_macro_f1"])
         failed = [r for r in result["runs"] if "error" in r]
         lines += [f"\n{r['method']} failed: `{r['error'][-400:]}`" for r in failed]
+    elif isinstance(result, dict) and "gpu_workers" in result:  # bench/ray_bench.py
+        lines.append(f"model {result.get('model')}, load {result.get('load_at_start')} -> {result.get('load_at_end')}")
+        lines.append("")
+        rows = [{"reviews": s["reviews"], "way": way, **s[way]} for s in result.get("scoring", [])
+                for way in ("local", "ray") if way in s]
+        lines += _table(rows, ["reviews", "way", "reviews_per_s", "seconds", "replicas", "driver_peak_mib"])
+        lines += ["", "train --ray on GPU workers: " + ", ".join(f"{k} {_fmt(v)}" for k, v in result["gpu_workers"].items())]
     elif isinstance(result, dict):
         lines += _table([result], [k for k in result if not isinstance(result[k], (dict, list))][:12])
     elif result is not None:

@@ -11,6 +11,7 @@
 #   2. scoring: ours vs the HF pipeline batched (fp32, fp16) on 20,000 Yelp reviews, same device
 #   3. training: `tastebud train` (defaults, then batch 128) vs a plain HF Trainer, same data, device
 #   4. `tastebud score` end to end on 300,000 stored reviews with the model trained in step 3
+#  4b. Ray: `train --ray --gpus-per-worker 1` and `score --ray` on a GPU actor (skips without CUDA or Ray)
 #   5. bench/quality_gpu.sh, if it exists, with the time left: QUALITY_DEADLINE_S (seconds it may
 #      use), QUALITY_OUT (its folder, $OUT/quality: at most 4 files there, since the runner brings
 #      back at most 8 files from $OUT and this script writes 3)
@@ -112,6 +113,18 @@ except Exception:
     pass" 2>/dev/null)
 step "tastebud score end to end ($DEVICE)" 75 "$WORK/e2e.json" \
   $PY bench/scoring_bench.py --e2e "$E2E" ${MODEL_DIR:+--model-dir "$MODEL_DIR"} --work-dir "$WORK/e2e" --json-out "$WORK/e2e.json"
+
+# 4b. Ray on GPU workers (issue 21): `train --ray --workers 1 --gpus-per-worker 1` (one epoch, 4,000 reviews)
+#     and `score --ray` on a GPU actor vs local `score`, 100,000 reviews. Needs the `ray` extra on this machine
+#     (pip install -e ".[ray]"; its wheel is bigger than the kit can carry); without CUDA or Ray it skips.
+if [ "$DEVICE" != cuda ]; then
+  $PY bench/gpu_report.py add "ray GPU workers" "skipped: no CUDA GPU" 0
+elif ! $PY -c "import ray.train, ray.data" 2>/dev/null; then
+  $PY bench/gpu_report.py add "ray GPU workers" "skipped: Ray is not installed here (pip install -e '.[ray]')" 0
+else
+  step "ray GPU workers" 150 "$WORK/ray.json" \
+    $PY bench/ray_bench.py --reviews 0 --score-reviews 100000 --model minilm --train-gpus-per-worker 1 --json-out "$WORK/ray.json"
+fi
 
 # 5. the quality engineer's GPU checks, with the time that is left
 if [ -f bench/quality_gpu.sh ]; then
