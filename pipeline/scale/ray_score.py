@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from datetime import datetime
@@ -44,6 +46,8 @@ from store.models import get_model
 CONNECT_TIMEOUT_S = 10
 # Reviews per Ray Data batch handed to one actor call (the predictor batches further inside).
 RAY_BATCH_ROWS = 2048
+# Reviews per block an actor takes at a time (a few batches: small enough to share the work out evenly).
+ACTOR_BLOCK_ROWS = 4 * RAY_BATCH_ROWS
 # CPU share that Ray Data's file listing and read tasks ask for (they only move bytes).
 IO_TASK_CPUS = 0.25
 
@@ -75,10 +79,17 @@ def connect_ray(address: str | None):
         check_address(address)
     if not ray.is_initialized():
         kwargs = {"address": address} if address else {"include_dashboard": False}
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.getsignal(signal.SIGTERM) if in_main else None
         try:
             ray.init(logging_level="ERROR", log_to_driver=False, **kwargs)
         except (ConnectionError, RuntimeError, TimeoutError) as exc:
             raise TastebudError(f"could not join the Ray cluster at {address or 'a new local instance'}: {exc}") from None
+        finally:
+            if callable(previous):
+                # ray.init installs a SIGTERM handler that exits the process; a job's SIGTERM is its cancel
+                # (pipeline.jobs), which must end the run as cancelled and let it release the cluster.
+                signal.signal(signal.SIGTERM, previous)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # tastebud reports progress itself (job rows, console)
     context.print_on_execution_start = False
@@ -206,8 +217,10 @@ def score_on_ray(
         scored = 0
         if pending:
             files = _model_files(row["path"]) if row.get("path") and os.path.isdir(row["path"]) else None
-            ds = ray.data.read_parquet(area.uri("reviews"), num_cpus=IO_TASK_CPUS,
-                                       override_num_blocks=max(count, len(exported["files"])))
+            ds = ray.data.read_parquet(area.uri("reviews"), num_cpus=IO_TASK_CPUS)
+            # The reader hands out blocks of up to ~128 MiB (two for a million short reviews), and an actor
+            # takes a block whole: small blocks keep every replica busy until the end (streaming, no shuffle).
+            ds = ds.repartition(target_num_rows_per_block=ACTOR_BLOCK_ROWS)
             ds = ds.map_batches(
                 ScoreActor, fn_constructor_kwargs={"model_row": row, "files": files,
                                                    "cpu_threads": None if "num_gpus" in per_actor else 1}, batch_format="pandas",
