@@ -152,7 +152,7 @@ def _zip_of(path: Path, inner: str) -> bytes:
     ("name", "payload", "message"),
     [
         ("reviews.csv", "zip", "reviews.csv is a zip archive, not CSV"),
-        ("reviews.csv", gzip.compress(b"review_id,text\nr1,hello\n"), "reviews.csv is a gzip file, not CSV"),
+        ("reviews.csv", gzip.compress(b"review_id,text\nr1,hello\n", mtime=0), "reviews.csv is a gzip file, not CSV"),
         ("reviews.tsv", bz2.compress(b"review_id\ttext\nr1\thello\n"), "reviews.tsv is a bzip2 file, not TSV"),
         ("reviews.csv", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", "reviews.csv is a PDF document, not CSV"),
         ("reviews.csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "reviews.csv is a PNG image, not CSV"),
