@@ -17,10 +17,10 @@ from store.errors import PermissionDeniedError
 from store.schema import init_store
 
 APP = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
-PAGES = ("overview", "trends", "comparison", "hard_cases", "training", "data")
+PAGES = ("overview", "trends", "aspects", "comparison", "hard_cases", "training", "data")
 ALLOWED = {
-    "viewer": {"overview", "trends", "comparison"},
-    "labeler": {"overview", "trends", "comparison", "hard_cases"},
+    "viewer": {"overview", "trends", "aspects", "comparison"},
+    "labeler": {"overview", "trends", "aspects", "comparison", "hard_cases"},
     "data_scientist": set(PAGES),
 }
 
