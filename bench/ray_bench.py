@@ -150,11 +150,12 @@ def _run_one(how: str, db: str) -> dict:
 
 def _in_process(how: str, db: Path) -> dict:
     load = _load()
-    done = subprocess.run([sys.executable, __file__, "--one", how, str(db)], capture_output=True, text=True,
+    out = db.with_suffix(f".{how}.json")  # not stdout: Ray may print there as the process ends
+    done = subprocess.run([sys.executable, __file__, "--one", how, str(db), str(out)], capture_output=True, text=True,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
-    if done.returncode != 0:
+    if done.returncode != 0 or not out.exists():
         raise RuntimeError(f"{how} scoring failed:\n{done.stderr[-3000:]}")
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "load_before": load, "load_after": _load()}
+    return {**json.loads(out.read_text()), "load_before": load, "load_after": _load()}
 
 
 def scoring(work: Path, rows: int, model_dir: Path, *, skip_local: bool) -> dict:
@@ -213,11 +214,12 @@ def main() -> None:
     ap.add_argument("--train-gpus-per-worker", type=float, default=0,
                     help="Also run `train --ray --gpus-per-worker G` and GPU scoring (skipped without a GPU).")
     ap.add_argument("--json-out", type=Path, default=None)
-    ap.add_argument("--one", nargs=2, metavar=("HOW", "DB"), help=argparse.SUPPRESS)
+    ap.add_argument("--one", nargs=3, metavar=("HOW", "DB", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.one:
-        print(json.dumps(_run_one(*args.one)))
+        how, db, out = args.one
+        Path(out).write_text(json.dumps(_run_one(how, db)))
         return
     print(f"machine: {_cpu_name()}, {os.cpu_count()} CPUs, load {_load()}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="tastebud-ray-bench-"))
