@@ -382,35 +382,37 @@ def _train_worker(loop_config: dict) -> None:
     if ray.get(relay.cancelled.remote()):  # restarted after a cancel: nothing to do
         return
     run_dir = Path(tempfile.mkdtemp(prefix="tastebud-ray-train-"))
-    resume_from = None
-    restored = ray.train.get_checkpoint()
-    if restored is not None:
-        folder = Path(restored.to_directory(str(run_dir / "restored")))
-        _copy_run_files(folder, run_dir)
-        resume_from = folder / HF_CHECKPOINT
-    trial = Trial(run_id=loop_config["run_id"], config=TrainConfig.from_dict(loop_config["config"]), run_dir=run_dir,
-                  resuming=restored is not None)
-    data = _read_data()
-    recorder = _RelayRecorder(relay) if rank == 0 else NullRecorder()
-    if rank == 0 and (run_dir / STATE_FILE).exists():  # restored from a checkpoint
-        # The epochs the checkpoint holds, recorded again: a driver killed before it drained the relay
-        # never wrote them (epoch rows are keyed by epoch, so rows it did write are only replaced).
-        for row in json.loads((run_dir / STATE_FILE).read_text()).get("history", []):
-            recorder.epoch(row)
-    fit_classifier(None, trial, data, reporter=JobReporter(None, None, console=False), span=loop_config["span"],
-                   recorder=recorder, checkpoint=resume_from, callbacks=(_checkpoint_reporter(),), wrap=prepare_trainer)
-    if rank == 0:
-        recorder.flush()
-    with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = None
+    try:
+        resume_from = None
+        restored = ray.train.get_checkpoint()
+        if restored is not None:
+            folder = Path(restored.to_directory(str(run_dir / "restored")))
+            _copy_run_files(folder, run_dir)
+            resume_from = folder / HF_CHECKPOINT
+        trial = Trial(run_id=loop_config["run_id"], config=TrainConfig.from_dict(loop_config["config"]), run_dir=run_dir,
+                      resuming=restored is not None)
+        data = _read_data()
+        recorder = _RelayRecorder(relay) if rank == 0 else NullRecorder()
+        if rank == 0 and (run_dir / STATE_FILE).exists():  # restored from a checkpoint
+            # The epochs the checkpoint holds, recorded again: a driver killed before it drained the relay
+            # never wrote them (epoch rows are keyed by epoch, so rows it did write are only replaced).
+            for row in json.loads((run_dir / STATE_FILE).read_text()).get("history", []):
+                recorder.epoch(row)
+        fit_classifier(None, trial, data, reporter=JobReporter(None, None, console=False), span=loop_config["span"],
+                       recorder=recorder, checkpoint=resume_from, callbacks=(_checkpoint_reporter(),), wrap=prepare_trainer)
         if rank == 0:
-            _copy_run_files(run_dir, Path(tmp))
-            outcome = trial.result()
-            # Measured on rank 0 alone; every worker trains an equal shard in lockstep, so the run's is N times it.
-            size = ray.train.get_context().get_world_size()
-            outcome["throughput"] = {k: v * size if k in ("examples", "examples_per_s", "tokens_per_s") else v
-                                     for k, v in outcome["throughput"].items()}
-            (Path(tmp) / RESULT_FILE).write_text(json.dumps(outcome, default=str))
-            checkpoint = ray.train.Checkpoint.from_directory(tmp)
-        ray.train.report({"final": 1}, checkpoint=checkpoint)
-    shutil.rmtree(run_dir, ignore_errors=True)
+            recorder.flush()
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                _copy_run_files(run_dir, Path(tmp))
+                outcome = trial.result()
+                # Measured on rank 0 alone; every worker trains an equal shard in lockstep, so the run's is N times it.
+                size = ray.train.get_context().get_world_size()
+                outcome["throughput"] = {k: v * size if k in ("examples", "examples_per_s", "tokens_per_s") else v
+                                         for k, v in outcome["throughput"].items()}
+                (Path(tmp) / RESULT_FILE).write_text(json.dumps(outcome, default=str))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report({"final": 1}, checkpoint=checkpoint)
+    finally:  # a cancelled or failed worker leaves no copy of the run behind either
+        shutil.rmtree(run_dir, ignore_errors=True)
