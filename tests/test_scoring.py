@@ -302,7 +302,9 @@ def test_overlapped_scoring_keeps_finished_chunks_when_a_chunk_fails_and_resumes
     assert _count(store_path) == (100, 100)
 
 
-def test_overlapped_scoring_reports_the_writers_error(store_path, monkeypatch):
+def test_overlapped_scoring_reports_the_writers_error(store_path):
+    import dataclasses
+
     import pipeline.loop.scoring as scoring
 
     seed_reviews(store_path, _reviews(60))
@@ -310,9 +312,9 @@ def test_overlapped_scoring_reports_the_writers_error(store_path, monkeypatch):
     def broken_write(con, model_id, table):
         raise OSError("disk full")
 
-    monkeypatch.setattr(scoring, "write_predictions", broken_write)
+    sink = dataclasses.replace(scoring.REVIEW_PREDICTIONS, write=broken_write)
     with pytest.raises(OSError, match="disk full"):
-        score_with(store_path, _FailsOnChunk(None), "m1", chunk_size=10)
+        score_with(store_path, _FailsOnChunk(None), "m1", chunk_size=10, sink=sink)
     with connect(store_path, read_only=True) as con:
         assert count_predictions(con, "m1") == 0
 
