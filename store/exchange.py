@@ -52,8 +52,10 @@ def export_pending_reviews(
         raise ValueError("rows_per_file must be at least 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # No ORDER BY: the shards are scored in any order and ingested by review id, and a sort would hold every
+    # pending review (texts included) in this process at once: 285 -> 586 MiB peak from 100k to 1M reviews.
     reader = con.execute(
-        f"SELECT r.review_id, r.text {_PENDING_SQL} ORDER BY r.review_id",
+        f"SELECT r.review_id, r.text {_PENDING_SQL}",
         [model_id, since, since, *shard_params(None)],
     ).to_arrow_reader(_EXPORT_BATCH_ROWS)
     files: list[str] = []

@@ -53,9 +53,20 @@ class AspectScorer:
         return cls(prepare_for_inference(net, info), tokenizer, aspects, max_length, info)
 
     def predict(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.predict_encoded(self.encode(texts))
+
+    # score_with tokenizes in its reader thread when a predictor has these two: cutting reviews into sentences
+    # and tokenizing them then overlaps the model's work on the previous chunk.
+    def encode(self, texts: Sequence[str]):
+        from pipeline.aspects.model import segment_reviews
+
+        return segment_reviews(self.tokenizer, list(texts), max_length=self.max_length)
+
+    def predict_encoded(self, segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from pipeline.aspects.fit import predict_aspects
 
-        return predict_aspects(self.model, self.tokenizer, list(texts), max_length=self.max_length, device=self.device)
+        return predict_aspects(self.model, self.tokenizer, (), max_length=self.max_length, device=self.device,
+                               segments=segments)
 
     # score_with's predictor protocol: the output of predict_proba goes to the sink's to_table.
     def predict_proba(self, texts: Sequence[str]):
