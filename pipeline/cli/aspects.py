@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from pipeline.cli.app import app, db_path, emit_json
+from pipeline.cli.imports import print_rejects
 from pipeline.data.aspect_import import FORMATS, AspectImportReport, import_aspect_labels
 from store.actors import cli_actor
 from store.aspects import (
@@ -181,13 +182,7 @@ def _print_report(r: AspectImportReport) -> None:
                f"{printable(r.source, max_chars=60)})")
     if r.aspects_created:
         typer.echo(f"  aspects    added {', '.join(printable(a, max_chars=40) for a in r.aspects_created)}")
-    typer.echo(f"  rejected   {r.rejected:>10,}")
-    for reason, n in r.rejected_by_reason.items():
-        typer.echo(f"    {reason:<22}{n:>8,}")
-    for rej in r.first_rejects[:5]:
-        typer.echo(f"    row {rej['row_number']}: {rej['reason']}: {printable(rej['detail'], max_chars=160)}")
-    if r.rejected:
-        typer.echo(f"  all rejects: import_rejects where import_id = {r.import_id}")
+    print_rejects(r, width=22, detail_chars=160)
     if r.reviews_created:
         typer.echo("  splits     " + "  ".join(f"{k} {v:,}" for k, v in r.splits.items()) + "  (new assignments)")
     if not r.imported_anything:

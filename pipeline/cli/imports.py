@@ -76,13 +76,7 @@ def _print_report(r: ImportReport) -> None:
     typer.echo(f"  accepted   {r.accepted:>10,}  (new reviews)")
     typer.echo(f"  updated    {r.updated:>10,}")
     typer.echo(f"  unchanged  {r.unchanged:>10,}")
-    typer.echo(f"  rejected   {r.rejected:>10,}")
-    for reason, n in r.rejected_by_reason.items():
-        typer.echo(f"    {reason:<20}{n:>8,}")
-    for rej in r.first_rejects[:5]:
-        typer.echo(f"    row {rej['row_number']}: {rej['reason']}: {printable(rej['detail'], max_chars=120)}")
-    if r.rejected:
-        typer.echo(f"  all rejects: import_rejects where import_id = {r.import_id}")
+    print_rejects(r)
     source = f" (source {r.label_source})" if r.label_source else " (no stars or label column)"
     typer.echo(f"  labels     {r.labels_added:>10,}  added{source}")
     typer.echo("  splits     " + "  ".join(f"{k} {v:,}" for k, v in r.splits.items()) + "  (new assignments)")
@@ -91,3 +85,15 @@ def _print_report(r: ImportReport) -> None:
                    "retracted and flagged for relabeling (reason text_changed)")
     if not r.imported_anything:
         typer.echo("nothing imported: every row was rejected" if r.rows else "nothing imported: the file has no rows")
+
+
+def print_rejects(report, *, width: int = 20, detail_chars: int = 120) -> None:
+    """The rejects part of an import report: the count, counts by reason, the first few with their rows, and
+    where the rest are (a review import's or an aspect label import's report)."""
+    typer.echo(f"  rejected   {report.rejected:>10,}")
+    for reason, n in report.rejected_by_reason.items():
+        typer.echo(f"    {reason:<{width}}{n:>8,}")
+    for rej in report.first_rejects[:5]:
+        typer.echo(f"    row {rej['row_number']}: {rej['reason']}: {printable(rej['detail'], max_chars=detail_chars)}")
+    if report.rejected:
+        typer.echo(f"  all rejects: import_rejects where import_id = {report.import_id}")
