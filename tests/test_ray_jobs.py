@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +53,17 @@ def job_env(monkeypatch):
 
 def _address() -> str:
     return ray.get_runtime_context().gcs_address
+
+
+def _recorded_checkpoint(storage: Path) -> bool:
+    """Whether Ray Train's checkpoint manager snapshot in ``storage`` names a checkpoint yet."""
+    for snapshot in storage.glob("run-*/checkpoint_manager_snapshot.json"):
+        try:
+            if "checkpoint_" in snapshot.read_text(errors="replace"):
+                return True
+        except OSError:  # being replaced right now
+            pass
+    return False
 
 
 def _until(what: str, check, *, poll_s: float = 1.0):
@@ -120,8 +132,10 @@ def test_a_killed_driver_resumes_from_shared_storage(local_ray, store_path, tiny
     params = {**tiny_config(tiny_base, epochs=4).to_dict(), "workers": 2, "address": _address(), "storage": str(shared)}
     job_id = start_job(store_path, "train-ray", params, cli_actor())
 
-    # Two checkpoints in the storage: the first one's report has returned, so Ray Train has recorded it.
+    # Two checkpoints in the storage, and Ray Train's own record of them written there (its checkpoint
+    # manager snapshot, what a restarted driver resumes from: on a loaded machine it lags the files).
     _until("two checkpoints in the shared storage", lambda: len(list(shared.glob("run-*/checkpoint_*/state.json"))) >= 2)
+    _until("a checkpoint recorded by Ray Train", lambda: _recorded_checkpoint(shared))
     os.kill(get_job(store_path, job_id)["pid"], signal.SIGKILL)  # the driver, not a worker
     assert wait_for_job(store_path, job_id, timeout_s=PATIENCE_S)["status"] == "failed"
     _until("the killed driver's workers gone", _cluster_idle)
