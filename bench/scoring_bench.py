@@ -83,8 +83,8 @@ METHODS = {
 }
 # Per-method options, written METHOD+KEY=VALUE+...: threads (TASTEBUD_CPU_THREADS / torch threads),
 # omp (OMP_WAIT_POLICY: passive, active, or default = unset), batch (texts per forward pass),
-# tokens (ours: padded tokens per forward pass at most).
-OPTIONS = ("threads", "omp", "batch", "tokens")
+# tokens (ours: padded tokens per forward pass at most), streams (ours: TASTEBUD_CPU_STREAMS, forward passes at once).
+OPTIONS = ("threads", "omp", "batch", "tokens", "streams")
 
 
 def parse_method(spec: str) -> tuple[str, dict[str, str]]:
@@ -114,6 +114,8 @@ def worker_env(spec: str, base: dict[str, str]) -> dict[str, str]:
         env["OMP_WAIT_POLICY"] = omp.upper()
     if "threads" in options:
         env["TASTEBUD_CPU_THREADS"] = options["threads"]
+    if "streams" in options:
+        env["TASTEBUD_CPU_STREAMS"] = options["streams"]
     return env
 
 
@@ -453,6 +455,7 @@ E2E_VARIANTS = {
     "ours": ("finetuned", {}),  # as pipeline.device decides for this CPU
     "ours-fp32": ("finetuned", {"TASTEBUD_CPU_BF16": "0", "TASTEBUD_CPU_INT8": "0"}),
     "ours-int8": ("finetuned", {"TASTEBUD_CPU_BF16": "0", "TASTEBUD_CPU_INT8": "1"}),
+    "ours-fp32-1stream": ("finetuned", {"TASTEBUD_CPU_BF16": "0", "TASTEBUD_CPU_INT8": "0", "TASTEBUD_CPU_STREAMS": "1"}),
     "ensemble": ("ensemble", {}),  # the default product: fine-tuned + TF-IDF member, as decided here
     "ensemble-fp32": ("ensemble", {"TASTEBUD_CPU_BF16": "0", "TASTEBUD_CPU_INT8": "0"}),
 }
@@ -573,8 +576,12 @@ def end_to_end(n: int, model_dir: str | None, work: Path, *, chunk_size: int | N
     for variant in variants:
         mine = [r for r in runs if r["variant"] == variant]
         row = {"reviews_per_s": statistics.median(r["reviews_per_s"] for r in mine)}
-        reference = "ensemble-fp32" if variant.startswith("ensemble") else "ours-fp32"
-        if reference in labels and not variant.startswith("pipeline"):
+        # fp32 labels to compare with: the fp32 run of the same model, else the single-stream fp32 run (the same
+        # numbers: streams change the schedule, not the arithmetic), else the plain pipeline's fp32 labels.
+        candidates = ("ensemble-fp32",) if variant.startswith("ensemble") else (
+            "ours-fp32", "ours-fp32-1stream", *[v for v in variants if v.startswith("pipeline-batched")])
+        reference = next((c for c in candidates if c in labels and c != variant), None)
+        if reference is not None and not variant.startswith("pipeline"):
             row[f"agree_{reference}"] = float((labels[variant] == labels[reference]).mean())
         for other in variants:
             if other != variant and (other.startswith("pipeline") or other in ("ours-fp32", "ours")):

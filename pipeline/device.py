@@ -10,8 +10,16 @@ here, from its flags, never assumed (bench/RESULTS.md, "scoring" and issue 22):
   fp32, but only 96.7% of labels equal to fp32 on Yelp reviews with a 1-epoch model, under
   the 99% the product asks for, so it is not the default (:data:`INT8_BY_DEFAULT`).
 
+- No AMX, several cores: **parallel inference streams**. The cores run independent forward
+  passes on different batches, one intra-op thread each, instead of every core splitting each
+  matrix product of one pass. A small encoder's products are too small to split well: on the
+  2-core AMD EPYC, two streams of one thread scored 1.3x the reviews per second of one stream of
+  two threads, with identical outputs (bench/RESULTS.md, issue 22). AMX keeps one stream: its
+  bf16 figures were measured that way and are not re-measured here.
+
 ``TASTEBUD_CPU_BF16=0/1`` and ``TASTEBUD_CPU_INT8=0/1`` override the detection (bf16 wins
-when both are on); ``TASTEBUD_CPU_THREADS=N`` caps the CPU threads.
+when both are on); ``TASTEBUD_CPU_THREADS=N`` caps the CPU threads and
+``TASTEBUD_CPU_STREAMS=N`` sets the streams (1: one forward pass at a time, every thread on it).
 
 :func:`device_defaults` holds every size that depends on the device (scoring batches and
 token budgets, chunk sizes, data-loader workers, pinned memory), so tuning for a new kind
@@ -38,6 +46,9 @@ class DeviceInfo:
     threads: int
     # CPU scoring copies get int8 Linear layers (dynamic quantization); see prepare_for_inference.
     int8_linear: bool = False
+    # Independent forward passes at once on a CPU, threads // streams intra-op threads each
+    # (pipeline.models.inference.predict_encoded); 1 on a GPU.
+    streams: int = 1
 
     @property
     def torch_device(self) -> torch.device:
@@ -90,6 +101,18 @@ def _use_int8() -> bool:
     return INT8_BY_DEFAULT and cpu_has_int8_gemm()
 
 
+# Streams at most where nothing says otherwise: measured with 2 (on 2 cores); more streams
+# would each hold the GIL for their Python module calls and a batch's activations.
+MAX_CPU_STREAMS = 4
+
+
+def _cpu_streams(threads: int, amx: bool) -> int:
+    override = current_settings().cpu_streams  # TASTEBUD_CPU_STREAMS
+    if override:
+        return min(override, threads)
+    return 1 if amx else min(threads, MAX_CPU_STREAMS)
+
+
 def _cpu_threads() -> int:
     # TASTEBUD_CPU_THREADS caps the threads: on a machine shared with other busy processes,
     # one thread beats two whose OpenMP barriers keep waiting for a descheduled partner.
@@ -137,15 +160,18 @@ def resolve_device(prefer: str | None = None) -> DeviceInfo:
     amx = cpu_has_amx_bf16()
     # On AMX bf16 beats int8 (bench/RESULTS.md, "scoring"): int8 only where bf16 is off.
     int8 = not amx and _use_int8()
+    streams = _cpu_streams(threads, amx)
     return DeviceInfo(
         device="cpu",
-        name=f"CPU ({threads} threads{', AMX bf16' if amx else ''}{', int8 Linear' if int8 else ''})",
+        name=f"CPU ({threads} threads{f', {streams} streams' if streams > 1 else ''}"
+             f"{', AMX bf16' if amx else ''}{', int8 Linear' if int8 else ''})",
         autocast_dtype=torch.bfloat16 if amx else None,
         # bf16 autocast training on AMX: 1.6x (idle machine) to 2x (busy) the fp32 step rate,
         # and the same validation/test macro-F1 within noise (bench/RESULTS.md, "bf16 training").
         train_precision="bf16" if amx else "fp32",
         threads=threads,
         int8_linear=int8,
+        streams=streams,
     )
 
 

@@ -26,6 +26,7 @@ ENV_CPU_THREADS = "TASTEBUD_CPU_THREADS"
 ENV_CPU_BF16 = "TASTEBUD_CPU_BF16"
 ENV_CPU_INT8 = "TASTEBUD_CPU_INT8"
 ENV_COMPILE = "TASTEBUD_COMPILE"
+ENV_CPU_STREAMS = "TASTEBUD_CPU_STREAMS"
 
 DEFAULT_DB_FILENAME = "tastebud.duckdb"
 # How long a caller waits for another process's lock on the store before giving up (seconds).
@@ -51,6 +52,7 @@ class Settings:
         cpu_bf16: whether the CPU may use bf16 (``TASTEBUD_CPU_BF16``; None: detect).
         compile: torch.compile the scoring model (``TASTEBUD_COMPILE``; off unless 1/true/yes).
         cpu_int8: whether CPU scoring may quantize Linear layers to int8 (``TASTEBUD_CPU_INT8``; None: detect).
+        cpu_streams: parallel inference streams on a CPU (``TASTEBUD_CPU_STREAMS``; None: as the device decides).
     """
 
     db: Path
@@ -63,6 +65,7 @@ class Settings:
     cpu_bf16: bool | None
     compile: bool
     cpu_int8: bool | None = None
+    cpu_streams: int | None = None
 
 
 def current_settings(environ: Mapping[str, str] | None = None) -> Settings:
@@ -87,6 +90,7 @@ def current_settings(environ: Mapping[str, str] | None = None) -> Settings:
         cpu_bf16=None if env.get(ENV_CPU_BF16) is None else env[ENV_CPU_BF16].strip().lower() not in _FALSE,
         compile=env.get(ENV_COMPILE, "").strip().lower() in ("1", "true", "yes"),
         cpu_int8=None if env.get(ENV_CPU_INT8) is None else env[ENV_CPU_INT8].strip().lower() not in _FALSE,
+        cpu_streams=_whole_number(env.get(ENV_CPU_STREAMS), ENV_CPU_STREAMS, "streams"),
     )
 
 
@@ -114,9 +118,13 @@ def _device(value: str | None) -> str | None:
 
 
 def _cpu_threads(value: str | None) -> int | None:
+    return _whole_number(value, ENV_CPU_THREADS, "threads")
+
+
+def _whole_number(value: str | None, name: str, what: str) -> int | None:
     value = (value or "").strip()
     if not value:
         return None
     if not value.isdigit() or int(value) < 1:
-        raise TastebudError(f"{ENV_CPU_THREADS} must be a whole number of threads (1 or more), got {value!r}")
+        raise TastebudError(f"{name} must be a whole number of {what} (1 or more), got {value!r}")
     return int(value)

@@ -117,3 +117,59 @@ def test_quantizing_a_model_without_an_encoder_says_so():
 
     with pytest.raises(ValueError, match="cannot find the encoder layers of Plain"):
         quantize_linear_int8(Plain())
+
+
+@pytest.fixture
+def keep_torch_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)  # resolve_device sets the process's thread count
+
+
+def test_streams_are_chosen_per_cpu_and_overridable(cpu_with, monkeypatch, keep_torch_threads):
+    monkeypatch.delenv("TASTEBUD_CPU_STREAMS", raising=False)
+    monkeypatch.setenv("TASTEBUD_CPU_THREADS", "2")
+    assert cpu_with("avx2").streams == 2  # no AMX: every core its own forward pass
+    assert cpu_with("avx2", "amx_bf16").streams == 1  # AMX: one pass on every core, as measured there
+    monkeypatch.setenv("TASTEBUD_CPU_THREADS", "16")
+    assert cpu_with("avx2").streams == device.MAX_CPU_STREAMS
+    monkeypatch.setenv("TASTEBUD_CPU_STREAMS", "1")
+    one = cpu_with("avx2")
+    assert one.streams == 1 and "streams" not in one.name
+    monkeypatch.setenv("TASTEBUD_CPU_STREAMS", "64")
+    assert cpu_with("avx2").streams == 16  # never more streams than threads
+    monkeypatch.setenv("TASTEBUD_CPU_STREAMS", "none")
+    with pytest.raises(Exception, match="TASTEBUD_CPU_STREAMS must be a whole number of streams"):
+        current_settings()
+
+
+def test_streams_give_the_same_numbers_and_leave_the_thread_count_alone(tiny_model_dir, cpu_with):
+    cpu = cpu_with("avx2")
+    model, tokenizer = load_classifier(tiny_model_dir)
+    model.eval()
+    texts = _reviews(90, seed=7)["text"].tolist()
+    threads_before = torch.get_num_threads()
+    # small batches: many of them, so both streams take several
+    one = predict_proba(model, tokenizer, texts, device=replace(cpu, threads=2, streams=1), batch_size=4)
+    two = predict_proba(model, tokenizer, texts, device=replace(cpu, threads=2, streams=2), batch_size=4)
+    np.testing.assert_array_equal(one, two)  # batch for batch the same computation, in input order
+    assert torch.get_num_threads() == threads_before
+
+
+def test_an_error_in_a_stream_reaches_the_caller(tiny_model_dir, cpu_with):
+    cpu = replace(cpu_with("avx2"), threads=2, streams=2)
+    model, tokenizer = load_classifier(tiny_model_dir)
+    model.eval()
+    calls = {"n": 0}
+    real_forward = model.forward
+
+    def failing_forward(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("out of memory in batch 3")
+        return real_forward(*args, **kwargs)
+
+    model.forward = failing_forward
+    with pytest.raises(RuntimeError, match="out of memory in batch 3"):
+        predict_proba(model, tokenizer, _reviews(60, seed=2)["text"].tolist(), device=cpu, batch_size=4)
+    assert calls["n"] < 10  # the other stream stopped after its current batch instead of running all 15

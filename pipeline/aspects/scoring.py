@@ -74,7 +74,7 @@ class AspectScorer:
 
 
 def _sink(aspects: list[str]) -> ScoringSink:
-    def to_table(review_ids: pa.Array, output) -> _ReviewRows:
+    def to_table(review_ids: pa.Array, output) -> pd.DataFrame:
         p_m, p_pol, spans = output
         if p_m.shape != (len(review_ids), len(aspects)) or not np.isfinite(p_m).all() or not np.isfinite(p_pol).all():
             raise TastebudError("the aspect model returned malformed probabilities; nothing from this chunk was written")
@@ -89,24 +89,14 @@ def _sink(aspects: list[str]) -> ScoringSink:
             "evidence_start": spans[..., 0].reshape(-1).astype(np.int32),
             "evidence_end": spans[..., 1].reshape(-1).astype(np.int32),
         })
-        return _ReviewRows(frame, n)
+        return frame
 
     return ScoringSink(
         count_pending=aspect_store.count_aspect_pending,
         fetch_chunk=aspect_store.fetch_aspect_pending_chunk,
         to_table=to_table,
-        write=lambda con, model_id, rows: aspect_store.write_aspect_predictions(con, model_id, rows.frame),
+        write=lambda con, model_id, rows: aspect_store.write_aspect_predictions(con, model_id, rows),
     )
-
-
-class _ReviewRows:
-    """A chunk's aspect rows that counts as its number of reviews (score_with's progress is in reviews)."""
-
-    def __init__(self, frame: pd.DataFrame, n_reviews: int):
-        self.frame, self.n_reviews = frame, n_reviews
-
-    def __len__(self) -> int:
-        return self.n_reviews
 
 
 def score_aspects(

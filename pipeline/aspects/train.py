@@ -88,7 +88,7 @@ def train_aspects(
     """
     from pipeline.aspects.fit import fit_aspects
     from pipeline.aspects.model import targets_from_frame
-    from pipeline.train.run import _this_process  # the same process identity as review runs (reaping)
+    from pipeline.train.run import process_identity  # the same process identity as review runs (reaping)
 
     actor = actor or cli_actor()
     require(actor, "train")
@@ -104,7 +104,7 @@ def train_aspects(
     run_dir.mkdir(parents=True, exist_ok=True)
     with transaction(db) as con:
         run_store.create_run(con, run_id=run_id, config={**config.to_dict(), "task": "aspects", "aspects": aspects},
-                             checkpoint_dir=str(run_dir), job_id=reporter.job_id, sweep_id=sweep_id, **_this_process())
+                             checkpoint_dir=str(run_dir), job_id=reporter.job_id, sweep_id=sweep_id, **process_identity())
     reporter.log(f"aspect training run {run_id}: {len(train)} train / {len(val)} val annotated reviews")
 
     def on_epoch(entry: dict) -> None:
@@ -296,7 +296,7 @@ def run_job(db, params: dict, reporter: JobReporter) -> dict:
     Returns:
         {"model_id", "metrics"} (plus "sweep_id" and "trials" for a sweep).
     """
-    from pipeline.train.run import _job_actor
+    from pipeline.train.run import job_actor
 
     params = dict(params or {})
     grid = params.pop("sweep", None)
@@ -306,7 +306,7 @@ def run_job(db, params: dict, reporter: JobReporter) -> dict:
         config = aspect_train_config(**params)
     except (TypeError, ValueError) as exc:
         raise TastebudError(f"bad aspect training parameters: {exc}") from exc
-    actor = _job_actor(db, reporter.job_id)
+    actor = job_actor(db, reporter.job_id)
     if grid:
         result = sweep_aspects(db, config, grid, reporter=reporter, actor=actor, promote_if_better=promote)
     else:

@@ -21,7 +21,7 @@ from pipeline.jobs import JobReporter
 from pipeline.models.predictors import ClassifierPredictor
 from pipeline.models.tfidf import fit_tfidf
 from pipeline.train.config import TrainConfig
-from pipeline.train.run import _fit, _new_trial, load_training_data
+from pipeline.train.run import fit_trial, new_trial, load_training_data
 from pipeline.train.state import BEST_DIR
 from store import training_runs as run_store
 from store.actors import Actor, require
@@ -120,9 +120,9 @@ def _fit_and_predict(db, kind: str, cfg, data, test_texts: list[str], reporter) 
         return model.predict_proba(test_texts)
 
     reporter = reporter or JobReporter(db, None)
-    trial = _new_trial(db, cfg, data, reporter=reporter)
+    trial = new_trial(db, cfg, data, reporter=reporter)
     try:
-        _fit(db, trial, data, reporter=reporter, span=(0.0, 0.0))
+        fit_trial(db, trial, data, reporter=reporter, span=(0.0, 0.0))
         predictor = ClassifierPredictor(trial.run_id, str(trial.run_dir / BEST_DIR), max_length=cfg.max_length,
                                        truncation=cfg.truncation)
         probs = predictor.predict_proba(test_texts)

@@ -81,7 +81,7 @@ class ScoringSink:
 
     count_pending: Callable  # (con, model_id, *, shard, since) -> int
     fetch_chunk: Callable  # (con, model_id, *, after, limit, shard, since) -> pa.Table (review_id, text)
-    to_table: Callable  # (review_ids: pa.Array, output) -> table with one row per review
+    to_table: Callable  # (review_ids: pa.Array, output) -> what ``write`` stores for these reviews
     write: Callable  # (con, model_id, table) -> rows written
 
 
@@ -220,7 +220,7 @@ def score_with(
             item = to_write.get()
             if item is _DONE:
                 return
-            tables, done = [item], False
+            chunks, done = [item], False
             while True:  # the chunks already waiting go into the same transaction
                 try:
                     more = to_write.get_nowait()
@@ -229,11 +229,11 @@ def score_with(
                 if more is _DONE:
                     done = True
                     break
-                tables.append(more)
+                chunks.append(more)
             with transaction(db) as con:
-                for table in tables:
+                for _, table in chunks:
                     sink.write(con, model_id, table)
-            written["rows"] += sum(len(t) for t in tables)
+            written["rows"] += sum(n_reviews for n_reviews, _ in chunks)  # reviews, whatever rows a sink writes per review
             written["commits"] += 1
             if done:
                 return
@@ -249,7 +249,7 @@ def score_with(
             review_ids, payload = item
             probs = predictor.predict_encoded(payload) if tokenize else predictor.predict_proba(payload)
             table = sink.to_table(review_ids, probs)
-            _put_while_alive(to_write, table, writer)
+            _put_while_alive(to_write, (len(review_ids), table), writer)
             done = written["rows"]
             reporter.progress(min(1.0, done / max(pending, 1)), f"{done:,}/{pending:,} reviews scored")
     finally:

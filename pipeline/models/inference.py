@@ -20,11 +20,18 @@ What makes it fast (measured in bench/RESULTS.md, "Scoring", and its round 3 GPU
   Where :mod:`pipeline.device` chooses int8 (opt-in on a CPU without AMX), :func:`prepare_for_inference`
   quantizes a scoring copy's encoder Linear layers instead (:func:`quantize_linear_int8`).
   BERT runs with PyTorch's fused scaled-dot-product attention (transformers' "sdpa").
+- On a CPU without AMX, :mod:`pipeline.device` splits the cores into **streams**: each takes the
+  next batch and runs its forward pass with its own intra-op threads (one on a 2-core machine).
+  The products of a 22M-parameter encoder are too small for two threads to share well (each
+  layer waits on an OpenMP barrier many times per pass); two independent passes keep both cores
+  busy. The outputs are the same numbers, batch for batch (:func:`_run_streams`).
 """
 
 from __future__ import annotations
 
 import itertools
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -256,8 +263,12 @@ def predict_encoded(
     out = torch.empty((n, num_labels), dtype=torch.float32, device=dev)
     dtype = info.autocast_dtype if autocast else None
     use_autocast = dtype is not None and param.dtype == torch.float32
-    batches = token_budget_batches(encoded.lengths, batch_size, max(max_batch_tokens, defaults.pad_multiple),
-                                   pad_multiple=defaults.pad_multiple)
+    batches = list(token_budget_batches(encoded.lengths, batch_size, max(max_batch_tokens, defaults.pad_multiple),
+                                        pad_multiple=defaults.pad_multiple))
+    if info.device == "cpu" and info.streams > 1 and len(batches) > 1 and not use_autocast:
+        _run_streams(model, encoded, batches, out, streams=info.streams, threads=info.threads,
+                     pad_multiple=defaults.pad_multiple, logits=logits)
+        return out.numpy()
     with torch.inference_mode(), torch.autocast(info.device, dtype=dtype or torch.float32, enabled=use_autocast):
         for idx in batches:
             ids, mask = encoded.padded(idx, defaults.pad_multiple)
@@ -269,6 +280,50 @@ def predict_encoded(
             # Results stay on the device; the host waits once, below.
             out.index_copy_(0, idx_t, output if logits else torch.softmax(output, dim=-1))
     return out.cpu().numpy()
+
+
+def _run_streams(model, encoded: EncodedTexts, batches: list[np.ndarray], out: torch.Tensor, *, streams: int,
+                 threads: int, pad_multiple: int, logits: bool) -> None:
+    """Run ``batches`` on ``streams`` threads at once, ``threads // streams`` intra-op threads each, writing
+    each batch's rows of ``out`` (a CPU tensor). The first error stops the other streams and is raised here."""
+    work: queue.SimpleQueue = queue.SimpleQueue()
+    # The costliest batches (padded tokens) first, the cheap ones fill in at the end: the streams end together.
+    for idx in sorted(batches, key=lambda b: -len(b) * int(encoded.lengths[b].max())):
+        work.put(idx)
+    per_stream = max(1, threads // streams)
+    failed: list[BaseException] = []
+    caller_threads = torch.get_num_threads()
+
+    def stream():
+        # OpenMP's thread count is per thread; grad mode is per thread too.
+        torch.set_num_threads(per_stream)
+        try:
+            with torch.inference_mode():
+                while not failed:
+                    try:
+                        idx = work.get_nowait()
+                    except queue.Empty:
+                        return
+                    ids, mask = encoded.padded(idx, pad_multiple)
+                    output = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.float()
+                    out[torch.from_numpy(idx)] = output if logits else torch.softmax(output, dim=-1)
+        except BaseException as exc:  # handed to the caller
+            failed.append(exc)
+
+    workers = [threading.Thread(target=stream, name=f"tastebud-stream-{k}", daemon=True) for k in range(streams)]
+    try:
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    except BaseException as exc:  # e.g. Ctrl-C while waiting: stop the streams after their current batch
+        failed.append(exc)
+        raise
+    finally:
+        # MKL keeps one thread count for the whole process: give the caller its own back.
+        torch.set_num_threads(caller_threads)
+    if failed:
+        raise failed[0]
 
 
 def predict_proba(

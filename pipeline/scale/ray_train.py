@@ -36,7 +36,7 @@ from pipeline.scale.ray_score import connect_ray, note_local_instance
 from pipeline.scale.storage import RunStorage, check_client_storage, require_shared_storage
 from pipeline.train.config import TrainConfig
 from pipeline.train.records import NullRecorder, StoreRecorder
-from pipeline.train.run import _fit, _job_actor, finish_run, prepare_run
+from pipeline.train.run import fit_trial, job_actor, finish_run, prepare_run
 from pipeline.train.state import BEST_DIR, DATA_FILE, STATE_FILE, VAL_LOGITS_FILE, Trial, TrainingData
 from store.actors import Actor, cli_actor, require
 from store.errors import TastebudError
@@ -122,7 +122,7 @@ def train_on_ray(
     require_shared_storage(ray, area.shared, "training")
     fit = functools.partial(_fit_on_ray, ray=ray, workers=setup["workers"], gpus_per_worker=setup["gpus_per_worker"],
                             max_failures=max_failures, area=area)
-    _fit(db, trial, data, reporter=reporter, span=(0.0, 0.9), fit=fit)
+    fit_trial(db, trial, data, reporter=reporter, span=(0.0, 0.9), fit=fit)
     return finish_run(db, trial, data, actor=actor, reporter=reporter, promote_if_better=promote_if_better)
 
 
@@ -163,7 +163,7 @@ def run_job(db, params: dict, reporter: JobReporter) -> dict:
     except ValueError as exc:
         raise TastebudError(f"bad training parameters: {exc}") from exc
     model_id = train_on_ray(db, config, workers=workers, address=None if address in (None, "local") else address,
-                            gpus_per_worker=gpus, reporter=reporter, actor=_job_actor(db, reporter.job_id),
+                            gpus_per_worker=gpus, reporter=reporter, actor=job_actor(db, reporter.job_id),
                             promote_if_better=promote, storage=storage, resume=resume)
     return {"model_id": model_id}
 

@@ -85,7 +85,7 @@ def train(
         trial, data = prepare_run(db, config, reporter=reporter, resume=resume, round_id=round_id)
     if _world_size() > 1:  # torchrun / accelerate launch: every rank trains the run rank 0 created
         trial, data = _share_from_rank0((trial, data))
-    _fit(db, trial, data, reporter=reporter, span=(0.0, 0.9))
+    fit_trial(db, trial, data, reporter=reporter, span=(0.0, 0.9))
     if not writer:
         return None
     return finish_run(db, trial, data, actor=actor, reporter=reporter, promote_if_better=promote_if_better)
@@ -105,7 +105,7 @@ def prepare_run(db, config: TrainConfig, *, reporter: JobReporter, resume: bool 
     else:
         data = load_training_data(db, config)
         _warn_readiness(data, reporter)
-        trial = _new_trial(db, config, data, reporter=reporter)
+        trial = new_trial(db, config, data, reporter=reporter)
     if round_id is not None:
         data.round = int(round_id)
     return trial, data
@@ -168,8 +168,8 @@ def sweep(
     trials, summary = [], []
     for i, (combo, cfg) in enumerate(zip(combos, configs)):
         reporter.log(f"sweep {sweep_id}: trial {i + 1}/{len(configs)} {combo}")
-        trial = _new_trial(db, cfg, data, reporter=reporter, sweep_id=sweep_id)
-        _fit(db, trial, data, reporter=reporter, span=(0.9 * i / len(configs), 0.9 * (i + 1) / len(configs)))
+        trial = new_trial(db, cfg, data, reporter=reporter, sweep_id=sweep_id)
+        fit_trial(db, trial, data, reporter=reporter, span=(0.9 * i / len(configs), 0.9 * (i + 1) / len(configs)))
         with transaction(db) as con:
             run_store.finish_run(con, trial.run_id, "succeeded", result=trial.result())
         trials.append(trial)
@@ -202,7 +202,7 @@ def run_job(db, params: dict, reporter: JobReporter) -> dict:
         config = TrainConfig.from_dict(params)
     except ValueError as exc:
         raise TastebudError(f"bad training parameters: {exc}") from exc
-    actor = _job_actor(db, reporter.job_id)
+    actor = job_actor(db, reporter.job_id)
     if grid:
         result = sweep(db, config, grid, reporter=reporter, actor=actor, promote_if_better=promote)
     else:
@@ -292,7 +292,9 @@ def _read_snapshot(run_dir: Path) -> TrainingData:
 # ---------------------------------------------------------------- runs
 
 
-def _this_process() -> dict:
+def process_identity() -> dict:
+    """Who runs a training run (pid, host, process start): stored on the run so :func:`reap_dead_runs` can tell a
+    dead run from a live one, for review and aspect runs alike."""
     return {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": process_start_token(os.getpid())}
 
 
@@ -302,7 +304,7 @@ def _run_process_alive(run: dict) -> bool:
     return pid_alive(run.get("pid"), run.get("proc_start"))
 
 
-def _new_trial(db, config: TrainConfig, data: TrainingData, *, reporter: JobReporter, sweep_id: str | None = None) -> Trial:
+def new_trial(db, config: TrainConfig, data: TrainingData, *, reporter: JobReporter, sweep_id: str | None = None) -> Trial:
     check_base_model(config.base_model)  # a bad --base-model fails here: no run directory, no run row
     run_id = f"run-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     run_dir = runs_dir(db) / "training" / run_id
@@ -311,7 +313,7 @@ def _new_trial(db, config: TrainConfig, data: TrainingData, *, reporter: JobRepo
     with transaction(db) as con:
         run_store.create_run(
             con, run_id=run_id, config=config.to_dict(), checkpoint_dir=str(run_dir / CHECKPOINT_DIR),
-            job_id=reporter.job_id, sweep_id=sweep_id, **_this_process(),
+            job_id=reporter.job_id, sweep_id=sweep_id, **process_identity(),
         )
     reporter.log(f"training run {run_id}: {len(data.train)} train / {len(data.val)} val reviews")
     return Trial(run_id=run_id, config=config, run_dir=run_dir, sweep_id=sweep_id)
@@ -328,7 +330,7 @@ def _resume_trial(db, run_id: str | None, reporter: JobReporter) -> Trial:
     if not run_dir.exists():
         raise TastebudError(f"cannot resume run {run['run_id']}: its directory {run_dir} is gone")
     with transaction(db) as con:
-        run_store.restart_run(con, run["run_id"], job_id=reporter.job_id, **_this_process())
+        run_store.restart_run(con, run["run_id"], job_id=reporter.job_id, **process_identity())
     reporter.log(f"resuming training run {run['run_id']}")
     return Trial(
         run_id=run["run_id"], config=TrainConfig.from_dict(run["config"]), run_dir=run_dir,
@@ -336,7 +338,7 @@ def _resume_trial(db, run_id: str | None, reporter: JobReporter) -> Trial:
     )
 
 
-def _fit(db, trial: Trial, data: TrainingData, *, reporter: JobReporter, span: tuple[float, float], fit=None) -> None:
+def fit_trial(db, trial: Trial, data: TrainingData, *, reporter: JobReporter, span: tuple[float, float], fit=None) -> None:
     """Train one run (with ``fit``, default the local loop), recording its outcome; interrupted runs are
     marked cancelled or failed (by the store writer only)."""
     if fit is None:
@@ -466,7 +468,7 @@ def _short(metrics: dict) -> dict:
     return {"val_macro_f1": metrics.get("macro_f1"), "val_accuracy": metrics.get("accuracy")}
 
 
-def _job_actor(db, job_id: str | None) -> Actor:
+def job_actor(db, job_id: str | None) -> Actor:
     """The person who started the job (start_job already checked their permission)."""
     name = "job"
     if job_id:
