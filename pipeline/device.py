@@ -7,7 +7,7 @@ here, from its flags, never assumed (bench/RESULTS.md, "scoring" and issue 22):
 - No AMX: fp32 (bf16 would be emulated and slower). Where the CPU has AVX2 (every x86
   server CPU since 2013, e.g. AMD EPYC), ``TASTEBUD_CPU_INT8=1`` quantizes the encoder's
   Linear layers to int8 (dynamic, per-channel weights): 1.3-1.5x fewer CPU seconds than
-  fp32, but only 96.7% of labels equal to fp32 on Yelp reviews with a 1-epoch model, under
+  fp32, but only 95-97% of labels equal to fp32 on Yelp reviews with a 1-epoch model, under
   the 99% the product asks for, so it is not the default (:data:`INT8_BY_DEFAULT`).
 
 - No AMX, several cores: **parallel inference streams**. The cores run independent forward
