@@ -246,9 +246,11 @@ def set_review_aspects(
 
 
 def current_review_aspects(con: duckdb.DuckDBPyConnection, review_id: str) -> dict[str, tuple[str, str]]:
-    """aspect -> (polarity, source) of one review's current aspect labels (empty when not annotated)."""
+    """aspect -> (polarity, source) of one review's current aspect labels, in the aspects' display order
+    (empty when not annotated)."""
     rows = con.execute(
-        "SELECT aspect, polarity, source FROM current_aspect_labels WHERE review_id = ?", [review_id]
+        "SELECT l.aspect, l.polarity, l.source FROM current_aspect_labels l LEFT JOIN aspects a USING (aspect) "
+        "WHERE l.review_id = ? ORDER BY a.position NULLS LAST, l.aspect", [review_id]
     ).fetchall()
     return {aspect: (polarity, source) for aspect, polarity, source in rows}
 
