@@ -225,6 +225,13 @@ def device_defaults(info: DeviceInfo | None = None) -> DeviceDefaults:
     """
     info = info or resolve_device()
     base = _CUDA_DEFAULTS if info.device == "cuda" else _CPU_DEFAULTS
+    if info.device == "cpu" and info.autocast_dtype is None:
+        # fp32 (MKL) prepares nothing per shape, so batches are padded to their longest text only: aspect
+        # scoring's short sentences ran 1.25-1.5x faster than padded to 16, review scoring the same
+        # (bench/RESULTS.md, issue 22). bf16 on AMX keeps 16: oneDNN builds its kernels per shape.
+        from dataclasses import replace
+
+        base = replace(base, pad_multiple=1)
     compile_flag = current_settings().compile
     if compile_flag != base.compile:
         from dataclasses import replace

@@ -131,6 +131,9 @@ def test_streams_are_chosen_per_cpu_and_overridable(cpu_with, monkeypatch, keep_
     monkeypatch.setenv("TASTEBUD_CPU_THREADS", "2")
     assert cpu_with("avx2").streams == 2  # no AMX: every core its own forward pass
     assert cpu_with("avx2", "amx_bf16").streams == 1  # AMX: one pass on every core, as measured there
+    # fp32 pads each batch to its longest text only; AMX's bf16 kernels are built per shape: multiples of 16
+    assert device.device_defaults(cpu_with("avx2")).pad_multiple == 1
+    assert device.device_defaults(cpu_with("avx2", "amx_bf16")).pad_multiple == 16
     monkeypatch.setenv("TASTEBUD_CPU_THREADS", "16")
     assert cpu_with("avx2").streams == device.MAX_CPU_STREAMS
     monkeypatch.setenv("TASTEBUD_CPU_STREAMS", "1")
