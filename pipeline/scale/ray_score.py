@@ -121,7 +121,13 @@ class ScoreActor:
         from pipeline.models.predictors import predictor_from_row
 
         if cpu_threads:
-            # A CPU slot each: intra-op threads beyond it only fight the sibling actors.
+            # A CPU slot each: threads beyond it only fight the sibling actors. Through the setting, so that
+            # the predictor's device (pipeline.device.resolve_device, threads and streams) agrees with it.
+            from pipeline.device import resolve_device
+            from store.settings import ENV_CPU_THREADS
+
+            os.environ[ENV_CPU_THREADS] = str(cpu_threads)
+            resolve_device.cache_clear()
             torch.set_num_threads(cpu_threads)
 
         row = dict(model_row)
