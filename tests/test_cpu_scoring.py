@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -176,3 +177,17 @@ def test_an_error_in_a_stream_reaches_the_caller(tiny_model_dir, cpu_with):
     with pytest.raises(RuntimeError, match="out of memory in batch 3"):
         predict_proba(model, tokenizer, _reviews(60, seed=2)["text"].tolist(), device=cpu, batch_size=4)
     assert calls["n"] < 10  # the other stream stopped after its current batch instead of running all 15
+
+
+def test_a_ray_scoring_actor_keeps_to_its_cpu_slot(tiny_model_dir, cpu_with, monkeypatch, keep_torch_threads):
+    from pipeline.scale.ray_score import ScoreActor
+
+    monkeypatch.setenv("TASTEBUD_CPU_THREADS", "2")  # what the machine would give; restored after the test
+    monkeypatch.delenv("TASTEBUD_CPU_STREAMS", raising=False)
+    cpu_with("avx2")
+    actor = ScoreActor({"model_id": "tiny", "kind": "finetuned", "path": str(tiny_model_dir)}, None, cpu_threads=1)
+    predictor_device = actor.predictor.device
+    assert (predictor_device.threads, predictor_device.streams) == (1, 1)  # one slot: one thread, one stream
+    assert torch.get_num_threads() == 1
+    out = actor(pd.DataFrame({"review_id": ["a", "b"], "text": ["Great tacos.", "Cold fries, slow service."]}))
+    assert list(out["review_id"]) == ["a", "b"] and np.allclose(out[["p_negative", "p_neutral", "p_positive"]].sum(axis=1), 1.0)
