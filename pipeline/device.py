@@ -29,7 +29,7 @@ of machine is one edit here.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import torch
@@ -229,12 +229,8 @@ def device_defaults(info: DeviceInfo | None = None) -> DeviceDefaults:
         # fp32 (MKL) prepares nothing per shape, so batches are padded to their longest text only: aspect
         # scoring's short sentences ran 1.25-1.5x faster than padded to 16, review scoring the same
         # (bench/RESULTS.md, issue 22). bf16 on AMX keeps 16: oneDNN builds its kernels per shape.
-        from dataclasses import replace
-
         base = replace(base, pad_multiple=1)
     compile_flag = current_settings().compile
     if compile_flag != base.compile:
-        from dataclasses import replace
-
         base = replace(base, compile=compile_flag)
     return base
