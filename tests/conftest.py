@@ -24,12 +24,15 @@ def store_path(tmp_path: Path) -> Path:
     return db
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def local_ray(tmp_path_factory):
-    """A local Ray instance with 2 CPUs for one test module.
+    """A local Ray instance with 2 CPUs, started once per test session (once per xdist worker) and shared
+    by every test that needs it: ``ray.init`` and its first actors cost seconds each time.
 
-    Under pytest-xdist the modules that use it take turns (an exclusive file lock beside the workers'
-    temporary folders), so two Ray instances never fight over the same two cores.
+    ``make test`` sends every module that uses it to one xdist worker (:data:`RAY_MODULES`), so a single
+    instance serves them all. Should two workers still both want one (another ``--dist`` mode), they take
+    turns (an exclusive file lock beside the workers' temporary folders, held until the worker's session
+    ends), so two Ray instances never fight over the same two cores.
     """
     import fcntl
 
@@ -41,6 +44,48 @@ def local_ray(tmp_path_factory):
             yield ray
         finally:
             ray.shutdown()
+
+
+# The modules that start a local Ray instance: one work unit under ``--dist loadfile``, so that one xdist
+# worker runs them all on one instance while the other worker runs the rest.
+RAY_MODULES = ("test_ray.py", "test_ray_jobs.py", "test_ray_train.py")
+# The work units that take longest, longest first: handed out first, they do not leave one worker alone with
+# a long module at the end of the run. The other units follow in collection order.
+SLOWEST_FIRST = ("ray", "test_browser.py", "test_demo.py", "test_dashboard_pages.py", "test_scoring.py",
+                 "test_aspects_pipeline.py", "test_training.py", "test_demo_fast.py", "test_jobs.py")
+
+
+def _work_unit(path: str) -> str:
+    """The work unit of a test file: its name, or "ray" for the modules that share the Ray instance."""
+    name = path.rsplit("/", 1)[-1]
+    return "ray" if name in RAY_MODULES else name
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """The slowest work units first (each unit's tests together, files in their order)."""
+    rank = {unit: i for i, unit in enumerate(SLOWEST_FIRST)}
+    first_seen: dict[str, int] = {}
+    for item in items:
+        first_seen.setdefault(_work_unit(item.path.name), len(first_seen))
+    items.sort(key=lambda item: (rank.get(_work_unit(item.path.name), len(rank)), first_seen[_work_unit(item.path.name)]))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist loadfile`` (``make test``) with the Ray modules as one work unit, units handed out in collection
+    order (slowest first, above) rather than by their number of tests."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class RayTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "ray" if _work_unit(path) == "ray" else path
+
+    config.option.loadscopereorder = False
+    return RayTogether(config, log)
 
 
 def sigkill_process_named(marker: str, killed: list[int]) -> bool:
