@@ -92,13 +92,19 @@ def test_cli_monitor_runs_the_aspect_monitor_and_alerts_filters_by_aspect(collap
     from pipeline.cli.app import app
 
     monkeypatch.setenv("TASTEBUD_DB", str(collapse_store))
-    with transaction(collapse_store) as con:  # `monitor` checks the review-sentiment champion first
+    runner = CliRunner()
+    # An aspect champion alone is enough: the review-level shifts are read from the current labels.
+    alone = runner.invoke(app, ["monitor", "--json"])
+    assert alone.exit_code == 0, alone.output
+    result = json.loads(alone.output)
+    assert result["model_id"] is None and result["source"] == "labels" and result["weeks"] == 0
+    assert result["aspects"]["model_id"] == "aspects-seed" and result["aspects"]["alerts_new"] > 0
+    with transaction(collapse_store) as con:  # with a review champion too, its health is checked first
         model_store.register_model(con, model_id="sent-1", kind="finetuned", name="sent-1")
         model_store.promote_model(con, ADMIN, "sent-1")
-    runner = CliRunner()
     out = runner.invoke(app, ["monitor"])
     assert out.exit_code == 0, out.output
-    assert "aspects of aspects-seed:" in out.output
+    assert "checked 0 weeks of sent-1" in out.output and "aspects of aspects-seed:" in out.output
     with connect(collapse_store, read_only=True) as con:
         assert len(list_aspect_alerts(con)) > 0
     listed = runner.invoke(app, ["alerts", "--aspect", "Service"])

@@ -249,7 +249,7 @@ def test_run_monitor_stores_health_and_alerts_and_the_cli_lists_them(drift_store
 def test_run_monitor_needs_a_champion(store_path):
     from store.errors import TastebudError
 
-    with pytest.raises(TastebudError, match="no champion model yet"):
+    with pytest.raises(TastebudError, match="no champion model yet: promote a review or aspect model"):
         run_monitor(store_path)
 
 

@@ -14,7 +14,8 @@ def monitor_cmd(
     model: str = typer.Option(None, "--model", help="Model whose predictions are checked (default: the champion)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Recompute the champion's weekly health and the week-grain shifts; raise alerts for new crossings."""
+    """Recompute the champion's weekly health and the week-grain shifts (per aspect too, with an aspect
+    champion); raise alerts for new crossings."""
     from pipeline.monitor.health import run_monitor
 
     result = run_monitor(db_path(), model_id=model)
@@ -22,7 +23,12 @@ def monitor_cmd(
         emit_json(result)
         return
     found = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in sorted(result["alerts_found"].items())) or "nothing"
-    typer.echo(f"checked {result['weeks']} weeks of {result['model_id']}: {found} found, {result['alerts_new']} new alerts")
+    if result["model_id"] is None:
+        typer.echo(f"no review champion: checked the current labels for shifts: {found} found, "
+                   f"{result['alerts_new']} new alerts")
+    else:
+        typer.echo(f"checked {result['weeks']} weeks of {result['model_id']}: {found} found, "
+                   f"{result['alerts_new']} new alerts")
     aspects = result.get("aspects")
     if aspects:
         found = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(aspects["alerts_found"].items())) or "nothing"

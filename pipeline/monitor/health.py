@@ -242,26 +242,33 @@ def run_monitor(db: DbPath, *, model_id: str | None = None, reporter=None) -> di
     are looked for too (:func:`pipeline.monitor.aspect_shifts.run_aspect_monitor`).
 
     Returns:
-        {"model_id", "weeks", "alerts_new", "alerts_found": {kind: n}, "shifts": n, "aspects": the
-        aspect monitor's result or None}.
+        {"model_id" (None when no review model is champion), "weeks", "alerts_new", "alerts_found": {kind: n},
+        "shifts": n, "source": "predictions" or "labels" (what the review-level shifts were read from),
+        "aspects": the aspect monitor's result or None}.
 
     Example:
         >>> run_monitor("tastebud.duckdb")["alerts_new"]  # doctest: +SKIP
         3
     """
+    from store.aspect_trends import resolve_aspect_model
     from store.models import get_champion
 
     with connect(db, read_only=True) as con:
         if model_id is None:
             champion = get_champion(con)
-            if champion is None:
-                raise TastebudError("no champion model yet: promote one (or pass --model) before monitoring")
-            model_id = champion["model_id"]
+            # Without a review champion the review-level shifts are read from the current labels (as the
+            # trends page does) and there is no model health to compute; an aspect champion alone is
+            # enough to monitor. With neither there is nothing a monitor could say about a model.
+            if champion is None and resolve_aspect_model(con, None) is None:
+                raise TastebudError("no champion model yet: promote a review or aspect model (or pass --model) "
+                                    "before monitoring")
+            model_id = champion["model_id"] if champion is not None else None
         source = resolve_sentiment_source(con, model_id)
         counts = fetch_group_period_counts(con, source, grain="week")
         newest = newest_review_date(con)
     if reporter is not None:
-        reporter.progress(0.1, f"computing weekly health of {model_id}", force=True)
+        reporter.progress(0.1, f"computing weekly health of {model_id}" if model_id else
+                          "no review champion: looking for shifts in the current labels", force=True)
     health = compute_health(db, model_id) if source.kind == "predictions" else pd.DataFrame()
     shifts = detect_shifts(counts, ShiftSettings(grain="week"), newest=newest)
     found = (health_alerts(health, model_id) if not health.empty else []) + shift_alerts(shifts)
@@ -277,7 +284,7 @@ def run_monitor(db: DbPath, *, model_id: str | None = None, reporter=None) -> di
     if reporter is not None:
         reporter.progress(1.0, f"{new + (aspects['alerts_new'] if aspects else 0)} new alerts", force=True)
     return {"model_id": model_id, "weeks": len(health), "alerts_new": new, "alerts_found": by_kind,
-            "shifts": int(len(marked_shifts(shifts))), "aspects": aspects}
+            "shifts": int(len(marked_shifts(shifts))), "source": source.kind, "aspects": aspects}
 
 
 def run_job(db: DbPath, params: dict, reporter) -> dict:
