@@ -70,12 +70,16 @@ def main() -> None:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--max-length", type=int)
-    parser.add_argument("--head", choices=("mean", "cls"))
+    parser.add_argument("--head", choices=("mean", "cls", "attention"))
+    parser.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: never stop early)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--save-predictions", type=Path,
+                        help="directory for each fold's validation and test probabilities (NPZ), for post-hoc study")
     args = parser.parse_args()
     texts, targets = load_semeval()
     overrides = {k: v for k, v in {"epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
-                                   "max_length": args.max_length, "head": args.head}.items() if v is not None}
+                                   "max_length": args.max_length, "head": args.head,
+                                   "early_stopping_patience": args.patience}.items() if v is not None}
     config = aspect_train_config(**overrides)
     aspects = list(DEFAULT_ASPECTS)
     info = resolve_device(config.device)
@@ -107,6 +111,13 @@ def main() -> None:
         bv_m, bv_pol = baseline.predict(pick(val))
         mix = _fit_mix(targets[val], (v_m, v_pol), (bv_m, bv_pol), aspects)
         mixed = aspect_metrics(targets[test], *_mixed((p_m, p_pol), (b_m, b_pol), mix), aspects)
+        if args.save_predictions:
+            args.save_predictions.mkdir(parents=True, exist_ok=True)
+            np.savez(args.save_predictions / f"fold{fold}.npz", val_targets=targets[val], val_m=v_m, val_pol=v_pol,
+                     test_targets=targets[test], test_m=p_m, test_pol=p_pol)
+        per_aspect = ", ".join(f"{a} {ours['detection']['per_aspect'][a]['f1']:.3f}/"
+                               f"{ours['polarity']['per_aspect'][a]['accuracy'] or 0:.3f}" for a in aspects)
+        print(f"fold {fold}: ours per aspect (detection F1 / polarity accuracy): {per_aspect}")
         print(f"fold {fold}: mixed    {headline(mixed)}  [weights {mix}]")
         print(f"fold {fold}: ours     {headline(ours)}  [{t_fit:.0f} s]")
         print(f"fold {fold}: tfidf+lr {headline(base)}  [{t_base:.0f} s]", flush=True)

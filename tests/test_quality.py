@@ -128,8 +128,11 @@ def test_mean_pool_head_round_trips_and_load_classifier_dispatches_on_metadata(t
     assert isinstance(reloaded, MeanPoolClassifier)
     with torch.no_grad():
         assert torch.allclose(reloaded(**batch).logits, expected, atol=1e-5)
+    (out / "tastebud.json").write_text(json.dumps({"head": "lstm"}))
+    with pytest.raises(TastebudError, match="unknown head 'lstm'"):
+        load_classifier(str(out))
     (out / "tastebud.json").write_text(json.dumps({"head": "attention"}))
-    with pytest.raises(TastebudError, match="unknown head 'attention'"):
+    with pytest.raises(TastebudError, match="for aspect models"):
         load_classifier(str(out))
 
 

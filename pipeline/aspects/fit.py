@@ -47,13 +47,15 @@ class FitResult:
 def load_aspect_model(path_or_id: str, aspects: Sequence[str] | None = None, *, head: str = "mean"):
     """``(model, tokenizer)`` of a saved aspect model, or of a base encoder with a fresh head for ``aspects``.
 
-    ``head`` (fresh heads only): "mean" pools the token embeddings under the attention mask, the sentence
-    embedding all-MiniLM-L6-v2 was trained to produce (:class:`pipeline.models.heads.MeanPoolClassifier`);
-    "cls" is transformers' [CLS] pooler head. A saved model loads the head it was saved with.
+    ``head`` (fresh heads only): "attention" gives every aspect its own attention over the tokens next to
+    their mean (:class:`pipeline.models.heads.AspectAttentionClassifier`); "mean" pools the token
+    embeddings under the attention mask, the sentence embedding all-MiniLM-L6-v2 was trained to produce
+    (:class:`pipeline.models.heads.MeanPoolClassifier`); "cls" is transformers' [CLS] pooler head. A saved
+    model loads the head it was saved with.
     """
     from transformers import AutoModelForSequenceClassification
 
-    from pipeline.models.heads import MeanPoolClassifier, is_mean_pool_dir
+    from pipeline.models.heads import AspectAttentionClassifier, MeanPoolClassifier, is_mean_pool_dir
     from pipeline.models.loading import load_tokenizer
 
     try:
@@ -63,7 +65,9 @@ def load_aspect_model(path_or_id: str, aspects: Sequence[str] | None = None, *, 
         else:
             labels = head_labels(aspects)
             names = {"num_labels": len(labels), "id2label": labels, "label2id": {v: k for k, v in labels.items()}}
-            if head == "mean":
+            if head == "attention":
+                model = AspectAttentionClassifier.from_encoder(path_or_id, **names)
+            elif head == "mean":
                 model = MeanPoolClassifier.from_encoder(path_or_id, **names)
             else:
                 # A base model with a head of another size (a review model) keeps its encoder only.

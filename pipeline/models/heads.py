@@ -31,6 +31,9 @@ class MeanPoolClassifier(nn.Module):
         torch.Size([2, 3])
     """
 
+    # The parameters outside the encoder: what HEAD_FILE holds.
+    HEAD_TENSORS: tuple[str, ...] = ("classifier.weight", "classifier.bias")
+
     def __init__(self, encoder, num_labels: int, *, dropout: float | None = None):
         super().__init__()
         self.encoder = encoder
@@ -64,9 +67,15 @@ class MeanPoolClassifier(nn.Module):
         head = load_file(str(Path(path) / HEAD_FILE))
         encoder = AutoModel.from_pretrained(path, add_pooling_layer=False) if _takes_pooling(path) \
             else AutoModel.from_pretrained(path)
-        model = cls(encoder, int(head["classifier.weight"].shape[0]))
-        model.classifier.load_state_dict({"weight": head["classifier.weight"], "bias": head["classifier.bias"]})
+        # The head file says which head it is: an attention head has its queries.
+        kind = AspectAttentionClassifier if "queries" in head else cls
+        missing = [k for k in kind.HEAD_TENSORS if k not in head]
+        if missing:
+            raise ValueError(f"{Path(path) / HEAD_FILE} is damaged: it lacks {', '.join(missing)}")
+        model = kind(encoder, int(head["classifier.weight"].shape[0]))
+        model.load_state_dict({k: head[k] for k in kind.HEAD_TENSORS}, strict=False)
         return model.eval()
+
 
     def save_pretrained(self, out_dir: str | os.PathLike, **kwargs) -> None:
         """Write the encoder as a Hugging Face directory and the head beside it."""
@@ -75,7 +84,8 @@ class MeanPoolClassifier(nn.Module):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.encoder.save_pretrained(out, **kwargs)
-        state = {f"classifier.{k}": v.detach().to("cpu", torch.float32).contiguous() for k, v in self.classifier.state_dict().items()}
+        params = dict(self.named_parameters())
+        state = {k: params[k].detach().to("cpu", torch.float32).contiguous() for k in self.HEAD_TENSORS}
         save_file(state, str(out / HEAD_FILE))
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
@@ -85,14 +95,65 @@ class MeanPoolClassifier(nn.Module):
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**inputs).last_hidden_state
-        if attention_mask is None:
-            pooled = hidden.mean(dim=1)
-        else:
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        logits = self.classifier(self.dropout(pooled))
+        logits = self.head(hidden, attention_mask)
         loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def head(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Logits ``(B, num_labels)`` from the encoder's last hidden states ``(B, T, H)``."""
+        return self.classifier(self.dropout(_mean_pool(hidden, attention_mask)))
+
+
+class AspectAttentionClassifier(MeanPoolClassifier):
+    """A mean-pool classifier whose outputs come in groups of four per aspect (an aspect model,
+    :mod:`pipeline.aspects.model`), each group reading the sentence through its own attention.
+
+    Aspect ``a`` has a learned query vector; its softmax over the tokens' last hidden states (padding
+    masked) picks the words that speak of that aspect ("waiter", "overpriced"), and the aspect's four
+    outputs (mentioned, negative, neutral, positive) come from ``[attended_a ; mean]``, the attended
+    summary next to the sentence embedding. One encoder pass still answers every aspect; the pooling is
+    what differs per aspect, so "great food, rude waiter" gives the service outputs the waiter's words.
+    We write this head rather than take one from a library: transformers has none for several labels
+    with a pooling each, and it is three tensors.
+
+    ``classifier`` is an ``nn.Linear(2H, 4A)`` used group by group (row ``4a+k`` reads aspect a's
+    features), so the output-layer helpers (bias shifts, temperature) apply to it unchanged.
+    """
+
+    HEAD_TENSORS = ("queries", "classifier.weight", "classifier.bias")
+
+    def __init__(self, encoder, num_labels: int, *, dropout: float | None = None, group: int = 4):
+        super().__init__(encoder, num_labels, dropout=dropout)
+        if num_labels % group:
+            raise ValueError(f"an aspect attention head needs a multiple of {group} outputs, got {num_labels}")
+        hidden = encoder.config.hidden_size
+        self.group = group
+        std = getattr(encoder.config, "initializer_range", 0.02)
+        # Small queries start as near-uniform attention, i.e. as the mean pool.
+        self.queries = nn.Parameter(torch.randn(num_labels // group, hidden) * std)
+        self.classifier = nn.Linear(2 * hidden, num_labels)
+        nn.init.normal_(self.classifier.weight, std=std)
+        nn.init.zeros_(self.classifier.bias)
+
+    def head(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        scores = torch.einsum("bth,ah->bat", hidden, self.queries.to(hidden.dtype))
+        if attention_mask is not None:
+            scores = scores.masked_fill(attention_mask.unsqueeze(1) == 0, torch.finfo(scores.dtype).min)
+        attended = torch.einsum("bat,bth->bah", torch.softmax(scores, dim=-1), hidden)
+        mean = _mean_pool(hidden, attention_mask).unsqueeze(1).expand_as(attended)
+        features = self.dropout(torch.cat([attended, mean], dim=-1))  # (B, A, 2H)
+        n_aspects = self.queries.shape[0]
+        weight = self.classifier.weight.view(n_aspects, self.group, -1)
+        logits = torch.einsum("baf,akf->bak", features, weight.to(features.dtype))
+        return logits.reshape(hidden.shape[0], -1) + self.classifier.bias.to(logits.dtype)
+
+
+def _mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean of the token states under the attention mask (the encoder's sentence embedding)."""
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
 def is_mean_pool_dir(path: str | os.PathLike) -> bool:

@@ -1,0 +1,146 @@
+"""The per-aspect attention head (pipeline.models.heads.AspectAttentionClassifier): what it computes, how it
+saves and loads, that review models refuse it, and that it learns which words speak of which aspect."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.aspects.fit import bake_threshold, fit_aspects, load_aspect_model, predict_aspects
+from pipeline.aspects.model import TARGET_OF
+from pipeline.aspects.train import aspect_train_config
+from pipeline.models.heads import HEAD_FILE, AspectAttentionClassifier, MeanPoolClassifier
+from pipeline.models.loading import load_classifier
+from store.errors import TastebudError
+from tests.tiny_model import save_tiny_classifier
+
+ASPECTS = ["food", "service", "price"]
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory):
+    return str(save_tiny_classifier(tmp_path_factory.mktemp("tiny") / "base"))
+
+
+def _ids(n=3, length=12, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(1000, 2000, (n, length), generator=generator)
+
+
+def test_each_aspect_reads_the_sentence_through_its_own_attention(tiny_base):
+    model, _ = load_aspect_model(tiny_base, ASPECTS, head="attention")
+    assert isinstance(model, AspectAttentionClassifier) and model.queries.shape == (3, 32)
+    ids = _ids()
+    mask = torch.ones_like(ids)
+    before = model(input_ids=ids, attention_mask=mask).logits
+    assert before.shape == (3, 12)
+    # Changing the service query changes the service outputs (4..7) and nothing else.
+    with torch.no_grad():
+        model.queries[1] = torch.randn(32, generator=torch.Generator().manual_seed(3)) * 3
+    after = model(input_ids=ids, attention_mask=mask).logits
+    changed = (after - before).abs().amax(dim=0) > 1e-6
+    assert changed.tolist() == [False] * 4 + [True] * 4 + [False] * 4
+    # Padding is masked out of every aspect's attention: the same sentence padded longer reads the same.
+    padded = torch.cat([ids, torch.zeros((3, 5), dtype=ids.dtype)], dim=1)
+    padded_mask = torch.cat([mask, torch.zeros((3, 5), dtype=mask.dtype)], dim=1)
+    assert torch.allclose(model(input_ids=padded, attention_mask=padded_mask).logits, after, atol=1e-5)
+
+
+def test_saved_attention_model_loads_with_its_head_and_thresholds_bake(tiny_base, tmp_path):
+    model, tokenizer = load_aspect_model(tiny_base, ASPECTS, head="attention")
+    with torch.no_grad():
+        model.queries.normal_(0, 1.0)  # something a reload could not guess
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m" / HEAD_FILE).is_file()
+    reloaded, _ = load_aspect_model(str(tmp_path / "m"))
+    assert type(reloaded) is AspectAttentionClassifier
+    texts = ["Great tacos but the waiter was rude.", "Too expensive.", ""]
+    p_m, p_pol, spans = predict_aspects(model.eval(), tokenizer, texts, max_length=32)
+    q_m, q_pol, q_spans = predict_aspects(reloaded, tokenizer, texts, max_length=32)
+    assert np.allclose(p_m, q_m, atol=1e-6) and np.allclose(p_pol, q_pol, atol=1e-6) and (spans == q_spans).all()
+    # The fitted mention threshold is baked into the head's bias like the mean head's.
+    shifted = copy.deepcopy(reloaded)
+    bake_threshold(shifted, 0.3)
+    s_m, s_pol, _ = predict_aspects(shifted, tokenizer, texts, max_length=32)
+    assert ((s_m >= 0.5) == (p_m >= 0.3)).all() and np.allclose(s_pol, p_pol, atol=1e-6)
+    # A mean head saved the same way still loads as a mean head.
+    mean, _ = load_aspect_model(tiny_base, ASPECTS, head="mean")
+    mean.save_pretrained(tmp_path / "mean")
+    tokenizer.save_pretrained(tmp_path / "mean")
+    assert type(load_aspect_model(str(tmp_path / "mean"))[0]) is MeanPoolClassifier
+
+
+def test_a_head_file_missing_a_tensor_is_refused(tiny_base, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model, tokenizer = load_aspect_model(tiny_base, ASPECTS, head="attention")
+    model.save_pretrained(tmp_path / "m")
+    head = load_file(str(tmp_path / "m" / HEAD_FILE))
+    # A damaged head file (the classifier's weight lost): a clear error, not a silently random head.
+    save_file({"queries": head["queries"], "classifier.bias": head["classifier.bias"]}, str(tmp_path / "m" / HEAD_FILE))
+    with pytest.raises(TastebudError, match="classifier.weight"):
+        load_aspect_model(str(tmp_path / "m"))
+
+
+def test_review_models_refuse_the_attention_head(tiny_base):
+    with pytest.raises(TastebudError, match="aspect models"):
+        load_classifier(tiny_base, head="attention")
+
+
+def test_reduced_precision_copies_of_an_attention_model_agree(tiny_base):
+    from pipeline.models.inference import is_int8_quantized, quantize_linear_int8
+
+    model, _ = load_aspect_model(tiny_base, ASPECTS, head="attention")
+    ids = _ids(seed=1)
+    mask = torch.ones_like(ids)
+    mask[0, 8:] = 0
+    reference = model(input_ids=ids, attention_mask=mask).logits
+    int8 = quantize_linear_int8(copy.deepcopy(model))
+    assert is_int8_quantized(int8) and isinstance(int8.classifier, torch.nn.Linear)  # the head stays fp32
+    assert torch.allclose(int8(input_ids=ids, attention_mask=mask).logits, reference, atol=0.2)
+    bf16 = copy.deepcopy(model).to(torch.bfloat16)
+    assert torch.allclose(bf16(input_ids=ids, attention_mask=mask).logits.float(), reference, atol=0.1)
+
+
+WORDS = {"food": ("tacos", "noodles", "pizza"), "service": ("waiter", "server", "staff"),
+         "price": ("bill", "prices", "cost")}
+GOOD, BAD = ("great", "lovely", "excellent"), ("awful", "rude", "terrible")
+
+
+def _keyword_sentences(n, seed):
+    """Sentences of one or two aspect clauses ("the waiter was rude and the tacos were great") with targets."""
+    rng = random.Random(seed)
+    texts, targets = [], []
+    for _ in range(n):
+        chosen = rng.sample(ASPECTS, rng.choice([1, 2]))
+        row = [TARGET_OF["absent"]] * len(ASPECTS)
+        clauses = []
+        for aspect in chosen:
+            polarity = rng.choice(["positive", "negative"])
+            clauses.append(f"the {rng.choice(WORDS[aspect])} was {rng.choice(GOOD if polarity == 'positive' else BAD)}")
+            row[ASPECTS.index(aspect)] = TARGET_OF[polarity]
+        texts.append(" and ".join(clauses) + ".")
+        targets.append(row)
+    return texts, np.array(targets, dtype=np.int64)
+
+
+@pytest.mark.slow
+def test_the_attention_head_learns_which_words_speak_of_which_aspect(tiny_base):
+    # Two clauses of opposite polarity in one sentence: a pooling shared by every aspect has to untangle
+    # them in 32 dimensions; each aspect's own attention only has to find its noun's clause.
+    train_texts, train_targets = _keyword_sentences(240, seed=0)
+    val_texts, val_targets = _keyword_sentences(60, seed=1)
+    config = aspect_train_config(epochs=12, learning_rate=3e-3, batch_size=16, max_length=24, head="attention",
+                                 early_stopping_patience=0, device="cpu", precision="fp32")
+    fitted = fit_aspects(train_texts, train_targets, val_texts, val_targets, ASPECTS, config, base_model=tiny_base,
+                         log=lambda message: None)
+    assert isinstance(fitted.model, AspectAttentionClassifier)
+    metrics = fitted.val_metrics
+    # A model that learned nothing sits near 0.5 detection F1 and 0.5 polarity accuracy here.
+    assert metrics["detection"]["micro_f1"] > 0.9, metrics["detection"]
+    assert metrics["polarity"]["accuracy"] > 0.8, metrics["polarity"]
