@@ -812,3 +812,43 @@ _SEMEVAL_ASPECTS: tuple[tuple[str, str], ...] = (
     ("ambience", "the place: decor, noise, crowds, space, atmosphere"),
     ("anecdotes/miscellaneous", "the visit as a whole and everything else"),
 )
+
+
+@migration(131, "aspect_corrections_undoable")
+def _m131(con: duckdb.DuckDBPyConnection) -> None:
+    # A labeler's aspect correction is an undoable relabel action like a review relabel: kind 'aspects',
+    # its items name the aspect label rows it appended (relabel_action_items.aspect_label_id), and an
+    # undo appends a retraction (aspect_label_retractions) that current_aspect_labels skips, so the
+    # review falls back to its previous aspect labels. Nothing is deleted.
+    # DuckDB cannot change a CHECK constraint in place: relabel_actions is rebuilt with the wider one
+    # (same rows, same ids, same sequence).
+    con.execute(
+        """
+        CREATE TABLE relabel_actions_131 (
+            action_id  BIGINT PRIMARY KEY DEFAULT nextval('relabel_action_id_seq'),
+            actor      VARCHAR NOT NULL,
+            kind       VARCHAR NOT NULL CHECK (kind IN ('relabel', 'dismiss', 'undo', 'aspects')),
+            undoes     BIGINT,
+            created_at TIMESTAMP NOT NULL
+        );
+        INSERT INTO relabel_actions_131 SELECT action_id, actor, kind, undoes, created_at FROM relabel_actions;
+        DROP TABLE relabel_actions;
+        ALTER TABLE relabel_actions_131 RENAME TO relabel_actions;
+        ALTER TABLE relabel_action_items ADD COLUMN aspect_label_id BIGINT;
+        CREATE TABLE aspect_label_retractions (
+            aspect_label_id BIGINT PRIMARY KEY,
+            action_id       BIGINT,
+            retracted_by    VARCHAR NOT NULL,
+            retracted_at    TIMESTAMP NOT NULL,
+            reason          VARCHAR
+        );
+        CREATE OR REPLACE VIEW current_aspect_labels AS
+        SELECT review_id, aspect, polarity, source, labeler, created_at, round
+        FROM aspect_labels l
+        WHERE NOT EXISTS (SELECT 1 FROM aspect_label_retractions x WHERE x.aspect_label_id = l.aspect_label_id)
+        QUALIFY row_number() OVER (
+            PARTITION BY review_id, aspect
+            ORDER BY (source = 'human') DESC, created_at DESC, aspect_label_id DESC
+        ) = 1;
+        """
+    )

@@ -60,14 +60,16 @@ def _new_action(con: duckdb.DuckDBPyConnection, actor: Actor, kind: str, *, undo
 def _add_items(con: duckdb.DuckDBPyConnection, action_id: int, items: list[dict]) -> None:
     if not items:
         return
-    frame = pd.DataFrame(items, columns=["review_id", "label_id", "flag_id", "previous_status"])
+    frame = pd.DataFrame(items, columns=["review_id", "label_id", "flag_id", "previous_status", "aspect_label_id"])
     frame["action_id"] = action_id
     con.register("_action_items", frame)
     try:
         con.execute(
             """
-            INSERT INTO relabel_action_items (action_id, review_id, label_id, flag_id, previous_status)
-            SELECT action_id, review_id, label_id::BIGINT, flag_id::BIGINT, previous_status::VARCHAR FROM _action_items
+            INSERT INTO relabel_action_items (action_id, review_id, label_id, flag_id, previous_status, aspect_label_id)
+            SELECT action_id, review_id, label_id::BIGINT, flag_id::BIGINT, previous_status::VARCHAR,
+                   aspect_label_id::BIGINT
+            FROM _action_items
             """
         )
     finally:
@@ -212,10 +214,10 @@ def dismiss_flag(con: duckdb.DuckDBPyConnection, actor: Actor, flag_id: int) -> 
 
 
 def undo_last_action(con: duckdb.DuckDBPyConnection, actor: Actor) -> dict | None:
-    """Reverse ``actor``'s most recent relabel, bulk relabel or dismissal not undone yet.
+    """Reverse ``actor``'s most recent relabel, bulk relabel, dismissal or aspect correction not undone yet.
 
-    Label rows get a retraction (history is kept); flags the action closed are reopened
-    unless they changed since or their review still has a human label from someone else.
+    Label rows (review or aspect labels) get a retraction (history is kept); flags the action closed
+    are reopened unless they changed since or their review still has a human label from someone else.
     Repeated undos walk further back.
 
     Returns:
@@ -230,7 +232,7 @@ def undo_last_action(con: duckdb.DuckDBPyConnection, actor: Actor) -> dict | Non
     row = con.execute(
         """
         SELECT a.action_id, a.kind FROM relabel_actions a
-        WHERE a.actor = ? AND a.kind IN ('relabel', 'dismiss')
+        WHERE a.actor = ? AND a.kind IN ('relabel', 'dismiss', 'aspects')
           AND NOT EXISTS (SELECT 1 FROM relabel_actions u WHERE u.kind = 'undo' AND u.undoes = a.action_id)
         ORDER BY a.action_id DESC LIMIT 1
         """,
@@ -242,8 +244,8 @@ def undo_last_action(con: duckdb.DuckDBPyConnection, actor: Actor) -> dict | Non
 
 
 def undo_action(con: duckdb.DuckDBPyConnection, actor: Actor, action_id: int) -> dict:
-    """Reverse one of ``actor``'s own relabels, bulk relabels or dismissals, however old, as
-    :func:`undo_last_action` does for the newest.
+    """Reverse one of ``actor``'s own relabels, bulk relabels, dismissals or aspect corrections, however
+    old, as :func:`undo_last_action` does for the newest.
 
     Raises:
         TastebudError: the action does not exist, is someone else's, is an undo, or was undone already.
@@ -262,7 +264,7 @@ def undo_action(con: duckdb.DuckDBPyConnection, actor: Actor, action_id: int) ->
         [int(action_id)],
     ).fetchone()
     if row is None or row[1] == "undo":
-        raise TastebudError(f"no relabel or dismissal {action_id}")
+        raise TastebudError(f"no relabel, dismissal or aspect correction {action_id}")
     owner, kind, undone = row
     if owner != actor.name:
         raise TastebudError(f"action {action_id} is {owner}'s; you can undo only your own")
@@ -281,6 +283,16 @@ def _undo(con: duckdb.DuckDBPyConnection, actor: Actor, target: int, kind: str) 
         WHERE i.action_id = ? AND i.label_id IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM label_retractions x WHERE x.label_id = i.label_id)
         RETURNING label_id
+        """,
+        [undo_id, actor.name, now, target],
+    ).fetchall()
+    retracted += con.execute(
+        """
+        INSERT INTO aspect_label_retractions (aspect_label_id, action_id, retracted_by, retracted_at, reason)
+        SELECT i.aspect_label_id, ?, ?, ?, 'undo' FROM relabel_action_items i
+        WHERE i.action_id = ? AND i.aspect_label_id IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM aspect_label_retractions x WHERE x.aspect_label_id = i.aspect_label_id)
+        RETURNING aspect_label_id
         """,
         [undo_id, actor.name, now, target],
     ).fetchall()
@@ -316,8 +328,9 @@ def relabel_aspects(con: duckdb.DuckDBPyConnection, actor: Actor, review_id: str
     aspects given get these polarities, the others keep theirs (absent when the review had no annotation).
 
     The rows are human aspect labels of the next round (the next aspect training reads them) and the
-    change is audited. Review-level labels and flags are untouched: the review's overall label is a
-    separate decision (relabel or dismiss).
+    change is audited and undoable (:func:`undo_last_action`: the rows get retractions and the review's
+    earlier aspect labels are current again). Review-level labels and flags are untouched: the review's
+    overall label is a separate decision (relabel or dismiss).
 
     Raises:
         PermissionDeniedError: the actor may not relabel.
@@ -325,7 +338,8 @@ def relabel_aspects(con: duckdb.DuckDBPyConnection, actor: Actor, review_id: str
 
     Returns:
         {"review_id", "written" (label rows appended; 0 when the person confirmed their own labels),
-        "aspects" (aspect -> polarity now), "previous" (aspect -> polarity before, annotated aspects only)}.
+        "aspects" (aspect -> polarity now), "previous" (aspect -> polarity before, annotated aspects only),
+        "action_id" (the undoable action, kind "aspects"; None when nothing was written)}.
 
     Example:
         >>> relabel_aspects(con, Actor("ana", "labeler"), "r1", {"service": "negative"})["written"]  # doctest: +SKIP
@@ -335,9 +349,19 @@ def relabel_aspects(con: duckdb.DuckDBPyConnection, actor: Actor, review_id: str
     if not polarities:
         raise TastebudError("give at least one aspect and its polarity, e.g. service=negative")
     previous = {a: p for a, (p, _) in current_review_aspects(con, review_id).items()}
+    newest = con.execute("SELECT coalesce(max(aspect_label_id), 0) FROM aspect_labels").fetchone()[0]
     written = set_review_aspects(con, actor, review_id, polarities, round=next_round_number(con))
     now = {a: p for a, (p, _) in current_review_aspects(con, review_id).items()}
-    return {"review_id": review_id, "written": written, "aspects": now, "previous": previous}
+    action_id = None
+    if written:
+        # One writer at a time (DuckDB's lock, and the caller's transaction): the rows above the old
+        # maximum are this correction's.
+        added = con.execute("SELECT aspect_label_id FROM aspect_labels WHERE aspect_label_id > ? AND review_id = ? "
+                            "ORDER BY 1", [newest, review_id]).fetchall()
+        action_id = _new_action(con, actor, "aspects")
+        _add_items(con, action_id, [{"review_id": review_id, "label_id": None, "flag_id": None, "previous_status": None,
+                                     "aspect_label_id": i} for (i,) in added])
+    return {"review_id": review_id, "written": written, "aspects": now, "previous": previous, "action_id": action_id}
 
 
 def fetch_review_aspects(con: duckdb.DuckDBPyConnection, review_id: str) -> dict:
@@ -418,11 +442,12 @@ def relabel_progress(con: duckdb.DuckDBPyConnection) -> dict:
 
 
 def fetch_recent_actions(con: duckdb.DuckDBPyConnection, actor_name: str, *, limit: int = 20) -> pd.DataFrame:
-    """``actor_name``'s newest relabels and dismissals, whether undone or not, newest first.
+    """``actor_name``'s newest relabels, dismissals and aspect corrections, whether undone or not, newest first.
 
     Returns:
-        action_id, kind ("relabel" or "dismiss"), created_at, reviews (how many), label (the label
-        given; None for a dismissal), comment, review_id and text (of the first review), undone (bool).
+        action_id, kind ("relabel", "dismiss" or "aspects"), created_at, reviews (how many), label (the
+        label given; for an aspect correction the aspects it set, "service negative, food absent"; None for
+        a dismissal), comment, review_id and text (of the first review), undone (bool).
 
     Example:
         >>> fetch_recent_actions(con, "ana", limit=5)["kind"].tolist()  # doctest: +SKIP
@@ -432,15 +457,19 @@ def fetch_recent_actions(con: duckdb.DuckDBPyConnection, actor_name: str, *, lim
         """
         WITH mine AS (
             SELECT action_id, kind, created_at FROM relabel_actions
-            WHERE actor = ? AND kind IN ('relabel', 'dismiss')
+            WHERE actor = ? AND kind IN ('relabel', 'dismiss', 'aspects')
             ORDER BY action_id DESC LIMIT ?
         ), items AS (
             SELECT i.action_id, count(DISTINCT i.review_id) AS reviews, min(i.review_id) AS review_id,
-                   min(i.label_id) AS label_id
-            FROM relabel_action_items i WHERE i.action_id IN (SELECT action_id FROM mine)
+                   min(i.label_id) AS label_id,
+                   string_agg(a.aspect || ' ' || a.polarity, ', ' ORDER BY p.position, a.aspect) AS aspects
+            FROM relabel_action_items i
+            LEFT JOIN aspect_labels a ON a.aspect_label_id = i.aspect_label_id
+            LEFT JOIN aspects p ON p.aspect = a.aspect
+            WHERE i.action_id IN (SELECT action_id FROM mine)
             GROUP BY i.action_id
         )
-        SELECT m.action_id, m.kind, m.created_at, i.reviews, i.label_id, c.comment, i.review_id,
+        SELECT m.action_id, m.kind, m.created_at, i.reviews, i.label_id, i.aspects, c.comment, i.review_id,
                EXISTS (SELECT 1 FROM relabel_actions u WHERE u.kind = 'undo' AND u.undoes = m.action_id) AS undone
         FROM mine m
         JOIN items i USING (action_id)
@@ -458,5 +487,8 @@ def fetch_recent_actions(con: duckdb.DuckDBPyConnection, actor_name: str, *, lim
         texts = dict(con.execute(f"SELECT review_id, text FROM reviews WHERE review_id IN ({marks})", review_ids).fetchall())
         labels = dict(con.execute(f"SELECT label_id, label FROM labels WHERE review_id IN ({marks})", review_ids).fetchall())
     actions["text"] = actions["review_id"].map(texts)
-    actions["label"] = actions["label_id"].map(lambda i: labels.get(int(i)) if pd.notna(i) else None)
+    actions["label"] = pd.Series(
+        [aspects if kind == "aspects" else labels.get(int(i)) if pd.notna(i) else None
+         for kind, i, aspects in zip(actions["kind"], actions["label_id"], actions["aspects"])],
+        index=actions.index, dtype=object)
     return actions[["action_id", "kind", "created_at", "reviews", "label", "comment", "review_id", "text", "undone"]]

@@ -96,6 +96,48 @@ def test_a_correction_appends_and_keeps_the_history(db):
     assert (label["label"], label["source"]) == ("positive", "stars")  # the overall label is untouched
 
 
+def test_an_aspect_correction_is_undone_like_a_relabel(db):
+    from store.relabeling import fetch_recent_actions
+
+    with transaction(db) as con:  # an imported annotation to fall back to
+        aspect_store.append_aspect_labels(con, pd.DataFrame([
+            {"review_id": "r1", "aspect": "food", "polarity": "positive", "source": "import"},
+            {"review_id": "r1", "aspect": "service", "polarity": "neutral", "source": "import"}]))
+    first = rl.relabel_aspects(db, LENA, "r1", {"service": "negative"})
+    second = rl.relabel_aspects(db, LENA, "r1", {"food": "negative", "price": "negative"})
+    assert first["action_id"] and second["action_id"] and second["written"] == 2
+    assert rl.relabel_aspects(db, LENA, "r1", {"food": "negative"})["action_id"] is None  # nothing written
+    rl.relabel(db, LENA, "r2", "neutral")  # a review relabel in between
+    with connect(db, read_only=True) as con:
+        recent = fetch_recent_actions(con, "lena")
+    assert recent["kind"].tolist() == ["relabel", "aspects", "aspects"]
+    assert recent["label"].tolist() == ["neutral", "food negative, price negative", "service negative"]
+
+    assert rl.undo_last(db, LENA)["kind"] == "relabel"
+    undone = rl.undo_last(db, LENA)  # the newest aspect correction: food and price revert
+    assert undone["kind"] == "aspects" and undone["undid_action_id"] == second["action_id"]
+    assert undone["retracted_labels"] == 2 and undone["review_ids"] == ["r1"]
+    with connect(db, read_only=True) as con:
+        assert aspect_store.current_review_aspects(con, "r1") == {"food": ("positive", "import"),
+                                                                 "service": ("negative", "human")}
+    # Someone else cannot undo Lena's; she can undo her older one by id; twice is refused.
+    with pytest.raises(TastebudError, match="lena's; you can undo only your own"):
+        rl.undo_action(db, Actor("lee", "labeler"), first["action_id"])
+    rl.undo_action(db, LENA, first["action_id"])
+    with pytest.raises(TastebudError, match="undone already"):
+        rl.undo_action(db, LENA, first["action_id"])
+    with connect(db, read_only=True) as con:
+        assert aspect_store.current_review_aspects(con, "r1") == {"food": ("positive", "import"),
+                                                                 "service": ("neutral", "import")}
+        history = aspect_store.fetch_aspect_label_history(con, "r1")
+        training = aspect_store.fetch_aspect_split(con, None).set_index("review_id")
+        recent = fetch_recent_actions(con, "lena")
+    assert len(history) == 5  # nothing deleted: the retracted rows stay in the history
+    assert training.loc["r1", ["food", "service", "price"]].tolist() == ["positive", "neutral", "absent"]
+    assert recent["undone"].tolist() == [True, True, True]
+    assert rl.undo_last(db, LENA) is None
+
+
 def test_bad_corrections_say_why_and_write_nothing(db):
     with pytest.raises(TastebudError, match="unknown aspects: parking; known: food, service"):
         rl.relabel_aspects(db, LENA, "r1", {"parking": "negative"})
@@ -162,8 +204,8 @@ def test_the_queue_shows_the_aspects_and_takes_a_correction(seeded, tmp_path, mo
     at.radio(key=f"aspect-{review_id}-food").set_value("neutral")
     at.radio(key=f"aspect-{review_id}-ambience").set_value("negative")
     at.button(key="save-aspects").click().run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert [s.value for s in at.success] == ["Saved the aspects: 5 changed."]
+    assert not at.exception, [e.stack_trace for e in at.exception]
+    assert [s.value for s in at.success] == ["Saved the aspects: 5 changed (U undoes)."]
     with connect(db, read_only=True) as con:
         labels = aspect_store.current_review_aspects(con, review_id)
     assert labels == {"food": ("neutral", "human"), "service": ("negative", "human"), "price": ("absent", "human"),
@@ -176,6 +218,17 @@ def test_the_queue_shows_the_aspects_and_takes_a_correction(seeded, tmp_path, mo
         label = current_label(con, review_id)
     assert (label["label"], label["source"], label["labeler"]) == ("positive", "human", "lena")
     assert _aspect_flag_status(db, review_id) == "resolved"
+    # The aspect correction is in "My recent labels" and its own Undo button reverts just it.
+    with connect(db, read_only=True) as con:
+        action = con.execute("SELECT max(action_id) FROM relabel_actions WHERE kind = 'aspects'").fetchone()[0]
+    shown = [t.value for t in at.text if t.value.startswith("set aspects: ")]
+    assert shown and shown[0].startswith("set aspects: food neutral, service negative, price absent, ambience negative, "
+                                         "anecdotes/miscellaneous absent at ")
+    at.button(key=f"undo-action-{action}").click().run()
+    assert not at.exception
+    with connect(db, read_only=True) as con:
+        assert aspect_store.current_review_aspects(con, review_id) == {}  # it had no aspect labels before
+        assert current_label(con, review_id)["label"] == "positive"  # the overall label stands
 
 
 def test_other_flags_keep_the_aspects_folded_and_start_from_the_labels(seeded, tmp_path, monkeypatch):
@@ -210,7 +263,8 @@ def test_aspects_set_from_the_command_line(db, monkeypatch):
     monkeypatch.setenv("TASTEBUD_DB", str(db))
     run = CliRunner().invoke(app, ["aspects", "set", "r1", "Food=positive", "service=negative", "--as", "lee"])
     assert run.exit_code == 0, run.output
-    assert run.output.strip() == ("r1: food absent -> positive, service absent -> negative; 2 aspect label(s) written")
+    assert run.output.strip() == ("r1: food absent -> positive, service absent -> negative; 2 aspect label(s) written; "
+                                  "`tastebud undo` reverts it")
     again = CliRunner().invoke(app, ["aspects", "set", "r1", "service=conflict", "--json"])
     assert again.exit_code == 0, again.output
     assert '"previous": {' in again.output and '"service": "conflict"' in again.output

@@ -137,7 +137,7 @@ def test_any_recent_action_can_be_undone_but_only_by_its_author_and_once(db):
         rl.undo_action(db, ANA, first["action_id"])
     with pytest.raises(TastebudError, match="is ana's; you can undo only your own"):
         rl.undo_action(db, BO, dismissed["action_id"])
-    with pytest.raises(TastebudError, match="no relabel or dismissal 999"):
+    with pytest.raises(TastebudError, match="no relabel, dismissal or aspect correction 999"):
         rl.undo_action(db, ANA, 999)
 
 

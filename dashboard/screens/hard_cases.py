@@ -114,7 +114,8 @@ def _save_aspects(review_id: str, aspects: tuple[str, ...]) -> None:
     _write_pending()
     chosen = {aspect: st.session_state[_aspect_key(review_id, aspect)] for aspect in aspects}
     _run(lambda: relabeling.relabel_aspects(ctx.db, ctx.actor, review_id, chosen),
-         lambda r: f"Saved the aspects: {r['written']:,} changed." if r["written"] else "Aspects confirmed: nothing changed.")
+         lambda r: f"Saved the aspects: {r['written']:,} changed (U undoes)." if r["written"]
+         else "Aspects confirmed: nothing changed.")
 
 
 def _aspects_panel(item) -> None:
@@ -228,7 +229,8 @@ def _recent_labels() -> None:
         for row in recent.itertuples():
             c1, c2, c3 = st.columns([7, 3, 1.3], vertical_alignment="center")
             c1.text(row.text if row.reviews == 1 else f"{row.reviews:,} reviews, the first: {row.text}")
-            what = f"labeled {row.label}" if row.kind == "relabel" else "dismissed the flag"
+            what = {"relabel": f"labeled {row.label}", "aspects": f"set aspects: {row.label}"}.get(row.kind,
+                                                                                                 "dismissed the flag")
             when = f"{pd.Timestamp(row.created_at):%H:%M}"
             c2.text(f"{what} at {when}" + (f"\n“{row.comment}”" if isinstance(row.comment, str) else "")
                     + ("\n(undone)" if row.undone else ""))

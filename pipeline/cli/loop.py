@@ -248,7 +248,7 @@ def undo_cmd(
     person: str = typer.Option(None, "--as", help="Undo this labeler's last action (default: yours)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Undo your last relabel, bulk relabel or dismissal (history is kept; the label reverts)."""
+    """Undo your last relabel, bulk relabel, dismissal or aspect correction (history is kept; the labels revert)."""
     from pipeline.loop import relabel as rl
 
     result = rl.undo_last(db_path(), _person(person))
@@ -257,7 +257,8 @@ def undo_cmd(
     elif result is None:
         typer.echo("nothing to undo")
     else:
-        typer.echo(f"undid {result['kind']} #{result['undid_action_id']}: {result['retracted_labels']} label(s) "
+        kind = "aspect correction" if result["kind"] == "aspects" else result["kind"]
+        typer.echo(f"undid {kind} #{result['undid_action_id']}: {result['retracted_labels']} label(s) "
                    f"retracted, {result['reopened_flags']} flag(s) reopened")
 
 

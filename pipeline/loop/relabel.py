@@ -71,7 +71,7 @@ def dismiss_flag(db: DbPath, actor: Actor, flag_id: int) -> dict:
 
 
 def undo_last(db: DbPath, actor: Actor) -> dict | None:
-    """Undo ``actor``'s last relabel, bulk relabel or dismissal; None when nothing is left to undo.
+    """Undo ``actor``'s last relabel, bulk relabel, dismissal or aspect correction; None when nothing is left.
 
     Example:
         >>> undo_last("t.duckdb", Actor("ana", "labeler"))  # doctest: +SKIP
