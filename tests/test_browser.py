@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -53,10 +54,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory) -> tuple[Path, dict]:
+    """The seeded store, built once for the module; each test serves its own copy."""
+    db, _ = init_store(tmp_path_factory.mktemp("seeded") / "store.duckdb")
+    return db, seed_dashboard_store(db, rows=1500)
+
+
 @pytest.fixture
-def server(tmp_path):
-    db, _ = init_store(tmp_path / "store.duckdb")
-    info = seed_dashboard_store(db, rows=1500)
+def server(tmp_path, seeded):
+    db = tmp_path / "store.duckdb"
+    shutil.copy(seeded[0], db)
+    info = seeded[1]
     secrets = write_secrets(tmp_path / "secrets.toml")
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
@@ -99,6 +108,8 @@ def _settle(page) -> None:
 
 def _open_url(page, base: str, path: str = "") -> None:
     page.goto(f"{base}/{path}", timeout=STEP_MS)
+    if not path:  # the default page is a page for every session: no notice to wait for
+        return
     # A URL that is no page for this session first shows Streamlit's "Page not found" notice.
     notice = page.get_by_role("dialog")
     try:
