@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--max-length", type=int)
-    parser.add_argument("--head", choices=("mean", "cls", "attention"))
+    parser.add_argument("--head", choices=("mean", "cls", "attention", "tokens"))
     parser.add_argument("--patience", type=int, help="early-stopping patience in epochs (0: never stop early)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--save-predictions", type=Path,

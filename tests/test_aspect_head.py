@@ -1,5 +1,6 @@
-"""The per-aspect attention head (pipeline.models.heads.AspectAttentionClassifier): what it computes, how it
-saves and loads, that review models refuse it, and that it learns which words speak of which aspect."""
+"""The aspect heads beyond the mean: per-aspect attention (pipeline.models.heads.AspectAttentionClassifier) and
+per-aspect input tokens (AspectTokenClassifier): what they compute, how they save and load, that review models
+refuse them, and that they learn which words speak of which aspect."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import pytest
 import torch
 
 from pipeline.aspects.fit import bake_threshold, fit_aspects, load_aspect_model, predict_aspects
-from pipeline.aspects.model import TARGET_OF
+from pipeline.aspects.model import TARGET_OF, aspect_suffix, segment_reviews
 from pipeline.aspects.train import aspect_train_config
-from pipeline.models.heads import HEAD_FILE, AspectAttentionClassifier, MeanPoolClassifier
+from pipeline.models.heads import HEAD_FILE, AspectAttentionClassifier, AspectTokenClassifier, MeanPoolClassifier
 from pipeline.models.loading import load_classifier
 from store.errors import TastebudError
 from tests.tiny_model import save_tiny_classifier
 
 ASPECTS = ["food", "service", "price"]
+HEADS = {"attention": AspectAttentionClassifier, "tokens": AspectTokenClassifier}
 
 
 @pytest.fixture(scope="module")
@@ -50,15 +52,47 @@ def test_each_aspect_reads_the_sentence_through_its_own_attention(tiny_base):
     assert torch.allclose(model(input_ids=padded, attention_mask=padded_mask).logits, after, atol=1e-5)
 
 
-def test_saved_attention_model_loads_with_its_head_and_thresholds_bake(tiny_base, tmp_path):
-    model, tokenizer = load_aspect_model(tiny_base, ASPECTS, head="attention")
+def test_each_aspect_has_its_own_token_after_every_segment(tiny_base):
+    model, tokenizer = load_aspect_model(tiny_base, ["food", "anecdotes/miscellaneous"], head="tokens")
+    vocab = tokenizer.vocab_size
+    assert model.aspect_ids.tolist() == [vocab, vocab + 1]  # new rows, never produced by the tokenizer
+    table = model.encoder.get_input_embeddings().weight
+    pieces = tokenizer("anecdotes / miscellaneous", add_special_tokens=False)["input_ids"]
+    assert torch.allclose(table[vocab + 1], table[torch.tensor(pieces)].mean(dim=0))  # starts at its name's meaning
+    suffix = aspect_suffix(model, tokenizer)
+    assert suffix == (vocab, vocab + 1, tokenizer.sep_token_id)
+    assert aspect_suffix(load_aspect_model(tiny_base, ASPECTS, head="mean")[0], tokenizer) == ()
+    text = "The tacos were great. " + "The waiter forgot us again and again " * 6 + "."
+    segments = segment_reviews(tokenizer, [text], max_length=24, suffix=suffix)
+    ids, mask = segments.encoded.padded(np.arange(len(segments.review)), 1)
+    assert len(segments.review) >= 3 and ids.shape[1] <= 24  # windows leave room for the aspect tokens
+    for row, used in zip(ids, mask.sum(axis=1)):
+        assert row[0] == tokenizer.cls_token_id and tuple(row[used - 3 : used]) == suffix
+        assert row[used - 4] == tokenizer.sep_token_id
+    with pytest.raises(ValueError, match="max_length must be at least 7"):
+        segment_reviews(tokenizer, [text], max_length=6, suffix=suffix)
+    # Padding changes nothing, and an aspect's outputs come from its own token.
+    model.eval()
+    padded = np.concatenate([ids, np.zeros((len(ids), 4), dtype=ids.dtype)], axis=1)
+    padded_mask = np.concatenate([mask, np.zeros((len(ids), 4), dtype=mask.dtype)], axis=1)
     with torch.no_grad():
-        model.queries.normal_(0, 1.0)  # something a reload could not guess
+        a = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
+        b = model(input_ids=torch.from_numpy(padded), attention_mask=torch.from_numpy(padded_mask)).logits
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_saved_aspect_heads_load_as_saved_and_thresholds_bake(tiny_base, tmp_path, head):
+    model, tokenizer = load_aspect_model(tiny_base, ASPECTS, head=head)
+    with torch.no_grad():
+        model.classifier.weight.normal_(0, 1.0)  # something a reload could not guess
+        if head == "attention":
+            model.queries.normal_(0, 1.0)
     model.save_pretrained(tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "m")
     assert (tmp_path / "m" / HEAD_FILE).is_file()
     reloaded, _ = load_aspect_model(str(tmp_path / "m"))
-    assert type(reloaded) is AspectAttentionClassifier
+    assert type(reloaded) is HEADS[head]
     texts = ["Great tacos but the waiter was rude.", "Too expensive.", ""]
     p_m, p_pol, spans = predict_aspects(model.eval(), tokenizer, texts, max_length=32)
     q_m, q_pol, q_spans = predict_aspects(reloaded, tokenizer, texts, max_length=32)
@@ -87,16 +121,20 @@ def test_a_head_file_missing_a_tensor_is_refused(tiny_base, tmp_path):
         load_aspect_model(str(tmp_path / "m"))
 
 
-def test_review_models_refuse_the_attention_head(tiny_base):
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_review_models_refuse_the_aspect_heads(tiny_base, head):
     with pytest.raises(TastebudError, match="aspect models"):
-        load_classifier(tiny_base, head="attention")
+        load_classifier(tiny_base, head=head)
 
 
-def test_reduced_precision_copies_of_an_attention_model_agree(tiny_base):
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_reduced_precision_copies_of_an_aspect_head_agree(tiny_base, head):
     from pipeline.models.inference import is_int8_quantized, quantize_linear_int8
 
-    model, _ = load_aspect_model(tiny_base, ASPECTS, head="attention")
+    model, tokenizer = load_aspect_model(tiny_base, ASPECTS, head=head)
     ids = _ids(seed=1)
+    if head == "tokens":
+        ids[:, -len(ASPECTS) - 1 :] = torch.tensor(aspect_suffix(model, tokenizer))
     mask = torch.ones_like(ids)
     mask[0, 8:] = 0
     reference = model(input_ids=ids, attention_mask=mask).logits
@@ -130,16 +168,17 @@ def _keyword_sentences(n, seed):
 
 
 @pytest.mark.slow
-def test_the_attention_head_learns_which_words_speak_of_which_aspect(tiny_base):
+@pytest.mark.parametrize("head", sorted(HEADS))
+def test_the_aspect_heads_learn_which_words_speak_of_which_aspect(tiny_base, head):
     # Two clauses of opposite polarity in one sentence: a pooling shared by every aspect has to untangle
     # them in 32 dimensions; each aspect's own attention only has to find its noun's clause.
     train_texts, train_targets = _keyword_sentences(240, seed=0)
     val_texts, val_targets = _keyword_sentences(60, seed=1)
-    config = aspect_train_config(epochs=12, learning_rate=3e-3, batch_size=16, max_length=24, head="attention",
+    config = aspect_train_config(epochs=12, learning_rate=3e-3, batch_size=16, max_length=24, head=head,
                                  early_stopping_patience=0, device="cpu", precision="fp32")
     fitted = fit_aspects(train_texts, train_targets, val_texts, val_targets, ASPECTS, config, base_model=tiny_base,
                          log=lambda message: None)
-    assert isinstance(fitted.model, AspectAttentionClassifier)
+    assert isinstance(fitted.model, HEADS[head])
     metrics = fitted.val_metrics
     # A model that learned nothing sits near 0.5 detection F1 and 0.5 polarity accuracy here.
     assert metrics["detection"]["micro_f1"] > 0.9, metrics["detection"]

@@ -21,7 +21,8 @@ import torch
 
 from pipeline.aspects.metrics import aspect_metrics, headline
 from pipeline.aspects.model import (
-    OUTPUTS_PER_ASPECT, Segments, aspect_loss, head_labels, pool_reviews, review_probabilities, segment_reviews,
+    OUTPUTS_PER_ASPECT, Segments, aspect_loss, aspect_suffix, head_labels, pool_reviews, review_probabilities,
+    segment_reviews,
 )
 from pipeline.device import DeviceInfo, device_defaults, resolve_device
 from pipeline.models.inference import predict_encoded, prepare_for_inference
@@ -47,15 +48,18 @@ class FitResult:
 def load_aspect_model(path_or_id: str, aspects: Sequence[str] | None = None, *, head: str = "mean"):
     """``(model, tokenizer)`` of a saved aspect model, or of a base encoder with a fresh head for ``aspects``.
 
-    ``head`` (fresh heads only): "attention" gives every aspect its own attention over the tokens next to
-    their mean (:class:`pipeline.models.heads.AspectAttentionClassifier`); "mean" pools the token
+    ``head`` (fresh heads only): "tokens" gives every aspect its own input token read through the whole
+    encoder (:class:`pipeline.models.heads.AspectTokenClassifier`); "attention" gives every aspect its own
+    attention over the tokens next to their mean (:class:`pipeline.models.heads.AspectAttentionClassifier`); "mean" pools the token
     embeddings under the attention mask, the sentence embedding all-MiniLM-L6-v2 was trained to produce
     (:class:`pipeline.models.heads.MeanPoolClassifier`); "cls" is transformers' [CLS] pooler head. A saved
     model loads the head it was saved with.
     """
     from transformers import AutoModelForSequenceClassification
 
-    from pipeline.models.heads import AspectAttentionClassifier, MeanPoolClassifier, is_mean_pool_dir
+    from pipeline.models.heads import (
+        AspectAttentionClassifier, AspectTokenClassifier, MeanPoolClassifier, is_mean_pool_dir,
+    )
     from pipeline.models.loading import load_tokenizer
 
     try:
@@ -65,7 +69,9 @@ def load_aspect_model(path_or_id: str, aspects: Sequence[str] | None = None, *, 
         else:
             labels = head_labels(aspects)
             names = {"num_labels": len(labels), "id2label": labels, "label2id": {v: k for k, v in labels.items()}}
-            if head == "attention":
+            if head == "tokens":
+                model = AspectTokenClassifier.from_encoder(path_or_id, aspect_names=list(aspects), **names)
+            elif head == "attention":
                 model = AspectAttentionClassifier.from_encoder(path_or_id, **names)
             elif head == "mean":
                 model = MeanPoolClassifier.from_encoder(path_or_id, **names)
@@ -92,7 +98,8 @@ def predict_aspects(model, tokenizer, texts: Sequence[str], *, max_length: int, 
         span of the sentence that carried each aspect most.
     """
     info = device or resolve_device()
-    segments = segments or segment_reviews(tokenizer, texts, max_length=max_length)
+    segments = segments or segment_reviews(tokenizer, texts, max_length=max_length,
+                                           suffix=aspect_suffix(model, tokenizer))
     n_aspects = model.config.num_labels // OUTPUTS_PER_ASPECT
     if segments.n_reviews == 0:
         return np.zeros((0, n_aspects)), np.zeros((0, n_aspects, 3)), np.zeros((0, n_aspects, 2), dtype=np.int64)
@@ -193,8 +200,9 @@ def fit_aspects(
     if precision == "fp16" and info.device != "cuda":
         raise TastebudError("fp16 training needs a CUDA GPU; use --precision bf16 or fp32")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    train_segments = segment_reviews(tokenizer, train_texts, max_length=config.max_length)
-    val_segments = segment_reviews(tokenizer, val_texts, max_length=config.max_length)
+    suffix = aspect_suffix(model, tokenizer)
+    train_segments = segment_reviews(tokenizer, train_texts, max_length=config.max_length, suffix=suffix)
+    val_segments = segment_reviews(tokenizer, val_texts, max_length=config.max_length, suffix=suffix)
     batches = _Batches(train_segments, train_targets, config.batch_size, defaults.pad_multiple, config.seed)
     steps = len(batches) * config.epochs
     no_decay = ("bias", "LayerNorm.weight", "layer_norm", "norm")

@@ -50,15 +50,26 @@ class Segments:
     n_reviews: int
 
 
-def segment_reviews(tokenizer, texts: Sequence[str], *, max_length: int) -> Segments:
+def aspect_suffix(model, tokenizer) -> tuple[int, ...]:
+    """The token ids an aspect model wants after each segment's [SEP]: its aspect tokens and a closing
+    [SEP] for :class:`pipeline.models.heads.AspectTokenClassifier`, nothing for the other heads."""
+    ids = getattr(model, "aspect_ids", None)
+    if ids is None:
+        return ()
+    sep = tokenizer.sep_token_id
+    return tuple(int(i) for i in ids.tolist()) + ((int(sep),) if sep is not None else ())
+
+
+def segment_reviews(tokenizer, texts: Sequence[str], *, max_length: int, suffix: Sequence[int] = ()) -> Segments:
     """Cut each text into sentence segments and tokenize them (special tokens included).
 
     A sentence of more than ``max_length`` tokens becomes several windows of at most that many, each with
     the span of the characters it covers; a text with no sentence (blank) gets one empty segment, so every
-    review has at least one.
+    review has at least one. ``suffix`` (:func:`aspect_suffix`) is appended after each segment's [SEP] and
+    counts towards ``max_length``.
     """
-    if max_length < 4:
-        raise ValueError("max_length must be at least 4")
+    if max_length < 4 + len(suffix):
+        raise ValueError(f"max_length must be at least {4 + len(suffix)}")
     pieces: list[str] = []
     owner: list[int] = []
     spans: list[tuple[int, int]] = []
@@ -71,14 +82,15 @@ def segment_reviews(tokenizer, texts: Sequence[str], *, max_length: int) -> Segm
     encoded = tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False,
                         return_token_type_ids=False, truncation=False)
     cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
-    body = max_length - (cls_id is not None) - (sep_id is not None)
+    body = max_length - (cls_id is not None) - (sep_id is not None) - len(suffix)
+    tail = list(suffix)
     rows: list[list[int]] = []
     seg_owner: list[int] = []
     seg_spans: list[tuple[int, int]] = []
     for ids, offsets, i, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"], owner, spans):
         for w in range(0, max(len(ids), 1), body):
             chunk = ids[w : w + body]
-            rows.append(([cls_id] if cls_id is not None else []) + chunk + ([sep_id] if sep_id is not None else []))
+            rows.append(([cls_id] if cls_id is not None else []) + chunk + ([sep_id] if sep_id is not None else []) + tail)
             seg_owner.append(i)
             if chunk and len(ids) > body:
                 seg_spans.append((start + offsets[w][0], start + offsets[min(w + body, len(ids)) - 1][1]))

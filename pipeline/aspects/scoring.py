@@ -58,9 +58,10 @@ class AspectScorer:
     # score_with tokenizes in its reader thread when a predictor has these two: cutting reviews into sentences
     # and tokenizing them then overlaps the model's work on the previous chunk.
     def encode(self, texts: Sequence[str]):
-        from pipeline.aspects.model import segment_reviews
+        from pipeline.aspects.model import aspect_suffix, segment_reviews
 
-        return segment_reviews(self.tokenizer, list(texts), max_length=self.max_length)
+        return segment_reviews(self.tokenizer, list(texts), max_length=self.max_length,
+                               suffix=aspect_suffix(self.model, self.tokenizer))
 
     def predict_encoded(self, segments) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from pipeline.aspects.fit import predict_aspects

@@ -68,7 +68,7 @@ class MeanPoolClassifier(nn.Module):
         encoder = AutoModel.from_pretrained(path, add_pooling_layer=False) if _takes_pooling(path) \
             else AutoModel.from_pretrained(path)
         # The head file says which head it is: an attention head has its queries.
-        kind = AspectAttentionClassifier if "queries" in head else cls
+        kind = AspectAttentionClassifier if "queries" in head else AspectTokenClassifier if "aspect_ids" in head else cls
         missing = [k for k in kind.HEAD_TENSORS if k not in head]
         if missing:
             raise ValueError(f"{Path(path) / HEAD_FILE} is damaged: it lacks {', '.join(missing)}")
@@ -84,8 +84,9 @@ class MeanPoolClassifier(nn.Module):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.encoder.save_pretrained(out, **kwargs)
-        params = dict(self.named_parameters())
-        state = {k: params[k].detach().to("cpu", torch.float32).contiguous() for k in self.HEAD_TENSORS}
+        tensors = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        state = {k: tensors[k].detach().to("cpu", torch.float32 if tensors[k].is_floating_point() else tensors[k].dtype)
+                 .contiguous() for k in self.HEAD_TENSORS}
         save_file(state, str(out / HEAD_FILE))
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None, **kwargs):
@@ -95,11 +96,11 @@ class MeanPoolClassifier(nn.Module):
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**inputs).last_hidden_state
-        logits = self.head(hidden, attention_mask)
+        logits = self.head(hidden, attention_mask, input_ids=input_ids)
         loss = nn.functional.cross_entropy(logits.float(), labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
-    def head(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def head(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, input_ids=None) -> torch.Tensor:
         """Logits ``(B, num_labels)`` from the encoder's last hidden states ``(B, T, H)``."""
         return self.classifier(self.dropout(_mean_pool(hidden, attention_mask)))
 
@@ -135,7 +136,7 @@ class AspectAttentionClassifier(MeanPoolClassifier):
         nn.init.normal_(self.classifier.weight, std=std)
         nn.init.zeros_(self.classifier.bias)
 
-    def head(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def head(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, input_ids=None) -> torch.Tensor:
         scores = torch.einsum("bth,ah->bat", hidden, self.queries.to(hidden.dtype))
         if attention_mask is not None:
             scores = scores.masked_fill(attention_mask.unsqueeze(1) == 0, torch.finfo(scores.dtype).min)
@@ -144,6 +145,73 @@ class AspectAttentionClassifier(MeanPoolClassifier):
         features = self.dropout(torch.cat([attended, mean], dim=-1))  # (B, A, 2H)
         n_aspects = self.queries.shape[0]
         weight = self.classifier.weight.view(n_aspects, self.group, -1)
+        logits = torch.einsum("baf,akf->bak", features, weight.to(features.dtype))
+        return logits.reshape(hidden.shape[0], -1) + self.classifier.bias.to(logits.dtype)
+
+
+class AspectTokenClassifier(MeanPoolClassifier):
+    """An aspect model that reads every aspect through the whole encoder: each aspect has its own input
+    token, appended after the sentence ("[CLS] the waiter was rude [SEP] <food> <service> ... [SEP]"), and
+    its four outputs (mentioned, negative, neutral, positive) come from that token's last hidden state
+    beside the sentence's mean. Through six layers of self-attention each aspect token gathers what the
+    sentence says of it, as the sentence-pair formulation ("sentence", "aspect") does, but all aspects in
+    one pass: a few tokens more per sentence instead of one pass per aspect.
+
+    The aspect tokens are new rows of the encoder's embedding matrix (ids from the old vocabulary size
+    on; the tokenizer never produces them), each started at the mean embedding of its aspect's name
+    ("service", "anecdotes / miscellaneous"). ``aspect_ids`` holds them in head order; the caller appends
+    :func:`pipeline.aspects.model.aspect_suffix` to every segment.
+    """
+
+    HEAD_TENSORS = ("aspect_ids", "classifier.weight", "classifier.bias")
+
+    def __init__(self, encoder, num_labels: int, *, dropout: float | None = None, group: int = 4,
+                 aspect_ids: torch.Tensor | None = None):
+        super().__init__(encoder, num_labels, dropout=dropout)
+        if num_labels % group:
+            raise ValueError(f"an aspect token head needs a multiple of {group} outputs, got {num_labels}")
+        n_aspects = num_labels // group
+        hidden = encoder.config.hidden_size
+        self.group = group
+        ids = torch.zeros(n_aspects, dtype=torch.long) if aspect_ids is None else torch.as_tensor(aspect_ids).long()
+        self.register_buffer("aspect_ids", ids)
+        self.classifier = nn.Linear(2 * hidden, num_labels)
+        nn.init.normal_(self.classifier.weight, std=getattr(encoder.config, "initializer_range", 0.02))
+        nn.init.zeros_(self.classifier.bias)
+
+    @classmethod
+    def from_encoder(cls, path_or_id: str, *, num_labels: int, id2label: dict | None = None,
+                     label2id: dict | None = None, aspect_names=None) -> AspectTokenClassifier:
+        """A fresh head on a pre-trained encoder, with one new input token per aspect of ``aspect_names``."""
+        from pipeline.models.loading import load_tokenizer
+
+        model = super().from_encoder(path_or_id, num_labels=num_labels, id2label=id2label, label2id=label2id)
+        names = list(aspect_names or [])
+        if len(names) * model.group != num_labels:
+            raise ValueError(f"{len(names)} aspect names for {num_labels} outputs")
+        tokenizer = load_tokenizer(path_or_id)
+        embeddings = model.encoder.get_input_embeddings()
+        first = embeddings.weight.shape[0]
+        model.encoder.resize_token_embeddings(first + len(names), mean_resizing=False)  # rows set just below
+        table = model.encoder.get_input_embeddings().weight
+        with torch.no_grad():
+            for a, name in enumerate(names):
+                pieces = tokenizer(name.replace("/", " / "), add_special_tokens=False)["input_ids"] or \
+                    [tokenizer.unk_token_id or 0]
+                table[first + a] = table[torch.tensor(pieces)].mean(dim=0)
+        model.aspect_ids = torch.arange(first, first + len(names), dtype=torch.long)
+        return model
+
+    def head(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, input_ids=None) -> torch.Tensor:
+        if input_ids is None:
+            raise ValueError("an aspect token head reads the input ids")
+        at = (input_ids.unsqueeze(-1) == self.aspect_ids.view(1, 1, -1)).to(hidden.dtype)  # (B, T, A)
+        tokens = torch.einsum("bta,bth->bah", at, hidden)
+        # The sentence's mean leaves the aspect tokens out.
+        mask = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).to(hidden.dtype)
+        mean = _mean_pool(hidden, mask * (1 - at.sum(-1).clamp(max=1))).unsqueeze(1).expand_as(tokens)
+        features = self.dropout(torch.cat([tokens, mean], dim=-1))  # (B, A, 2H)
+        weight = self.classifier.weight.view(tokens.shape[1], self.group, -1)
         logits = torch.einsum("baf,akf->bak", features, weight.to(features.dtype))
         return logits.reshape(hidden.shape[0], -1) + self.classifier.bias.to(logits.dtype)
 

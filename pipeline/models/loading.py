@@ -139,8 +139,9 @@ def load_classifier(path_or_id: str, *, num_labels: int = len(LABELS), head: str
     saved_head = read_metadata(path_or_id).get("head") if Path(str(path_or_id)).is_dir() else None
     if saved_head is None and Path(str(path_or_id)).is_dir() and is_mean_pool_dir(path_or_id):
         saved_head = "mean"
-    if saved_head == "attention" or head == "attention":
-        raise TastebudError(f"the attention head is for aspect models ({path_or_id!r}); review models use cls or mean")
+    if saved_head in ("attention", "tokens") or head in ("attention", "tokens"):
+        raise TastebudError(f"the {saved_head or head} head is for aspect models ({path_or_id!r}); review models "
+                            "use cls or mean")
     if saved_head not in (None, "cls", "mean"):
         raise TastebudError(f"model {path_or_id!r} has an unknown head {saved_head!r}; this tastebud knows cls and mean")
     try:

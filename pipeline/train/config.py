@@ -27,8 +27,9 @@ DEFAULT_PATIENCE = 2
 CLASS_WEIGHTINGS = ("none", "balanced", "sqrt")
 # "cls": transformers' *ForSequenceClassification head (pooler over [CLS]); "mean": a linear layer over the
 # attention-masked mean of the token embeddings, the pooling all-MiniLM-L6-v2 was pre-trained with.
-# "attention" (aspect models only): one attention pooling per aspect next to the mean (pipeline/models/heads.py).
-HEADS = ("cls", "mean", "attention")
+# "attention" (aspect models only): one attention pooling per aspect next to the mean; "tokens" (aspect models
+# only): one input token per aspect read through the whole encoder (pipeline/models/heads.py).
+HEADS = ("cls", "mean", "attention", "tokens")
 LR_SCHEDULES = ("linear", "cosine", "constant_with_warmup")
 
 # The values a recipe row is applied on top of (what RECIPES["baseline"] means).
@@ -138,7 +139,8 @@ class TrainConfig:
     name: str | None = _option(None, "A name for the registered model (default: generated).", label="Model name")
     head: str = _option(
         _DEFAULTS["head"], "cls (the pooler over [CLS]), mean (mean-pooled token embeddings, as the encoder was "
-        "trained) or attention (aspect models: an attention pooling per aspect beside the mean).", label="Classification head", choices=HEADS)
+        "trained); aspect models also attention (an attention pooling per aspect beside the mean) or tokens (an "
+        "input token per aspect, read through the whole encoder).", label="Classification head", choices=HEADS)
     lr_schedule: str = _option(_DEFAULTS["lr_schedule"], "How the learning rate decays after warmup.",
                                label="Learning-rate schedule", choices=LR_SCHEDULES)
     layer_lr_decay: float = _option(
