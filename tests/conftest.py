@@ -37,8 +37,12 @@ def local_ray(tmp_path_factory):
     import fcntl
 
     ray = pytest.importorskip("ray")
-    with open(tmp_path_factory.getbasetemp().parent / "local-ray.lock", "w") as lock:
+    with open(tmp_path_factory.getbasetemp().parent / "local-ray.lock", "w") as lock, pytest.MonkeyPatch.context() as env:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        # Ray Train's controller looks at its worker group every 2 s by default: a group that started,
+        # finished or lost a worker is seen up to 2 s late, several times per training run. The instance's
+        # processes inherit this from the environment it starts in.
+        env.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
         ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
         try:
             yield ray
