@@ -6,7 +6,7 @@ length) and an aspect model (4 outputs per aspect, one pass per sentence, pooled
 saved, registered and run through its own `score` path (reader / model / writer stages, store writes
 included), alternating, ``--rounds`` times; the figure is reviews per second by each command's own timing.
 
-    PYTHONPATH=. python bench/aspect_scoring_bench.py --n 1000 --rounds 2
+    PYTHONPATH=. python bench/aspect_scoring_bench.py --n 1000 --rounds 2 [--head tokens|attention|mean]
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--head", default="tokens", choices=("mean", "attention", "tokens"),
+                        help="the aspect model's head (tokens: the default of `train --task aspects`)")
     args = parser.parse_args()
     source = DATA / "yelp_reviews_10k" / "yelp_dev.csv"
     if not source.exists():
@@ -55,7 +57,7 @@ def main() -> None:
         add_reviews(con, reviews, None)
     review_model, tokenizer = load_classifier(default_base_model())
     save_classifier(review_model, tokenizer, work / "review", {"max_length": args.max_length, "truncation": "head"})
-    aspect_model, aspect_tok = load_aspect_model(default_base_model(), list(DEFAULT_ASPECTS), head="mean")
+    aspect_model, aspect_tok = load_aspect_model(default_base_model(), list(DEFAULT_ASPECTS), head=args.head)
     aspect_model.save_pretrained(work / "aspects")
     aspect_tok.save_pretrained(work / "aspects")
     with transaction(db) as con:

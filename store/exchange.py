@@ -16,12 +16,15 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from store.aspects import _PENDING_SQL as _ASPECT_PENDING_SQL
 from store.predictions import _ARGMAX_SQL, _PENDING_SQL, PREDICTION_COLUMNS, shard_params
 
 # Rows per exported file: one Ray Data read task each, so several per worker on a big store.
 EXPORT_ROWS_PER_FILE = 50_000
 # Rows per Arrow batch pulled from DuckDB while exporting.
 _EXPORT_BATCH_ROWS = 50_000
+# What a model of each task still has to score (the same selection as local scoring).
+_PENDING = {"sentiment": _PENDING_SQL, "aspects": _ASPECT_PENDING_SQL}
 
 
 def export_pending_reviews(
@@ -31,12 +34,15 @@ def export_pending_reviews(
     *,
     since: datetime | None = None,
     rows_per_file: int = EXPORT_ROWS_PER_FILE,
+    task: str = "sentiment",
 ) -> dict:
     """Write the reviews ``model_id`` still has to score as Parquet files (review_id, text).
 
     Args:
         con: a connection (read-only is enough).
         model_id: the scoring model; what it lacks is chosen exactly as local scoring chooses it.
+        task: "sentiment" (a review model: the predictions table) or "aspects" (an aspect model: the
+            aspect_predictions table).
         out_dir: an empty or new directory; files are named ``part-00000.parquet`` ...
         since: also export reviews whose prediction is older than this (a forced rescore).
         rows_per_file: rows per file.
@@ -50,12 +56,14 @@ def export_pending_reviews(
     """
     if rows_per_file < 1:
         raise ValueError("rows_per_file must be at least 1")
+    if task not in _PENDING:
+        raise ValueError(f"task must be one of {', '.join(_PENDING)}, got {task!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # No ORDER BY: the shards are scored in any order and ingested by review id, and a sort would hold every
     # pending review (texts included) in this process at once: 285 -> 586 MiB peak from 100k to 1M reviews.
     reader = con.execute(
-        f"SELECT r.review_id, r.text {_PENDING_SQL}",
+        f"SELECT r.review_id, r.text {_PENDING[task]}",
         [model_id, since, since, *shard_params(None)],
     ).to_arrow_reader(_EXPORT_BATCH_ROWS)
     files: list[str] = []

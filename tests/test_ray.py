@@ -77,6 +77,48 @@ def test_ray_scoring_matches_local_scoring_and_reruns_score_nothing(local_ray, t
     assert _duplicates(ray_db) == 0
 
 
+def test_aspect_scoring_on_ray_matches_local_aspect_scoring(local_ray, tmp_path, tiny_model_dir):
+    """`score --ray` covers the aspect champion too: the same rows as local aspect scoring (every review read
+    whole, one row per aspect), stored batch by batch, and a rerun scores nothing."""
+    from pipeline.aspects.fit import load_aspect_model
+    from pipeline.aspects.scoring import score_aspects
+    from pipeline.scale.ray_score import run_job
+    from store import aspects as aspect_store
+    from store.schema import init_store
+
+    aspects = list(aspect_store.DEFAULT_ASPECTS)
+    net, tokenizer = load_aspect_model(str(tiny_model_dir), aspects, head="tokens")
+    net.save_pretrained(tmp_path / "aspect-model")
+    tokenizer.save_pretrained(tmp_path / "aspect-model")
+    reviews = _reviews(300)
+    reviews["text"] = reviews["text"] + " The waiter was slow. Prices were fair."  # several sentences each
+    dbs = [init_store(tmp_path / f"{name}.duckdb")[0] for name in ("ray", "local")]
+    for db in dbs:
+        seed_reviews(db, reviews)
+        with transaction(db) as con:
+            model_store.register_model(con, model_id="asp", kind="finetuned", name="asp", task="aspects",
+                                       path=str(tmp_path / "aspect-model"), params={"aspects": aspects, "max_length": 32})
+            model_store.promote_model(con, cli_actor(), "asp")
+    ray_db, local_db = dbs
+    reporter = JobReporter(ray_db, None, echo=lambda line: None)
+    result = run_job(ray_db, {"task": "aspects", "address": "local"}, reporter)
+    assert result["model_id"] == "asp" and result["scored"] == result["pending_at_start"] == 300
+    assert result["aspects"] == aspects
+    assert score_aspects(local_db)["scored"] == 300
+    with connect(ray_db, read_only=True) as a, connect(local_db, read_only=True) as b:
+        on_ray, local = aspect_store.fetch_aspect_predictions(a, "asp"), aspect_store.fetch_aspect_predictions(b, "asp")
+        assert count_predictions(a, "asp") == 0  # nothing in the review predictions table
+    key = ["review_id", "aspect"]
+    on_ray, local = on_ray.sort_values(key).reset_index(drop=True), local.sort_values(key).reset_index(drop=True)
+    assert len(on_ray) == 300 * len(aspects) and on_ray[key].equals(local[key])
+    cols = ["p_present", "p_negative", "p_neutral", "p_positive"]
+    np.testing.assert_allclose(on_ray[cols].to_numpy(), local[cols].to_numpy(), atol=1e-2)
+    assert (on_ray["evidence"] == local["evidence"]).mean() > 0.95  # the same sentence carries each aspect
+    assert score_on_ray(ray_db, task="aspects")["scored"] == 0
+    with pytest.raises(TastebudError, match="task must be sentiment or aspects"):
+        score_on_ray(ray_db, task="topics")
+
+
 def test_a_killed_worker_is_retried_and_the_store_ends_complete(local_ray, store_path, tiny_model_dir):
 
     _store_with_champion(store_path, tiny_model_dir, 1500)

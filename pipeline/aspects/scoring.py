@@ -74,28 +74,30 @@ class AspectScorer:
         return self.predict(texts)
 
 
-def _sink(aspects: list[str]) -> ScoringSink:
-    def to_table(review_ids: pa.Array, output) -> pd.DataFrame:
-        p_m, p_pol, spans = output
-        if p_m.shape != (len(review_ids), len(aspects)) or not np.isfinite(p_m).all() or not np.isfinite(p_pol).all():
-            raise TastebudError("the aspect model returned malformed probabilities; nothing from this chunk was written")
-        n, a = p_m.shape
-        frame = pd.DataFrame({
-            "review_id": np.repeat(np.asarray(review_ids.to_pylist(), dtype=object), a),
-            "aspect": np.tile(np.asarray(aspects, dtype=object), n),
-            "p_present": p_m.reshape(-1).astype(np.float32),
-            "p_negative": p_pol[..., 0].reshape(-1).astype(np.float32),
-            "p_neutral": p_pol[..., 1].reshape(-1).astype(np.float32),
-            "p_positive": p_pol[..., 2].reshape(-1).astype(np.float32),
-            "evidence_start": spans[..., 0].reshape(-1).astype(np.int32),
-            "evidence_end": spans[..., 1].reshape(-1).astype(np.int32),
-        })
-        return frame
+def aspect_rows(review_ids: Sequence[str], output, aspects: Sequence[str]) -> pd.DataFrame:
+    """The store's rows (one per review and aspect, as :func:`store.aspects.write_aspect_predictions` takes
+    them) of an aspect scorer's output for ``review_ids``; malformed output is refused whole."""
+    p_m, p_pol, spans = output
+    if p_m.shape != (len(review_ids), len(aspects)) or not np.isfinite(p_m).all() or not np.isfinite(p_pol).all():
+        raise TastebudError("the aspect model returned malformed probabilities; nothing from this chunk was written")
+    n, a = p_m.shape
+    return pd.DataFrame({
+        "review_id": np.repeat(np.asarray(list(review_ids), dtype=object), a),
+        "aspect": np.tile(np.asarray(aspects, dtype=object), n),
+        "p_present": p_m.reshape(-1).astype(np.float32),
+        "p_negative": p_pol[..., 0].reshape(-1).astype(np.float32),
+        "p_neutral": p_pol[..., 1].reshape(-1).astype(np.float32),
+        "p_positive": p_pol[..., 2].reshape(-1).astype(np.float32),
+        "evidence_start": spans[..., 0].reshape(-1).astype(np.int32),
+        "evidence_end": spans[..., 1].reshape(-1).astype(np.int32),
+    })
 
+
+def _sink(aspects: list[str]) -> ScoringSink:
     return ScoringSink(
         count_pending=aspect_store.count_aspect_pending,
         fetch_chunk=aspect_store.fetch_aspect_pending_chunk,
-        to_table=to_table,
+        to_table=lambda review_ids, output: aspect_rows(review_ids.to_pylist(), output, aspects),
         write=lambda con, model_id, rows: aspect_store.write_aspect_predictions(con, model_id, rows),
     )
 

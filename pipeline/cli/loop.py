@@ -55,48 +55,62 @@ def score_cmd(
 ) -> None:
     """Score the reviews the champion (or --model) has not scored yet, and fill the aspect champion's aspect
     predictions; resumable and idempotent."""
-    from pipeline.loop.scoring import parse_shard, score
+    from pipeline.loop.scoring import parse_shard
 
     parse_shard(shard)  # reject a bad --shard before starting anything
-    tasks = _score_tasks(task, model)
-    if tasks == ["aspects"]:
-        _score_aspects(model, rescore_all, shard, chunk_size, background, as_json)
-        return
     if ray and shard:
         raise TastebudError("--ray and --shard do not mix: Ray splits the work across its workers itself")
     if storage and not ray:
         raise TastebudError("--storage needs --ray [ADDRESS]")
-    if background and ray:
-        _background("score-ray", {"model_id": model, "rescore_all": rescore_all, "address": ray, "storage": storage},
-                    as_json)
-        return
+    tasks = _score_tasks(task, model)
     if background:
-        _background("score", {"model_id": model, "rescore_all": rescore_all, "shard": shard,
-                              "chunk_size": chunk_size}, as_json)
-        if "aspects" in tasks:  # a second job: each has its own progress, log and cancel
-            _score_aspects(None, rescore_all, shard, chunk_size, True, as_json)
+        for one in tasks:  # a job per task: each has its own progress, log and cancel
+            if ray:
+                _background("score-ray", {"model_id": model, "rescore_all": rescore_all, "address": ray,
+                                          "storage": storage, "task": one}, as_json)
+            else:
+                _background("score" if one == "sentiment" else "score_aspects",
+                            {"model_id": model, "rescore_all": rescore_all, "shard": shard, "chunk_size": chunk_size},
+                            as_json)
         return
-    params = {"model_id": model, "rescore_all": rescore_all, "shard": shard, "chunk_size": chunk_size, "ray": ray,
-              "storage": storage}
+    results = {one: _score_one(one, model, rescore_all, shard, chunk_size, ray, storage, as_json) for one in tasks}
+    # One JSON object: the review scoring's result with the aspect scoring's under "aspects" (or the aspect
+    # scoring's alone when only aspects were scored).
+    result = results.get("sentiment") or results["aspects"]
+    if "sentiment" in results and "aspects" in results:
+        result = {**result, "aspects": results["aspects"]}
+    if as_json:
+        emit_json(result)
+        return
+    if "sentiment" in results:
+        r = results["sentiment"]
+        typer.echo(f"scored {r['scored']:,} reviews with {r['model_id']} in {r['seconds']:.1f}s")
+    if "aspects" in results:
+        a = results["aspects"]
+        typer.echo(f"aspects: scored {a['scored']:,} reviews with {a['model_id']} in {a['seconds']:.1f}s")
+
+
+def _score_one(task: str, model: str | None, rescore_all: bool, shard: str | None, chunk_size: int | None,
+               ray: str | None, storage: str | None, as_json: bool) -> dict:
+    """Score one task in the foreground (a job row of its own), locally or on Ray."""
+    params = {"model_id": model, "rescore_all": rescore_all, "shard": shard, "chunk_size": chunk_size}
     if ray:
         from pipeline.scale.ray_score import score_on_ray
 
+        params = {**params, "ray": ray, "storage": storage, "task": task}
         body = lambda reporter: score_on_ray(db_path(), model_id=model, address=None if ray == LOCAL_RAY else ray,  # noqa: E731
-                                             rescore_all=rescore_all, reporter=reporter, storage=storage)
+                                             rescore_all=rescore_all, reporter=reporter, storage=storage, task=task)
+    elif task == "aspects":
+        from pipeline.aspects.scoring import score_aspects
+
+        body = lambda reporter: score_aspects(db_path(), model_id=model, rescore_all=rescore_all, shard=shard,  # noqa: E731
+                                              reporter=reporter, chunk_size=chunk_size or None)
     else:
+        from pipeline.loop.scoring import score
+
         body = lambda reporter: score(db_path(), model_id=model, rescore_all=rescore_all, shard=shard,  # noqa: E731
                                       reporter=reporter, chunk_size=chunk_size or None)
-    result = _foreground("score", params, as_json, body)
-    if "aspects" in tasks:
-        # The aspect champion's predictions, in the same command (locally: Ray scoring covers review sentiment).
-        result = {**result, "aspects": _score_aspects(None, rescore_all, shard, chunk_size, False, as_json, quiet=True)}
-    if as_json:
-        emit_json(result)
-    else:
-        typer.echo(f"scored {result['scored']:,} reviews with {result['model_id']} in {result['seconds']:.1f}s")
-        if result.get("aspects"):
-            a = result["aspects"]
-            typer.echo(f"aspects: scored {a['scored']:,} reviews with {a['model_id']} in {a['seconds']:.1f}s")
+    return _foreground("score" if task == "sentiment" else "score_aspects", params, as_json, body)
 
 
 def _score_tasks(task: str | None, model: str | None) -> list[str]:
@@ -123,25 +137,6 @@ def _score_tasks(task: str | None, model: str | None) -> list[str]:
         return [task]
     # "all": what has a champion; with neither, review scoring says what to do.
     return [t for t, has in (("sentiment", has_sentiment), ("aspects", has_aspects)) if has] or ["sentiment"]
-
-
-def _score_aspects(model: str | None, rescore_all: bool, shard: str | None, chunk_size: int | None, background: bool,
-                   as_json: bool, *, quiet: bool = False) -> dict | None:
-    params = {"model_id": model, "rescore_all": rescore_all, "shard": shard, "chunk_size": chunk_size}
-    if background:
-        _background("score_aspects", params, as_json)
-        return None
-    from pipeline.aspects.scoring import score_aspects
-
-    result = _foreground("score_aspects", params, as_json, lambda reporter: score_aspects(
-        db_path(), model_id=model, rescore_all=rescore_all, shard=shard, reporter=reporter, chunk_size=chunk_size or None))
-    if quiet:
-        return result
-    if as_json:
-        emit_json(result)
-    else:
-        typer.echo(f"aspects: scored {result['scored']:,} reviews with {result['model_id']} in {result['seconds']:.1f}s")
-    return result
 
 
 @app.command("flag")

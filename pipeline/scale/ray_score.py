@@ -113,7 +113,12 @@ def _model_files(path: str) -> dict[str, bytes]:
 
 
 class ScoreActor:
-    """One model replica: built once per actor, then called with batches of (review_id, text)."""
+    """One model replica: built once per actor, then called with batches of (review_id, text).
+
+    A review model returns one row per review (p_negative, p_neutral, p_positive); an aspect model
+    (``task`` "aspects" in its row) one row per review and aspect, as :mod:`pipeline.aspects.scoring`
+    stores them locally.
+    """
 
     def __init__(self, model_row: dict, files: dict[str, bytes] | None, cpu_threads: int | None = None):
         import torch
@@ -139,9 +144,20 @@ class ScoreActor:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(data)
             row["path"] = self._dir
-        self.predictor = predictor_from_row(row)
+        if (row.get("task") or "sentiment") == "aspects":
+            from pipeline.aspects.scoring import AspectScorer
+
+            self.aspects = AspectScorer.from_model(row)
+        else:
+            self.aspects = None
+            self.predictor = predictor_from_row(row)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        if self.aspects is not None:
+            from pipeline.aspects.scoring import aspect_rows
+
+            output = self.aspects.predict(batch["text"].tolist())
+            return aspect_rows(batch["review_id"].tolist(), output, self.aspects.aspects)
         probs = self.predictor.predict_proba(batch["text"].tolist())
         return pd.DataFrame({"review_id": batch["review_id"].to_numpy(), "p_negative": probs[:, 0],
                              "p_neutral": probs[:, 1], "p_positive": probs[:, 2]})
@@ -168,8 +184,10 @@ def score_on_ray(
     reporter: JobReporter | None = None,
     storage: str | None = None,
     replicas: int | None = None,
+    task: str = "sentiment",
 ) -> dict:
-    """Score what ``model_id`` (default: the champion) still lacks on a Ray cluster, storing results as they come.
+    """Score what ``model_id`` (default: the ``task``'s champion) still lacks on a Ray cluster, storing results as
+    they come.
 
     The reviews leave the store as Parquet shards under ``storage``; Ray Data reads them, the actors score
     them, and the predictions stream back to this process, which stores them in batches (each its own
@@ -186,19 +204,29 @@ def score_on_ray(
         storage: a path or URI every node reaches (NFS, ``s3://``, ``gs://``) for the review shards;
             default: a temporary directory on this machine, which a cluster of several nodes refuses.
         replicas: number of model replicas (default: one per GPU, else one per CPU slot).
+        task: "sentiment" (review predictions) or "aspects" (the aspect champion's or ``model_id``'s aspect
+            predictions, every review read whole, as ``tastebud score --task aspects`` stores them).
 
     Returns:
-        {"model_id", "scored", "pending_at_start", "replicas", "seconds", "reviews_per_s", "export_s",
-        "stream_s"} (``stream_s``: scoring and storing, which overlap).
+        {"model_id", "scored" (reviews), "pending_at_start", "replicas", "seconds", "reviews_per_s", "export_s",
+        "stream_s"} (``stream_s``: scoring and storing, which overlap); for aspects also "aspects".
 
     Example:
         >>> score_on_ray("tastebud.duckdb")["scored"]  # doctest: +SKIP
         120000
     """
     reporter = reporter or JobReporter(db, None)
-    resolved = resolve_model_id(db, model_id)
-    with connect(db, read_only=True) as con:
-        row = get_model(con, resolved)
+    if task == "aspects":
+        from pipeline.aspects.evaluation import aspect_model_row, model_aspects
+
+        row = aspect_model_row(db, model_id)
+        resolved, per_review = row["model_id"], len(model_aspects(row))
+    elif task == "sentiment":
+        resolved, per_review = resolve_model_id(db, model_id), 1
+        with connect(db, read_only=True) as con:
+            row = get_model(con, resolved)
+    else:
+        raise TastebudError(f"task must be sentiment or aspects, got {task!r}")
     check_client_storage(address, storage)
     started = time.perf_counter()
     since = datetime.now() if rescore_all else None
@@ -213,10 +241,11 @@ def score_on_ray(
     count = replicas or count
     try:
         with connect(db, read_only=True) as con:
-            exported = _export(con, resolved, area, scratch / "reviews", since)
+            exported = _export(con, resolved, area, scratch / "reviews", since, task)
         export_s = time.perf_counter() - started
         pending = exported["rows"]
-        reporter.log(f"scoring {pending:,} reviews with {resolved} on Ray ({count} replicas"
+        what = "aspects of " if task == "aspects" else ""
+        reporter.log(f"scoring {what}{pending:,} reviews with {resolved} on Ray ({count} replicas"
                      + (f", shards in {area.uri()})" if storage else ")"))
         reporter.progress(0.0, f"0/{pending:,} reviews scored", force=True)
         stream_started = time.perf_counter()
@@ -232,23 +261,36 @@ def score_on_ray(
                                                    "cpu_threads": None if "num_gpus" in per_actor else 1}, batch_format="pandas",
                 batch_size=RAY_BATCH_ROWS, compute=ray.data.ActorPoolStrategy(size=count), **per_actor,
             )
-            batches = ds.iter_batches(batch_size=ingest_rows(pending), batch_format="pyarrow", prefetch_batches=1)
-            scored = ingest_stream(db, resolved, batches, reporter=reporter, pending=pending)
+            batches = ds.iter_batches(batch_size=ingest_rows(pending) * per_review, batch_format="pyarrow",
+                                      prefetch_batches=1)
+            scored = ingest_stream(db, resolved, batches, reporter=reporter, pending=pending, per_review=per_review,
+                                   write=_write_aspects if task == "aspects" else ingest_predictions)
         stream_s = time.perf_counter() - stream_started
     finally:
         area.remove()
         shutil.rmtree(scratch, ignore_errors=True)
     seconds = time.perf_counter() - started
     reporter.progress(1.0, f"{scored:,} reviews scored", force=True)
-    return {"model_id": resolved, "scored": scored, "pending_at_start": pending, "replicas": count,
-            "seconds": round(seconds, 2), "reviews_per_s": round(scored / seconds, 1) if seconds > 0 else None,
-            "export_s": round(export_s, 2), "stream_s": round(stream_s, 2)}
+    result = {"model_id": resolved, "scored": scored, "pending_at_start": pending, "replicas": count,
+              "seconds": round(seconds, 2), "reviews_per_s": round(scored / seconds, 1) if seconds > 0 else None,
+              "export_s": round(export_s, 2), "stream_s": round(stream_s, 2)}
+    if task == "aspects":
+        from pipeline.aspects.evaluation import model_aspects
+
+        result["aspects"] = model_aspects(row)
+    return result
 
 
-def _export(con, model_id: str, area: RunStorage, scratch: Path, since: datetime | None) -> dict:
+def _write_aspects(con, model_id: str, table) -> int:
+    from store.aspects import write_aspect_predictions
+
+    return write_aspect_predictions(con, model_id, table)
+
+
+def _export(con, model_id: str, area: RunStorage, scratch: Path, since: datetime | None, task: str) -> dict:
     """The pending reviews as Parquet shards in ``area``/reviews (written locally first when the storage is remote)."""
     local = area.local_dir("reviews")
-    exported = export_pending_reviews(con, model_id, local or scratch, since=since)
+    exported = export_pending_reviews(con, model_id, local or scratch, since=since, task=task)
     if local is None and exported["rows"]:
         area.upload(scratch, "reviews")
     return exported
@@ -259,29 +301,34 @@ def ingest_rows(pending: int) -> int:
     return min(EXPORT_ROWS_PER_FILE, max(RAY_BATCH_ROWS, -(-pending // 20)))
 
 
-def ingest_stream(db, model_id: str, batches, *, reporter: JobReporter, pending: int) -> int:
+def ingest_stream(db, model_id: str, batches, *, reporter: JobReporter, pending: int, per_review: int = 1,
+                  write=ingest_predictions) -> int:
     """Store prediction batches (Arrow tables) as they arrive, one short transaction each, reporting progress.
 
-    A cancel raises out of ``reporter.progress`` between two batches; closing the stream then stops
-    Ray Data's execution and releases its actors. Returns how many predictions were stored.
+    ``write(con, model_id, table)`` stores one batch and returns its rows, ``per_review`` of them per review
+    (an aspect model writes one per aspect). A cancel raises out of ``reporter.progress`` between two
+    batches; closing the stream then stops Ray Data's execution and releases its actors. Returns how many
+    reviews' predictions were stored.
     """
-    stored = 0
+    rows = 0
     try:
         for table in batches:
             with connect(db) as con, begin(con):
-                stored += ingest_predictions(con, model_id, table)
+                rows += write(con, model_id, table)
             hand_off(db)
+            stored = rows // per_review
             reporter.progress(min(stored / max(pending, 1), 0.99), f"{stored:,}/{pending:,} reviews scored")
     finally:
         close = getattr(batches, "close", None)
         if close is not None:
             close()
-    return stored
+    return rows // per_review
 
 
 def run_job(db, params: dict, reporter: JobReporter) -> dict:
-    """Job kind "score-ray": params model_id, rescore_all, address (None or "local": a local instance), storage."""
+    """Job kind "score-ray": params model_id, rescore_all, address (None or "local": a local instance), storage,
+    task ("sentiment", the default, or "aspects")."""
     address = params.get("address")
     return score_on_ray(db, model_id=params.get("model_id"), address=None if address in (None, "local") else address,
                         rescore_all=bool(params.get("rescore_all", False)), reporter=reporter,
-                        storage=params.get("storage"))
+                        storage=params.get("storage"), task=params.get("task") or "sentiment")
