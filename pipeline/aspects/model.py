@@ -1,11 +1,15 @@
 """The aspect model: one encoder, every aspect at once, a review read sentence by sentence.
 
-Formulation (chosen over the sentence-pair one, "(review, aspect)" -> label, by cost: a pair model reads a
-review once per aspect, this one once; bench/RESULTS.md "Aspects" has the quality figures): a standard
-Hugging Face sequence classifier with ``4 * A`` outputs for ``A`` aspects. Output ``4a`` is aspect a's
-"mentioned" logit, ``4a+1 .. 4a+3`` its negative / neutral / positive logits. Saved and loaded like any
-tastebud model (the scoring and speed work of review models applies unchanged); ``tastebud.json`` says
-``"task": "aspects"`` and lists the aspects in head order.
+Formulation (bench/RESULTS.md "Aspects" has the figures): one encoder pass per sentence answers every
+aspect, with ``4 * A`` outputs for ``A`` aspects. Output ``4a`` is aspect a's "mentioned" logit,
+``4a+1 .. 4a+3`` its negative / neutral / positive logits. By default (the "tokens" head,
+:class:`pipeline.models.heads.AspectTokenClassifier`) each aspect has its own input token after the
+sentence ("[CLS] sentence [SEP] <food> <service> ... [SEP]", :func:`aspect_suffix`) whose last hidden
+state gives its outputs: the aspect-conditioned reading of the sentence-pair formulation ("sentence",
+"aspect") at the price of a few tokens, where the pair formulation reads each sentence once per aspect.
+The "mean" and "attention" heads pool the sentence instead. Saved and loaded like any tastebud model (the
+scoring and speed work of review models applies unchanged); ``tastebud.json`` says ``"task": "aspects"``
+and lists the aspects in head order.
 
 A review is cut into segments: its sentences (:mod:`pipeline.aspects.sentences`), a sentence longer than
 the model's length cut into windows. Every segment is scored; the review's answer pools them:
