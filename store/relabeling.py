@@ -276,26 +276,19 @@ def undo_action(con: duckdb.DuckDBPyConnection, actor: Actor, action_id: int) ->
 def _undo(con: duckdb.DuckDBPyConnection, actor: Actor, target: int, kind: str) -> dict:
     undo_id = _new_action(con, actor, "undo", undoes=target)
     now = datetime.now()
-    retracted = con.execute(
-        """
-        INSERT INTO label_retractions (label_id, action_id, retracted_by, retracted_at, reason)
-        SELECT i.label_id, ?, ?, ?, 'undo' FROM relabel_action_items i
-        WHERE i.action_id = ? AND i.label_id IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM label_retractions x WHERE x.label_id = i.label_id)
-        RETURNING label_id
-        """,
-        [undo_id, actor.name, now, target],
-    ).fetchall()
-    retracted += con.execute(
-        """
-        INSERT INTO aspect_label_retractions (aspect_label_id, action_id, retracted_by, retracted_at, reason)
-        SELECT i.aspect_label_id, ?, ?, ?, 'undo' FROM relabel_action_items i
-        WHERE i.action_id = ? AND i.aspect_label_id IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM aspect_label_retractions x WHERE x.aspect_label_id = i.aspect_label_id)
-        RETURNING aspect_label_id
-        """,
-        [undo_id, actor.name, now, target],
-    ).fetchall()
+    retracted = []
+    # Review labels and aspect labels the action appended: each gets a retraction row (nothing is deleted).
+    for table, key in (("label_retractions", "label_id"), ("aspect_label_retractions", "aspect_label_id")):
+        retracted += con.execute(
+            f"""
+            INSERT INTO {table} ({key}, action_id, retracted_by, retracted_at, reason)
+            SELECT i.{key}, ?, ?, ?, 'undo' FROM relabel_action_items i
+            WHERE i.action_id = ? AND i.{key} IS NOT NULL
+              AND NOT EXISTS (SELECT 1 FROM {table} x WHERE x.{key} = i.{key})
+            RETURNING {key}
+            """,
+            [undo_id, actor.name, now, target],
+        ).fetchall()
     # Reopen a closed flag only if this action closed it and it is still as the action left it,
     # and its review has no remaining human label (someone else may have relabeled it too).
     reopen = [f for (f,) in con.execute(

@@ -31,30 +31,6 @@ def _reviews(db, n=6):
 def test_default_aspects_and_adding_one(store_path):
     with transaction(store_path) as con:
         assert aspect_store.aspect_names(con) == list(aspect_store.DEFAULT_ASPECTS)
-
-
-def test_migration_131_keeps_relabel_actions_and_makes_aspect_corrections_undoable(tmp_path):
-    from pipeline.loop import relabel as rl
-
-    db = tmp_path / "old.duckdb"
-    con = duckdb.connect(str(db))
-    migrate(con, target=130)
-    con.execute("INSERT INTO reviews (review_id, text, source, content_hash, ingested_at) "
-                "VALUES ('r1', 'Slow service.', 'x', 'h', now())")
-    con.execute("INSERT INTO relabel_actions (actor, kind, created_at) VALUES ('ana', 'relabel', now()), "
-                "('ana', 'dismiss', now())")
-    con.execute("INSERT INTO aspect_labels (review_id, aspect, polarity, source, created_at) "
-                "VALUES ('r1', 'service', 'neutral', 'import', now())")
-    con.close()
-    init_store(db)
-    with connect(db) as con:
-        assert con.execute("SELECT action_id, actor, kind FROM relabel_actions ORDER BY 1").fetchall() == [
-            (1, "ana", "relabel"), (2, "ana", "dismiss")]
-    result = rl.relabel_aspects(db, Actor("ana", "labeler"), "r1", {"service": "negative"})
-    assert result["action_id"] == 3  # the ids go on from the same sequence
-    assert rl.undo_last(db, Actor("ana", "labeler"))["undid_action_id"] == 3
-    with connect(db, read_only=True) as con:
-        assert aspect_store.current_review_aspects(con, "r1") == {"service": ("neutral", "import")}
         assert aspect_store.add_aspect(con, ADMIN, "  Wait ", description="the wait for a table") == "wait"
         assert aspect_store.aspect_names(con)[-1] == "wait"
         with pytest.raises(TastebudError, match="exists already"):
