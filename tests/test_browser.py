@@ -108,8 +108,6 @@ def _settle(page) -> None:
 
 def _open_url(page, base: str, path: str = "") -> None:
     page.goto(f"{base}/{path}", timeout=STEP_MS)
-    if not path:  # the default page is a page for every session: no notice to wait for
-        return
     # A URL that is no page for this session first shows Streamlit's "Page not found" notice.
     notice = page.get_by_role("dialog")
     try:
