@@ -17,6 +17,10 @@ from store.schema import init_store
 
 # Every table of a fully migrated store and its columns, in order (a new migration updates this).
 SCHEMA: dict[str, list[tuple[str, str]]] = {
+    "aspect_label_retractions": [
+        ("aspect_label_id", "BIGINT"), ("action_id", "BIGINT"), ("retracted_by", "VARCHAR"),
+        ("retracted_at", "TIMESTAMP"), ("reason", "VARCHAR"),
+    ],
     "aspect_labels": [
         ("aspect_label_id", "BIGINT"), ("review_id", "VARCHAR"), ("aspect", "VARCHAR"), ("polarity", "VARCHAR"),
         ("source", "VARCHAR"), ("labeler", "VARCHAR"), ("created_at", "TIMESTAMP"), ("round", "INTEGER"),
@@ -115,7 +119,7 @@ SCHEMA: dict[str, list[tuple[str, str]]] = {
     ],
     "relabel_action_items": [
         ("action_id", "BIGINT"), ("review_id", "VARCHAR"), ("label_id", "BIGINT"), ("flag_id", "BIGINT"),
-        ("previous_status", "VARCHAR"),
+        ("previous_status", "VARCHAR"), ("aspect_label_id", "BIGINT"),
     ],
     "relabel_actions": [
         ("action_id", "BIGINT"), ("actor", "VARCHAR"), ("kind", "VARCHAR"), ("undoes", "BIGINT"),
