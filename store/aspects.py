@@ -146,6 +146,11 @@ def check_aspects(con: duckdb.DuckDBPyConnection, names) -> list[str]:
 
 
 def append_aspect_labels(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFrame) -> int:
+    """Append aspect labels (see :func:`insert_aspect_labels`); returns how many rows were appended."""
+    return len(insert_aspect_labels(con, batch))
+
+
+def insert_aspect_labels(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFrame) -> list[int]:
     """Append aspect labels (columns review_id, aspect, polarity, source; optional labeler, round).
 
     A row is skipped when the newest stored label of the same review, aspect and source already says
@@ -158,14 +163,14 @@ def append_aspect_labels(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.Da
             (review, aspect, source) in the batch.
 
     Returns:
-        How many label rows were appended.
+        The ids of the label rows appended (an undoable action lists them).
     """
     frame = batch.to_pandas() if isinstance(batch, pa.Table) else batch.copy()
     missing = {"review_id", "aspect", "polarity", "source"} - set(frame.columns)
     if missing:
         raise ValueError(f"aspect label batch lacks columns: {sorted(missing)}")
     if frame.empty:
-        return 0
+        return []
     for optional in ("labeler", "round"):
         if optional not in frame.columns:
             frame[optional] = None
@@ -185,8 +190,7 @@ def append_aspect_labels(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.Da
     frame["round"] = pd.to_numeric(frame["round"], errors="coerce").astype("Int32")
     con.register("_aspect_label_batch", frame)
     try:
-        before = con.execute("SELECT count(*) FROM aspect_labels").fetchone()[0]
-        con.execute(
+        added = con.execute(
             """
             INSERT INTO aspect_labels (review_id, aspect, polarity, source, labeler, created_at, round)
             WITH newest AS (
@@ -200,17 +204,18 @@ def append_aspect_labels(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.Da
             FROM _aspect_label_batch b
             LEFT JOIN newest n ON n.review_id = b.review_id AND n.aspect = b.aspect AND n.source = b.source
             WHERE n.polarity IS DISTINCT FROM b.polarity
+            RETURNING aspect_label_id
             """,
             [datetime.now()],
-        )
-        return con.execute("SELECT count(*) FROM aspect_labels").fetchone()[0] - before
+        ).fetchall()
+        return sorted(i for (i,) in added)
     finally:
         con.unregister("_aspect_label_batch")
 
 
 def set_review_aspects(
     con: duckdb.DuckDBPyConnection, actor: Actor, review_id: str, polarities: dict[str, str], *, round: int = 0
-) -> int:
+) -> list[int]:
     """A person's aspect annotation of one review: every aspect's polarity, "absent" for those it does not
     speak of. Aspects not given keep what they had (absent when the review had no annotation). Call inside
     a transaction.
@@ -220,7 +225,7 @@ def set_review_aspects(
         TastebudError: unknown review, aspect or polarity.
 
     Returns:
-        How many label rows were appended (0 when the person confirmed what was there).
+        The ids of the label rows appended (none when the person confirmed what was there).
     """
     require(actor, "relabel")
     if not con.execute("SELECT 1 FROM reviews WHERE review_id = ?", [review_id]).fetchone():
@@ -239,10 +244,10 @@ def set_review_aspects(
         # A person's confirmation of an imported label is recorded (human rows outrank imports).
         if current.get(a, ("absent", None)) != (p, "human")
     ]
-    written = append_aspect_labels(con, pd.DataFrame(rows)) if rows else 0
-    if written:
+    added = insert_aspect_labels(con, pd.DataFrame(rows)) if rows else []
+    if added:
         audit(con, actor, "aspect.relabel", target=review_id, detail=clean)
-    return written
+    return added
 
 
 def current_review_aspects(con: duckdb.DuckDBPyConnection, review_id: str) -> dict[str, tuple[str, str]]:

@@ -342,19 +342,15 @@ def relabel_aspects(con: duckdb.DuckDBPyConnection, actor: Actor, review_id: str
     if not polarities:
         raise TastebudError("give at least one aspect and its polarity, e.g. service=negative")
     previous = {a: p for a, (p, _) in current_review_aspects(con, review_id).items()}
-    newest = con.execute("SELECT coalesce(max(aspect_label_id), 0) FROM aspect_labels").fetchone()[0]
-    written = set_review_aspects(con, actor, review_id, polarities, round=next_round_number(con))
+    added = set_review_aspects(con, actor, review_id, polarities, round=next_round_number(con))
     now = {a: p for a, (p, _) in current_review_aspects(con, review_id).items()}
     action_id = None
-    if written:
-        # One writer at a time (DuckDB's lock, and the caller's transaction): the rows above the old
-        # maximum are this correction's.
-        added = con.execute("SELECT aspect_label_id FROM aspect_labels WHERE aspect_label_id > ? AND review_id = ? "
-                            "ORDER BY 1", [newest, review_id]).fetchall()
+    if added:
         action_id = _new_action(con, actor, "aspects")
         _add_items(con, action_id, [{"review_id": review_id, "label_id": None, "flag_id": None, "previous_status": None,
-                                     "aspect_label_id": i} for (i,) in added])
-    return {"review_id": review_id, "written": written, "aspects": now, "previous": previous, "action_id": action_id}
+                                     "aspect_label_id": i} for i in added])
+    return {"review_id": review_id, "written": len(added), "aspects": now, "previous": previous,
+            "action_id": action_id}
 
 
 def fetch_review_aspects(con: duckdb.DuckDBPyConnection, review_id: str) -> dict:

@@ -53,8 +53,8 @@ def test_labels_are_append_only_and_human_wins(store_path):
     with transaction(store_path) as con:
         assert aspect_store.append_aspect_labels(con, batch) == 3
         assert aspect_store.append_aspect_labels(con, batch) == 0  # a re-import adds no history
-        assert aspect_store.set_review_aspects(con, LABELER, "r0", {"service": "neutral", "price": "negative"}) == 2
-        assert aspect_store.set_review_aspects(con, LABELER, "r0", {"service": "neutral"}) == 0
+        assert len(aspect_store.set_review_aspects(con, LABELER, "r0", {"service": "neutral", "price": "negative"})) == 2
+        assert aspect_store.set_review_aspects(con, LABELER, "r0", {"service": "neutral"}) == []
         current = aspect_store.current_review_aspects(con, "r0")
         assert current == {"food": ("positive", "import"), "service": ("neutral", "human"),
                            "price": ("negative", "human")}

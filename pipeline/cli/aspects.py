@@ -162,7 +162,8 @@ def set_cmd(
     changes = [f"{printable(a, max_chars=40)} {result['previous'].get(a, 'absent')} -> {p}"
                for a, p in result["aspects"].items() if result["previous"].get(a, "absent") != p]
     typer.echo(f"{printable(review_id)}: " + (", ".join(changes) if changes else "no change")
-               + f"; {result['written']} aspect label(s) written" + ("; `tastebud undo` reverts it" if result["action_id"] else ""))
+               + f"; {result['written']} aspect label(s) written"
+               + ("; `tastebud undo` reverts it" if result["action_id"] else ""))
 
 
 def _print_report(r: AspectImportReport) -> None:

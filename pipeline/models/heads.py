@@ -76,7 +76,6 @@ class MeanPoolClassifier(nn.Module):
         model.load_state_dict({k: head[k] for k in kind.HEAD_TENSORS}, strict=False)
         return model.eval()
 
-
     def save_pretrained(self, out_dir: str | os.PathLike, **kwargs) -> None:
         """Write the encoder as a Hugging Face directory and the head beside it."""
         from safetensors.torch import save_file
@@ -105,36 +104,46 @@ class MeanPoolClassifier(nn.Module):
         return self.classifier(self.dropout(_mean_pool(hidden, attention_mask)))
 
 
-class AspectAttentionClassifier(MeanPoolClassifier):
-    """A mean-pool classifier whose outputs come in groups of four per aspect (an aspect model,
-    :mod:`pipeline.aspects.model`), each group reading the sentence through its own attention.
-
-    Aspect ``a`` has a learned query vector; its softmax over the tokens' last hidden states (padding
-    masked) picks the words that speak of that aspect ("waiter", "overpriced"), and the aspect's four
-    outputs (mentioned, negative, neutral, positive) come from ``[attended_a ; mean]``, the attended
-    summary next to the sentence embedding. One encoder pass still answers every aspect; the pooling is
-    what differs per aspect, so "great food, rude waiter" gives the service outputs the waiter's words.
-    We write this head rather than take one from a library: transformers has none for several labels
-    with a pooling each, and it is three tensors.
+class _AspectHead(MeanPoolClassifier):
+    """What the aspect heads share: outputs in groups of four per aspect (mentioned, negative, neutral,
+    positive; :mod:`pipeline.aspects.model`), each group read from that aspect's own features ``(B, A, 2H)``.
 
     ``classifier`` is an ``nn.Linear(2H, 4A)`` used group by group (row ``4a+k`` reads aspect a's
-    features), so the output-layer helpers (bias shifts, temperature) apply to it unchanged.
+    features), so the output-layer helpers (bias shifts, temperature) apply to it unchanged. We write these
+    heads rather than take them from a library: transformers has none with features per group of labels.
+    """
+
+    GROUP = 4
+
+    def __init__(self, encoder, num_labels: int, *, dropout: float | None = None):
+        super().__init__(encoder, num_labels, dropout=dropout)
+        if num_labels % self.GROUP:
+            raise ValueError(f"an aspect head needs a multiple of {self.GROUP} outputs, got {num_labels}")
+        self.n_aspects = num_labels // self.GROUP
+        self.classifier = nn.Linear(2 * encoder.config.hidden_size, num_labels)
+        nn.init.normal_(self.classifier.weight, std=getattr(encoder.config, "initializer_range", 0.02))
+        nn.init.zeros_(self.classifier.bias)
+
+    def grouped_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, 4A)`` from per-aspect features ``(B, A, 2H)`` (dropout applied here)."""
+        weight = self.classifier.weight.view(self.n_aspects, self.GROUP, -1).to(features.dtype)
+        logits = torch.einsum("baf,akf->bak", self.dropout(features), weight)
+        return logits.reshape(features.shape[0], -1) + self.classifier.bias.to(logits.dtype)
+
+
+class AspectAttentionClassifier(_AspectHead):
+    """Each aspect reads the sentence through its own attention: a learned query per aspect, softmaxed over
+    the tokens' last hidden states (padding masked), picks the words that speak of it ("waiter",
+    "overpriced"); its outputs come from ``[attended_a ; mean]``. One encoder pass answers every aspect.
     """
 
     HEAD_TENSORS = ("queries", "classifier.weight", "classifier.bias")
 
-    def __init__(self, encoder, num_labels: int, *, dropout: float | None = None, group: int = 4):
+    def __init__(self, encoder, num_labels: int, *, dropout: float | None = None):
         super().__init__(encoder, num_labels, dropout=dropout)
-        if num_labels % group:
-            raise ValueError(f"an aspect attention head needs a multiple of {group} outputs, got {num_labels}")
-        hidden = encoder.config.hidden_size
-        self.group = group
         std = getattr(encoder.config, "initializer_range", 0.02)
         # Small queries start as near-uniform attention, i.e. as the mean pool.
-        self.queries = nn.Parameter(torch.randn(num_labels // group, hidden) * std)
-        self.classifier = nn.Linear(2 * hidden, num_labels)
-        nn.init.normal_(self.classifier.weight, std=std)
-        nn.init.zeros_(self.classifier.bias)
+        self.queries = nn.Parameter(torch.randn(self.n_aspects, encoder.config.hidden_size) * std)
 
     def head(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, input_ids=None) -> torch.Tensor:
         scores = torch.einsum("bth,ah->bat", hidden, self.queries.to(hidden.dtype))
@@ -142,20 +151,16 @@ class AspectAttentionClassifier(MeanPoolClassifier):
             scores = scores.masked_fill(attention_mask.unsqueeze(1) == 0, torch.finfo(scores.dtype).min)
         attended = torch.einsum("bat,bth->bah", torch.softmax(scores, dim=-1), hidden)
         mean = _mean_pool(hidden, attention_mask).unsqueeze(1).expand_as(attended)
-        features = self.dropout(torch.cat([attended, mean], dim=-1))  # (B, A, 2H)
-        n_aspects = self.queries.shape[0]
-        weight = self.classifier.weight.view(n_aspects, self.group, -1)
-        logits = torch.einsum("baf,akf->bak", features, weight.to(features.dtype))
-        return logits.reshape(hidden.shape[0], -1) + self.classifier.bias.to(logits.dtype)
+        return self.grouped_logits(torch.cat([attended, mean], dim=-1))
 
 
-class AspectTokenClassifier(MeanPoolClassifier):
+class AspectTokenClassifier(_AspectHead):
     """An aspect model that reads every aspect through the whole encoder: each aspect has its own input
     token, appended after the sentence ("[CLS] the waiter was rude [SEP] <food> <service> ... [SEP]"), and
-    its four outputs (mentioned, negative, neutral, positive) come from that token's last hidden state
-    beside the sentence's mean. Through six layers of self-attention each aspect token gathers what the
-    sentence says of it, as the sentence-pair formulation ("sentence", "aspect") does, but all aspects in
-    one pass: a few tokens more per sentence instead of one pass per aspect.
+    its four outputs come from that token's last hidden state beside the sentence's mean. Through six
+    layers of self-attention each aspect token gathers what the sentence says of it, as the sentence-pair
+    formulation ("sentence", "aspect") does, but all aspects in one pass: a few tokens more per sentence
+    instead of one pass per aspect.
 
     The aspect tokens are new rows of the encoder's embedding matrix (ids from the old vocabulary size
     on; the tokenizer never produces them), each started at the mean embedding of its aspect's name
@@ -165,19 +170,9 @@ class AspectTokenClassifier(MeanPoolClassifier):
 
     HEAD_TENSORS = ("aspect_ids", "classifier.weight", "classifier.bias")
 
-    def __init__(self, encoder, num_labels: int, *, dropout: float | None = None, group: int = 4,
-                 aspect_ids: torch.Tensor | None = None):
+    def __init__(self, encoder, num_labels: int, *, dropout: float | None = None):
         super().__init__(encoder, num_labels, dropout=dropout)
-        if num_labels % group:
-            raise ValueError(f"an aspect token head needs a multiple of {group} outputs, got {num_labels}")
-        n_aspects = num_labels // group
-        hidden = encoder.config.hidden_size
-        self.group = group
-        ids = torch.zeros(n_aspects, dtype=torch.long) if aspect_ids is None else torch.as_tensor(aspect_ids).long()
-        self.register_buffer("aspect_ids", ids)
-        self.classifier = nn.Linear(2 * hidden, num_labels)
-        nn.init.normal_(self.classifier.weight, std=getattr(encoder.config, "initializer_range", 0.02))
-        nn.init.zeros_(self.classifier.bias)
+        self.register_buffer("aspect_ids", torch.zeros(self.n_aspects, dtype=torch.long))  # set or loaded after
 
     @classmethod
     def from_encoder(cls, path_or_id: str, *, num_labels: int, id2label: dict | None = None,
@@ -187,11 +182,10 @@ class AspectTokenClassifier(MeanPoolClassifier):
 
         model = super().from_encoder(path_or_id, num_labels=num_labels, id2label=id2label, label2id=label2id)
         names = list(aspect_names or [])
-        if len(names) * model.group != num_labels:
+        if len(names) != model.n_aspects:
             raise ValueError(f"{len(names)} aspect names for {num_labels} outputs")
         tokenizer = load_tokenizer(path_or_id)
-        embeddings = model.encoder.get_input_embeddings()
-        first = embeddings.weight.shape[0]
+        first = model.encoder.get_input_embeddings().weight.shape[0]
         model.encoder.resize_token_embeddings(first + len(names), mean_resizing=False)  # rows set just below
         table = model.encoder.get_input_embeddings().weight
         with torch.no_grad():
@@ -210,10 +204,7 @@ class AspectTokenClassifier(MeanPoolClassifier):
         # The sentence's mean leaves the aspect tokens out.
         mask = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).to(hidden.dtype)
         mean = _mean_pool(hidden, mask * (1 - at.sum(-1).clamp(max=1))).unsqueeze(1).expand_as(tokens)
-        features = self.dropout(torch.cat([tokens, mean], dim=-1))  # (B, A, 2H)
-        weight = self.classifier.weight.view(tokens.shape[1], self.group, -1)
-        logits = torch.einsum("baf,akf->bak", features, weight.to(features.dtype))
-        return logits.reshape(hidden.shape[0], -1) + self.classifier.bias.to(logits.dtype)
+        return self.grouped_logits(torch.cat([tokens, mean], dim=-1))
 
 
 def _mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:

@@ -37,6 +37,7 @@ import pandas as pd
 from pipeline.jobs import JobReporter
 from pipeline.loop.scoring import resolve_model_id
 from pipeline.scale.storage import RunStorage, check_client_storage, require_shared_storage
+from store.aspects import write_aspect_predictions
 from store.db import begin, connect, hand_off
 from store.errors import TastebudError
 from store.exchange import EXPORT_ROWS_PER_FILE, export_pending_reviews, ingest_predictions
@@ -220,9 +221,9 @@ def score_on_ray(
         from pipeline.aspects.evaluation import aspect_model_row, model_aspects
 
         row = aspect_model_row(db, model_id)
-        resolved, per_review = row["model_id"], len(model_aspects(row))
+        resolved, aspects = row["model_id"], model_aspects(row)
     elif task == "sentiment":
-        resolved, per_review = resolve_model_id(db, model_id), 1
+        resolved, aspects = resolve_model_id(db, model_id), None
         with connect(db, read_only=True) as con:
             row = get_model(con, resolved)
     else:
@@ -261,10 +262,11 @@ def score_on_ray(
                                                    "cpu_threads": None if "num_gpus" in per_actor else 1}, batch_format="pandas",
                 batch_size=RAY_BATCH_ROWS, compute=ray.data.ActorPoolStrategy(size=count), **per_actor,
             )
+            per_review = len(aspects) if aspects else 1  # rows a review yields
             batches = ds.iter_batches(batch_size=ingest_rows(pending) * per_review, batch_format="pyarrow",
                                       prefetch_batches=1)
             scored = ingest_stream(db, resolved, batches, reporter=reporter, pending=pending, per_review=per_review,
-                                   write=_write_aspects if task == "aspects" else ingest_predictions)
+                                   write=write_aspect_predictions if aspects else ingest_predictions)
         stream_s = time.perf_counter() - stream_started
     finally:
         area.remove()
@@ -274,17 +276,9 @@ def score_on_ray(
     result = {"model_id": resolved, "scored": scored, "pending_at_start": pending, "replicas": count,
               "seconds": round(seconds, 2), "reviews_per_s": round(scored / seconds, 1) if seconds > 0 else None,
               "export_s": round(export_s, 2), "stream_s": round(stream_s, 2)}
-    if task == "aspects":
-        from pipeline.aspects.evaluation import model_aspects
-
-        result["aspects"] = model_aspects(row)
+    if aspects:
+        result["aspects"] = aspects
     return result
-
-
-def _write_aspects(con, model_id: str, table) -> int:
-    from store.aspects import write_aspect_predictions
-
-    return write_aspect_predictions(con, model_id, table)
 
 
 def _export(con, model_id: str, area: RunStorage, scratch: Path, since: datetime | None, task: str) -> dict:
