@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.aspects.fit import bake_threshold, fit_aspects, load_aspect_model, predict_aspects
-from pipeline.aspects.model import TARGET_OF, aspect_suffix, segment_reviews
+from pipeline.aspects.fit import (
+    AT_LEAST_ONE_FLAG, bake_threshold, best_threshold, fit_aspects, labels_say_at_least_one, load_aspect_model,
+    predict_aspects,
+)
+from pipeline.aspects.model import TARGET_OF, aspect_suffix, at_least_one, segment_reviews
 from pipeline.aspects.train import aspect_train_config
 from pipeline.models.heads import HEAD_FILE, AspectAttentionClassifier, AspectTokenClassifier, MeanPoolClassifier
 from pipeline.models.loading import load_classifier
@@ -183,3 +186,37 @@ def test_the_aspect_heads_learn_which_words_speak_of_which_aspect(tiny_base, hea
     # A model that learned nothing sits near 0.5 detection F1 and 0.5 polarity accuracy here.
     assert metrics["detection"]["micro_f1"] > 0.9, metrics["detection"]
     assert metrics["polarity"]["accuracy"] > 0.8, metrics["polarity"]
+
+
+def test_every_review_gets_at_least_one_aspect_when_the_labels_say_so(tiny_base, tmp_path):
+    # Pooled logits: review 0 mentions food; review 1 nothing clearly (service is its most likely);
+    # review 2 is blank (left alone).
+    mentioned = torch.tensor([[2.0, -1.0, -3.0], [-0.5, -0.25, -5.0], [-1.0, -2.0, -3.0]])
+    lifted = at_least_one(mentioned, torch.tensor([True, True, False]))
+    assert lifted[0].tolist() == mentioned[0].tolist() and lifted[2].tolist() == mentioned[2].tolist()
+    assert lifted[1].tolist() == [-0.5, 0.0, -5.0]  # p 0.5: the borderline, counted as mentioned
+    # The rule comes from the labels: SemEval-like (every labeled review has an aspect) or not.
+    some = np.array([[3, 0, 0], [0, 1, 0], [0, 0, 4], [-100, -100, 2]] * 10)
+    assert labels_say_at_least_one(some)
+    assert not labels_say_at_least_one(np.vstack([some, np.zeros((5, 3), dtype=int)]))  # 5 of 45 have none
+    assert not labels_say_at_least_one(some[:8])  # too few to tell
+    # The threshold search applies it: a strict threshold no longer leaves a review with none.
+    targets = np.array([[3, 0, 0], [0, 2, 0], [0, 0, 1], [3, 0, 0]])
+    p = np.array([[0.9, 0.1, 0.1], [0.3, 0.45, 0.1], [0.2, 0.1, 0.35], [0.6, 0.55, 0.1]])
+    assert best_threshold(targets, p) < 0.35 < best_threshold(targets, p, at_least_one_rule=True)
+    # predict_aspects follows the model's setting, which survives save and load.
+    model, tokenizer = load_aspect_model(tiny_base, ASPECTS, head="tokens")
+    with torch.no_grad():
+        model.classifier.bias[0::4] = -20.0  # nothing is ever mentioned
+    texts = ["The tacos.", "", "Slow service. Loud room."]
+    none_m, _, _ = predict_aspects(model.eval(), tokenizer, texts, max_length=32)
+    assert (none_m < 0.5).all()
+    setattr(model.config, AT_LEAST_ONE_FLAG, True)
+    model.save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    reloaded, _ = load_aspect_model(str(tmp_path / "m"))
+    p_m, _, _ = predict_aspects(reloaded, tokenizer, texts, max_length=32)
+    assert ((p_m >= 0.5).sum(axis=1) == [1, 0, 1]).all()
+    assert np.allclose(p_m[p_m >= 0.5], 0.5)
+    off, _, _ = predict_aspects(reloaded, tokenizer, texts, max_length=32, at_least_one_rule=False)
+    assert (off < 0.5).all()

@@ -21,8 +21,8 @@ import torch
 
 from pipeline.aspects.metrics import aspect_metrics, headline
 from pipeline.aspects.model import (
-    OUTPUTS_PER_ASPECT, Segments, aspect_loss, aspect_suffix, head_labels, pool_reviews, review_probabilities,
-    segment_reviews,
+    IGNORE, OUTPUTS_PER_ASPECT, Segments, aspect_loss, aspect_suffix, at_least_one, head_labels, pool_reviews,
+    review_probabilities, segment_reviews,
 )
 from pipeline.device import DeviceInfo, device_defaults, resolve_device
 from pipeline.models.inference import predict_encoded, prepare_for_inference
@@ -89,9 +89,19 @@ def load_aspect_model(path_or_id: str, aspects: Sequence[str] | None = None, *, 
     return model, load_tokenizer(path_or_id)
 
 
+# A model whose training labels give (almost) every review at least one aspect answers so too
+# (:func:`pipeline.aspects.model.at_least_one`); the flag lives in the model's config.json.
+AT_LEAST_ONE_FLAG = "aspects_at_least_one"
+AT_LEAST_ONE_SHARE = 0.99
+
+
 def predict_aspects(model, tokenizer, texts: Sequence[str], *, max_length: int, device: DeviceInfo | None = None,
-                    segments: Segments | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    segments: Segments | None = None, at_least_one_rule: bool | None = None,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Score reviews sentence by sentence and pool per review.
+
+    ``at_least_one_rule`` (default: the model's ``aspects_at_least_one`` setting) gives every non-blank
+    review at least one mentioned aspect.
 
     Returns:
         ``(p_mentioned (R, A), p_polarity (R, A, 3), evidence (R, A, 2))``: evidence holds the character
@@ -106,6 +116,12 @@ def predict_aspects(model, tokenizer, texts: Sequence[str], *, max_length: int, 
     logits = predict_encoded(model, segments.encoded, device=info, logits=True)
     mentioned, polarity, evidence = pool_reviews(torch.from_numpy(logits), torch.from_numpy(segments.review),
                                                  segments.n_reviews)
+    if at_least_one_rule is None:
+        at_least_one_rule = bool(getattr(model.config, AT_LEAST_ONE_FLAG, False))
+    if at_least_one_rule:
+        written = np.bincount(segments.review, weights=(segments.spans[:, 1] > segments.spans[:, 0]),
+                              minlength=segments.n_reviews) > 0
+        mentioned = at_least_one(mentioned, torch.from_numpy(written))
     p_m, p_pol = review_probabilities(mentioned, polarity)
     return p_m, p_pol, segments.spans[evidence.numpy()]
 
@@ -147,14 +163,32 @@ class _Batches:
         }
 
 
-def best_threshold(targets: np.ndarray, p_mentioned: np.ndarray) -> float:
-    """The mention threshold that maximises micro-F1 on validation (searched 0.2-0.8)."""
-    known = targets != -100
-    gold = ((targets >= 1) & known)[known]
-    probs = p_mentioned[known]
+def labels_say_at_least_one(targets: np.ndarray) -> bool:
+    """Whether the labels give (almost, :data:`AT_LEAST_ONE_SHARE`) every review at least one mentioned
+    aspect, as SemEval's annotation does: then the model should answer so too. Reviews labeled "absent"
+    for every aspect count against it; reviews with no labels at all do not count."""
+    known = targets != IGNORE
+    labeled = known.any(axis=1)
+    if labeled.sum() < 20:
+        return False
+    some = ((targets >= 1) & known).any(axis=1)
+    return bool(some[labeled].mean() >= AT_LEAST_ONE_SHARE)
+
+
+def best_threshold(targets: np.ndarray, p_mentioned: np.ndarray, *, at_least_one_rule: bool = False) -> float:
+    """The mention threshold that maximises micro-F1 on validation (searched 0.2-0.8); with
+    ``at_least_one_rule`` each review's most likely aspect counts as mentioned at every threshold."""
+    known = targets != IGNORE
+    gold = (targets >= 1) & known
+    top = np.zeros_like(known)
+    if at_least_one_rule and len(p_mentioned):
+        top[np.arange(len(p_mentioned)), np.argmax(np.where(known, p_mentioned, -1.0), axis=1)] = True
     best, best_f1 = 0.5, -1.0
     for t in np.round(np.arange(0.2, 0.81, 0.025), 3):
-        pred = probs >= t
+        pred = p_mentioned >= t
+        if at_least_one_rule:
+            pred |= top & ~pred.any(axis=1, keepdims=True)
+        pred &= known
         tp = np.sum(gold & pred)
         f1 = 2 * tp / (gold.sum() + pred.sum()) if gold.sum() + pred.sum() else 0.0
         if f1 > best_f1 + 1e-9:
@@ -195,6 +229,8 @@ def fit_aspects(
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     model, tokenizer = load_aspect_model(base_model, aspects, head=config.head)
+    rule = labels_say_at_least_one(train_targets)
+    setattr(model.config, AT_LEAST_ONE_FLAG, rule)
     model.to(info.torch_device)
     precision = info.train_precision if config.precision == "auto" else config.precision
     if precision == "fp16" and info.device != "cuda":
@@ -220,7 +256,8 @@ def fit_aspects(
     log(f"aspect model: {len(aspects)} aspects, {len(train_texts)} train / {len(val_texts)} val reviews "
         f"({len(train_segments.review)} / {len(val_segments.review)} sentences), {info.name}, {precision}, "
         f"{config.head} head, lr {config.learning_rate:g}, batch {config.batch_size} reviews, {config.epochs} epochs, "
-        f"{config.max_length} tokens per sentence")
+        f"{config.max_length} tokens per sentence"
+        + ("; every train review has an aspect, so every review gets at least one" if rule else ""))
     best_state, best_score, best_metrics, stale = None, -1.0, {}, 0
     history: list[dict] = []
     step, started, seen = 0, time.perf_counter(), 0
@@ -277,8 +314,8 @@ def fit_aspects(
     # (store, dashboard) keeps using p >= 0.5.
     cpu = resolve_device("cpu")
     p_m, p_pol, _ = predict_aspects(model, tokenizer, val_texts, max_length=config.max_length, device=cpu,
-                                    segments=val_segments)
-    threshold = best_threshold(val_targets, p_m)
+                                    segments=val_segments, at_least_one_rule=False)
+    threshold = best_threshold(val_targets, p_m, at_least_one_rule=rule)
     if threshold != 0.5:
         bake_threshold(model, threshold)
         p_m, p_pol, _ = predict_aspects(model, tokenizer, val_texts, max_length=config.max_length, device=cpu,

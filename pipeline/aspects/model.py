@@ -164,6 +164,29 @@ def aspect_loss(mentioned: torch.Tensor, polarity: torch.Tensor, targets: torch.
     return detection + polarity_loss
 
 
+def at_least_one(mentioned: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Pooled "mentioned" logits ``(R, A)`` where every review speaks of at least one aspect: a review with
+    no logit at or above 0 (p 0.5, the mention threshold) has its largest lifted to exactly 0, so its most
+    likely aspect counts as mentioned with p 0.5, the borderline it is. ``keep`` (``(R,)`` bool) leaves
+    the reviews where it is False (blank texts) as they are.
+
+    SemEval annotates every sentence with at least one category ("anecdotes/miscellaneous" when nothing
+    more specific fits); a model trained on such labels turns the rule on
+    (:func:`pipeline.aspects.fit.fit_aspects`), and it matters most where a strict mention threshold
+    would leave a sentence with none.
+    """
+    top, where = mentioned.max(dim=1)
+    lift = top < 0
+    if keep is not None:
+        lift &= keep
+    if not bool(lift.any()):
+        return mentioned
+    out = mentioned.clone()
+    rows = torch.nonzero(lift).flatten()
+    out[rows, where[rows]] = 0.0
+    return out
+
+
 def review_probabilities(mentioned: torch.Tensor, polarity: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(p_mentioned (R, A), p_polarity (R, A, 3)) from pooled logits."""
     return torch.sigmoid(mentioned).cpu().numpy(), torch.softmax(polarity, dim=-1).cpu().numpy()
