@@ -241,21 +241,24 @@ def fit_aspects(
     val_segments = segment_reviews(tokenizer, val_texts, max_length=config.max_length, suffix=suffix)
     batches = _Batches(train_segments, train_targets, config.batch_size, defaults.pad_multiple, config.seed)
     steps = len(batches) * config.epochs
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm", "norm")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
-         "weight_decay": config.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
     from transformers import get_scheduler
+
+    from pipeline.train.loop import layerwise_param_groups
+
+    # The review trainer's parameter groups: layer-wise decay and the output layer's multiplier when asked.
+    groups = layerwise_param_groups(model, config.learning_rate, config.layer_lr_decay, config.weight_decay,
+                                    head_lr_multiplier=config.head_lr_multiplier)
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
 
     scheduler = get_scheduler(config.lr_schedule, optimizer, num_warmup_steps=int(config.warmup_ratio * steps),
                               num_training_steps=steps)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     log(f"aspect model: {len(aspects)} aspects, {len(train_texts)} train / {len(val_texts)} val reviews "
         f"({len(train_segments.review)} / {len(val_segments.review)} sentences), {info.name}, {precision}, "
-        f"{config.head} head, lr {config.learning_rate:g}, batch {config.batch_size} reviews, {config.epochs} epochs, "
+        f"{config.head} head, lr {config.learning_rate:g}"
+        + (f" (layer decay {config.layer_lr_decay:g})" if config.layer_lr_decay < 1 else "")
+        + (f" (output layer x{config.head_lr_multiplier:g})" if config.head_lr_multiplier != 1 else "")
+        + f", batch {config.batch_size} reviews, {config.epochs} epochs, "
         f"{config.max_length} tokens per sentence"
         + ("; every train review has an aspect, so every review gets at least one" if rule else ""))
     best_state, best_score, best_metrics, stale = None, -1.0, {}, 0
