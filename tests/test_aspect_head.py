@@ -220,3 +220,13 @@ def test_every_review_gets_at_least_one_aspect_when_the_labels_say_so(tiny_base,
     assert np.allclose(p_m[p_m >= 0.5], 0.5)
     off, _, _ = predict_aspects(reloaded, tokenizer, texts, max_length=32, at_least_one_rule=False)
     assert (off < 0.5).all()
+
+
+def test_review_options_that_aspect_training_cannot_use_are_refused():
+    assert aspect_train_config().calibrate is False and aspect_train_config().class_weighting == "none"
+    for option, value in (("calibrate", True), ("prior_adjust", True), ("class_weighting", "balanced"),
+                          ("ensemble", True), ("grad_accum", 2), ("truncation", "head")):
+        with pytest.raises(ValueError, match=f"{option}=.* does not apply to aspect models"):
+            aspect_train_config(**{option: value})
+    # The whole config of an aspect run goes back in as job parameters (a background run) unchanged.
+    assert aspect_train_config(**aspect_train_config(epochs=3).to_dict()).epochs == 3

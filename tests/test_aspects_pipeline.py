@@ -168,7 +168,8 @@ def test_bad_aspect_training_requests_are_one_line_errors(store_path, tiny_base)
     empty = _run("--db", db, "train", "--task", "aspects", "--base-model", tiny_base, check=False)
     assert empty.returncode == 2 and "aspect-annotated reviews" in empty.stderr
     for args, message in ((["--task", "topics"], "--task must be"), (["--task", "aspects", "--recipe", "mean"], "--recipe"),
-                          (["--task", "aspects", "--resume"], "--resume")):
+                          (["--task", "aspects", "--resume"], "--resume"),
+                          (["--task", "aspects", "--prior-adjust"], "prior_adjust=True does not apply to aspect models")):
         done = _run("--db", db, "train", *args, check=False)
         assert done.returncode == 2 and message in done.stderr, done.stderr
     nothing = _run("--db", db, "score", "--task", "aspects", check=False)
@@ -194,3 +195,27 @@ def test_int8_scoring_copy_of_a_mean_pool_model(tiny_base):
     assert is_int8_quantized(model) and isinstance(model.classifier, torch.nn.Linear)
     after = model(input_ids=ids, attention_mask=mask).logits
     assert after.shape == before.shape == (3, 8) and torch.allclose(before, after, atol=0.2)
+
+
+@pytest.mark.slow
+def test_an_aspect_sweep_checks_every_trial_first_then_keeps_the_best(store_path, tiny_base):
+    from pipeline.aspects.train import aspect_train_config, sweep_aspects
+    from store.errors import TastebudError
+
+    _aspect_store(store_path, n=120)
+    config = aspect_train_config(base_model=tiny_base, learning_rate=2e-3, max_length=32, early_stopping_patience=0,
+                                 device="cpu", precision="fp32")
+    with pytest.raises(TastebudError, match="calibrate=True does not apply to aspect models"):
+        sweep_aspects(store_path, config, {"epochs": ["1"], "calibrate": ["false", "true"]})
+    with connect(store_path, read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM training_runs").fetchone()[0] == 0  # nothing started
+    result = sweep_aspects(store_path, config, {"epochs": ["1", "3"]})
+    assert [t["params"] for t in result["trials"]] == [{"epochs": "1"}, {"epochs": "3"}]
+    best = max(result["trials"], key=lambda t: t["val_score"])
+    assert best["best"] and sum(t["best"] for t in result["trials"]) == 1
+    with connect(store_path, read_only=True) as con:
+        runs = con.execute("SELECT run_id, model_id FROM training_runs WHERE sweep_id = ? ORDER BY run_id",
+                           [result["sweep_id"]]).fetchall()
+        assert model_store.get_model(con, result["model_id"])["task"] == "aspects"
+    assert len(runs) == 2 and {m for _, m in runs if m} == {result["model_id"]}
+    assert dict(runs)[best["run_id"]] == result["model_id"]

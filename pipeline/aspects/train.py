@@ -36,14 +36,37 @@ from store.errors import TastebudError
 # aspect, read through the whole encoder) beat the mean and attention heads on SemEval at the same cost per
 # sentence plus six tokens.
 ASPECT_DEFAULTS: dict = {"epochs": 10, "learning_rate": 1e-4, "batch_size": 16, "max_length": 128,
-                         "early_stopping_patience": 5, "ensemble": False, "head": "tokens"}
+                         "early_stopping_patience": 5, "head": "tokens"}
+# Review-training options aspect training has no use for, at the values that say what it does (recorded with
+# the run as they are); another value is refused rather than silently ignored.
+NOT_FOR_ASPECTS: dict = {
+    "ensemble": (False, "there is no TF-IDF + LR ensemble of aspect models"),
+    "class_weighting": ("none", "aspect losses weigh every polarity alike"),
+    "prior_adjust": (False, "aspect models fit a mention threshold on validation, not class offsets"),
+    "calibrate": (False, "aspect models are not temperature-scaled"),
+    "truncation": ("head_tail", "aspect models read every sentence of a review whole"),
+    "grad_accum": (1, "aspect training takes one batch of reviews per optimizer step"),
+    "checkpoint_steps": (0, "aspect runs keep the best epoch in memory and are not resumed"),
+}
 # Fewer annotated reviews than this in the train split is refused (nothing useful can be learned).
 MIN_TRAIN_REVIEWS = 20
 
 
 def aspect_train_config(**overrides) -> TrainConfig:
-    """The default aspect training options with ``overrides`` on top."""
-    return TrainConfig(**{**ASPECT_DEFAULTS, **overrides})
+    """The default aspect training options with ``overrides`` on top.
+
+    Raises:
+        ValueError: an override gives an option of :data:`NOT_FOR_ASPECTS` another value than its own.
+    """
+    inert = {name: value for name, (value, _) in NOT_FOR_ASPECTS.items()}
+    return _for_aspects(TrainConfig(**{**ASPECT_DEFAULTS, **inert, **overrides}))
+
+
+def _for_aspects(config: TrainConfig) -> TrainConfig:
+    for name, (value, why) in NOT_FOR_ASPECTS.items():
+        if getattr(config, name) != value:
+            raise ValueError(f"{name}={getattr(config, name)!r} does not apply to aspect models: {why}")
+    return config
 
 
 def load_aspect_data(db, config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
@@ -158,13 +181,17 @@ def sweep_aspects(db, base_config: TrainConfig, grid: dict[str, list], *, report
     reporter = reporter or JobReporter(db, None)
     names = list(grid)
     combos = [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+    try:  # every trial's options are checked before the first one trains
+        configs = [_for_aspects(base_config.replace(**combo)) for combo in combos]
+    except ValueError as exc:
+        raise TastebudError(f"bad aspect sweep: {exc}") from exc
     sweep_id = f"sweep-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
     trials = []
-    for i, combo in enumerate(combos):
+    for i, (combo, config) in enumerate(zip(combos, configs)):
         reporter.log(f"aspect sweep {sweep_id}: trial {i + 1}/{len(combos)} {combo}")
         span = SpanReporter(reporter, 0.85 * i / len(combos), 0.85 * (i + 1) / len(combos))
-        trials.append((combo, train_aspects(db, base_config.replace(**combo), reporter=span, actor=actor,
-                                            sweep_id=sweep_id, register=False)))
+        trials.append((combo, train_aspects(db, config, reporter=span, actor=actor, sweep_id=sweep_id,
+                                            register=False)))
     best_combo, best = max(trials, key=lambda t: t[1]["fitted"].val_metrics["score"])
     config = best["config"]
     base = check_base_model(config.base_model) if config.base_model else default_base_model()
