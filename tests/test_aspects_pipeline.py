@@ -16,6 +16,7 @@ from pipeline.aspects.model import aspect_loss, pool_reviews, targets_from_frame
 from pipeline.aspects.sentences import split_sentences
 from store import aspects as aspect_store
 from store import models as model_store
+from store import training_runs as run_store
 from store.db import connect, transaction
 from store.evaluations import fetch_latest_evaluation
 from tests.conftest import cli_cmd, seed_reviews
@@ -208,14 +209,13 @@ def test_an_aspect_sweep_checks_every_trial_first_then_keeps_the_best(store_path
     with pytest.raises(TastebudError, match="calibrate=True does not apply to aspect models"):
         sweep_aspects(store_path, config, {"epochs": ["1"], "calibrate": ["false", "true"]})
     with connect(store_path, read_only=True) as con:
-        assert con.execute("SELECT count(*) FROM training_runs").fetchone()[0] == 0  # nothing started
+        assert run_store.list_runs(con).empty  # nothing started
     result = sweep_aspects(store_path, config, {"epochs": ["1", "3"]})
     assert [t["params"] for t in result["trials"]] == [{"epochs": "1"}, {"epochs": "3"}]
     best = max(result["trials"], key=lambda t: t["val_score"])
     assert best["best"] and sum(t["best"] for t in result["trials"]) == 1
     with connect(store_path, read_only=True) as con:
-        runs = con.execute("SELECT run_id, model_id FROM training_runs WHERE sweep_id = ? ORDER BY run_id",
-                           [result["sweep_id"]]).fetchall()
+        runs = run_store.list_runs(con, sweep_id=result["sweep_id"])
         assert model_store.get_model(con, result["model_id"])["task"] == "aspects"
-    assert len(runs) == 2 and {m for _, m in runs if m} == {result["model_id"]}
-    assert dict(runs)[best["run_id"]] == result["model_id"]
+    assert len(runs) == 2 and set(runs["model_id"].dropna()) == {result["model_id"]}
+    assert runs.set_index("run_id").loc[best["run_id"], "model_id"] == result["model_id"]
