@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--layer-lr-decay", type=float)
     parser.add_argument("--head-lr-multiplier", type=float)
     parser.add_argument("--seed", type=int, help="training seed (head initialisation, batch order); the folds stay")
+    parser.add_argument("--base-model", help="encoder to fine-tune (HF id or local path; default: the packaged MiniLM)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--save-predictions", type=Path,
                         help="directory for each fold's validation and test probabilities (NPZ), for post-hoc study")
@@ -150,7 +151,7 @@ def main() -> None:
         t_base = time.perf_counter() - t0
         t0 = time.perf_counter()
         fitted = fit_aspects(pick(train), targets[train], pick(val), targets[val], aspects, config,
-                             base_model=default_base_model(), log=lambda m: print("  " + m, flush=True))
+                             base_model=args.base_model or default_base_model(), log=lambda m: print("  " + m, flush=True))
         t_fit = time.perf_counter() - t0
         p_m, p_pol, _ = predict_aspects(fitted.model, fitted.tokenizer, pick(test), max_length=config.max_length)
         ours = aspect_metrics(targets[test], p_m, p_pol, aspects)
