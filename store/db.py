@@ -206,6 +206,19 @@ def _not_a_store(con: duckdb.DuckDBPyConnection, db: Path) -> StoreDamagedError 
     )
 
 
+def require_store(path: DbPath = None) -> Path:
+    """The store file's path, which must exist: work that needs a store (a job, a read) says so in one line
+    instead of creating an empty DuckDB file where a path was mistyped.
+
+    Raises:
+        StoreMissingError: no file at the path.
+    """
+    db = resolve_db_path(path)
+    if not db.exists():
+        raise StoreMissingError(f"no store at {printable(db, max_chars=300)}: run `tastebud init` or `tastebud demo-data` first")
+    return db
+
+
 @contextmanager
 def connect(
     path: DbPath = None,
@@ -224,9 +237,7 @@ def connect(
         >>> with connect("t.duckdb") as con:  # doctest: +SKIP
         ...     con.execute("SELECT count(*) FROM reviews").fetchone()
     """
-    db = resolve_db_path(path)
-    if read_only and not db.exists():
-        raise StoreMissingError(f"no store at {printable(db, max_chars=300)}: run `tastebud init` or `tastebud demo-data` first")
+    db = require_store(path) if read_only else resolve_db_path(path)
     deadline = time.monotonic() + (lock_timeout_s() if timeout_s is None else timeout_s)
     delay, waited = 0.01, False
     with _process_lock:
@@ -276,8 +287,12 @@ def connect(
 def transaction(
     path: DbPath = None, *, timeout_s: float | None = None
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-write connection inside BEGIN/COMMIT; rolled back on any exception."""
-    with connect(path, timeout_s=timeout_s) as con, begin(con):
+    """A read-write connection inside BEGIN/COMMIT; rolled back on any exception.
+
+    The store must exist (:func:`require_store`): only :func:`store.schema.init_store` creates one, so a
+    mistyped ``--db`` is one line, not an empty DuckDB file left behind.
+    """
+    with connect(require_store(path), timeout_s=timeout_s) as con, begin(con):
         yield con
 
 

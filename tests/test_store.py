@@ -233,6 +233,14 @@ def test_read_only_connect_to_missing_store_is_a_clear_error(tmp_path):
             pass
 
 
+def test_a_write_to_a_missing_store_creates_no_file(tmp_path):
+    missing = tmp_path / "typo.duckdb"
+    with pytest.raises(StoreMissingError, match="no store at .*run `tastebud init`"):
+        with transaction(missing):
+            pass
+    assert not missing.exists()
+
+
 def test_transaction_rolls_back_on_error(store_path):
     with pytest.raises(RuntimeError):
         with transaction(store_path) as con:

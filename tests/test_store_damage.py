@@ -162,6 +162,17 @@ def test_check_on_a_missing_store_is_one_line(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: no store at")
 
 
+@pytest.mark.parametrize("command", [["train"], ["train", "--task", "aspects"], ["flag"], ["promote", "m1"],
+                                     ["undo"], ["aspects", "set", "r1", "food=positive"]])
+def test_writing_commands_on_a_missing_store_are_one_line_and_leave_no_file(tmp_path, command):
+    # A mistyped --db used to leave an empty DuckDB file behind and call it "not a tastebud store".
+    missing = tmp_path / "typo.duckdb"
+    proc = _run("--db", str(missing), *command)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == f"error: no store at {missing}: run `tastebud init` or `tastebud demo-data` first"
+    assert not missing.exists()
+
+
 LOCK_HOLDER = """
 import sys, time, duckdb
 con = duckdb.connect(sys.argv[1])
