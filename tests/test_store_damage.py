@@ -163,7 +163,8 @@ def test_check_on_a_missing_store_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("command", [["train"], ["train", "--task", "aspects"], ["flag"], ["promote", "m1"],
-                                     ["undo"], ["aspects", "set", "r1", "food=positive"]])
+                                     ["undo"], ["aspects", "set", "r1", "food=positive"],
+                                     ["aspects", "remove", "wait"]])
 def test_writing_commands_on_a_missing_store_are_one_line_and_leave_no_file(tmp_path, command):
     # A mistyped --db used to leave an empty DuckDB file behind and call it "not a tastebud store".
     missing = tmp_path / "typo.duckdb"

@@ -20,7 +20,7 @@ from store.aspects import (
     remove_aspect,
 )
 from store.db import connect, transaction
-from store.errors import StoreMissingError, TastebudError
+from store.errors import TastebudError
 from store.printable import printable
 from store.reviews import fetch_reviews
 from store.schema import init_store
@@ -73,10 +73,7 @@ def add_cmd(
 @aspects_app.command("remove")
 def remove_cmd(name: str = typer.Argument(..., help="An aspect this store added and never labeled.")) -> None:
     """Remove an aspect the store added that has no labels (built-in and labeled aspects stay)."""
-    db = db_path()
-    if not db.exists():
-        raise StoreMissingError(f"no store at {printable(db, max_chars=300)}")
-    with transaction(db) as con:
+    with transaction(db_path()) as con:  # a missing store is one line there, and no file is created
         remove_aspect(con, cli_actor(), name)
     typer.echo(f"removed aspect {printable(normalize_aspect_name(name))!r}")
 
