@@ -11,6 +11,7 @@ import threading
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 ray = pytest.importorskip("ray")
@@ -226,3 +227,38 @@ def test_bare_ray_flag_means_a_local_instance():
     assert normalize_argv(["score", "--ray"]) == ["score", "--ray", "local"]
     assert normalize_argv(["score", "--ray", "--json"]) == ["score", "--ray", "local", "--json"]
     assert normalize_argv(["score", "--ray", "head:6379"]) == ["score", "--ray", "head:6379"]
+
+
+def test_a_shipped_ensemble_scores_where_this_machines_model_folders_are_not(tmp_path, monkeypatch):
+    """A worker on another node sees none of the driver's folders: the ensemble (the default review champion)
+    ships its own folder and each member's, a member inside the ensemble's folder once, and the worker keeps
+    no copy on its disk once the model is loaded."""
+    import shutil
+    import tempfile
+
+    from pipeline.models.predictors import predictor_from_row
+    from pipeline.scale.ray_score import SHIPPED, ScoreActor, ship_model
+
+    here = tmp_path / "driver"
+    ensemble_dir = here / "ens"
+    members = [save_tiny_classifier(here / "ft", seed=1), save_tiny_classifier(ensemble_dir / "inner", seed=2)]
+    member_rows = [{"model_id": f"m{i}", "weight": w, "row": {"model_id": f"m{i}", "kind": "finetuned", "path": str(path),
+                                                              "params": {"max_length": 32}, "status": "ready"}}
+                   for i, (path, w) in enumerate(zip(members, (0.7, 0.3)))]
+    row = {"model_id": "ens", "kind": "ensemble", "path": str(ensemble_dir),
+           "params": {"predictor": "ensemble", "members": member_rows, "calibration": {"temperature": 1.0}}}
+    texts = ["Great tacos, slow service.", "Cold fries.", "Fine."]
+    expected = predictor_from_row(row).predict_proba(texts)
+
+    shipped, files = ship_model(row)
+    assert sorted(files) == ["0", "1"]  # the ensemble's folder (with the inner member) and the other member's
+    paths = [shipped["path"]] + [m["row"]["path"] for m in shipped["params"]["members"]]
+    assert all(p.startswith(SHIPPED) for p in paths) and str(tmp_path) not in str(shipped)
+    shutil.rmtree(here)  # the worker's node has none of it
+    node_tmp = tmp_path / "node-tmp"
+    node_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(node_tmp))
+    actor = ScoreActor(shipped, files)
+    out = actor(pd.DataFrame({"review_id": ["a", "b", "c"], "text": texts}))
+    np.testing.assert_allclose(out[["p_negative", "p_neutral", "p_positive"]].to_numpy(), expected, atol=1e-5)
+    assert list(node_tmp.iterdir()) == []  # loaded, then the copy was removed

@@ -8,7 +8,7 @@ What a run does:
 2. Ray Data streams the shards through the model in actor replicas: one per GPU when the cluster has
    GPUs, else one per CPU slot. Each actor builds the model once, through the same predictor factory
    as local scoring (same batching, truncation and precision), from model files shipped through
-   Ray's object store, so workers need no access to this machine's disk.
+   Ray's object store (an ensemble's members too), so workers need no access to this machine's disk.
 3. The predictions stream back to this process, which stores them batch by batch (one short
    transaction each) and reports progress after each, so the job's row shows progress and an ETA
    and a cancel takes effect between two batches. Neither direction holds the reviews in this
@@ -21,6 +21,7 @@ ingesting is idempotent (the predictions key), so nothing is ever duplicated.
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import signal
@@ -107,10 +108,62 @@ def note_local_instance(ray, reporter: JobReporter, work: str) -> None:
                  "worker processes and Parquet round trip. --ray pays off with the address of a cluster.")
 
 
+# A path a shipped model row names, to be read as a folder of the worker's copy (see ship_model).
+SHIPPED = "tastebud-shipped:"
+
+
 def _model_files(path: str) -> dict[str, bytes]:
     """The model directory as {relative path: bytes}: shipped once through Ray's object store."""
     root = Path(path)
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _rows_of(row: dict):
+    """``row`` and, for an ensemble, each member's row (nested ensembles too): every row that names a path."""
+    yield row
+    for member in (row.get("params") or {}).get("members") or []:
+        yield from _rows_of(member["row"])
+
+
+def ship_model(row: dict) -> tuple[dict, dict[str, dict[str, bytes]]]:
+    """(row, files): the model's files for the workers, and its row naming them instead of this machine's paths.
+
+    Every folder the row names is shipped: the model's own and, for an ensemble (the review champion by
+    default), each member's, which live in their own folders beside it; a worker on another node reaches
+    none of them. A path that is not a folder here (a hub id) stays as it is.
+    """
+    row = copy.deepcopy(row)
+    files: dict[str, dict[str, bytes]] = {}
+    roots: dict[Path, str] = {}
+    for each in _rows_of(row):
+        path = each.get("path")
+        if not path or not os.path.isdir(path):
+            continue
+        folder = Path(path).resolve()
+        # A member inside a folder already shipped (an ensemble keeps its TF-IDF member in its own) goes once.
+        inside = next(((root, slot) for root, slot in roots.items() if folder.is_relative_to(root)), None)
+        if inside is None:
+            slot = str(len(files))
+            files[slot], roots[folder] = _model_files(path), slot
+            each["path"] = SHIPPED + slot
+        else:
+            each["path"] = SHIPPED + str(Path(inside[1]) / folder.relative_to(inside[0]))
+    return row, files
+
+
+def unpack_model(row: dict, files: dict[str, dict[str, bytes]], folder: str | Path) -> dict:
+    """Write shipped ``files`` under ``folder`` and return ``row`` naming them there."""
+    row = copy.deepcopy(row)
+    for slot, members in files.items():
+        for rel, data in members.items():
+            target = Path(folder) / slot / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+    for each in _rows_of(row):
+        path = each.get("path")
+        if isinstance(path, str) and path.startswith(SHIPPED):
+            each["path"] = str(Path(folder) / path[len(SHIPPED):])
+    return row
 
 
 class ScoreActor:
@@ -121,10 +174,8 @@ class ScoreActor:
     stores them locally.
     """
 
-    def __init__(self, model_row: dict, files: dict[str, bytes] | None, cpu_threads: int | None = None):
+    def __init__(self, model_row: dict, files: dict[str, dict[str, bytes]] | None, cpu_threads: int | None = None):
         import torch
-
-        from pipeline.models.predictors import predictor_from_row
 
         if cpu_threads:
             # A CPU slot each: threads beyond it only fight the sibling actors. Through the setting, so that
@@ -137,14 +188,19 @@ class ScoreActor:
             torch.set_num_threads(cpu_threads)
 
         row = dict(model_row)
-        if files:
-            # Materialise the shipped model next to this worker (a cluster node has no access to ours).
-            self._dir = tempfile.mkdtemp(prefix="tastebud-model-")
-            for rel, data in files.items():
-                target = Path(self._dir) / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(data)
-            row["path"] = self._dir
+        if not files:
+            self._build(row)
+            return
+        # Materialise the shipped model next to this worker (a cluster node has no access to ours), load it
+        # whole, and remove the copy: Ray ends a finished pool's actors without running their clean-up, so
+        # a copy kept for the actor's life stayed on the node's disk after every run (one per actor).
+        with tempfile.TemporaryDirectory(prefix="tastebud-model-") as folder:
+            self._build(unpack_model(row, files, folder))
+            self._warm_up()  # predictors that read their files lazily read them now, while they exist
+
+    def _build(self, row: dict) -> None:
+        from pipeline.models.predictors import predictor_from_row
+
         if (row.get("task") or "sentiment") == "aspects":
             from pipeline.aspects.scoring import AspectScorer
 
@@ -152,6 +208,9 @@ class ScoreActor:
         else:
             self.aspects = None
             self.predictor = predictor_from_row(row)
+
+    def _warm_up(self) -> None:
+        self(pd.DataFrame({"review_id": ["warm-up"], "text": ["The food was good."]}))
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         if self.aspects is not None:
@@ -252,13 +311,13 @@ def score_on_ray(
         stream_started = time.perf_counter()
         scored = 0
         if pending:
-            files = _model_files(row["path"]) if row.get("path") and os.path.isdir(row["path"]) else None
+            shipped, files = ship_model(row)
             ds = ray.data.read_parquet(area.uri("reviews"), num_cpus=IO_TASK_CPUS)
             # The reader hands out blocks of up to ~128 MiB (two for a million short reviews), and an actor
             # takes a block whole: small blocks keep every replica busy until the end (streaming, no shuffle).
             ds = ds.repartition(target_num_rows_per_block=ACTOR_BLOCK_ROWS)
             ds = ds.map_batches(
-                ScoreActor, fn_constructor_kwargs={"model_row": row, "files": files,
+                ScoreActor, fn_constructor_kwargs={"model_row": shipped, "files": files,
                                                    "cpu_threads": None if "num_gpus" in per_actor else 1}, batch_format="pandas",
                 batch_size=RAY_BATCH_ROWS, compute=ray.data.ActorPoolStrategy(size=count), **per_actor,
             )
