@@ -7,6 +7,7 @@ Runs on a local Ray instance with 2 CPUs (the `ray` extra); skipped where Ray is
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from pipeline.jobs import JobReporter, run_foreground  # noqa: E402
-from pipeline.scale.ray_train import train_on_ray  # noqa: E402
+from pipeline.scale.ray_train import WORKER_DIR_PREFIX, train_on_ray  # noqa: E402
 from store import jobs as job_store  # noqa: E402
 from store import models as model_store  # noqa: E402
 from store import training_runs as run_store  # noqa: E402
@@ -108,6 +109,7 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(local_ray, store_path,
             time.sleep(0.05)
 
     killer = threading.Thread(target=kill_a_worker_in_the_third_epoch)
+    before = set(Path(tempfile.gettempdir()).glob(f"{WORKER_DIR_PREFIX}*"))  # Ray modules run one at a time
     killer.start()
     lines: list[str] = []
     try:
@@ -123,3 +125,5 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(local_ray, store_path,
         epochs = con.execute("SELECT epoch FROM epoch_metrics ORDER BY epoch").fetchall()
     assert list(models[models["kind"] == "finetuned"]["model_id"]) == [model_id]
     assert epochs == [(float(e),) for e in range(1, 6)]
+    left = set(Path(tempfile.gettempdir()).glob(f"{WORKER_DIR_PREFIX}*")) - before
+    assert not left, f"the killed worker's run directory stayed on this node: {left}"

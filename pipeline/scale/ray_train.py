@@ -58,6 +58,8 @@ DATA_DIR = "data"
 DATA_BATCH_ROWS = 10_000
 # CPU share of Ray Data's read tasks (reading Parquet only moves bytes).
 DATA_READ_CPUS = 0.25
+# A worker's local run directory in the node's temp folder: this, the run id, "-rank" and the rank.
+WORKER_DIR_PREFIX = "tastebud-ray-train-"
 
 
 def train_on_ray(
@@ -213,6 +215,10 @@ def _fit_on_ray(db, trial: Trial, data: TrainingData, *, reporter: JobReporter, 
         raise TastebudError(f"training on Ray failed: {exc}") from exc
     finally:
         drain.stop()
+        # Workers killed outright on this node (a failure Ray recovered from, or a cancel) left their
+        # directories; the run is over, so none is in use.
+        for left in Path(tempfile.gettempdir()).glob(f"{WORKER_DIR_PREFIX}{trial.run_id}-rank*"):
+            shutil.rmtree(left, ignore_errors=True)
     if drain.cancelled:
         raise JobCancelled(f"job {reporter.job_id} was cancelled")
     if result.checkpoint is None:
@@ -370,6 +376,13 @@ def _read_data() -> TrainingData:
                         val=frame.loc[frame["split"] == "val", cols].reset_index(drop=True))
 
 
+def worker_run_dir(run_id: str, rank: int) -> Path:
+    """A worker's local run directory, named by run and rank: a worker killed outright (no ``finally`` runs)
+    leaves its directory behind, and the worker restarted in its place, or the driver at the run's end,
+    finds it by name and removes it."""
+    return Path(tempfile.gettempdir()) / f"{WORKER_DIR_PREFIX}{run_id}-rank{rank}"
+
+
 def _train_worker(loop_config: dict) -> None:
     """One Ray Train worker: the local training loop on this worker's shard, in a local run directory."""
     import ray.train
@@ -381,7 +394,9 @@ def _train_worker(loop_config: dict) -> None:
     rank = ray.train.get_context().get_world_rank()
     if ray.get(relay.cancelled.remote()):  # restarted after a cancel: nothing to do
         return
-    run_dir = Path(tempfile.mkdtemp(prefix="tastebud-ray-train-"))
+    run_dir = worker_run_dir(loop_config["run_id"], rank)
+    shutil.rmtree(run_dir, ignore_errors=True)  # what a killed worker of this run and rank left on this node
+    run_dir.mkdir(parents=True)
     try:
         resume_from = None
         restored = ray.train.get_checkpoint()
