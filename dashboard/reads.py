@@ -17,6 +17,7 @@ import streamlit as st
 from pipeline.jobs import note_store_waits, tail_log
 from pipeline.models.predictors import load_predictor
 from store import agreement as agreement_store
+from store import aspects as aspect_store
 from store import evaluations as evaluation_store
 from store import flags as flag_store
 from store import stats as stats_store
@@ -209,6 +210,7 @@ def data_stats(db: Path) -> dict:
             "stats": stats_store.store_stats(con),
             "volume": stats_store.fetch_review_volume(con),
             "imports": import_store.list_imports(con),
+            "aspect_annotated": aspect_store.count_annotated_reviews(con),
         }
 
 

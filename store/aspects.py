@@ -321,6 +321,25 @@ def aspect_label_counts(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     ).df()
 
 
+def fetch_current_aspect_labels(con: duckdb.DuckDBPyConnection, *, split: str | None = None) -> pd.DataFrame:
+    """Every current aspect label (``absent`` corrections included), one row per review and aspect, ordered by
+    review and the aspects' display order: review_id, aspect, polarity, text, labeler, source, labeled_at,
+    split. The first five are the columns aspect import reads back.
+    """
+    return con.execute(
+        """
+        SELECT l.review_id, l.aspect, l.polarity, r.text, l.labeler, l.source, l.created_at AS labeled_at, s.split
+        FROM current_aspect_labels l
+        JOIN reviews r USING (review_id)
+        LEFT JOIN splits s USING (review_id)
+        LEFT JOIN aspects a USING (aspect)
+        WHERE ?::VARCHAR IS NULL OR s.split = ?
+        ORDER BY l.review_id, a.position NULLS LAST, l.aspect
+        """,
+        [split, split],
+    ).df()
+
+
 def count_annotated_reviews(con: duckdb.DuckDBPyConnection) -> int:
     """How many reviews have at least one current aspect label."""
     return con.execute("SELECT count(DISTINCT review_id) FROM current_aspect_labels").fetchone()[0]

@@ -328,3 +328,54 @@ def test_chunked_write_gives_the_same_store(store_path, tmp_path, monkeypatch):
     assert (report.reviews_created, report.splits["train"] + report.splits["val"] + report.splits["test"]) == (1, 1)
     with connect(store_path, read_only=True) as con:
         assert pd.notna(list_imports(con).iloc[0]["finished_at"])
+
+
+def test_export_reads_back_into_a_fresh_store_with_the_same_annotations(store_path, tmp_path):
+    """`aspects export` writes the current labels (a human correction and an absent aspect included) in the
+    layout import reads: a fresh store that imports the file holds the same reviews, texts and labels, and
+    re-importing it into its own store writes nothing new but the corrected rows' import copies."""
+    from pipeline.data.export import export_aspect_labels
+    from pipeline.loop.relabel import relabel_aspects
+
+    _seed(store_path)
+    import_aspect_labels(store_path, _write(tmp_path / "l.csv", CSV_MIXED), actor=ADMIN)
+    relabel_aspects(store_path, Actor("lea", "labeler"), "r1", {"food": "negative", "price": "absent"})
+    tricky = 'He said "great",\nthen left;\u2028caf\u00e9 \u2014 fine.\r\nBye'  # quotes, breaks, separators
+    seed_reviews(store_path, pd.DataFrame({"review_id": ["multi"], "text": [tricky], "stars": [3]}))
+    relabel_aspects(store_path, Actor("lea", "labeler"), "multi", {"service": "negative"})
+    runner = CliRunner()
+    for fmt in ("csv", "jsonl"):
+        out = tmp_path / f"labels.{fmt}"
+        result = runner.invoke(app, ["--db", str(store_path), "aspects", "export", str(out)])
+        assert result.exit_code == 0, result.output
+        assert "exported 6 aspect labels of 3 reviews" in result.output
+        fresh = tmp_path / f"fresh-{fmt}.duckdb"
+        assert runner.invoke(app, ["--db", str(fresh), "init"]).exit_code == 0
+        report = import_aspect_labels(fresh, out, actor=ADMIN)
+        assert report.rejected == 0 and report.reviews_created == 3
+        assert _current(fresh) == _current(store_path) == {**CSV_MIXED_LABELS, ("r1", "food"): "negative",
+                                                            ("r1", "price"): "absent", ("multi", "service"): "negative"}
+        with connect(store_path, read_only=True) as a, connect(fresh, read_only=True) as b:
+            query = "SELECT review_id, text FROM reviews WHERE review_id IN ('r1', 'new1', 'multi') ORDER BY 1"
+            assert a.execute(query).fetchall() == b.execute(query).fetchall()
+            assert b.execute("SELECT DISTINCT labeler FROM aspect_labels WHERE review_id = 'r1' AND aspect = 'food'"
+                             ).fetchall() == [("lea",)]
+    again = import_aspect_labels(store_path, tmp_path / "labels.csv", actor=ADMIN)
+    assert again.labels_added == 3 and _current(store_path)[("r1", "food")] == "negative"  # the human label still rules
+    exported = pd.read_csv(tmp_path / "labels.csv")
+    assert list(exported.columns) == ["review_id", "aspect", "polarity", "text", "labeler", "source", "labeled_at", "split"]
+    assert set(exported.loc[exported["review_id"] == "r1", "source"]) == {"human", "import"}
+    # Nothing is overwritten by accident; a bad format, a bad split, an empty split are one line each.
+    with pytest.raises(TastebudError, match="exists; choose another name or pass --force"):
+        export_aspect_labels(store_path, tmp_path / "labels.csv")
+    assert export_aspect_labels(store_path, tmp_path / "labels.csv", overwrite=True)[1:] == (6, 3)
+    with pytest.raises(TastebudError, match="name it .csv or .jsonl"):
+        export_aspect_labels(store_path, tmp_path / "labels.xlsx")
+    with pytest.raises(TastebudError, match="unknown split"):
+        export_aspect_labels(store_path, tmp_path / "s.csv", split="dev")
+    empty = tmp_path / "empty.duckdb"
+    runner.invoke(app, ["--db", str(empty), "init"])
+    proc = subprocess.run(cli_cmd("--db", str(empty), "aspects", "export", str(tmp_path / "none.csv")),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: the store has no aspect labels: nothing to export"
+    assert not (tmp_path / "none.csv").exists()

@@ -4,6 +4,7 @@ restaurant's open aspect alerts."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from streamlit import config as st_config
 
@@ -159,3 +160,27 @@ def test_comparison_lists_aspect_models_with_their_scores(store):
     per_aspect = _frame_with(at, "Detection F1")
     assert per_aspect["Aspect"].tolist()[:2] == ["food", "service"]
     assert any('"polarity"' in c.proto.spec or "polarity" in c.proto.spec for c in at.get("plotly_chart"))
+
+
+def test_the_data_page_exports_the_aspect_labels_as_aspect_import_reads_them(store):
+    import io
+
+    with connect(store, read_only=True) as con:
+        current = con.execute("SELECT review_id, aspect, polarity FROM current_aspect_labels").fetchall()
+        test_rows = con.execute("SELECT count(*) FROM current_aspect_labels JOIN splits USING (review_id) "
+                                "WHERE split = 'test'").fetchone()[0]
+    reviews = len({r for r, _, _ in current})
+    assert reviews and test_rows
+    at = _open("data", "dario")
+    assert f"The current aspect labels of {reviews:,} reviews" in " ".join(c.value for c in at.get("caption"))
+    at.button(key="aspect-export-prepare").click().run()
+    assert not at.exception
+    frame = pd.read_csv(io.BytesIO(at.session_state["aspect-export-ready"][1]))
+    assert sorted(zip(frame["review_id"], frame["aspect"], frame["polarity"])) == sorted(current)
+    assert frame["text"].notna().all() and "aspect-export-download" in [b.key for b in at.get("download_button")]
+    at.radio(key="aspect-export-format").set_value("jsonl").run()
+    assert "aspect-export-download" not in [b.key for b in at.get("download_button")]  # CSV bytes are not offered as JSONL
+    at.selectbox(key="aspect-export-split").set_value("test").run()
+    at.button(key="aspect-export-prepare").click().run()
+    lines = at.session_state["aspect-export-ready"][1].decode().splitlines()
+    assert len(lines) == test_rows and all(line.startswith('{"review_id":') and '"split":"test"' in line for line in lines)

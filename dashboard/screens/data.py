@@ -7,7 +7,16 @@ from dashboard import model_views, reads, views
 from dashboard.page_setup import setup_page
 from pipeline import jobs
 from pipeline.loop import relabel as relabeling
-from pipeline.data.export import MAX_DOWNLOAD_ROWS, export_bytes, export_rows, export_table, export_to_file
+from pipeline.data.export import (
+    ASPECT_EXPORT_FORMATS,
+    MAX_DOWNLOAD_ROWS,
+    aspect_labels_bytes,
+    aspect_labels_table,
+    export_bytes,
+    export_rows,
+    export_table,
+    export_to_file,
+)
 from pipeline.data.importer import ColumnMapping
 from pipeline.data.preview import PREVIEW_LINES, dry_run
 from store.constants import LABELS
@@ -209,6 +218,32 @@ if ready and ready[0] == (flt, tuple(labels), fmt):  # a download never carries 
                        file_name=f"tastebud-reviews.{ready_fmt}",
                        mime="text/csv" if ready_fmt == "csv" else "application/vnd.apache.parquet")
     st.caption(f"Predictions from {views.md(model_id)} (the champion)." if model_id else "No champion yet: no predictions.")
+
+st.subheader("Export aspect labels")
+if not data["aspect_annotated"]:
+    st.caption("No aspect labels yet: `tastebud aspects import FILE` imports them (CSV, JSON Lines or SemEval XML).")
+else:
+    st.caption(f"The current aspect labels of {data['aspect_annotated']:,} reviews, one row per review and aspect, "
+               "with the review's text, labeler and split: `tastebud aspects import` reads the file back, into "
+               "this store or another.")
+    a1, a2 = st.columns(2)
+    aspect_split = a1.selectbox("Split", ["all", "train", "val", "test"], key="aspect-export-split")
+    aspect_fmt = a2.radio("Format", list(ASPECT_EXPORT_FORMATS), horizontal=True, key="aspect-export-format",
+                          format_func=lambda f: {"csv": "CSV", "jsonl": "JSON Lines"}[f])
+    chosen = (aspect_split, aspect_fmt)
+    if st.button("Prepare the aspect labels", key="aspect-export-prepare"):
+        labels_frame = aspect_labels_table(ctx.db, split=None if aspect_split == "all" else aspect_split)
+        st.session_state["aspect-export-ready"] = (chosen, aspect_labels_bytes(labels_frame, aspect_fmt),
+                                                   len(labels_frame), labels_frame["review_id"].nunique())
+    aspect_ready = st.session_state.get("aspect-export-ready")
+    if aspect_ready and aspect_ready[0] == chosen:  # never an older choice's rows
+        _, payload, rows, reviews = aspect_ready
+        if rows:
+            st.download_button(f"Download {rows:,} aspect labels of {reviews:,} reviews", payload,
+                               key="aspect-export-download", file_name=f"tastebud-aspect-labels.{aspect_fmt}",
+                               mime="text/csv" if aspect_fmt == "csv" else "application/x-ndjson")
+        else:
+            st.caption(f"No aspect labels in the {aspect_split} split.")
 
 st.subheader("Imports")
 imports = data["imports"]

@@ -1,12 +1,16 @@
-"""`tastebud aspects`: the store's aspect set (list, add, remove), importing aspect labels, a review's aspect labels."""
+"""`tastebud aspects`: the store's aspect set (list, add, remove), importing and exporting aspect labels, a
+review's aspect labels."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 from pipeline.cli.app import app, db_path, emit_json
 from pipeline.cli.imports import print_rejects
 from pipeline.data.aspect_import import FORMATS, AspectImportReport, import_aspect_labels
+from pipeline.data.export import ASPECT_EXPORT_FORMATS, export_aspect_labels
 from store.actors import cli_actor
 from store.aspects import (
     ASPECT_LABEL_VALUES,
@@ -19,14 +23,14 @@ from store.aspects import (
     normalize_aspect_name,
     remove_aspect,
 )
-from store.db import connect, transaction
+from store.db import connect, require_store, transaction
 from store.errors import TastebudError
 from store.printable import printable
 from store.reviews import fetch_reviews
 from store.schema import init_store
 
 aspects_app = typer.Typer(
-    help="Aspects (food, service, price, ...): the store's set, aspect label import, a review's aspect labels.",
+    help="Aspects (food, service, price, ...): the store's set, aspect label import and export, a review's aspect labels.",
     no_args_is_help=True,
 )
 app.add_typer(aspects_app, name="aspects")
@@ -96,6 +100,20 @@ def import_cmd(
         _print_report(report)
     if not report.imported_anything:
         raise typer.Exit(1)
+
+
+@aspects_app.command("export")
+def export_cmd(
+    path: Path = typer.Argument(..., help="File to write: .csv or .jsonl (what `tastebud aspects import` reads)."),
+    fmt: str = typer.Option(None, "--format", help=f"One of {', '.join(ASPECT_EXPORT_FORMATS)} (default: from the extension)."),
+    split: str = typer.Option(None, "--split", help="Only the reviews of this split: train, val or test."),
+    force: bool = typer.Option(False, "--force", help="Replace the file if it exists."),
+) -> None:
+    """Export the current aspect labels, one row per review and aspect (review_id, aspect, polarity, text,
+    labeler, source, labeled_at, split): `aspects import` reads the file back into another store."""
+    require_store(db_path())
+    target, rows, reviews = export_aspect_labels(db_path(), path, fmt=fmt, split=split, overwrite=force)
+    typer.echo(f"exported {rows:,} aspect labels of {reviews:,} reviews to {printable(str(target), max_chars=300)}")
 
 
 @aspects_app.command("labels")

@@ -1,7 +1,10 @@
-"""Export reviews with their current labels and the champion's predictions as CSV or Parquet.
+"""Export reviews with their current labels and the champion's predictions as CSV or Parquet, and the
+current aspect labels as CSV or JSON Lines.
 
 Small exports are built in memory for a download; large ones are written to a file beside the
 store (``exports/``), so a million rows never travel through a browser session's memory twice.
+Aspect labels are written in the layout ``tastebud aspects import`` reads (one row per review and
+aspect, with the review's text), so an export moves a store's aspect annotations into another store.
 """
 
 from __future__ import annotations
@@ -11,10 +14,12 @@ import os
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from store import aspects as aspect_store
 from store import models as model_store
 from store.db import connect, resolve_db_path
 from store.errors import TastebudError
@@ -22,6 +27,8 @@ from store.exports import count_export_rows, fetch_export
 from store.trends import ReviewFilter
 
 EXPORT_FORMATS = ("csv", "parquet")
+# Formats aspect labels are exported in: those aspect import reads back.
+ASPECT_EXPORT_FORMATS = ("csv", "jsonl")
 # Above this many rows the dashboard writes a file beside the store instead of offering a download.
 MAX_DOWNLOAD_ROWS = 200_000
 
@@ -81,3 +88,58 @@ def _write(table: pa.Table, sink, fmt: str) -> None:
         pq.write_table(table, sink)
     else:
         pa_csv.write_csv(table, sink)
+
+
+def aspect_labels_table(db, *, split: str | None = None) -> pd.DataFrame:
+    """The store's current aspect labels (``absent`` corrections included), one row per review and aspect:
+    review_id, aspect, polarity, text, labeler, source, labeled_at, split (see
+    :func:`store.aspects.fetch_current_aspect_labels`)."""
+    if split is not None and split not in ("train", "val", "test"):
+        raise TastebudError(f"unknown split {split!r}; choose train, val or test")
+    with connect(db, read_only=True) as con:
+        return aspect_store.fetch_current_aspect_labels(con, split=split)
+
+
+def aspect_labels_bytes(frame: pd.DataFrame, fmt: str) -> bytes:
+    """Aspect labels as CSV (UTF-8, header) or JSON Lines (one object per row, ISO times, null for none)."""
+    if fmt not in ASPECT_EXPORT_FORMATS:
+        raise TastebudError(f"unknown aspect label export format {fmt!r}; choose one of {', '.join(ASPECT_EXPORT_FORMATS)}")
+    if fmt == "csv":
+        return frame.to_csv(index=False).encode("utf-8")
+    if frame.empty:
+        return b""
+    text = frame.to_json(orient="records", lines=True, date_format="iso", force_ascii=False)
+    # JSON allows U+2028 / U+2029 raw inside strings, but readers that split lines on them would cut a record.
+    text = text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+    return (text if text.endswith("\n") else text + "\n").encode("utf-8")
+
+
+def export_aspect_labels(db, path: str | os.PathLike, *, fmt: str | None = None, split: str | None = None,
+                         overwrite: bool = False) -> tuple[Path, int, int]:
+    """Write the current aspect labels to ``path`` (format from ``fmt`` or the extension: .csv, .jsonl).
+
+    An existing file is kept unless ``overwrite``; the file appears whole or not at all.
+
+    Returns:
+        (the file written, label rows, reviews).
+
+    Raises:
+        TastebudError: an unknown format, an existing file, or no aspect labels to export.
+    """
+    target = Path(path)
+    fmt = fmt or {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(target.suffix.lower())
+    if fmt not in ASPECT_EXPORT_FORMATS:
+        raise TastebudError(f"cannot tell the format of {target.name}: name it .csv or .jsonl, or pass "
+                            f"--format ({', '.join(ASPECT_EXPORT_FORMATS)})")
+    if target.exists() and not overwrite:
+        raise TastebudError(f"{target} exists; choose another name or pass --force to replace it")
+    frame = aspect_labels_table(db, split=split)
+    if frame.empty:
+        raise TastebudError("the store has no aspect labels" + (f" in the {split} split" if split else "")
+                            + ": nothing to export")
+    payload = aspect_labels_bytes(frame, fmt)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_bytes(payload)
+    partial.replace(target)  # a reader never sees half a file
+    return target, len(frame), frame["review_id"].nunique()
