@@ -119,6 +119,8 @@ def main() -> None:
     parser.add_argument("--head-lr-multiplier", type=float)
     parser.add_argument("--seed", type=int, help="training seed (head initialisation, batch order); the folds stay")
     parser.add_argument("--base-model", help="encoder to fine-tune (HF id or local path; default: the packaged MiniLM)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="training precision (default auto: bf16 on a CPU with AMX or a GPU that has it, else fp32)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--save-predictions", type=Path,
                         help="directory for each fold's validation and test probabilities (NPZ), for post-hoc study")
@@ -127,14 +129,15 @@ def main() -> None:
     overrides = {k: v for k, v in {"epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
                                    "max_length": args.max_length, "head": args.head,
                                    "early_stopping_patience": args.patience, "layer_lr_decay": args.layer_lr_decay,
-                                   "head_lr_multiplier": args.head_lr_multiplier, "seed": args.seed}.items() if v is not None}
+                                   "head_lr_multiplier": args.head_lr_multiplier, "seed": args.seed,
+                                   "precision": args.precision}.items() if v is not None}
     config = aspect_train_config(**overrides)
     aspects = list(DEFAULT_ASPECTS)
     info = resolve_device(config.device)
     print(f"SemEval-2014 restaurants train: {len(texts)} sentences; device {info.name}; load {os.getloadavg()}")
     print(f"config: {config.head} head, lr {config.learning_rate:g}, batch {config.batch_size}, epochs {config.epochs}, "
           f"max_length {config.max_length}, patience {config.early_stopping_patience}, layer lr decay "
-          f"{config.layer_lr_decay:g}, output layer lr x{config.head_lr_multiplier:g}, seed {config.seed}")
+          f"{config.layer_lr_decay:g}, output layer lr x{config.head_lr_multiplier:g}, seed {config.seed}, precision {config.precision}")
     results = []
     for fold in range(args.first_fold, args.first_fold + args.folds):
         rng = np.random.default_rng(1000 + fold)
