@@ -371,6 +371,8 @@ def test_export_reads_back_into_a_fresh_store_with_the_same_annotations(store_pa
     assert export_aspect_labels(store_path, tmp_path / "labels.csv", overwrite=True)[1:] == (6, 3)
     with pytest.raises(TastebudError, match="name it .csv or .jsonl"):
         export_aspect_labels(store_path, tmp_path / "labels.xlsx")
+    with pytest.raises(TastebudError, match="unknown aspect label export format 'xml'; choose one of csv, jsonl"):
+        export_aspect_labels(store_path, tmp_path / "labels.csv", fmt="xml", overwrite=True)
     with pytest.raises(TastebudError, match="unknown split"):
         export_aspect_labels(store_path, tmp_path / "s.csv", split="dev")
     empty = tmp_path / "empty.duckdb"

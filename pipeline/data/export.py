@@ -127,8 +127,10 @@ def export_aspect_labels(db, path: str | os.PathLike, *, fmt: str | None = None,
         TastebudError: an unknown format, an existing file, or no aspect labels to export.
     """
     target = Path(path)
+    if fmt is not None and fmt not in ASPECT_EXPORT_FORMATS:
+        raise TastebudError(f"unknown aspect label export format {fmt!r}; choose one of {', '.join(ASPECT_EXPORT_FORMATS)}")
     fmt = fmt or {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(target.suffix.lower())
-    if fmt not in ASPECT_EXPORT_FORMATS:
+    if fmt is None:
         raise TastebudError(f"cannot tell the format of {target.name}: name it .csv or .jsonl, or pass "
                             f"--format ({', '.join(ASPECT_EXPORT_FORMATS)})")
     if target.exists() and not overwrite:
