@@ -23,7 +23,7 @@ from store.aspects import (
     normalize_aspect_name,
     remove_aspect,
 )
-from store.db import connect, require_store, transaction
+from store.db import connect, transaction
 from store.errors import TastebudError
 from store.printable import printable
 from store.reviews import fetch_reviews
@@ -111,7 +111,6 @@ def export_cmd(
 ) -> None:
     """Export the current aspect labels, one row per review and aspect (review_id, aspect, polarity, text,
     labeler, source, labeled_at, split): `aspects import` reads the file back into another store."""
-    require_store(db_path())
     target, rows, reviews = export_aspect_labels(db_path(), path, fmt=fmt, split=split, overwrite=force)
     typer.echo(f"exported {rows:,} aspect labels of {reviews:,} reviews to {printable(str(target), max_chars=300)}")
 

@@ -8,7 +8,6 @@ import typer
 
 from pipeline.cli.app import app, db_path, emit_json
 from store.actors import cli_actor
-from store.db import require_store
 from store.errors import TastebudError
 
 jobs_app = typer.Typer(help="Background and foreground jobs: list, cancel, log.", no_args_is_help=False)
@@ -44,7 +43,7 @@ def jobs_cmd(
         return
     from pipeline.jobs import list_jobs
 
-    frame = list_jobs(require_store(db_path()), limit=limit, active_only=active)
+    frame = list_jobs(db_path(), limit=limit, active_only=active)
     columns = ["job_id", "kind", "status", "actor", "progress", "elapsed_s", "eta_s", "message", "error",
                "cancelled_by", "created_at", "started_at", "finished_at", "pid", "log_path", "waiting_since"]
     rows = frame[columns].to_dict("records")
@@ -74,7 +73,7 @@ def cancel_cmd(job_id: str = typer.Argument(..., help="The job to stop (see `tas
     """Ask a queued or running job to stop (its process gets SIGTERM and records itself cancelled)."""
     from pipeline.jobs import cancel_job
 
-    cancel_job(require_store(db_path()), job_id, cli_actor())
+    cancel_job(db_path(), job_id, cli_actor())
     typer.echo(f"asked job {job_id} to stop")
 
 
@@ -86,7 +85,7 @@ def log_cmd(
     """Show the end of a job's log file (background jobs write one under runs/jobs/)."""
     from pipeline.jobs import get_job, tail_log
 
-    job = get_job(require_store(db_path()), job_id)
+    job = get_job(db_path(), job_id)
     if job is None:
         raise TastebudError(f"no job {job_id}; see `tastebud jobs`")
     if not job.get("log_path"):

@@ -73,12 +73,18 @@ def export_to_file(
     """
     table, _ = export_table(db, flt=flt, labels=labels)
     target = Path(path) if path else resolve_db_path(db).resolve().parent / "exports" / f"reviews-{datetime.now():%Y%m%d-%H%M%S}.{fmt}"
+    _write_whole(target, lambda f: _write(table, f, fmt))
+    return target, table.num_rows
+
+
+def _write_whole(target: Path, write) -> None:
+    """Call ``write(binary file)`` on a partial file beside ``target``, then move it there: a reader never
+    sees half a file."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
     with open(partial, "wb") as f:
-        _write(table, f, fmt)
-    partial.replace(target)  # a reader never sees half a file
-    return target, table.num_rows
+        write(f)
+    partial.replace(target)
 
 
 def _write(table: pa.Table, sink, fmt: str) -> None:
@@ -140,8 +146,5 @@ def export_aspect_labels(db, path: str | os.PathLike, *, fmt: str | None = None,
         raise TastebudError("the store has no aspect labels" + (f" in the {split} split" if split else "")
                             + ": nothing to export")
     payload = aspect_labels_bytes(frame, fmt)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_bytes(payload)
-    partial.replace(target)  # a reader never sees half a file
+    _write_whole(target, lambda f: f.write(payload))
     return target, len(frame), frame["review_id"].nunique()
