@@ -154,7 +154,8 @@ def insert_aspect_labels(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.Da
     """Append aspect labels (columns review_id, aspect, polarity, source; optional labeler, round).
 
     A row is skipped when the newest stored label of the same review, aspect and source already says
-    the same, so re-importing a file adds no history. Every aspect must be in the store's set and every
+    the same, so re-importing a file adds no history. Retracted (undone) rows do not count: after an
+    undo the same correction is written again. Every aspect must be in the store's set and every
     polarity one of :data:`ASPECT_LABEL_VALUES`: callers that read files check rows first and keep the
     bad ones as rejects; here a bad row is a programming error. Call inside a transaction.
 
@@ -194,8 +195,9 @@ def insert_aspect_labels(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.Da
             """
             INSERT INTO aspect_labels (review_id, aspect, polarity, source, labeler, created_at, round)
             WITH newest AS (
-                SELECT review_id, aspect, source, polarity FROM aspect_labels
+                SELECT review_id, aspect, source, polarity FROM aspect_labels l
                 WHERE review_id IN (SELECT review_id FROM _aspect_label_batch)
+                  AND NOT EXISTS (SELECT 1 FROM aspect_label_retractions x WHERE x.aspect_label_id = l.aspect_label_id)
                 QUALIFY row_number() OVER (
                     PARTITION BY review_id, aspect, source ORDER BY created_at DESC, aspect_label_id DESC
                 ) = 1

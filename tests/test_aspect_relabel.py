@@ -278,3 +278,23 @@ def test_aspects_set_from_the_command_line(db, monkeypatch):
                           (["r1", "parking=negative"], "unknown aspects: parking")):
         bad = CliRunner().invoke(app, ["aspects", "set", *args])
         assert bad.exit_code != 0 and message in f"{bad.output}{bad.exception}", bad.output
+
+
+def test_an_undone_correction_can_be_made_again(db):
+    """Undo, then the same correction: it is written again (the retracted row does not count as the
+    newest label), and the review's aspects read the correction once more."""
+    with transaction(db) as con:
+        aspect_store.append_aspect_labels(con, pd.DataFrame([
+            {"review_id": "r1", "aspect": "service", "polarity": "positive", "source": "import"}]))
+    rl.relabel_aspects(db, LENA, "r1", {"service": "negative"})
+    rl.undo_last(db, LENA)
+    with connect(db, read_only=True) as con:
+        assert aspect_store.current_review_aspects(con, "r1")["service"] == ("positive", "import")
+    again = rl.relabel_aspects(db, LENA, "r1", {"service": "negative"})
+    assert again["written"] == 1 and again["action_id"]
+    with connect(db, read_only=True) as con:
+        assert aspect_store.current_review_aspects(con, "r1")["service"] == ("negative", "human")
+    # An undone import row does not block re-importing the same label either.
+    with transaction(db) as con:
+        assert aspect_store.append_aspect_labels(con, pd.DataFrame([
+            {"review_id": "r1", "aspect": "service", "polarity": "positive", "source": "import"}])) == 0
