@@ -331,7 +331,8 @@ def relabel_aspects(con: duckdb.DuckDBPyConnection, actor: Actor, review_id: str
 
     Returns:
         {"review_id", "written" (label rows appended; 0 when the person confirmed their own labels),
-        "aspects" (aspect -> polarity now), "previous" (aspect -> polarity before, annotated aspects only),
+        "changed" (the aspects whose polarity is now another than before: an aspect without a label counts
+        as absent; ``written`` also counts imported labels the person confirmed), "aspects" (aspect -> polarity now), "previous" (aspect -> polarity before, annotated aspects only),
         "action_id" (the undoable action, kind "aspects"; None when nothing was written)}.
 
     Example:
@@ -349,7 +350,8 @@ def relabel_aspects(con: duckdb.DuckDBPyConnection, actor: Actor, review_id: str
         action_id = _new_action(con, actor, "aspects")
         _add_items(con, action_id, [{"review_id": review_id, "label_id": None, "flag_id": None, "previous_status": None,
                                      "aspect_label_id": i} for i in added])
-    return {"review_id": review_id, "written": len(added), "aspects": now, "previous": previous,
+    changed = [a for a, p in now.items() if p != previous.get(a, "absent")]
+    return {"review_id": review_id, "written": len(added), "changed": changed, "aspects": now, "previous": previous,
             "action_id": action_id}
 
 

@@ -197,15 +197,15 @@ def test_the_queue_shows_the_aspects_and_takes_a_correction(seeded, tmp_path, mo
     first_sentence = text[: text.find(". ") + 1]
     assert first_sentence.replace("'", "&#x27;") in body
     # the choices start from the model's reading
-    choices = {r.label: r.value for r in at.radio if r.key and r.key.startswith(f"aspect-{review_id}-")}
-    assert choices == {"food": "positive", "service": "negative", "price": "absent", "ambience": "absent",
-                       "anecdotes/miscellaneous": "absent"}
+    assert _choices(at, review_id) == {"food": "positive", "service": "negative", "price": "absent", "ambience": "absent",
+                                       "anecdotes/miscellaneous": "absent"}
 
-    at.radio(key=f"aspect-{review_id}-food").set_value("neutral")
-    at.radio(key=f"aspect-{review_id}-ambience").set_value("negative")
+    _radio(at, review_id, "food").set_value("neutral")
+    _radio(at, review_id, "ambience").set_value("negative")
     at.button(key="save-aspects").click().run()
     assert not at.exception, [e.stack_trace for e in at.exception]
-    assert [s.value for s in at.success] == ["Saved the aspects: 5 changed (U undoes)."]
+    # three aspects changed; price and misc confirmed absent, as the model read them
+    assert [s.value for s in at.success] == ["Saved the aspects: 3 changed, 2 confirmed (U undoes)."]
     with connect(db, read_only=True) as con:
         labels = aspect_store.current_review_aspects(con, review_id)
     assert labels == {"food": ("neutral", "human"), "service": ("negative", "human"), "price": ("absent", "human"),
@@ -231,6 +231,36 @@ def test_the_queue_shows_the_aspects_and_takes_a_correction(seeded, tmp_path, mo
         assert current_label(con, review_id)["label"] == "positive"  # the overall label stands
 
 
+def _radio(at, review_id: str, aspect: str):
+    return next(r for r in at.radio if r.key and r.key.startswith(f"aspect-{review_id}-{aspect}-"))
+
+
+def _choices(at, review_id: str) -> dict:
+    return {r.label: r.value for r in at.radio if r.key and r.key.startswith(f"aspect-{review_id}-")}
+
+
+def test_after_an_undo_the_choices_start_from_the_labels_again_and_the_same_save_writes_again(
+        seeded, tmp_path, monkeypatch):
+    db = private_copy(seeded[0], tmp_path, monkeypatch)
+    _, review_id, _ = seeded
+    at = signed_in("lena", "hard_cases")
+    _radio(at, review_id, "service").set_value("conflict")
+    at.button(key="save-aspects").click().run()
+    assert _choices(at, review_id)["service"] == "conflict"
+    at.button(key="undo").click().run()
+    assert not at.exception, [e.stack_trace for e in at.exception]
+    with connect(db, read_only=True) as con:
+        assert aspect_store.current_review_aspects(con, review_id) == {}
+    # the radios no longer show the undone choices: they start from the model's reading again
+    assert _choices(at, review_id) == {"food": "positive", "service": "negative", "price": "absent",
+                                       "ambience": "absent", "anecdotes/miscellaneous": "absent"}
+    _radio(at, review_id, "service").set_value("conflict")
+    at.button(key="save-aspects").click().run()
+    assert [s.value for s in at.success] == ["Saved the aspects: 2 changed, 3 confirmed (U undoes)."]
+    with connect(db, read_only=True) as con:
+        assert aspect_store.current_review_aspects(con, review_id)["service"] == ("conflict", "human")
+
+
 def test_other_flags_keep_the_aspects_folded_and_start_from_the_labels(seeded, tmp_path, monkeypatch):
     db = private_copy(seeded[0], tmp_path, monkeypatch)
     _, review_id, _ = seeded
@@ -241,14 +271,14 @@ def test_other_flags_keep_the_aspects_folded_and_start_from_the_labels(seeded, t
     expander = next(e for e in at.expander if e.label.startswith("Aspects"))
     assert expander.label == "Aspects" and not expander.proto.expanded
     assert any("has not scored this review yet" in c.value for c in at.caption)
-    shown = {r.key.rsplit("-", 1)[-1]: r.value for r in at.radio
+    shown = {r.label: r.value for r in at.radio
              if r.key and r.key.startswith("aspect-") and not r.key.startswith(f"aspect-{review_id}-")}
     with connect(db, read_only=True) as con:
         other = con.execute("SELECT review_id FROM reviews WHERE text = ?", [at.text[0].value]).fetchone()[0]
         view = fetch_review_aspects(con, other)
     # the demo imported aspect labels for half its reviews: an annotated one starts from them, the others from absent
     expected = aspect_choices(view)
-    assert shown == {a.rsplit("-", 1)[-1]: p for a, p in expected.items()} and len(shown) == 5
+    assert shown == expected and len(shown) == 5
     assert set(expected.values()) != {"absent"} if view["labels"] else set(expected.values()) == {"absent"}
 
 

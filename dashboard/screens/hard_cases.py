@@ -1,3 +1,4 @@
+import hashlib
 from functools import partial
 
 import pandas as pd
@@ -106,16 +107,28 @@ def _bulk_matching(flt: QueueFilter, label: str) -> None:
     _bulk(tuple(reads.matching_review_ids(ctx.db, flt)), label, "bulk-confirm")
 
 
-def _aspect_key(review_id: str, aspect: str) -> str:
-    return f"aspect-{review_id}-{aspect}"  # per review: the next review's choices start from its own labels
+def _aspect_key(review_id: str, aspect: str, version: str) -> str:
+    # Per review, so the next review's choices start from its own labels; per version of its labels, so
+    # an undo (or another labeler's save) starts them again from what the store now holds.
+    return f"aspect-{review_id}-{aspect}-{version}"
 
 
-def _save_aspects(review_id: str, aspects: tuple[str, ...]) -> None:
+def _labels_version(labels: dict) -> str:
+    return hashlib.sha1(repr(sorted(labels.items())).encode()).hexdigest()[:12]
+
+
+def _saved_message(result: dict) -> str:
+    changed, confirmed = len(result["changed"]), result["written"] - len(result["changed"])
+    if not result["written"]:
+        return "Aspects confirmed: nothing changed."
+    parts = ([f"{changed:,} changed"] if changed else []) + ([f"{confirmed:,} confirmed"] if confirmed > 0 else [])
+    return f"Saved the aspects: {', '.join(parts)} (U undoes)."
+
+
+def _save_aspects(review_id: str, aspects: tuple[str, ...], version: str) -> None:
     _write_pending()
-    chosen = {aspect: st.session_state[_aspect_key(review_id, aspect)] for aspect in aspects}
-    _run(lambda: relabeling.relabel_aspects(ctx.db, ctx.actor, review_id, chosen),
-         lambda r: f"Saved the aspects: {r['written']:,} changed (U undoes)." if r["written"]
-         else "Aspects confirmed: nothing changed.")
+    chosen = {aspect: st.session_state[_aspect_key(review_id, aspect, version)] for aspect in aspects}
+    _run(lambda: relabeling.relabel_aspects(ctx.db, ctx.actor, review_id, chosen), _saved_message)
 
 
 def _aspects_panel(item) -> None:
@@ -137,12 +150,13 @@ def _aspects_panel(item) -> None:
             st.caption(f"From the aspect model {views.md(view['model_id'])}. Sure: how sure it is that the review "
                        "speaks of the aspect and of that polarity. Evidence: the sentence that carried the aspect most.")
         start = aspect_choices(view)
+        version = _labels_version(view["labels"])
         with st.form(f"aspects-form-{review_id}", border=False):
             for aspect in view["aspects"]:
                 st.radio(views.md(aspect), ASPECT_LABEL_VALUES, index=ASPECT_LABEL_VALUES.index(start[aspect]),
-                         key=_aspect_key(review_id, aspect), horizontal=True)
+                         key=_aspect_key(review_id, aspect, version), horizontal=True)
             st.form_submit_button("Save aspects", key="save-aspects", on_click=_save_aspects,
-                                  args=(review_id, tuple(view["aspects"])))
+                                  args=(review_id, tuple(view["aspects"]), version))
         origin = ("its current aspect labels" if view["labels"] else
                   "the aspect model's reading" if not predictions.empty else "absent everywhere")
         st.caption(f"The choices start from {origin}. Saving keeps the review here and leaves its flag open: "
