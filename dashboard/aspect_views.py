@@ -49,6 +49,11 @@ def summary(db: Path, model_id: str, flt: ReviewFilter, grain: str, restaurant: 
     with connect(db, read_only=True) as con:
         data = aspect_trends.fetch_aspect_summary(con, model_id, flt, grain=grain, by_restaurant=restaurant is None)
         data["alerts"] = aspect_trends.list_aspect_alerts(con, restaurant=restaurant, limit=ALERTS_SHOWN)
+        store_aspects = aspect_store.aspect_names(con)
+    # The model's aspects and the store's set part ways when a store adds or removes one after training.
+    predicted = set(data["table"]["aspect"])
+    data["unpredicted"] = [a for a in store_aspects if a not in predicted]
+    data["removed"] = [a for a in data["table"]["aspect"] if a not in set(store_aspects)]
     return data
 
 
@@ -190,7 +195,9 @@ def trend_figure(trend: pd.DataFrame, aspects: list[str], alerts: pd.DataFrame, 
                       row=2, col=1)
         marked = alerts[(alerts["aspect"] == aspect) & (alerts["metric"] == "aspect_negative_share")]
         if len(marked):
-            periods = pd.to_datetime(marked["period"])
+            periods = pd.to_datetime(marked["period"])  # alerts are weekly: a month marks the month it falls in
+            if grain == "month":
+                periods = periods.dt.to_period("M").dt.to_timestamp()
             shares = band.set_index("period")["negative_share"].reindex(periods)
             fig.add_trace(go.Scatter(
                 x=periods, y=shares, mode="markers", showlegend=False, legendgroup=name,

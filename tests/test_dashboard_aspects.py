@@ -184,3 +184,64 @@ def test_the_data_page_exports_the_aspect_labels_as_aspect_import_reads_them(sto
     at.button(key="aspect-export-prepare").click().run()
     lines = at.session_state["aspect-export-ready"][1].decode().splitlines()
     assert len(lines) == test_rows and all(line.startswith('{"review_id":') and '"split":"test"' in line for line in lines)
+
+
+def _marker_y(spec: str) -> list:
+    import json
+
+    import base64
+
+    import numpy as np
+
+    def values(y):  # plotly sends numeric arrays as {"dtype", "bdata": base64}
+        if isinstance(y, dict):
+            return np.frombuffer(base64.b64decode(y["bdata"]), dtype=y["dtype"]).tolist()
+        return list(y)
+
+    figure = json.loads(spec)
+    return [y for trace in figure["data"] if (trace.get("marker") or {}).get("symbol") == "triangle-up"
+            for y in values(trace["y"])]
+
+
+def test_monthly_periods_keep_the_alert_marker(store):
+    with transaction(store) as con:
+        alert_store.raise_alerts(con, [{
+            "kind": "sentiment_shift", "metric": "aspect_negative_share",
+            "subject": "aspect:service@restaurant:Magnolia Table", "period": "2025-09-08", "value": 0.62,
+            "threshold": 0.12, "message": "service at Magnolia Table turned negative in week 37",
+            "detail": {"aspect": "service", "restaurant_id": "r1", "restaurant_name": "Magnolia Table"},
+        }])
+    at = _open("aspects")
+    at.selectbox(key="aspect-restaurant").set_value("Magnolia Table").run()
+    settled(at)
+    weekly = _marker_y(at.get("plotly_chart")[1].proto.spec)
+    at.segmented_control(key="aspect-grain").set_value("month").run()
+    settled(at)
+    monthly = _marker_y(at.get("plotly_chart")[1].proto.spec)
+    # the weekly alert is marked on the month it falls in, at that month's negative share (a number, not NaN)
+    assert len(weekly) == len(monthly) == 1 and all(isinstance(y, float) and 0 <= y <= 1 for y in weekly + monthly)
+
+
+def test_a_store_whose_reviews_have_no_dates_shows_the_table_and_says_why_there_is_no_trend(store):
+    with transaction(store) as con:
+        con.execute("UPDATE reviews SET created_at = NULL")
+    at = _open("aspects")
+    assert not at.exception and not at.info
+    table = _frame_with(at, "Share of reviews")
+    assert table["Mentions"].sum() > 0
+    assert len(_frame_with(at, "evidence")) > 0
+    captions = " ".join(c.value for c in at.caption)
+    assert "No review has a date" in captions and "no trend to draw" in captions
+    assert len(at.get("plotly_chart")) == 1  # the aspect figure, no trend
+
+
+def test_aspects_the_model_does_not_predict_are_named(store):
+    from store import aspects as aspect_store
+    from tests.aspect_seed import ADMIN
+
+    with transaction(store) as con:
+        aspect_store.add_aspect(con, ADMIN, "wait")
+    at = _open("aspects")
+    assert any(c.value.replace("\\", "").startswith(f"Not predicted by {ASPECT_MODEL}: wait (added to the store after "
+                                                      "it was trained") for c in at.caption)
+    assert "wait" not in _frame_with(at, "Share of reviews")["Aspect"].tolist()

@@ -26,9 +26,6 @@ if not choices["scored"]:
         st.info("No aspect model yet, so there is nothing to show about food, service, price or place. Train one with "
                 "`tastebud train --task aspects` or on the Training page, promote it, then run `tastebud score`.")
     st.stop()
-if choices["first"] is None:
-    st.info("The store has no dated reviews yet.")
-    st.stop()
 
 # --- filters (?restaurant=NAME opens one restaurant, e.g. from an alert) ---
 if "aspect-restaurant" not in st.session_state and st.query_params.get("restaurant") in choices["restaurants"]:
@@ -36,14 +33,22 @@ if "aspect-restaurant" not in st.session_state and st.query_params.get("restaura
 models = [m for m in [champion_id] if m in choices["scored"]] + [m for m in choices["scored"] if m != champion_id]
 f1, f2, f3, f4 = st.columns([4, 3, 2, 3])
 restaurant = f1.selectbox("Restaurant", [ALL, *choices["restaurants"]], key="aspect-restaurant")
-dates = f2.date_input("Dates", value=(choices["first"], choices["last"]), min_value=choices["first"],
-                      max_value=choices["last"], key="aspect-dates")
+# Reviews without a date (SemEval sentences, a label file's reviews) count in the table and the sentences;
+# only the trend needs dates.
+dated = choices["first"] is not None
+if dated:
+    dates = f2.date_input("Dates", value=(choices["first"], choices["last"]), min_value=choices["first"],
+                          max_value=choices["last"], key="aspect-dates")
+    start, end = (dates[0], dates[1]) if len(dates) == 2 else (dates[0], dates[0])
+else:
+    f2.caption("No review has a date: the table counts every review, and there is no trend over time.")
+    start = end = None
 grain = f3.segmented_control("Period", ["week", "month"], default="week", key="aspect-grain") or "week"
 model_id = f4.selectbox("Aspect model", models, key="aspect-model",
                         format_func=lambda m: f"{m} (champion)" if m == champion_id else m)
-start, end = (dates[0], dates[1]) if len(dates) == 2 else (dates[0], dates[0])
 chosen = None if restaurant == ALL else restaurant
-flt = ReviewFilter(start=None if start <= choices["first"] else start, end=None if end >= choices["last"] else end,
+flt = ReviewFilter(start=start if dated and start > choices["first"] else None,
+                   end=end if dated and end < choices["last"] else None,
                    restaurants=() if chosen is None else (chosen,))
 data = aspect_views.summary(ctx.db, model_id, flt, grain, chosen)
 table, trend, alerts = data["table"], data["trend"], data["alerts"]
@@ -51,7 +56,16 @@ if table.empty or int(table["reviews"].max()) == 0:
     st.info("No scored reviews match these filters.")
     st.stop()
 if champion_id and model_id != champion_id:
-    st.caption(f"Aspects from model {views.md(model_id)}, which is not the aspects champion.")
+    unscored = (f" The champion {views.md(champion_id)} has not scored any review yet: run `tastebud score` to "
+                "fill its aspect predictions." if champion_id not in choices["scored"] else "")
+    st.caption(f"Aspects from model {views.md(model_id)}, which is not the aspects champion.{unscored}")
+missing, removed = data["unpredicted"], data["removed"]
+if missing:
+    st.caption(f"Not predicted by {views.md(model_id)}: {views.md(', '.join(missing))} (added to the store after "
+               "it was trained; the next aspect training learns from their labels).")
+if removed:
+    st.caption(f"{views.md(', '.join(removed))}: predicted by {views.md(model_id)} but since removed from the store's "
+               "aspects; the next aspect model leaves it out.")
 if champion_id is None:
     st.warning("No aspect model is champion: these aspects come from a model nobody promoted.")
 
@@ -89,7 +103,7 @@ polarity = None if cell_polarity == ALL_MENTIONS else cell_polarity
 sentences = aspect_views.evidence(ctx.db, model_id, cell_aspect, flt, polarity, order, EVIDENCE_ROWS)
 what = f"{cell_polarity} mentions" if polarity else "mentions"
 if sentences.empty:
-    st.write(f"No {what} of {cell_aspect} in this selection.")
+    st.write(f"No {views.md(what)} of {views.md(cell_aspect)} in this selection.")
 else:
     st.caption(f"{'Newest' if order == 'newest' else 'Most confident'} {len(sentences):,} {views.md(what)} of "
                f"{views.md(cell_aspect)} (click a cell of the table above to pick another).")
@@ -113,6 +127,9 @@ if shown and len(trend):
     st.plotly_chart(aspect_views.trend_figure(trend, shown, marks, grain=grain), key="aspect-trend")
 elif not shown:
     st.caption("Pick an aspect to draw its trend.")
+else:
+    st.caption("No dated review in this selection, so there is no trend to draw (reviews without a date count in "
+               "the table and the sentences above).")
 
 # --- open aspect alerts ---
 st.subheader("Open aspect alerts" + (f" for {views.md(chosen)}" if chosen else ""))
