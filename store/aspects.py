@@ -32,6 +32,13 @@ DEFAULT_ASPECTS: tuple[str, ...] = ("food", "service", "price", "ambience", "ane
 POLARITIES: tuple[str, ...] = ("negative", "neutral", "positive")
 # What an aspect label may say: the three polarities, "absent" (not spoken of) and "conflict" (both ways).
 ASPECT_LABEL_VALUES: tuple[str, ...] = ("absent", *POLARITIES, "conflict")
+# Accepted polarity spellings (lower-cased, trimmed) -> stored polarity: what files and people may write.
+POLARITY_SPELLINGS: dict[str, str] = {
+    **{value: value for value in ASPECT_LABEL_VALUES},
+    "pos": "positive",
+    "neg": "negative",
+    "neu": "neutral",
+}
 ASPECT_LABEL_SOURCES: tuple[str, ...] = ("import", "human")
 # A review "mentions" an aspect in the predictions when p_present reaches this.
 MENTION_THRESHOLD = 0.5
@@ -215,6 +222,40 @@ def insert_aspect_labels(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.Da
         con.unregister("_aspect_label_batch")
 
 
+def retract_aspect_labels(con: duckdb.DuckDBPyConnection, review_ids, *, reason: str, by: str) -> list[str]:
+    """Retract every standing aspect label (human and imported) of ``review_ids``: aspect labels belong to
+    the text they were given for, so when a review's text changes they stop counting (history is kept,
+    ``current_aspect_labels`` skips them) and the review reads as not aspect-annotated until someone
+    annotates the new text. Call inside a transaction.
+
+    Returns:
+        The reviews that had standing aspect labels, sorted.
+
+    Example:
+        >>> retract_aspect_labels(con, ["r1"], reason="text_changed", by="import")  # doctest: +SKIP
+        ['r1']
+    """
+    ids = [str(r) for r in review_ids]
+    if not ids:
+        return []
+    rows = con.execute(
+        """
+        INSERT INTO aspect_label_retractions (aspect_label_id, action_id, retracted_by, retracted_at, reason)
+        SELECT l.aspect_label_id, NULL, ?, ?, ? FROM aspect_labels l
+        WHERE l.review_id IN (SELECT unnest(?::VARCHAR[]))
+          AND NOT EXISTS (SELECT 1 FROM aspect_label_retractions x WHERE x.aspect_label_id = l.aspect_label_id)
+        RETURNING aspect_label_id
+        """,
+        [by, datetime.now(), reason, ids],
+    ).fetchall()
+    if not rows:
+        return []
+    return [r for (r,) in con.execute(
+        "SELECT DISTINCT review_id FROM aspect_labels WHERE aspect_label_id IN (SELECT unnest(?::BIGINT[])) ORDER BY 1",
+        [[i for (i,) in rows]],
+    ).fetchall()]
+
+
 def set_review_aspects(
     con: duckdb.DuckDBPyConnection, actor: Actor, review_id: str, polarities: dict[str, str], *, round: int = 0
 ) -> list[int]:
@@ -235,7 +276,7 @@ def set_review_aspects(
     unknown = check_aspects(con, polarities)
     if unknown:
         raise TastebudError(f"unknown aspects: {', '.join(unknown)}; known: {', '.join(aspect_names(con))}")
-    clean = {normalize_aspect_name(a): p for a, p in polarities.items()}
+    clean = {normalize_aspect_name(a): POLARITY_SPELLINGS.get(str(p).strip().lower(), p) for a, p in polarities.items()}
     bad = sorted({p for p in clean.values() if p not in ASPECT_LABEL_VALUES})
     if bad:
         raise TastebudError(f"unknown aspect polarities {bad}; expected one of {', '.join(ASPECT_LABEL_VALUES)}")
@@ -263,11 +304,14 @@ def current_review_aspects(con: duckdb.DuckDBPyConnection, review_id: str) -> di
 
 
 def fetch_aspect_label_history(con: duckdb.DuckDBPyConnection, review_id: str) -> pd.DataFrame:
-    """Every aspect label row of a review, oldest first."""
+    """Every aspect label row of a review, oldest first; a retracted row (undone, or its text changed) has
+    ``retracted_at``, ``retracted_by`` and ``retraction_reason`` ("undo", "text_changed")."""
     return con.execute(
         """
-        SELECT aspect_label_id, aspect, polarity, source, labeler, created_at, round FROM aspect_labels
-        WHERE review_id = ? ORDER BY created_at, aspect_label_id
+        SELECT l.aspect_label_id, l.aspect, l.polarity, l.source, l.labeler, l.created_at, l.round,
+               x.retracted_at, x.retracted_by, x.reason AS retraction_reason
+        FROM aspect_labels l LEFT JOIN aspect_label_retractions x USING (aspect_label_id)
+        WHERE l.review_id = ? ORDER BY l.created_at, l.aspect_label_id
         """,
         [review_id],
     ).df()

@@ -34,6 +34,8 @@ class UpsertCounts:
     unchanged: int
     # Updated reviews whose text changed (not only stars, date or restaurant), sorted.
     text_changed: tuple[str, ...] = ()
+    # Of those, the reviews whose aspect labels were retracted (they belonged to the old text), sorted.
+    aspects_retracted: tuple[str, ...] = ()
 
 
 def _as_relation_frame(batch: pa.Table | pd.DataFrame) -> pa.Table:
@@ -133,7 +135,13 @@ def upsert_reviews(con: duckdb.DuckDBPyConnection, batch: pa.Table | pd.DataFram
     finally:
         con.unregister("_incoming_raw")
     con.execute("DROP TABLE _incoming")
-    return UpsertCounts(inserted=inserted, updated=updated, unchanged=matched - updated, text_changed=text_changed)
+    # Aspect labels say what a text says of the food or the service: a new text voids them (review labels
+    # are the importer's to retract, as it also flags those reviews).
+    from store.aspects import retract_aspect_labels
+
+    aspects_retracted = tuple(retract_aspect_labels(con, text_changed, reason="text_changed", by="import"))
+    return UpsertCounts(inserted=inserted, updated=updated, unchanged=matched - updated, text_changed=text_changed,
+                        aspects_retracted=aspects_retracted)
 
 
 def add_reviews(

@@ -328,3 +328,31 @@ def test_an_undone_correction_can_be_made_again(db):
     with transaction(db) as con:
         assert aspect_store.append_aspect_labels(con, pd.DataFrame([
             {"review_id": "r1", "aspect": "service", "polarity": "positive", "source": "import"}])) == 0
+
+
+def test_aspects_set_takes_short_spellings_says_what_it_confirmed_and_labels_shows_undos(db, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    monkeypatch.setenv("TASTEBUD_DB", str(db))
+    with transaction(db) as con:
+        aspect_store.append_aspect_labels(con, pd.DataFrame([
+            {"review_id": "r1", "aspect": "food", "polarity": "positive", "source": "import"}]))
+    run = CliRunner().invoke(app, ["aspects", "set", "r1", "food=pos", "service=NEG"])
+    assert run.exit_code == 0, run.output
+    # food was positive already (imported): confirmed, not changed
+    assert run.output.strip() == ("r1: service absent -> negative; 1 confirmed as yours; 2 aspect label(s) written; "
+                                  "`tastebud undo` reverts it")
+    assert CliRunner().invoke(app, ["undo"]).exit_code == 0
+    shown = CliRunner().invoke(app, ["aspects", "labels", "r1"]).output
+    assert "food                      positive  (import)" in shown
+    undone = [line for line in shown.splitlines() if "[retracted: undone" in line]
+    assert len(undone) == 2 and all("human" in line for line in undone)
+    # a review whose only labels were undone still shows them in its history
+    assert CliRunner().invoke(app, ["aspects", "set", "r2", "ambience=neu"]).exit_code == 0
+    assert CliRunner().invoke(app, ["undo"]).exit_code == 0
+    shown = CliRunner().invoke(app, ["aspects", "labels", "r2"]).output
+    assert "no aspect labels (not aspect-annotated)" in shown and "[retracted: undone" in shown
+    as_json = CliRunner().invoke(app, ["aspects", "labels", "r2", "--json"])
+    assert as_json.exit_code == 0 and '"retracted_at": "' in as_json.output

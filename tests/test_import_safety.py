@@ -244,7 +244,7 @@ def test_changed_text_retracts_the_human_label_and_flags_for_relabeling(store_pa
                     "review_id,stars,text\nx1,1,a completely different text\nx2,4,kept text\nx3,5,stars only\n")
     proc = _run("--db", str(store_path), "import", str(second))
     assert proc.returncode == 0, proc.stderr
-    assert "1 updated text had human labels: retracted and flagged for relabeling" in proc.stdout.decode()
+    assert "1 updated text had human or aspect labels: retracted and flagged for relabeling" in proc.stdout.decode()
     # x1: the human label no longer counts (history kept), the new stars do; flagged; split frozen.
     assert current_label_of(store_path, "x1") == ("negative", "stars")
     history = _history(store_path, "x1")
@@ -306,3 +306,33 @@ def test_a_champion_that_cannot_score_keeps_the_import_and_says_why(store_path, 
     assert result["accepted"] == 2 and result["scored"] is None
     assert "scoring afterwards failed" in result["after"] and "no \"predictor\" entry" in result["warning"]
     assert _count(store_path, "reviews") == 2
+
+
+def test_changed_text_retracts_the_review_s_aspect_labels_and_flags_it(store_path, tmp_path):
+    """Aspect labels (imported and human) belong to the text they were given for: a new text voids them,
+    the review is flagged, and the same labels can be given again for the new text."""
+    from store import aspects as aspect_store
+
+    import_reviews(store_path, _write(tmp_path / "a.csv", "review_id,text\nz1,Great food.\nz2,Slow service.\n"))
+    with connect(store_path) as con:
+        aspect_store.append_aspect_labels(con, _aspect_rows([("z1", "food", "positive", "import"),
+                                                             ("z2", "service", "negative", "import")]))
+    rl.relabel_aspects(store_path, ANA, "z1", {"service": "negative"})
+    report = import_reviews(store_path, _write(tmp_path / "b.csv",
+                                               "review_id,text\nz1,The parking was awful.\nz2,Slow service.\n"))
+    assert (report.relabel_needed, report.relabel_needed_ids) == (1, ["z1"])
+    with connect(store_path, read_only=True) as con:
+        assert aspect_store.current_review_aspects(con, "z1") == {}  # not annotated any more
+        assert aspect_store.current_review_aspects(con, "z2") == {"service": ("negative", "import")}
+        history = aspect_store.fetch_aspect_label_history(con, "z1")
+    assert len(history) == 2  # kept, retracted
+    assert _flags(store_path, "z1") == [("text_changed", "open")] and _flags(store_path, "z2") == []
+    # The same label for the new text is written again (the retracted row does not count).
+    with connect(store_path) as con:
+        assert aspect_store.append_aspect_labels(con, _aspect_rows([("z1", "food", "positive", "import")])) == 1
+
+
+def _aspect_rows(rows):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=["review_id", "aspect", "polarity", "source"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import typer
 
 from pipeline.cli.app import app, db_path, emit_json
@@ -47,7 +48,9 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) 
     rows = []
     for a in aspects.itertuples():
         by_polarity = {p: int(per.get((a.aspect, p), 0)) if per is not None else 0 for p in ASPECT_LABEL_VALUES}
-        rows.append({"aspect": a.aspect, "builtin": bool(a.builtin), "description": a.description,
+        # An aspect added without a description reads back as NaN: show it as none, not "nan".
+        description = None if pd.isna(a.description) else a.description
+        rows.append({"aspect": a.aspect, "builtin": bool(a.builtin), "description": description,
                      "mentions": sum(n for p, n in by_polarity.items() if p != "absent"), "labels": by_polarity})
     if as_json:
         emit_json({"annotated_reviews": annotated, "aspects": rows})
@@ -135,15 +138,21 @@ def labels_cmd(
     typer.echo(f"review {printable(review_id)}: {printable(review['text'].iloc[0], max_chars=200)}")
     if not current:
         typer.echo("  no aspect labels (not aspect-annotated)")
+    else:
+        typer.echo("  current (aspects not listed are absent)")
+        for aspect, (polarity, source) in current.items():
+            typer.echo(f"    {printable(aspect, max_chars=40):<26}{polarity:<10}({source})")
+    if history.empty:
         return
-    typer.echo("  current (aspects not listed are absent)")
-    for aspect, (polarity, source) in current.items():
-        typer.echo(f"    {printable(aspect, max_chars=40):<26}{polarity:<10}({source})")
     typer.echo("  history")
     for h in history.itertuples():
         who = f" by {printable(h.labeler, max_chars=40)}" if isinstance(h.labeler, str) else ""
+        gone = ""
+        if not pd.isna(h.retracted_at):
+            why = "undone" if h.retraction_reason == "undo" else printable(str(h.retraction_reason), max_chars=40)
+            gone = f"  [retracted: {why}, {h.retracted_at:%Y-%m-%d %H:%M:%S}]"
         typer.echo(f"    {h.created_at:%Y-%m-%d %H:%M:%S}  {printable(h.aspect, max_chars=40):<26}"
-                   f"{h.polarity:<10}{h.source}{who}")
+                   f"{h.polarity:<10}{h.source}{who}{gone}")
 
 
 @aspects_app.command("set")
@@ -173,10 +182,14 @@ def set_cmd(
     if as_json:
         emit_json(result)
         return
-    changes = [f"{printable(a, max_chars=40)} {result['previous'].get(a, 'absent')} -> {p}"
-               for a, p in result["aspects"].items() if result["previous"].get(a, "absent") != p]
-    typer.echo(f"{printable(review_id)}: " + (", ".join(changes) if changes else "no change")
-               + f"; {result['written']} aspect label(s) written"
+    changes = [f"{printable(a, max_chars=40)} {result['previous'].get(a, 'absent')} -> {result['aspects'][a]}"
+               for a in result["changed"]]
+    # A label written without a change confirms an imported one (or an implied "absent") as a person's.
+    confirmed = result["written"] - len(changes)
+    said = ", ".join(changes) if changes else "no change"
+    if confirmed:
+        said += f"{'; ' if changes else ', '}{confirmed} confirmed as yours"
+    typer.echo(f"{printable(review_id)}: {said}; {result['written']} aspect label(s) written"
                + ("; `tastebud undo` reverts it" if result["action_id"] else ""))
 
 

@@ -81,7 +81,7 @@ def _print_report(r: ImportReport) -> None:
     typer.echo(f"  labels     {r.labels_added:>10,}  added{source}")
     typer.echo("  splits     " + "  ".join(f"{k} {v:,}" for k, v in r.splits.items()) + "  (new assignments)")
     if r.relabel_needed:
-        typer.echo(f"  {r.relabel_needed:,} updated text{'s' if r.relabel_needed != 1 else ''} had human labels: "
+        typer.echo(f"  {r.relabel_needed:,} updated text{'s' if r.relabel_needed != 1 else ''} had human or aspect labels: "
                    "retracted and flagged for relabeling (reason text_changed)")
     if not r.imported_anything:
         typer.echo("nothing imported: every row was rejected" if r.rows else "nothing imported: the file has no rows")

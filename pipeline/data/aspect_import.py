@@ -77,6 +77,7 @@ from store import imports as staging
 from store.actors import Actor, audit, cli_actor, require
 from store.aspects import (
     ASPECT_LABEL_VALUES,
+    POLARITY_SPELLINGS,
     add_aspect,
     append_aspect_labels,
     aspect_names,
@@ -113,13 +114,6 @@ REJECT_REASONS: tuple[str, ...] = (
     "conflicting_duplicate",  # the same review and aspect again with a different polarity: all such rows
     "review_incomplete",  # another row of the same review was rejected
 )
-# Accepted polarity spellings (lower-cased, trimmed) -> stored polarity.
-POLARITY_SPELLINGS: dict[str, str] = {
-    **{value: value for value in ASPECT_LABEL_VALUES},
-    "pos": "positive",
-    "neg": "negative",
-    "neu": "neutral",
-}
 # File column names recognised per field (compared lower-cased, spaces and dashes as underscores), first match wins.
 COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "review_id": ("review_id", "id", "sentence_id", "reviewid"),

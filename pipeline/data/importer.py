@@ -12,8 +12,9 @@ is finished by running it again: nothing is duplicated.
 
 A re-import that changes the text of a review a person labeled retracts that human label
 (reason ``text_changed``; the history is kept) and flags the review for relabeling
-(``text_changed``): a label must never silently move to a text nobody read. The review
-keeps its frozen split.
+(``text_changed``): a label must never silently move to a text nobody read. Its aspect
+labels, human or imported, are retracted the same way (:func:`store.reviews.upsert_reviews`) and
+the review flagged. The review keeps its frozen split.
 
 Bad rows never stop good ones and are never dropped silently: each one lands in
 ``import_rejects`` with its row number and reason.
@@ -649,9 +650,11 @@ def _write_reviews(
     strata: dict[str, dict[str, int]] | None,
     first: bool,
 ) -> list[str]:
-    """One chunk of accepted rows; returns the reviews whose human label was retracted (text changed)."""
+    """One chunk of accepted rows; returns the reviews whose human label or aspect labels were retracted
+    (text changed)."""
     counts = upsert_reviews(con, chunk.select(list(REVIEW_FIELDS)))
     retracted = retract_human_labels(con, list(counts.text_changed), reason="text_changed", by=actor.name)
+    retracted = sorted(set(retracted) | set(counts.aspects_retracted))  # upsert_reviews retracted those
     flag_for_relabel(con, retracted, reason="text_changed", priority=TEXT_CHANGED_PRIORITY,
                      detail={"import_id": import_id, "file": str(file)})
     labels = _label_rows(chunk, label_source)
