@@ -245,3 +245,26 @@ def test_aspects_the_model_does_not_predict_are_named(store):
     assert any(c.value.replace("\\", "").startswith(f"Not predicted by {ASPECT_MODEL}: wait (added to the store after "
                                                       "it was trained") for c in at.caption)
     assert "wait" not in _frame_with(at, "Share of reviews")["Aspect"].tolist()
+
+
+def test_comparison_shows_aspect_models_without_review_models_and_warns_of_other_test_sets(tmp_path, monkeypatch):
+    from store import evaluations as evaluation_store
+    from store import models as model_store
+    from tests.aspect_seed import aspect_metrics
+
+    db, _ = init_store(tmp_path / "store.duckdb")
+    monkeypatch.setenv("TASTEBUD_DB", str(db))
+    with transaction(db) as con:
+        for model_id, n, snapshot in (("am-1", 16, "s1"), ("am-2", 22, "s2")):
+            model_store.register_model(con, model_id=model_id, kind="finetuned", name="aspects-minilm", status="ready",
+                                       task="aspects")
+            evaluation_store.insert_evaluation(con, model_id, "test",
+                                               {**aspect_metrics(0.9, 0.8), "n": n, "test_snapshot": snapshot})
+    at = _open("comparison")
+    assert not at.exception
+    assert any("No review-sentiment models yet" in i.value for i in at.info)
+    assert [s.value for s in at.subheader] == ["Aspect models on their test set"]
+    [warning] = [w.value for w in at.warning]
+    assert "different test sets (n = 16, 22)" in warning
+    # two runs of the same recipe share a name: the id tells them apart
+    assert sorted(_frame_with(at, "Detection micro-F1")["Model"]) == ["aspects-minilm (am-1)", "aspects-minilm (am-2)"]

@@ -15,7 +15,9 @@ MAX_COMPARED = 4
 ctx = setup_page("Model comparison", "read")
 models = reads.models(ctx.db)
 if models.empty:
-    st.info("No models yet. Train one on the Training page, or register the baselines with `tastebud baselines`.")
+    st.info("No review-sentiment models yet. Train one on the Training page, or register the baselines with "
+            "`tastebud baselines`.")
+    aspect_views.aspect_models_section(ctx.db)  # aspect models have their own champion and test set
     st.stop()
 names = {m: (n if n and n != m else m) for m, n in zip(models["model_id"], models["name"])}
 
