@@ -245,7 +245,8 @@ def _run_recorded(db, job_id: str, body: Callable[[], dict], reporter: JobReport
             job_store.finish_job(con, job_id, "cancelled", error=str(exc) or type(exc).__name__)
         raise
     except BaseException as exc:
-        reporter.log("failed:\n" + traceback.format_exc())
+        # A TastebudError is the user's to fix and says so in one line; anything else keeps its traceback.
+        reporter.log(f"failed: {exc}" if isinstance(exc, TastebudError) else "failed:\n" + traceback.format_exc())
         with transaction(db) as con:
             job_store.finish_job(con, job_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise

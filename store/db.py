@@ -11,7 +11,7 @@ Long writers (an import) commit in bounded chunks; between two chunks they pause
 when another process is waiting (:func:`hand_off`), so it gets in within a chunk's time.
 A waiting process says so by touching ``<store>.waiting`` while it retries, and polls at
 most every ``MAX_POLL_S``. A store that cannot be opened or read as a database (damaged,
-not a DuckDB file, a directory, no permission) is reported as one sentence
+not a DuckDB file whatever its extension, a directory, no permission) is reported as one sentence
 (:class:`StoreDamagedError`, :class:`StoreAccessError`), never as DuckDB's traceback.
 
 Inside one process DuckDB refuses a second connection to the same file with a
@@ -56,6 +56,9 @@ _DAMAGE_MARKERS = (
     "serialization error",
     "invalid block",
 )
+
+# Every DuckDB database file holds these bytes right after its 8-byte header checksum.
+_DUCKDB_MAGIC, _DUCKDB_MAGIC_AT = b"DUCK", 8
 
 _process_lock = threading.RLock()
 # Called once per connection attempt that finds the store locked (e.g. a job logging "waiting for the store").
@@ -191,6 +194,27 @@ def _damage_detail(db: Path, text: str) -> str:
     return printable(first, max_chars=160)
 
 
+def _foreign_file(db: Path) -> StoreDamagedError | None:
+    """The error for an existing file that is not a DuckDB database, told from its first bytes, or None.
+
+    DuckDB does not refuse every such file: a ``.csv``, ``.parquet`` or ``.json`` it opens as an empty
+    in-memory database with the file as a view (read-only that fails with "Cannot launch in-memory
+    database", read-write every write would be lost). So the header is read before DuckDB sees the file,
+    whatever its extension. An empty file, a directory or an unreadable file is left to DuckDB, whose
+    errors :func:`store_error` already words.
+    """
+    try:
+        if not db.is_file():
+            return None  # missing (a new store), a directory, a FIFO (reading it would block)
+        with open(db, "rb") as f:
+            head = f.read(_DUCKDB_MAGIC_AT + len(_DUCKDB_MAGIC))
+    except OSError:
+        return None
+    if not head or head[_DUCKDB_MAGIC_AT:] == _DUCKDB_MAGIC:
+        return None
+    return StoreDamagedError(f"{printable(db, max_chars=300)} is not a tastebud store: it is not a DuckDB database file")
+
+
 def _not_a_store(con: duckdb.DuckDBPyConnection, db: Path) -> StoreDamagedError | None:
     """The error for an existing DuckDB file without tastebud's tables, or None."""
     try:
@@ -238,6 +262,9 @@ def connect(
         ...     con.execute("SELECT count(*) FROM reviews").fetchone()
     """
     db = require_store(path) if read_only else resolve_db_path(path)
+    foreign = _foreign_file(db)
+    if foreign is not None:
+        raise foreign
     deadline = time.monotonic() + (lock_timeout_s() if timeout_s is None else timeout_s)
     delay, waited = 0.01, False
     with _process_lock:

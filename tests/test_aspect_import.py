@@ -3,7 +3,10 @@ incomplete reviews, reviews created from texts, SemEval XML (and hostile XML ref
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -100,6 +103,7 @@ def test_csv_rows_with_every_reason(store_path, tmp_path):
     assert "row 5: positive, row 6: negative" in details[5] and "none was imported" in details[5]
     assert "row 5 of review \"r2\" was rejected (conflicting_duplicate)" in details[7]
     assert "`tastebud aspects add wait`" in details[8] and "--create-aspects" in details[8]
+    assert details[8].index("--create-aspects") < details[8].index("known:")  # the remedy survives a cut
     with connect(store_path, read_only=True) as con:
         new1 = con.execute("SELECT text, source FROM reviews WHERE review_id = 'new1'").fetchone()
         split = con.execute("SELECT split FROM splits WHERE review_id = 'new1'").fetchone()
@@ -381,3 +385,138 @@ def test_export_reads_back_into_a_fresh_store_with_the_same_annotations(store_pa
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == "error: the store has no aspect labels: nothing to export"
     assert not (tmp_path / "none.csv").exists()
+
+
+def _store_with_aspect_labels(store_path: Path, tmp_path: Path) -> None:
+    _seed(store_path)
+    import_aspect_labels(store_path, _write(tmp_path / "l.csv", CSV_MIXED), actor=ADMIN)
+
+
+def test_export_refuses_targets_it_would_replace_wrongly(store_path, tmp_path):
+    """An export is moved over its target, so anything but a regular file there (a symlink, a directory, a
+    FIFO, a device) is refused rather than replaced; a missing folder is refused, not created; a path the
+    OS will not write is one line. Nothing on disk changes and no partial file is left."""
+    from pipeline.data.export import export_aspect_labels
+
+    _store_with_aspect_labels(store_path, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "real.csv").write_text("keep me")
+    (out / "link.csv").symlink_to("real.csv")
+    (out / "dangling.csv").symlink_to("nowhere.csv")
+    (out / "dir.csv").mkdir()
+    os.mkfifo(out / "fifo.csv")
+    (out / "file.csv").write_text("a file")
+    refusals = {
+        out / "link.csv": "link.csv is a symbolic link: replacing it would replace the link, not the file",
+        out / "dangling.csv": "dangling.csv is a symbolic link",
+        out / "dir.csv": "dir.csv is a directory, not a regular file",
+        out / "fifo.csv": "fifo.csv is a FIFO, not a regular file",
+        Path("/dev/full"): "/dev/full is a character device, not a regular file",
+        out / "nope" / "x.csv": f"cannot write {out / 'nope' / 'x.csv'}: folder {out / 'nope'} does not exist",
+        out / "file.csv" / "x.csv": f"cannot write {out / 'file.csv' / 'x.csv'}: {out / 'file.csv'} is not a folder",
+        Path("/proc/x.csv"): "cannot write /proc/x.csv: No such file or directory",
+    }
+    before = sorted(p.name for p in out.iterdir())
+    for target, message in refusals.items():
+        for overwrite in (False, True):
+            with pytest.raises(TastebudError, match=re.escape(message)):
+                export_aspect_labels(store_path, target, fmt="csv", overwrite=overwrite)
+    assert sorted(p.name for p in out.iterdir()) == before and not (out / "nope").exists()
+    assert os.readlink(out / "link.csv") == "real.csv" and (out / "real.csv").read_text() == "keep me"
+    assert (out / "file.csv").read_text() == "a file" and not list((out / "dir.csv").iterdir())
+    assert not list(Path("/proc").glob("x.csv*"))
+    # Through the CLI: one line, exit 2.
+    proc = subprocess.run(cli_cmd("--db", str(store_path), "aspects", "export", str(out / "dir.csv"), "--force"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr == f"error: {out / 'dir.csv'} is a directory, not a regular file: " \
+                                                   "an export only replaces a regular file\n"
+
+
+def test_failed_export_write_keeps_the_old_file_and_leaves_no_partial(tmp_path):
+    """A write that fails midway (a full disk) is one line; the old file and a user's own ``.partial``
+    file beside it are untouched, and no partial file is left."""
+    from pipeline.data.export import _write_whole
+
+    target = tmp_path / "labels.csv"
+    target.write_text("old")
+    (tmp_path / "labels.csv.partial").write_text("mine")
+
+    def full_disk(f):
+        f.write(b"half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(TastebudError, match=re.escape(f"cannot write {target}: No space left on device")):
+        _write_whole(target, full_disk)
+    assert target.read_text() == "old" and (tmp_path / "labels.csv.partial").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv", "labels.csv.partial"]
+    _write_whole(target, lambda f: f.write(b"new"))
+    assert target.read_text() == "new" and (tmp_path / "labels.csv.partial").read_text() == "mine"
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_review_export_to_a_file_makes_only_its_own_folder(store_path, tmp_path):
+    """The review export (dashboard, large exports) makes ``exports/`` beside the store, but a given path's
+    missing folder is refused like the aspect export's."""
+    from pipeline.data.export import export_to_file
+
+    _seed(store_path)
+    target, rows = export_to_file(store_path, "csv")
+    assert target.parent == store_path.resolve().parent / "exports" and rows == len(SEEDED)
+    assert len(pd.read_csv(target)) == len(SEEDED)
+    with pytest.raises(TastebudError, match="folder .*missing does not exist"):
+        export_to_file(store_path, "csv", path=tmp_path / "missing" / "r.csv")
+    assert not (tmp_path / "missing").exists()
+    (tmp_path / "d.csv").mkdir()
+    with pytest.raises(TastebudError, match="d.csv is a directory"):
+        export_to_file(store_path, "csv", path=tmp_path / "d.csv")
+
+
+def _strict_json(text: str):
+    """Parse JSON as a strict reader does: NaN / Infinity are not JSON."""
+    def refuse(constant):
+        raise AssertionError(f"invalid JSON constant {constant} in CLI output")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_cli_json_has_null_not_nan_for_missing_values(store_path):
+    """An aspect without a description and an aspect model without a test evaluation come out as null in
+    --json (not NaN, which is invalid JSON), and as nothing (not "nan") in the text table."""
+    from tests.aspect_seed import register_aspect_model
+    from store.db import transaction
+
+    runner, db = CliRunner(), str(store_path)
+    assert runner.invoke(app, ["--db", db, "aspects", "add", "parking"]).exit_code == 0
+    result = runner.invoke(app, ["--db", db, "aspects", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    parking = next(a for a in _strict_json(result.output)["aspects"] if a["aspect"] == "parking")
+    assert parking["description"] is None
+    text = runner.invoke(app, ["--db", db, "aspects", "list"]).output
+    assert "nan" not in next(line for line in text.splitlines() if line.startswith("parking"))
+    with transaction(store_path) as con:
+        register_aspect_model(con, "aspects-unevaluated", promote=False)
+    result = runner.invoke(app, ["--db", db, "models", "--task", "aspects", "--json"])
+    assert result.exit_code == 0, result.output
+    (model,) = _strict_json(result.output)
+    assert model["model_id"] == "aspects-unevaluated" and model["accuracy"] is None
+
+
+def test_emit_json_turns_every_missing_value_into_null(capsys):
+    import numpy as np
+
+    from pipeline.cli.app import emit_json
+
+    emit_json({"nan": float("nan"), "np": np.float32("nan"), "nat": pd.NaT, "na": pd.NA, "arr": np.array([1.0, np.nan]),
+               "nested": [{"t": (np.nan, 1)}], "ok": [1, "x", None, True]})
+    assert _strict_json(capsys.readouterr().out) == {"nan": None, "np": None, "nat": None, "na": None, "arr": [1.0, None],
+                                                     "nested": [{"t": [None, 1]}], "ok": [1, "x", None, True]}
+    with pytest.raises(ValueError):
+        emit_json({"inf": float("inf")})  # a value JSON cannot carry fails loudly, never prints invalid JSON
+
+
+def test_an_unknown_aspect_with_a_space_gets_a_command_that_runs(store_path, tmp_path):
+    _seed(store_path)
+    report = import_aspect_labels(store_path, _write(tmp_path / "w.csv", "review_id,aspect,polarity\nr1,Wait Time,negative\n"),
+                                  actor=ADMIN)
+    [reject] = report.first_rejects
+    assert "`tastebud aspects add 'wait time'`" in reject["detail"]

@@ -121,7 +121,7 @@ def _run(*args, check=True):
 
 
 @pytest.mark.slow
-def test_train_score_evaluate_an_aspect_model(store_path, tiny_base):
+def test_train_score_evaluate_an_aspect_model(store_path, tiny_base, tmp_path):
     _aspect_store(store_path)
     db = str(store_path)
     trained = json.loads(_run("--db", db, "train", "--task", "aspects", "--base-model", tiny_base, "--epochs", "25",
@@ -159,6 +159,18 @@ def test_train_score_evaluate_an_aspect_model(store_path, tiny_base):
 
     text = _run("--db", db, "evaluate", model_id).stdout
     assert "detection  micro P" in text and "polarity   accuracy" in text and "service" in text
+    # On a file: rows the importer would reject are left out and counted, by reason.
+    data = tmp_path / "eval.csv"
+    data.write_text("review_id,text,aspect,polarity\n"
+                    "e1,The pasta was great.,food,positive\ne2,Meh.,food,mixed\ne3,Nice patio.,parking,positive\n")
+    on_file = json.loads(_run("--db", db, "evaluate", model_id, "--data", str(data), "--json").stdout)
+    assert on_file["n"] == 1 and on_file["left_out"] == {"unknown_aspect": 1, "unknown_polarity": 1}
+    assert "left out: 1 unknown_aspect, 1 unknown_polarity row(s)" in _run("--db", db, "evaluate", model_id, "--data",
+                                                                   str(data)).stdout
+    textless = tmp_path / "textless.csv"
+    textless.write_text("review_id,aspect,polarity\ne1,food,positive\n")
+    refused = _run("--db", db, "evaluate", model_id, "--data", str(textless), check=False)
+    assert refused.returncode == 2 and "gives no review text" in refused.stderr and "text column" in refused.stderr
     listing = _run("--db", db, "models", "--task", "aspects").stdout
     assert model_id in listing and "* " + model_id in listing
     assert model_id not in _run("--db", db, "models").stdout

@@ -76,6 +76,31 @@ def test_file_that_is_not_duckdb(tmp_path):
     _assert_every_command_says(db, tmp_path, f"{db} is not a tastebud store: it is not a DuckDB database file")
 
 
+
+def test_data_file_named_as_store_is_not_duckdb_whatever_its_extension(tmp_path):
+    """DuckDB opens a .csv, .parquet or .json "database" as an in-memory one with the file as a view:
+    read-only that was a CatalogException traceback, read-write writes that vanish. tastebud reads the
+    header first, so each is the same one line as any other foreign file, and the file is untouched."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from store.db import connect
+    from store.errors import StoreDamagedError
+
+    csv = tmp_path / "reviews.csv"
+    csv.write_text("a,b\n1,2\n")  # shorter than a DuckDB header
+    _assert_every_command_says(csv, tmp_path, f"{csv} is not a tastebud store: it is not a DuckDB database file")
+    proc = _run("--db", str(csv), "aspects", "list")
+    assert proc.returncode == 2 and proc.stderr == f"error: {csv} is not a tastebud store: it is not a DuckDB database file\n"
+    assert csv.read_text() == "a,b\n1,2\n"
+    pq.write_table(pa.table({"a": [1, 2]}), tmp_path / "t.parquet")
+    (tmp_path / "t.json").write_text('{"a": 1}\n' * 100)
+    for name in ("t.parquet", "t.json"):
+        for read_only in (True, False):
+            with pytest.raises(StoreDamagedError, match="it is not a DuckDB database file"):
+                with connect(tmp_path / name, read_only=read_only):
+                    pass
+
 def test_directory_as_store(tmp_path):
     db = tmp_path / "a_directory"
     db.mkdir()

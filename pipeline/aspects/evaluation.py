@@ -15,6 +15,7 @@ from store import evaluations as evaluation_store
 from store import models as model_store
 from store.db import connect, transaction
 from store.errors import TastebudError
+from store.printable import printable
 
 
 def aspect_model_row(db, model_id: str | None) -> dict:
@@ -77,36 +78,45 @@ def evaluate_aspects(db, model_id: str | None = None, *, data: str | Path | None
         ``dataset``.
     """
     model = aspect_model_row(db, model_id)
+    left_out: dict[str, int] = {}
     if data is not None:
-        frame = read_labeled_file(data, model_aspects(model))
+        frame, left_out = read_labeled_file(data, model_aspects(model))
         dataset = f"file:{Path(data).name}"
     else:
         with connect(db, read_only=True) as con:
             frame = aspect_store.fetch_aspect_split(con, "test", aspects=model_aspects(model))
         dataset = "test"
     if frame.empty:
-        raise TastebudError(
-            f"{Path(data).name} has no aspect-labeled rows to evaluate on" if data is not None
-            else "the test split has no aspect-annotated reviews: import aspect labels first (tastebud aspects import FILE)"
-        )
+        if data is None:
+            raise TastebudError("the test split has no aspect-annotated reviews: import aspect labels first "
+                                "(tastebud aspects import FILE)")
+        if set(left_out) == {"unknown_review"}:
+            raise TastebudError(f"{printable(Path(data).name)} gives no review text: evaluating on a file needs a "
+                                "text column (text, review, sentence, ...) beside review_id, aspect and polarity")
+        reasons = ", ".join(f"{n:,} {reason}" for reason, n in left_out.items())
+        raise TastebudError(f"{printable(Path(data).name)} has no aspect-labeled rows to evaluate on"
+                            + (f" (left out: {reasons}; `tastebud aspects import` on a copy of the store shows each "
+                               "row's reason)" if reasons else ""))
     metrics = evaluate_frame(model, frame)
     if store_result and data is None:
         with transaction(db) as con:
             evaluation_store.insert_evaluation(con, model["model_id"], "test", metrics)
-    return {**metrics, "model_id": model["model_id"], "dataset": dataset}
+    return {**metrics, "model_id": model["model_id"], "dataset": dataset, "left_out": left_out}
 
 
-def read_labeled_file(path: str | Path, aspects: list[str]) -> pd.DataFrame:
-    """A wide label frame (review_id, text, one column per aspect) from an aspect label file.
+def read_labeled_file(path: str | Path, aspects: list[str]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """A wide label frame (review_id, text, one column per aspect) from an aspect label file, and the rows
+    left out per reason.
 
     The file is read and checked by the aspect importer (:func:`pipeline.data.aspect_import.read_aspect_file`:
-    the same formats and rules as ``tastebud aspects import``); rows it would reject are left out, and a
-    review's aspects that the file does not name are absent (its annotation is complete, as in the store).
+    the same formats and rules as ``tastebud aspects import``); rows it would reject are left out (and
+    counted), and a review's aspects that the file does not name are absent (its annotation is complete, as
+    in the store). An aspect the model does not know is ``unknown_aspect``.
     """
     from pipeline.data.aspect_import import read_aspect_file
 
-    rows, _ = read_aspect_file(path, aspects)
-    return aspect_store.wide_labels(rows, aspects)
+    rows, left_out = read_aspect_file(path, aspects)
+    return aspect_store.wide_labels(rows, aspects), left_out
 
 
 def bootstrap_gain(targets: np.ndarray, new: tuple, old: tuple, aspects: list[str], *, n_boot: int = 1000,

@@ -136,5 +136,5 @@ def run_job(db: DbPath, params: dict, reporter: JobReporter) -> dict:
     return score_aspects(
         db, model_id=params.get("model_id"), rescore_all=bool(params.get("rescore_all", False)),
         shard=params.get("shard"), reporter=reporter,
-        chunk_size=int(params["chunk_size"]) if params.get("chunk_size") else None,
+        chunk_size=None if params.get("chunk_size") is None else int(params["chunk_size"]),
     )

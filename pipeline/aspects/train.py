@@ -69,6 +69,43 @@ def _for_aspects(config: TrainConfig) -> TrainConfig:
     return config
 
 
+def min_max_length(head: str, n_aspects: int) -> int:
+    """The smallest max_length an aspect model takes: [CLS], two tokens of text and [SEP], plus, for the tokens
+    head, one token per aspect and a closing [SEP] (:func:`pipeline.aspects.model.segment_reviews`).
+
+    Example:
+        >>> min_max_length("tokens", 5), min_max_length("mean", 5)
+        (10, 4)
+    """
+    return 4 + (n_aspects + 1 if head == "tokens" else 0)
+
+
+def check_max_length(config: TrainConfig, aspects: list[str]) -> None:
+    """Refuse a max_length too short for a sentence with the head's extra tokens."""
+    least = min_max_length(config.head, len(aspects))
+    if config.max_length < least:
+        raise TastebudError(f"max_length must be at least {least} for the {config.head} head with {len(aspects)} "
+                            f"aspects, got {config.max_length}")
+
+
+def sweep_configs(base_config: TrainConfig, grid: dict[str, list]) -> tuple[list[dict], list[TrainConfig]]:
+    """(combinations, their configs) of an aspect sweep, every one checked for aspect training."""
+    names = list(grid)
+    combos = [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+    try:
+        return combos, [_for_aspects(base_config.replace(**combo)) for combo in combos]
+    except ValueError as exc:
+        raise TastebudError(f"bad aspect sweep: {exc}") from exc
+
+
+def check_aspect_runs(db, configs: list[TrainConfig]) -> None:
+    """Refuse, before anything starts, runs (a sweep's trials) whose options cannot train on the store's aspects."""
+    with connect(db, read_only=True) as con:
+        aspects = aspect_store.aspect_names(con)
+    for config in configs:
+        check_max_length(config, aspects)
+
+
 def load_aspect_data(db, config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(train, val, aspects): the aspect-annotated reviews of each split, wide (one column per aspect)."""
     with connect(db, read_only=True) as con:
@@ -123,6 +160,7 @@ def train_aspects(
     reporter = reporter or JobReporter(db, None)
     base = check_base_model(config.base_model) if config.base_model else default_base_model()
     train, val, aspects = load_aspect_data(db, config)
+    check_max_length(config, aspects)
     unlabeled = [a for a in aspects if not (train[a] != "absent").any()]
     if unlabeled:
         reporter.log(f"warning: no train review mentions {', '.join(unlabeled)} yet; the model cannot learn it")
@@ -179,12 +217,8 @@ def sweep_aspects(db, base_config: TrainConfig, grid: dict[str, list], *, report
     if not grid:
         raise TastebudError("a sweep needs at least one option with values, e.g. --sweep lr=3e-5,1e-4")
     reporter = reporter or JobReporter(db, None)
-    names = list(grid)
-    combos = [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
-    try:  # every trial's options are checked before the first one trains
-        configs = [_for_aspects(base_config.replace(**combo)) for combo in combos]
-    except ValueError as exc:
-        raise TastebudError(f"bad aspect sweep: {exc}") from exc
+    combos, configs = sweep_configs(base_config, grid)
+    check_aspect_runs(db, configs)  # every trial's options are checked before the first one trains
     sweep_id = f"sweep-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
     trials = []
     for i, (combo, config) in enumerate(zip(combos, configs)):

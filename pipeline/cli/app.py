@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import typer
 
 from store.db import resolve_db_path
@@ -61,5 +63,29 @@ def db_path() -> Path:
 
 
 def emit_json(payload: Any) -> None:
-    """Print one JSON document to stdout."""
-    sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+    """Print one JSON document to stdout; missing values (NaN, NaT, pd.NA) become null.
+
+    Python's json writes NaN as a bare ``NaN``, which is not JSON: ``jq`` and strict parsers reject the
+    whole document. Frames and metrics carry NaN for "none", so the payload is cleaned here, once, and
+    ``allow_nan=False`` makes anything left (an infinity) fail loudly instead of printing invalid JSON.
+    """
+    sys.stdout.write(json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False) + "\n")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every missing scalar (None, NaN, NaT, pd.NA) inside dicts, lists, tuples and arrays
+    as None.
+
+    Example:
+        >>> json_safe({"a": float("nan"), "b": [pd.NaT, 1]})
+        {'a': None, 'b': [None, 1]}
+    """
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if pd.api.types.is_scalar(value) and not isinstance(value, (str, bytes)) and pd.isna(value):
+        return None
+    return value

@@ -55,11 +55,13 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) 
     if as_json:
         emit_json({"annotated_reviews": annotated, "aspects": rows})
         return
-    typer.echo(f"{'ASPECT':<26}{'MENTIONS':>9}" + "".join(f"{p.upper():>10}" for p in ASPECT_LABEL_VALUES)
+    # Names are at most 40 characters: the column fits the longest, never cut.
+    width = max([len("ASPECT"), *(len(printable(r["aspect"], max_chars=40)) + (0 if r["builtin"] else 2) for r in rows)]) + 1
+    typer.echo(f"{'ASPECT':<{width}}{'MENTIONS':>9}" + "".join(f"{p.upper():>10}" for p in ASPECT_LABEL_VALUES)
                + "  DESCRIPTION")
     for r in rows:
         mark = "" if r["builtin"] else " *"
-        typer.echo(f"{printable(r['aspect'] + mark, max_chars=25):<26}{r['mentions']:>9,}"
+        typer.echo(f"{printable(r['aspect'], max_chars=40) + mark:<{width}}{r['mentions']:>9,}"
                    + "".join(f"{r['labels'][p]:>10,}" for p in ASPECT_LABEL_VALUES)
                    + f"  {printable(r['description'] or '', max_chars=90)}")
     typer.echo(f"{annotated:,} aspect-annotated reviews (* added to this store)")

@@ -55,9 +55,10 @@ def score_cmd(
 ) -> None:
     """Score the reviews the champion (or --model) has not scored yet, and fill the aspect champion's aspect
     predictions; resumable and idempotent."""
-    from pipeline.loop.scoring import parse_shard
+    from pipeline.loop.scoring import check_chunk_size, parse_shard
 
-    parse_shard(shard)  # reject a bad --shard before starting anything
+    parse_shard(shard)  # reject a bad --shard or --chunk-size before starting anything
+    check_chunk_size(chunk_size)
     if ray and shard:
         raise TastebudError("--ray and --shard do not mix: Ray splits the work across its workers itself")
     if storage and not ray:
@@ -104,12 +105,12 @@ def _score_one(task: str, model: str | None, rescore_all: bool, shard: str | Non
         from pipeline.aspects.scoring import score_aspects
 
         body = lambda reporter: score_aspects(db_path(), model_id=model, rescore_all=rescore_all, shard=shard,  # noqa: E731
-                                              reporter=reporter, chunk_size=chunk_size or None)
+                                              reporter=reporter, chunk_size=chunk_size)
     else:
         from pipeline.loop.scoring import score
 
         body = lambda reporter: score(db_path(), model_id=model, rescore_all=rescore_all, shard=shard,  # noqa: E731
-                                      reporter=reporter, chunk_size=chunk_size or None)
+                                      reporter=reporter, chunk_size=chunk_size)
     return _foreground("score" if task == "sentiment" else "score_aspects", params, as_json, body)
 
 

@@ -99,7 +99,7 @@ def train_cmd(
 def _train_aspects(given: dict, grid: dict, resume: bool, ray: str | None, promote_if_better: bool, background: bool,
                    as_json: bool) -> None:
     """``train --task aspects``: the aspect defaults with the options given on top."""
-    from pipeline.aspects.train import aspect_train_config
+    from pipeline.aspects.train import aspect_train_config, check_aspect_runs, sweep_configs
 
     if given.get("recipe"):
         raise TastebudError("--recipe names review-sentiment recipes; aspect training takes the options directly")
@@ -111,6 +111,8 @@ def _train_aspects(given: dict, grid: dict, resume: bool, ray: str | None, promo
         config = aspect_train_config(**given)
     except ValueError as exc:
         raise TastebudError(str(exc)) from exc
+    # One line and exit code 2 now, not after the run started.
+    check_aspect_runs(db_path(), sweep_configs(config, grid)[1] if grid else [config])
     params = {**config.to_dict(), "promote_if_better": promote_if_better, **({"sweep": grid} if grid else {})}
     if background:
         from pipeline.jobs import start_job
@@ -259,13 +261,19 @@ def _task_of(model_id: str) -> str:
 def _print_aspect_evaluation(result: dict) -> None:
     det, pol = result["detection"], result["polarity"]
     typer.echo(f"{result['model_id']} on {result['dataset']} ({result['n']} annotated reviews)")
+    left_out = result.get("left_out") or {}
+    if left_out:
+        typer.echo(f"left out: {', '.join(f'{n:,} {reason}' for reason, n in left_out.items())} row(s) of the file "
+                   "(the rules of `tastebud aspects import`: unknown aspect or polarity, no text, conflicting duplicates)")
     typer.echo(f"detection  micro P {det['micro_precision']:.4f}   R {det['micro_recall']:.4f}   F1 {det['micro_f1']:.4f}")
     typer.echo(f"polarity   accuracy {_num(pol['accuracy'])}   macro-F1 {_num(pol['macro_f1'])}   "
                f"({pol['n']} mentions with a polarity; conflict set aside)")
     typer.echo(f"{'aspect':<26}{'det P':>8}{'det R':>8}{'det F1':>8}{'mentions':>9}{'pol acc':>9}{'pol F1':>8}{'n':>6}")
     for aspect, d in det["per_aspect"].items():
         p = pol["per_aspect"][aspect]
-        typer.echo(f"{aspect[:25]:<26}{d['precision']:>8.3f}{d['recall']:>8.3f}{d['f1']:>8.3f}{d['support']:>9}"
+        # Recall and F1 of an aspect no review mentions are undefined: shown as "-", not 0.
+        recall, f1 = (d["recall"], d["f1"]) if d["support"] else (None, None)
+        typer.echo(f"{aspect[:25]:<26}{d['precision']:>8.3f}{_short(recall):>8}{_short(f1):>8}{d['support']:>9}"
                    f"{_short(p['accuracy']):>9}{_short(p['macro_f1']):>8}{p['n']:>6}")
     if pol.get("confusion"):
         labels = pol["confusion"]["labels"]

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 import unicodedata
 from collections import defaultdict
@@ -249,14 +250,15 @@ def import_aspect_labels(
     )
 
 
-def read_aspect_file(path: str | os.PathLike, aspects: list[str], *, fmt: str | None = None) -> tuple[pd.DataFrame, int]:
+def read_aspect_file(path: str | os.PathLike, aspects: list[str], *,
+                     fmt: str | None = None) -> tuple[pd.DataFrame, dict[str, int]]:
     """Read and check an aspect label file without a store: what ``tastebud evaluate MODEL --data FILE`` reads.
 
     Rows are checked as an import would check them against a store that knows ``aspects`` and no review,
     so every kept row carries its review's text.
 
     Returns:
-        (labels: review_id, text, aspect, polarity; how many rows were left out, with any reason).
+        (labels: review_id, text, aspect, polarity; rows left out per reason, most frequent first).
     """
     file = _check_file(Path(path))
     fmt = resolve_aspect_format(file, fmt)
@@ -267,7 +269,10 @@ def read_aspect_file(path: str | os.PathLike, aspects: list[str], *, fmt: str | 
         [(r.review_id, plan.new_reviews[r.review_id], r.aspect, r.polarity) for r in plan.labels],
         columns=["review_id", "text", "aspect", "polarity"],
     )
-    return frame, len(plan.rejects)
+    left_out: dict[str, int] = defaultdict(int)
+    for r in plan.rejects:
+        left_out[r.reason] += 1
+    return frame, dict(sorted(left_out.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def resolve_aspect_format(file: Path, fmt: str | None) -> str:
@@ -590,8 +595,10 @@ def _check_row(row: _Row, known: set[str], new_aspects: list[str] | None, stored
         if new_aspects is None:
             return _reject(
                 row, "unknown_aspect",
-                f"aspect {_quote(aspect)} is not in the store's set ({', '.join(sorted(known))}); add it with "
-                f"`tastebud aspects add {aspect}` or import with --create-aspects",
+                # The remedy first: a long list of known aspects may be cut where rejects are printed.
+                f"aspect {_quote(aspect)} is not in the store's set: add it with "
+                f"`tastebud aspects add {shlex.quote(aspect)}` or import with --create-aspects "
+                f"(known: {', '.join(sorted(known))})",
             )
         if aspect not in new_aspects:
             new_aspects.append(aspect)

@@ -9,8 +9,11 @@ aspect, with the review's text), so an export moves a store's aspect annotations
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import secrets
+import stat
 from datetime import datetime
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from store import models as model_store
 from store.db import connect, resolve_db_path
 from store.errors import TastebudError
 from store.exports import count_export_rows, fetch_export
+from store.printable import printable
 from store.trends import ReviewFilter
 
 EXPORT_FORMATS = ("csv", "parquet")
@@ -71,20 +75,75 @@ def export_to_file(
         >>> export_to_file("store.duckdb", "parquet")  # doctest: +SKIP
         (PosixPath('/data/exports/reviews-20261126-151500.parquet'), 1000000)
     """
-    table, _ = export_table(db, flt=flt, labels=labels)
     target = Path(path) if path else resolve_db_path(db).resolve().parent / "exports" / f"reviews-{datetime.now():%Y%m%d-%H%M%S}.{fmt}"
-    _write_whole(target, lambda f: _write(table, f, fmt))
+    # Only the default folder beside the store is made: a given path's missing folder is more likely a typo.
+    _check_target(target, make_folder=not path)
+    table, _ = export_table(db, flt=flt, labels=labels)
+    _write_whole(target, lambda f: _write(table, f, fmt), make_folder=not path)
     return target, table.num_rows
 
 
-def _write_whole(target: Path, write) -> None:
+# What a path that is neither a regular file nor a symbolic link is, for the refusal.
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_target(target: Path, *, make_folder: bool = False) -> None:
+    """Refuse, in one line, a target an export must not replace, before any work is done.
+
+    An export is moved over its target (:func:`_write_whole`), and that move replaces whatever is there:
+    a symbolic link would become a regular file with its own target left unchanged, a FIFO or a device
+    (``/dev/full``) a regular file. So only a regular file or nothing is accepted. A missing folder is
+    refused unless ``make_folder``: creating ``/nonexistent_dir`` for a mistyped path hides the typo.
+
+    Raises:
+        TastebudError: a missing folder, a parent that is not a folder, or a target that is not a regular file.
+    """
+    shown = printable(str(target), max_chars=300)
+    folder = target.parent
+    if not make_folder and not folder.is_dir():
+        problem = "{} is not a folder" if folder.exists() else "folder {} does not exist"
+        raise TastebudError(f"cannot write {shown}: " + problem.format(printable(str(folder), max_chars=300)))
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise TastebudError(f"cannot write {shown}: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(mode):
+        raise TastebudError(f"{shown} is a symbolic link: replacing it would replace the link, not the file it "
+                            "points to; give the file's own path")
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+        raise TastebudError(f"{shown} is {kind}, not a regular file: an export only replaces a regular file")
+
+
+def _write_whole(target: Path, write, *, make_folder: bool = False) -> None:
     """Call ``write(binary file)`` on a partial file beside ``target``, then move it there: a reader never
-    sees half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    with open(partial, "wb") as f:
-        write(f)
-    partial.replace(target)
+    sees half a file, and a failed write leaves the old file (if any) as it was and no partial file.
+
+    The partial file gets a fresh name, created exclusively, so an existing file is never truncated;
+    the target is checked (:func:`_check_target`) again just before the move. Any error of the operating
+    system (no such folder, no space, permission) becomes one line naming the path.
+
+    Raises:
+        TastebudError: the target is refused or cannot be written.
+    """
+    _check_target(target, make_folder=make_folder)
+    shown = printable(str(target), max_chars=300)
+    partial = target.with_name(f"{target.name}.{secrets.token_hex(4)}.partial")
+    try:
+        if make_folder:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            write(f)
+        _check_target(target)
+        os.replace(partial, target)
+    except OSError as exc:
+        raise TastebudError(f"cannot write {shown}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
 
 
 def _write(table: pa.Table, sink, fmt: str) -> None:
@@ -130,7 +189,9 @@ def export_aspect_labels(db, path: str | os.PathLike, *, fmt: str | None = None,
         (the file written, label rows, reviews).
 
     Raises:
-        TastebudError: an unknown format, an existing file, or no aspect labels to export.
+        TastebudError: an unknown format, an existing file (not ``overwrite``), a target that is not a regular
+            file or whose folder is missing (see :func:`_check_target`), a path that cannot be written, or no
+            aspect labels to export.
     """
     target = Path(path)
     if fmt is not None and fmt not in ASPECT_EXPORT_FORMATS:
@@ -139,8 +200,10 @@ def export_aspect_labels(db, path: str | os.PathLike, *, fmt: str | None = None,
     if fmt is None:
         raise TastebudError(f"cannot tell the format of {target.name}: name it .csv or .jsonl, or pass "
                             f"--format ({', '.join(ASPECT_EXPORT_FORMATS)})")
+    _check_target(target)
     if target.exists() and not overwrite:
-        raise TastebudError(f"{target} exists; choose another name or pass --force to replace it")
+        raise TastebudError(f"{printable(str(target), max_chars=300)} exists; choose another name or pass "
+                            "--force to replace it")
     frame = aspect_labels_table(db, split=split)
     if frame.empty:
         raise TastebudError("the store has no aspect labels" + (f" in the {split} split" if split else "")

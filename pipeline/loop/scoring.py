@@ -185,9 +185,8 @@ def score_with(
         >>> score_with("t.duckdb", predictor, "m1", shard=(0, 2))["scored"]  # doctest: +SKIP
         1500
     """
-    chunk_size = chunk_size or _default_chunk_size(predictor)
-    if chunk_size < 1:
-        raise TastebudError("chunk size must be at least 1")
+    check_chunk_size(chunk_size)
+    chunk_size = _default_chunk_size(predictor) if chunk_size is None else chunk_size
     reporter = reporter or JobReporter(db, None)
     since = datetime.now() if rescore_all else None
     started = time.perf_counter()
@@ -275,6 +274,18 @@ def score_with(
     }
 
 
+def check_chunk_size(chunk_size: int | None) -> None:
+    """Refuse a chunk size below 1 (None means the device's default).
+
+    Example:
+        >>> check_chunk_size(0)
+        Traceback (most recent call last):
+        store.errors.TastebudError: chunk size must be at least 1, got 0
+    """
+    if chunk_size is not None and chunk_size < 1:
+        raise TastebudError(f"chunk size must be at least 1, got {chunk_size}")
+
+
 def _default_chunk_size(predictor) -> int:
     from pipeline.device import device_defaults  # loads torch; `tastebud flag` imports this module without it
 
@@ -340,5 +351,5 @@ def run_job(db: DbPath, params: dict, reporter: JobReporter) -> dict:
         rescore_all=bool(params.get("rescore_all", False)),
         shard=params.get("shard"),
         reporter=reporter,
-        chunk_size=int(params["chunk_size"]) if params.get("chunk_size") else None,
+        chunk_size=None if params.get("chunk_size") is None else int(params["chunk_size"]),
     )
