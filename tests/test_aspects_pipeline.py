@@ -231,3 +231,16 @@ def test_an_aspect_sweep_checks_every_trial_first_then_keeps_the_best(store_path
         assert model_store.get_model(con, result["model_id"])["task"] == "aspects"
     assert len(runs) == 2 and set(runs["model_id"].dropna()) == {result["model_id"]}
     assert runs.set_index("run_id").loc[best["run_id"], "model_id"] == result["model_id"]
+
+
+def test_sparse_aspects_are_warned_about():
+    from pipeline.aspects.train import sparse_aspect_warnings
+
+    train = pd.DataFrame({"food": ["positive"] * 30 + ["absent"] * 5, "service": ["negative"] * 3 + ["absent"] * 32,
+                          "parking": ["absent"] * 35})
+    val = pd.DataFrame({"food": ["positive", "absent"], "service": ["absent", "absent"], "parking": ["absent"] * 2})
+    assert sparse_aspect_warnings(train, val, ["food", "service", "parking"]) == [
+        "service: 3 train mentions (under 20): its detection will be unreliable",
+        "service: no val mention: validation cannot judge it",
+        "parking: 0 train mentions: the model cannot learn it yet; label some first",
+    ]

@@ -106,6 +106,31 @@ def check_aspect_runs(db, configs: list[TrainConfig]) -> None:
         check_max_length(config, aspects)
 
 
+# Below this many train mentions an aspect's detection is a guess (it keeps its head, and is reported).
+MIN_TRAIN_MENTIONS = 20
+
+
+def sparse_aspect_warnings(train: pd.DataFrame, val: pd.DataFrame, aspects: list[str], *,
+                           minimum: int = MIN_TRAIN_MENTIONS) -> list[str]:
+    """Warnings for aspects with too few mentioned labels to learn (train) or to judge (val).
+
+    Example:
+        >>> sparse_aspect_warnings(train, val, ["food", "parking"])  # doctest: +SKIP
+        ['parking: 0 train mentions (under 20): the model cannot learn it yet; label some first']
+    """
+    out = []
+    for aspect in aspects:
+        n_train = int((train[aspect] != "absent").sum()) if aspect in train else 0
+        n_val = int((val[aspect] != "absent").sum()) if aspect in val else 0
+        if n_train == 0:
+            out.append(f"{aspect}: 0 train mentions: the model cannot learn it yet; label some first")
+        elif n_train < minimum:
+            out.append(f"{aspect}: {n_train} train mentions (under {minimum}): its detection will be unreliable")
+        if n_train and n_val == 0:
+            out.append(f"{aspect}: no val mention: validation cannot judge it")
+    return out
+
+
 def load_aspect_data(db, config: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """(train, val, aspects): the aspect-annotated reviews of each split, wide (one column per aspect)."""
     with connect(db, read_only=True) as con:
@@ -161,9 +186,8 @@ def train_aspects(
     base = check_base_model(config.base_model) if config.base_model else default_base_model()
     train, val, aspects = load_aspect_data(db, config)
     check_max_length(config, aspects)
-    unlabeled = [a for a in aspects if not (train[a] != "absent").any()]
-    if unlabeled:
-        reporter.log(f"warning: no train review mentions {', '.join(unlabeled)} yet; the model cannot learn it")
+    for warning in sparse_aspect_warnings(train, val, aspects):
+        reporter.log(f"warning: {warning}")
     run_id = f"run-{datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
     run_dir = runs_dir(db) / "training" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
