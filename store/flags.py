@@ -254,6 +254,21 @@ def fetch_flag_inputs(con: duckdb.DuckDBPyConnection, model_id: str) -> pd.DataF
     ).df()
 
 
+def fetch_label_inputs(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """The columns of :func:`fetch_flag_inputs` for every review with a current label, without any model's
+    probabilities (NULL): what the labels alone let flagging compare (aspect disagreements)."""
+    return con.execute(
+        f"""
+        SELECT r.review_id, r.stars, r.created_at, s.split, l.label, l.source AS label_source,
+               NULL::DOUBLE AS p_negative, NULL::DOUBLE AS p_neutral, NULL::DOUBLE AS p_positive
+        FROM current_labels l
+        JOIN {DATED_REVIEWS_SQL} r USING (review_id)
+        LEFT JOIN splits s USING (review_id)
+        ORDER BY r.review_id
+        """
+    ).df()
+
+
 def fetch_disagreements(
     con: duckdb.DuckDBPyConnection, model_id: str, other_model_ids: list[str], *, min_distance: float
 ) -> pd.DataFrame:

@@ -356,3 +356,23 @@ def test_aspects_set_takes_short_spellings_says_what_it_confirmed_and_labels_sho
     assert "no aspect labels (not aspect-annotated)" in shown and "[retracted: undone" in shown
     as_json = CliRunner().invoke(app, ["aspects", "labels", "r2", "--json"])
     assert as_json.exit_code == 0 and '"retracted_at": "' in as_json.output
+
+
+def test_without_a_review_model_flag_still_compares_aspects_with_the_labels(db, monkeypatch):
+    """A store with an aspect champion and no review champion: `tastebud flag` raises aspect disagreements
+    against the current labels and says the other reasons need a review model."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    monkeypatch.setenv("TASTEBUD_DB", str(db))
+    run = CliRunner().invoke(app, ["flag"])
+    assert run.exit_code == 0, run.output
+    lines = run.output.strip().splitlines()
+    assert lines[-2] == f"new flags from {ASPECT_MODEL}: aspect_disagreement 1"
+    assert lines[-1].startswith("  no review champion: low_confidence") and "need one" in lines[-1]
+    with connect(db, read_only=True) as con:
+        flags = con.execute("SELECT review_id, reason, model_id FROM flags").fetchall()
+    assert flags == [("r1", "aspect_disagreement", ASPECT_MODEL)]  # positive by its stars, service heard negative
+    again = CliRunner().invoke(app, ["flag"])
+    assert again.exit_code == 0 and f"{ASPECT_MODEL}: aspect_disagreement 0" in again.output

@@ -159,6 +159,8 @@ def flag_cmd(
         emit_json(result)
         return
     typer.echo(f"new flags from {result['model_id']}: " + ", ".join(f"{k} {v}" for k, v in result["inserted"].items()))
+    if result["notes"].get("skipped"):
+        typer.echo(f"  {result['notes']['skipped']}")
     for term in result["terms"]:
         typer.echo(f"  emerging term {term['term']!r}: {term['recent_count']} recent vs {term['prior_count']} before, "
                    f"lift {term['lift']}, model uncertainty {term['mean_uncertainty']:.2f}")

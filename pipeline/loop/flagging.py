@@ -45,6 +45,7 @@ from store.flags import (
     fetch_disagreements,
     fetch_flag_inputs,
     fetch_flagged_keys,
+    fetch_label_inputs,
     fetch_review_texts,
     fetch_texts_between,
     insert_flags,
@@ -560,6 +561,11 @@ def flag(
     if unknown:
         raise TastebudError(f"unknown flag reasons: {', '.join(sorted(unknown))}; expected {', '.join(FLAG_REASONS)}")
     reporter = reporter or JobReporter(db, None)
+    if model_id is None and "aspect_disagreement" in reasons:
+        with connect(db, read_only=True) as con:
+            review_champion, aspect_champion = get_champion(con), get_champion(con, task="aspects")
+        if review_champion is None and aspect_champion is not None:
+            return _flag_aspects_from_labels(db, aspect_champion["model_id"], reporter)
     model_id = resolve_model_id(db, model_id)
     with connect(db, read_only=True) as con:
         inputs = fetch_flag_inputs(con, model_id)
@@ -624,6 +630,32 @@ def flag(
         "candidates": {reason: len(frame) for reason, frame in found.items()},
         "terms": terms,
         "notes": notes,
+    }
+
+
+def _flag_aspects_from_labels(db: DbPath, aspect_model_id: str, reporter: JobReporter) -> dict:
+    """Flagging in a store with an aspect champion and no review champion: the one reason that needs no
+    review model, aspect disagreements, against the reviews' current labels (the other reasons read a
+    sentiment model's predictions, and are said to be skipped)."""
+    with connect(db, read_only=True) as con:
+        inputs = fetch_label_inputs(con)
+        known = fetch_flagged_keys(con, "aspect_disagreement")
+    reporter.progress(0.05, f"comparing aspects of {aspect_model_id} with {len(inputs):,} current labels", force=True)
+    found, note = scan_aspect_disagreements(db, inputs[inputs["label_source"] != "human"])
+    batch = _drop_known(found, known, T.MAX_NEW_FLAGS_PER_REASON)
+    with transaction(db) as con:
+        inserted = insert_flags(con, batch.assign(model_id=aspect_model_id)) if len(batch) else 0
+    reporter.progress(1.0, f"{inserted} new flags", force=True)
+    skipped = [r for r in FLAG_REASONS if r != "aspect_disagreement"]
+    return {
+        "model_id": aspect_model_id,
+        "scored_reviews": len(inputs),
+        "inserted": {"aspect_disagreement": inserted},
+        "candidates": {"aspect_disagreement": len(found)},
+        "terms": [],
+        "notes": {"aspect_disagreement": note + " (no review model: each review's current label)",
+                  "skipped": f"no review champion: {', '.join(skipped)} need one (`tastebud train`, or "
+                             "`tastebud baselines` and `tastebud promote`)"},
     }
 
 
