@@ -57,8 +57,6 @@ _DAMAGE_MARKERS = (
     "invalid block",
 )
 
-# Every DuckDB database file holds these bytes right after its 8-byte header checksum.
-_DUCKDB_MAGIC, _DUCKDB_MAGIC_AT = b"DUCK", 8
 
 _process_lock = threading.RLock()
 # Called once per connection attempt that finds the store locked (e.g. a job logging "waiting for the store").
@@ -194,25 +192,25 @@ def _damage_detail(db: Path, text: str) -> str:
     return printable(first, max_chars=160)
 
 
-def _foreign_file(db: Path) -> StoreDamagedError | None:
-    """The error for an existing file that is not a DuckDB database, told from its first bytes, or None.
+def _foreign_file(db: Path) -> StoreDamagedError:
+    """The error for an existing file that DuckDB did not open as a database (a ``.csv``, ``.parquet`` or
+    ``.json``, which it opens as an empty in-memory database with the file as a view).
 
-    DuckDB does not refuse every such file: a ``.csv``, ``.parquet`` or ``.json`` it opens as an empty
-    in-memory database with the file as a view (read-only that fails with "Cannot launch in-memory
-    database", read-write every write would be lost). So the header is read before DuckDB sees the file,
-    whatever its extension. An empty file, a directory or an unreadable file is left to DuckDB, whose
-    errors :func:`store_error` already words.
+    Told from how DuckDB opened it (:func:`_opened_in_memory`, or its "Cannot launch in-memory database"
+    refusal when read-only), never by reading the file ourselves: DuckDB locks the store with POSIX
+    ``fcntl`` locks, which a process loses on closing *any* descriptor of the file, so opening the store
+    file beside a live DuckDB handle would let another process write at the same time.
     """
-    try:
-        if not db.is_file():
-            return None  # missing (a new store), a directory, a FIFO (reading it would block)
-        with open(db, "rb") as f:
-            head = f.read(_DUCKDB_MAGIC_AT + len(_DUCKDB_MAGIC))
-    except OSError:
-        return None
-    if not head or head[_DUCKDB_MAGIC_AT:] == _DUCKDB_MAGIC:
-        return None
     return StoreDamagedError(f"{printable(db, max_chars=300)} is not a tastebud store: it is not a DuckDB database file")
+
+
+def _opened_in_memory(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether DuckDB attached no database file (it read the path as a data file instead)."""
+    try:
+        row = con.execute("SELECT path FROM duckdb_databases() WHERE NOT internal LIMIT 1").fetchone()
+    except duckdb.Error:
+        return False
+    return row is not None and row[0] is None
 
 
 def _not_a_store(con: duckdb.DuckDBPyConnection, db: Path) -> StoreDamagedError | None:
@@ -262,9 +260,6 @@ def connect(
         ...     con.execute("SELECT count(*) FROM reviews").fetchone()
     """
     db = require_store(path) if read_only else resolve_db_path(path)
-    foreign = _foreign_file(db)
-    if foreign is not None:
-        raise foreign
     deadline = time.monotonic() + (lock_timeout_s() if timeout_s is None else timeout_s)
     delay, waited = 0.01, False
     with _process_lock:
@@ -273,8 +268,13 @@ def connect(
                 con = duckdb.connect(str(db), read_only=read_only)
                 if waited:
                     _wait_over(db)
+                if _opened_in_memory(con):
+                    con.close()
+                    raise _foreign_file(db)
                 break
             except (duckdb.Error, OSError) as exc:
+                if isinstance(exc, duckdb.CatalogException) and "in-memory database" in str(exc):
+                    raise _foreign_file(db) from None
                 if not (isinstance(exc, duckdb.IOException) and _is_lock_error(exc)):
                     error = store_error(db, exc, opening=True)
                     if error is None:

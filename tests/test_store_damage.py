@@ -76,6 +76,28 @@ def test_file_that_is_not_duckdb(tmp_path):
     _assert_every_command_says(db, tmp_path, f"{db} is not a tastebud store: it is not a DuckDB database file")
 
 
+def test_connect_never_opens_the_store_file_itself(tmp_path, monkeypatch):
+    """DuckDB locks the store with POSIX fcntl locks, which a process drops when it closes *any* descriptor
+    of the file: a header check that opened the file beside a live DuckDB handle let two processes write at
+    once and lose a chunk (tests/test_scoring.py's concurrent shards). connect must leave the file to DuckDB."""
+    import builtins
+
+    from store.db import connect, transaction
+    from store.schema import init_store
+
+    db, _ = init_store(tmp_path / "s.duckdb")
+    opened = []
+    real_open, real_os_open = builtins.open, os.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: (opened.append(str(f)), real_open(f, *a, **k))[1])
+    monkeypatch.setattr(os, "open", lambda f, *a, **k: (opened.append(str(f)), real_os_open(f, *a, **k))[1])
+    with transaction(db) as con:
+        con.execute("SELECT count(*) FROM reviews").fetchone()
+        with connect(db) as inner:  # the same process, the same DuckDB instance
+            inner.execute("SELECT 1").fetchone()
+    with connect(db, read_only=True) as con:
+        con.execute("SELECT 1").fetchone()
+    assert str(db) not in opened
+
 
 def test_data_file_named_as_store_is_not_duckdb_whatever_its_extension(tmp_path):
     """DuckDB opens a .csv, .parquet or .json "database" as an in-memory one with the file as a view:
