@@ -116,7 +116,7 @@ def sparse_aspect_warnings(train: pd.DataFrame, val: pd.DataFrame, aspects: list
 
     Example:
         >>> sparse_aspect_warnings(train, val, ["food", "parking"])  # doctest: +SKIP
-        ['parking: 0 train mentions (under 20): the model cannot learn it yet; label some first']
+        ['parking: 0 train mentions: the model cannot learn it yet; label some first']
     """
     out = []
     for aspect in aspects:
