@@ -213,14 +213,6 @@ def trend_figure(trend: pd.DataFrame, aspects: list[str], alerts: pd.DataFrame, 
     return fig
 
 
-def _distinct_names(models: pd.DataFrame) -> dict[str, str]:
-    """model_id -> the name shown: the model's name, with its id beside it where two models share the name
-    (runs of the same recipe are named alike)."""
-    names = {m: (n if isinstance(n, str) and n and n != m else m) for m, n in zip(models["model_id"], models["name"])}
-    counts = pd.Series(list(names.values())).value_counts()
-    return {m: (f"{n} ({m})" if counts[n] > 1 and n != m else n) for m, n in names.items()}
-
-
 def _alpha(color: str, alpha: float) -> str:
     color = color.lstrip("#")
     r, g, b = (int(color[i:i + 2], 16) for i in (0, 2, 4))
@@ -240,7 +232,7 @@ def aspect_models_section(db: Path) -> None:
         return
     st.caption("Detection: does the review speak of the aspect (micro-F1 over every review and aspect). Polarity: "
                "negative / neutral / positive of the aspects a review does speak of (conflict set aside).")
-    names = _distinct_names(models)
+    names = model_views.display_names(models)
     snapshots = {(e or {}).get("test_snapshot") for e in evaluations.values() if e}
     if len(snapshots) > 1:
         sizes = sorted({int(e["n"]) for e in evaluations.values() if e and e.get("n") is not None})

@@ -263,6 +263,14 @@ SCORE_COLUMNS = {c: st.column_config.NumberColumn(c, format="%.3f")
                  for c in ("Accuracy", "Macro-F1", "F1 negative", "F1 neutral", "F1 positive", "ECE")}
 
 
+def display_names(models: pd.DataFrame) -> dict[str, str]:
+    """model_id -> the name a page shows: the model's name, with its id beside it where two models share the
+    name (runs of the same recipe are named alike), the id where it has none."""
+    names = {m: (n if isinstance(n, str) and n and n != m else m) for m, n in zip(models["model_id"], models["name"])}
+    counts = pd.Series(list(names.values()), dtype=object).value_counts()
+    return {m: (f"{n} ({m})" if counts[n] > 1 and n != m else n) for m, n in names.items()}
+
+
 def challenger_verdict(models: pd.DataFrame, new_model: str, champion_id: str | None) -> dict:
     """Whether the new model lost to the champion on the same test snapshot, in words.
 

@@ -19,7 +19,7 @@ if models.empty:
             "`tastebud baselines`.")
     aspect_views.aspect_models_section(ctx.db)  # aspect models have their own champion and test set
     st.stop()
-names = {m: (n if n and n != m else m) for m, n in zip(models["model_id"], models["name"])}
+names = model_views.display_names(models)
 
 st.subheader("Every model on the frozen test set")
 summary = pd.DataFrame({
