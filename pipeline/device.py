@@ -125,6 +125,23 @@ def _cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def cap_cpu_threads(threads: int) -> None:
+    """Use at most ``threads`` CPU threads in this process from now on (a Ray worker's share of its node).
+
+    Ray gives each training worker or scoring actor a number of CPUs, but torch (through
+    :func:`resolve_device`) would take every core of the node: two workers on two cores then run four
+    threads whose OpenMP barriers wait on each other. Through the setting, so that the device's threads
+    and streams agree with it; a smaller ``TASTEBUD_CPU_THREADS`` already set is kept.
+    """
+    from store.settings import ENV_CPU_THREADS
+
+    current = current_settings().cpu_threads
+    threads = max(1, min(threads, current or threads))
+    os.environ[ENV_CPU_THREADS] = str(threads)
+    resolve_device.cache_clear()
+    torch.set_num_threads(threads)
+
+
 @lru_cache(maxsize=4)
 def resolve_device(prefer: str | None = None) -> DeviceInfo:
     """Pick CUDA, else MPS, else CPU (or ``prefer`` when given and available).

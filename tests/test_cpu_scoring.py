@@ -191,3 +191,14 @@ def test_a_ray_scoring_actor_keeps_to_its_cpu_slot(tiny_model_dir, cpu_with, mon
     assert torch.get_num_threads() == 1
     out = actor(pd.DataFrame({"review_id": ["a", "b"], "text": ["Great tacos.", "Cold fries, slow service."]}))
     assert list(out["review_id"]) == ["a", "b"] and np.allclose(out[["p_negative", "p_neutral", "p_positive"]].sum(axis=1), 1.0)
+
+
+def test_a_ray_worker_caps_its_threads_and_keeps_a_smaller_setting(cpu_with, monkeypatch, keep_torch_threads):
+    monkeypatch.setenv("TASTEBUD_CPU_THREADS", "4")  # restored after the test, as cap_cpu_threads writes it
+    assert cpu_with("avx2").threads == 4
+    device.cap_cpu_threads(2)  # a worker given 2 CPUs of the node
+    assert device.resolve_device("cpu").threads == 2 and torch.get_num_threads() == 2
+    device.cap_cpu_threads(3)  # never more than the setting already says
+    assert device.resolve_device("cpu").threads == 2
+    device.cap_cpu_threads(0)
+    assert device.resolve_device("cpu").threads == 1

@@ -36,10 +36,13 @@ def tiny_base(tmp_path_factory) -> str:
 
 def test_two_workers_register_one_model_and_write_each_epoch_once(local_ray, store_path, tiny_base):
     fill_store(store_path)
+    lines: list[str] = []
     result = run_foreground(
         store_path, "train-ray", {"workers": 2}, cli_actor(),
         lambda reporter: {"model_id": train_on_ray(store_path, tiny_config(tiny_base), workers=2, reporter=reporter)},
-        echo=lambda line: None)
+        echo=lines.append)
+    # Each worker keeps to the one CPU Ray gave it, not a thread per core of the node.
+    assert any("fine-tuning" in line and "on CPU (1 threads" in line for line in lines), "\n".join(lines)
 
     with connect(store_path, read_only=True) as con:
         models = model_store.list_models(con)

@@ -175,17 +175,10 @@ class ScoreActor:
     """
 
     def __init__(self, model_row: dict, files: dict[str, dict[str, bytes]] | None, cpu_threads: int | None = None):
-        import torch
+        if cpu_threads:  # a CPU slot each: threads beyond it only fight the sibling actors
+            from pipeline.device import cap_cpu_threads
 
-        if cpu_threads:
-            # A CPU slot each: threads beyond it only fight the sibling actors. Through the setting, so that
-            # the predictor's device (pipeline.device.resolve_device, threads and streams) agrees with it.
-            from pipeline.device import resolve_device
-            from store.settings import ENV_CPU_THREADS
-
-            os.environ[ENV_CPU_THREADS] = str(cpu_threads)
-            resolve_device.cache_clear()
-            torch.set_num_threads(cpu_threads)
+            cap_cpu_threads(cpu_threads)
 
         row = dict(model_row)
         if not files:

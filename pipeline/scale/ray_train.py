@@ -392,6 +392,13 @@ def _train_worker(loop_config: dict) -> None:
 
     relay = loop_config["relay"]
     rank = ray.train.get_context().get_world_rank()
+    given = ray.get_runtime_context().get_assigned_resources()
+    if not given.get("GPU") and given.get("CPU"):
+        # The CPUs Ray gave this worker (1 unless the scaling config asks for more), not every core of the
+        # node: workers sharing a node would otherwise each run a thread per core and wait on each other.
+        from pipeline.device import cap_cpu_threads
+
+        cap_cpu_threads(max(1, int(given["CPU"])))
     if ray.get(relay.cancelled.remote()):  # restarted after a cancel: nothing to do
         return
     run_dir = worker_run_dir(loop_config["run_id"], rank)
