@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -17,10 +18,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("TASTEBUD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
+@pytest.fixture(scope="session")
+def migrated_store_template(tmp_path_factory) -> Path:
+    """A store migrated once per test session (per xdist worker); :func:`store_path` hands out copies."""
+    db, _ = init_store(tmp_path_factory.mktemp("template") / "store.duckdb")
+    return db
+
+
 @pytest.fixture
-def store_path(tmp_path: Path) -> Path:
-    """A fresh, migrated store file."""
-    db, _ = init_store(tmp_path / "store.duckdb")
+def store_path(tmp_path: Path, migrated_store_template: Path) -> Path:
+    """A fresh, migrated store file: a copy of the session's template (running every migration again
+    costs ~0.1 s, hundreds of times a run; the migrations have their own tests in test_store.py)."""
+    db = tmp_path / "store.duckdb"
+    shutil.copyfile(migrated_store_template, db)
     return db
 
 
